@@ -1,0 +1,22 @@
+//! Ritmo GitOps core: keep Ritmo's configuration in PostgreSQL identical to a Git repository.
+//!
+//! `model`, `manifest`, `validate` and `plan` are pure; `git`, `store`, `apply` and `crypto`
+//! do IO; `workflow` wires them into the operations the CLI and the Lambda functions expose.
+
+pub mod apply;
+pub mod config;
+pub mod crypto;
+pub mod diagnostic;
+pub mod error;
+pub mod git;
+pub mod hash;
+pub mod manifest;
+pub mod message;
+pub mod model;
+pub mod plan;
+pub mod store;
+pub mod validate;
+pub mod webhook;
+pub mod workflow;
+
+pub use error::{Error, Result};

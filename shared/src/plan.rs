@@ -1,0 +1,628 @@
+//! The planner: pair desired resources (Git) with live ones (PostgreSQL) and decide what to do.
+//!
+//! Pure: no IO, no clock. Ownership comes from the target's inventory, never from labels, so a
+//! row this target did not create is never updated or deleted by it.
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+
+use crate::diagnostic::{self, Code, Diagnostic};
+use crate::hash::SpecHash;
+use crate::model::{DesiredResource, Kind, LiveState, ResourceId, Revision};
+
+/// How far a target may go on its own.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PlanPolicy {
+    /// Delete resources that left Git (otherwise warn and keep them).
+    pub prune: bool,
+    /// Allow a plan whose desired set is empty to delete the whole inventory.
+    pub allow_empty: bool,
+    /// Deletes beyond this share of the inventory wait for approval.
+    pub max_delete_percent: u32,
+}
+
+impl Default for PlanPolicy {
+    fn default() -> Self {
+        Self {
+            prune: true,
+            allow_empty: false,
+            max_delete_percent: 25,
+        }
+    }
+}
+
+/// One thing the applier will do.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "action", rename_all = "snake_case")]
+pub enum Action {
+    Create {
+        desired: DesiredResource,
+    },
+    Update {
+        desired: DesiredResource,
+        live_hash: SpecHash,
+        /// The row was edited outside a sync; this update restores Git's version.
+        drifted: bool,
+    },
+    Delete {
+        id: ResourceId,
+        live_hash: SpecHash,
+    },
+    /// In the inventory, gone from Git, kept because prune is off.
+    PruneSkipped {
+        id: ResourceId,
+    },
+}
+
+impl Action {
+    pub fn id(&self) -> &ResourceId {
+        match self {
+            Action::Create { desired } | Action::Update { desired, .. } => &desired.id,
+            Action::Delete { id, .. } | Action::PruneSkipped { id } => id,
+        }
+    }
+
+    /// `create`, `update`, `delete` or `warn`, as in plan output and JSON.
+    pub fn verb(&self) -> &'static str {
+        match self {
+            Action::Create { .. } => "create",
+            Action::Update { .. } => "update",
+            Action::Delete { .. } => "delete",
+            Action::PruneSkipped { .. } => "warn",
+        }
+    }
+
+    /// Terraform-style marker.
+    pub fn symbol(&self) -> char {
+        match self {
+            Action::Create { .. } => '+',
+            Action::Update { .. } => '~',
+            Action::Delete { .. } => '-',
+            Action::PruneSkipped { .. } => '!',
+        }
+    }
+
+    /// The file the desired resource comes from, for creates and updates.
+    pub fn path(&self) -> Option<&str> {
+        match self {
+            Action::Create { desired } | Action::Update { desired, .. } => {
+                Some(&desired.source.path)
+            }
+            Action::Delete { .. } | Action::PruneSkipped { .. } => None,
+        }
+    }
+
+    pub fn old_hash(&self) -> Option<&SpecHash> {
+        match self {
+            Action::Update { live_hash, .. } | Action::Delete { live_hash, .. } => Some(live_hash),
+            Action::Create { .. } | Action::PruneSkipped { .. } => None,
+        }
+    }
+
+    pub fn new_hash(&self) -> Option<&SpecHash> {
+        match self {
+            Action::Create { desired } | Action::Update { desired, .. } => Some(&desired.hash),
+            Action::Delete { .. } | Action::PruneSkipped { .. } => None,
+        }
+    }
+}
+
+impl fmt::Display for Action {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} {}", self.symbol(), self.id())?;
+        match self {
+            Action::Update { drifted: true, .. } => {
+                f.write_str(" (drifted: restoring Git's version)")
+            }
+            Action::PruneSkipped { .. } => f.write_str(" (not in Git; kept because prune is off)"),
+            _ => Ok(()),
+        }
+    }
+}
+
+/// Counts of a plan, as printed and as stored.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Summary {
+    pub create: usize,
+    pub update: usize,
+    pub delete: usize,
+    pub unchanged: usize,
+}
+
+impl fmt::Display for Summary {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "Plan: {} to create, {} to update, {} to delete, {} unchanged.",
+            self.create, self.update, self.delete, self.unchanged
+        )
+    }
+}
+
+/// What the target looked like when the plan was computed.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PlanBase {
+    /// The target's generation; the applier refuses the plan if it moved.
+    pub generation: i64,
+    /// The commit last applied to the target, if any.
+    pub commit: Option<String>,
+}
+
+/// A plan: everything needed to apply it, and to explain it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Plan {
+    pub target: String,
+    pub revision: Revision,
+    pub base: PlanBase,
+    /// Creates and updates in reference order, then deletes in reverse, then prune warnings.
+    pub actions: Vec<Action>,
+    pub unchanged: usize,
+    pub diagnostics: Vec<Diagnostic>,
+    /// Why a person must approve this plan before it is applied, if they must.
+    pub approval_reason: Option<String>,
+}
+
+impl Plan {
+    pub fn summary(&self) -> Summary {
+        let mut summary = Summary {
+            unchanged: self.unchanged,
+            ..Summary::default()
+        };
+        for action in &self.actions {
+            match action {
+                Action::Create { .. } => summary.create += 1,
+                Action::Update { .. } => summary.update += 1,
+                Action::Delete { .. } => summary.delete += 1,
+                Action::PruneSkipped { .. } => {}
+            }
+        }
+        summary
+    }
+
+    /// A plan with errors must not be applied.
+    pub fn has_errors(&self) -> bool {
+        diagnostic::has_errors(&self.diagnostics)
+    }
+
+    /// Whether applying it would change the database.
+    pub fn has_changes(&self) -> bool {
+        self.actions
+            .iter()
+            .any(|action| !matches!(action, Action::PruneSkipped { .. }))
+    }
+}
+
+/// Computes the plan that makes `live` match `desired` for one target.
+///
+/// `desired` must already be validated: the planner trusts it is free of errors, and callers
+/// never plan after a fetch or parse failure (so deletes can never come from a broken read).
+pub fn plan(
+    target: &str,
+    revision: Revision,
+    base: PlanBase,
+    desired: Vec<DesiredResource>,
+    live: &LiveState,
+    policy: &PlanPolicy,
+) -> Plan {
+    let mut diagnostics = Vec::new();
+    let mut upserts = Vec::new();
+    let mut unchanged = 0;
+
+    let desired: BTreeMap<ResourceId, DesiredResource> = desired
+        .into_iter()
+        .map(|resource| (resource.id.clone(), resource))
+        .collect();
+
+    for (id, resource) in &desired {
+        let owned = live.inventory.contains_key(id);
+        match (live.resources.get(id), owned) {
+            (Some(_), false) => diagnostics.push(Diagnostic::new(
+                Code::E501,
+                &resource.source,
+                format!(
+                    "`{id}` already exists in the database and target `{target}` does not own it: \
+                     rename it in Git or delete the existing row first"
+                ),
+            )),
+            (None, _) => upserts.push(Action::Create {
+                desired: resource.clone(),
+            }),
+            (Some(row), true) if row.hash != resource.hash || row.drifted => {
+                upserts.push(Action::Update {
+                    desired: resource.clone(),
+                    live_hash: row.hash.clone(),
+                    drifted: row.drifted,
+                })
+            }
+            (Some(_), true) => unchanged += 1,
+        }
+    }
+
+    let mut deletes = Vec::new();
+    let mut kept = Vec::new();
+    for (id, entry) in &live.inventory {
+        if desired.contains_key(id) {
+            continue;
+        }
+        if policy.prune {
+            let live_hash = live
+                .resources
+                .get(id)
+                .map_or_else(|| entry.hash.clone(), |row| row.hash.clone());
+            deletes.push(Action::Delete {
+                id: id.clone(),
+                live_hash,
+            });
+        } else {
+            diagnostics.push(Diagnostic::global(
+                Code::W100,
+                format!("`{id}` is no longer in Git; kept because prune is off"),
+            ));
+            kept.push(Action::PruneSkipped { id: id.clone() });
+        }
+    }
+
+    if desired.is_empty() && !deletes.is_empty() && !policy.allow_empty {
+        diagnostics.push(Diagnostic::global(
+            Code::E500,
+            format!(
+                "the repository holds no resources for target `{target}`, so this plan would delete \
+                 all {} it manages: check the repository path, or set `allow_empty: true` on the \
+                 target if emptying it is intended",
+                deletes.len()
+            ),
+        ));
+    }
+
+    let approval_reason = approval_reason(&deletes, live.inventory.len(), policy);
+    if let Some(reason) = &approval_reason {
+        diagnostics.push(Diagnostic::global(Code::W500, reason.clone()));
+    }
+
+    upserts.sort_by(|a, b| a.id().apply_order_key().cmp(&b.id().apply_order_key()));
+    deletes.sort_by(|a, b| b.id().apply_order_key().cmp(&a.id().apply_order_key()));
+
+    let mut actions = upserts;
+    actions.extend(deletes);
+    actions.extend(kept);
+    diagnostic::sort(&mut diagnostics);
+
+    Plan {
+        target: target.to_string(),
+        revision,
+        base,
+        actions,
+        unchanged,
+        diagnostics,
+        approval_reason,
+    }
+}
+
+fn approval_reason(
+    deletes: &[Action],
+    inventory_size: usize,
+    policy: &PlanPolicy,
+) -> Option<String> {
+    let credentials: Vec<String> = deletes
+        .iter()
+        .filter(|action| action.id().kind == Kind::Credential)
+        .map(|action| action.id().to_string())
+        .collect();
+    if !credentials.is_empty() {
+        return Some(format!(
+            "the plan deletes credentials ({}), which always needs approval",
+            credentials.join(", ")
+        ));
+    }
+    let allowed = (inventory_size * policy.max_delete_percent as usize)
+        .div_ceil(100)
+        .max(1);
+    (deletes.len() > allowed).then(|| {
+        format!(
+            "the plan deletes {} of {} managed resources, more than the {}% threshold ({allowed}) allows \
+             without approval",
+            deletes.len(),
+            inventory_size,
+            policy.max_delete_percent
+        )
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use serde_json::json;
+
+    use super::*;
+    use crate::hash::content_hash;
+    use crate::model::{InventoryEntry, LiveResource, SourceLocation};
+
+    fn desired(kind: Kind, name: &str, spec: serde_json::Value) -> DesiredResource {
+        DesiredResource {
+            id: ResourceId::new(kind, name),
+            labels: BTreeMap::new(),
+            hash: content_hash(&BTreeMap::new(), &spec),
+            spec,
+            source: SourceLocation::new(format!("{}/{name}.yaml", kind.directory()), 1, 1),
+        }
+    }
+
+    /// Live state as if `resources` had been applied by this target.
+    fn owned(resources: &[DesiredResource]) -> LiveState {
+        let mut live = LiveState::default();
+        for resource in resources {
+            live.resources.insert(
+                resource.id.clone(),
+                LiveResource {
+                    id: resource.id.clone(),
+                    hash: resource.hash.clone(),
+                    drifted: false,
+                },
+            );
+            live.inventory.insert(
+                resource.id.clone(),
+                InventoryEntry {
+                    id: resource.id.clone(),
+                    hash: resource.hash.clone(),
+                    commit: "c0".into(),
+                },
+            );
+        }
+        live
+    }
+
+    fn run(desired: Vec<DesiredResource>, live: &LiveState, policy: &PlanPolicy) -> Plan {
+        plan(
+            "default",
+            Revision::Worktree,
+            PlanBase::default(),
+            desired,
+            live,
+            policy,
+        )
+    }
+
+    fn lines(plan: &Plan) -> Vec<String> {
+        plan.actions.iter().map(ToString::to_string).collect()
+    }
+
+    #[test]
+    fn absent_resources_are_created_in_reference_order() {
+        let wanted = vec![
+            desired(Kind::Webhook, "hook", json!({})),
+            desired(Kind::Job, "build", json!({})),
+            desired(Kind::Credential, "token", json!({})),
+        ];
+
+        let plan = run(wanted, &LiveState::default(), &PlanPolicy::default());
+
+        assert_eq!(
+            lines(&plan),
+            ["+ credential/token", "+ job/build", "+ webhook/hook"]
+        );
+        assert_eq!(plan.summary().create, 3);
+        assert!(!plan.has_errors());
+    }
+
+    #[test]
+    fn a_changed_spec_is_an_update_and_an_identical_one_is_unchanged() {
+        let before = vec![
+            desired(Kind::Job, "a", json!({"timeout": 1})),
+            desired(Kind::Job, "b", json!({"timeout": 1})),
+        ];
+        let live = owned(&before);
+        let after = vec![
+            desired(Kind::Job, "a", json!({"timeout": 2})),
+            desired(Kind::Job, "b", json!({"timeout": 1})),
+        ];
+
+        let plan = run(after, &live, &PlanPolicy::default());
+
+        assert_eq!(lines(&plan), ["~ job/a"]);
+        assert_eq!(
+            plan.summary(),
+            Summary {
+                create: 0,
+                update: 1,
+                delete: 0,
+                unchanged: 1
+            }
+        );
+    }
+
+    #[test]
+    fn a_drifted_row_is_updated_even_when_its_hash_matches() {
+        let resources = vec![desired(Kind::Job, "a", json!({}))];
+        let mut live = owned(&resources);
+        if let Some(row) = live.resources.values_mut().next() {
+            row.drifted = true;
+        }
+
+        let plan = run(resources, &live, &PlanPolicy::default());
+
+        assert!(matches!(
+            plan.actions[..],
+            [Action::Update { drifted: true, .. }]
+        ));
+    }
+
+    #[test]
+    fn resources_gone_from_git_are_deleted_in_reverse_reference_order() {
+        let before = vec![
+            desired(Kind::Credential, "c", json!({})),
+            desired(Kind::Job, "j", json!({})),
+            desired(Kind::Webhook, "w", json!({})),
+            desired(Kind::Job, "keep", json!({})),
+        ];
+        let live = owned(&before);
+        let policy = PlanPolicy {
+            max_delete_percent: 100,
+            ..PlanPolicy::default()
+        };
+
+        let plan = run(vec![before[3].clone()], &live, &policy);
+
+        assert_eq!(lines(&plan), ["- webhook/w", "- job/j", "- credential/c"]);
+    }
+
+    #[test]
+    fn with_prune_off_resources_gone_from_git_are_warned_about_and_kept() {
+        let before = vec![
+            desired(Kind::Job, "a", json!({})),
+            desired(Kind::Job, "b", json!({})),
+        ];
+        let live = owned(&before);
+        let policy = PlanPolicy {
+            prune: false,
+            ..PlanPolicy::default()
+        };
+
+        let plan = run(vec![before[0].clone()], &live, &policy);
+
+        assert_eq!(plan.actions.len(), 1);
+        assert_eq!(plan.actions[0].verb(), "warn");
+        assert_eq!(plan.summary().delete, 0);
+        assert!(!plan.has_changes());
+        assert!(plan.diagnostics.iter().any(|d| d.code == Code::W100));
+    }
+
+    #[test]
+    fn rows_outside_the_inventory_are_never_deleted() {
+        let mut live = LiveState::default();
+        let foreign = desired(Kind::Job, "foreign", json!({}));
+        live.resources.insert(
+            foreign.id.clone(),
+            LiveResource {
+                id: foreign.id.clone(),
+                hash: foreign.hash.clone(),
+                drifted: false,
+            },
+        );
+
+        let plan = run(
+            vec![desired(Kind::Job, "mine", json!({}))],
+            &live,
+            &PlanPolicy::default(),
+        );
+
+        assert_eq!(lines(&plan), ["+ job/mine"]);
+    }
+
+    #[test]
+    fn a_git_resource_colliding_with_a_row_this_target_does_not_own_is_an_error() {
+        let mut live = LiveState::default();
+        let foreign = desired(Kind::Job, "shared", json!({"x": 1}));
+        live.resources.insert(
+            foreign.id.clone(),
+            LiveResource {
+                id: foreign.id.clone(),
+                hash: foreign.hash.clone(),
+                drifted: false,
+            },
+        );
+
+        let plan = run(
+            vec![desired(Kind::Job, "shared", json!({"x": 2}))],
+            &live,
+            &PlanPolicy::default(),
+        );
+
+        assert!(plan.has_errors());
+        assert_eq!(plan.diagnostics[0].code, Code::E501);
+        assert_eq!(plan.diagnostics[0].path, "jobs/shared.yaml");
+        assert!(plan.actions.is_empty());
+    }
+
+    #[test]
+    fn an_empty_desired_set_may_not_delete_everything_unless_allowed() {
+        let live = owned(&[desired(Kind::Job, "a", json!({}))]);
+
+        let refused = run(Vec::new(), &live, &PlanPolicy::default());
+        let allowed = run(
+            Vec::new(),
+            &live,
+            &PlanPolicy {
+                allow_empty: true,
+                ..PlanPolicy::default()
+            },
+        );
+
+        assert!(refused.diagnostics.iter().any(|d| d.code == Code::E500));
+        assert!(refused.has_errors());
+        assert!(!allowed.has_errors());
+        assert_eq!(lines(&allowed), ["- job/a"]);
+    }
+
+    #[test]
+    fn deletes_past_the_threshold_wait_for_approval() {
+        let before: Vec<DesiredResource> = (0..8)
+            .map(|i| desired(Kind::Job, &format!("j{i}"), json!({})))
+            .collect();
+        let live = owned(&before);
+
+        let two_deleted = run(before[2..].to_vec(), &live, &PlanPolicy::default());
+        let three_deleted = run(before[3..].to_vec(), &live, &PlanPolicy::default());
+
+        assert_eq!(two_deleted.approval_reason, None);
+        assert!(three_deleted.approval_reason.is_some());
+        assert!(!three_deleted.has_errors());
+    }
+
+    #[test]
+    fn any_credential_delete_waits_for_approval() {
+        let before: Vec<DesiredResource> = (0..10)
+            .map(|i| desired(Kind::Job, &format!("j{i}"), json!({})))
+            .chain([desired(Kind::Credential, "old", json!({}))])
+            .collect();
+        let live = owned(&before);
+
+        let plan = run(before[..10].to_vec(), &live, &PlanPolicy::default());
+
+        let reason = plan.approval_reason.unwrap_or_default();
+        assert!(reason.contains("credential/old"), "{reason}");
+    }
+
+    #[test]
+    fn a_row_deleted_out_of_band_is_recreated() {
+        let resources = vec![desired(Kind::Job, "a", json!({}))];
+        let mut live = owned(&resources);
+        live.resources.clear();
+
+        let plan = run(resources, &live, &PlanPolicy::default());
+
+        assert_eq!(lines(&plan), ["+ job/a"]);
+    }
+
+    #[test]
+    fn the_same_inputs_give_the_same_plan() {
+        let wanted: Vec<DesiredResource> = (0..50)
+            .rev()
+            .map(|i| desired(Kind::ALL[i % 6], &format!("r{i}"), json!({"i": i})))
+            .collect();
+        let mut reversed = wanted.clone();
+        reversed.reverse();
+
+        let a = run(wanted, &LiveState::default(), &PlanPolicy::default());
+        let b = run(reversed, &LiveState::default(), &PlanPolicy::default());
+
+        assert_eq!(a, b);
+    }
+
+    #[test]
+    fn the_summary_reads_like_terraform() {
+        let summary = Summary {
+            create: 3,
+            update: 1,
+            delete: 0,
+            unchanged: 42,
+        };
+
+        assert_eq!(
+            summary.to_string(),
+            "Plan: 3 to create, 1 to update, 0 to delete, 42 unchanged."
+        );
+    }
+}

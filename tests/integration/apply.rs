@@ -1,0 +1,1 @@
+//! apply scenarios: to be written.

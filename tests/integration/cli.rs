@@ -1,0 +1,1 @@
+//! cli scenarios: to be written.

@@ -1,0 +1,1 @@
+//! crypto scenarios: to be written.

@@ -1,0 +1,1 @@
+//! git scenarios: to be written.

@@ -1,0 +1,1 @@
+//! git_http: to be written.
