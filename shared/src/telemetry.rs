@@ -1,0 +1,1 @@
+//! telemetry: to be written.
