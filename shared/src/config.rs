@@ -1,1 +1,712 @@
-//! config: to be written.
+//! Bootstrap configuration: the seed's `gitops-bootstrap.yaml` plus `RITMO_GITOPS_*` variables
+//! → `Settings`. The only module that reads the environment; it takes the environment as a
+//! function so tests never touch the process's own.
+//!
+//! Precedence: a variable overrides the file, and `${VAR}` in the file is replaced by the
+//! variable's value before parsing. The file's single `repository:` block is the target named
+//! `default`; `targets:` declares more.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+
+use secrecy::SecretString;
+use serde::Deserialize;
+
+use crate::plan::PlanPolicy;
+
+/// Where the bootstrap file is looked for when no path is given.
+pub const DEFAULT_BOOTSTRAP_PATH: &str = "/etc/ritmo/gitops-bootstrap.yaml";
+
+/// Name of the target described by the top-level `repository:` block and `RITMO_GITOPS_*`.
+pub const DEFAULT_TARGET: &str = "default";
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read bootstrap file `{path}`")]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("bootstrap file `{path}`: {message}")]
+    Parse { path: String, message: String },
+    #[error(
+        "bootstrap file `{path}` uses `${{{variable}}}`, which is not set: export it or remove the reference"
+    )]
+    MissingVariable { path: String, variable: String },
+    #[error("`{variable}` must be {expected}, found `{value}`")]
+    InvalidVariable {
+        variable: String,
+        expected: &'static str,
+        value: String,
+    },
+    #[error("target `{0}` is declared twice: give each target its own name")]
+    DuplicateTarget(String),
+    #[error(
+        "target `{target}` has no repository url: set `repository.url` or RITMO_GITOPS_REPO_URL"
+    )]
+    MissingRepository { target: String },
+}
+
+/// How a target authenticates to its Git host. Secret values are held redacted; a `*_secret`
+/// field names a Secrets Manager secret to read them from instead.
+#[derive(Debug, Clone, Default)]
+pub enum GitAuth {
+    #[default]
+    None,
+    Token {
+        token: Option<SecretString>,
+        token_secret: Option<String>,
+    },
+    Ssh {
+        key_path: Option<PathBuf>,
+        key_secret: Option<String>,
+    },
+    GitHubApp {
+        app_id: u64,
+        installation_id: u64,
+        private_key_path: Option<PathBuf>,
+        private_key_secret: Option<String>,
+    },
+}
+
+/// One repository (and path and branch) kept in sync with the database.
+#[derive(Debug, Clone)]
+pub struct TargetSettings {
+    pub name: String,
+    pub repo_url: String,
+    pub branch: String,
+    /// Directory inside the repository holding `jobs/`, `credentials/`, …; `/` for the root.
+    pub path: String,
+    pub interval_secs: u64,
+    pub auto_apply: bool,
+    pub dry_run: bool,
+    pub self_heal: bool,
+    pub policy: PlanPolicy,
+    pub auth: GitAuth,
+}
+
+/// Everything the service and the CLI need to start.
+#[derive(Debug, Clone, Default)]
+pub struct Settings {
+    pub enabled: bool,
+    pub targets: Vec<TargetSettings>,
+    pub builtin_plugins: BTreeSet<String>,
+    pub database_url: Option<SecretString>,
+    pub webhook_secret: Option<SecretString>,
+    pub webhook_secret_id: Option<String>,
+    /// Path the webhook is served on (`/webhooks/gitops`).
+    pub webhook_path: String,
+    pub master_key: Option<SecretString>,
+    pub master_key_secret_id: Option<String>,
+    pub kms_key_id: Option<String>,
+}
+
+impl Settings {
+    /// Reads the bootstrap file (when `file` is given, or the default path exists) and applies
+    /// the environment on top.
+    pub fn load(
+        file: Option<&Path>,
+        env: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<Settings, ConfigError> {
+        let default_path = Path::new(DEFAULT_BOOTSTRAP_PATH);
+        let file = file.or_else(|| default_path.exists().then_some(default_path));
+        let bootstrap = match file {
+            Some(path) => {
+                let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+                    path: path.to_path_buf(),
+                    source,
+                })?;
+                parse_bootstrap(&path.display().to_string(), &text, env)?
+            }
+            None => Bootstrap::default(),
+        };
+        from_bootstrap(bootstrap, env)
+    }
+
+    /// Settings from the process environment and the bootstrap file it names
+    /// (`RITMO_GITOPS_BOOTSTRAP`), as the Lambda functions and `ritmo serve` start.
+    pub fn from_process_env(file: Option<&Path>) -> Result<Settings, ConfigError> {
+        let named = std::env::var_os("RITMO_GITOPS_BOOTSTRAP").map(PathBuf::from);
+        Settings::load(file.or(named.as_deref()), &|name| std::env::var(name).ok())
+    }
+
+    pub fn target(&self, name: &str) -> Option<&TargetSettings> {
+        self.targets.iter().find(|target| target.name == name)
+    }
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Bootstrap {
+    #[serde(default)]
+    gitops: GitopsSection,
+    #[serde(default)]
+    database: DatabaseSection,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct GitopsSection {
+    enabled: Option<bool>,
+    repository: Option<RepositorySection>,
+    #[serde(default)]
+    authentication: AuthSection,
+    #[serde(default)]
+    sync: SyncSection,
+    #[serde(default)]
+    webhook: WebhookSection,
+    #[serde(default)]
+    targets: Vec<TargetSection>,
+    #[serde(default)]
+    builtin_plugins: Vec<String>,
+    #[serde(default)]
+    encryption: EncryptionSection,
+}
+
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RepositorySection {
+    url: Option<String>,
+    branch: Option<String>,
+    path: Option<String>,
+}
+
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AuthSection {
+    #[serde(rename = "type")]
+    kind: Option<String>,
+    token: Option<String>,
+    token_secret: Option<String>,
+    ssh_key_path: Option<PathBuf>,
+    ssh_key_secret: Option<String>,
+    github_app: Option<GitHubAppSection>,
+}
+
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct GitHubAppSection {
+    app_id: u64,
+    installation_id: u64,
+    private_key_path: Option<PathBuf>,
+    private_key_secret: Option<String>,
+}
+
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SyncSection {
+    interval: Option<u64>,
+    auto_apply: Option<bool>,
+    dry_run: Option<bool>,
+    prune: Option<bool>,
+    allow_empty: Option<bool>,
+    max_delete_percent: Option<u32>,
+    self_heal: Option<bool>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct WebhookSection {
+    enabled: Option<bool>,
+    secret_token: Option<String>,
+    secret_token_secret: Option<String>,
+    path: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct EncryptionSection {
+    master_key: Option<String>,
+    master_key_secret: Option<String>,
+    kms_key_id: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct DatabaseSection {
+    url: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TargetSection {
+    name: String,
+    repository: RepositorySection,
+    authentication: Option<AuthSection>,
+    sync: Option<SyncSection>,
+}
+
+fn parse_bootstrap(
+    path: &str,
+    text: &str,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<Bootstrap, ConfigError> {
+    let text = interpolate(path, text, env)?;
+    let options = serde_saphyr::options! { strict_booleans: true };
+    serde_saphyr::from_str_with_options(&text, options).map_err(|error| ConfigError::Parse {
+        path: path.to_string(),
+        message: error.to_string(),
+    })
+}
+
+/// Replaces `${VAR}` by the variable's value; `$${` stays a literal `${`. Comments are
+/// interpolated too, which is harmless and keeps this a plain text pass.
+fn interpolate(
+    path: &str,
+    text: &str,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<String, ConfigError> {
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(start) = rest.find("${") {
+        if rest[..start].ends_with('$') {
+            out.push_str(&rest[..start - 1]);
+            out.push_str("${");
+            rest = &rest[start + 2..];
+            continue;
+        }
+        out.push_str(&rest[..start]);
+        let after = &rest[start + 2..];
+        let Some(end) = after.find('}') else {
+            out.push_str(&rest[start..]);
+            return Ok(out);
+        };
+        let variable = &after[..end];
+        // Comments in the seed's file mention variables that are legitimately unset.
+        let line_start = out.rfind('\n').map_or(0, |i| i + 1);
+        let in_comment = out[line_start..].trim_start().starts_with('#');
+        match env(variable) {
+            Some(value) => out.push_str(&value),
+            None if in_comment => {}
+            None => {
+                return Err(ConfigError::MissingVariable {
+                    path: path.to_string(),
+                    variable: variable.to_string(),
+                });
+            }
+        }
+        rest = &after[end + 1..];
+    }
+    out.push_str(rest);
+    Ok(out)
+}
+
+fn from_bootstrap(
+    bootstrap: Bootstrap,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<Settings, ConfigError> {
+    let gitops = bootstrap.gitops;
+    let var = |name: &str| env(name).filter(|value| !value.is_empty());
+
+    let mut repository = gitops.repository.clone().unwrap_or_default();
+    if let Some(url) = var("RITMO_GITOPS_REPO_URL") {
+        repository.url = Some(url);
+    }
+    if let Some(branch) = var("RITMO_GITOPS_REPO_BRANCH") {
+        repository.branch = Some(branch);
+    }
+    if let Some(path) = var("RITMO_GITOPS_REPO_PATH") {
+        repository.path = Some(path);
+    }
+
+    let mut sync = gitops.sync.clone();
+    overlay_sync_env(&mut sync, &var)?;
+    let mut auth = gitops.authentication.clone();
+    overlay_auth_env(&mut auth, &var);
+
+    let mut targets = Vec::new();
+    if repository.url.is_some() {
+        targets.push(target_settings(
+            DEFAULT_TARGET,
+            &repository,
+            &auth,
+            &sync,
+            &SyncSection::default(),
+        )?);
+    }
+    for declared in &gitops.targets {
+        if targets
+            .iter()
+            .any(|t: &TargetSettings| t.name == declared.name)
+        {
+            return Err(ConfigError::DuplicateTarget(declared.name.clone()));
+        }
+        let target_auth = declared
+            .authentication
+            .clone()
+            .unwrap_or_else(|| auth.clone());
+        let own_sync = declared.sync.clone().unwrap_or_default();
+        targets.push(target_settings(
+            &declared.name,
+            &declared.repository,
+            &target_auth,
+            &sync,
+            &own_sync,
+        )?);
+    }
+
+    let webhook = gitops.webhook;
+    let encryption = gitops.encryption;
+    Ok(Settings {
+        enabled: match var("RITMO_GITOPS_ENABLED") {
+            Some(value) => parse_bool("RITMO_GITOPS_ENABLED", &value)?,
+            None => gitops.enabled.unwrap_or(true),
+        },
+        targets,
+        builtin_plugins: gitops.builtin_plugins.into_iter().collect(),
+        database_url: var("DATABASE_URL")
+            .or(bootstrap.database.url)
+            .map(SecretString::from),
+        webhook_secret: var("RITMO_GITOPS_WEBHOOK_SECRET")
+            .or(webhook
+                .secret_token
+                .filter(|_| webhook.enabled != Some(false)))
+            .map(SecretString::from),
+        webhook_secret_id: var("RITMO_GITOPS_WEBHOOK_SECRET_ARN").or(webhook.secret_token_secret),
+        webhook_path: webhook.path.unwrap_or_else(|| "/webhooks/gitops".into()),
+        master_key: var("RITMO_MASTER_ENCRYPTION_KEY")
+            .or(encryption.master_key)
+            .map(SecretString::from),
+        master_key_secret_id: var("RITMO_MASTER_KEY_SECRET_ARN").or(encryption.master_key_secret),
+        kms_key_id: var("RITMO_KMS_KEY_ID").or(encryption.kms_key_id),
+    })
+}
+
+fn target_settings(
+    name: &str,
+    repository: &RepositorySection,
+    auth: &AuthSection,
+    shared_sync: &SyncSection,
+    own_sync: &SyncSection,
+) -> Result<TargetSettings, ConfigError> {
+    let repo_url = repository
+        .url
+        .clone()
+        .ok_or_else(|| ConfigError::MissingRepository {
+            target: name.to_string(),
+        })?;
+    let pick =
+        |own: Option<bool>, shared: Option<bool>, default: bool| own.or(shared).unwrap_or(default);
+    let defaults = PlanPolicy::default();
+    Ok(TargetSettings {
+        name: name.to_string(),
+        repo_url,
+        branch: repository.branch.clone().unwrap_or_else(|| "main".into()),
+        path: normalise_path(repository.path.as_deref().unwrap_or("/")),
+        interval_secs: own_sync.interval.or(shared_sync.interval).unwrap_or(60),
+        auto_apply: pick(own_sync.auto_apply, shared_sync.auto_apply, true),
+        dry_run: pick(own_sync.dry_run, shared_sync.dry_run, false),
+        self_heal: pick(own_sync.self_heal, shared_sync.self_heal, false),
+        policy: PlanPolicy {
+            prune: pick(own_sync.prune, shared_sync.prune, defaults.prune),
+            allow_empty: pick(
+                own_sync.allow_empty,
+                shared_sync.allow_empty,
+                defaults.allow_empty,
+            ),
+            max_delete_percent: own_sync
+                .max_delete_percent
+                .or(shared_sync.max_delete_percent)
+                .unwrap_or(defaults.max_delete_percent),
+        },
+        auth: git_auth(auth),
+    })
+}
+
+fn overlay_sync_env(
+    sync: &mut SyncSection,
+    var: &dyn Fn(&str) -> Option<String>,
+) -> Result<(), ConfigError> {
+    if let Some(value) = var("RITMO_GITOPS_SYNC_INTERVAL") {
+        let seconds = value.split('#').next().unwrap_or("").trim();
+        sync.interval = Some(seconds.parse().map_err(|_| ConfigError::InvalidVariable {
+            variable: "RITMO_GITOPS_SYNC_INTERVAL".into(),
+            expected: "a number of seconds",
+            value: value.clone(),
+        })?);
+    }
+    for (name, field) in [
+        ("RITMO_GITOPS_AUTO_APPLY", &mut sync.auto_apply),
+        ("RITMO_GITOPS_DRY_RUN", &mut sync.dry_run),
+        ("RITMO_GITOPS_PRUNE", &mut sync.prune),
+        ("RITMO_GITOPS_SELF_HEAL", &mut sync.self_heal),
+        ("RITMO_GITOPS_ALLOW_EMPTY", &mut sync.allow_empty),
+    ] {
+        if let Some(value) = var(name) {
+            *field = Some(parse_bool(name, &value)?);
+        }
+    }
+    Ok(())
+}
+
+fn overlay_auth_env(auth: &mut AuthSection, var: &dyn Fn(&str) -> Option<String>) {
+    if let Some(kind) = var("RITMO_GITOPS_AUTH_TYPE") {
+        auth.kind = Some(kind);
+    }
+    if let Some(token) = var("RITMO_GITOPS_TOKEN") {
+        auth.token = Some(token);
+    }
+    if let Some(secret) = var("RITMO_GITOPS_TOKEN_SECRET_ARN") {
+        auth.token_secret = Some(secret);
+    }
+    if let Some(path) = var("RITMO_GITOPS_SSH_KEY_PATH") {
+        auth.ssh_key_path = Some(PathBuf::from(path));
+    }
+    let app_id = var("RITMO_GITOPS_APP_ID").and_then(|v| v.parse().ok());
+    let installation_id = var("RITMO_GITOPS_INSTALLATION_ID").and_then(|v| v.parse().ok());
+    if let (Some(app_id), Some(installation_id)) = (app_id, installation_id) {
+        auth.github_app = Some(GitHubAppSection {
+            app_id,
+            installation_id,
+            private_key_path: var("RITMO_GITOPS_APP_PRIVATE_KEY_PATH").map(PathBuf::from),
+            private_key_secret: var("RITMO_GITOPS_APP_PRIVATE_KEY_SECRET_ARN"),
+        });
+    }
+}
+
+fn git_auth(auth: &AuthSection) -> GitAuth {
+    match auth.kind.as_deref() {
+        Some("ssh") => GitAuth::Ssh {
+            key_path: auth.ssh_key_path.clone(),
+            key_secret: auth.ssh_key_secret.clone(),
+        },
+        Some("app" | "github_app") => match &auth.github_app {
+            Some(app) => GitAuth::GitHubApp {
+                app_id: app.app_id,
+                installation_id: app.installation_id,
+                private_key_path: app.private_key_path.clone(),
+                private_key_secret: app.private_key_secret.clone(),
+            },
+            None => GitAuth::None,
+        },
+        Some("none") => GitAuth::None,
+        _ if auth.token.is_some() || auth.token_secret.is_some() => GitAuth::Token {
+            token: auth.token.clone().map(SecretString::from),
+            token_secret: auth.token_secret.clone(),
+        },
+        _ => GitAuth::None,
+    }
+}
+
+fn parse_bool(variable: &str, value: &str) -> Result<bool, ConfigError> {
+    // The seed writes `RITMO_GITOPS_AUTO_APPLY=true  # Auto-apply changes`.
+    match value
+        .split('#')
+        .next()
+        .unwrap_or("")
+        .trim()
+        .to_ascii_lowercase()
+        .as_str()
+    {
+        "true" | "1" | "yes" | "on" => Ok(true),
+        "false" | "0" | "no" | "off" => Ok(false),
+        _ => Err(ConfigError::InvalidVariable {
+            variable: variable.to_string(),
+            expected: "true or false",
+            value: value.to_string(),
+        }),
+    }
+}
+
+/// `/`, `./config/`, `config` → `/`, `config`, `config`.
+pub fn normalise_path(path: &str) -> String {
+    let path = path.split('#').next().unwrap_or("").trim();
+    let parts: Vec<&str> = path
+        .split('/')
+        .filter(|part| !part.is_empty() && *part != ".")
+        .collect();
+    if parts.is_empty() {
+        "/".to_string()
+    } else {
+        parts.join("/")
+    }
+}
+
+/// The environment as a map, for callers that want to pass a fixed one.
+pub fn env_from_map(map: BTreeMap<String, String>) -> impl Fn(&str) -> Option<String> {
+    move |name| map.get(name).cloned()
+}
+
+#[cfg(test)]
+mod tests {
+    use secrecy::ExposeSecret;
+
+    use super::*;
+
+    fn env(pairs: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> {
+        env_from_map(
+            pairs
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+        )
+    }
+
+    const SEED_FILE: &str = r#"
+gitops:
+  enabled: true
+
+  repository:
+    url: https://github.com/myorg/ritmo-config
+    branch: main
+    path: /
+
+  authentication:
+    type: token  # token, ssh, github_app
+    token: ${RITMO_GITOPS_TOKEN}  # From environment or secret manager
+    # OR
+    # ssh_key_path: /etc/ritmo/gitops-key
+
+  sync:
+    interval: 60  # seconds
+    auto_apply: true
+    dry_run: false
+    prune: true  # Remove resources not in Git
+
+  webhook:
+    enabled: true
+    secret_token: ${RITMO_GITOPS_WEBHOOK_SECRET}
+    path: /webhooks/gitops
+"#;
+
+    #[test]
+    fn the_seed_bootstrap_file_gives_one_default_target() {
+        let env = env(&[
+            ("RITMO_GITOPS_TOKEN", "tok"),
+            ("RITMO_GITOPS_WEBHOOK_SECRET", "hook"),
+        ]);
+
+        let settings =
+            from_bootstrap(parse_bootstrap("b.yaml", SEED_FILE, &env).unwrap(), &env).unwrap();
+
+        assert_eq!(settings.targets.len(), 1);
+        let target = &settings.targets[0];
+        assert_eq!(target.name, "default");
+        assert_eq!(target.repo_url, "https://github.com/myorg/ritmo-config");
+        assert_eq!(target.path, "/");
+        assert_eq!(target.interval_secs, 60);
+        assert!(target.auto_apply && target.policy.prune && !target.dry_run);
+        match &target.auth {
+            GitAuth::Token {
+                token: Some(token), ..
+            } => assert_eq!(token.expose_secret(), "tok"),
+            other => panic!("expected a token, got {other:?}"),
+        }
+        assert_eq!(
+            settings
+                .webhook_secret
+                .as_ref()
+                .map(|s| s.expose_secret().to_string()),
+            Some("hook".into())
+        );
+    }
+
+    #[test]
+    fn an_unset_variable_in_the_file_is_an_error_naming_it() {
+        let error = parse_bootstrap("b.yaml", SEED_FILE, &env(&[])).unwrap_err();
+
+        assert!(error.to_string().contains("RITMO_GITOPS_TOKEN"), "{error}");
+    }
+
+    #[test]
+    fn variables_override_the_file() {
+        let env = env(&[
+            ("RITMO_GITOPS_TOKEN", "tok"),
+            ("RITMO_GITOPS_WEBHOOK_SECRET", "hook"),
+            ("RITMO_GITOPS_REPO_BRANCH", "release"),
+            ("RITMO_GITOPS_PRUNE", "false  # keep"),
+            ("RITMO_GITOPS_SYNC_INTERVAL", "30  # seconds"),
+        ]);
+
+        let settings =
+            from_bootstrap(parse_bootstrap("b.yaml", SEED_FILE, &env).unwrap(), &env).unwrap();
+
+        let target = &settings.targets[0];
+        assert_eq!(target.branch, "release");
+        assert!(!target.policy.prune);
+        assert_eq!(target.interval_secs, 30);
+    }
+
+    #[test]
+    fn variables_alone_describe_the_default_target() {
+        let env = env(&[
+            ("RITMO_GITOPS_REPO_URL", "file:///srv/config"),
+            ("RITMO_GITOPS_REPO_PATH", "./prod/"),
+            ("RITMO_GITOPS_AUTO_APPLY", "false"),
+            ("DATABASE_URL", "postgres://localhost/db"),
+        ]);
+
+        let settings = from_bootstrap(Bootstrap::default(), &env).unwrap();
+
+        assert_eq!(settings.targets[0].repo_url, "file:///srv/config");
+        assert_eq!(settings.targets[0].path, "prod");
+        assert!(!settings.targets[0].auto_apply);
+        assert!(settings.database_url.is_some());
+    }
+
+    #[test]
+    fn declared_targets_inherit_shared_sync_settings_and_must_be_unique() {
+        let file = r#"
+gitops:
+  sync: { interval: 120, prune: false }
+  targets:
+    - name: prod
+      repository: { url: https://git.example.com/prod.git, branch: main }
+    - name: dev
+      repository: { url: https://git.example.com/dev.git }
+      sync: { prune: true, auto_apply: false }
+  builtin_plugins: [maven-build]
+"#;
+
+        let settings = from_bootstrap(
+            parse_bootstrap("b.yaml", file, &env(&[])).unwrap(),
+            &env(&[]),
+        )
+        .unwrap();
+
+        let prod = settings.target("prod").unwrap();
+        let dev = settings.target("dev").unwrap();
+        assert_eq!(prod.interval_secs, 120);
+        assert!(!prod.policy.prune);
+        assert!(dev.policy.prune && !dev.auto_apply);
+        assert!(settings.builtin_plugins.contains("maven-build"));
+
+        let twice = "gitops:\n  targets:\n    - {name: a, repository: {url: x}}\n    - {name: a, repository: {url: y}}\n";
+        let error = from_bootstrap(
+            parse_bootstrap("b.yaml", twice, &env(&[])).unwrap(),
+            &env(&[]),
+        );
+        assert!(matches!(error, Err(ConfigError::DuplicateTarget(name)) if name == "a"));
+    }
+
+    #[test]
+    fn unknown_fields_in_the_bootstrap_file_are_refused() {
+        let error = parse_bootstrap("b.yaml", "gitops:\n  sync:\n    intervall: 5\n", &env(&[]))
+            .unwrap_err();
+
+        assert!(error.to_string().contains("intervall"), "{error}");
+    }
+
+    #[test]
+    fn a_bad_boolean_variable_names_the_variable() {
+        let error = from_bootstrap(
+            Bootstrap::default(),
+            &env(&[("RITMO_GITOPS_DRY_RUN", "maybe")]),
+        )
+        .unwrap_err();
+
+        assert!(
+            error.to_string().contains("RITMO_GITOPS_DRY_RUN"),
+            "{error}"
+        );
+    }
+
+    #[test]
+    fn paths_are_normalised() {
+        assert_eq!(normalise_path("/"), "/");
+        assert_eq!(normalise_path("/  # Root path in repo"), "/");
+        assert_eq!(normalise_path("./config/prod/"), "config/prod");
+        assert_eq!(normalise_path(""), "/");
+    }
+}

@@ -1,0 +1,49 @@
+# The two commands a newcomer runs: `make dev` and `make test`. See README.md.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+export RITMO_MASTER_ENCRYPTION_KEY ?= ritmo-example-master-key-32bytes
+DEV_REPO := .dev/ritmo-config
+RITMO := target/debug/ritmo
+
+.PHONY: help dev test lint build example-repo db tools clean-dev bench
+
+help:
+	@echo "make dev   - start PostgreSQL if needed, sync examples/ritmo-config into it, show plan and status"
+	@echo "make test  - install what the tests need (PostgreSQL check, moto, cfn-lint) and run every check"
+
+build:
+	cargo build -p ritmo-cli
+
+# A git repository made from examples/ritmo-config, committed again whenever the example changes,
+# so the sync reads a real commit as it would from GitHub.
+example-repo:
+	@mkdir -p $(DEV_REPO)
+	@rsync -a --delete --exclude .git examples/ritmo-config/ $(DEV_REPO)/
+	@cd $(DEV_REPO) && { [ -d .git ] || git init -q -b main; } \
+	  && git add -A && { git diff --cached --quiet || git -c user.name=ritmo-dev -c user.email=dev@ritmo.invalid commit -qm "example config $$(date -u +%FT%TZ)"; }
+
+dev: build example-repo
+	@export DATABASE_URL="$$(scripts/ensure-postgres.sh)" || exit 2; \
+	  echo "PostgreSQL: $${DATABASE_URL}"; \
+	  $(RITMO) gitops validate --repo-path $(DEV_REPO) && \
+	  $(RITMO) gitops plan --repo-path $(DEV_REPO) && \
+	  $(RITMO) gitops sync --repo-path $(DEV_REPO) && \
+	  $(RITMO) gitops status && \
+	  $(RITMO) get jobs
+
+tools:
+	@scripts/ensure-python-tools.sh
+
+lint: tools
+	cargo fmt --all -- --check
+	cargo clippy --workspace --all-targets -- -D warnings
+	@if [ -f template.yaml ]; then .venv/bin/cfn-lint template.yaml; fi
+
+test: tools lint
+	@export DATABASE_URL="$$(scripts/ensure-postgres.sh)" || exit 2; \
+	  export MOTO_SERVER="$$PWD/.venv/bin/moto_server"; \
+	  cargo test --workspace --no-fail-fast
+
+clean-dev:
+	rm -rf .dev
