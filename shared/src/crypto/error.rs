@@ -6,7 +6,7 @@
 use std::fmt;
 
 use aws_sdk_kms::config::http::HttpResponse;
-use aws_sdk_kms::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
+use aws_sdk_kms::error::{ProvideErrorMetadata, SdkError};
 
 use super::Format;
 
@@ -54,7 +54,7 @@ pub enum CryptoError {
     #[error("invalid master keyring: {reason}")]
     InvalidKeyring { reason: String },
     /// A KMS call failed for a reason other than the ciphertext not fitting.
-    #[error("kms `{operation}` failed{}: {detail}", of(.credential))]
+    #[error("kms `{operation}`{} failed: {detail}", for_credential(.credential))]
     Kms {
         operation: &'static str,
         credential: Option<String>,
@@ -102,16 +102,21 @@ impl CryptoError {
     }
 }
 
-fn of(credential: &Option<String>) -> OfCredential<'_> {
-    OfCredential(credential.as_deref())
+fn of(credential: &Option<String>) -> Credential<'_> {
+    Credential(" of", credential.as_deref())
 }
 
-struct OfCredential<'a>(Option<&'a str>);
+fn for_credential(credential: &Option<String>) -> Credential<'_> {
+    Credential(" for", credential.as_deref())
+}
 
-impl fmt::Display for OfCredential<'_> {
+/// ` of credential `name`` (or ` for …`), or nothing without a name.
+struct Credential<'a>(&'static str, Option<&'a str>);
+
+impl fmt::Display for Credential<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self.0 {
-            Some(name) => write!(f, " of credential `{name}`"),
+        match self.1 {
+            Some(name) => write!(f, "{} credential `{name}`", self.0),
             None => Ok(()),
         }
     }
@@ -162,18 +167,35 @@ where
                 (Some(code), Some(message)) => format!("{code}: {message}"),
                 (Some(code), None) => code.to_owned(),
                 (None, Some(message)) => message.to_owned(),
-                (None, None) => format!("{}", DisplayErrorContext(err)),
+                (None, None) => chain(err),
             };
             AwsFailure { detail, retryable }
         }
         SdkError::ConstructionFailure(_) => AwsFailure {
-            detail: format!("{}", DisplayErrorContext(err)),
+            detail: chain(err),
             retryable: false,
         },
         // Timeouts, dispatch (network) failures and unparseable responses are transient.
         _ => AwsFailure {
-            detail: format!("{}", DisplayErrorContext(err)),
+            detail: chain(err),
             retryable: true,
         },
     }
+}
+
+/// An error and its sources, `: `-separated, without the `Debug` dump `DisplayErrorContext`
+/// appends.
+fn chain(err: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = err.to_string();
+    let mut source = err.source();
+    while let Some(cause) = source {
+        let cause_text = cause.to_string();
+        // hyper and the smithy connector sometimes repeat their source's text.
+        if !text.ends_with(&cause_text) {
+            text.push_str(": ");
+            text.push_str(&cause_text);
+        }
+        source = cause.source();
+    }
+    text
 }
