@@ -41,6 +41,12 @@ pub enum CryptoError {
     /// Encrypting nothing is almost always an empty stdin or a missing variable.
     #[error("refusing to encrypt an empty value{}", of(.credential))]
     EmptyPlaintext { credential: Option<String> },
+    /// Over [`MAX_PLAINTEXT`](super::MAX_PLAINTEXT) bytes.
+    #[error("refusing to encrypt a value{} over {limit} bytes", of(.credential))]
+    TooLarge {
+        credential: Option<String>,
+        limit: usize,
+    },
     /// The plaintext was asked for as text but is not UTF-8.
     #[error("decrypted value{} is not UTF-8 text", of(.credential))]
     NotUtf8 { credential: Option<String> },
@@ -198,4 +204,70 @@ fn chain(err: &(dyn std::error::Error + 'static)) -> String {
         source = cause.source();
     }
     text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use aws_sdk_kms::error::ErrorMetadata;
+    use aws_sdk_kms::operation::decrypt::DecryptError;
+
+    fn service_error(code: &str, status: u16) -> SdkError<DecryptError, HttpResponse> {
+        let err = DecryptError::generic(
+            ErrorMetadata::builder()
+                .code(code)
+                .message("something happened")
+                .build(),
+        );
+        let raw = HttpResponse::new(status.try_into().unwrap(), Vec::<u8>::new().into());
+        SdkError::service_error(err, raw)
+    }
+
+    #[test]
+    fn throttling_and_server_errors_are_retryable_client_errors_are_not() {
+        let cases = [
+            ("ThrottlingException", 400, true),
+            ("KMSInternalException", 500, true),
+            ("SomethingNew", 503, true),
+            ("SomethingNew", 429, true),
+            ("AccessDeniedException", 400, false),
+            ("NotFoundException", 400, false),
+        ];
+
+        let results: Vec<bool> = cases
+            .iter()
+            .map(|(code, status, _)| aws_failure(&service_error(code, *status)).retryable)
+            .collect();
+
+        let expected: Vec<bool> = cases.iter().map(|c| c.2).collect();
+        assert_eq!(results, expected);
+    }
+
+    #[test]
+    fn a_service_error_is_described_by_code_and_message() {
+        let failure = aws_failure(&service_error("AccessDeniedException", 400));
+
+        assert_eq!(failure.detail, "AccessDeniedException: something happened");
+    }
+
+    #[test]
+    fn messages_name_the_credential_only_when_known() {
+        let named = CryptoError::DoesNotDecrypt {
+            credential: Some("db".to_owned()),
+        };
+        let unnamed = CryptoError::Malformed {
+            credential: None,
+            reason: "not standard base64 after `AES256:`",
+        };
+
+        assert!(
+            named
+                .to_string()
+                .starts_with("encrypted value of credential `db` does not")
+        );
+        assert_eq!(
+            unnamed.to_string(),
+            "encrypted value is malformed: not standard base64 after `AES256:`"
+        );
+    }
 }

@@ -16,7 +16,9 @@ use zeroize::Zeroizing;
 
 use super::error::aws_failure;
 use super::keys::Decrypted;
-use super::master::{KEY_LEN, NONCE_LEN, TAG_LEN, associated_data, open, seal};
+use super::master::{
+    KEY_LEN, MAX_PLAINTEXT, NONCE_LEN, TAG_LEN, associated_data, check_plaintext, open, seal,
+};
 use super::{CryptoError, Format, KMS_ENVELOPE_PREFIX, KMS_PREFIX};
 
 /// The encryption-context key naming the credential a KMS value belongs to.
@@ -39,11 +41,7 @@ pub async fn encrypt_kms(
     credential: &str,
     plaintext: &[u8],
 ) -> Result<String, CryptoError> {
-    if plaintext.is_empty() {
-        return Err(CryptoError::EmptyPlaintext {
-            credential: Some(credential.to_owned()),
-        });
-    }
+    check_plaintext(Some(credential), plaintext)?;
     if plaintext.len() <= KMS_DIRECT_LIMIT {
         let out = client
             .encrypt()
@@ -84,7 +82,12 @@ pub async fn encrypt_kms(
         detail: format!("wrapped data key is {} bytes, too long", wrapped.len()),
         retryable: false,
     })?;
-    let sealed = seal(&data_key, &associated_data(credential), plaintext);
+    let sealed = seal(&data_key, &associated_data(credential), plaintext).ok_or_else(|| {
+        CryptoError::TooLarge {
+            credential: Some(credential.to_owned()),
+            limit: MAX_PLAINTEXT,
+        }
+    })?;
     let mut bytes = Vec::with_capacity(2 + wrapped.len() + sealed.len());
     bytes.extend_from_slice(&wrapped_len.to_be_bytes());
     bytes.extend_from_slice(&wrapped);

@@ -24,6 +24,9 @@ pub(crate) const KEY_LEN: usize = 32;
 pub(crate) const NONCE_LEN: usize = 12;
 pub(crate) const TAG_LEN: usize = 16;
 
+/// The largest credential value encrypted (1 MiB): certificates and keys fit many times over.
+pub const MAX_PLAINTEXT: usize = 1024 * 1024;
+
 /// The associated data binding a value to its credential: `ritmo:credential:<name>`.
 pub fn associated_data(credential: &str) -> Vec<u8> {
     format!("ritmo:credential:{credential}").into_bytes()
@@ -57,17 +60,17 @@ impl MasterKey {
         if trimmed.len() == 2 * KEY_LEN && trimmed.bytes().all(|b| b.is_ascii_hexdigit()) {
             let mut bytes = Zeroizing::new([0u8; KEY_LEN]);
             if hex::decode_to_slice(trimmed, &mut *bytes).is_ok() {
-                return Ok(MasterKey::from_bytes(&bytes[..]));
+                return Ok(MasterKey::from_bytes(&bytes));
             }
         }
         if let Ok(decoded) = STANDARD.decode(trimmed) {
             let decoded = Zeroizing::new(decoded);
-            if decoded.len() == KEY_LEN {
-                return Ok(MasterKey::from_bytes(&decoded));
+            if let Ok(bytes) = <&[u8; KEY_LEN]>::try_from(&decoded[..]) {
+                return Ok(MasterKey::from_bytes(bytes));
             }
         }
-        if text.len() == KEY_LEN {
-            return Ok(MasterKey::from_bytes(text.as_bytes()));
+        if let Ok(bytes) = <&[u8; KEY_LEN]>::try_from(text.as_bytes()) {
+            return Ok(MasterKey::from_bytes(bytes));
         }
         Err(CryptoError::InvalidMasterKey {
             which,
@@ -78,13 +81,10 @@ impl MasterKey {
         })
     }
 
-    /// A key from exactly 32 bytes.
-    pub fn from_bytes(bytes: &[u8]) -> MasterKey {
+    /// A key from its 32 bytes.
+    pub fn from_bytes(bytes: &[u8; KEY_LEN]) -> MasterKey {
         MasterKey {
-            bytes: SecretBox::init_with_mut(|key: &mut [u8; KEY_LEN]| {
-                let n = bytes.len().min(KEY_LEN);
-                key[..n].copy_from_slice(&bytes[..n]);
-            }),
+            bytes: SecretBox::init_with_mut(|key: &mut [u8; KEY_LEN]| key.copy_from_slice(bytes)),
         }
     }
 
@@ -105,8 +105,9 @@ impl MasterKey {
     }
 }
 
-/// Seals `plaintext` with AES-256-GCM under `key`: returns nonce ‖ ciphertext ‖ tag.
-pub(crate) fn seal(key: &[u8; KEY_LEN], aad: &[u8], plaintext: &[u8]) -> Vec<u8> {
+/// Seals `plaintext` with AES-256-GCM under `key`: returns nonce ‖ ciphertext ‖ tag, or
+/// `None` past AES-GCM's length limit (callers refuse such sizes long before).
+pub(crate) fn seal(key: &[u8; KEY_LEN], aad: &[u8], plaintext: &[u8]) -> Option<Vec<u8>> {
     let cipher = Aes256Gcm::new(key.into());
     let nonce = Aes256Gcm::generate_nonce(&mut OsRng);
     // Capacity for the tag up front: growing the buffer would leave a plaintext copy behind.
@@ -115,10 +116,9 @@ pub(crate) fn seal(key: &[u8; KEY_LEN], aad: &[u8], plaintext: &[u8]) -> Vec<u8>
     buffer.extend_from_slice(plaintext);
     let tag = cipher
         .encrypt_in_place_detached(&nonce, aad, &mut buffer[NONCE_LEN..])
-        // aes-gcm fails only for plaintexts over 64 GiB.
-        .unwrap_or_default();
+        .ok()?;
     buffer.extend_from_slice(&tag);
-    buffer
+    Some(buffer)
 }
 
 /// Opens nonce ‖ ciphertext ‖ tag; `None` when the key, the associated data or the bytes
@@ -287,13 +287,14 @@ impl MasterKeyring {
         credential: Option<&str>,
         plaintext: &[u8],
     ) -> Result<String, CryptoError> {
-        if plaintext.is_empty() {
-            return Err(CryptoError::EmptyPlaintext {
-                credential: credential.map(str::to_owned),
-            });
-        }
+        check_plaintext(credential, plaintext)?;
         let aad = credential.map(associated_data).unwrap_or_default();
-        let sealed = seal(self.keys[self.current].1.bytes(), &aad, plaintext);
+        let sealed = seal(self.keys[self.current].1.bytes(), &aad, plaintext).ok_or(
+            CryptoError::TooLarge {
+                credential: credential.map(str::to_owned),
+                limit: MAX_PLAINTEXT,
+            },
+        )?;
         Ok(format!("{AES256_PREFIX}{}", STANDARD.encode(sealed)))
     }
 
@@ -356,6 +357,26 @@ impl MasterKeyring {
         self.encrypt(Some(credential), decrypted.plaintext.expose_secret())
             .map(Some)
     }
+}
+
+/// Refuses what is surely a mistake: nothing (an empty stdin) or more than [`MAX_PLAINTEXT`].
+pub(crate) fn check_plaintext(
+    credential: Option<&str>,
+    plaintext: &[u8],
+) -> Result<(), CryptoError> {
+    let credential = || credential.map(str::to_owned);
+    if plaintext.is_empty() {
+        return Err(CryptoError::EmptyPlaintext {
+            credential: credential(),
+        });
+    }
+    if plaintext.len() > MAX_PLAINTEXT {
+        return Err(CryptoError::TooLarge {
+            credential: credential(),
+            limit: MAX_PLAINTEXT,
+        });
+    }
+    Ok(())
 }
 
 fn check_id(id: &str) -> Result<(), CryptoError> {
@@ -503,10 +524,21 @@ mod tests {
     }
 
     #[test]
-    fn an_empty_value_is_not_encrypted() {
-        let err = ring().encrypt(Some("c"), b"").unwrap_err();
+    fn empty_and_oversized_values_are_not_encrypted() {
+        let ring = ring();
 
-        assert!(matches!(err, CryptoError::EmptyPlaintext { .. }));
+        let empty = ring.encrypt(Some("c"), b"").unwrap_err();
+        let oversized = ring
+            .encrypt(Some("c"), &vec![b'x'; MAX_PLAINTEXT + 1])
+            .unwrap_err();
+        let largest = ring.encrypt(Some("c"), &vec![b'x'; MAX_PLAINTEXT]);
+
+        assert!(matches!(empty, CryptoError::EmptyPlaintext { .. }));
+        assert_eq!(
+            oversized.to_string(),
+            "refusing to encrypt a value of credential `c` over 1048576 bytes"
+        );
+        assert!(largest.is_ok());
     }
 
     #[test]

@@ -39,7 +39,7 @@ pub use keys::{CredentialKeys, Decrypted, VerifyOutcome};
 pub use kms::{
     CONTEXT_KEY as KMS_CONTEXT_KEY, KMS_DIRECT_LIMIT, decrypt_kms, encrypt_kms, encryption_context,
 };
-pub use master::{MasterKey, MasterKeyring, associated_data};
+pub use master::{MAX_PLAINTEXT, MasterKey, MasterKeyring, associated_data};
 pub use secrecy::{ExposeSecret, SecretBox, SecretSlice, SecretString};
 pub use secrets_manager::{DEFAULT_TTL as SECRETS_DEFAULT_TTL, SecretsManager};
 
