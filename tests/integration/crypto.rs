@@ -337,6 +337,8 @@ async fn exists_describes_the_secret_without_reading_it() {
     assert!(!missing);
     assert!(!scheduled_for_deletion);
     assert!(secrets.get_string("prod/db-password").await.is_err());
+    moto.reset();
+    assert!(!secrets.exists("prod/db-password").await.unwrap());
 }
 
 #[tokio::test]
