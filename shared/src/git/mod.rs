@@ -1,1 +1,30 @@
-//! git: to be written.
+//! The git source: read a config repository's resource files at a commit (or from a plain
+//! directory), and, for remote repositories, learn a branch's head, fetch into a reusable cache
+//! and diff two trees.
+//!
+//! Everything here is blocking (gix is): async callers run it in `tokio::task::spawn_blocking`.
+//! Does not parse YAML (that is `manifest`) nor decide what a symlink or an oversized file means
+//! (that is `validate`): it reports what it found as [`FileContent`](crate::manifest::FileContent).
+
+mod config_path;
+mod error;
+mod location;
+mod tree;
+mod worktree;
+
+pub use config_path::ConfigPath;
+pub use error::GitError;
+pub use location::{RemoteScheme, RemoteUrl, RepoLocation};
+pub use tree::{is_git_repository, read_commit};
+pub use worktree::read_worktree;
+
+use crate::manifest::SourceFile;
+use crate::model::Revision;
+
+/// The resource files of a config path at one revision, paths relative to the config path and
+/// sorted.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Snapshot {
+    pub revision: Revision,
+    pub files: Vec<SourceFile>,
+}
