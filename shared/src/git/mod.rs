@@ -6,15 +6,21 @@
 //! Does not parse YAML (that is `manifest`) nor decide what a symlink or an oversized file means
 //! (that is `validate`): it reports what it found as [`FileContent`](crate::manifest::FileContent).
 
+mod cache;
 mod config_path;
+mod diff;
 mod error;
 mod location;
+mod remote;
 mod tree;
 mod worktree;
 
+pub use cache::{FetchOutcome, GitCache};
 pub use config_path::ConfigPath;
+pub use diff::{ChangeKind, PathChange, changed_paths, is_ancestor, read_files};
 pub use error::GitError;
 pub use location::{RemoteScheme, RemoteUrl, RepoLocation};
+pub use remote::{Auth, NetworkOptions, TOKEN_USERNAME, remote_head};
 pub use tree::{is_git_repository, read_commit};
 pub use worktree::read_worktree;
 
