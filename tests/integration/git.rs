@@ -549,6 +549,28 @@ mod remote {
     }
 
     #[test]
+    fn a_server_that_never_answers_times_out() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        // Accept connections and hold them open without answering.
+        let _holder = std::thread::spawn(move || {
+            let held: Vec<_> = listener.incoming().take(4).collect();
+            std::thread::sleep(std::time::Duration::from_secs(30));
+            drop(held);
+        });
+        let location = RepoLocation::parse(&format!("http://127.0.0.1:{port}/r.git")).unwrap();
+        let options = NetworkOptions {
+            timeout: std::time::Duration::from_secs(1),
+            ..NetworkOptions::default()
+        };
+
+        let err = remote_head(&location, "main", &Auth::None, &options).unwrap_err();
+
+        assert!(matches!(err, GitError::Timeout { .. }), "{err:?}");
+        assert!(err.is_retryable());
+    }
+
+    #[test]
     fn an_unreachable_server_is_a_retryable_error() {
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let port = listener.local_addr().unwrap().port();

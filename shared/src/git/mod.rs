@@ -2,7 +2,16 @@
 //! directory), and, for remote repositories, learn a branch's head, fetch into a reusable cache
 //! and diff two trees.
 //!
+//! - [`read_commit`] / [`read_worktree`]: the resource files of a config path (local repository
+//!   at a branch tip, or a plain directory), as a [`Snapshot`].
+//! - [`remote_head`]: where a remote branch points, with one ls-refs request (protocol v2).
+//! - [`GitCache`]: fetch a branch into a per-target bare cache and read snapshots from it.
+//! - [`changed_paths`] / [`read_files`] / [`is_ancestor`]: what an incremental plan needs.
+//!
 //! Everything here is blocking (gix is): async callers run it in `tokio::task::spawn_blocking`.
+//! Transports: https needs no external program; `file://` runs `git-upload-pack` and ssh runs
+//! `ssh` (neither is in the Lambda image, so the functions support https only unless the image
+//! ships them).
 //! Does not parse YAML (that is `manifest`) nor decide what a symlink or an oversized file means
 //! (that is `validate`): it reports what it found as [`FileContent`](crate::manifest::FileContent).
 
