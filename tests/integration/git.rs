@@ -1,1 +1,786 @@
-//! git scenarios: to be written.
+//! git scenarios: reading config repositories made with the git CLI, fetching them over smart
+//! HTTP with basic auth, and diffing trees.
+
+use ritmo::git::{GitError, RepoLocation, Snapshot, is_git_repository, read_commit};
+use ritmo::manifest::{FileContent, Limits, SourceFile};
+use ritmo::model::Revision;
+use ritmo_tests::git_http::TestRepo;
+
+fn location(repo: &TestRepo) -> RepoLocation {
+    RepoLocation::Local(repo.path().to_path_buf())
+}
+
+fn paths(snapshot: &Snapshot) -> Vec<&str> {
+    snapshot.files.iter().map(|f| f.path.as_str()).collect()
+}
+
+fn bytes(snapshot: &Snapshot, path: &str) -> Option<Vec<u8>> {
+    snapshot
+        .files
+        .iter()
+        .find(|f| f.path == path)
+        .and_then(|f| match &f.content {
+            FileContent::Bytes(bytes) => Some(bytes.clone()),
+            _ => None,
+        })
+}
+
+#[test]
+fn reads_the_tree_at_the_branch_tip() {
+    let repo = TestRepo::new();
+    repo.write("jobs/build.yaml", "kind: Job\n")
+        .write("credentials/db.yml", "kind: Credential\n")
+        .write("jobs/team/nested.yaml", "kind: Job\n");
+    let commit = repo.commit("initial");
+
+    let snapshot = read_commit(&location(&repo), Some("main"), "/", &Limits::default()).unwrap();
+
+    assert_eq!(
+        snapshot.revision,
+        Revision::Commit {
+            branch: "main".into(),
+            commit: commit.clone()
+        }
+    );
+    assert_eq!(commit.len(), 40);
+    assert_eq!(
+        paths(&snapshot),
+        [
+            "credentials/db.yml",
+            "jobs/build.yaml",
+            "jobs/team/nested.yaml"
+        ]
+    );
+    assert_eq!(
+        bytes(&snapshot, "jobs/build.yaml"),
+        Some(b"kind: Job\n".to_vec())
+    );
+}
+
+#[test]
+fn head_is_used_when_no_branch_is_given() {
+    let repo = TestRepo::new();
+    repo.write("plugins/p.yaml", "p");
+    let commit = repo.commit("initial");
+
+    let snapshot = read_commit(&location(&repo), None, "", &Limits::default()).unwrap();
+
+    assert_eq!(
+        snapshot.revision,
+        Revision::Commit {
+            branch: "main".into(),
+            commit
+        }
+    );
+}
+
+#[test]
+fn uncommitted_edits_and_files_outside_kind_directories_are_ignored() {
+    let repo = TestRepo::new();
+    repo.write("jobs/a.yaml", "committed")
+        .write("README.md", "docs")
+        .write(".github/workflows/ci.yaml", "ci")
+        .write("jobs/notes.md", "notes");
+    repo.commit("initial");
+    repo.write("jobs/a.yaml", "edited")
+        .write("jobs/new.yaml", "untracked");
+
+    let snapshot = read_commit(&location(&repo), Some("main"), "/", &Limits::default()).unwrap();
+
+    assert_eq!(paths(&snapshot), ["jobs/a.yaml"]);
+    assert_eq!(bytes(&snapshot, "jobs/a.yaml"), Some(b"committed".to_vec()));
+}
+
+#[test]
+fn a_sub_path_roots_the_snapshot() {
+    let repo = TestRepo::new();
+    repo.write("config/prod/jobs/a.yaml", "prod")
+        .write("config/staging/jobs/b.yaml", "staging")
+        .write("jobs/root.yaml", "root");
+    repo.commit("initial");
+
+    for spelling in ["config/prod", "./config/prod/", "/config/prod"] {
+        let snapshot =
+            read_commit(&location(&repo), Some("main"), spelling, &Limits::default()).unwrap();
+
+        assert_eq!(paths(&snapshot), ["jobs/a.yaml"], "{spelling}");
+    }
+}
+
+#[test]
+fn symlinks_submodules_and_oversized_blobs_are_reported_not_read() {
+    let repo = TestRepo::new();
+    repo.write("jobs/big.yaml", "x".repeat(2048))
+        .write("jobs/small.yaml", "ok");
+    let first = repo.commit("initial");
+    repo.symlink("jobs/link.yaml", "/etc/passwd")
+        .symlink("webhooks", "jobs")
+        .gitlink("plugins/vendored", &first);
+    repo.commit_staged("links");
+    let limits = Limits {
+        max_file_bytes: 1024,
+        ..Limits::default()
+    };
+
+    let snapshot = read_commit(&location(&repo), Some("main"), "/", &limits).unwrap();
+
+    assert_eq!(
+        snapshot.files,
+        [
+            SourceFile {
+                path: "jobs/big.yaml".into(),
+                content: FileContent::TooLarge { size: 2048 }
+            },
+            SourceFile {
+                path: "jobs/link.yaml".into(),
+                content: FileContent::Symlink
+            },
+            SourceFile {
+                path: "jobs/small.yaml".into(),
+                content: FileContent::Bytes(b"ok".to_vec())
+            },
+            SourceFile {
+                path: "plugins/vendored".into(),
+                content: FileContent::Submodule
+            },
+            SourceFile {
+                path: "webhooks".into(),
+                content: FileContent::Symlink
+            },
+        ]
+    );
+}
+
+#[test]
+fn a_non_default_branch_is_resolved() {
+    let repo = TestRepo::new();
+    repo.write("jobs/a.yaml", "main");
+    let main = repo.commit("main");
+    repo.checkout("release");
+    repo.write("jobs/b.yaml", "release");
+    let release = repo.commit("release");
+    repo.checkout("main");
+
+    let snapshot = read_commit(&location(&repo), Some("release"), "/", &Limits::default()).unwrap();
+
+    assert_ne!(main, release);
+    assert_eq!(snapshot.revision.commit(), Some(release.as_str()));
+    assert_eq!(paths(&snapshot), ["jobs/a.yaml", "jobs/b.yaml"]);
+}
+
+#[test]
+fn a_missing_branch_is_a_clear_error() {
+    let repo = TestRepo::new();
+    repo.write("jobs/a.yaml", "a");
+    repo.commit("initial");
+
+    let err = read_commit(&location(&repo), Some("nope"), "/", &Limits::default()).unwrap_err();
+
+    assert!(matches!(err, GitError::BranchNotFound { .. }), "{err:?}");
+    assert_eq!(
+        err.to_string(),
+        format!(
+            "branch `nope` does not exist in `{}`",
+            repo.path().display()
+        )
+    );
+}
+
+#[test]
+fn a_missing_config_path_is_a_clear_error() {
+    let repo = TestRepo::new();
+    repo.write("jobs/a.yaml", "a");
+    let commit = repo.commit("initial");
+
+    let err = read_commit(
+        &location(&repo),
+        Some("main"),
+        "config/prod",
+        &Limits::default(),
+    )
+    .unwrap_err();
+
+    assert_eq!(
+        err.to_string(),
+        format!("config path `config/prod` does not exist at main@sha1:{commit}")
+    );
+}
+
+#[test]
+fn a_config_path_that_is_a_file_is_refused() {
+    let repo = TestRepo::new();
+    repo.write("config", "not a directory");
+    repo.commit("initial");
+
+    let err =
+        read_commit(&location(&repo), Some("main"), "config", &Limits::default()).unwrap_err();
+
+    assert!(
+        matches!(err, GitError::ConfigPathNotADirectory { .. }),
+        "{err:?}"
+    );
+}
+
+#[test]
+fn bare_repositories_and_file_urls_are_read_too() {
+    let repo = TestRepo::new();
+    repo.write("workers/pool.yaml", "pool");
+    let commit = repo.commit("initial");
+    let bare = tempfile::tempdir().unwrap();
+    let bare_path = bare.path().join("config.git");
+    ritmo_tests::git_http::run_git(
+        bare.path(),
+        &[
+            "clone",
+            "--quiet",
+            "--bare",
+            repo.path().to_str().unwrap(),
+            bare_path.to_str().unwrap(),
+        ],
+    );
+    let url = RepoLocation::parse(&format!("file://{}", bare_path.display())).unwrap();
+
+    let snapshot = read_commit(&url, Some("main"), "/", &Limits::default()).unwrap();
+
+    assert!(is_git_repository(&bare_path));
+    assert_eq!(snapshot.revision.commit(), Some(commit.as_str()));
+    assert_eq!(paths(&snapshot), ["workers/pool.yaml"]);
+}
+
+#[test]
+fn a_plain_directory_is_not_a_git_repository() {
+    let dir = tempfile::tempdir().unwrap();
+    let repo = TestRepo::new();
+
+    let plain = is_git_repository(dir.path());
+    let real = is_git_repository(repo.path());
+
+    assert!(!plain);
+    assert!(real);
+}
+
+#[test]
+fn too_many_files_is_an_error() {
+    let repo = TestRepo::new();
+    for i in 0..5 {
+        repo.write(&format!("jobs/{i}.yaml"), "x");
+    }
+    repo.commit("initial");
+    let limits = Limits {
+        max_files: 4,
+        ..Limits::default()
+    };
+
+    let err = read_commit(&location(&repo), Some("main"), "/", &limits).unwrap_err();
+
+    assert!(
+        matches!(err, GitError::TooManyFiles { limit: 4, .. }),
+        "{err:?}"
+    );
+}
+
+mod remote {
+    use std::num::NonZeroU32;
+
+    use ritmo::git::{Auth, GitCache, GitError, NetworkOptions, RepoLocation, remote_head};
+    use ritmo::manifest::Limits;
+    use ritmo_tests::git_http::{GitHttpServer, TestRepo};
+    use secrecy::SecretString;
+
+    const TOKEN: &str = "s3cret-token-value";
+
+    fn token(value: &str) -> Auth {
+        Auth::Token(SecretString::from(value))
+    }
+
+    /// A repository with one job, served over smart HTTP that wants `x-access-token:TOKEN`.
+    fn served_repo() -> (TestRepo, GitHttpServer, RepoLocation) {
+        let repo = TestRepo::new();
+        repo.write("jobs/a.yaml", "kind: Job\n");
+        repo.commit("initial");
+        let server = GitHttpServer::start(repo.path(), Some(("x-access-token", TOKEN)));
+        let location = RepoLocation::parse(&server.url(".git")).unwrap();
+        (repo, server, location)
+    }
+
+    #[test]
+    fn remote_head_reads_the_branch_tip_over_http_without_fetching() {
+        let (repo, server, location) = served_repo();
+
+        let head =
+            remote_head(&location, "main", &token(TOKEN), &NetworkOptions::default()).unwrap();
+
+        assert_eq!(head, repo.head());
+        let requests = server.requests();
+        assert!(
+            requests
+                .iter()
+                .all(|r| r.path.ends_with("/info/refs") || r.path.ends_with("/git-upload-pack")),
+            "{requests:?}"
+        );
+        assert!(
+            requests
+                .iter()
+                .any(|r| r.git_protocol.as_deref() == Some("version=2")),
+            "protocol v2 was not used: {requests:?}"
+        );
+    }
+
+    #[test]
+    fn remote_head_works_over_file_urls() {
+        let repo = TestRepo::new();
+        repo.write("jobs/a.yaml", "a");
+        let commit = repo.commit("initial");
+        let location = RepoLocation::parse(&format!("file://{}", repo.path().display())).unwrap();
+
+        let head = remote_head(&location, "main", &Auth::None, &NetworkOptions::default()).unwrap();
+
+        assert_eq!(head, commit);
+    }
+
+    #[test]
+    fn remote_head_of_a_missing_branch_is_a_clear_error() {
+        let (_repo, _server, location) = served_repo();
+
+        let err =
+            remote_head(&location, "nope", &token(TOKEN), &NetworkOptions::default()).unwrap_err();
+
+        assert!(matches!(err, GitError::BranchNotFound { .. }), "{err:?}");
+    }
+
+    #[test]
+    fn the_right_token_fetches_into_the_cache() {
+        let (repo, _server, location) = served_repo();
+        let cache_dir = tempfile::tempdir().unwrap();
+        let cache = GitCache::new(cache_dir.path());
+
+        let outcome = cache
+            .fetch(&location, "main", &token(TOKEN), &NetworkOptions::default())
+            .unwrap();
+        let commit = outcome.revision.commit().unwrap().to_string();
+        let snapshot = cache
+            .read_commit("main", &commit, "/", &Limits::default())
+            .unwrap();
+
+        assert_eq!(commit, repo.head());
+        assert!(!outcome.rebuilt);
+        assert!(outcome.objects_received > 0);
+        assert_eq!(snapshot.files.len(), 1);
+        assert_eq!(snapshot.files[0].path, "jobs/a.yaml");
+    }
+
+    #[test]
+    fn a_wrong_token_fails_clearly_without_revealing_it() {
+        let (_repo, _server, location) = served_repo();
+        let cache_dir = tempfile::tempdir().unwrap();
+        let wrong = "wrong-token-123456";
+
+        let fetch_err = GitCache::new(cache_dir.path())
+            .fetch(&location, "main", &token(wrong), &NetworkOptions::default())
+            .unwrap_err();
+        let head_err =
+            remote_head(&location, "main", &token(wrong), &NetworkOptions::default()).unwrap_err();
+
+        for err in [&fetch_err, &head_err] {
+            assert!(matches!(err, GitError::Authentication { .. }), "{err:?}");
+            let shown = format!("{err} {err:?}");
+            assert!(!shown.contains(wrong), "{shown}");
+            assert!(shown.contains("authentication"), "{shown}");
+            assert!(!err.is_retryable());
+        }
+    }
+
+    #[test]
+    fn no_credentials_fails_without_prompting() {
+        let (_repo, _server, location) = served_repo();
+
+        let err =
+            remote_head(&location, "main", &Auth::None, &NetworkOptions::default()).unwrap_err();
+
+        assert!(matches!(err, GitError::Authentication { .. }), "{err:?}");
+    }
+
+    #[test]
+    fn a_second_fetch_receives_only_the_new_objects() {
+        let (repo, _server, location) = served_repo();
+        for i in 0..20 {
+            repo.write(
+                &format!("jobs/job-{i}.yaml"),
+                format!("kind: Job\nn: {i}\n"),
+            );
+        }
+        repo.commit("many jobs");
+        let cache_dir = tempfile::tempdir().unwrap();
+        let cache = GitCache::new(cache_dir.path());
+        let first = cache
+            .fetch(&location, "main", &token(TOKEN), &NetworkOptions::default())
+            .unwrap();
+        repo.write("jobs/job-3.yaml", "kind: Job\nn: changed\n");
+        let new_commit = repo.commit("one change");
+
+        let second = cache
+            .fetch(&location, "main", &token(TOKEN), &NetworkOptions::default())
+            .unwrap();
+
+        assert_eq!(second.revision.commit(), Some(new_commit.as_str()));
+        // A commit, a root tree, the jobs tree and a blob, plus at most the delta base gix
+        // appends when it completes a thin pack: nothing else the cache already had.
+        assert!(
+            (4..=5).contains(&second.objects_received),
+            "second: {second:?}, first: {first:?}"
+        );
+        assert!(first.objects_received > 20, "{first:?}");
+        assert!(!second.rebuilt);
+        let old = cache
+            .read_commit(
+                "main",
+                first.revision.commit().unwrap(),
+                "/",
+                &Limits::default(),
+            )
+            .unwrap();
+        assert_eq!(old.files.len(), 21);
+    }
+
+    #[test]
+    fn a_truncated_cache_is_detected_and_rebuilt() {
+        let (repo, _server, location) = served_repo();
+        let cache_dir = tempfile::tempdir().unwrap();
+        let cache = GitCache::new(cache_dir.path());
+        cache
+            .fetch(&location, "main", &token(TOKEN), &NetworkOptions::default())
+            .unwrap();
+        let pack_dir = cache.repository_path().join("objects/pack");
+        for entry in std::fs::read_dir(&pack_dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.extension().is_some_and(|ext| ext == "pack") {
+                let length = std::fs::metadata(&path).unwrap().len();
+                let file = std::fs::OpenOptions::new().write(true).open(&path).unwrap();
+                file.set_len(length / 2).unwrap();
+            }
+        }
+
+        let outcome = cache
+            .fetch(&location, "main", &token(TOKEN), &NetworkOptions::default())
+            .unwrap();
+        let snapshot = cache
+            .read_commit("main", &repo.head(), "/", &Limits::default())
+            .unwrap();
+
+        assert!(outcome.rebuilt);
+        assert!(outcome.objects_received > 0);
+        assert_eq!(snapshot.files.len(), 1);
+    }
+
+    #[test]
+    fn leftover_lock_files_from_a_killed_fetch_cause_a_rebuild() {
+        let (_repo, _server, location) = served_repo();
+        let cache_dir = tempfile::tempdir().unwrap();
+        let cache = GitCache::new(cache_dir.path());
+        cache
+            .fetch(&location, "main", &token(TOKEN), &NetworkOptions::default())
+            .unwrap();
+        std::fs::write(cache.repository_path().join("refs/heads/main.lock"), "").unwrap();
+
+        let outcome = cache
+            .fetch(&location, "main", &token(TOKEN), &NetworkOptions::default())
+            .unwrap();
+
+        assert!(outcome.rebuilt);
+    }
+
+    #[test]
+    fn an_unfinished_fetch_causes_a_rebuild() {
+        let (_repo, _server, location) = served_repo();
+        let cache_dir = tempfile::tempdir().unwrap();
+        let cache = GitCache::new(cache_dir.path());
+        cache
+            .fetch(&location, "main", &token(TOKEN), &NetworkOptions::default())
+            .unwrap();
+        std::fs::remove_file(cache_dir.path().join("complete")).unwrap();
+
+        let outcome = cache
+            .fetch(&location, "main", &token(TOKEN), &NetworkOptions::default())
+            .unwrap();
+
+        assert!(outcome.rebuilt);
+    }
+
+    #[test]
+    fn a_shallow_first_fetch_uses_protocol_v2_and_is_shallow() {
+        let (repo, server, location) = served_repo();
+        repo.write("jobs/b.yaml", "b");
+        repo.commit("second");
+        repo.write("jobs/c.yaml", "c");
+        let tip = repo.commit("third");
+        let cache_dir = tempfile::tempdir().unwrap();
+        let options = NetworkOptions {
+            shallow_depth: NonZeroU32::new(1),
+            ..NetworkOptions::default()
+        };
+
+        let outcome = GitCache::new(cache_dir.path())
+            .fetch(&location, "main", &token(TOKEN), &options)
+            .unwrap();
+
+        assert!(outcome.shallow);
+        assert_eq!(outcome.revision.commit(), Some(tip.as_str()));
+        // One commit, its tree, the jobs tree and three blobs.
+        assert_eq!(outcome.objects_received, 6);
+        assert!(
+            server
+                .requests()
+                .iter()
+                .filter(|r| r.method == "POST")
+                .all(|r| r.git_protocol.as_deref() == Some("version=2"))
+        );
+    }
+
+    #[test]
+    fn fetching_a_missing_branch_is_a_clear_error() {
+        let (_repo, _server, location) = served_repo();
+        let cache_dir = tempfile::tempdir().unwrap();
+
+        let err = GitCache::new(cache_dir.path())
+            .fetch(&location, "nope", &token(TOKEN), &NetworkOptions::default())
+            .unwrap_err();
+
+        assert!(matches!(err, GitError::BranchNotFound { .. }), "{err:?}");
+    }
+
+    #[test]
+    fn a_server_that_never_answers_times_out() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        // Accept connections and hold them open without answering.
+        let _holder = std::thread::spawn(move || {
+            let held: Vec<_> = listener.incoming().take(4).collect();
+            std::thread::sleep(std::time::Duration::from_secs(30));
+            drop(held);
+        });
+        let location = RepoLocation::parse(&format!("http://127.0.0.1:{port}/r.git")).unwrap();
+        let options = NetworkOptions {
+            timeout: std::time::Duration::from_secs(1),
+            ..NetworkOptions::default()
+        };
+
+        let err = remote_head(&location, "main", &Auth::None, &options).unwrap_err();
+
+        assert!(matches!(err, GitError::Timeout { .. }), "{err:?}");
+        assert!(err.is_retryable());
+    }
+
+    #[test]
+    fn an_unreachable_server_is_a_retryable_error() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        drop(listener);
+        let location = RepoLocation::parse(&format!("http://127.0.0.1:{port}/r.git")).unwrap();
+
+        let err =
+            remote_head(&location, "main", &Auth::None, &NetworkOptions::default()).unwrap_err();
+
+        assert!(err.is_retryable(), "{err:?}");
+        assert!(
+            err.to_string().contains(&format!("127.0.0.1:{port}")),
+            "{err}"
+        );
+    }
+}
+
+mod diff {
+    use std::collections::BTreeMap;
+
+    use ritmo::git::{
+        ChangeKind, GitError, PathChange, RepoLocation, changed_paths, is_ancestor, read_commit,
+        read_files,
+    };
+    use ritmo::manifest::{FileContent, Limits};
+    use ritmo_tests::git_http::TestRepo;
+
+    fn change(path: &str, change: ChangeKind) -> PathChange {
+        PathChange {
+            path: path.into(),
+            change,
+        }
+    }
+
+    fn snapshot_map(repo: &TestRepo, config_path: &str) -> BTreeMap<String, FileContent> {
+        let location = RepoLocation::Local(repo.path().to_path_buf());
+        read_commit(&location, None, config_path, &Limits::default())
+            .unwrap()
+            .files
+            .into_iter()
+            .map(|f| (f.path, f.content))
+            .collect()
+    }
+
+    #[test]
+    fn adds_edits_deletes_and_renames_of_resource_files_are_reported() {
+        let repo = TestRepo::new();
+        repo.write("jobs/a.yaml", "a")
+            .write("jobs/b.yaml", "b")
+            .write("jobs/team/c.yaml", "c")
+            .write("plugins/p.yaml", "p")
+            .write("README.md", "r");
+        let from = repo.commit("initial");
+        repo.write("jobs/a.yaml", "a2")
+            .write("credentials/new.yaml", "n")
+            .write("README.md", "r2")
+            .write("jobs/notes.md", "n");
+        repo.remove("jobs/b.yaml");
+        repo.git(&["mv", "jobs/team/c.yaml", "jobs/team/renamed.yaml"]);
+        let to = repo.commit("changes");
+
+        let changes = changed_paths(repo.path(), &from, &to, "/").unwrap();
+
+        assert_eq!(
+            changes,
+            [
+                change("credentials/new.yaml", ChangeKind::Added),
+                change("jobs/a.yaml", ChangeKind::Modified),
+                change("jobs/b.yaml", ChangeKind::Deleted),
+                change("jobs/team/c.yaml", ChangeKind::Deleted),
+                change("jobs/team/renamed.yaml", ChangeKind::Added),
+            ]
+        );
+    }
+
+    #[test]
+    fn only_the_config_path_is_compared() {
+        let repo = TestRepo::new();
+        repo.write("config/prod/jobs/a.yaml", "a")
+            .write("config/staging/jobs/a.yaml", "a");
+        let from = repo.commit("initial");
+        repo.write("config/staging/jobs/a.yaml", "changed");
+        repo.write("config/prod/jobs/b.yaml", "b");
+        let to = repo.commit("changes");
+
+        let changes = changed_paths(repo.path(), &from, &to, "./config/prod/").unwrap();
+
+        assert_eq!(changes, [change("jobs/b.yaml", ChangeKind::Added)]);
+    }
+
+    #[test]
+    fn a_directory_replaced_by_a_symlink_lists_every_file_it_held() {
+        let repo = TestRepo::new();
+        repo.write("webhooks/a.yaml", "a")
+            .write("webhooks/b.yaml", "b");
+        let from = repo.commit("initial");
+        repo.remove("webhooks");
+        repo.symlink("webhooks", "jobs");
+        let to = repo.commit("symlink");
+
+        let changes = changed_paths(repo.path(), &from, &to, "").unwrap();
+
+        assert_eq!(
+            changes,
+            [
+                change("webhooks", ChangeKind::Added),
+                change("webhooks/a.yaml", ChangeKind::Deleted),
+                change("webhooks/b.yaml", ChangeKind::Deleted),
+            ]
+        );
+    }
+
+    #[test]
+    fn the_diff_applied_to_the_old_snapshot_gives_the_new_one() {
+        let repo = TestRepo::new();
+        repo.write("jobs/a.yaml", "a").write("workers/w.yaml", "w");
+        let mut previous = repo.commit("c0");
+        let steps: [&dyn Fn(&TestRepo); 5] = [
+            &|r| {
+                r.write("jobs/b.yaml", "b");
+            },
+            &|r| {
+                r.write("jobs/a.yaml", "a2").remove("workers/w.yaml");
+            },
+            &|r| {
+                r.write("deployments/b.yaml", "b").remove("jobs/b.yaml");
+            },
+            &|r| {
+                r.write("deployments/nested/deep/x.yml", "x")
+                    .write("docs/y.yaml", "y");
+            },
+            &|r| {
+                r.remove("jobs");
+            },
+        ];
+        for (i, step) in steps.iter().enumerate() {
+            let mut expected = snapshot_map(&repo, "/");
+            step(&repo);
+            let next = repo.commit(&format!("c{}", i + 1));
+
+            let changes = changed_paths(repo.path(), &previous, &next, "/").unwrap();
+            let changed: Vec<String> = changes
+                .iter()
+                .filter(|c| c.change != ChangeKind::Deleted)
+                .map(|c| c.path.clone())
+                .collect();
+            let contents =
+                read_files(repo.path(), &next, "/", &changed, &Limits::default()).unwrap();
+            for c in changes.iter().filter(|c| c.change == ChangeKind::Deleted) {
+                expected.remove(&c.path);
+            }
+            for file in contents {
+                expected.insert(file.path, file.content);
+            }
+
+            assert_eq!(expected, snapshot_map(&repo, "/"), "step {i}");
+            previous = next;
+        }
+    }
+
+    #[test]
+    fn a_force_push_still_diffs_and_is_not_an_ancestor() {
+        let repo = TestRepo::new();
+        repo.write("jobs/a.yaml", "a");
+        let base = repo.commit("base");
+        repo.write("jobs/b.yaml", "b");
+        let abandoned = repo.commit("abandoned");
+        repo.git(&["reset", "--quiet", "--hard", &base]);
+        repo.write("jobs/c.yaml", "c");
+        let rewritten = repo.commit("rewritten");
+
+        let changes = changed_paths(repo.path(), &abandoned, &rewritten, "/").unwrap();
+
+        assert_eq!(
+            changes,
+            [
+                change("jobs/b.yaml", ChangeKind::Deleted),
+                change("jobs/c.yaml", ChangeKind::Added),
+            ]
+        );
+        assert!(!is_ancestor(repo.path(), &abandoned, &rewritten).unwrap());
+        assert!(is_ancestor(repo.path(), &base, &rewritten).unwrap());
+    }
+
+    #[test]
+    fn a_missing_base_commit_asks_for_a_full_scan() {
+        let repo = TestRepo::new();
+        repo.write("jobs/a.yaml", "a");
+        let to = repo.commit("initial");
+        let missing = "0123456789abcdef0123456789abcdef01234567";
+
+        let err = changed_paths(repo.path(), missing, &to, "/").unwrap_err();
+
+        assert!(
+            matches!(err, GitError::DiffBaseUnavailable { .. }),
+            "{err:?}"
+        );
+        assert!(err.needs_full_scan());
+    }
+
+    #[test]
+    fn a_config_path_that_appears_lists_everything_as_added() {
+        let repo = TestRepo::new();
+        repo.write("README.md", "r");
+        let from = repo.commit("initial");
+        repo.write("config/jobs/a.yaml", "a");
+        let to = repo.commit("config");
+
+        let changes = changed_paths(repo.path(), &from, &to, "config").unwrap();
+
+        assert_eq!(changes, [change("jobs/a.yaml", ChangeKind::Added)]);
+    }
+}

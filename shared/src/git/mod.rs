@@ -1,1 +1,45 @@
-//! git: to be written.
+//! The git source: read a config repository's resource files at a commit (or from a plain
+//! directory), and, for remote repositories, learn a branch's head, fetch into a reusable cache
+//! and diff two trees.
+//!
+//! - [`read_commit`] / [`read_worktree`]: the resource files of a config path (local repository
+//!   at a branch tip, or a plain directory), as a [`Snapshot`].
+//! - [`remote_head`]: where a remote branch points, with one ls-refs request (protocol v2).
+//! - [`GitCache`]: fetch a branch into a per-target bare cache and read snapshots from it.
+//! - [`changed_paths`] / [`read_files`] / [`is_ancestor`]: what an incremental plan needs.
+//!
+//! Everything here is blocking (gix is): async callers run it in `tokio::task::spawn_blocking`.
+//! Transports: https needs no external program; `file://` runs `git-upload-pack` and ssh runs
+//! `ssh` (neither is in the Lambda image, so the functions support https only unless the image
+//! ships them).
+//! Does not parse YAML (that is `manifest`) nor decide what a symlink or an oversized file means
+//! (that is `validate`): it reports what it found as [`FileContent`](crate::manifest::FileContent).
+
+mod cache;
+mod config_path;
+mod diff;
+mod error;
+mod location;
+mod remote;
+mod tree;
+mod worktree;
+
+pub use cache::{FetchOutcome, GitCache};
+pub use config_path::ConfigPath;
+pub use diff::{ChangeKind, PathChange, changed_paths, is_ancestor, read_files};
+pub use error::GitError;
+pub use location::{RemoteScheme, RemoteUrl, RepoLocation};
+pub use remote::{Auth, NetworkOptions, TOKEN_USERNAME, remote_head};
+pub use tree::{is_git_repository, read_commit};
+pub use worktree::read_worktree;
+
+use crate::manifest::SourceFile;
+use crate::model::Revision;
+
+/// The resource files of a config path at one revision, paths relative to the config path and
+/// sorted.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Snapshot {
+    pub revision: Revision,
+    pub files: Vec<SourceFile>,
+}

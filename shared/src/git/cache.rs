@@ -1,0 +1,394 @@
+//! A per-target bare repository cache, reused across fetches (and warm Lambda invocations in
+//! `/tmp`), never trusted blindly.
+//!
+//! Layout of the cache directory:
+//! - `ritmo.lock`: an OS file lock held for the whole fetch or read, released by the kernel if
+//!   the process dies, so it can never go stale;
+//! - `repo.git/`: the bare repository, one explicit refspec per branch
+//!   (`+refs/heads/B:refs/heads/B`), no tags;
+//! - `complete`: written after every fetch that returned (success or error), removed while one
+//!   runs. Its absence means a process died mid-fetch.
+//!
+//! The cache is rebuilt from scratch when `complete` is missing, a `*.lock` or temporary file is
+//! left over, a pack is truncated (its trailer disagrees with its index) or the repository does
+//! not open; and once more if a fetch into it fails for a reason other than the network.
+
+use std::fs::{self, File};
+use std::path::{Path, PathBuf};
+
+use super::config_path::ConfigPath;
+use super::remote::{Remote, open_options, with_deadline};
+use super::tree::{object_error, resolve_branch, snapshot_at};
+use super::{Auth, GitError, NetworkOptions, RepoLocation, Snapshot};
+use crate::manifest::Limits;
+use crate::model::Revision;
+
+/// The cache of one target. Cheap to construct; nothing happens until a method is called.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GitCache {
+    dir: PathBuf,
+}
+
+/// What a fetch did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FetchOutcome {
+    /// The branch and the commit it now points to (in the cache and, at fetch time, remotely).
+    pub revision: Revision,
+    /// Objects in the pack received (0 when the cache already had everything).
+    pub objects_received: u64,
+    /// Whether the cache was found unsound and rebuilt before this fetch.
+    pub rebuilt: bool,
+    /// Whether the cache holds a truncated history (shallow fetch).
+    pub shallow: bool,
+}
+
+impl GitCache {
+    pub fn new(dir: impl Into<PathBuf>) -> Self {
+        Self { dir: dir.into() }
+    }
+
+    /// The bare repository inside the cache (for [`super::changed_paths`] and friends).
+    pub fn repository_path(&self) -> PathBuf {
+        self.dir.join("repo.git")
+    }
+
+    /// Fetches `branch` of `location` into the cache and returns where it points. The first
+    /// fetch into an empty cache honours `options.shallow_depth`; later ones are incremental
+    /// and only receive objects the cache lacks.
+    ///
+    /// Blocking: call it from `spawn_blocking` in async code.
+    pub fn fetch(
+        &self,
+        location: &RepoLocation,
+        branch: &str,
+        auth: &Auth,
+        options: &NetworkOptions,
+    ) -> Result<FetchOutcome, GitError> {
+        let remote = Remote::new(location, branch, auth, options)?;
+        let _lock = self.lock()?;
+        let mut rebuilt = self.ensure_sound()?;
+        match self.fetch_once(&remote, options, rebuilt) {
+            Err(err) if !rebuilt && !is_network_failure(&err) => {
+                // A failure that is not the network's may be the cache's: retry from scratch.
+                self.rebuild()?;
+                rebuilt = true;
+                self.fetch_once(&remote, options, rebuilt)
+            }
+            other => other,
+        }
+    }
+
+    /// Reads the snapshot of `config_path` at `commit` (labelled with `branch`) from the cache.
+    pub fn read_commit(
+        &self,
+        branch: &str,
+        commit: &str,
+        config_path: &str,
+        limits: &Limits,
+    ) -> Result<Snapshot, GitError> {
+        let config = ConfigPath::parse(config_path)?;
+        let _lock = self.lock()?;
+        let location = self.dir.display().to_string();
+        let repository = self.open()?;
+        let id = parse_commit(&repository, &location, commit)?;
+        snapshot_at(&repository, &location, branch, id, &config, limits)
+    }
+
+    fn fetch_once(
+        &self,
+        remote: &Remote,
+        options: &NetworkOptions,
+        rebuilt: bool,
+    ) -> Result<FetchOutcome, GitError> {
+        let repository = self.open()?;
+        let was_empty = repository
+            .references()
+            .and_then(|platform| platform.all().map(|mut refs| refs.next().is_none()))
+            .unwrap_or(true);
+        self.remove_marker()?;
+        let result = self.receive(&repository, remote, options, was_empty);
+        // Returned (not killed): the repository is consistent whatever the outcome.
+        self.write_marker()?;
+        let (objects_received, commit) = result?;
+        let shallow = repository.is_shallow().map_err(|err| GitError::Cache {
+            path: self.repository_path().display().to_string(),
+            message: err.to_string(),
+        })?;
+        // The fetched commit and its root tree must be readable before anyone relies on them.
+        let commit_object = repository
+            .find_commit(commit)
+            .map_err(|err| object_error(&remote.display, &commit.to_string(), err))?;
+        let tree = commit_object
+            .tree_id()
+            .map_err(|err| object_error(&remote.display, &commit.to_string(), err))?;
+        repository
+            .find_tree(tree.detach())
+            .map_err(|err| object_error(&remote.display, &tree.to_string(), err))?;
+        Ok(FetchOutcome {
+            revision: Revision::Commit {
+                branch: remote.branch.clone(),
+                commit: commit.to_string(),
+            },
+            objects_received,
+            rebuilt,
+            shallow,
+        })
+    }
+
+    fn receive(
+        &self,
+        repository: &gix::Repository,
+        remote: &Remote,
+        options: &NetworkOptions,
+        was_empty: bool,
+    ) -> Result<(u64, gix::ObjectId), GitError> {
+        let refspec = remote.refspec();
+        with_deadline(options.timeout, |interrupt| {
+            let gix_remote = repository
+                .remote_at(remote.url.clone())
+                .and_then(|r| r.with_refspecs([refspec.as_str()], gix::remote::Direction::Fetch))
+                .map_err(|err| remote.network_error(err, interrupt))?
+                .with_fetch_tags(gix::remote::fetch::Tags::None);
+            let connection = remote.connect(repository, &gix_remote, interrupt)?;
+            let mut prepare = connection
+                .prepare_fetch(gix::progress::Discard, Default::default())
+                .map_err(|err| remote.network_error(err, interrupt))?;
+            if !prepare
+                .ref_map()
+                .mappings
+                .iter()
+                .any(|mapping| mapping.local.is_some())
+            {
+                return Err(GitError::BranchNotFound {
+                    location: remote.display.clone(),
+                    branch: remote.branch.clone(),
+                });
+            }
+            if was_empty && let Some(depth) = options.shallow_depth {
+                prepare = prepare.with_shallow(gix::remote::fetch::Shallow::DepthAtRemote(depth));
+            }
+            let outcome = prepare
+                .receive(gix::progress::Discard, interrupt)
+                .map_err(|err| remote.network_error(err, interrupt))?;
+            let objects = match &outcome.status {
+                gix::remote::fetch::Status::Change {
+                    write_pack_bundle, ..
+                } => {
+                    // The pack is referenced now: the keep file has done its job.
+                    if let Some(keep) = &write_pack_bundle.keep_path {
+                        let _ = fs::remove_file(keep);
+                    }
+                    u64::from(write_pack_bundle.index.num_objects)
+                }
+                gix::remote::fetch::Status::NoPackReceived { .. } => 0,
+            };
+            let location = self.dir.display().to_string();
+            let (_, commit) = resolve_branch(repository, Some(&remote.branch), &location)?;
+            Ok((objects, commit))
+        })
+    }
+
+    /// Opens the cache repository; on first use creates it.
+    fn open(&self) -> Result<gix::Repository, GitError> {
+        let path = self.repository_path();
+        gix::open_opts(&path, open_options()).map_err(|err| GitError::Cache {
+            path: path.display().to_string(),
+            message: err.to_string(),
+        })
+    }
+
+    /// Rebuilds the cache when anything about it is doubtful. Returns whether it did (a cache
+    /// created for the first time is not a rebuild).
+    fn ensure_sound(&self) -> Result<bool, GitError> {
+        let path = self.repository_path();
+        if !path.exists() {
+            self.rebuild()?;
+            return Ok(false);
+        }
+        let problem = self.problem();
+        if let Some(problem) = problem {
+            tracing::warn!(cache = %self.dir.display(), %problem, "git cache unsound, rebuilding");
+            self.rebuild()?;
+            return Ok(true);
+        }
+        Ok(false)
+    }
+
+    /// Why the cache cannot be trusted, if it cannot.
+    fn problem(&self) -> Option<String> {
+        if !self.dir.join("complete").exists() {
+            return Some("a previous fetch did not finish".into());
+        }
+        let repo = self.repository_path();
+        if let Some(leftover) = find_leftover(&repo) {
+            return Some(format!("leftover `{}`", leftover.display()));
+        }
+        if let Err(problem) = check_packs(&repo.join("objects").join("pack")) {
+            return Some(problem);
+        }
+        match gix::open_opts(&repo, open_options()) {
+            Ok(repository) => {
+                // Every ref must point at a readable commit.
+                let refs = match repository.references() {
+                    Ok(refs) => refs,
+                    Err(err) => return Some(err.to_string()),
+                };
+                let all = match refs.all() {
+                    Ok(all) => all,
+                    Err(err) => return Some(err.to_string()),
+                };
+                for reference in all {
+                    let Ok(mut reference) = reference else {
+                        return Some("unreadable reference".into());
+                    };
+                    if reference.peel_to_commit().is_err() {
+                        return Some(format!(
+                            "reference `{}` is broken",
+                            reference.name().as_bstr()
+                        ));
+                    }
+                }
+                None
+            }
+            Err(err) => Some(err.to_string()),
+        }
+    }
+
+    fn rebuild(&self) -> Result<(), GitError> {
+        let path = self.repository_path();
+        let cache_error = |message: String| GitError::Cache {
+            path: path.display().to_string(),
+            message,
+        };
+        if path.exists() {
+            fs::remove_dir_all(&path).map_err(|err| cache_error(err.to_string()))?;
+        }
+        gix::init_bare(&path).map_err(|err| cache_error(err.to_string()))?;
+        self.write_marker()
+    }
+
+    fn lock(&self) -> Result<File, GitError> {
+        let cache_error = |err: std::io::Error| GitError::Cache {
+            path: self.dir.display().to_string(),
+            message: err.to_string(),
+        };
+        fs::create_dir_all(&self.dir).map_err(cache_error)?;
+        let file = File::options()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(self.dir.join("ritmo.lock"))
+            .map_err(cache_error)?;
+        file.lock().map_err(cache_error)?;
+        Ok(file)
+    }
+
+    fn write_marker(&self) -> Result<(), GitError> {
+        fs::write(self.dir.join("complete"), b"").map_err(|err| GitError::Cache {
+            path: self.dir.display().to_string(),
+            message: err.to_string(),
+        })
+    }
+
+    fn remove_marker(&self) -> Result<(), GitError> {
+        match fs::remove_file(self.dir.join("complete")) {
+            Ok(()) => Ok(()),
+            Err(err) if err.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(err) => Err(GitError::Cache {
+                path: self.dir.display().to_string(),
+                message: err.to_string(),
+            }),
+        }
+    }
+}
+
+/// Commit ids the caller got from us are full hex; anything else is not in the cache.
+pub(crate) fn parse_commit(
+    repository: &gix::Repository,
+    location: &str,
+    commit: &str,
+) -> Result<gix::ObjectId, GitError> {
+    let not_found = || GitError::CommitNotFound {
+        location: location.to_string(),
+        commit: commit.to_string(),
+    };
+    let id = gix::ObjectId::from_hex(commit.as_bytes()).map_err(|_| not_found())?;
+    if repository.find_commit(id).is_err() {
+        return Err(not_found());
+    }
+    Ok(id)
+}
+
+fn is_network_failure(err: &GitError) -> bool {
+    matches!(
+        err,
+        GitError::Authentication { .. }
+            | GitError::Timeout { .. }
+            | GitError::Network { .. }
+            | GitError::BranchNotFound { .. }
+            | GitError::InvalidLocation { .. }
+    )
+}
+
+/// A `*.lock` file or a temporary pack left by a process that died mid-write.
+fn find_leftover(repo: &Path) -> Option<PathBuf> {
+    let mut pending = vec![repo.to_path_buf()];
+    while let Some(dir) = pending.pop() {
+        let entries = fs::read_dir(&dir).ok()?;
+        for entry in entries.flatten() {
+            let path = entry.path();
+            let name = entry.file_name().to_string_lossy().into_owned();
+            let Ok(file_type) = entry.file_type() else {
+                continue;
+            };
+            if file_type.is_dir() {
+                pending.push(path);
+            } else if name.ends_with(".lock") || name.starts_with("tmp") {
+                return Some(path);
+            }
+        }
+    }
+    None
+}
+
+/// Every pack is whole: it exists beside its index, starts with `PACK`, and ends with the
+/// checksum its index records. Cheap (no hashing), and catches truncation.
+fn check_packs(pack_dir: &Path) -> Result<(), String> {
+    use std::io::{Read, Seek, SeekFrom};
+
+    let Ok(entries) = fs::read_dir(pack_dir) else {
+        return Ok(());
+    };
+    let hash_len = 20;
+    for entry in entries.flatten() {
+        let index_path = entry.path();
+        if index_path.extension().is_none_or(|ext| ext != "idx") {
+            continue;
+        }
+        let pack_path = index_path.with_extension("pack");
+        let index =
+            fs::read(&index_path).map_err(|err| format!("{}: {err}", index_path.display()))?;
+        if index.len() < 2 * hash_len {
+            return Err(format!("truncated index `{}`", index_path.display()));
+        }
+        let expected = &index[index.len() - 2 * hash_len..index.len() - hash_len];
+        let mut pack = File::open(&pack_path)
+            .map_err(|_| format!("missing pack `{}`", pack_path.display()))?;
+        let mut magic = [0u8; 4];
+        let length = pack.metadata().map_err(|err| err.to_string())?.len();
+        if length < 12 + hash_len as u64
+            || pack.read_exact(&mut magic).is_err()
+            || &magic != b"PACK"
+        {
+            return Err(format!("truncated pack `{}`", pack_path.display()));
+        }
+        let mut trailer = vec![0u8; hash_len];
+        pack.seek(SeekFrom::End(-(hash_len as i64)))
+            .and_then(|_| pack.read_exact(&mut trailer))
+            .map_err(|err| err.to_string())?;
+        if trailer != expected {
+            return Err(format!("truncated pack `{}`", pack_path.display()));
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,263 @@
+//! Which resource files differ between two commits: a tree-to-tree comparison that skips every
+//! subtree whose id did not change, so its cost follows the change, not the repository.
+//!
+//! A tree diff is exact whatever the history between the two commits (a force-push included):
+//! it compares what the trees hold. It only needs both commits and their trees in the object
+//! database; when the base is gone (pruned, shallow cache, never fetched) the caller gets
+//! [`GitError::DiffBaseUnavailable`] and scans the whole tree instead.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::Path;
+
+use gix::ObjectId;
+use gix::objs::tree::EntryKind;
+
+use super::GitError;
+use super::cache::parse_commit;
+use super::config_path::ConfigPath;
+use super::tree::{EntryClass, blob_content, classify, config_root, object_error, open_local};
+use crate::manifest::{FileContent, Limits, SourceFile};
+use crate::model::{Kind, Revision};
+
+/// How a path changed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum ChangeKind {
+    Added,
+    Modified,
+    Deleted,
+}
+
+/// One changed path, relative to the config path. A rename is a `Deleted` and an `Added`.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct PathChange {
+    pub path: String,
+    pub change: ChangeKind,
+}
+
+/// The paths that a [`Snapshot`](super::Snapshot) of `config_path` would list differently at
+/// `to_commit` than at `from_commit`: resource files, and symlinks or submodules under (or in
+/// place of) a kind directory. Sorted by path.
+///
+/// `repo` is a local repository or a [`GitCache`](super::GitCache)'s repository path.
+pub fn changed_paths(
+    repo: &Path,
+    from_commit: &str,
+    to_commit: &str,
+    config_path: &str,
+) -> Result<Vec<PathChange>, GitError> {
+    let config = ConfigPath::parse(config_path)?;
+    let location = repo.display().to_string();
+    let repository = open_local(repo, &location)?;
+    let unavailable = |reason: &str| GitError::DiffBaseUnavailable {
+        from: from_commit.to_string(),
+        to: to_commit.to_string(),
+        reason: reason.to_string(),
+    };
+    let to = parse_commit(&repository, &location, to_commit)?;
+    let from = parse_commit(&repository, &location, from_commit)
+        .map_err(|_| unavailable("the base commit is not in the repository"))?;
+    let label = |id: ObjectId| Revision::Commit {
+        branch: "diff".into(),
+        commit: id.to_string(),
+    };
+    let to_root = config_root(&repository, &location, to, &config, &label(to))?;
+    let from_root = match config_root(&repository, &location, from, &config, &label(from)) {
+        Ok(root) => Some(root),
+        Err(GitError::ConfigPathNotFound { .. } | GitError::ConfigPathNotADirectory { .. }) => None,
+        Err(_) => return Err(unavailable("the base commit's tree is not readable")),
+    };
+    if from_root.is_some_and(|root| !repository.has_object(root)) {
+        return Err(unavailable(
+            "the base commit's tree is not in the repository",
+        ));
+    }
+    let differ = Differ {
+        repository: &repository,
+        location: &location,
+    };
+    let old_dirs = match from_root {
+        Some(root) => differ.children(root)?,
+        None => BTreeMap::new(),
+    };
+    let new_dirs = differ.children(to_root)?;
+    let mut changes = Vec::new();
+    for kind in Kind::ALL {
+        let dir = kind.directory();
+        differ.compare(
+            dir,
+            old_dirs.get(dir).copied(),
+            new_dirs.get(dir).copied(),
+            &mut changes,
+        )?;
+    }
+    changes.sort();
+    Ok(changes)
+}
+
+/// Reads the given paths (relative to `config_path`) at `commit`, with the same rules as
+/// [`read_commit`](super::read_commit): what [`changed_paths`] reports as added or modified,
+/// for an incremental plan. A path that is absent at `commit` is skipped.
+pub fn read_files(
+    repo: &Path,
+    commit: &str,
+    config_path: &str,
+    paths: &[String],
+    limits: &Limits,
+) -> Result<Vec<SourceFile>, GitError> {
+    let config = ConfigPath::parse(config_path)?;
+    let location = repo.display().to_string();
+    let repository = open_local(repo, &location)?;
+    let id = parse_commit(&repository, &location, commit)?;
+    let revision = Revision::Commit {
+        branch: "read".into(),
+        commit: id.to_string(),
+    };
+    let root = config_root(&repository, &location, id, &config, &revision)?;
+    let root_tree = repository
+        .find_tree(root)
+        .map_err(|err| object_error(&location, &root.to_string(), err))?;
+    let mut files = Vec::new();
+    for path in paths {
+        let entry = root_tree
+            .lookup_entry(path.split('/').filter(|part| !part.is_empty()))
+            .map_err(|err| object_error(&location, &root.to_string(), err))?;
+        let Some(entry) = entry else { continue };
+        let content = match classify(entry.mode().kind(), path) {
+            EntryClass::Resource => {
+                blob_content(&repository, &location, entry.object_id(), limits)?
+            }
+            EntryClass::Symlink => FileContent::Symlink,
+            EntryClass::Submodule => FileContent::Submodule,
+            EntryClass::Directory | EntryClass::Ignored => continue,
+        };
+        files.push(SourceFile {
+            path: path.clone(),
+            content,
+        });
+    }
+    files.sort_by(|a, b| a.path.cmp(&b.path));
+    Ok(files)
+}
+
+/// Whether `ancestor` is `descendant` or one of its ancestors. `false` after a force-push.
+/// An incomplete history (a shallow cache) that cannot answer is `DiffBaseUnavailable`.
+pub fn is_ancestor(repo: &Path, ancestor: &str, descendant: &str) -> Result<bool, GitError> {
+    let location = repo.display().to_string();
+    let repository = open_local(repo, &location)?;
+    let unavailable = |reason: String| GitError::DiffBaseUnavailable {
+        from: ancestor.to_string(),
+        to: descendant.to_string(),
+        reason,
+    };
+    let descendant_id = parse_commit(&repository, &location, descendant)?;
+    let ancestor_id = parse_commit(&repository, &location, ancestor)
+        .map_err(|_| unavailable("the base commit is not in the repository".into()))?;
+    let walk = repository
+        .rev_walk([descendant_id])
+        .all()
+        .map_err(|err| unavailable(err.to_string()))?;
+    for info in walk {
+        let info = info.map_err(|err| unavailable(err.to_string()))?;
+        if info.id == ancestor_id {
+            return Ok(true);
+        }
+    }
+    if repository.is_shallow().unwrap_or(true) {
+        return Err(unavailable("the history is shallow".into()));
+    }
+    Ok(false)
+}
+
+struct Differ<'a> {
+    repository: &'a gix::Repository,
+    location: &'a str,
+}
+
+type Entry = (EntryKind, ObjectId);
+
+impl Differ<'_> {
+    fn children(&self, tree: ObjectId) -> Result<BTreeMap<String, Entry>, GitError> {
+        let object = self
+            .repository
+            .find_tree(tree)
+            .map_err(|err| object_error(self.location, &tree.to_string(), err))?;
+        let mut children = BTreeMap::new();
+        for entry in object.iter() {
+            let entry = entry.map_err(|err| object_error(self.location, &tree.to_string(), err))?;
+            children.insert(
+                entry.filename().to_string(),
+                (entry.mode().kind(), entry.object_id()),
+            );
+        }
+        Ok(children)
+    }
+
+    fn compare(
+        &self,
+        path: &str,
+        old: Option<Entry>,
+        new: Option<Entry>,
+        changes: &mut Vec<PathChange>,
+    ) -> Result<(), GitError> {
+        if old == new {
+            return Ok(());
+        }
+        if let (Some((EntryKind::Tree, old_id)), Some((EntryKind::Tree, new_id))) = (old, new) {
+            let old_children = self.children(old_id)?;
+            let new_children = self.children(new_id)?;
+            let names: BTreeSet<&String> = old_children.keys().chain(new_children.keys()).collect();
+            for name in names {
+                self.compare(
+                    &format!("{path}/{name}"),
+                    old_children.get(name).copied(),
+                    new_children.get(name).copied(),
+                    changes,
+                )?;
+            }
+            return Ok(());
+        }
+        let old_files = self.listed(path, old)?;
+        let new_files = self.listed(path, new)?;
+        for file in &old_files {
+            let change = if new_files.contains(file) {
+                ChangeKind::Modified
+            } else {
+                ChangeKind::Deleted
+            };
+            changes.push(PathChange {
+                path: file.clone(),
+                change,
+            });
+        }
+        for file in new_files.difference(&old_files) {
+            changes.push(PathChange {
+                path: file.clone(),
+                change: ChangeKind::Added,
+            });
+        }
+        Ok(())
+    }
+
+    /// The snapshot paths an entry at `path` stands for.
+    fn listed(&self, path: &str, entry: Option<Entry>) -> Result<BTreeSet<String>, GitError> {
+        let mut listed = BTreeSet::new();
+        let mut pending = match entry {
+            Some(entry) => vec![(path.to_string(), entry)],
+            None => Vec::new(),
+        };
+        while let Some((path, (kind, id))) = pending.pop() {
+            match classify(kind, &path) {
+                EntryClass::Directory => {
+                    for (name, child) in self.children(id)? {
+                        pending.push((format!("{path}/{name}"), child));
+                    }
+                }
+                EntryClass::Ignored => {}
+                EntryClass::Resource | EntryClass::Symlink | EntryClass::Submodule => {
+                    listed.insert(path);
+                }
+            }
+        }
+        Ok(listed)
+    }
+}

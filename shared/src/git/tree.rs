@@ -1,0 +1,275 @@
+//! Reading the config files of one commit straight from the object database: no checkout, so
+//! uncommitted edits are invisible and nothing on disk is followed.
+
+use std::path::Path;
+
+use gix::ObjectId;
+use gix::objs::tree::EntryKind;
+
+use super::config_path::ConfigPath;
+use super::{GitError, RepoLocation, Snapshot};
+use crate::manifest::{FileContent, Limits, SourceFile, resource_kind_for_path};
+use crate::model::{Kind, Revision};
+
+/// Reads the resource files of `config_path` at the tip of `branch` (HEAD when `None`) of a
+/// local repository: a work tree, a `.git` directory, a bare repository or a `file://` URL.
+///
+/// Only the six kind directories are walked (at any depth). Regular blobs that are resource
+/// files become `Bytes` (or `TooLarge` from the object header, unread); symlinks and submodule
+/// commits anywhere under a kind directory, or in place of one, are reported as such so the
+/// validator can refuse them rather than silently drop what they hide.
+///
+/// Blocking: call it from `spawn_blocking` in async code.
+pub fn read_commit(
+    repo: &RepoLocation,
+    branch: Option<&str>,
+    config_path: &str,
+    limits: &Limits,
+) -> Result<Snapshot, GitError> {
+    let config = ConfigPath::parse(config_path)?;
+    let path = repo.local_path().ok_or_else(|| GitError::NotRemote {
+        location: repo.to_string(),
+    })?;
+    let location = repo.to_string();
+    let repository = open_local(path, &location)?;
+    let (branch, commit) = resolve_branch(&repository, branch, &location)?;
+    snapshot_at(&repository, &location, &branch, commit, &config, limits)
+}
+
+/// Whether `path` is a git repository itself (a work tree root, a `.git` directory or a bare
+/// repository), as opposed to a plain directory. Parent directories are not searched.
+pub fn is_git_repository(path: &Path) -> bool {
+    gix::open_opts(path, gix::open::Options::isolated()).is_ok()
+}
+
+/// Opens a repository at exactly `path`, ignoring the environment and global configuration.
+pub(crate) fn open_local(path: &Path, location: &str) -> Result<gix::Repository, GitError> {
+    if !path.exists() {
+        return Err(GitError::NotARepository {
+            location: location.to_string(),
+            message: "no such directory".into(),
+        });
+    }
+    gix::open_opts(path, gix::open::Options::isolated()).map_err(|err| GitError::NotARepository {
+        location: location.to_string(),
+        message: err.to_string(),
+    })
+}
+
+/// `refs/heads/<branch>` (or HEAD) → (branch name, commit id).
+pub(crate) fn resolve_branch(
+    repository: &gix::Repository,
+    branch: Option<&str>,
+    location: &str,
+) -> Result<(String, ObjectId), GitError> {
+    match branch {
+        Some(branch) => {
+            let not_found = || GitError::BranchNotFound {
+                location: location.to_string(),
+                branch: branch.to_string(),
+            };
+            let name = format!("refs/heads/{branch}");
+            let mut reference = repository
+                .try_find_reference(name.as_str())
+                .map_err(|_| not_found())?
+                .ok_or_else(not_found)?;
+            let commit = reference
+                .peel_to_commit()
+                .map_err(|err| object_error(location, &name, err))?;
+            Ok((branch.to_string(), commit.id))
+        }
+        None => {
+            let mut head = repository
+                .head()
+                .map_err(|err| object_error(location, "HEAD", err))?;
+            if head.is_unborn() {
+                return Err(GitError::UnbornHead {
+                    location: location.to_string(),
+                });
+            }
+            let branch = head
+                .referent_name()
+                .map(|name| name.shorten().to_string())
+                .unwrap_or_else(|| "HEAD".to_string());
+            let commit = head
+                .peel_to_commit()
+                .map_err(|err| object_error(location, "HEAD", err))?;
+            Ok((branch, commit.id))
+        }
+    }
+}
+
+/// The snapshot of `config` at `commit`, labelled with `branch`.
+pub(crate) fn snapshot_at(
+    repository: &gix::Repository,
+    location: &str,
+    branch: &str,
+    commit: ObjectId,
+    config: &ConfigPath,
+    limits: &Limits,
+) -> Result<Snapshot, GitError> {
+    let revision = Revision::Commit {
+        branch: branch.to_string(),
+        commit: commit.to_string(),
+    };
+    let root = config_root(repository, location, commit, config, &revision)?;
+    let files = collect_files(repository, location, root, limits, &revision)?;
+    Ok(Snapshot { revision, files })
+}
+
+/// The tree id of the config path at `commit`.
+pub(crate) fn config_root(
+    repository: &gix::Repository,
+    location: &str,
+    commit: ObjectId,
+    config: &ConfigPath,
+    revision: &Revision,
+) -> Result<ObjectId, GitError> {
+    let commit_object = repository
+        .find_commit(commit)
+        .map_err(|_| GitError::CommitNotFound {
+            location: location.to_string(),
+            commit: commit.to_string(),
+        })?;
+    let tree_id = commit_object
+        .tree_id()
+        .map_err(|err| object_error(location, &commit.to_string(), err))?
+        .detach();
+    if config.is_root() {
+        return Ok(tree_id);
+    }
+    let tree = repository
+        .find_tree(tree_id)
+        .map_err(|err| object_error(location, &tree_id.to_string(), err))?;
+    let entry = tree
+        .lookup_entry(config.components().iter().map(String::as_str))
+        .map_err(|err| object_error(location, &tree_id.to_string(), err))?
+        .ok_or_else(|| GitError::ConfigPathNotFound {
+            path: config.display(),
+            revision: revision.to_string(),
+        })?;
+    if !entry.mode().is_tree() {
+        return Err(GitError::ConfigPathNotADirectory {
+            path: config.display(),
+            revision: revision.to_string(),
+        });
+    }
+    Ok(entry.object_id())
+}
+
+/// What a tree entry under a kind directory becomes, if anything. Shared with the diff.
+pub(crate) enum EntryClass {
+    Directory,
+    /// A resource blob: read it (subject to the size limit).
+    Resource,
+    Symlink,
+    Submodule,
+    Ignored,
+}
+
+pub(crate) fn classify(kind: EntryKind, path: &str) -> EntryClass {
+    match kind {
+        EntryKind::Tree => EntryClass::Directory,
+        EntryKind::Link => EntryClass::Symlink,
+        EntryKind::Commit => EntryClass::Submodule,
+        EntryKind::Blob | EntryKind::BlobExecutable => {
+            if resource_kind_for_path(path).is_some() {
+                EntryClass::Resource
+            } else {
+                EntryClass::Ignored
+            }
+        }
+    }
+}
+
+/// The content of one blob: `TooLarge` from the header alone, else the bytes.
+pub(crate) fn blob_content(
+    repository: &gix::Repository,
+    location: &str,
+    id: ObjectId,
+    limits: &Limits,
+) -> Result<FileContent, GitError> {
+    let header = repository
+        .find_header(id)
+        .map_err(|err| object_error(location, &id.to_string(), err))?;
+    let size = header.size();
+    if size > limits.max_file_bytes {
+        return Ok(FileContent::TooLarge { size });
+    }
+    let mut blob = repository
+        .find_blob(id)
+        .map_err(|err| object_error(location, &id.to_string(), err))?;
+    Ok(FileContent::Bytes(blob.take_data()))
+}
+
+/// Every file that matters under the kind directories of the tree `root`, sorted by path.
+fn collect_files(
+    repository: &gix::Repository,
+    location: &str,
+    root: ObjectId,
+    limits: &Limits,
+    revision: &Revision,
+) -> Result<Vec<SourceFile>, GitError> {
+    let root_tree = repository
+        .find_tree(root)
+        .map_err(|err| object_error(location, &root.to_string(), err))?;
+    let mut files = Vec::new();
+    let mut pending: Vec<(String, ObjectId)> = Vec::new();
+    for kind in Kind::ALL {
+        let dir = kind.directory();
+        let Some(entry) = root_tree.find_entry(dir) else {
+            continue;
+        };
+        match entry.mode().kind() {
+            EntryKind::Tree => pending.push((dir.to_string(), entry.object_id())),
+            EntryKind::Link => files.push(SourceFile {
+                path: dir.to_string(),
+                content: FileContent::Symlink,
+            }),
+            EntryKind::Commit => files.push(SourceFile {
+                path: dir.to_string(),
+                content: FileContent::Submodule,
+            }),
+            // A file named like a kind directory holds no resources.
+            EntryKind::Blob | EntryKind::BlobExecutable => {}
+        }
+    }
+    while let Some((prefix, tree_id)) = pending.pop() {
+        let tree = repository
+            .find_tree(tree_id)
+            .map_err(|err| object_error(location, &tree_id.to_string(), err))?;
+        for entry in tree.iter() {
+            let entry = entry.map_err(|err| object_error(location, &tree_id.to_string(), err))?;
+            let path = format!("{prefix}/{}", entry.filename());
+            let content = match classify(entry.mode().kind(), &path) {
+                EntryClass::Directory => {
+                    pending.push((path, entry.object_id()));
+                    continue;
+                }
+                EntryClass::Ignored => continue,
+                EntryClass::Symlink => FileContent::Symlink,
+                EntryClass::Submodule => FileContent::Submodule,
+                EntryClass::Resource => {
+                    blob_content(repository, location, entry.object_id(), limits)?
+                }
+            };
+            files.push(SourceFile { path, content });
+            if files.len() > limits.max_files {
+                return Err(GitError::TooManyFiles {
+                    limit: limits.max_files,
+                    revision: revision.to_string(),
+                });
+            }
+        }
+    }
+    files.sort_by(|a, b| a.path.cmp(&b.path));
+    Ok(files)
+}
+
+pub(crate) fn object_error(location: &str, id: &str, err: impl std::fmt::Display) -> GitError {
+    GitError::Object {
+        location: location.to_string(),
+        id: id.to_string(),
+        message: err.to_string(),
+    }
+}

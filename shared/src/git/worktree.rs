@@ -1,0 +1,270 @@
+//! Reading the config files from a plain directory (a pre-commit check of uncommitted work).
+//!
+//! Never follows a symlink and never leaves the directory: every entry is examined with
+//! `symlink_metadata`/`file_type`, and a file is read only after its size is known, with the
+//! read itself bounded.
+
+use std::fs::{self, File};
+use std::io::Read;
+use std::path::{Path, PathBuf};
+
+use super::config_path::ConfigPath;
+use super::{GitError, Snapshot};
+use crate::manifest::{FileContent, Limits, SourceFile, resource_kind_for_path};
+use crate::model::{Kind, Revision};
+
+/// Reads the resource files of `config_path` inside `dir` as they are on disk, labelled
+/// `Revision::Worktree`. Same rules as [`super::read_commit`]: only the kind directories are
+/// walked; symlinks become `Symlink`, FIFOs, sockets and devices `NonRegular`, big files
+/// `TooLarge` without being read.
+pub fn read_worktree(dir: &Path, config_path: &str, limits: &Limits) -> Result<Snapshot, GitError> {
+    let config = ConfigPath::parse(config_path)?;
+    let revision = Revision::Worktree;
+    let root = config_root(dir, &config, &revision)?;
+    let mut files = Vec::new();
+    let mut pending: Vec<(String, PathBuf)> = Vec::new();
+    for kind in Kind::ALL {
+        let name = kind.directory();
+        let path = root.join(name);
+        let metadata = match fs::symlink_metadata(&path) {
+            Ok(metadata) => metadata,
+            Err(err) if err.kind() == std::io::ErrorKind::NotFound => continue,
+            Err(source) => return Err(io_error(&path, source)),
+        };
+        let file_type = metadata.file_type();
+        if file_type.is_dir() {
+            pending.push((name.to_string(), path));
+        } else if file_type.is_symlink() {
+            files.push(SourceFile {
+                path: name.to_string(),
+                content: FileContent::Symlink,
+            });
+        } else if !file_type.is_file() {
+            files.push(SourceFile {
+                path: name.to_string(),
+                content: FileContent::NonRegular,
+            });
+        }
+    }
+    while let Some((prefix, path)) = pending.pop() {
+        let entries = fs::read_dir(&path).map_err(|source| io_error(&path, source))?;
+        for entry in entries {
+            let entry = entry.map_err(|source| io_error(&path, source))?;
+            let file_type = entry
+                .file_type()
+                .map_err(|source| io_error(&entry.path(), source))?;
+            let relative = format!("{prefix}/{}", entry.file_name().to_string_lossy());
+            let content = if file_type.is_dir() {
+                pending.push((relative, entry.path()));
+                continue;
+            } else if file_type.is_symlink() {
+                FileContent::Symlink
+            } else if file_type.is_file() {
+                if resource_kind_for_path(&relative).is_none() {
+                    continue;
+                }
+                read_bounded(&entry.path(), limits.max_file_bytes)?
+            } else {
+                FileContent::NonRegular
+            };
+            files.push(SourceFile {
+                path: relative,
+                content,
+            });
+            if files.len() > limits.max_files {
+                return Err(GitError::TooManyFiles {
+                    limit: limits.max_files,
+                    revision: revision.to_string(),
+                });
+            }
+        }
+    }
+    files.sort_by(|a, b| a.path.cmp(&b.path));
+    Ok(Snapshot { revision, files })
+}
+
+/// `dir` joined with the config path, refusing a component that is a symlink or not a directory.
+fn config_root(dir: &Path, config: &ConfigPath, revision: &Revision) -> Result<PathBuf, GitError> {
+    let mut root = dir.to_path_buf();
+    let not_found = || GitError::ConfigPathNotFound {
+        path: config.display(),
+        revision: revision.to_string(),
+    };
+    let not_a_directory = || GitError::ConfigPathNotADirectory {
+        path: config.display(),
+        revision: revision.to_string(),
+    };
+    let metadata = fs::metadata(&root).map_err(|source| {
+        if source.kind() == std::io::ErrorKind::NotFound {
+            not_found()
+        } else {
+            io_error(&root, source)
+        }
+    })?;
+    if !metadata.is_dir() {
+        return Err(not_a_directory());
+    }
+    for component in config.components() {
+        root.push(component);
+        match fs::symlink_metadata(&root) {
+            Ok(metadata) if metadata.file_type().is_dir() => {}
+            Ok(_) => return Err(not_a_directory()),
+            Err(err) if err.kind() == std::io::ErrorKind::NotFound => return Err(not_found()),
+            Err(source) => return Err(io_error(&root, source)),
+        }
+    }
+    Ok(root)
+}
+
+/// Reads a regular file of at most `limit` bytes; larger files are reported, not read.
+fn read_bounded(path: &Path, limit: u64) -> Result<FileContent, GitError> {
+    let file = File::open(path).map_err(|source| io_error(path, source))?;
+    // The entry could have been swapped since the directory was listed: check what was opened.
+    let metadata = file.metadata().map_err(|source| io_error(path, source))?;
+    if !metadata.is_file() {
+        return Ok(FileContent::NonRegular);
+    }
+    if metadata.len() > limit {
+        return Ok(FileContent::TooLarge {
+            size: metadata.len(),
+        });
+    }
+    let mut bytes = Vec::with_capacity(usize::try_from(metadata.len()).unwrap_or(0));
+    file.take(limit.saturating_add(1))
+        .read_to_end(&mut bytes)
+        .map_err(|source| io_error(path, source))?;
+    let read = u64::try_from(bytes.len()).unwrap_or(u64::MAX);
+    if read > limit {
+        return Ok(FileContent::TooLarge { size: read });
+    }
+    Ok(FileContent::Bytes(bytes))
+}
+
+fn io_error(path: &Path, source: std::io::Error) -> GitError {
+    GitError::Io {
+        path: path.display().to_string(),
+        source,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn write(root: &Path, relative: &str, content: &str) {
+        let path = root.join(relative);
+        fs::create_dir_all(path.parent().unwrap()).unwrap();
+        fs::write(path, content).unwrap();
+    }
+
+    fn paths(snapshot: &Snapshot) -> Vec<&str> {
+        snapshot.files.iter().map(|f| f.path.as_str()).collect()
+    }
+
+    #[test]
+    fn only_yaml_files_under_kind_directories_are_read() {
+        let dir = tempfile::tempdir().unwrap();
+        write(dir.path(), "jobs/a.yaml", "a");
+        write(dir.path(), "jobs/team/b.yml", "b");
+        write(dir.path(), "jobs/notes.md", "n");
+        write(dir.path(), "README.md", "r");
+        write(dir.path(), "other/c.yaml", "c");
+
+        let snapshot = read_worktree(dir.path(), "/", &Limits::default()).unwrap();
+
+        assert_eq!(snapshot.revision, Revision::Worktree);
+        assert_eq!(paths(&snapshot), ["jobs/a.yaml", "jobs/team/b.yml"]);
+        assert_eq!(snapshot.files[0].content, FileContent::Bytes(b"a".to_vec()));
+    }
+
+    #[test]
+    fn a_sub_path_roots_the_file_paths() {
+        let dir = tempfile::tempdir().unwrap();
+        write(dir.path(), "config/prod/plugins/p.yaml", "p");
+        write(dir.path(), "jobs/outside.yaml", "o");
+
+        let snapshot = read_worktree(dir.path(), "./config/prod/", &Limits::default()).unwrap();
+
+        assert_eq!(paths(&snapshot), ["plugins/p.yaml"]);
+    }
+
+    #[test]
+    fn symlinks_are_reported_and_never_followed() {
+        let dir = tempfile::tempdir().unwrap();
+        let outside = tempfile::tempdir().unwrap();
+        write(outside.path(), "secret.yaml", "secret");
+        write(outside.path(), "jobs/x.yaml", "x");
+        fs::create_dir_all(dir.path().join("jobs")).unwrap();
+        std::os::unix::fs::symlink(
+            outside.path().join("secret.yaml"),
+            dir.path().join("jobs/link.yaml"),
+        )
+        .unwrap();
+        std::os::unix::fs::symlink(outside.path().join("jobs"), dir.path().join("webhooks"))
+            .unwrap();
+
+        let snapshot = read_worktree(dir.path(), "", &Limits::default()).unwrap();
+
+        assert_eq!(
+            snapshot.files,
+            [
+                SourceFile {
+                    path: "jobs/link.yaml".into(),
+                    content: FileContent::Symlink
+                },
+                SourceFile {
+                    path: "webhooks".into(),
+                    content: FileContent::Symlink
+                },
+            ]
+        );
+    }
+
+    #[test]
+    fn files_over_the_limit_are_reported_with_their_size() {
+        let dir = tempfile::tempdir().unwrap();
+        write(dir.path(), "jobs/big.yaml", &"x".repeat(100));
+        let limits = Limits {
+            max_file_bytes: 10,
+            ..Limits::default()
+        };
+
+        let snapshot = read_worktree(dir.path(), "", &limits).unwrap();
+
+        assert_eq!(
+            snapshot.files[0].content,
+            FileContent::TooLarge { size: 100 }
+        );
+    }
+
+    #[test]
+    fn a_missing_config_path_is_a_clear_error() {
+        let dir = tempfile::tempdir().unwrap();
+
+        let err = read_worktree(dir.path(), "config/prod", &Limits::default()).unwrap_err();
+
+        assert_eq!(
+            err.to_string(),
+            "config path `config/prod` does not exist at worktree"
+        );
+    }
+
+    #[test]
+    fn too_many_files_is_an_error() {
+        let dir = tempfile::tempdir().unwrap();
+        for i in 0..3 {
+            write(dir.path(), &format!("jobs/{i}.yaml"), "x");
+        }
+        let limits = Limits {
+            max_files: 2,
+            ..Limits::default()
+        };
+
+        let err = read_worktree(dir.path(), "", &limits).unwrap_err();
+
+        assert!(
+            matches!(err, GitError::TooManyFiles { limit: 2, .. }),
+            "{err}"
+        );
+    }
+}
