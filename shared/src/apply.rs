@@ -12,8 +12,8 @@ use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
-use tokio_postgres::Transaction;
 use tokio_postgres::error::SqlState;
+use tokio_postgres::{Statement, Transaction};
 use uuid::Uuid;
 
 use crate::hash::HASH_VERSION;
@@ -60,7 +60,9 @@ pub enum ApplyOutcome {
         current_generation: i64,
     },
     /// The run was already finished (a redelivered message): nothing was done.
-    AlreadyFinished { status: RunStatus },
+    AlreadyFinished {
+        status: RunStatus,
+    },
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -259,14 +261,24 @@ async fn apply_in_transaction(
         commit,
     };
     let changes = Changes::of(plan);
-    for batch in changes.creates.chunks(BATCH_SIZE) {
-        writer.create(batch).await?;
+    // Each statement is prepared once and run per batch.
+    if !changes.creates.is_empty() {
+        let statement = writer.prepare(CREATE_SQL).await?;
+        for batch in changes.creates.chunks(BATCH_SIZE) {
+            writer.create(&statement, batch).await?;
+        }
     }
-    for batch in changes.updates.chunks(BATCH_SIZE) {
-        writer.update(batch).await?;
+    if !changes.updates.is_empty() {
+        let statement = writer.prepare(UPDATE_SQL).await?;
+        for batch in changes.updates.chunks(BATCH_SIZE) {
+            writer.update(&statement, batch).await?;
+        }
     }
-    for batch in changes.deletes.chunks(BATCH_SIZE) {
-        writer.delete(batch).await?;
+    if !changes.deletes.is_empty() {
+        let statement = writer.prepare(DELETE_SQL).await?;
+        for batch in changes.deletes.chunks(BATCH_SIZE) {
+            writer.delete(&statement, batch).await?;
+        }
     }
 
     let generation: i64 = tx
@@ -426,6 +438,83 @@ impl<'a> UpsertColumns<'a> {
     }
 }
 
+/// Creates: resources, inventory and revisions in one statement; the counts come back.
+const CREATE_SQL: &str = "WITH input AS (
+         SELECT * FROM unnest($1::text[], $2::text[], $3::jsonb[], $4::text[],
+                              $5::jsonb[], $6::text[])
+             AS u(kind, name, spec, spec_hash, labels, source_path)
+     ), written AS (
+         INSERT INTO resources (kind, name, spec, spec_hash, hash_version, labels,
+                                source_path, git_commit, target)
+         SELECT kind, name, spec, spec_hash, $7, labels, source_path, $8, $9
+         FROM input
+         RETURNING 1
+     ), owned AS (
+         INSERT INTO inventory (target, kind, name, spec_hash, git_commit, applied_at)
+         SELECT $9, kind, name, spec_hash, $8, now() FROM input
+         ON CONFLICT (target, kind, name) DO UPDATE SET
+             spec_hash = EXCLUDED.spec_hash, git_commit = EXCLUDED.git_commit,
+             applied_at = EXCLUDED.applied_at
+         RETURNING 1
+     ), audit AS (
+         INSERT INTO revisions (sync_id, target, kind, name, action, new_hash,
+                                git_commit)
+         SELECT $10, $9, kind, name, 'created', spec_hash, $8 FROM input
+         RETURNING 1
+     )
+     SELECT (SELECT count(*) FROM written), (SELECT count(*) FROM owned),
+            (SELECT count(*) FROM audit)";
+
+/// Updates: only rows in this target's inventory are written (ownership is enforced here
+/// too, not just by the planner).
+const UPDATE_SQL: &str = "WITH input AS (
+         SELECT * FROM unnest($1::text[], $2::text[], $3::jsonb[], $4::text[],
+                              $5::jsonb[], $6::text[], $7::text[])
+             AS u(kind, name, spec, spec_hash, labels, source_path, old_hash)
+     ), owned AS (
+         UPDATE inventory v SET spec_hash = i.spec_hash, git_commit = $9,
+             applied_at = now()
+         FROM input i
+         WHERE v.target = $10 AND v.kind = i.kind AND v.name = i.name
+         RETURNING v.kind, v.name
+     ), written AS (
+         UPDATE resources r SET spec = i.spec, spec_hash = i.spec_hash,
+             hash_version = $8, labels = i.labels, source_path = i.source_path,
+             git_commit = $9, target = $10, drifted_at = NULL, updated_at = now()
+         FROM input i JOIN owned o ON o.kind = i.kind AND o.name = i.name
+         WHERE r.kind = i.kind AND r.name = i.name
+         RETURNING 1
+     ), audit AS (
+         INSERT INTO revisions (sync_id, target, kind, name, action, old_hash,
+                                new_hash, git_commit)
+         SELECT $11, $10, kind, name, 'updated', old_hash, spec_hash, $9 FROM input
+         RETURNING 1
+     )
+     SELECT (SELECT count(*) FROM written), (SELECT count(*) FROM owned),
+            (SELECT count(*) FROM audit)";
+
+/// Deletes: rows go only through this target's inventory. A row already gone (deleted out
+/// of band) is fine: the inventory entry still goes and the revision is written.
+const DELETE_SQL: &str = "WITH input AS (
+         SELECT * FROM unnest($1::text[], $2::text[], $3::text[])
+             AS u(kind, name, old_hash)
+     ), disowned AS (
+         DELETE FROM inventory v USING input i
+         WHERE v.target = $4 AND v.kind = i.kind AND v.name = i.name
+         RETURNING v.kind, v.name
+     ), removed AS (
+         DELETE FROM resources r USING disowned d
+         WHERE r.kind = d.kind AND r.name = d.name
+         RETURNING 1
+     ), audit AS (
+         INSERT INTO revisions (sync_id, target, kind, name, action, old_hash,
+                                git_commit)
+         SELECT $5, $4, kind, name, 'deleted', old_hash, $6 FROM input
+         RETURNING 1
+     )
+     SELECT (SELECT count(*) FROM removed), (SELECT count(*) FROM disowned),
+            (SELECT count(*) FROM audit)";
+
 struct Writer<'t> {
     tx: &'t Transaction<'t>,
     sync_id: Uuid,
@@ -434,36 +523,24 @@ struct Writer<'t> {
 }
 
 impl Writer<'_> {
-    async fn create(&self, batch: &[&DesiredResource]) -> Result<(), ApplyError> {
+    async fn prepare(&self, sql: &str) -> Result<Statement, ApplyError> {
+        Ok(self
+            .tx
+            .prepare(sql)
+            .await
+            .map_err(StoreError::query("prepare a write statement"))?)
+    }
+
+    async fn create(
+        &self,
+        statement: &Statement,
+        batch: &[&DesiredResource],
+    ) -> Result<(), ApplyError> {
         let columns = UpsertColumns::of(batch.iter(), self.target, self.commit);
         let row = self
             .tx
             .query_one(
-                "WITH input AS (
-                     SELECT * FROM unnest($1::text[], $2::text[], $3::jsonb[], $4::text[],
-                                          $5::jsonb[], $6::text[])
-                         AS u(kind, name, spec, spec_hash, labels, source_path)
-                 ), written AS (
-                     INSERT INTO resources (kind, name, spec, spec_hash, hash_version, labels,
-                                            source_path, git_commit, target)
-                     SELECT kind, name, spec, spec_hash, $7, labels, source_path, $8, $9
-                     FROM input
-                     RETURNING 1
-                 ), owned AS (
-                     INSERT INTO inventory (target, kind, name, spec_hash, git_commit, applied_at)
-                     SELECT $9, kind, name, spec_hash, $8, now() FROM input
-                     ON CONFLICT (target, kind, name) DO UPDATE SET
-                         spec_hash = EXCLUDED.spec_hash, git_commit = EXCLUDED.git_commit,
-                         applied_at = EXCLUDED.applied_at
-                     RETURNING 1
-                 ), audit AS (
-                     INSERT INTO revisions (sync_id, target, kind, name, action, new_hash,
-                                            git_commit)
-                     SELECT $10, $9, kind, name, 'created', spec_hash, $8 FROM input
-                     RETURNING 1
-                 )
-                 SELECT (SELECT count(*) FROM written), (SELECT count(*) FROM owned),
-                        (SELECT count(*) FROM audit)",
+                statement,
                 &[
                     &columns.kinds,
                     &columns.names,
@@ -479,46 +556,29 @@ impl Writer<'_> {
             )
             .await
             .map_err(write_error("create resources"))?;
-        check_counts("create", &row, batch.len(), ["resources", "inventory", "revisions"])
+        check_counts(
+            "create",
+            &row,
+            batch.len(),
+            ["resources", "inventory", "revisions"],
+        )
     }
 
-    async fn update(&self, batch: &[(&DesiredResource, &str)]) -> Result<(), ApplyError> {
+    async fn update(
+        &self,
+        statement: &Statement,
+        batch: &[(&DesiredResource, &str)],
+    ) -> Result<(), ApplyError> {
         let columns = UpsertColumns::of(
             batch.iter().map(|(desired, _)| desired),
             self.target,
             self.commit,
         );
         let old_hashes: Vec<&str> = batch.iter().map(|(_, old)| *old).collect();
-        // Only rows in this target's inventory are written: ownership is enforced here too,
-        // not just by the planner.
         let row = self
             .tx
             .query_one(
-                "WITH input AS (
-                     SELECT * FROM unnest($1::text[], $2::text[], $3::jsonb[], $4::text[],
-                                          $5::jsonb[], $6::text[], $7::text[])
-                         AS u(kind, name, spec, spec_hash, labels, source_path, old_hash)
-                 ), owned AS (
-                     UPDATE inventory v SET spec_hash = i.spec_hash, git_commit = $9,
-                         applied_at = now()
-                     FROM input i
-                     WHERE v.target = $10 AND v.kind = i.kind AND v.name = i.name
-                     RETURNING v.kind, v.name
-                 ), written AS (
-                     UPDATE resources r SET spec = i.spec, spec_hash = i.spec_hash,
-                         hash_version = $8, labels = i.labels, source_path = i.source_path,
-                         git_commit = $9, target = $10, drifted_at = NULL, updated_at = now()
-                     FROM input i JOIN owned o ON o.kind = i.kind AND o.name = i.name
-                     WHERE r.kind = i.kind AND r.name = i.name
-                     RETURNING 1
-                 ), audit AS (
-                     INSERT INTO revisions (sync_id, target, kind, name, action, old_hash,
-                                            new_hash, git_commit)
-                     SELECT $11, $10, kind, name, 'updated', old_hash, spec_hash, $9 FROM input
-                     RETURNING 1
-                 )
-                 SELECT (SELECT count(*) FROM written), (SELECT count(*) FROM owned),
-                        (SELECT count(*) FROM audit)",
+                statement,
                 &[
                     &columns.kinds,
                     &columns.names,
@@ -535,37 +595,26 @@ impl Writer<'_> {
             )
             .await
             .map_err(write_error("update resources"))?;
-        check_counts("update", &row, batch.len(), ["resources", "inventory", "revisions"])
+        check_counts(
+            "update",
+            &row,
+            batch.len(),
+            ["resources", "inventory", "revisions"],
+        )
     }
 
-    async fn delete(&self, batch: &[(&ResourceId, &str)]) -> Result<(), ApplyError> {
+    async fn delete(
+        &self,
+        statement: &Statement,
+        batch: &[(&ResourceId, &str)],
+    ) -> Result<(), ApplyError> {
         let kinds: Vec<&str> = batch.iter().map(|(id, _)| id.kind.as_str()).collect();
         let names: Vec<&str> = batch.iter().map(|(id, _)| id.name.as_str()).collect();
         let old_hashes: Vec<&str> = batch.iter().map(|(_, old)| *old).collect();
-        // Rows are deleted only through this target's inventory. A row already gone (deleted
-        // out of band) is fine: the inventory entry still goes and the revision is written.
         let row = self
             .tx
             .query_one(
-                "WITH input AS (
-                     SELECT * FROM unnest($1::text[], $2::text[], $3::text[])
-                         AS u(kind, name, old_hash)
-                 ), disowned AS (
-                     DELETE FROM inventory v USING input i
-                     WHERE v.target = $4 AND v.kind = i.kind AND v.name = i.name
-                     RETURNING v.kind, v.name
-                 ), removed AS (
-                     DELETE FROM resources r USING disowned d
-                     WHERE r.kind = d.kind AND r.name = d.name
-                     RETURNING 1
-                 ), audit AS (
-                     INSERT INTO revisions (sync_id, target, kind, name, action, old_hash,
-                                            git_commit)
-                     SELECT $5, $4, kind, name, 'deleted', old_hash, $6 FROM input
-                     RETURNING 1
-                 )
-                 SELECT (SELECT count(*) FROM removed), (SELECT count(*) FROM disowned),
-                        (SELECT count(*) FROM audit)",
+                statement,
                 &[
                     &kinds,
                     &names,

@@ -129,12 +129,7 @@ impl Store {
             .client
             .query_one(
                 &sql,
-                &[
-                    &target.name,
-                    &target.repo_url,
-                    &target.branch,
-                    &target.path,
-                ],
+                &[&target.name, &target.repo_url, &target.branch, &target.path],
             )
             .await
             .map_err(StoreError::query("register a target"))?;
@@ -237,7 +232,8 @@ impl Store {
         match result {
             Ok(_) => Ok(id),
             Err(error)
-                if error.code() == Some(&tokio_postgres::error::SqlState::FOREIGN_KEY_VIOLATION) =>
+                if error.code()
+                    == Some(&tokio_postgres::error::SqlState::FOREIGN_KEY_VIOLATION) =>
             {
                 Err(StoreError::UnknownTarget(run.target.clone()))
             }
@@ -293,7 +289,7 @@ impl Store {
     }
 
     /// Marks run `sync_id` failed with `error` (and `diagnostics`, when given). A run that
-    /// already succeeded stays succeeded.
+    /// already succeeded or was superseded keeps its status.
     pub async fn fail_run(
         &self,
         sync_id: Uuid,
@@ -306,7 +302,7 @@ impl Store {
                 "UPDATE sync_runs SET status = 'failed', error = $2,
                      diagnostics = CASE WHEN $4 THEN diagnostics ELSE $3 END,
                      finished_at = clock_timestamp()
-                 WHERE id = $1 AND status <> 'succeeded'",
+                 WHERE id = $1 AND status NOT IN ('succeeded', 'superseded')",
                 &[
                     &sync_id,
                     &error,
@@ -523,7 +519,8 @@ fn check_target(target: &NewTarget) -> Result<(), StoreError> {
     if let Some((scheme, rest)) = target.repo_url.split_once("://") {
         let authority = rest.split(['/', '?', '#']).next().unwrap_or_default();
         if let Some((userinfo, _)) = authority.rsplit_once('@') {
-            let is_http = scheme.eq_ignore_ascii_case("http") || scheme.eq_ignore_ascii_case("https");
+            let is_http =
+                scheme.eq_ignore_ascii_case("http") || scheme.eq_ignore_ascii_case("https");
             if userinfo.contains(':') || is_http {
                 return Err(invalid(
                     "the repository url carries credentials; configure a token secret instead",
@@ -559,7 +556,10 @@ where
 }
 
 fn id_from_row(row: &Row, table: &'static str) -> Result<ResourceId, StoreError> {
-    Ok(ResourceId::new(parse(row, 0, table)?, get::<String>(row, 1)?))
+    Ok(ResourceId::new(
+        parse(row, 0, table)?,
+        get::<String>(row, 1)?,
+    ))
 }
 
 fn labels_from_json(value: serde_json::Value) -> BTreeMap<String, String> {
