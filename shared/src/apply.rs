@@ -11,6 +11,7 @@
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
+use serde::Serialize;
 use serde_json::Value;
 use tokio_postgres::error::SqlState;
 use tokio_postgres::{Statement, Transaction};
@@ -33,7 +34,7 @@ pub const LABEL_GIT_COMMIT: &str = "git-commit";
 pub const LABEL_TARGET: &str = "ritmo.dev/target";
 
 /// What an applied plan did.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct ApplyReport {
     pub sync_id: Uuid,
     pub target: String,
@@ -45,12 +46,14 @@ pub struct ApplyReport {
     pub updated: usize,
     pub deleted: usize,
     pub unchanged: usize,
-    /// From the start of the transaction to its commit.
+    /// From the start of the transaction to its commit (`duration_ms` in JSON).
+    #[serde(rename = "duration_ms", serialize_with = "as_millis")]
     pub duration: Duration,
 }
 
 /// How an apply ended when nothing went wrong.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "outcome", rename_all = "snake_case")]
 pub enum ApplyOutcome {
     Applied(ApplyReport),
     /// The target moved on since the plan was computed: nothing was written and the run is
@@ -63,6 +66,10 @@ pub enum ApplyOutcome {
     AlreadyFinished {
         status: RunStatus,
     },
+}
+
+fn as_millis<S: serde::Serializer>(duration: &Duration, serializer: S) -> Result<S::Ok, S::Error> {
+    serializer.serialize_u64(u64::try_from(duration.as_millis()).unwrap_or(u64::MAX))
 }
 
 #[derive(Debug, thiserror::Error)]

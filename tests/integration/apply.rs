@@ -834,3 +834,78 @@ async fn connection_errors_hide_the_password_and_are_retryable() {
     assert!(!text.contains("hunter2"), "{text}");
     assert!(error.is_retryable());
 }
+
+#[tokio::test]
+async fn pruning_history_keeps_the_newest_runs_and_the_last_applied_one() {
+    let db = TestDb::new().await;
+    let mut store = connect(&db, TARGET).await;
+    let (applied_id, _, _) = sync(&mut store, "c0", vec![job("a", 0)], &lenient()).await;
+    let mut failed = Vec::new();
+    for i in 1..=4 {
+        let (id, _) = plan_run(
+            &store,
+            TARGET,
+            &format!("c{i}"),
+            vec![job("a", i)],
+            &lenient(),
+        )
+        .await;
+        store.fail_run(id, "broken", &[]).await.unwrap();
+        failed.push(id);
+    }
+    let (in_progress, _) = plan_run(&store, TARGET, "c5", vec![job("a", 5)], &lenient()).await;
+
+    let deleted = store.prune_history(2).await.unwrap();
+
+    assert_eq!(deleted, 3);
+    let left: Vec<Uuid> = store
+        .runs(Some(TARGET), 100, None)
+        .await
+        .unwrap()
+        .iter()
+        .map(|run| run.id)
+        .collect();
+    assert_eq!(left, [in_progress, failed[3], applied_id]);
+    assert_eq!(store.revisions(applied_id).await.unwrap().len(), 1);
+}
+
+#[tokio::test]
+async fn a_rollback_pin_and_suspension_are_kept_on_the_target() {
+    let db = TestDb::new().await;
+    let store = connect(&db, TARGET).await;
+
+    let pinned = store.set_pin(TARGET, Some("c1")).await.unwrap();
+    let suspended = store.set_suspended(TARGET, true).await.unwrap();
+    let unpinned = store.set_pin(TARGET, None).await.unwrap();
+    let missing = store.set_pin("ghost", None).await;
+
+    assert_eq!(pinned.pinned_commit.as_deref(), Some("c1"));
+    assert!(suspended.suspended);
+    assert_eq!(unpinned.pinned_commit, None);
+    assert!(unpinned.suspended);
+    assert!(matches!(
+        missing,
+        Err(ritmo::store::StoreError::UnknownTarget(_))
+    ));
+}
+
+#[test]
+fn an_apply_report_serializes_its_duration_in_milliseconds() {
+    let report = ApplyReport {
+        sync_id: Uuid::nil(),
+        target: TARGET.into(),
+        generation: 3,
+        commit: Some("c1".into()),
+        created: 1,
+        updated: 2,
+        deleted: 3,
+        unchanged: 4,
+        duration: std::time::Duration::from_millis(1500),
+    };
+
+    let json = serde_json::to_value(ApplyOutcome::Applied(report)).unwrap();
+
+    assert_eq!(json["outcome"], "applied");
+    assert_eq!(json["duration_ms"], 1500);
+    assert_eq!(json["created"], 1);
+}

@@ -157,6 +157,44 @@ impl Store {
         rows.iter().map(target_from_row).collect()
     }
 
+    /// Sets or clears the rollback pin of `name`. Returns the updated target.
+    pub async fn set_pin(
+        &self,
+        name: &str,
+        pinned_commit: Option<&str>,
+    ) -> Result<TargetState, StoreError> {
+        let sql = format!(
+            "UPDATE targets SET pinned_commit = $2, updated_at = now() WHERE name = $1
+             RETURNING {TARGET_COLUMNS}"
+        );
+        let row = self
+            .client
+            .query_opt(&sql, &[&name, &pinned_commit])
+            .await
+            .map_err(StoreError::query("pin a target"))?
+            .ok_or_else(|| StoreError::UnknownTarget(name.to_string()))?;
+        target_from_row(&row)
+    }
+
+    /// Suspends or resumes automatic syncs of `name`. Returns the updated target.
+    pub async fn set_suspended(
+        &self,
+        name: &str,
+        suspended: bool,
+    ) -> Result<TargetState, StoreError> {
+        let sql = format!(
+            "UPDATE targets SET suspended = $2, updated_at = now() WHERE name = $1
+             RETURNING {TARGET_COLUMNS}"
+        );
+        let row = self
+            .client
+            .query_opt(&sql, &[&name, &suspended])
+            .await
+            .map_err(StoreError::query("suspend or resume a target"))?
+            .ok_or_else(|| StoreError::UnknownTarget(name.to_string()))?;
+        target_from_row(&row)
+    }
+
     /// Live state for planning `target`: every resource row (whoever owns it) and the
     /// target's inventory.
     ///
@@ -486,6 +524,25 @@ impl Store {
                 })
             })
             .collect()
+    }
+
+    /// Deletes finished sync runs beyond the newest `keep` of each target (never a target's
+    /// last applied run, never a run still in progress). Revisions, the audit trail, stay.
+    /// Returns how many runs were deleted.
+    pub async fn prune_history(&self, keep: i64) -> Result<u64, StoreError> {
+        self.client
+            .execute(
+                "DELETE FROM sync_runs s USING (
+                     SELECT id, row_number() OVER (PARTITION BY target ORDER BY started_at DESC, id DESC) AS n
+                     FROM sync_runs
+                 ) ranked
+                 WHERE s.id = ranked.id AND ranked.n > $1
+                   AND s.status IN ('succeeded', 'failed', 'superseded')
+                   AND NOT EXISTS (SELECT 1 FROM targets t WHERE t.last_sync_id = s.id)",
+                &[&keep.max(0)],
+            )
+            .await
+            .map_err(StoreError::query("prune sync run history"))
     }
 
     /// Records a webhook delivery id; false when it was seen before (a replay).
