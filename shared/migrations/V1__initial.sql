@@ -69,6 +69,8 @@ CREATE TABLE sync_runs (
     -- The serialized plan, desired specs included, so another process can apply it.
     plan            jsonb,
     approval_reason text,
+    approved_by     text,
+    approved_at     timestamptz,
     create_count    bigint      NOT NULL DEFAULT 0,
     update_count    bigint      NOT NULL DEFAULT 0,
     delete_count    bigint      NOT NULL DEFAULT 0,

@@ -656,7 +656,8 @@ async fn a_run_waiting_for_approval_is_applied_only_once_approved() {
     assert!(!approved_again);
     assert!(matches!(applied, ApplyOutcome::Applied(_)));
     let run = store.run(sync_id).await.unwrap().unwrap();
-    assert!(run.actor.unwrap_or_default().contains("approved by alice"));
+    assert_eq!(run.approved_by.as_deref(), Some("alice"));
+    assert!(run.approved_at.is_some());
 }
 
 #[tokio::test]

@@ -53,7 +53,7 @@ const TARGET_COLUMNS: &str = "name, repo_url, branch, path, generation, last_app
 const RUN_COLUMNS: &str = "id, target, trigger, actor, status, revision, git_commit, \
      base_commit, base_generation, create_count, update_count, delete_count, unchanged_count, \
      approval_reason, diagnostics, error, dry_run, started_at, planned_at, finished_at, plan_ms, \
-     apply_ms";
+     apply_ms, approved_by, approved_at";
 
 impl Store {
     /// Connects to `database_url` (URL or key-value form) and applies pending migrations.
@@ -362,8 +362,8 @@ impl Store {
         let updated = self
             .client
             .execute(
-                "UPDATE sync_runs SET status = 'planned',
-                     actor = coalesce(actor || ', ', '') || 'approved by ' || $2
+                "UPDATE sync_runs SET status = 'planned', approved_by = $2,
+                     approved_at = clock_timestamp()
                  WHERE id = $1 AND status = 'pending_approval'",
                 &[&sync_id, &actor],
             )
@@ -676,6 +676,8 @@ fn run_from_row(row: &Row) -> Result<RunRecord, StoreError> {
         finished_at: get(row, 19)?,
         plan_ms: get(row, 20)?,
         apply_ms: get(row, 21)?,
+        approved_by: get(row, 22)?,
+        approved_at: get(row, 23)?,
     })
 }
 

@@ -234,6 +234,8 @@ pub struct RunRecord {
     pub finished_at: Option<DateTime<Utc>>,
     pub plan_ms: Option<i64>,
     pub apply_ms: Option<i64>,
+    pub approved_by: Option<String>,
+    pub approved_at: Option<DateTime<Utc>>,
 }
 
 /// One change made by a sync: the audit trail and what rollback reads.
