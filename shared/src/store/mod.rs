@@ -1,1 +1,727 @@
-//! store: to be written.
+//! The PostgreSQL store: schema migrations, targets, live state and inventory, sync runs,
+//! revisions, drift events and webhook deliveries.
+//!
+//! Applying a plan (the one multi-table write) lives in `crate::apply`; this module owns the
+//! connection and every other read and write. `Store::connect` is the only place that builds
+//! a database connection.
+
+mod error;
+mod records;
+
+use std::collections::BTreeMap;
+use std::str::FromStr;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use tokio_postgres::types::Json;
+use tokio_postgres::{Client, NoTls, Row};
+use uuid::Uuid;
+
+pub use error::{StoreError, is_retryable_pg, redact_url};
+pub use records::{
+    DriftRecord, NewRun, NewTarget, RevisionAction, RevisionRecord, RunRecord, RunStatus,
+    StoredResource, TargetState, Trigger, UnknownValue,
+};
+
+use crate::diagnostic::Diagnostic;
+use crate::hash::{HASH_VERSION, SpecHash};
+use crate::model::{InventoryEntry, Kind, LiveResource, LiveState, ResourceId};
+use crate::plan::{Plan, Summary};
+
+mod embedded {
+    refinery::embed_migrations!("migrations");
+}
+
+/// Session-level advisory lock key held while migrating, so processes starting together do
+/// not race to create the schema ("ritmo-mg" in ASCII).
+const MIGRATION_LOCK: i64 = 0x7269_746d_6f2d_6d67;
+
+/// A connection to the Ritmo database with the schema migrated.
+pub struct Store {
+    pub(crate) client: Client,
+}
+
+impl std::fmt::Debug for Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Store").finish_non_exhaustive()
+    }
+}
+
+const TARGET_COLUMNS: &str = "name, repo_url, branch, path, generation, last_applied_commit, \
+     last_sync_id, pinned_commit, suspended, created_at, updated_at";
+
+const RUN_COLUMNS: &str = "id, target, trigger, actor, status, revision, git_commit, \
+     base_commit, base_generation, create_count, update_count, delete_count, unchanged_count, \
+     approval_reason, diagnostics, error, dry_run, started_at, planned_at, finished_at, plan_ms, \
+     apply_ms, approved_by, approved_at";
+
+impl Store {
+    /// Connects to `database_url` (URL or key-value form) and applies pending migrations.
+    pub async fn connect(database_url: &str) -> Result<Store, StoreError> {
+        let mut config: tokio_postgres::Config =
+            database_url
+                .parse()
+                .map_err(|source| StoreError::InvalidUrl {
+                    url: redact_url(database_url),
+                    source,
+                })?;
+        if config.get_application_name().is_none() {
+            config.application_name("ritmo");
+        }
+        if config.get_connect_timeout().is_none() {
+            config.connect_timeout(Duration::from_secs(10));
+        }
+        let (client, connection) =
+            config
+                .connect(NoTls)
+                .await
+                .map_err(|source| StoreError::Connect {
+                    url: redact_url(database_url),
+                    source,
+                })?;
+        tokio::spawn(async move {
+            if let Err(error) = connection.await {
+                tracing::warn!(%error, "database connection ended with an error");
+            }
+        });
+        let mut store = Store { client };
+        store.migrate().await?;
+        Ok(store)
+    }
+
+    async fn migrate(&mut self) -> Result<(), StoreError> {
+        self.client
+            .execute("SELECT pg_advisory_lock($1)", &[&MIGRATION_LOCK])
+            .await
+            .map_err(StoreError::query("lock the schema for migration"))?;
+        let migrated = embedded::migrations::runner()
+            .run_async(&mut self.client)
+            .await;
+        let unlocked = self
+            .client
+            .execute("SELECT pg_advisory_unlock($1)", &[&MIGRATION_LOCK])
+            .await;
+        migrated.map_err(StoreError::Migrate)?;
+        unlocked.map_err(StoreError::query("unlock the schema after migration"))?;
+        Ok(())
+    }
+
+    /// Whether the connection has been lost (the store must then be rebuilt).
+    pub fn is_closed(&self) -> bool {
+        self.client.is_closed()
+    }
+
+    /// Registers `target`, or updates its repository, branch and path; its generation,
+    /// history and pin are kept.
+    pub async fn ensure_target(&self, target: &NewTarget) -> Result<TargetState, StoreError> {
+        check_target(target)?;
+        let sql = format!(
+            "INSERT INTO targets (name, repo_url, branch, path) VALUES ($1, $2, $3, $4)
+             ON CONFLICT (name) DO UPDATE SET
+                 repo_url = EXCLUDED.repo_url, branch = EXCLUDED.branch, path = EXCLUDED.path,
+                 updated_at = CASE
+                     WHEN (targets.repo_url, targets.branch, targets.path)
+                          IS DISTINCT FROM (EXCLUDED.repo_url, EXCLUDED.branch, EXCLUDED.path)
+                     THEN now() ELSE targets.updated_at END
+             RETURNING {TARGET_COLUMNS}"
+        );
+        let row = self
+            .client
+            .query_one(
+                &sql,
+                &[&target.name, &target.repo_url, &target.branch, &target.path],
+            )
+            .await
+            .map_err(StoreError::query("register a target"))?;
+        target_from_row(&row)
+    }
+
+    pub async fn target(&self, name: &str) -> Result<Option<TargetState>, StoreError> {
+        let sql = format!("SELECT {TARGET_COLUMNS} FROM targets WHERE name = $1");
+        let row = self
+            .client
+            .query_opt(&sql, &[&name])
+            .await
+            .map_err(StoreError::query("read a target"))?;
+        row.as_ref().map(target_from_row).transpose()
+    }
+
+    /// Every registered target, by name.
+    pub async fn targets(&self) -> Result<Vec<TargetState>, StoreError> {
+        let sql = format!("SELECT {TARGET_COLUMNS} FROM targets ORDER BY name");
+        let rows = self
+            .client
+            .query(&sql, &[])
+            .await
+            .map_err(StoreError::query("list targets"))?;
+        rows.iter().map(target_from_row).collect()
+    }
+
+    /// Sets or clears the rollback pin of `name`. Returns the updated target.
+    pub async fn set_pin(
+        &self,
+        name: &str,
+        pinned_commit: Option<&str>,
+    ) -> Result<TargetState, StoreError> {
+        let sql = format!(
+            "UPDATE targets SET pinned_commit = $2, updated_at = now() WHERE name = $1
+             RETURNING {TARGET_COLUMNS}"
+        );
+        let row = self
+            .client
+            .query_opt(&sql, &[&name, &pinned_commit])
+            .await
+            .map_err(StoreError::query("pin a target"))?
+            .ok_or_else(|| StoreError::UnknownTarget(name.to_string()))?;
+        target_from_row(&row)
+    }
+
+    /// Suspends or resumes automatic syncs of `name`. Returns the updated target.
+    pub async fn set_suspended(
+        &self,
+        name: &str,
+        suspended: bool,
+    ) -> Result<TargetState, StoreError> {
+        let sql = format!(
+            "UPDATE targets SET suspended = $2, updated_at = now() WHERE name = $1
+             RETURNING {TARGET_COLUMNS}"
+        );
+        let row = self
+            .client
+            .query_opt(&sql, &[&name, &suspended])
+            .await
+            .map_err(StoreError::query("suspend or resume a target"))?
+            .ok_or_else(|| StoreError::UnknownTarget(name.to_string()))?;
+        target_from_row(&row)
+    }
+
+    /// Live state for planning `target`: every resource row (whoever owns it) and the
+    /// target's inventory.
+    ///
+    /// A row hashed with another canonical form than this build's is reported with a hash
+    /// that matches nothing, so the planner rewrites it.
+    pub async fn live_state(&self, target: &str) -> Result<LiveState, StoreError> {
+        // Both queries go out before either answer is read: one round trip, not two.
+        let target_param: [&(dyn tokio_postgres::types::ToSql + Sync); 1] = [&target];
+        let (resource_rows, inventory_rows) = futures_util::try_join!(
+            self.client.query(
+                "SELECT kind, name, spec_hash, hash_version, drifted_at IS NOT NULL FROM resources",
+                &[],
+            ),
+            self.client.query(
+                "SELECT kind, name, spec_hash, git_commit FROM inventory WHERE target = $1",
+                &target_param,
+            ),
+        )
+        .map_err(StoreError::query("read live state"))?;
+
+        let mut live = LiveState::default();
+        for row in &resource_rows {
+            let id = id_from_row(row, "resources")?;
+            let hash: String = get(row, 2)?;
+            let version: i16 = get(row, 3)?;
+            let hash = if version == HASH_VERSION {
+                SpecHash::from_hex(hash)
+            } else {
+                SpecHash::from_hex(format!("v{version}:{hash}"))
+            };
+            live.resources.insert(
+                id.clone(),
+                LiveResource {
+                    id,
+                    hash,
+                    drifted: get(row, 4)?,
+                },
+            );
+        }
+        for row in &inventory_rows {
+            let id = id_from_row(row, "inventory")?;
+            live.inventory.insert(
+                id.clone(),
+                InventoryEntry {
+                    id,
+                    hash: SpecHash::from_hex(get::<String>(row, 2)?),
+                    commit: get(row, 3)?,
+                },
+            );
+        }
+        Ok(live)
+    }
+
+    /// Starts a sync run in status `planning` and returns its id (a UUIDv7, so ids sort by
+    /// start time).
+    pub async fn begin_run(&self, run: &NewRun) -> Result<Uuid, StoreError> {
+        let id = Uuid::now_v7();
+        let result = self
+            .client
+            .execute(
+                "INSERT INTO sync_runs (id, target, trigger, actor, status, revision, dry_run)
+                 VALUES ($1, $2, $3, $4, 'planning', $5, $6)",
+                &[
+                    &id,
+                    &run.target,
+                    &run.trigger.as_str(),
+                    &run.actor,
+                    &run.revision,
+                    &run.dry_run,
+                ],
+            )
+            .await;
+        match result {
+            Ok(_) => Ok(id),
+            Err(error)
+                if error.code()
+                    == Some(&tokio_postgres::error::SqlState::FOREIGN_KEY_VIOLATION) =>
+            {
+                Err(StoreError::UnknownTarget(run.target.clone()))
+            }
+            Err(error) => Err(StoreError::query("start a sync run")(error)),
+        }
+    }
+
+    /// Stores the plan of run `sync_id` (specs included, so any process can apply it) with
+    /// its counts and diagnostics, and moves the run to `status`: usually `planned` or
+    /// `pending_approval`; `succeeded`, `failed` and `superseded` also finish the run.
+    pub async fn record_plan(
+        &self,
+        sync_id: Uuid,
+        plan: &Plan,
+        status: RunStatus,
+    ) -> Result<(), StoreError> {
+        let summary = plan.summary();
+        let revision = plan.revision.to_string();
+        let updated = self
+            .client
+            .execute(
+                "UPDATE sync_runs SET
+                     status = $2, plan = $3, revision = $4, git_commit = $5, base_commit = $6,
+                     base_generation = $7, create_count = $8, update_count = $9,
+                     delete_count = $10, unchanged_count = $11, diagnostics = $12,
+                     approval_reason = $13, planned_at = clock_timestamp(),
+                     plan_ms = (extract(epoch FROM clock_timestamp() - started_at) * 1000)::bigint,
+                     finished_at = CASE WHEN $14 THEN clock_timestamp() ELSE finished_at END
+                 WHERE id = $1",
+                &[
+                    &sync_id,
+                    &status.as_str(),
+                    &Json(plan),
+                    &revision,
+                    &plan.revision.commit(),
+                    &plan.base.commit,
+                    &plan.base.generation,
+                    &count(summary.create),
+                    &count(summary.update),
+                    &count(summary.delete),
+                    &count(summary.unchanged),
+                    &Json(&plan.diagnostics),
+                    &plan.approval_reason,
+                    &status.is_finished(),
+                ],
+            )
+            .await
+            .map_err(StoreError::query("record a plan"))?;
+        if updated == 0 {
+            return Err(StoreError::RunNotFound(sync_id));
+        }
+        Ok(())
+    }
+
+    /// Marks run `sync_id` failed with `error` (and `diagnostics`, when given). A run that
+    /// already succeeded or was superseded keeps its status.
+    pub async fn fail_run(
+        &self,
+        sync_id: Uuid,
+        error: &str,
+        diagnostics: &[Diagnostic],
+    ) -> Result<(), StoreError> {
+        let updated = self
+            .client
+            .execute(
+                "UPDATE sync_runs SET status = 'failed', error = $2,
+                     diagnostics = CASE WHEN $4 THEN diagnostics ELSE $3 END,
+                     finished_at = clock_timestamp()
+                 WHERE id = $1 AND status NOT IN ('succeeded', 'superseded')",
+                &[
+                    &sync_id,
+                    &error,
+                    &Json(diagnostics),
+                    &diagnostics.is_empty(),
+                ],
+            )
+            .await
+            .map_err(StoreError::query("mark a sync run failed"))?;
+        if updated == 0 && self.run(sync_id).await?.is_none() {
+            return Err(StoreError::RunNotFound(sync_id));
+        }
+        Ok(())
+    }
+
+    /// Moves a run waiting for approval to `planned`. Returns false when the run is not
+    /// waiting for approval (already approved, applied or failed).
+    pub async fn approve_run(&self, sync_id: Uuid, actor: &str) -> Result<bool, StoreError> {
+        let updated = self
+            .client
+            .execute(
+                "UPDATE sync_runs SET status = 'planned', approved_by = $2,
+                     approved_at = clock_timestamp()
+                 WHERE id = $1 AND status = 'pending_approval'",
+                &[&sync_id, &actor],
+            )
+            .await
+            .map_err(StoreError::query("approve a sync run"))?;
+        if updated == 0 && self.run(sync_id).await?.is_none() {
+            return Err(StoreError::RunNotFound(sync_id));
+        }
+        Ok(updated == 1)
+    }
+
+    pub async fn run(&self, sync_id: Uuid) -> Result<Option<RunRecord>, StoreError> {
+        let sql = format!("SELECT {RUN_COLUMNS} FROM sync_runs WHERE id = $1");
+        let row = self
+            .client
+            .query_opt(&sql, &[&sync_id])
+            .await
+            .map_err(StoreError::query("read a sync run"))?;
+        row.as_ref().map(run_from_row).transpose()
+    }
+
+    /// The stored plan of run `sync_id`; `None` when the run does not exist or has no plan
+    /// yet.
+    pub async fn load_plan(&self, sync_id: Uuid) -> Result<Option<Plan>, StoreError> {
+        let row = self
+            .client
+            .query_opt("SELECT plan FROM sync_runs WHERE id = $1", &[&sync_id])
+            .await
+            .map_err(StoreError::query("read a plan"))?;
+        let Some(row) = row else {
+            return Ok(None);
+        };
+        let plan: Option<Json<Plan>> = row
+            .try_get(0)
+            .map_err(StoreError::query("decode a stored plan"))?;
+        Ok(plan.map(|Json(plan)| plan))
+    }
+
+    /// Sync runs, newest first: of one target or all, at most `limit`, started strictly
+    /// before `before` (pass the last `started_at` of a page to get the next).
+    pub async fn runs(
+        &self,
+        target: Option<&str>,
+        limit: i64,
+        before: Option<DateTime<Utc>>,
+    ) -> Result<Vec<RunRecord>, StoreError> {
+        let sql = format!(
+            "SELECT {RUN_COLUMNS} FROM sync_runs
+             WHERE ($1::text IS NULL OR target = $1)
+               AND ($2::timestamptz IS NULL OR started_at < $2)
+             ORDER BY started_at DESC, id DESC
+             LIMIT $3"
+        );
+        let rows = self
+            .client
+            .query(&sql, &[&target, &before, &limit.max(0)])
+            .await
+            .map_err(StoreError::query("list sync runs"))?;
+        rows.iter().map(run_from_row).collect()
+    }
+
+    /// The changes run `sync_id` made, in the order it made them.
+    pub async fn revisions(&self, sync_id: Uuid) -> Result<Vec<RevisionRecord>, StoreError> {
+        let rows = self
+            .client
+            .query(
+                "SELECT id, sync_id, target, kind, name, action, old_hash, new_hash, git_commit,
+                        applied_at
+                 FROM revisions WHERE sync_id = $1 ORDER BY id",
+                &[&sync_id],
+            )
+            .await
+            .map_err(StoreError::query("list revisions"))?;
+        rows.iter()
+            .map(|row| {
+                Ok(RevisionRecord {
+                    id: get(row, 0)?,
+                    sync_id: get(row, 1)?,
+                    target: get(row, 2)?,
+                    kind: parse(row, 3, "revisions")?,
+                    name: get(row, 4)?,
+                    action: parse(row, 5, "revisions")?,
+                    old_hash: get(row, 6)?,
+                    new_hash: get(row, 7)?,
+                    commit: get(row, 8)?,
+                    applied_at: get(row, 9)?,
+                })
+            })
+            .collect()
+    }
+
+    /// Resource rows, optionally of one kind and one name, ordered by kind and name.
+    pub async fn resources(
+        &self,
+        kind: Option<Kind>,
+        name: Option<&str>,
+    ) -> Result<Vec<StoredResource>, StoreError> {
+        let rows = self
+            .client
+            .query(
+                "SELECT r.kind, r.name, r.spec, r.spec_hash, r.hash_version, r.labels,
+                        r.source_path, r.git_commit, r.target, i.target, r.drifted_at,
+                        r.created_at, r.updated_at
+                 FROM resources r
+                 LEFT JOIN inventory i ON i.kind = r.kind AND i.name = r.name
+                 WHERE ($1::text IS NULL OR r.kind = $1) AND ($2::text IS NULL OR r.name = $2)
+                 ORDER BY r.kind, r.name",
+                &[&kind.map(Kind::as_str), &name],
+            )
+            .await
+            .map_err(StoreError::query("list resources"))?;
+        let mut resources: Vec<StoredResource> = rows
+            .iter()
+            .map(|row| {
+                let labels: serde_json::Value = get(row, 5)?;
+                Ok(StoredResource {
+                    kind: parse(row, 0, "resources")?,
+                    name: get(row, 1)?,
+                    spec: get(row, 2)?,
+                    spec_hash: get(row, 3)?,
+                    hash_version: get(row, 4)?,
+                    labels: labels_from_json(labels),
+                    source_path: get(row, 6)?,
+                    commit: get(row, 7)?,
+                    target: get(row, 8)?,
+                    owner: get(row, 9)?,
+                    drifted_at: get(row, 10)?,
+                    created_at: get(row, 11)?,
+                    updated_at: get(row, 12)?,
+                })
+            })
+            .collect::<Result<_, StoreError>>()?;
+        resources.sort_by(|a, b| (a.kind, &a.name).cmp(&(b.kind, &b.name)));
+        Ok(resources)
+    }
+
+    /// Unresolved drift events of `target`, oldest first.
+    pub async fn drift(&self, target: &str) -> Result<Vec<DriftRecord>, StoreError> {
+        let rows = self
+            .client
+            .query(
+                "SELECT id, target, kind, name, operation, detected_at, resolved_sync_id
+                 FROM drift_events WHERE target = $1 AND resolved_sync_id IS NULL ORDER BY id",
+                &[&target],
+            )
+            .await
+            .map_err(StoreError::query("list drift events"))?;
+        rows.iter()
+            .map(|row| {
+                Ok(DriftRecord {
+                    id: get(row, 0)?,
+                    target: get(row, 1)?,
+                    kind: parse(row, 2, "drift_events")?,
+                    name: get(row, 3)?,
+                    operation: get(row, 4)?,
+                    detected_at: get(row, 5)?,
+                    resolved_sync_id: get(row, 6)?,
+                })
+            })
+            .collect()
+    }
+
+    /// Deletes finished sync runs beyond the newest `keep` of each target (never a target's
+    /// last applied run, never a run still in progress). Revisions, the audit trail, stay.
+    /// Returns how many runs were deleted.
+    pub async fn prune_history(&self, keep: i64) -> Result<u64, StoreError> {
+        self.client
+            .execute(
+                "DELETE FROM sync_runs s USING (
+                     SELECT id, row_number() OVER (PARTITION BY target ORDER BY started_at DESC, id DESC) AS n
+                     FROM sync_runs
+                 ) ranked
+                 WHERE s.id = ranked.id AND ranked.n > $1
+                   AND s.status IN ('succeeded', 'failed', 'superseded')
+                   AND NOT EXISTS (SELECT 1 FROM targets t WHERE t.last_sync_id = s.id)",
+                &[&keep.max(0)],
+            )
+            .await
+            .map_err(StoreError::query("prune sync run history"))
+    }
+
+    /// Records a webhook delivery id; false when it was seen before (a replay).
+    pub async fn record_delivery(
+        &self,
+        delivery_id: &str,
+        target: Option<&str>,
+    ) -> Result<bool, StoreError> {
+        let inserted = self
+            .client
+            .execute(
+                "INSERT INTO webhook_deliveries (delivery_id, target) VALUES ($1, $2)
+                 ON CONFLICT (delivery_id) DO NOTHING",
+                &[&delivery_id, &target],
+            )
+            .await
+            .map_err(StoreError::query("record a webhook delivery"))?;
+        Ok(inserted == 1)
+    }
+}
+
+/// Refuses repository URLs that carry credentials: they would be stored in plaintext.
+fn check_target(target: &NewTarget) -> Result<(), StoreError> {
+    let invalid = |reason: &str| StoreError::InvalidTarget {
+        name: target.name.clone(),
+        reason: reason.to_string(),
+    };
+    if target.name.is_empty() {
+        return Err(invalid("the name is empty"));
+    }
+    if let Some((scheme, rest)) = target.repo_url.split_once("://") {
+        let authority = rest.split(['/', '?', '#']).next().unwrap_or_default();
+        if let Some((userinfo, _)) = authority.rsplit_once('@') {
+            let is_http =
+                scheme.eq_ignore_ascii_case("http") || scheme.eq_ignore_ascii_case("https");
+            if userinfo.contains(':') || is_http {
+                return Err(invalid(
+                    "the repository url carries credentials; configure a token secret instead",
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
+fn count(n: usize) -> i64 {
+    i64::try_from(n).unwrap_or(i64::MAX)
+}
+
+fn get<'a, T: tokio_postgres::types::FromSql<'a>>(
+    row: &'a Row,
+    index: usize,
+) -> Result<T, StoreError> {
+    row.try_get(index)
+        .map_err(StoreError::query("decode a database row"))
+}
+
+fn parse<T>(row: &Row, index: usize, table: &'static str) -> Result<T, StoreError>
+where
+    T: FromStr,
+    T::Err: std::fmt::Display,
+{
+    let text: String = get(row, index)?;
+    text.parse().map_err(|error: T::Err| StoreError::Corrupt {
+        table,
+        reason: error.to_string(),
+    })
+}
+
+fn id_from_row(row: &Row, table: &'static str) -> Result<ResourceId, StoreError> {
+    Ok(ResourceId::new(
+        parse(row, 0, table)?,
+        get::<String>(row, 1)?,
+    ))
+}
+
+fn labels_from_json(value: serde_json::Value) -> BTreeMap<String, String> {
+    match value {
+        serde_json::Value::Object(map) => map
+            .into_iter()
+            .map(|(key, value)| match value {
+                serde_json::Value::String(text) => (key, text),
+                other => (key, other.to_string()),
+            })
+            .collect(),
+        _ => BTreeMap::new(),
+    }
+}
+
+fn target_from_row(row: &Row) -> Result<TargetState, StoreError> {
+    Ok(TargetState {
+        name: get(row, 0)?,
+        repo_url: get(row, 1)?,
+        branch: get(row, 2)?,
+        path: get(row, 3)?,
+        generation: get(row, 4)?,
+        last_applied_commit: get(row, 5)?,
+        last_sync_id: get(row, 6)?,
+        pinned_commit: get(row, 7)?,
+        suspended: get(row, 8)?,
+        created_at: get(row, 9)?,
+        updated_at: get(row, 10)?,
+    })
+}
+
+fn run_from_row(row: &Row) -> Result<RunRecord, StoreError> {
+    let to_usize = |n: i64| usize::try_from(n).unwrap_or(0);
+    let Json(diagnostics): Json<Vec<Diagnostic>> = get(row, 14)?;
+    Ok(RunRecord {
+        id: get(row, 0)?,
+        target: get(row, 1)?,
+        trigger: parse(row, 2, "sync_runs")?,
+        actor: get(row, 3)?,
+        status: parse(row, 4, "sync_runs")?,
+        revision: get(row, 5)?,
+        commit: get(row, 6)?,
+        base_commit: get(row, 7)?,
+        base_generation: get(row, 8)?,
+        summary: Summary {
+            create: to_usize(get(row, 9)?),
+            update: to_usize(get(row, 10)?),
+            delete: to_usize(get(row, 11)?),
+            unchanged: to_usize(get(row, 12)?),
+        },
+        approval_reason: get(row, 13)?,
+        diagnostics,
+        error: get(row, 15)?,
+        dry_run: get(row, 16)?,
+        started_at: get(row, 17)?,
+        planned_at: get(row, 18)?,
+        finished_at: get(row, 19)?,
+        plan_ms: get(row, 20)?,
+        apply_ms: get(row, 21)?,
+        approved_by: get(row, 22)?,
+        approved_at: get(row, 23)?,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn target(url: &str) -> NewTarget {
+        NewTarget {
+            name: "default".into(),
+            repo_url: url.into(),
+            branch: "main".into(),
+            path: String::new(),
+        }
+    }
+
+    #[test]
+    fn repository_urls_with_credentials_are_refused() {
+        for url in [
+            "https://ghp_token@github.com/acme/config.git",
+            "https://user:secret@gitlab.example/acme/config.git",
+            "ssh://git:secret@host/acme/config.git",
+        ] {
+            assert!(check_target(&target(url)).is_err(), "{url}");
+        }
+    }
+
+    #[test]
+    fn repository_urls_without_credentials_are_accepted() {
+        for url in [
+            "https://github.com/acme/config.git",
+            "ssh://git@github.com/acme/config.git",
+            "git@github.com:acme/config.git",
+            "file:///tmp/config",
+        ] {
+            assert!(check_target(&target(url)).is_ok(), "{url}");
+        }
+    }
+
+    #[test]
+    fn non_string_label_values_are_kept_as_json_text() {
+        let labels = labels_from_json(serde_json::json!({"team": "a", "tier": 2}));
+
+        assert_eq!(labels["team"], "a");
+        assert_eq!(labels["tier"], "2");
+    }
+}
