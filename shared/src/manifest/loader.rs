@@ -251,13 +251,13 @@ mod tests {
                     "plugin/maven-build".into(),
                     "spec.pipeline.stages[0].steps[0].plugin".into(),
                     10,
-                    19
+                    21
                 ),
                 (
                     "plugin/maven-test".into(),
                     "spec.pipeline.stages[1].steps[0].plugin".into(),
                     14,
-                    19
+                    21
                 ),
                 (
                     "credential/reports".into(),
