@@ -69,7 +69,7 @@ const PATTERNS: &[Pattern] = &[
         is_example: never,
     },
     Pattern {
-        regex: r"\bxox[abprs]-([A-Za-z0-9-]{20,})",
+        regex: r"\bxox[abprs]-(?:[0-9]+-){1,3}([A-Za-z0-9]{16,})",
         description: "a Slack token",
         min_distinct: 10,
         is_example: never,
