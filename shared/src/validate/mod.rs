@@ -233,7 +233,7 @@ mod tests {
         )
     }
 
-    fn read_tree(root: &Path) -> Vec<SourceFile> {
+    pub(super) fn read_tree(root: &Path) -> Vec<SourceFile> {
         let mut files = Vec::new();
         let mut pending = vec![root.to_path_buf()];
         while let Some(dir) = pending.pop() {
@@ -522,5 +522,46 @@ mod tests {
 
         let order: Vec<&str> = problems.iter().map(|d| d.path.as_str()).collect();
         assert_eq!(order, ["jobs/a.yaml", "webhooks/w.yaml"]);
+    }
+}
+
+#[cfg(test)]
+mod fixture_tests {
+    use std::collections::BTreeSet;
+    use std::path::Path;
+
+    use super::*;
+    use crate::manifest::{Limits, load};
+
+    #[test]
+    fn the_broken_repository_reports_exactly_what_expected_txt_lists() {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/broken-repo");
+        let expected = std::fs::read_to_string(root.join("EXPECTED.txt")).unwrap_or_default();
+        let files = super::tests::read_tree(&root);
+
+        let manifest = load(&files, &Limits::default());
+        let problems = diagnostics(
+            &manifest,
+            &ValidationContext {
+                builtin_plugins: &BTreeSet::new(),
+                known: &|_| false,
+            },
+        );
+
+        let rendered: Vec<String> = problems
+            .iter()
+            .map(|d| format!("{}:{}: {}", d.path, d.line, d.code))
+            .collect();
+        let listed: Vec<&str> = expected
+            .lines()
+            .map(str::trim)
+            .filter(|l| !l.is_empty() && !l.starts_with('#'))
+            .collect();
+        if std::env::var_os("RITMO_PRINT_FIXTURE").is_some() {
+            for d in &problems {
+                eprintln!("{d}");
+            }
+        }
+        assert_eq!(rendered, listed);
     }
 }
