@@ -4,6 +4,13 @@
 //! cross-document rules (references, duplicate identities, secret scanning): those are
 //! `validate`'s. Pure: the caller (the `git` module or a directory walk) supplies the bytes.
 
+mod loader;
+mod schema;
+mod yaml;
+
+pub use loader::load;
+pub(crate) use schema::did_you_mean;
+
 use crate::diagnostic::Diagnostic;
 use crate::model::{DesiredResource, Kind, ResourceId, SourceLocation};
 
