@@ -100,6 +100,8 @@ pub struct Settings {
     pub master_key: Option<SecretString>,
     pub master_key_secret_id: Option<String>,
     pub kms_key_id: Option<String>,
+    /// Where remote repositories are cached (`/tmp` survives warm Lambda invocations).
+    pub cache_dir: PathBuf,
 }
 
 impl Settings {
@@ -370,6 +372,9 @@ fn from_bootstrap(
             .map(SecretString::from),
         master_key_secret_id: var("RITMO_MASTER_KEY_SECRET_ARN").or(encryption.master_key_secret),
         kms_key_id: var("RITMO_KMS_KEY_ID").or(encryption.kms_key_id),
+        cache_dir: var("RITMO_GITOPS_CACHE_DIR")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| std::env::temp_dir().join("ritmo-gitops")),
     })
 }
 

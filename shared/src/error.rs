@@ -1,17 +1,46 @@
 //! The crate error: one variant per module's error, and whether trying again may help.
 
-/// Every failure the core library reports.
+use crate::apply::ApplyError;
+use crate::config::ConfigError;
+use crate::crypto::CryptoError;
+use crate::git::GitError;
+use crate::store::StoreError;
+
+/// Every failure the core library reports to its callers.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error(transparent)]
+    Crypto(#[from] CryptoError),
+    #[error(transparent)]
+    Git(#[from] GitError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Apply(#[from] ApplyError),
+    /// Something this build cannot do yet, said plainly.
     #[error("{0}")]
-    Other(String),
+    Unsupported(String),
+    /// A broken invariant or a task that died: a bug, or the process is going down.
+    #[error("{0}")]
+    Internal(String),
 }
 
 impl Error {
     /// Whether the same request may succeed later without anyone changing anything
-    /// (network, database availability), as opposed to a problem a person must fix.
+    /// (network, database availability), as opposed to a problem a person must fix
+    /// (Flux's split between stalled and retrying).
     pub fn is_retryable(&self) -> bool {
-        false
+        match self {
+            Error::Config(_) => false,
+            Error::Crypto(error) => error.is_retryable(),
+            Error::Git(error) => error.is_retryable(),
+            Error::Store(error) => error.is_retryable(),
+            Error::Apply(error) => error.is_retryable(),
+            Error::Unsupported(_) => false,
+            Error::Internal(_) => true,
+        }
     }
 }
 

@@ -8,6 +8,7 @@ pub mod config;
 pub mod crypto;
 pub mod diagnostic;
 pub mod error;
+pub mod export;
 pub mod git;
 pub mod hash;
 pub mod manifest;

@@ -1,1 +1,357 @@
-//! workflow: to be written.
+//! The operations the CLI, `ritmo serve` and the Lambda functions expose, each one function
+//! that wires the pure core (`manifest` → `validate` → `plan`) to its IO (`git`, `crypto`,
+//! `store`, `apply`). Nothing here decides policy; it sequences and records.
+
+use std::collections::BTreeSet;
+
+use uuid::Uuid;
+
+use crate::apply::{self, ApplyOutcome, ApplyReport};
+use crate::config::{GitAuth, Settings, TargetSettings};
+use crate::crypto::{self, CredentialKeys, MasterKeyring, SecretsManager};
+use crate::diagnostic::{self, Code, Diagnostic};
+use crate::git::{self, RepoLocation, Snapshot};
+use crate::manifest::{self, Limits};
+use crate::model::{DesiredResource, ResourceId, Revision};
+use crate::plan::{self, Plan, PlanBase};
+use crate::store::{NewRun, NewTarget, RunStatus, Store, Trigger};
+use crate::validate::{self, ValidationContext};
+use crate::{Error, Result};
+
+/// The keys that decrypt credential ciphertexts: the master keyring from the environment or
+/// from Secrets Manager, and KMS when a key id is configured.
+pub async fn credential_keys(settings: &Settings) -> Result<CredentialKeys> {
+    use secrecy::ExposeSecret;
+
+    let needs_aws = settings.master_key_secret_id.is_some() || settings.kms_key_id.is_some();
+    let aws = if needs_aws {
+        Some(crypto::aws_config().await)
+    } else {
+        None
+    };
+    let master = match (&settings.master_key, &settings.master_key_secret_id, &aws) {
+        (Some(key), _, _) => Some(MasterKeyring::parse(key.expose_secret())?),
+        (None, Some(secret_id), Some(aws)) => Some(
+            SecretsManager::new(aws_sdk_secretsmanager::Client::new(aws))
+                .master_keyring(secret_id)
+                .await?,
+        ),
+        _ => None,
+    };
+    Ok(CredentialKeys {
+        master,
+        kms: match (&settings.kms_key_id, &aws) {
+            (Some(_), Some(aws)) => Some(aws_sdk_kms::Client::new(aws)),
+            _ => None,
+        },
+        kms_key_id: settings.kms_key_id.clone(),
+    })
+}
+
+/// The credentials a target's Git host wants, read from Secrets Manager when the bootstrap
+/// configuration names a secret rather than a value.
+pub async fn git_auth(auth: &GitAuth) -> Result<git::Auth> {
+    match auth {
+        GitAuth::None => Ok(git::Auth::None),
+        GitAuth::Token {
+            token: Some(token), ..
+        } => Ok(git::Auth::Token(token.clone())),
+        GitAuth::Token {
+            token: None,
+            token_secret: Some(secret_id),
+        } => {
+            let client = aws_sdk_secretsmanager::Client::new(&crypto::aws_config().await);
+            Ok(git::Auth::Token(
+                SecretsManager::new(client).get_string(secret_id).await?,
+            ))
+        }
+        GitAuth::Token {
+            token: None,
+            token_secret: None,
+        } => Ok(git::Auth::None),
+        GitAuth::Ssh { .. } | GitAuth::GitHubApp { .. } => Err(Error::Unsupported(
+            "ssh and GitHub App authentication are not available yet: use a token \
+             (RITMO_GITOPS_AUTH_TYPE=token)"
+                .into(),
+        )),
+    }
+}
+
+/// Where to read a config repository from.
+#[derive(Debug, Clone)]
+pub struct SourceSpec {
+    pub location: RepoLocation,
+    /// Branch to read; `None` reads HEAD.
+    pub branch: Option<String>,
+    /// Directory inside the repository holding the kind directories.
+    pub path: String,
+    /// Read the files on disk instead of a commit (pre-commit checks of a plain directory).
+    pub worktree: bool,
+    /// Credentials for a remote repository.
+    pub auth: git::Auth,
+    /// Where a remote repository is cached between reads (kept across warm invocations).
+    pub cache_dir: std::path::PathBuf,
+}
+
+/// Reads the repository at its branch tip (or the working tree), off the async runtime since
+/// gix is blocking.
+pub async fn read_source(source: &SourceSpec, limits: Limits) -> Result<Snapshot> {
+    let source = source.clone();
+    tokio::task::spawn_blocking(move || match (&source.location, source.worktree) {
+        (RepoLocation::Local(dir), true) => git::read_worktree(dir, &source.path, &limits),
+        (location @ RepoLocation::Local(_), false) => {
+            git::read_commit(location, source.branch.as_deref(), &source.path, &limits)
+        }
+        (location @ RepoLocation::Remote(_), _) => {
+            let branch = source.branch.as_deref().unwrap_or("main");
+            let cache = git::GitCache::new(&source.cache_dir);
+            let fetched = cache.fetch(
+                location,
+                branch,
+                &source.auth,
+                &git::NetworkOptions::default(),
+            )?;
+            let commit = fetched.revision.commit().unwrap_or_default().to_string();
+            cache.read_commit(branch, &commit, &source.path, &limits)
+        }
+    })
+    .await
+    .map_err(|join| Error::Internal(format!("the repository reader stopped: {join}")))?
+    .map_err(Error::from)
+}
+
+/// A repository read and checked: the resources that passed and everything found wrong.
+#[derive(Debug, Clone)]
+pub struct Checked {
+    pub revision: Revision,
+    pub desired: Vec<DesiredResource>,
+    pub diagnostics: Vec<Diagnostic>,
+}
+
+impl Checked {
+    pub fn has_errors(&self) -> bool {
+        diagnostic::has_errors(&self.diagnostics)
+    }
+}
+
+/// Parses, validates and proves every ciphertext decrypts. `known` answers for resources that
+/// exist outside this snapshot (empty for a full scan).
+pub async fn check(
+    snapshot: Snapshot,
+    builtin_plugins: &BTreeSet<String>,
+    keys: &CredentialKeys,
+    limits: &Limits,
+) -> Checked {
+    let loaded = manifest::load(&snapshot.files, limits);
+    let mut diagnostics = loaded.diagnostics.clone();
+    let no_outside_resources = |_: &ResourceId| false;
+    diagnostics.extend(validate::validate(
+        &loaded,
+        &ValidationContext {
+            builtin_plugins,
+            known: &no_outside_resources,
+        },
+    ));
+    for document in &loaded.documents {
+        for field in &document.ciphertexts {
+            diagnostics.extend(verify_ciphertext(keys, field).await);
+        }
+    }
+    diagnostic::sort(&mut diagnostics);
+    Checked {
+        revision: snapshot.revision,
+        desired: loaded
+            .documents
+            .into_iter()
+            .map(|document| document.resource)
+            .collect(),
+        diagnostics,
+    }
+}
+
+async fn verify_ciphertext(
+    keys: &CredentialKeys,
+    field: &manifest::CiphertextField,
+) -> Option<Diagnostic> {
+    match keys.verify(&field.credential, &field.value).await {
+        Ok(outcome) if outcome.bound => None,
+        Ok(_) => Some(Diagnostic::new(
+            Code::W102,
+            &field.at,
+            format!(
+                "`encrypted_value` of credential `{}` is not bound to its name, so it could be \
+                 copied to another credential: re-encrypt it with `ritmo encrypt-credential --name {}`",
+                field.credential, field.credential
+            ),
+        )),
+        Err(error @ crypto::CryptoError::NoKey { .. }) => Some(Diagnostic::new(
+            Code::E403,
+            &field.at,
+            format!(
+                "cannot check `encrypted_value` of credential `{}`: {error}",
+                field.credential
+            ),
+        )),
+        Err(error) => Some(Diagnostic::new(
+            Code::E402,
+            &field.at,
+            format!(
+                "`encrypted_value` of credential `{}` {error}",
+                field.credential
+            ),
+        )),
+    }
+}
+
+/// What a caller wants of one sync.
+#[derive(Debug, Clone)]
+pub struct SyncRequest {
+    pub trigger: Trigger,
+    pub actor: Option<String>,
+    /// Plan and record, change nothing.
+    pub dry_run: bool,
+    /// Apply even when the plan waits for approval (the CLI's `--auto-approve`).
+    pub approved: bool,
+}
+
+/// The result of one sync: its run id, the plan, and how it ended.
+#[derive(Debug, Clone)]
+pub struct SyncOutcome {
+    pub sync_id: Option<Uuid>,
+    pub plan: Option<Plan>,
+    pub checked_diagnostics: Vec<Diagnostic>,
+    pub revision: Revision,
+    pub status: RunStatus,
+    pub report: Option<ApplyReport>,
+}
+
+/// How many times a sync re-plans when another sync of the same target got there first.
+const STALE_RETRIES: usize = 3;
+
+/// Reads, checks, plans and (unless dry-run or waiting for approval) applies one target, all
+/// recorded as a sync run. Validation errors record a failed run and change nothing.
+pub async fn sync_target(
+    store: &mut Store,
+    target: &TargetSettings,
+    source: &SourceSpec,
+    keys: &CredentialKeys,
+    builtin_plugins: &BTreeSet<String>,
+    request: &SyncRequest,
+) -> Result<SyncOutcome> {
+    let limits = Limits::default();
+    store.ensure_target(&target_config(target)).await?;
+    let snapshot = read_source(source, limits).await?;
+    let checked = check(snapshot, builtin_plugins, keys, &limits).await;
+
+    let run = NewRun {
+        target: target.name.clone(),
+        trigger: request.trigger,
+        actor: request.actor.clone(),
+        revision: Some(checked.revision.to_string()),
+        dry_run: request.dry_run,
+    };
+
+    if checked.has_errors() {
+        let sync_id = store.begin_run(&run).await?;
+        store
+            .fail_run(
+                sync_id,
+                "the repository has validation errors",
+                &checked.diagnostics,
+            )
+            .await?;
+        return Ok(SyncOutcome {
+            sync_id: Some(sync_id),
+            plan: None,
+            checked_diagnostics: checked.diagnostics,
+            revision: checked.revision,
+            status: RunStatus::Failed,
+            report: None,
+        });
+    }
+
+    for _ in 0..STALE_RETRIES {
+        let plan = plan_checked(store, target, &checked).await?;
+        let sync_id = store.begin_run(&run).await?;
+        let already_applied =
+            !plan.has_changes() && plan.base.commit.as_deref() == checked.revision.commit();
+        let status = if plan.has_errors() {
+            RunStatus::Failed
+        } else if already_applied && !request.dry_run {
+            // Same commit, nothing to change: no transaction, no generation bump.
+            RunStatus::Succeeded
+        } else if request.dry_run {
+            RunStatus::Planned
+        } else if plan.approval_reason.is_some() && !request.approved {
+            RunStatus::PendingApproval
+        } else {
+            RunStatus::Applying
+        };
+        store.record_plan(sync_id, &plan, status).await?;
+        if status != RunStatus::Applying {
+            return Ok(SyncOutcome {
+                sync_id: Some(sync_id),
+                plan: Some(plan),
+                checked_diagnostics: checked.diagnostics,
+                revision: checked.revision,
+                status,
+                report: None,
+            });
+        }
+        match apply::apply_plan(store, sync_id, &plan).await? {
+            ApplyOutcome::Applied(report) => {
+                return Ok(SyncOutcome {
+                    sync_id: Some(sync_id),
+                    plan: Some(plan),
+                    checked_diagnostics: checked.diagnostics,
+                    revision: checked.revision,
+                    status: RunStatus::Succeeded,
+                    report: Some(report),
+                });
+            }
+            ApplyOutcome::AlreadyFinished { status } => {
+                return Err(Error::Internal(format!(
+                    "sync {sync_id} was already {status:?} before this apply started"
+                )));
+            }
+            ApplyOutcome::Stale { .. } => {
+                tracing::info!(target = %target.name, %sync_id, "plan superseded by a concurrent sync; planning again");
+            }
+        }
+    }
+    Err(Error::Internal(format!(
+        "target `{}` kept moving while this sync planned ({STALE_RETRIES} attempts): try again",
+        target.name
+    )))
+}
+
+/// Plans a checked repository against the target's live state, without recording anything.
+pub async fn plan_checked(
+    store: &Store,
+    target: &TargetSettings,
+    checked: &Checked,
+) -> Result<Plan> {
+    let state = store.target(&target.name).await?;
+    let live = store.live_state(&target.name).await?;
+    let base = PlanBase {
+        generation: state.as_ref().map_or(0, |s| s.generation),
+        commit: state.and_then(|s| s.last_applied_commit),
+    };
+    Ok(plan::plan(
+        &target.name,
+        checked.revision.clone(),
+        base,
+        checked.desired.clone(),
+        &live,
+        &target.policy,
+    ))
+}
+
+fn target_config(target: &TargetSettings) -> NewTarget {
+    NewTarget {
+        name: target.name.clone(),
+        repo_url: target.repo_url.clone(),
+        branch: target.branch.clone(),
+        path: target.path.clone(),
+    }
+}

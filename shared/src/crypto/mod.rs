@@ -111,6 +111,11 @@ pub async fn aws_config() -> aws_config::SdkConfig {
         .await
 }
 
+/// A KMS client from the default AWS configuration.
+pub async fn kms_client() -> aws_sdk_kms::Client {
+    aws_sdk_kms::Client::new(&aws_config().await)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

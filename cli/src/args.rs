@@ -1,0 +1,193 @@
+//! Command-line arguments: what a person types, parsed by clap.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "ritmo",
+    version,
+    about = "Keep Ritmo's configuration in PostgreSQL identical to a Git repository",
+    after_help = "Examples:\n  ritmo gitops validate --repo-path ./ritmo-config\n  ritmo gitops plan --repo-path ./ritmo-config\n  ritmo gitops sync\n  ritmo get jobs -o json\n\nExit codes: 0 ok, 1 the configuration or plan is wrong, 2 usage or environment problem."
+)]
+pub struct Cli {
+    /// Bootstrap file (defaults to $RITMO_GITOPS_BOOTSTRAP, then /etc/ritmo/gitops-bootstrap.yaml)
+    #[arg(long, global = true, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+
+    /// Output format
+    #[arg(short, long, global = true, value_enum, default_value_t = Output::Text)]
+    pub output: Output,
+
+    /// Log more (repeat for debug)
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    pub verbose: u8,
+
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Output {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Validate, plan and sync a config repository
+    #[command(subcommand)]
+    Gitops(Gitops),
+
+    /// Show resources in the database
+    #[command(after_help = "Examples:\n  ritmo get jobs\n  ritmo get job backend-service -o json")]
+    Get(GetArgs),
+
+    /// Encrypt a credential value for `encrypted_value` (reads the value from stdin)
+    #[command(
+        after_help = "Examples:\n  printf %s \"$TOKEN\" | ritmo encrypt-credential --name github-pat\n  ritmo encrypt-credential --name github-pat --value=\"ghp_...\"  # lands in shell history"
+    )]
+    EncryptCredential(CredentialArgs),
+
+    /// Decrypt an `encrypted_value` (for debugging; needs the key)
+    #[command(
+        after_help = "Example:\n  ritmo decrypt-credential --name github-pat --value=\"AES256:...\""
+    )]
+    DecryptCredential(CredentialArgs),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Gitops {
+    /// Check a repository: syntax, schema, references, secrets; prints every problem with file:line
+    #[command(
+        after_help = "Examples:\n  ritmo gitops validate --repo-path ./ritmo-config\n  ritmo gitops validate --repo-path . --worktree   # pre-commit: check uncommitted files"
+    )]
+    Validate(SourceArgs),
+
+    /// Show what a sync would change, Terraform-style
+    #[command(after_help = "Example:\n  ritmo gitops plan --repo-path ./ritmo-config -o json")]
+    Plan(PlanArgs),
+
+    /// Make the database match the repository, in one transaction
+    #[command(
+        after_help = "Examples:\n  ritmo gitops sync\n  ritmo gitops sync --repo-path ./ritmo-config --dry-run"
+    )]
+    Sync(SyncArgs),
+
+    /// Show each target's state: last commit, last sync, drift
+    #[command(after_help = "Example:\n  ritmo gitops status -o json")]
+    Status(DatabaseArgs),
+
+    /// List past sync runs, newest first
+    #[command(after_help = "Example:\n  ritmo gitops history --target default --limit 20")]
+    History(HistoryArgs),
+
+    /// Write the database's resources out as a config repository
+    #[command(after_help = "Example:\n  ritmo gitops export --output-dir /tmp/ritmo-config")]
+    Export(ExportArgs),
+}
+
+#[derive(Debug, Args, Clone)]
+pub struct SourceArgs {
+    /// A local repository or directory
+    #[arg(long, value_name = "DIR", conflicts_with = "repo")]
+    pub repo_path: Option<PathBuf>,
+
+    /// A repository URL (file://, https://, ssh://)
+    #[arg(long, value_name = "URL")]
+    pub repo: Option<String>,
+
+    /// Branch to read (default: the target's, else HEAD)
+    #[arg(long)]
+    pub branch: Option<String>,
+
+    /// Directory inside the repository holding jobs/, credentials/, …
+    #[arg(long, value_name = "PATH")]
+    pub path: Option<String>,
+
+    /// Read the files on disk instead of the branch's last commit
+    #[arg(long)]
+    pub worktree: bool,
+
+    /// Which configured target (default: `default`)
+    #[arg(long, default_value = "default")]
+    pub target: String,
+}
+
+#[derive(Debug, Args, Clone)]
+pub struct DatabaseArgs {
+    /// PostgreSQL connection string
+    #[arg(long, env = "DATABASE_URL", hide_env_values = true, value_name = "URL")]
+    pub database_url: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct PlanArgs {
+    #[command(flatten)]
+    pub source: SourceArgs,
+    #[command(flatten)]
+    pub database: DatabaseArgs,
+    /// Keep resources that left Git instead of deleting them
+    #[arg(long)]
+    pub no_prune: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct SyncArgs {
+    #[command(flatten)]
+    pub plan: PlanArgs,
+    /// Plan and record, change nothing
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Apply even a plan that needs approval (many deletes, credential deletes)
+    #[arg(long)]
+    pub auto_approve: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct HistoryArgs {
+    #[command(flatten)]
+    pub database: DatabaseArgs,
+    /// Only this target
+    #[arg(long)]
+    pub target: Option<String>,
+    /// How many runs
+    #[arg(long, default_value_t = 20)]
+    pub limit: i64,
+}
+
+#[derive(Debug, Args)]
+pub struct ExportArgs {
+    #[command(flatten)]
+    pub database: DatabaseArgs,
+    /// Directory to write (created; must be empty)
+    #[arg(long, value_name = "DIR")]
+    pub output_dir: PathBuf,
+    /// Accepted for compatibility: credentials are always exported as stored (ciphertext or reference)
+    #[arg(long)]
+    pub encrypt_credentials: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct GetArgs {
+    /// jobs, credentials, plugins, webhooks, workerpools, environments (or singular)
+    pub kind: String,
+    /// One resource's name
+    pub name: Option<String>,
+    #[command(flatten)]
+    pub database: DatabaseArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct CredentialArgs {
+    /// The credential's name; binds the ciphertext to it so it cannot be copied to another
+    #[arg(long)]
+    pub name: Option<String>,
+    /// The value (default: read from stdin, which keeps it out of shell history)
+    #[arg(long)]
+    pub value: Option<String>,
+    /// Encrypt with this KMS key (`KMS:` format, needs --name) instead of the master key
+    #[arg(long, value_name = "KEY", requires = "name")]
+    pub kms_key_id: Option<String>,
+}

@@ -1,0 +1,351 @@
+//! The `ritmo` binary as a person runs it: real git repositories, a real PostgreSQL database
+//! per test, and the exit codes and output a script would rely on.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+
+use ritmo_tests::db::TestDb;
+use serde_json::Value;
+
+const EXAMPLE_KEY: &str = "ritmo-example-master-key-32bytes";
+
+fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+fn example_dir() -> PathBuf {
+    workspace_root().join("examples/ritmo-config")
+}
+
+fn ritmo(args: &[&str], database_url: Option<&str>) -> Output {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_ritmo"));
+    command
+        .args(args)
+        .env_remove("DATABASE_URL")
+        .env_remove("RITMO_GITOPS_REPO_URL")
+        .env(
+            "RITMO_GITOPS_BOOTSTRAP",
+            "/nonexistent/ritmo-bootstrap.yaml",
+        )
+        .env("RITMO_MASTER_ENCRYPTION_KEY", EXAMPLE_KEY)
+        .env("NO_COLOR", "1")
+        .stdin(Stdio::null());
+    if let Some(url) = database_url {
+        command.env("DATABASE_URL", url);
+    }
+    command.output().expect("ritmo runs")
+}
+
+fn stdout(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+fn json(output: &Output) -> Value {
+    serde_json::from_slice(&output.stdout).unwrap_or_else(|error| {
+        panic!(
+            "stdout is not JSON ({error}):\n{}\nstderr:\n{}",
+            stdout(output),
+            String::from_utf8_lossy(&output.stderr)
+        )
+    })
+}
+
+fn git(dir: &Path, args: &[&str]) {
+    let status = Command::new("git")
+        .args(args)
+        .current_dir(dir)
+        .env("GIT_AUTHOR_NAME", "test")
+        .env("GIT_AUTHOR_EMAIL", "test@ritmo.invalid")
+        .env("GIT_COMMITTER_NAME", "test")
+        .env("GIT_COMMITTER_EMAIL", "test@ritmo.invalid")
+        .stdout(Stdio::null())
+        .status()
+        .expect("git runs");
+    assert!(status.success(), "git {args:?} failed");
+}
+
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        let target = to.join(entry.file_name());
+        if entry.file_type().unwrap().is_dir() {
+            copy_dir(&entry.path(), &target);
+        } else {
+            std::fs::copy(entry.path(), target).unwrap();
+        }
+    }
+}
+
+/// A git repository holding a copy of `fixture`, committed on `main`.
+fn repo_from(fixture: &Path) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    copy_dir(fixture, dir.path());
+    git(dir.path(), &["init", "-q", "-b", "main"]);
+    git(dir.path(), &["add", "-A"]);
+    git(dir.path(), &["commit", "-qm", "config"]);
+    dir
+}
+
+fn commit_all(dir: &Path, message: &str) {
+    git(dir, &["add", "-A"]);
+    git(dir, &["commit", "-qm", message]);
+}
+
+fn path_str(path: &Path) -> &str {
+    path.to_str().unwrap()
+}
+
+#[test]
+fn validate_accepts_the_example_repository() {
+    let repo = repo_from(&example_dir());
+
+    let output = ritmo(
+        &["gitops", "validate", "--repo-path", path_str(repo.path())],
+        None,
+    );
+
+    assert!(output.status.success(), "{}", stdout(&output));
+    assert!(stdout(&output).contains("0 errors"), "{}", stdout(&output));
+}
+
+#[test]
+fn validate_reports_every_fault_of_a_broken_repository_with_file_and_line() {
+    let fixture = workspace_root().join("tests/fixtures/broken-repo");
+    let expected = std::fs::read_to_string(fixture.join("EXPECTED.txt")).unwrap();
+
+    let output = ritmo(
+        &[
+            "gitops",
+            "validate",
+            "--repo-path",
+            path_str(&fixture),
+            "--worktree",
+        ],
+        None,
+    );
+
+    assert_eq!(output.status.code(), Some(1));
+    let printed = stdout(&output);
+    for line in expected
+        .lines()
+        .filter(|l| !l.trim().is_empty() && !l.starts_with('#'))
+    {
+        // EXPECTED.txt lines read `path:line: CODE`.
+        let (place, code) = line.rsplit_once(' ').unwrap();
+        let found = printed.lines().any(|out| {
+            out.starts_with(place.trim_end_matches(':')) && out.contains(&format!("[{code}]"))
+        });
+        assert!(found, "expected `{line}` in:\n{printed}");
+    }
+}
+
+#[test]
+fn validate_json_lists_diagnostics_with_positions() {
+    let fixture = workspace_root().join("tests/fixtures/broken-repo");
+
+    let output = ritmo(
+        &[
+            "gitops",
+            "validate",
+            "--repo-path",
+            path_str(&fixture),
+            "--worktree",
+            "-o",
+            "json",
+        ],
+        None,
+    );
+
+    let value = json(&output);
+    assert_eq!(value["valid"], false);
+    let first = &value["diagnostics"][0];
+    for field in ["severity", "code", "path", "line", "column", "message"] {
+        assert!(!first[field].is_null(), "missing `{field}` in {first}");
+    }
+}
+
+#[tokio::test]
+async fn sync_applies_then_a_second_sync_changes_nothing() {
+    let db = TestDb::new().await;
+    let repo = repo_from(&example_dir());
+    let repo_path = path_str(repo.path());
+
+    let first = ritmo(
+        &["gitops", "sync", "--repo-path", repo_path, "-o", "json"],
+        Some(&db.url),
+    );
+    let second = ritmo(
+        &["gitops", "sync", "--repo-path", repo_path, "-o", "json"],
+        Some(&db.url),
+    );
+
+    let first = json(&first);
+    assert_eq!(first["status"], "succeeded", "{first}");
+    assert!(
+        first["summary"]["create"].as_u64().unwrap() >= 10,
+        "{first}"
+    );
+    assert_eq!(first["actions"][0]["kind"], "Credential");
+    let second = json(&second);
+    assert_eq!(second["status"], "succeeded", "{second}");
+    assert_eq!(second["summary"]["create"], 0);
+    assert_eq!(second["summary"]["update"], 0);
+    assert_eq!(second["summary"]["unchanged"], first["summary"]["create"]);
+}
+
+#[tokio::test]
+async fn plan_reads_like_terraform_and_dry_run_changes_nothing() {
+    let db = TestDb::new().await;
+    let repo = repo_from(&example_dir());
+    let repo_path = path_str(repo.path());
+
+    let plan = ritmo(&["gitops", "plan", "--repo-path", repo_path], Some(&db.url));
+    let dry = ritmo(
+        &[
+            "gitops",
+            "sync",
+            "--repo-path",
+            repo_path,
+            "--dry-run",
+            "-o",
+            "json",
+        ],
+        Some(&db.url),
+    );
+    let jobs = ritmo(&["get", "jobs", "-o", "json"], Some(&db.url));
+
+    assert!(plan.status.success());
+    let text = stdout(&plan);
+    assert!(text.contains("+ job/backend-service"), "{text}");
+    assert!(
+        text.contains("to create, 0 to update, 0 to delete, 0 unchanged."),
+        "{text}"
+    );
+    assert_eq!(json(&dry)["status"], "planned");
+    assert_eq!(json(&jobs)["items"].as_array().map(Vec::len), Some(0));
+}
+
+#[tokio::test]
+async fn an_edit_and_a_removal_show_as_update_and_delete() {
+    let db = TestDb::new().await;
+    let repo = repo_from(&example_dir());
+    let repo_path = path_str(repo.path());
+    ritmo(&["gitops", "sync", "--repo-path", repo_path], Some(&db.url));
+    let job = repo.path().join("jobs/frontend-app.yaml");
+    let text = std::fs::read_to_string(&job).unwrap();
+    std::fs::write(&job, text.replace("description:", "description: Edited —")).unwrap();
+    std::fs::remove_file(repo.path().join("webhooks/gitlab-frontend.yaml")).unwrap();
+    commit_all(repo.path(), "edit and remove");
+
+    let output = ritmo(
+        &["gitops", "sync", "--repo-path", repo_path, "-o", "json"],
+        Some(&db.url),
+    );
+
+    let value = json(&output);
+    assert_eq!(value["status"], "succeeded", "{value}");
+    let actions: Vec<(String, String)> = value["actions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| {
+            (
+                a["action"].as_str().unwrap().into(),
+                a["name"].as_str().unwrap().into(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        actions,
+        [
+            ("update".to_string(), "frontend-app".to_string()),
+            ("delete".to_string(), "gitlab-frontend-webhook".to_string())
+        ]
+    );
+}
+
+#[tokio::test]
+async fn export_writes_a_repository_that_plans_to_zero_changes() {
+    let db = TestDb::new().await;
+    let repo = repo_from(&example_dir());
+    ritmo(
+        &["gitops", "sync", "--repo-path", path_str(repo.path())],
+        Some(&db.url),
+    );
+    let out = tempfile::tempdir().unwrap();
+    let exported = out.path().join("export");
+
+    let export = ritmo(
+        &["gitops", "export", "--output-dir", path_str(&exported)],
+        Some(&db.url),
+    );
+    assert!(
+        export.status.success(),
+        "{}",
+        String::from_utf8_lossy(&export.stderr)
+    );
+    git(&exported, &["init", "-q", "-b", "main"]);
+    commit_all(&exported, "exported");
+    let plan = ritmo(
+        &[
+            "gitops",
+            "plan",
+            "--repo-path",
+            path_str(&exported),
+            "-o",
+            "json",
+        ],
+        Some(&db.url),
+    );
+
+    let value = json(&plan);
+    assert_eq!(value["actions"], serde_json::json!([]), "{value}");
+    assert_eq!(value["summary"]["create"], 0);
+    assert!(value["summary"]["unchanged"].as_u64().unwrap() >= 10);
+}
+
+#[test]
+fn without_a_database_plan_exits_2_with_a_clear_message() {
+    let repo = repo_from(&example_dir());
+
+    let output = ritmo(
+        &["gitops", "plan", "--repo-path", path_str(repo.path())],
+        None,
+    );
+
+    assert_eq!(output.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&output.stderr).contains("DATABASE_URL"));
+}
+
+#[test]
+fn a_credential_round_trips_through_encrypt_and_decrypt_via_stdin() {
+    let secret = "s3cr3t-value-from-stdin";
+    let run = |args: &[&str], input: &str| {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_ritmo"))
+            .args(args)
+            .env("RITMO_MASTER_ENCRYPTION_KEY", EXAMPLE_KEY)
+            .env(
+                "RITMO_GITOPS_BOOTSTRAP",
+                "/nonexistent/ritmo-bootstrap.yaml",
+            )
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        std::io::Write::write_all(&mut child.stdin.take().unwrap(), input.as_bytes()).unwrap();
+        child.wait_with_output().unwrap()
+    };
+
+    let encrypted = run(&["encrypt-credential", "--name", "github-pat"], secret);
+    let ciphertext = stdout(&encrypted).trim().to_string();
+    let decrypted = run(&["decrypt-credential", "--name", "github-pat"], &ciphertext);
+    let wrong_name = run(&["decrypt-credential", "--name", "other"], &ciphertext);
+
+    assert!(ciphertext.starts_with("AES256:"), "{ciphertext}");
+    assert!(!ciphertext.contains(secret));
+    assert_eq!(stdout(&decrypted), secret);
+    assert_eq!(wrong_name.status.code(), Some(2));
+    assert!(!String::from_utf8_lossy(&wrong_name.stderr).contains(secret));
+}

@@ -1,1 +1,0 @@
-//! cli scenarios: to be written.
