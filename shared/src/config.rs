@@ -129,7 +129,9 @@ impl Settings {
     /// Settings from the process environment and the bootstrap file it names
     /// (`RITMO_GITOPS_BOOTSTRAP`), as the Lambda functions and `ritmo serve` start.
     pub fn from_process_env(file: Option<&Path>) -> Result<Settings, ConfigError> {
-        let named = std::env::var_os("RITMO_GITOPS_BOOTSTRAP").map(PathBuf::from);
+        let named = std::env::var_os("RITMO_GITOPS_BOOTSTRAP")
+            .filter(|path| !path.is_empty())
+            .map(PathBuf::from);
         Settings::load(file.or(named.as_deref()), &|name| std::env::var(name).ok())
     }
 
