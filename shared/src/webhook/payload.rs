@@ -1,0 +1,349 @@
+//! Push payloads of each provider → [`WebhookEvent`]s. Only the few fields a sync needs are
+//! read; everything else in these large documents is left alone.
+
+use serde_json::Value;
+
+use super::{Envelope, IgnoreReason, Provider, Push, WebhookError, WebhookEvent};
+
+const BRANCH_PREFIX: &str = "refs/heads/";
+const TAG_PREFIX: &str = "refs/tags/";
+
+/// Reads a (verified) body: JSON, or a form with the JSON in its `payload` field (GitHub's and
+/// Gitea's `application/x-www-form-urlencoded` content type).
+pub fn parse(envelope: &Envelope, body: &[u8]) -> Result<Vec<WebhookEvent>, WebhookError> {
+    let provider = envelope.provider;
+    let invalid = |reason: String| WebhookError::InvalidPayload { provider, reason };
+    // Pings carry no push data worth reading, and Bitbucket's may have an empty body.
+    if is_ping(envelope) {
+        return Ok(vec![WebhookEvent::Ping]);
+    }
+    let json = json_body(envelope, body).map_err(invalid)?;
+    let value: Value =
+        serde_json::from_slice(&json).map_err(|err| invalid(format!("not JSON: {err}")))?;
+    let events = match provider {
+        Provider::GitHub | Provider::Gitea | Provider::Forgejo => {
+            if envelope.event == "push" {
+                vec![github_push(&value).map_err(invalid)?]
+            } else {
+                vec![ignored_event(&envelope.event)]
+            }
+        }
+        Provider::GitLab => gitlab(&envelope.event, &value).map_err(invalid)?,
+        Provider::Bitbucket => match envelope.event.as_str() {
+            "repo:push" => bitbucket_cloud_push(&value).map_err(invalid)?,
+            "repo:refs_changed" => bitbucket_server_push(&value).map_err(invalid)?,
+            other => vec![ignored_event(other)],
+        },
+    };
+    Ok(events)
+}
+
+fn is_ping(envelope: &Envelope) -> bool {
+    match envelope.provider {
+        Provider::GitHub => envelope.event == "ping",
+        Provider::Bitbucket => envelope.event == "diagnostics:ping",
+        // GitLab's and Gitea's "test" buttons send an ordinary push of the current head: it is
+        // planned like any push (and changes nothing when that commit is already applied).
+        Provider::GitLab | Provider::Gitea | Provider::Forgejo => false,
+    }
+}
+
+fn is_form(envelope: &Envelope, body: &[u8]) -> bool {
+    match &envelope.content_type {
+        Some(content_type) => content_type.split(';').next().is_some_and(|mime| {
+            mime.trim()
+                .eq_ignore_ascii_case("application/x-www-form-urlencoded")
+        }),
+        None => body.starts_with(b"payload="),
+    }
+}
+
+fn json_body(envelope: &Envelope, body: &[u8]) -> Result<Vec<u8>, String> {
+    if !is_form(envelope, body) {
+        return Ok(body.to_vec());
+    }
+    form_urlencoded::parse(body)
+        .find(|(key, _)| key == "payload")
+        .map(|(_, value)| value.into_owned().into_bytes())
+        .ok_or_else(|| "form body without a `payload` field".to_owned())
+}
+
+fn ignored_event(event: &str) -> WebhookEvent {
+    WebhookEvent::Ignored {
+        reason: IgnoreReason::Event {
+            event: event.to_owned(),
+        },
+    }
+}
+
+fn ignored(reason: IgnoreReason) -> WebhookEvent {
+    WebhookEvent::Ignored { reason }
+}
+
+fn str_at<'v>(value: &'v Value, path: &[&str]) -> Option<&'v str> {
+    path.iter()
+        .try_fold(value, |node, key| node.get(key))
+        .and_then(Value::as_str)
+        .filter(|text| !text.is_empty())
+}
+
+fn required<'v>(value: &'v Value, path: &[&str]) -> Result<&'v str, String> {
+    str_at(value, path).ok_or_else(|| format!("missing `{}`", path.join(".")))
+}
+
+fn is_zero_commit(commit: &str) -> bool {
+    !commit.is_empty() && commit.bytes().all(|byte| byte == b'0')
+}
+
+/// A commit id as Git prints it: 40 (SHA-1) or 64 (SHA-256) hex digits, returned lower-case.
+fn commit_id(commit: &str) -> Result<String, String> {
+    if matches!(commit.len(), 40 | 64) && commit.bytes().all(|byte| byte.is_ascii_hexdigit()) {
+        Ok(commit.to_ascii_lowercase())
+    } else {
+        Err(format!("`{}` is not a commit id", truncate(commit)))
+    }
+}
+
+fn truncate(text: &str) -> &str {
+    match text.char_indices().nth(64) {
+        Some((end, _)) => &text[..end],
+        None => text,
+    }
+}
+
+fn urls(value: &Value, paths: &[&[&str]]) -> Vec<String> {
+    let mut urls: Vec<String> = Vec::new();
+    for path in paths {
+        if let Some(url) = str_at(value, path)
+            && !urls.iter().any(|seen| seen == url)
+        {
+            urls.push(url.to_owned());
+        }
+    }
+    urls
+}
+
+/// Classifies one ref update: tags and deletions are ignored, branches become pushes.
+fn classify(reference: &str, after: Option<&str>, deleted: bool) -> Result<RefUpdate, String> {
+    if let Some(tag) = reference.strip_prefix(TAG_PREFIX) {
+        return Ok(RefUpdate::Ignored(IgnoreReason::TagPush {
+            tag: tag.to_owned(),
+        }));
+    }
+    let Some(branch) = reference.strip_prefix(BRANCH_PREFIX) else {
+        return Ok(RefUpdate::Ignored(IgnoreReason::NotABranch {
+            reference: reference.to_owned(),
+        }));
+    };
+    if deleted || after.is_none_or(is_zero_commit) {
+        return Ok(RefUpdate::Ignored(IgnoreReason::BranchDeleted {
+            branch: branch.to_owned(),
+        }));
+    }
+    let commit = commit_id(after.unwrap_or_default())?;
+    Ok(RefUpdate::Branch {
+        branch: branch.to_owned(),
+        commit,
+    })
+}
+
+enum RefUpdate {
+    Branch { branch: String, commit: String },
+    Ignored(IgnoreReason),
+}
+
+fn before(value: Option<&str>) -> Option<String> {
+    value
+        .filter(|commit| !is_zero_commit(commit))
+        .map(str::to_ascii_lowercase)
+}
+
+/// GitHub's push, which Gitea and Forgejo copy: `ref`, `before`, `after`, `deleted`,
+/// `repository.{clone_url,ssh_url,html_url}`, `pusher`.
+fn github_push(value: &Value) -> Result<WebhookEvent, String> {
+    let reference = required(value, &["ref"])?;
+    let after = str_at(value, &["after"]);
+    let deleted = value
+        .get("deleted")
+        .and_then(Value::as_bool)
+        .unwrap_or(false);
+    match classify(reference, after, deleted)? {
+        RefUpdate::Ignored(reason) => Ok(ignored(reason)),
+        RefUpdate::Branch { branch, commit } => Ok(WebhookEvent::Push(Push {
+            branch,
+            commit,
+            before: before(str_at(value, &["before"])),
+            repo_urls: urls(
+                value,
+                &[
+                    &["repository", "clone_url"],
+                    &["repository", "ssh_url"],
+                    &["repository", "html_url"],
+                    &["repository", "git_url"],
+                ],
+            ),
+            repository: str_at(value, &["repository", "full_name"]).map(str::to_owned),
+            pusher: str_at(value, &["pusher", "name"])
+                .or_else(|| str_at(value, &["pusher", "login"]))
+                .or_else(|| str_at(value, &["pusher", "username"]))
+                .or_else(|| str_at(value, &["sender", "login"]))
+                .map(str::to_owned),
+        })),
+    }
+}
+
+/// GitLab's push and tag push hooks (project and system hooks): the body's `object_kind`
+/// decides, since system hooks all arrive as `System Hook`.
+fn gitlab(event: &str, value: &Value) -> Result<Vec<WebhookEvent>, String> {
+    let kind = str_at(value, &["object_kind"]).or_else(|| str_at(value, &["event_name"]));
+    match kind {
+        Some("push") => {}
+        Some("tag_push") => {
+            let reference = required(value, &["ref"])?;
+            let tag = reference.strip_prefix(TAG_PREFIX).unwrap_or(reference);
+            return Ok(vec![ignored(IgnoreReason::TagPush {
+                tag: tag.to_owned(),
+            })]);
+        }
+        Some(other) => return Ok(vec![ignored_event(other)]),
+        None => return Ok(vec![ignored_event(event)]),
+    }
+    let reference = required(value, &["ref"])?;
+    let after = str_at(value, &["after"]);
+    let event = match classify(reference, after, false)? {
+        RefUpdate::Ignored(reason) => ignored(reason),
+        RefUpdate::Branch { branch, commit } => WebhookEvent::Push(Push {
+            branch,
+            commit,
+            before: before(str_at(value, &["before"])),
+            repo_urls: urls(
+                value,
+                &[
+                    &["project", "git_http_url"],
+                    &["project", "git_ssh_url"],
+                    &["project", "web_url"],
+                    &["repository", "git_http_url"],
+                    &["repository", "git_ssh_url"],
+                    &["repository", "homepage"],
+                ],
+            ),
+            repository: str_at(value, &["project", "path_with_namespace"]).map(str::to_owned),
+            pusher: str_at(value, &["user_username"])
+                .or_else(|| str_at(value, &["user_name"]))
+                .map(str::to_owned),
+        }),
+    };
+    Ok(vec![event])
+}
+
+/// Bitbucket Cloud's `repo:push`: `push.changes[]`, each with `new` (absent when a ref was
+/// deleted) and `old`, typed `branch` or `tag`.
+fn bitbucket_cloud_push(value: &Value) -> Result<Vec<WebhookEvent>, String> {
+    let changes = value
+        .pointer("/push/changes")
+        .and_then(Value::as_array)
+        .ok_or_else(|| "missing `push.changes`".to_owned())?;
+    let repo_urls = urls(
+        value,
+        &[
+            &["repository", "links", "html", "href"],
+            &["repository", "links", "self", "href"],
+        ],
+    );
+    let repository = str_at(value, &["repository", "full_name"]).map(str::to_owned);
+    let pusher = str_at(value, &["actor", "nickname"])
+        .or_else(|| str_at(value, &["actor", "display_name"]))
+        .map(str::to_owned);
+    let mut events = Vec::with_capacity(changes.len());
+    for change in changes {
+        let new = change.get("new").filter(|new| !new.is_null());
+        let old = change.get("old").filter(|old| !old.is_null());
+        let Some(state) = new.or(old) else {
+            continue;
+        };
+        let name = required(state, &["name"])?;
+        let reference = match str_at(state, &["type"]) {
+            Some("tag") | Some("annotated_tag") => format!("{TAG_PREFIX}{name}"),
+            Some("branch") | Some("named_branch") | Some("bookmark") => {
+                format!("{BRANCH_PREFIX}{name}")
+            }
+            Some(other) => other.to_owned(),
+            None => return Err("missing `push.changes[].new.type`".to_owned()),
+        };
+        let after = new.and_then(|new| str_at(new, &["target", "hash"]));
+        let deleted = new.is_none()
+            || change
+                .get("closed")
+                .and_then(Value::as_bool)
+                .unwrap_or(false);
+        events.push(match classify(&reference, after, deleted)? {
+            RefUpdate::Ignored(reason) => ignored(reason),
+            RefUpdate::Branch { branch, commit } => WebhookEvent::Push(Push {
+                branch,
+                commit,
+                before: before(old.and_then(|old| str_at(old, &["target", "hash"]))),
+                repo_urls: repo_urls.clone(),
+                repository: repository.clone(),
+                pusher: pusher.clone(),
+            }),
+        });
+    }
+    if events.is_empty() {
+        events.push(ignored(IgnoreReason::NoChanges));
+    }
+    Ok(events)
+}
+
+/// Bitbucket Data Center's `repo:refs_changed`: `changes[]` with `ref.id`, `toHash` and
+/// `type` (`ADD`, `UPDATE`, `DELETE`).
+fn bitbucket_server_push(value: &Value) -> Result<Vec<WebhookEvent>, String> {
+    let changes = value
+        .get("changes")
+        .and_then(Value::as_array)
+        .ok_or_else(|| "missing `changes`".to_owned())?;
+    let mut repo_urls = Vec::new();
+    for link in ["clone", "self"] {
+        let hrefs = value
+            .pointer(&format!("/repository/links/{link}"))
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+            .filter_map(|entry| str_at(entry, &["href"]));
+        for href in hrefs {
+            if !repo_urls.iter().any(|seen: &String| seen == href) {
+                repo_urls.push(href.to_owned());
+            }
+        }
+    }
+    let repository = match (
+        str_at(value, &["repository", "project", "key"]),
+        str_at(value, &["repository", "slug"]),
+    ) {
+        (Some(project), Some(slug)) => Some(format!("{project}/{slug}")),
+        _ => None,
+    };
+    let pusher = str_at(value, &["actor", "name"]).map(str::to_owned);
+    let mut events = Vec::with_capacity(changes.len());
+    for change in changes {
+        let reference = str_at(change, &["ref", "id"])
+            .or_else(|| str_at(change, &["refId"]))
+            .ok_or_else(|| "missing `changes[].ref.id`".to_owned())?;
+        let deleted = str_at(change, &["type"]) == Some("DELETE");
+        let after = str_at(change, &["toHash"]);
+        events.push(match classify(reference, after, deleted)? {
+            RefUpdate::Ignored(reason) => ignored(reason),
+            RefUpdate::Branch { branch, commit } => WebhookEvent::Push(Push {
+                branch,
+                commit,
+                before: before(str_at(change, &["fromHash"])),
+                repo_urls: repo_urls.clone(),
+                repository: repository.clone(),
+                pusher: pusher.clone(),
+            }),
+        });
+    }
+    if events.is_empty() {
+        events.push(ignored(IgnoreReason::NoChanges));
+    }
+    Ok(events)
+}
