@@ -4,6 +4,7 @@ use crate::apply::ApplyError;
 use crate::config::ConfigError;
 use crate::crypto::CryptoError;
 use crate::git::GitError;
+use crate::queue::QueueError;
 use crate::store::StoreError;
 
 /// Every failure the core library reports to its callers.
@@ -19,6 +20,8 @@ pub enum Error {
     Store(#[from] StoreError),
     #[error(transparent)]
     Apply(#[from] ApplyError),
+    #[error(transparent)]
+    Queue(#[from] QueueError),
     /// Something this build cannot do yet, said plainly.
     #[error("{0}")]
     Unsupported(String),
@@ -38,6 +41,7 @@ impl Error {
             Error::Git(error) => error.is_retryable(),
             Error::Store(error) => error.is_retryable(),
             Error::Apply(error) => error.is_retryable(),
+            Error::Queue(error) => error.is_retryable(),
             Error::Unsupported(_) => false,
             Error::Internal(_) => true,
         }

@@ -16,6 +16,8 @@ pub mod message;
 pub mod metrics;
 pub mod model;
 pub mod plan;
+pub mod queue;
+pub mod services;
 pub mod store;
 pub mod telemetry;
 pub mod validate;
