@@ -30,14 +30,21 @@ fn load_here(files: &[SourceFile], limits: &Limits) -> Manifest {
         ));
         return manifest;
     }
+    let mut memo = schema::Memo::default();
     for (file, kind) in resource_files {
-        load_file(file, kind, limits, &mut manifest);
+        load_file(file, kind, limits, &mut memo, &mut manifest);
     }
     diagnostic::sort(&mut manifest.diagnostics);
     manifest
 }
 
-fn load_file(file: &SourceFile, kind: Kind, limits: &Limits, manifest: &mut Manifest) {
+fn load_file(
+    file: &SourceFile,
+    kind: Kind,
+    limits: &Limits,
+    memo: &mut schema::Memo,
+    manifest: &mut Manifest,
+) {
     let path = file.path.as_str();
     let bytes = match &file.content {
         FileContent::Bytes(bytes) => bytes,
@@ -102,9 +109,13 @@ fn load_file(file: &SourceFile, kind: Kind, limits: &Limits, manifest: &mut Mani
     let documents = match yaml::parse_documents(text, limits) {
         Ok(documents) => documents,
         Err(error) => {
-            return manifest
+            manifest
                 .diagnostics
                 .push(parse_diagnostic(path, &error, limits));
+            // Without a tree there are no fields, but a pasted token is still worth knowing
+            // about now: it may need rotating whatever happens to the file.
+            manifest.diagnostics.extend(scan_lines(path, text));
+            return;
         }
     };
     if documents.is_empty() {
@@ -119,15 +130,41 @@ fn load_file(file: &SourceFile, kind: Kind, limits: &Limits, manifest: &mut Mani
             document,
             mut diagnostics,
             strings,
-        } = schema::check_document(path, kind, root);
+        } = schema::check_document(path, kind, root, memo);
         match document {
             Some(document) => manifest.documents.push(document),
             // A broken document is not validated further, but a live token in it must not
             // wait for the other errors to be fixed before it is reported.
-            None => diagnostics.extend(crate::validate::scan_strings(&strings)),
+            // (`spec.value` of a credential is already refused as plaintext, E400.)
+            None => {
+                let strings: Vec<_> = strings
+                    .into_iter()
+                    .filter(|s| !(kind == Kind::Credential && s.field == "spec.value"))
+                    .collect();
+                diagnostics.extend(crate::validate::scan_strings(&strings));
+            }
         }
         manifest.diagnostics.extend(diagnostics);
     }
+}
+
+/// E401 for lines of an unparsable file that look like they hold a secret.
+fn scan_lines(path: &str, text: &str) -> Vec<Diagnostic> {
+    text.lines()
+        .enumerate()
+        .filter_map(|(i, line)| {
+            crate::validate::detect_secret(line).map(|what| {
+                let at = SourceLocation::new(path, u32::try_from(i + 1).unwrap_or(u32::MAX), 1);
+                Diagnostic::new(
+                    Code::E401,
+                    &at,
+                    format!(
+                        "this line holds what looks like {what}: store it as an encrypted credential (ritmo encrypt-credential) or a secret_ref"
+                    ),
+                )
+            })
+        })
+        .collect()
 }
 
 fn too_large(path: &str, size: u64, limit: u64) -> Diagnostic {
@@ -971,5 +1008,39 @@ mod tests {
                 .iter()
                 .all(|d| !d.message.contains(&token[4..]))
         );
+    }
+
+    #[test]
+    fn a_token_in_an_unparsable_file_is_still_reported_by_line() {
+        let token = format!("AKIA{}", "Z7Q4RTW2XK9PLM3B");
+        let text = format!("apiVersion: ritmo.dev/v1\nkind: [Job\nspec:\n  key: {token}\n");
+
+        let manifest = load_one("jobs/app.yaml", &text);
+
+        let codes: Vec<(u32, Code)> = manifest
+            .diagnostics
+            .iter()
+            .map(|d| (d.line, d.code))
+            .collect();
+        assert!(codes.contains(&(4, Code::E401)), "{codes:?}");
+        assert!(codes.iter().any(|(_, c)| *c == Code::E100));
+        assert!(
+            manifest
+                .diagnostics
+                .iter()
+                .all(|d| !d.message.contains(&token))
+        );
+    }
+
+    #[test]
+    fn a_plaintext_token_is_reported_once_as_plaintext() {
+        let token = format!("ghp_{}", "a8Kd93JfQ2mZx7Lp0WcR5tYb1NvE6hUg4sDq");
+
+        let manifest = load_one(
+            "credentials/cred.yaml",
+            &credential(&format!("  type: token\n  value: {token}\n")),
+        );
+
+        assert_eq!(found(&manifest), [(7, 3, Code::E400)]);
     }
 }

@@ -310,8 +310,8 @@ pub(crate) struct Checked {
 }
 
 /// Checks one document found in `path` (a file of `dir_kind`'s directory).
-pub(crate) fn check_document(path: &str, dir_kind: Kind, root: &Node) -> Checked {
-    let mut walk = Walk::new(path);
+pub(crate) fn check_document(path: &str, dir_kind: Kind, root: &Node, memo: &mut Memo) -> Checked {
+    let mut walk = Walk::new(path, memo);
     walk.scan(root, "");
 
     let NodeValue::Map(entries) = &root.value else {
@@ -547,6 +547,48 @@ static CRON: LazyLock<CronParser> = LazyLock::new(|| {
         .build()
 });
 
+/// Results of the costly checks (regex compilation, cron parsing) by input, for one load:
+/// a repository repeats the same few branch filters and schedules in many jobs.
+#[derive(Debug, Default)]
+pub(crate) struct Memo {
+    regex: HashMap<String, Option<String>>,
+    cron: HashMap<String, Option<String>>,
+}
+
+impl Memo {
+    /// Why `pattern` is not a valid regex, or `None` when it is.
+    fn regex_error(&mut self, pattern: &str) -> Option<String> {
+        if let Some(known) = self.regex.get(pattern) {
+            return known.clone();
+        }
+        let reason = compile_regex(pattern).err().map(|error| match error {
+            regex::Error::Syntax(text) => text
+                .lines()
+                .rev()
+                .find(|l| l.starts_with("error:"))
+                .map(|l| l.trim_start_matches("error:").trim().to_string())
+                .unwrap_or_else(|| "invalid syntax".to_string()),
+            regex::Error::CompiledTooBig(_) => "too large".to_string(),
+            _ => "invalid".to_string(),
+        });
+        self.regex.insert(pattern.to_string(), reason.clone());
+        reason
+    }
+
+    /// Why `schedule` is not a valid 5-field cron expression, or `None` when it is.
+    fn cron_error(&mut self, schedule: &str) -> Option<String> {
+        if let Some(known) = self.cron.get(schedule) {
+            return known.clone();
+        }
+        let reason = CRON
+            .parse(schedule)
+            .err()
+            .map(|error| lower_first(&error.to_string()));
+        self.cron.insert(schedule.to_string(), reason.clone());
+        reason
+    }
+}
+
 /// Compiles a user regex with a size cap, so a pathological pattern cannot eat memory.
 pub(crate) fn compile_regex(pattern: &str) -> Result<regex::Regex, regex::Error> {
     regex::RegexBuilder::new(pattern)
@@ -588,6 +630,7 @@ pub(crate) fn to_json(node: &Node) -> serde_json::Value {
 /// State of the walk over one document.
 struct Walk<'a> {
     path: &'a str,
+    memo: &'a mut Memo,
     /// `job `backend-service``, for messages.
     owner: String,
     resource: String,
@@ -599,9 +642,10 @@ struct Walk<'a> {
 }
 
 impl<'a> Walk<'a> {
-    fn new(path: &'a str) -> Self {
+    fn new(path: &'a str, memo: &'a mut Memo) -> Self {
         Self {
             path,
+            memo,
             owner: "this document".to_string(),
             resource: String::new(),
             diagnostics: Vec::new(),
@@ -839,15 +883,14 @@ impl<'a> Walk<'a> {
             },
             Ty::Cron => match &node.value {
                 NodeValue::String(s) => {
-                    if let Err(error) = CRON.parse(s) {
+                    if let Some(reason) = self.memo.cron_error(s) {
                         self.error(
                             Code::E208,
                             node.line,
                             node.column,
                             format!(
-                                "`{field}`: `{}` is not a valid cron expression (5 fields: minute hour day-of-month month day-of-week, e.g. `0 2 * * *`): {}",
-                                truncate(s, 60),
-                                lower_first(&error.to_string())
+                                "`{field}`: `{}` is not a valid cron expression (5 fields: minute hour day-of-month month day-of-week, e.g. `0 2 * * *`): {reason}",
+                                truncate(s, 60)
                             ),
                         );
                     }
@@ -856,17 +899,7 @@ impl<'a> Walk<'a> {
             },
             Ty::Regex => match &node.value {
                 NodeValue::String(s) => {
-                    if let Err(error) = compile_regex(s) {
-                        let reason = match error {
-                            regex::Error::Syntax(text) => text
-                                .lines()
-                                .rev()
-                                .find(|l| l.starts_with("error:"))
-                                .map(|l| l.trim_start_matches("error:").trim().to_string())
-                                .unwrap_or_else(|| "invalid syntax".to_string()),
-                            regex::Error::CompiledTooBig(_) => "too large".to_string(),
-                            _ => "invalid".to_string(),
-                        };
+                    if let Some(reason) = self.memo.regex_error(s) {
                         self.error(
                             Code::E209,
                             node.line,

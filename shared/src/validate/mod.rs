@@ -139,6 +139,9 @@ fn references(manifest: &Manifest, context: &ValidationContext, out: &mut Vec<Di
         .map(|d| d.path.as_str())
         .collect();
 
+    // Suggestions compare a dangling name with every name of its kind; cap the total work so
+    // a repository with thousands of dangling references still validates quickly.
+    let mut suggestion_budget: usize = 1_000_000;
     for document in &manifest.documents {
         let owner = &document.resource.id;
         for reference in &document.references {
@@ -159,6 +162,12 @@ fn references(manifest: &Manifest, context: &ValidationContext, out: &mut Vec<Di
             if target.kind == Kind::Plugin {
                 candidates.extend(context.builtin_plugins.iter().map(String::as_str));
             }
+            let hint = if candidates.len() <= suggestion_budget {
+                suggestion_budget -= candidates.len();
+                did_you_mean(&target.name, candidates)
+            } else {
+                String::new()
+            };
             let where_ = if target.kind == Kind::Plugin {
                 format!("in {dir}/ nor built in")
             } else {
@@ -174,7 +183,7 @@ fn references(manifest: &Manifest, context: &ValidationContext, out: &mut Vec<Di
                     target.kind.slug(),
                     target.name,
                     target.name,
-                    did_you_mean(&target.name, candidates)
+                    hint
                 ),
             ));
         }
