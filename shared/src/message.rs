@@ -460,6 +460,57 @@ mod tests {
         assert_eq!(request.group_id(), "0192f5a4-7b1e-7c3a-9d2e-5f6a7b8c9d0e");
     }
 
+    fn records(file: &str) -> Vec<serde_json::Value> {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../events")
+            .join(file);
+        let event: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+        event["Records"].as_array().unwrap().clone()
+    }
+
+    #[test]
+    fn the_sample_queue_events_carry_the_ids_these_messages_compute() {
+        let plans: Vec<_> = [
+            "planner-plan-request.json",
+            "planner-plan-request-batch.json",
+        ]
+        .iter()
+        .flat_map(|file| records(file))
+        .collect();
+        let applies = records("applier-apply-request.json");
+
+        for record in &plans {
+            let request = PlanRequest::from_json(record["body"].as_str().unwrap()).unwrap();
+            let attributes = &record["attributes"];
+            assert_eq!(attributes["MessageGroupId"], request.group_id());
+            assert_eq!(
+                attributes["MessageDeduplicationId"],
+                request.deduplication_id()
+            );
+        }
+        for record in &applies {
+            let request = ApplyRequest::from_json(record["body"].as_str().unwrap()).unwrap();
+            let attributes = &record["attributes"];
+            assert_eq!(attributes["MessageGroupId"], request.group_id());
+            assert_eq!(
+                attributes["MessageDeduplicationId"],
+                request.deduplication_id()
+            );
+        }
+        assert_eq!(plans.len(), 4);
+        assert_eq!(applies.len(), 1);
+    }
+
+    #[test]
+    fn the_sample_invalid_message_does_not_decode() {
+        let record = &records("planner-invalid-message.json")[0];
+
+        let result = PlanRequest::from_json(record["body"].as_str().unwrap());
+
+        assert!(result.is_err());
+    }
+
     #[test]
     fn an_apply_request_with_a_malformed_sync_id_is_refused() {
         let body = r#"{"sync_id":"not-a-uuid"}"#;
