@@ -38,7 +38,7 @@ tools:
 lint: tools
 	cargo fmt --all -- --check
 	cargo clippy --workspace --all-targets -- -D warnings
-	@if [ -f template.yaml ]; then .venv/bin/cfn-lint template.yaml; fi
+	scripts/lint-template.sh
 
 test: tools lint
 	@export DATABASE_URL="$$(scripts/ensure-postgres.sh)" || exit 2; \

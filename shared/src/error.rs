@@ -4,8 +4,10 @@ use crate::apply::ApplyError;
 use crate::config::ConfigError;
 use crate::crypto::CryptoError;
 use crate::git::GitError;
+use crate::message::MessageError;
 use crate::queue::QueueError;
 use crate::store::StoreError;
+use crate::webhook::WebhookError;
 
 /// Every failure the core library reports to its callers.
 #[derive(Debug, thiserror::Error)]
@@ -22,6 +24,10 @@ pub enum Error {
     Apply(#[from] ApplyError),
     #[error(transparent)]
     Queue(#[from] QueueError),
+    #[error(transparent)]
+    Webhook(#[from] WebhookError),
+    #[error(transparent)]
+    Message(#[from] MessageError),
     /// Something this build cannot do yet, said plainly.
     #[error("{0}")]
     Unsupported(String),
@@ -42,6 +48,8 @@ impl Error {
             Error::Store(error) => error.is_retryable(),
             Error::Apply(error) => error.is_retryable(),
             Error::Queue(error) => error.is_retryable(),
+            Error::Webhook(error) => error.is_retryable(),
+            Error::Message(error) => error.is_retryable(),
             Error::Unsupported(_) => false,
             Error::Internal(_) => true,
         }
