@@ -41,9 +41,11 @@ lint: tools
 	scripts/lint-template.sh
 
 test: tools lint
-	@export DATABASE_URL="$$(scripts/ensure-postgres.sh)" || exit 2; \
+	@mkdir -p .dev; export DATABASE_URL="$$(scripts/ensure-postgres.sh)" || exit 2; \
 	  export MOTO_SERVER="$$PWD/.venv/bin/moto_server"; \
-	  cargo test --workspace --no-fail-fast
+	  set -o pipefail; cargo test --workspace --no-fail-fast 2>&1 | tee .dev/test.log; status=$$?; \
+	  awk '/^test result:/ { passed += $$4; failed += $$6 } END { printf "tests: %d passed, %d failed\n", passed, failed }' .dev/test.log; \
+	  exit $$status
 
 clean-dev:
 	rm -rf .dev

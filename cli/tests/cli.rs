@@ -345,3 +345,57 @@ fn a_credential_round_trips_through_encrypt_and_decrypt_via_stdin() {
     assert!(String::from_utf8_lossy(&wrong_name.stderr).contains("does not decrypt"));
     assert!(!String::from_utf8_lossy(&wrong_name.stderr).contains(secret));
 }
+
+/// Everything a sync may write, as text, to compare before and after.
+async fn database_state(db: &TestDb) -> String {
+    let client = db.client().await;
+    let mut state = String::new();
+    for query in [
+        "select kind || '/' || name || ' ' || spec_hash || ' ' || spec::text || ' ' || labels::text from resources order by kind, name",
+        "select target || ' ' || kind || '/' || name || ' ' || spec_hash from inventory order by 1",
+        "select name || ' ' || generation || ' ' || coalesce(last_applied_commit, '-') from targets order by name",
+        "select count(*)::text from revisions",
+    ] {
+        for row in client.query(query, &[]).await.unwrap() {
+            state.push_str(&row.get::<_, String>(0));
+            state.push('\n');
+        }
+    }
+    state
+}
+
+#[tokio::test]
+async fn a_repository_with_errors_changes_nothing_in_the_database() {
+    let db = TestDb::new().await;
+    let repo = repo_from(&example_dir());
+    let repo_path = path_str(repo.path());
+    ritmo(&["gitops", "sync", "--repo-path", repo_path], Some(&db.url));
+    let before = database_state(&db).await;
+    std::fs::remove_file(repo.path().join("webhooks/gitlab-frontend.yaml")).unwrap();
+    let job = repo.path().join("jobs/backend-service.yaml");
+    let text = std::fs::read_to_string(&job).unwrap();
+    std::fs::write(
+        &job,
+        text.replace("credentials: github-pat", "credentials: no-such-credential"),
+    )
+    .unwrap();
+    commit_all(repo.path(), "a dangling reference and a removal");
+
+    let output = ritmo(
+        &["gitops", "sync", "--repo-path", repo_path, "-o", "json"],
+        Some(&db.url),
+    );
+
+    assert_eq!(output.status.code(), Some(1));
+    let value = json(&output);
+    assert_eq!(value["status"], "failed");
+    assert!(
+        value["diagnostics"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|d| d["code"] == "E300"),
+        "{value}"
+    );
+    assert_eq!(database_state(&db).await, before);
+}
