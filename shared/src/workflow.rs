@@ -153,7 +153,12 @@ pub async fn check(
         },
     ));
     for document in &loaded.documents {
-        for field in &document.ciphertexts {
+        // Malformed values are already reported by `validate`; only well-formed ones are tried.
+        for field in document
+            .ciphertexts
+            .iter()
+            .filter(|field| validate::is_well_formed_ciphertext(&field.value))
+        {
             diagnostics.extend(verify_ciphertext(keys, field).await);
         }
     }
@@ -188,18 +193,12 @@ async fn verify_ciphertext(
             Code::E403,
             &field.at,
             format!(
-                "cannot check `encrypted_value` of credential `{}`: {error}",
-                field.credential
+                "{error}: set RITMO_MASTER_ENCRYPTION_KEY (or the KMS key) so validation can prove \
+                 the value decrypts"
             ),
         )),
-        Err(error) => Some(Diagnostic::new(
-            Code::E402,
-            &field.at,
-            format!(
-                "`encrypted_value` of credential `{}` {error}",
-                field.credential
-            ),
-        )),
+        // The crypto errors name the credential and never carry key material or plaintext.
+        Err(error) => Some(Diagnostic::new(Code::E402, &field.at, error.to_string())),
     }
 }
 
