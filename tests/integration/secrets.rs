@@ -163,9 +163,9 @@ async fn secret_refs_are_warned_about_not_failed_when_aws_cannot_answer() {
     assert_eq!(checked.diagnostics.len(), 1);
     assert_eq!(checked.diagnostics[0].code, Code::W103);
     assert!(
-        checked.diagnostics[0]
-            .message
-            .starts_with("could not check `secret_ref` of credential `a` (secret `prod/ritmo/a`): ")
+        checked.diagnostics[0].message.starts_with(
+            "could not check `secret_ref` of credential `a` (secret `prod/ritmo/a`): "
+        )
     );
 }
 
@@ -241,7 +241,13 @@ async fn database_credentials_come_from_an_rds_style_secret() {
     let moto = Moto::start();
     let db = TestDb::new().await;
     let role = Role::create(&db).await;
-    create_secret(&moto, "us-east-1", "rds!db-ritmo", &rds_secret(&role.name, &db)).await;
+    create_secret(
+        &moto,
+        "us-east-1",
+        "rds!db-ritmo",
+        &rds_secret(&role.name, &db),
+    )
+    .await;
     let secrets = SecretsManager::new(moto.secrets_manager().await);
     let settings = DatabaseSettings {
         secret_id: Some("rds!db-ritmo".into()),
@@ -249,7 +255,9 @@ async fn database_credentials_come_from_an_rds_style_secret() {
         ..DatabaseSettings::default()
     };
 
-    let store = Store::connect_with(&settings, Some(&secrets)).await.unwrap();
+    let store = Store::connect_with(&settings, Some(&secrets))
+        .await
+        .unwrap();
     let targets = store.targets().await.unwrap();
 
     assert!(targets.is_empty());
@@ -275,7 +283,9 @@ async fn host_settings_take_only_the_credentials_from_a_master_user_secret() {
         ..DatabaseSettings::default()
     };
 
-    let store = Store::connect_with(&settings, Some(&secrets)).await.unwrap();
+    let store = Store::connect_with(&settings, Some(&secrets))
+        .await
+        .unwrap();
 
     assert_eq!(ritmo_sessions(&db).await, [(role.name.clone(), true)]);
     drop(store);
@@ -295,7 +305,9 @@ async fn a_rotated_secret_is_read_again_after_the_database_refuses_the_cached_on
         sslmode: Some(SslMode::Disable),
         ..DatabaseSettings::default()
     };
-    let refused = Store::connect_with(&settings, Some(&secrets)).await.unwrap_err();
+    let refused = Store::connect_with(&settings, Some(&secrets))
+        .await
+        .unwrap_err();
     // Rotation: the secret now names a role that exists; the container still caches the old.
     moto.secrets_manager()
         .await
@@ -306,10 +318,15 @@ async fn a_rotated_secret_is_read_again_after_the_database_refuses_the_cached_on
         .await
         .unwrap();
 
-    let store = Store::connect_with(&settings, Some(&secrets)).await.unwrap();
+    let store = Store::connect_with(&settings, Some(&secrets))
+        .await
+        .unwrap();
 
     assert!(is_auth_failure(&refused), "{refused:?}");
-    let message = format!("{refused} {refused:?} {:?}", std::error::Error::source(&refused));
+    let message = format!(
+        "{refused} {refused:?} {:?}",
+        std::error::Error::source(&refused)
+    );
     assert!(message.contains(&before), "{message}");
     assert!(!message.contains(DB_PASSWORD), "{message}");
     assert_eq!(ritmo_sessions(&db).await, [(role.name.clone(), false)]);
@@ -322,7 +339,11 @@ async fn a_rotated_secret_is_read_again_after_the_database_refuses_the_cached_on
 async fn server_certificate() -> Option<std::path::PathBuf> {
     let admin = admin().await;
     let ssl: String = admin.query_one("SHOW ssl", &[]).await.ok()?.get(0);
-    let file: String = admin.query_one("SHOW ssl_cert_file", &[]).await.ok()?.get(0);
+    let file: String = admin
+        .query_one("SHOW ssl_cert_file", &[])
+        .await
+        .ok()?
+        .get(0);
     let path = std::path::PathBuf::from(file);
     (ssl == "on" && std::fs::read(&path).is_ok()).then_some(path)
 }
@@ -343,18 +364,32 @@ async fn tls_modes_check_the_chain_and_the_host_name_as_libpq_does() {
     generate_unrelated_ca(&unrelated_ca);
 
     let required = Store::connect_with(&with("127.0.0.1", SslMode::Require, None), None).await;
-    let full_by_name =
-        Store::connect_with(&with("localhost", SslMode::VerifyFull, Some(&certificate)), None).await;
-    let ca_by_address =
-        Store::connect_with(&with("127.0.0.1", SslMode::VerifyCa, Some(&certificate)), None).await;
-    let full_by_address =
-        Store::connect_with(&with("127.0.0.1", SslMode::VerifyFull, Some(&certificate)), None)
-            .await;
-    let wrong_ca =
-        Store::connect_with(&with("localhost", SslMode::VerifyFull, Some(&unrelated_ca)), None)
-            .await;
+    let full_by_name = Store::connect_with(
+        &with("localhost", SslMode::VerifyFull, Some(&certificate)),
+        None,
+    )
+    .await;
+    let ca_by_address = Store::connect_with(
+        &with("127.0.0.1", SslMode::VerifyCa, Some(&certificate)),
+        None,
+    )
+    .await;
+    let full_by_address = Store::connect_with(
+        &with("127.0.0.1", SslMode::VerifyFull, Some(&certificate)),
+        None,
+    )
+    .await;
+    let wrong_ca = Store::connect_with(
+        &with("localhost", SslMode::VerifyFull, Some(&unrelated_ca)),
+        None,
+    )
+    .await;
     let missing_ca = Store::connect_with(
-        &with("localhost", SslMode::VerifyFull, Some(std::path::Path::new("/nonexistent/ca.pem"))),
+        &with(
+            "localhost",
+            SslMode::VerifyFull,
+            Some(std::path::Path::new("/nonexistent/ca.pem")),
+        ),
         None,
     )
     .await;
@@ -390,7 +425,17 @@ fn chain(error: &StoreError) -> String {
 fn generate_unrelated_ca(path: &std::path::Path) {
     let key = path.with_extension("key");
     let status = std::process::Command::new("openssl")
-        .args(["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=unrelated"])
+        .args([
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-days",
+            "1",
+            "-subj",
+            "/CN=unrelated",
+        ])
         .arg("-keyout")
         .arg(&key)
         .arg("-out")
