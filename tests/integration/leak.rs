@@ -250,33 +250,34 @@ async fn no_planted_secret_reaches_output_logs_errors_or_the_database() {
     repo.commit("credentials");
     let dir = repo.path().to_str().unwrap().to_owned();
     let mut texts: Vec<(String, String)> = Vec::new();
-    let mut runs = Vec::new();
 
     // Happy paths.
-    runs.push(ritmo(
-        "validate",
-        &["gitops", "validate", "--repo-path", &dir],
-        MASTER_KEY,
-        &database_url,
-    ));
-    runs.push(ritmo(
-        "plan",
-        &["gitops", "plan", "--repo-path", &dir],
-        MASTER_KEY,
-        &database_url,
-    ));
-    runs.push(ritmo(
-        "sync",
-        &["gitops", "sync", "--repo-path", &dir],
-        MASTER_KEY,
-        &database_url,
-    ));
-    runs.push(ritmo(
-        "status",
-        &["gitops", "status", "-o", "json"],
-        MASTER_KEY,
-        &database_url,
-    ));
+    let mut runs = vec![
+        ritmo(
+            "validate",
+            &["gitops", "validate", "--repo-path", &dir],
+            MASTER_KEY,
+            &database_url,
+        ),
+        ritmo(
+            "plan",
+            &["gitops", "plan", "--repo-path", &dir],
+            MASTER_KEY,
+            &database_url,
+        ),
+        ritmo(
+            "sync",
+            &["gitops", "sync", "--repo-path", &dir],
+            MASTER_KEY,
+            &database_url,
+        ),
+        ritmo(
+            "status",
+            &["gitops", "status", "-o", "json"],
+            MASTER_KEY,
+            &database_url,
+        ),
+    ];
     // Failing cases.
     runs.push(ritmo(
         "wrong key",
