@@ -309,7 +309,7 @@ mod tests {
         let text = "a: 1\n  encrypted_value: \"AES256:abc\"\n  b: AES256:xyz\n";
 
         assert_eq!(locate(text, 2, 20, "AES256:abc"), Some(25));
-        assert_eq!(locate(text, 3, 6, "AES256:xyz"), Some(43));
+        assert_eq!(locate(text, 3, 6, "AES256:xyz"), Some(42));
         assert_eq!(locate(text, 3, 6, "AES256:abc"), None);
         assert_eq!(locate(text, 9, 1, "AES256:abc"), None);
     }
