@@ -55,6 +55,28 @@ pub enum Command {
         after_help = "Example:\n  ritmo decrypt-credential --name github-pat --value=\"AES256:...\""
     )]
     DecryptCredential(CredentialArgs),
+
+    /// Re-encrypt every `AES256:` credential value to the newest master key, in place
+    #[command(
+        after_help = "Add the new key last in the keyring, then:\n  RITMO_MASTER_ENCRYPTION_KEY=\"old:$OLD,new:$NEW\" ritmo rotate-credentials --repo-path ./ritmo-config\n  git diff && git commit -am 'rotate credentials to key new'\n\nOnly the rotated values change in the files; commit them yourself. Values not bound to their\ncredential's name are bound on the way. Exit 1 when a value could not be rotated."
+    )]
+    RotateCredentials(RotateArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct RotateArgs {
+    /// The config repository's working tree (files are edited in place)
+    #[arg(long, value_name = "DIR")]
+    pub repo_path: PathBuf,
+    /// Directory inside the repository holding credentials/
+    #[arg(long, value_name = "PATH", default_value = "/")]
+    pub path: String,
+    /// Only this credential
+    #[arg(long)]
+    pub name: Option<String>,
+    /// Show what would change, write nothing
+    #[arg(long)]
+    pub dry_run: bool,
 }
 
 #[derive(Debug, Subcommand)]

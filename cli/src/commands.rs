@@ -10,6 +10,7 @@ use ritmo::crypto::CredentialKeys;
 use ritmo::git::RepoLocation;
 use ritmo::manifest::Limits;
 use ritmo::model::Kind;
+use ritmo::secret_refs::SecretRefChecker;
 use ritmo::store::{RunStatus, Store, Trigger};
 use ritmo::workflow::{self, SourceSpec, SyncRequest};
 use secrecy::ExposeSecret;
@@ -17,7 +18,7 @@ use serde_json::json;
 
 use crate::args::{
     Cli, Command, CredentialArgs, DatabaseArgs, ExportArgs, GetArgs, Gitops, HistoryArgs, Output,
-    PlanArgs, SourceArgs, SyncArgs,
+    PlanArgs, RotateArgs, SourceArgs, SyncArgs,
 };
 use crate::render::{self, Style};
 
@@ -42,6 +43,7 @@ pub async fn run(cli: Cli) -> Result<ExitCode> {
         Command::Get(args) => get(&ctx, &args).await?,
         Command::EncryptCredential(args) => encrypt_credential(&ctx, &args).await?,
         Command::DecryptCredential(args) => decrypt_credential(&ctx, &args).await?,
+        Command::RotateCredentials(args) => rotate_credentials(&ctx, &args).await?,
     };
     Ok(ExitCode::from(code))
 }
@@ -124,6 +126,10 @@ impl Session {
         Ok(workflow::credential_keys(&self.settings).await?)
     }
 
+    async fn refs(&self) -> SecretRefChecker {
+        SecretRefChecker::from_settings(&self.settings).await
+    }
+
     fn out(&self) -> std::io::StdoutLock<'static> {
         std::io::stdout().lock()
     }
@@ -138,6 +144,7 @@ async fn validate(ctx: &Session, args: &SourceArgs) -> Result<u8> {
         snapshot,
         &ctx.settings.builtin_plugins,
         &ctx.keys().await?,
+        &ctx.refs().await,
         &limits,
     )
     .await;
@@ -179,6 +186,7 @@ async fn plan(ctx: &Session, args: &PlanArgs) -> Result<u8> {
         snapshot,
         &ctx.settings.builtin_plugins,
         &ctx.keys().await?,
+        &ctx.refs().await,
         &limits,
     )
     .await;
@@ -239,6 +247,7 @@ async fn sync(ctx: &Session, args: &SyncArgs) -> Result<u8> {
         &target,
         &source,
         &ctx.keys().await?,
+        &ctx.refs().await,
         &ctx.settings.builtin_plugins,
         &request,
     )
@@ -528,4 +537,121 @@ async fn decrypt_credential(ctx: &Session, args: &CredentialArgs) -> Result<u8> 
         writeln!(out)?;
     }
     Ok(OK)
+}
+
+// --- secrets: `ritmo rotate-credentials` ---
+
+async fn rotate_credentials(ctx: &Session, args: &RotateArgs) -> Result<u8> {
+    let keys = ctx.keys().await?;
+    let keyring = keys.master.as_ref().ok_or_else(|| {
+        anyhow!(
+            "no master key: set RITMO_MASTER_ENCRYPTION_KEY (old keys first, the new one last) \
+             or RITMO_MASTER_KEY_SECRET_ARN"
+        )
+    })?;
+    let limits = Limits::default();
+    let snapshot = ritmo::git::read_worktree(&args.repo_path, &args.path, &limits)?;
+    let root = args
+        .repo_path
+        .join(ritmo::config::normalise_path(&args.path).trim_start_matches('/'));
+    let mut rotations = Vec::new();
+    for file in &snapshot.files {
+        let ritmo::manifest::FileContent::Bytes(bytes) = &file.content else {
+            continue;
+        };
+        let Ok(text) = std::str::from_utf8(bytes) else {
+            continue;
+        };
+        if !text.contains(ritmo::crypto::AES256_PREFIX) {
+            continue;
+        }
+        let rotation = ritmo::rotate::rotate_text(&file.path, text, keyring, args.name.as_deref());
+        if rotation.changed() && !args.dry_run {
+            let path = root.join(&file.path);
+            write_in_place(&path, &rotation.text)
+                .with_context(|| format!("cannot write `{}`", path.display()))?;
+        }
+        rotations.push(rotation);
+    }
+    let refused: Vec<_> = rotations
+        .iter()
+        .flat_map(|r| r.refused.iter())
+        .cloned()
+        .collect();
+    let changed: Vec<_> = rotations.iter().filter(|r| r.changed()).collect();
+    let rotated: usize = changed.iter().map(|r| r.rotated.len()).sum();
+    let current: usize = rotations.iter().map(|r| r.current).sum();
+    let mut out = ctx.out();
+    match ctx.output {
+        Output::Json => render::json_line(
+            &mut out,
+            &json!({
+                "key": keyring.current_id(),
+                "dry_run": args.dry_run,
+                "files": changed.iter().map(|r| json!({
+                    "path": r.path,
+                    "credentials": r.rotated.iter().map(|v| json!({
+                        "name": v.credential, "line": v.line, "from_key": v.from_key, "was_bound": v.was_bound,
+                    })).collect::<Vec<_>>(),
+                })).collect::<Vec<_>>(),
+                "rotated": rotated,
+                "already_current": current,
+                "diagnostics": refused,
+            }),
+        )?,
+        Output::Text => {
+            render::diagnostics_text(&mut out, ctx.style, &refused)?;
+            for rotation in &changed {
+                let names: Vec<&str> = rotation
+                    .rotated
+                    .iter()
+                    .map(|v| v.credential.as_str())
+                    .collect();
+                writeln!(
+                    out,
+                    "{} {} ({})",
+                    if args.dry_run {
+                        "would change"
+                    } else {
+                        "changed"
+                    },
+                    rotation.path,
+                    names.join(", ")
+                )?;
+            }
+            writeln!(
+                out,
+                "{rotated} value(s) {} key `{}`, {current} already current, {} not rotated.{}",
+                if args.dry_run {
+                    "would move to"
+                } else {
+                    "moved to"
+                },
+                keyring.current_id(),
+                refused.len(),
+                if rotated > 0 && !args.dry_run {
+                    " Review with `git diff` and commit."
+                } else {
+                    ""
+                }
+            )?;
+        }
+    }
+    Ok(if refused.is_empty() { OK } else { CONFIG_WRONG })
+}
+
+/// Replaces `path` by `text` through a temporary file in the same directory, so a crash never
+/// leaves half a file; the file's permissions are kept.
+fn write_in_place(path: &std::path::Path, text: &str) -> Result<()> {
+    let dir = path.parent().unwrap_or(std::path::Path::new("."));
+    let permissions = std::fs::metadata(path)?.permissions();
+    let file_name = path
+        .file_name()
+        .and_then(|n| n.to_str())
+        .unwrap_or("credential");
+    let temporary = dir.join(format!(".{file_name}.ritmo-rotate"));
+    std::fs::write(&temporary, text)?;
+    std::fs::set_permissions(&temporary, permissions)?;
+    std::fs::rename(&temporary, path)?;
+    Ok(())
 }

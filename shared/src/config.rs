@@ -102,6 +102,26 @@ pub struct Settings {
     pub kms_key_id: Option<String>,
     /// Where remote repositories are cached (`/tmp` survives warm Lambda invocations).
     pub cache_dir: PathBuf,
+
+    // --- secrets: database credentials, TLS and secret_ref checks (see `store::connect`,
+    // `secret_refs`) ---
+    /// `DATABASE_SECRET_ARN`: the Secrets Manager secret with the database credentials.
+    pub database_secret_id: Option<String>,
+    /// `DATABASE_HOST`, `DATABASE_PORT`, `DATABASE_NAME`, `DATABASE_USER`: override the URL
+    /// and the secret.
+    pub database_host: Option<String>,
+    pub database_port: Option<u16>,
+    pub database_name: Option<String>,
+    pub database_user: Option<String>,
+    /// `DATABASE_CA_FILE`: PEM bundle of the CAs to trust (RDS CAs are not public roots).
+    pub database_ca_file: Option<PathBuf>,
+    /// `DATABASE_SSLMODE`: beats the URL's `sslmode`.
+    pub database_sslmode: Option<crate::store::SslMode>,
+    /// Running in AWS Lambda (`AWS_LAMBDA_FUNCTION_NAME` is set).
+    pub in_lambda: bool,
+    /// Check `aws_secrets_manager` secret_refs at plan time: `RITMO_CHECK_SECRET_REFS`, else
+    /// on when AWS looks configured (`AWS_REGION`, `AWS_DEFAULT_REGION` or `AWS_ENDPOINT_URL`).
+    pub check_secret_refs: bool,
 }
 
 impl Settings {
@@ -230,6 +250,13 @@ struct EncryptionSection {
 #[serde(deny_unknown_fields)]
 struct DatabaseSection {
     url: Option<String>,
+    secret: Option<String>,
+    host: Option<String>,
+    port: Option<u16>,
+    name: Option<String>,
+    user: Option<String>,
+    ca_file: Option<PathBuf>,
+    sslmode: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -352,6 +379,34 @@ fn from_bootstrap(
 
     let webhook = gitops.webhook;
     let encryption = gitops.encryption;
+    let database = bootstrap.database;
+    let database_port = match var("DATABASE_PORT") {
+        Some(value) => Some(
+            value
+                .trim()
+                .parse()
+                .map_err(|_| ConfigError::InvalidVariable {
+                    variable: "DATABASE_PORT".into(),
+                    expected: "a port number",
+                    value: value.clone(),
+                })?,
+        ),
+        None => database.port,
+    };
+    let database_sslmode = match var("DATABASE_SSLMODE").or(database.sslmode) {
+        Some(value) => Some(value.parse().map_err(|_| ConfigError::InvalidVariable {
+            variable: "DATABASE_SSLMODE".into(),
+            expected: "disable, prefer, require, verify-ca or verify-full",
+            value: value.clone(),
+        })?),
+        None => None,
+    };
+    let check_secret_refs = match var("RITMO_CHECK_SECRET_REFS") {
+        Some(value) => parse_bool("RITMO_CHECK_SECRET_REFS", &value)?,
+        None => ["AWS_REGION", "AWS_DEFAULT_REGION", "AWS_ENDPOINT_URL"]
+            .iter()
+            .any(|name| var(name).is_some()),
+    };
     Ok(Settings {
         enabled: match var("RITMO_GITOPS_ENABLED") {
             Some(value) => parse_bool("RITMO_GITOPS_ENABLED", &value)?,
@@ -359,9 +414,18 @@ fn from_bootstrap(
         },
         targets,
         builtin_plugins: gitops.builtin_plugins.into_iter().collect(),
-        database_url: var("DATABASE_URL")
-            .or(bootstrap.database.url)
-            .map(SecretString::from),
+        database_url: var("DATABASE_URL").or(database.url).map(SecretString::from),
+        database_secret_id: var("DATABASE_SECRET_ARN").or(database.secret),
+        database_host: var("DATABASE_HOST").or(database.host),
+        database_port,
+        database_name: var("DATABASE_NAME").or(database.name),
+        database_user: var("DATABASE_USER").or(database.user),
+        database_ca_file: var("DATABASE_CA_FILE")
+            .map(PathBuf::from)
+            .or(database.ca_file),
+        database_sslmode,
+        in_lambda: var("AWS_LAMBDA_FUNCTION_NAME").is_some(),
+        check_secret_refs,
         webhook_secret: var("RITMO_GITOPS_WEBHOOK_SECRET")
             .or(webhook
                 .secret_token

@@ -17,6 +17,8 @@ pub mod metrics;
 pub mod model;
 pub mod plan;
 pub mod queue;
+pub mod rotate;
+pub mod secret_refs;
 pub mod services;
 pub mod store;
 pub mod telemetry;

@@ -14,6 +14,7 @@ use crate::git::{self, RepoLocation, Snapshot};
 use crate::manifest::{self, Limits};
 use crate::model::{DesiredResource, ResourceId, Revision};
 use crate::plan::{self, Plan, PlanBase};
+use crate::secret_refs::SecretRefChecker;
 use crate::store::{NewRun, NewTarget, RunStatus, Store, Trigger};
 use crate::validate::{self, ValidationContext};
 use crate::{Error, Result};
@@ -134,12 +135,14 @@ impl Checked {
     }
 }
 
-/// Parses, validates and proves every ciphertext decrypts. `known` answers for resources that
-/// exist outside this snapshot (empty for a full scan).
+/// Parses, validates, proves every ciphertext decrypts and checks `secret_ref`s with `refs`
+/// (see [`SecretRefChecker::from_settings`]). `known` answers for resources that exist outside
+/// this snapshot (empty for a full scan).
 pub async fn check(
     snapshot: Snapshot,
     builtin_plugins: &BTreeSet<String>,
     keys: &CredentialKeys,
+    refs: &SecretRefChecker,
     limits: &Limits,
 ) -> Checked {
     let loaded = manifest::load(&snapshot.files, limits);
@@ -162,6 +165,13 @@ pub async fn check(
             diagnostics.extend(verify_ciphertext(keys, field).await);
         }
     }
+    // --- secrets: secret_ref existence (DescribeSecret only) ---
+    let secret_refs: Vec<_> = loaded
+        .documents
+        .iter()
+        .flat_map(|document| document.secret_refs.iter().cloned())
+        .collect();
+    diagnostics.extend(refs.check(&secret_refs).await);
     diagnostic::sort(&mut diagnostics);
     Checked {
         revision: snapshot.revision,
@@ -234,13 +244,14 @@ pub async fn sync_target(
     target: &TargetSettings,
     source: &SourceSpec,
     keys: &CredentialKeys,
+    refs: &SecretRefChecker,
     builtin_plugins: &BTreeSet<String>,
     request: &SyncRequest,
 ) -> Result<SyncOutcome> {
     let limits = Limits::default();
     store.ensure_target(&target_config(target)).await?;
     let snapshot = read_source(source, limits).await?;
-    let checked = check(snapshot, builtin_plugins, keys, &limits).await;
+    let checked = check(snapshot, builtin_plugins, keys, refs, &limits).await;
 
     let run = NewRun {
         target: target.name.clone(),

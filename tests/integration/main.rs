@@ -3,3 +3,5 @@
 mod apply;
 mod crypto;
 mod git;
+mod leak;
+mod secrets;

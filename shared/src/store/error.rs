@@ -22,6 +22,9 @@ pub enum StoreError {
         #[source]
         source: tokio_postgres::Error,
     },
+    /// The connection settings are wrong or incomplete (see `store::connect`).
+    #[error(transparent)]
+    Settings(#[from] super::ConnectError),
     #[error("database migration failed")]
     Migrate(#[source] refinery::Error),
     #[error("database error while trying to {context}")]
@@ -48,6 +51,7 @@ impl StoreError {
             StoreError::Connect { source, .. } | StoreError::Query { source, .. } => {
                 is_retryable_pg(source)
             }
+            StoreError::Settings(error) => error.is_retryable(),
             StoreError::Migrate(_)
             | StoreError::InvalidUrl { .. }
             | StoreError::UnknownTarget(_)

@@ -2,21 +2,24 @@
 //! revisions, drift events and webhook deliveries.
 //!
 //! Applying a plan (the one multi-table write) lives in `crate::apply`; this module owns the
-//! connection and every other read and write. `Store::connect` is the only place that builds
-//! a database connection.
+//! connection and every other read and write. `Store::connect` / `Store::connect_with`
+//! (in `connect`) are the only places that build a database connection.
 
+mod connect;
 mod error;
 mod records;
 
 use std::collections::BTreeMap;
 use std::str::FromStr;
-use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use tokio_postgres::types::Json;
-use tokio_postgres::{Client, NoTls, Row};
+use tokio_postgres::{Client, Row};
 use uuid::Uuid;
 
+pub use connect::{
+    ConnectError, DatabaseSecret, DatabaseSettings, SslMode, is_auth_failure, with_refresh,
+};
 pub use error::{StoreError, is_retryable_pg, redact_url};
 pub use records::{
     DriftRecord, NewRun, NewTarget, RevisionAction, RevisionRecord, RunRecord, RunStatus,
@@ -56,37 +59,11 @@ const RUN_COLUMNS: &str = "id, target, trigger, actor, status, revision, git_com
      apply_ms, approved_by, approved_at";
 
 impl Store {
-    /// Connects to `database_url` (URL or key-value form) and applies pending migrations.
+    /// Connects to `database_url` (URL or key-value form; `sslmode` and `sslrootcert` as in
+    /// libpq, `prefer` by default) and applies pending migrations. See
+    /// [`Store::connect_with`] for secrets and TLS settings.
     pub async fn connect(database_url: &str) -> Result<Store, StoreError> {
-        let mut config: tokio_postgres::Config =
-            database_url
-                .parse()
-                .map_err(|source| StoreError::InvalidUrl {
-                    url: redact_url(database_url),
-                    source,
-                })?;
-        if config.get_application_name().is_none() {
-            config.application_name("ritmo");
-        }
-        if config.get_connect_timeout().is_none() {
-            config.connect_timeout(Duration::from_secs(10));
-        }
-        let (client, connection) =
-            config
-                .connect(NoTls)
-                .await
-                .map_err(|source| StoreError::Connect {
-                    url: redact_url(database_url),
-                    source,
-                })?;
-        tokio::spawn(async move {
-            if let Err(error) = connection.await {
-                tracing::warn!(%error, "database connection ended with an error");
-            }
-        });
-        let mut store = Store { client };
-        store.migrate().await?;
-        Ok(store)
+        Store::connect_with(&DatabaseSettings::from_url(database_url), None).await
     }
 
     async fn migrate(&mut self) -> Result<(), StoreError> {

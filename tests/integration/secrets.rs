@@ -1,0 +1,449 @@
+//! secrets scenarios: `secret_ref` existence checks against moto (per region), database
+//! credentials read from a moto secret and used against the real PostgreSQL, a rotated
+//! password picked up after an authentication failure, and TLS modes against the local
+//! server's certificate.
+
+use std::collections::BTreeSet;
+
+use aws_sdk_secretsmanager::config::Region;
+use ritmo::crypto::{CredentialKeys, SecretsManager};
+use ritmo::diagnostic::Code;
+use ritmo::git::Snapshot;
+use ritmo::manifest::{FileContent, Limits, SourceFile};
+use ritmo::model::Revision;
+use ritmo::secret_refs::SecretRefChecker;
+use ritmo::store::{DatabaseSettings, SslMode, Store, StoreError, is_auth_failure};
+use ritmo::workflow;
+use ritmo_tests::db::{TestDb, connect};
+use ritmo_tests::moto::Moto;
+
+const DB_PASSWORD: &str = "planted-db-password-5e1b7a";
+
+fn credential(name: &str, secret_ref: &str) -> String {
+    format!(
+        "apiVersion: ritmo.dev/v1\nkind: Credential\nmetadata:\n  name: {name}\nspec:\n  type: token\n  secret_ref:\n{secret_ref}"
+    )
+}
+
+fn snapshot(files: &[(&str, String)]) -> Snapshot {
+    Snapshot {
+        revision: Revision::Worktree,
+        files: files
+            .iter()
+            .map(|(path, text)| SourceFile {
+                path: (*path).to_owned(),
+                content: FileContent::Bytes(text.clone().into_bytes()),
+            })
+            .collect(),
+    }
+}
+
+async fn create_secret(moto: &Moto, region: &str, name: &str, value: &str) {
+    let config = aws_sdk_secretsmanager::config::Builder::from(&moto.sdk_config().await)
+        .region(Region::new(region.to_owned()))
+        .build();
+    aws_sdk_secretsmanager::Client::from_conf(config)
+        .create_secret()
+        .name(name)
+        .secret_string(value)
+        .send()
+        .await
+        .unwrap();
+}
+
+#[tokio::test]
+async fn secret_refs_to_existing_secrets_pass_and_missing_ones_fail_by_name() {
+    let moto = Moto::start();
+    create_secret(&moto, "us-east-1", "prod/ritmo/github-token", "ghp_x").await;
+    create_secret(&moto, "eu-west-1", "prod/ritmo/eu-only", "v").await;
+    let checker = SecretRefChecker::aws(SecretsManager::new(moto.secrets_manager().await));
+    let files = [
+        (
+            "credentials/present.yaml",
+            credential(
+                "github-token",
+                "    provider: aws_secrets_manager\n    key: prod/ritmo/github-token\n",
+            ),
+        ),
+        (
+            "credentials/missing.yaml",
+            credential(
+                "deploy-key",
+                "    provider: aws_secrets_manager\n    key: prod/ritmo/typo\n",
+            ),
+        ),
+        (
+            "credentials/eu.yaml",
+            credential(
+                "eu-token",
+                "    provider: aws_secrets_manager\n    key: prod/ritmo/eu-only\n    region: eu-west-1\n",
+            ),
+        ),
+        (
+            "credentials/eu-wrong-region.yaml",
+            credential(
+                "eu-token-default-region",
+                "    provider: aws_secrets_manager\n    key: prod/ritmo/eu-only\n",
+            ),
+        ),
+        (
+            "credentials/vault.yaml",
+            credential(
+                "vault-token",
+                "    provider: vault\n    path: secret/data/ritmo\n    key: token\n",
+            ),
+        ),
+    ];
+
+    let checked = workflow::check(
+        snapshot(&files),
+        &BTreeSet::new(),
+        &CredentialKeys::default(),
+        &checker,
+        &Limits::default(),
+    )
+    .await;
+
+    let rendered: Vec<String> = checked
+        .diagnostics
+        .iter()
+        .map(ToString::to_string)
+        .collect();
+    assert_eq!(rendered.len(), 3, "{rendered:#?}");
+    assert_eq!(
+        rendered[0],
+        "credentials/eu-wrong-region.yaml:7:3: error[E300]: `secret_ref` of credential \
+         `eu-token-default-region` names secret `prod/ritmo/eu-only`, which does not exist in \
+         AWS Secrets Manager (or is scheduled for deletion)"
+    );
+    assert_eq!(
+        rendered[1],
+        "credentials/missing.yaml:7:3: error[E300]: `secret_ref` of credential `deploy-key` \
+         names secret `prod/ritmo/typo`, which does not exist in AWS Secrets Manager (or is \
+         scheduled for deletion)"
+    );
+    assert!(rendered[2].starts_with("credentials/vault.yaml:7:3: warning[W103]: "));
+    assert!(checked.has_errors());
+    assert!(!rendered.iter().any(|line| line.contains("ghp_x")));
+}
+
+#[tokio::test]
+async fn secret_refs_are_warned_about_not_failed_when_aws_cannot_answer() {
+    // Nothing listens on this port: the plan must still work offline.
+    let config = aws_sdk_secretsmanager::Config::builder()
+        .behavior_version_latest()
+        .region(Region::new("us-east-1"))
+        .endpoint_url("http://127.0.0.1:9")
+        .credentials_provider(aws_sdk_secretsmanager::config::Credentials::new(
+            "testing", "testing", None, None, "test",
+        ))
+        .retry_config(aws_sdk_secretsmanager::config::retry::RetryConfig::disabled())
+        .build();
+    let checker = SecretRefChecker::aws(SecretsManager::new(
+        aws_sdk_secretsmanager::Client::from_conf(config),
+    ));
+    let files = [(
+        "credentials/a.yaml",
+        credential(
+            "a",
+            "    provider: aws_secrets_manager\n    key: prod/ritmo/a\n",
+        ),
+    )];
+
+    let checked = workflow::check(
+        snapshot(&files),
+        &BTreeSet::new(),
+        &CredentialKeys::default(),
+        &checker,
+        &Limits::default(),
+    )
+    .await;
+
+    assert!(!checked.has_errors(), "{:#?}", checked.diagnostics);
+    assert_eq!(checked.diagnostics.len(), 1);
+    assert_eq!(checked.diagnostics[0].code, Code::W103);
+    assert!(
+        checked.diagnostics[0].message.starts_with(
+            "could not check `secret_ref` of credential `a` (secret `prod/ritmo/a`): "
+        )
+    );
+}
+
+/// A login role with a password, owning the test database (so it can run the migrations).
+/// Dropped by [`Role::drop_after`]; trust auth ignores the password, so these tests prove the
+/// user and database come from the secret, not that the password is checked.
+struct Role {
+    name: String,
+}
+
+impl Role {
+    async fn create(db: &TestDb) -> Role {
+        let name = format!("{}_app", db.name);
+        let admin = admin().await;
+        admin
+            .batch_execute(&format!(
+                "CREATE ROLE \"{name}\" LOGIN PASSWORD '{DB_PASSWORD}';
+                 ALTER DATABASE \"{}\" OWNER TO \"{name}\";",
+                db.name
+            ))
+            .await
+            .unwrap();
+        Role { name }
+    }
+
+    async fn drop_after(self, db: TestDb) {
+        drop(db);
+        admin()
+            .await
+            .batch_execute(&format!("DROP ROLE IF EXISTS \"{}\"", self.name))
+            .await
+            .unwrap();
+    }
+}
+
+async fn admin() -> tokio_postgres::Client {
+    let url = std::env::var("DATABASE_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into());
+    connect(&url).await.unwrap()
+}
+
+/// Who the `ritmo` connections to `db` logged in as, and whether they use TLS.
+async fn ritmo_sessions(db: &TestDb) -> Vec<(String, bool)> {
+    admin()
+        .await
+        .query(
+            "SELECT a.usename::text, coalesce(s.ssl, false) FROM pg_stat_activity a
+               LEFT JOIN pg_stat_ssl s ON s.pid = a.pid
+              WHERE a.datname = $1 AND a.application_name = 'ritmo'",
+            &[&db.name],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|row| (row.get(0), row.get(1)))
+        .collect()
+}
+
+fn rds_secret(user: &str, db: &TestDb) -> String {
+    serde_json::json!({
+        "username": user,
+        "password": DB_PASSWORD,
+        "engine": "postgres",
+        "host": "127.0.0.1",
+        "port": 5432,
+        "dbname": db.name,
+    })
+    .to_string()
+}
+
+#[tokio::test]
+async fn database_credentials_come_from_an_rds_style_secret() {
+    let moto = Moto::start();
+    let db = TestDb::new().await;
+    let role = Role::create(&db).await;
+    create_secret(
+        &moto,
+        "us-east-1",
+        "rds!db-ritmo",
+        &rds_secret(&role.name, &db),
+    )
+    .await;
+    let secrets = SecretsManager::new(moto.secrets_manager().await);
+    let settings = DatabaseSettings {
+        secret_id: Some("rds!db-ritmo".into()),
+        sslmode: Some(SslMode::Disable),
+        ..DatabaseSettings::default()
+    };
+
+    let store = Store::connect_with(&settings, Some(&secrets))
+        .await
+        .unwrap();
+    let targets = store.targets().await.unwrap();
+
+    assert!(targets.is_empty());
+    assert_eq!(ritmo_sessions(&db).await, [(role.name.clone(), false)]);
+    drop(store);
+    role.drop_after(db).await;
+}
+
+#[tokio::test]
+async fn host_settings_take_only_the_credentials_from_a_master_user_secret() {
+    let moto = Moto::start();
+    let db = TestDb::new().await;
+    let role = Role::create(&db).await;
+    let master_secret = serde_json::json!({"username": role.name, "password": DB_PASSWORD});
+    create_secret(&moto, "us-east-1", "rds-master", &master_secret.to_string()).await;
+    let secrets = SecretsManager::new(moto.secrets_manager().await);
+    let settings = DatabaseSettings {
+        secret_id: Some("rds-master".into()),
+        host: Some("127.0.0.1".into()),
+        port: Some(5432),
+        dbname: Some(db.name.clone()),
+        sslmode: Some(SslMode::Require),
+        ..DatabaseSettings::default()
+    };
+
+    let store = Store::connect_with(&settings, Some(&secrets))
+        .await
+        .unwrap();
+
+    assert_eq!(ritmo_sessions(&db).await, [(role.name.clone(), true)]);
+    drop(store);
+    role.drop_after(db).await;
+}
+
+#[tokio::test]
+async fn a_rotated_secret_is_read_again_after_the_database_refuses_the_cached_one() {
+    let moto = Moto::start();
+    let db = TestDb::new().await;
+    let role = Role::create(&db).await;
+    let before = format!("{}_retired", role.name);
+    create_secret(&moto, "us-east-1", "rds!db", &rds_secret(&before, &db)).await;
+    let secrets = SecretsManager::new(moto.secrets_manager().await);
+    let settings = DatabaseSettings {
+        secret_id: Some("rds!db".into()),
+        sslmode: Some(SslMode::Disable),
+        ..DatabaseSettings::default()
+    };
+    let refused = Store::connect_with(&settings, Some(&secrets))
+        .await
+        .unwrap_err();
+    // Rotation: the secret now names a role that exists; the container still caches the old.
+    moto.secrets_manager()
+        .await
+        .put_secret_value()
+        .secret_id("rds!db")
+        .secret_string(rds_secret(&role.name, &db))
+        .send()
+        .await
+        .unwrap();
+
+    let store = Store::connect_with(&settings, Some(&secrets))
+        .await
+        .unwrap();
+
+    assert!(is_auth_failure(&refused), "{refused:?}");
+    let message = format!(
+        "{refused} {refused:?} {:?}",
+        std::error::Error::source(&refused)
+    );
+    assert!(message.contains(&before), "{message}");
+    assert!(!message.contains(DB_PASSWORD), "{message}");
+    assert_eq!(ritmo_sessions(&db).await, [(role.name.clone(), false)]);
+    drop(store);
+    role.drop_after(db).await;
+}
+
+/// The local server's certificate (a self-signed `CN=localhost`), when TLS is on and its file
+/// is readable here.
+async fn server_certificate() -> Option<std::path::PathBuf> {
+    let admin = admin().await;
+    let ssl: String = admin.query_one("SHOW ssl", &[]).await.ok()?.get(0);
+    let file: String = admin
+        .query_one("SHOW ssl_cert_file", &[])
+        .await
+        .ok()?
+        .get(0);
+    let path = std::path::PathBuf::from(file);
+    (ssl == "on" && std::fs::read(&path).is_ok()).then_some(path)
+}
+
+#[tokio::test]
+async fn tls_modes_check_the_chain_and_the_host_name_as_libpq_does() {
+    let Some(certificate) = server_certificate().await else {
+        panic!("these tests need the local PostgreSQL with ssl = on and a readable ssl_cert_file");
+    };
+    let db = TestDb::new().await;
+    let with = |host: &str, mode: SslMode, ca: Option<&std::path::Path>| DatabaseSettings {
+        url: Some(format!("postgres://postgres@{host}:5432/{}", db.name).into()),
+        sslmode: Some(mode),
+        ca_file: ca.map(std::path::Path::to_path_buf),
+        ..DatabaseSettings::default()
+    };
+    let unrelated_ca = std::env::temp_dir().join(format!("{}-unrelated-ca.pem", db.name));
+    generate_unrelated_ca(&unrelated_ca);
+
+    let required = Store::connect_with(&with("127.0.0.1", SslMode::Require, None), None).await;
+    let full_by_name = Store::connect_with(
+        &with("localhost", SslMode::VerifyFull, Some(&certificate)),
+        None,
+    )
+    .await;
+    let ca_by_address = Store::connect_with(
+        &with("127.0.0.1", SslMode::VerifyCa, Some(&certificate)),
+        None,
+    )
+    .await;
+    let full_by_address = Store::connect_with(
+        &with("127.0.0.1", SslMode::VerifyFull, Some(&certificate)),
+        None,
+    )
+    .await;
+    let wrong_ca = Store::connect_with(
+        &with("localhost", SslMode::VerifyFull, Some(&unrelated_ca)),
+        None,
+    )
+    .await;
+    let missing_ca = Store::connect_with(
+        &with(
+            "localhost",
+            SslMode::VerifyFull,
+            Some(std::path::Path::new("/nonexistent/ca.pem")),
+        ),
+        None,
+    )
+    .await;
+
+    assert!(required.is_ok(), "{:?}", required.err());
+    assert!(full_by_name.is_ok(), "{:?}", full_by_name.err());
+    assert!(ca_by_address.is_ok(), "{:?}", ca_by_address.err());
+    let sessions = ritmo_sessions(&db).await;
+    assert_eq!(sessions.len(), 3);
+    assert!(sessions.iter().all(|(_, ssl)| *ssl), "{sessions:?}");
+    let name_error = chain(&full_by_address.err().unwrap());
+    assert!(name_error.contains("NotValidForName"), "{name_error}");
+    let issuer_error = chain(&wrong_ca.err().unwrap());
+    assert!(issuer_error.contains("UnknownIssuer"), "{issuer_error}");
+    assert_eq!(
+        missing_ca.err().unwrap().to_string(),
+        "cannot read the database CA bundle `/nonexistent/ca.pem`"
+    );
+    let _ = std::fs::remove_file(unrelated_ca);
+    drop((required, full_by_name, ca_by_address));
+}
+
+fn chain(error: &StoreError) -> String {
+    let mut text = error.to_string();
+    let mut source = std::error::Error::source(error);
+    while let Some(cause) = source {
+        text.push_str(&format!(": {cause} ({cause:?})"));
+        source = cause.source();
+    }
+    text
+}
+
+fn generate_unrelated_ca(path: &std::path::Path) {
+    let key = path.with_extension("key");
+    let status = std::process::Command::new("openssl")
+        .args([
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-days",
+            "1",
+            "-subj",
+            "/CN=unrelated",
+        ])
+        .arg("-keyout")
+        .arg(&key)
+        .arg("-out")
+        .arg(path)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .status()
+        .expect("openssl runs");
+    assert!(status.success());
+    let _ = std::fs::remove_file(key);
+}
