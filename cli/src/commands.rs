@@ -11,7 +11,7 @@ use ritmo::git::RepoLocation;
 use ritmo::manifest::Limits;
 use ritmo::model::Kind;
 use ritmo::secret_refs::SecretRefChecker;
-use ritmo::store::{RunStatus, Store, Trigger};
+use ritmo::store::{DatabaseSettings, RunStatus, Store, Trigger};
 use ritmo::workflow::{self, SourceSpec, SyncRequest};
 use secrecy::ExposeSecret;
 use serde_json::json;
@@ -109,19 +109,21 @@ impl Session {
     }
 
     async fn store(&self, args: &DatabaseArgs) -> Result<Store> {
-        let url = args
-            .database_url
-            .clone()
-            .or_else(|| {
-                self.settings
-                    .database_url
-                    .as_ref()
-                    .map(|s| s.expose_secret().to_string())
-            })
-            .ok_or_else(|| anyhow!("no database: set DATABASE_URL or pass --database-url"))?;
-        Ok(Store::connect(&url).await?)
+        let mut database = DatabaseSettings::from_settings(&self.settings);
+        if let Some(url) = &args.database_url {
+            database.url = Some(url.clone().into());
+        }
+        if database.url.is_none() && database.secret_id.is_none() && database.host.is_none() {
+            bail!("no database: set DATABASE_URL (or DATABASE_SECRET_ARN) or pass --database-url");
+        }
+        let secrets = match &database.secret_id {
+            Some(_) => Some(ritmo::crypto::secrets_manager().await),
+            None => None,
+        };
+        Ok(Store::connect_with(&database, secrets.as_ref()).await?)
     }
 
+    /// The keys that decrypt credential ciphertexts.
     async fn keys(&self) -> Result<CredentialKeys> {
         Ok(workflow::credential_keys(&self.settings).await?)
     }

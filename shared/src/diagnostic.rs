@@ -82,6 +82,8 @@ pub enum Code {
     E402,
     /// No key is configured to check an `encrypted_value`.
     E403,
+    /// A `secret_ref` names an AWS Secrets Manager secret that does not exist.
+    E404,
     // policy and ownership (E5xx)
     /// The plan would delete every managed resource.
     E500,
@@ -128,6 +130,7 @@ impl Code {
             Code::E401 => "E401",
             Code::E402 => "E402",
             Code::E403 => "E403",
+            Code::E404 => "E404",
             Code::E500 => "E500",
             Code::E501 => "E501",
             Code::W100 => "W100",

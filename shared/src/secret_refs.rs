@@ -219,7 +219,7 @@ fn diagnose(
         (Mode::Off(reason), _) => unchecked(reason),
         (Mode::Aws { .. }, Some(Existence::Exists)) => None,
         (Mode::Aws { .. }, Some(Existence::Missing)) => Some(Diagnostic::new(
-            Code::E300,
+            Code::E404,
             &reference.at,
             format!(
                 "`secret_ref` of credential `{credential}` names secret `{key}`{}, which does not exist in AWS Secrets Manager (or is scheduled for deletion)",
@@ -273,7 +273,7 @@ mod tests {
         assert_eq!(diagnostic.severity, Severity::Error);
         assert_eq!(
             diagnostic.to_string(),
-            "credentials/github.yaml:7:3: error[E300]: `secret_ref` of credential `github-token` \
+            "credentials/github.yaml:7:3: error[E404]: `secret_ref` of credential `github-token` \
              names secret `prod/ritmo/github-token` in `eu-west-1`, which does not exist in AWS \
              Secrets Manager (or is scheduled for deletion)"
         );

@@ -1,15 +1,15 @@
 //! What every function needs once per cold start: settings, a database connection, the queues,
 //! the credential keys and the metrics sink. Built once, shared behind an `Arc`.
 
-use secrecy::ExposeSecret;
 use tokio::sync::Mutex;
 
 use crate::config::Settings;
-use crate::crypto::CredentialKeys;
+use crate::crypto::{self, CredentialKeys};
 use crate::metrics::MetricsSink;
 use crate::queue::Queues;
-use crate::store::Store;
-use crate::{Error, Result, workflow};
+use crate::secret_refs::SecretRefChecker;
+use crate::store::{DatabaseSettings, Store};
+use crate::{Result, workflow};
 
 pub struct Services {
     pub settings: Settings,
@@ -18,27 +18,35 @@ pub struct Services {
     pub store: Mutex<Store>,
     pub queues: Queues,
     pub keys: CredentialKeys,
+    pub refs: SecretRefChecker,
     pub metrics: MetricsSink,
 }
 
 impl Services {
-    /// Connects to the database named by the settings and loads the credential keys.
+    /// Connects to the database the settings name (a URL, or an RDS secret with TLS) and loads
+    /// the credential keys and the `secret_ref` checker.
     pub async fn connect(
         settings: Settings,
         queues: Queues,
         metrics: MetricsSink,
     ) -> Result<Services> {
-        let url = settings
-            .database_url
-            .as_ref()
-            .ok_or_else(|| Error::Unsupported("no database configured: set DATABASE_URL".into()))?;
-        let store = Store::connect(url.expose_secret()).await?;
+        let secrets = match &settings.database_secret_id {
+            Some(_) => Some(crypto::secrets_manager().await),
+            None => None,
+        };
+        let store = Store::connect_with(
+            &DatabaseSettings::from_settings(&settings),
+            secrets.as_ref(),
+        )
+        .await?;
         let keys = workflow::credential_keys(&settings).await?;
+        let refs = SecretRefChecker::from_settings(&settings).await;
         Ok(Services {
             settings,
             store: Mutex::new(store),
             queues,
             keys,
+            refs,
             metrics,
         })
     }

@@ -112,13 +112,13 @@ async fn secret_refs_to_existing_secrets_pass_and_missing_ones_fail_by_name() {
     assert_eq!(rendered.len(), 3, "{rendered:#?}");
     assert_eq!(
         rendered[0],
-        "credentials/eu-wrong-region.yaml:7:3: error[E300]: `secret_ref` of credential \
+        "credentials/eu-wrong-region.yaml:7:3: error[E404]: `secret_ref` of credential \
          `eu-token-default-region` names secret `prod/ritmo/eu-only`, which does not exist in \
          AWS Secrets Manager (or is scheduled for deletion)"
     );
     assert_eq!(
         rendered[1],
-        "credentials/missing.yaml:7:3: error[E300]: `secret_ref` of credential `deploy-key` \
+        "credentials/missing.yaml:7:3: error[E404]: `secret_ref` of credential `deploy-key` \
          names secret `prod/ritmo/typo`, which does not exist in AWS Secrets Manager (or is \
          scheduled for deletion)"
     );

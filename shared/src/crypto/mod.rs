@@ -111,6 +111,11 @@ pub async fn aws_config() -> aws_config::SdkConfig {
         .await
 }
 
+/// A Secrets Manager reader from the default AWS configuration.
+pub async fn secrets_manager() -> SecretsManager {
+    SecretsManager::new(aws_sdk_secretsmanager::Client::new(&aws_config().await))
+}
+
 /// A KMS client from the default AWS configuration.
 pub async fn kms_client() -> aws_sdk_kms::Client {
     aws_sdk_kms::Client::new(&aws_config().await)
