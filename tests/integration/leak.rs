@@ -384,9 +384,9 @@ async fn no_planted_secret_reaches_output_logs_errors_or_the_database() {
         assert_eq!(run(label).code(), Some(1), "{label}: {out}");
         assert!(
             out.contains(
-                "credentials/registry.yaml:7:20: error[E402]: `encrypted_value` of credential \
-                 `registry` encrypted value of credential `registry` does not decrypt with the \
-                 configured key: wrong key, tampered, or copied from another credential"
+                "credentials/registry.yaml:7:20: error[E402]: encrypted value of credential \
+                 `registry` does not decrypt with the configured key: wrong key, tampered, or \
+                 copied from another credential"
             ),
             "{label}: {out}"
         );
