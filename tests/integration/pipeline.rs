@@ -828,3 +828,93 @@ async fn webhooks_that_must_not_plan_are_refused_or_ignored() {
 fn chrono_now() -> chrono::DateTime<chrono::Utc> {
     chrono::Utc::now()
 }
+
+/// Waits (bounded) until `sql` counts at least `n`, re-querying every 100 ms.
+async fn wait_for_count(db: &TestDb, sql: &str, n: i64) -> i64 {
+    let mut last = 0;
+    for _ in 0..600 {
+        last = count(db, sql).await;
+        if last >= n {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    last
+}
+
+#[tokio::test]
+async fn the_local_workers_plan_and_apply_until_shut_down() {
+    let stack = LocalStack::start(true).await;
+    stack.remote.push_plugin("git-scm", "1.0.0");
+    let LocalStack {
+        services,
+        receivers,
+        _db: db,
+        ..
+    } = stack;
+    let services = std::sync::Arc::new(services);
+    let (stop, shutdown) = tokio::sync::watch::channel(false);
+    let workers = tokio::spawn(pipeline::run_local_workers(
+        services.clone(),
+        receivers,
+        shutdown,
+    ));
+
+    pipeline::request_sync(&services, None, Some("jane".into()), false)
+        .await
+        .unwrap();
+    let succeeded = wait_for_count(
+        &db,
+        "SELECT count(*) FROM sync_runs WHERE status = 'succeeded'",
+        1,
+    )
+    .await;
+    stop.send(true).unwrap();
+    let stopped = tokio::time::timeout(Duration::from_secs(30), workers).await;
+
+    assert_eq!(succeeded, 1);
+    assert!(matches!(stopped, Ok(Ok(()))), "{stopped:?}");
+}
+
+#[tokio::test]
+async fn the_sqs_workers_plan_and_apply_until_shut_down() {
+    let stack = SqsStack::start(30).await;
+    let commit = stack.remote.push_plugin("git-scm", "1.0.0");
+    let body = stack.remote.push_body(&"0".repeat(40), &commit);
+    let SqsStack {
+        services,
+        plan_url,
+        apply_url,
+        db,
+        remote,
+        ..
+    } = stack;
+    let services = std::sync::Arc::new(services);
+    let (stop, shutdown) = tokio::sync::watch::channel(false);
+    let workers = tokio::spawn(pipeline::run_sqs_workers(
+        services.clone(),
+        plan_url,
+        apply_url,
+        shutdown,
+    ));
+
+    let reply = pipeline::accept_webhook(
+        &services,
+        &github_headers("push", "delivery-1", &body, SECRET),
+        &body,
+    )
+    .await;
+    let succeeded = wait_for_count(
+        &db,
+        "SELECT count(*) FROM sync_runs WHERE status = 'succeeded'",
+        1,
+    )
+    .await;
+    stop.send(true).unwrap();
+    let stopped = tokio::time::timeout(Duration::from_secs(30), workers).await;
+
+    assert_eq!(reply.status, 202);
+    assert_eq!(succeeded, 1);
+    assert!(matches!(stopped, Ok(Ok(()))), "{stopped:?}");
+    drop(remote);
+}
