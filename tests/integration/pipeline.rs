@@ -918,3 +918,58 @@ async fn the_sqs_workers_plan_and_apply_until_shut_down() {
     assert!(matches!(stopped, Ok(Ok(()))), "{stopped:?}");
     drop(remote);
 }
+
+#[tokio::test]
+async fn a_dry_run_target_plans_a_commit_once_and_never_applies() {
+    let mut stack = LocalStack::start(true).await;
+    stack.services.settings.targets[0].dry_run = true;
+    // Due at every tick, so the poller does ask the remote.
+    stack.services.settings.targets[0].interval_secs = 0;
+    let commit = stack.remote.push_plugin("git-scm", "1.0.0");
+    let tick = |at: i64| {
+        PlanRequest::new(
+            TARGET,
+            ritmo::message::Trigger::Schedule,
+            chrono_now() + chrono::Duration::seconds(at),
+        )
+        .with_revision(format!("main@sha1:{commit}"))
+    };
+
+    let first = pipeline::handle_plan_request(&stack.services, &tick(0))
+        .await
+        .unwrap();
+    let second = pipeline::handle_plan_request(&stack.services, &tick(60))
+        .await
+        .unwrap();
+    let poll = pipeline::poll_targets(&stack.services).await.unwrap();
+
+    let PlanRequestOutcome::Planned {
+        sync_id,
+        status,
+        apply_enqueued,
+        ..
+    } = first
+    else {
+        panic!("expected a plan, got {first:?}");
+    };
+    assert_eq!((status, apply_enqueued), (RunStatus::Planned, false));
+    assert_eq!(
+        second,
+        PlanRequestOutcome::Skipped {
+            target: TARGET.into(),
+            reason: SkipReason::InProgress {
+                sync_id,
+                status: RunStatus::Planned
+            }
+        }
+    );
+    assert_eq!(
+        poll.targets,
+        [pipeline::PolledTarget::AlreadyHandled {
+            target: TARGET.into(),
+            head: commit.clone()
+        }]
+    );
+    assert_eq!(poll.enqueued, 0);
+    assert!(stack.next_apply().is_none());
+}

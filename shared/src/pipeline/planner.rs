@@ -164,7 +164,10 @@ async fn plan_request(
         _ => state.pinned_commit.clone(),
     };
 
-    if !dry_run
+    // A dry run asked for explicitly always plans; the other requests are checked against
+    // the work done or under way (dry runs of a dry-run target against its dry runs).
+    let checks_duplicates = !request.is_dry_run();
+    if checks_duplicates
         && let Some(commit) = requested
         && let Some(outcome) = already_done(services, target, trigger, &state, commit).await?
     {
@@ -188,7 +191,7 @@ async fn plan_request(
     };
     let commit = snapshot.revision.commit().unwrap_or_default().to_string();
     tracing::Span::current().record("commit", commit.as_str());
-    if !dry_run
+    if checks_duplicates
         && Some(commit.as_str()) != requested
         && let Some(outcome) = already_done(services, target, trigger, &state, &commit).await?
     {
@@ -338,11 +341,14 @@ async fn already_done(
             commit: commit.to_string(),
         }));
     }
-    let Some(open) = store.open_run_for_commit(&target.name, commit).await? else {
+    let Some(open) = store
+        .open_run_for_commit(&target.name, commit, target.dry_run)
+        .await?
+    else {
         return Ok(None);
     };
     drop(store);
-    if open.status == RunStatus::Planned {
+    if open.status == RunStatus::Planned && !target.dry_run {
         services
             .queues
             .send_apply(&ApplyRequest::new(open.id, &target.name))

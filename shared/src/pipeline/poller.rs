@@ -218,7 +218,7 @@ async fn check_target(
     };
     if trigger == Trigger::Schedule && !drifted {
         match super::store(services).await {
-            Ok(store) => match store.commit_was_handled(&name, &head).await {
+            Ok(store) => match store.commit_was_handled(&name, &head, target.dry_run).await {
                 Ok(true) => return (PolledTarget::AlreadyHandled { target: name, head }, None),
                 Ok(false) => {}
                 Err(error) => {

@@ -17,21 +17,23 @@ pub(crate) struct OpenRun {
 }
 
 impl Store {
-    /// The newest open, non-dry-run run of `target` at `commit` (see [`OpenRun`]).
+    /// The newest open run of `target` at `commit` (see [`OpenRun`]), among dry runs or
+    /// real ones as `dry_run` says.
     pub(crate) async fn open_run_for_commit(
         &self,
         target: &str,
         commit: &str,
+        dry_run: bool,
     ) -> Result<Option<OpenRun>, StoreError> {
         let row = self
             .client
             .query_opt(
                 "SELECT s.id, s.status FROM sync_runs s JOIN targets t ON t.name = s.target
-                 WHERE s.target = $1 AND s.git_commit = $2 AND NOT s.dry_run
+                 WHERE s.target = $1 AND s.git_commit = $2 AND s.dry_run = $3
                    AND s.status IN ('planned', 'applying', 'pending_approval')
                    AND s.base_generation = t.generation
                  ORDER BY s.started_at DESC LIMIT 1",
-                &[&target, &commit],
+                &[&target, &commit, &dry_run],
             )
             .await
             .map_err(StoreError::query("look for an open sync run"))?;
@@ -51,21 +53,22 @@ impl Store {
         Ok(Some(OpenRun { id, status }))
     }
 
-    /// Whether a non-dry-run run of `target` at `commit` already ended in a way a retry would
-    /// only repeat (failed on the repository's content, or is waiting/planned), so the poller
-    /// need not ask again.
+    /// Whether a run of `target` at `commit` (a dry run or a real one, as `dry_run` says)
+    /// already ended in a way a retry would only repeat (failed on the repository's content,
+    /// or is waiting/planned), so the poller need not ask again.
     pub(crate) async fn commit_was_handled(
         &self,
         target: &str,
         commit: &str,
+        dry_run: bool,
     ) -> Result<bool, StoreError> {
         let row = self
             .client
             .query_one(
                 "SELECT EXISTS (SELECT 1 FROM sync_runs
-                 WHERE target = $1 AND git_commit = $2 AND NOT dry_run
+                 WHERE target = $1 AND git_commit = $2 AND dry_run = $3
                    AND status IN ('failed', 'pending_approval', 'planned', 'applying'))",
-                &[&target, &commit],
+                &[&target, &commit, &dry_run],
             )
             .await
             .map_err(StoreError::query("look for earlier runs of a commit"))?;
