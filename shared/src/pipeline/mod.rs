@@ -56,26 +56,37 @@ pub(crate) async fn store(services: &Services) -> Result<MutexGuard<'_, Store>> 
     Ok(store)
 }
 
-/// The error chain of `error` on one line, for run records and logs.
+/// The error chain of `error` on one line, for run records and logs (a cause already spelled
+/// out in its parent's message is not repeated).
 pub(crate) fn error_chain(error: &dyn std::error::Error) -> String {
     let mut text = error.to_string();
     let mut source = error.source();
     while let Some(cause) = source {
-        let cause = cause.to_string();
-        if !text.contains(&cause) {
+        let message = cause.to_string();
+        if !text.contains(&message) {
             text.push_str(": ");
-            text.push_str(&cause);
+            text.push_str(&message);
         }
-        source = cause_source(source);
+        source = cause.source();
     }
     text
 }
 
-fn cause_source<'a>(
-    error: Option<&'a (dyn std::error::Error + 'static)>,
-) -> Option<&'a (dyn std::error::Error + 'static)> {
-    error.and_then(|e| e.source())
-}
-
 /// A shared handle to the services, as the worker loops take them.
 pub type SharedServices = Arc<Services>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Debug, thiserror::Error)]
+    #[error("outer failed")]
+    struct Outer(#[source] std::io::Error);
+
+    #[test]
+    fn an_error_chain_names_every_cause_once() {
+        let error = Outer(std::io::Error::other("disk full"));
+
+        assert_eq!(error_chain(&error), "outer failed: disk full");
+    }
+}
