@@ -4,4 +4,5 @@ mod apply;
 mod crypto;
 mod git;
 mod leak;
+mod pipeline;
 mod secrets;

@@ -1,0 +1,162 @@
+//! The applier: one apply request → the stored plan applied in one transaction, or, when the
+//! target moved on since the plan, the run superseded and a fresh plan request queued.
+
+use serde::Serialize;
+use tracing::Instrument;
+use uuid::Uuid;
+
+use crate::apply::{self, ApplyOutcome, ApplyReport};
+use crate::message::{ApplyRequest, PlanRequest};
+use crate::metrics::{Metric, MetricsBatch};
+use crate::services::Services;
+use crate::store::{RunRecord, RunStatus, StoreError, Trigger};
+use crate::{Error, Result, message, telemetry};
+
+/// What the applier did with one request.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(tag = "outcome", rename_all = "snake_case")]
+pub enum ApplyRequestOutcome {
+    Applied {
+        report: ApplyReport,
+    },
+    /// The target's generation moved since the plan: nothing applied, the run is
+    /// `superseded`, and `replan` was queued.
+    Superseded {
+        sync_id: Uuid,
+        target: String,
+        planned_generation: i64,
+        current_generation: i64,
+        replan: PlanRequest,
+    },
+    /// The run had already finished (a redelivered message): nothing done.
+    AlreadyFinished {
+        sync_id: Uuid,
+        status: RunStatus,
+    },
+}
+
+/// Applies the plan stored for `request.sync_id`. Retryable errors (database trouble) change
+/// nothing and may be retried; permanent ones have been recorded on the run by `apply`.
+pub async fn handle_apply_request(
+    services: &Services,
+    request: &ApplyRequest,
+) -> Result<ApplyRequestOutcome> {
+    let sync_id = request.sync_id;
+    let (run, plan) = {
+        let store = super::store(services).await?;
+        let run = store
+            .run(sync_id)
+            .await?
+            .ok_or(StoreError::RunNotFound(sync_id))?;
+        let plan = store.load_plan(sync_id).await?;
+        (run, plan)
+    };
+    let span = telemetry::sync_span(
+        &run.target,
+        &sync_id.to_string(),
+        run.commit.as_deref().unwrap_or(""),
+        run.trigger.as_str(),
+    );
+    async move {
+        let Some(plan) = plan else {
+            if run.status.is_finished() {
+                return Ok(ApplyRequestOutcome::AlreadyFinished {
+                    sync_id,
+                    status: run.status,
+                });
+            }
+            return Err(Error::Internal(format!(
+                "sync run `{sync_id}` is `{}` and has no stored plan",
+                run.status
+            )));
+        };
+        let outcome = {
+            let mut store = super::store(services).await?;
+            apply::apply_plan(&mut store, sync_id, &plan).await
+        };
+        let metrics = MetricsBatch::new(&run.target).property("sync_id", sync_id.to_string());
+        match outcome {
+            Ok(ApplyOutcome::Applied(report)) => {
+                let total = chrono::Utc::now() - run.started_at;
+                tracing::info!(
+                    created = report.created,
+                    updated = report.updated,
+                    deleted = report.deleted,
+                    generation = report.generation,
+                    "applied"
+                );
+                metrics
+                    .put(Metric::SyncSucceeded, 1.0)
+                    .put_duration(Metric::SyncDuration, total.to_std().unwrap_or_default())
+                    .put_duration(Metric::ApplyDuration, report.duration)
+                    .put(Metric::ResourcesCreated, report.created as f64)
+                    .put(Metric::ResourcesUpdated, report.updated as f64)
+                    .put(Metric::ResourcesDeleted, report.deleted as f64)
+                    .property("commit", report.commit.clone().unwrap_or_default())
+                    .emit_to(&services.metrics);
+                Ok(ApplyRequestOutcome::Applied { report })
+            }
+            Ok(ApplyOutcome::Stale {
+                planned_generation,
+                current_generation,
+            }) => {
+                let replan = replan_request(&run);
+                tracing::info!(
+                    planned_generation,
+                    current_generation,
+                    "plan superseded: the target moved on; a fresh plan is requested"
+                );
+                metrics
+                    .put(Metric::PlanStale, 1.0)
+                    .emit_to(&services.metrics);
+                services.queues.send_plan(&replan).await?;
+                Ok(ApplyRequestOutcome::Superseded {
+                    sync_id,
+                    target: run.target.clone(),
+                    planned_generation,
+                    current_generation,
+                    replan,
+                })
+            }
+            Ok(ApplyOutcome::AlreadyFinished { status }) => {
+                if status == RunStatus::Superseded {
+                    // The first delivery may have died between superseding the run and queueing
+                    // its fresh plan; queueing it again is harmless (same deduplication id).
+                    services.queues.send_plan(&replan_request(&run)).await?;
+                }
+                tracing::info!(%status, "apply request for a finished run ignored");
+                Ok(ApplyRequestOutcome::AlreadyFinished { sync_id, status })
+            }
+            Err(error) => {
+                if !error.is_retryable() {
+                    tracing::warn!(error = %super::error_chain(&error), "apply failed");
+                    metrics
+                        .put(Metric::SyncFailed, 1.0)
+                        .emit_to(&services.metrics);
+                }
+                Err(error.into())
+            }
+        }
+    }
+    .instrument(span)
+    .await
+}
+
+/// The plan request that replaces a superseded run. Deterministic for a given run, so a
+/// redelivered apply request queues the same message (and the queue drops the copy):
+/// branch-following runs re-read the head under a delivery id naming the run; the others ask
+/// again at the run's start time (a rollback becomes a manual sync, which plans the pin).
+fn replan_request(run: &RunRecord) -> PlanRequest {
+    let trigger = match run.trigger {
+        Trigger::Webhook => message::Trigger::Webhook,
+        Trigger::Schedule => message::Trigger::Schedule,
+        Trigger::Drift => message::Trigger::Drift,
+        Trigger::Manual | Trigger::Rollback | Trigger::Cli => message::Trigger::Manual,
+    };
+    let mut request = PlanRequest::new(run.target.clone(), trigger, run.started_at)
+        .with_delivery_id(format!("superseded:{}", run.id));
+    if let Some(actor) = &run.actor {
+        request = request.with_actor(actor.clone());
+    }
+    request
+}

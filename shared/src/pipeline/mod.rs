@@ -1,0 +1,92 @@
+//! The serverless pipeline's logic, one function per step, shared by the Lambda functions
+//! (`webhook`, `poller`, `planner`, `applier`, `api`) and `ritmo serve`:
+//!
+//! ```text
+//! accept_webhook / request_sync / rollback / resume / poll_targets ─► plan queue
+//! plan queue ─► handle_plan_request ─► (auto-apply, or approve_plan) ─► apply queue
+//! apply queue ─► handle_apply_request ─► Postgres (stale: a fresh plan request)
+//! ```
+//!
+//! Every step is safe to run twice: a redelivered or duplicated message finds the work done
+//! (or in progress) and returns a `Skipped`/`AlreadyFinished` outcome instead of doing it again.
+//! Queue plumbing (SQS records, partial batch failures, visibility back-off, the local worker
+//! loops) lives in [`sqs`] and [`workers`]; HTTP framing belongs to the adapters.
+
+mod applier;
+mod planner;
+mod poller;
+mod queries;
+mod requests;
+mod source;
+pub mod sqs;
+mod webhook;
+mod workers;
+
+use std::sync::Arc;
+
+use tokio::sync::MutexGuard;
+
+pub use applier::{ApplyRequestOutcome, handle_apply_request};
+pub use planner::{PlanRequestOutcome, SkipReason, handle_plan_request};
+pub use poller::{PollReport, PolledTarget, poll_targets, run_poller_loop};
+pub use requests::{ApproveOutcome, approve_plan, request_sync, resume, rollback};
+pub use webhook::{WebhookReply, accept_webhook};
+pub use workers::{
+    APPLY_QUEUE_URL_VAR, PLAN_QUEUE_URL_VAR, Shutdown, lambda_services, queue_urls_from_env,
+    run_local_workers, run_sqs_workers,
+};
+
+use crate::services::Services;
+use crate::store::Store;
+use crate::{Error, Result};
+
+/// The store, reconnected first when its connection was lost (a Lambda container outlives
+/// database restarts and failovers).
+pub(crate) async fn store(services: &Services) -> Result<MutexGuard<'_, Store>> {
+    let mut store = services.store.lock().await;
+    if store.is_closed() {
+        use secrecy::ExposeSecret;
+        let url =
+            services.settings.database_url.as_ref().ok_or_else(|| {
+                Error::Unsupported("no database configured: set DATABASE_URL".into())
+            })?;
+        tracing::warn!("the database connection was lost; reconnecting");
+        *store = Store::connect(url.expose_secret()).await?;
+    }
+    Ok(store)
+}
+
+/// The error chain of `error` on one line, for run records and logs (a cause already spelled
+/// out in its parent's message is not repeated).
+pub(crate) fn error_chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        let message = cause.to_string();
+        if !text.contains(&message) {
+            text.push_str(": ");
+            text.push_str(&message);
+        }
+        source = cause.source();
+    }
+    text
+}
+
+/// A shared handle to the services, as the worker loops take them.
+pub type SharedServices = Arc<Services>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Debug, thiserror::Error)]
+    #[error("outer failed")]
+    struct Outer(#[source] std::io::Error);
+
+    #[test]
+    fn an_error_chain_names_every_cause_once() {
+        let error = Outer(std::io::Error::other("disk full"));
+
+        assert_eq!(error_chain(&error), "outer failed: disk full");
+    }
+}

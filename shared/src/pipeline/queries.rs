@@ -1,0 +1,115 @@
+//! The few store queries only the pipeline needs (inherent methods on `Store`, kept beside
+//! their only callers).
+
+use std::collections::HashMap;
+
+use chrono::{DateTime, Utc};
+use uuid::Uuid;
+
+use crate::store::{RunStatus, Store, StoreError};
+
+/// A run of a target at a commit that is still going somewhere (planned, applying, waiting
+/// for approval) and was computed against the target's current generation.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct OpenRun {
+    pub id: Uuid,
+    pub status: RunStatus,
+}
+
+impl Store {
+    /// The newest open run of `target` at `commit` (see [`OpenRun`]), among dry runs or
+    /// real ones as `dry_run` says.
+    pub(crate) async fn open_run_for_commit(
+        &self,
+        target: &str,
+        commit: &str,
+        dry_run: bool,
+    ) -> Result<Option<OpenRun>, StoreError> {
+        let row = self
+            .client
+            .query_opt(
+                "SELECT s.id, s.status FROM sync_runs s JOIN targets t ON t.name = s.target
+                 WHERE s.target = $1 AND s.git_commit = $2 AND s.dry_run = $3
+                   AND s.status IN ('planned', 'applying', 'pending_approval')
+                   AND s.base_generation = t.generation
+                 ORDER BY s.started_at DESC LIMIT 1",
+                &[&target, &commit, &dry_run],
+            )
+            .await
+            .map_err(StoreError::query("look for an open sync run"))?;
+        let Some(row) = row else {
+            return Ok(None);
+        };
+        let id: Uuid = row
+            .try_get(0)
+            .map_err(StoreError::query("decode a sync run"))?;
+        let status: String = row
+            .try_get(1)
+            .map_err(StoreError::query("decode a sync run"))?;
+        let status = status.parse().map_err(|_| StoreError::Corrupt {
+            table: "sync_runs",
+            reason: format!("unknown status `{status}`"),
+        })?;
+        Ok(Some(OpenRun { id, status }))
+    }
+
+    /// Whether a run of `target` at `commit` (a dry run or a real one, as `dry_run` says)
+    /// already ended in a way a retry would only repeat (failed on the repository's content,
+    /// or is waiting/planned), so the poller need not ask again.
+    pub(crate) async fn commit_was_handled(
+        &self,
+        target: &str,
+        commit: &str,
+        dry_run: bool,
+    ) -> Result<bool, StoreError> {
+        let row = self
+            .client
+            .query_one(
+                "SELECT EXISTS (SELECT 1 FROM sync_runs
+                 WHERE target = $1 AND git_commit = $2 AND dry_run = $3
+                   AND status IN ('failed', 'pending_approval', 'planned', 'applying'))",
+                &[&target, &commit, &dry_run],
+            )
+            .await
+            .map_err(StoreError::query("look for earlier runs of a commit"))?;
+        row.try_get(0)
+            .map_err(StoreError::query("decode an existence check"))
+    }
+
+    /// When each target's newest run started.
+    pub(crate) async fn last_run_started(
+        &self,
+    ) -> Result<HashMap<String, DateTime<Utc>>, StoreError> {
+        let rows = self
+            .client
+            .query(
+                "SELECT target, max(started_at) FROM sync_runs GROUP BY target",
+                &[],
+            )
+            .await
+            .map_err(StoreError::query("read the latest run of every target"))?;
+        rows.iter()
+            .map(|row| {
+                Ok((
+                    row.try_get(0)
+                        .map_err(StoreError::query("decode a target name"))?,
+                    row.try_get(1)
+                        .map_err(StoreError::query("decode a start time"))?,
+                ))
+            })
+            .collect()
+    }
+
+    /// Forgets a webhook delivery id, so the sender's retry of a delivery we could not enqueue
+    /// is not refused as a replay.
+    pub(crate) async fn forget_delivery(&self, delivery_id: &str) -> Result<(), StoreError> {
+        self.client
+            .execute(
+                "DELETE FROM webhook_deliveries WHERE delivery_id = $1",
+                &[&delivery_id],
+            )
+            .await
+            .map_err(StoreError::query("forget a webhook delivery"))?;
+        Ok(())
+    }
+}

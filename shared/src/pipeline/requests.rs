@@ -1,0 +1,202 @@
+//! What people ask for (through the API, the CLI or `ritmo serve`): a manual sync, approving
+//! a plan that waits, rolling back to an earlier commit, resuming after a rollback.
+
+use chrono::Utc;
+use serde::Serialize;
+use uuid::Uuid;
+
+use super::source::{is_commit_id, revision};
+use crate::message::{ApplyRequest, PlanRequest, Trigger};
+use crate::services::Services;
+use crate::store::{RunStatus, StoreError};
+use crate::{Error, Result};
+
+/// How an approval ended.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "outcome", rename_all = "snake_case")]
+pub enum ApproveOutcome {
+    /// Approved and queued for the applier.
+    Approved { sync_id: Uuid, target: String },
+    /// Refused: the target was synced since this plan was made, so applying it would undo
+    /// that sync. The run is now `superseded`; request a new plan.
+    Stale {
+        sync_id: Uuid,
+        target: String,
+        planned_generation: Option<i64>,
+        current_generation: i64,
+    },
+    /// The run is not waiting for approval (already approved, applied, failed, or never
+    /// needed it).
+    NotPending { sync_id: Uuid, status: RunStatus },
+}
+
+/// Queues a manual plan request for `target`, or for every configured target when `None`.
+/// An unknown target is `Error::Store(StoreError::UnknownTarget)`.
+pub async fn request_sync(
+    services: &Services,
+    target: Option<&str>,
+    actor: Option<String>,
+    dry_run: bool,
+) -> Result<Vec<PlanRequest>> {
+    let names: Vec<&str> = match target {
+        Some(name) => vec![
+            services
+                .settings
+                .target(name)
+                .ok_or_else(|| StoreError::UnknownTarget(name.to_string()))?
+                .name
+                .as_str(),
+        ],
+        None => services
+            .settings
+            .targets
+            .iter()
+            .map(|t| t.name.as_str())
+            .collect(),
+    };
+    let now = Utc::now();
+    let requests: Vec<PlanRequest> = names
+        .into_iter()
+        .map(|name| {
+            let mut request = PlanRequest::new(name, Trigger::Manual, now);
+            if dry_run {
+                request = request.with_dry_run(true);
+            }
+            if let Some(actor) = &actor {
+                request = request.with_actor(actor.clone());
+            }
+            request
+        })
+        .collect();
+    services.queues.send_plans(&requests).await?;
+    Ok(requests)
+}
+
+/// Approves run `sync_id`, waiting for approval, and queues it for the applier; refuses (and
+/// supersedes the run) when the target's generation moved since the plan was made.
+pub async fn approve_plan(
+    services: &Services,
+    sync_id: Uuid,
+    actor: &str,
+) -> Result<ApproveOutcome> {
+    let store = super::store(services).await?;
+    let run = store
+        .run(sync_id)
+        .await?
+        .ok_or(StoreError::RunNotFound(sync_id))?;
+    if run.status != RunStatus::PendingApproval {
+        return Ok(ApproveOutcome::NotPending {
+            sync_id,
+            status: run.status,
+        });
+    }
+    let target = store
+        .target(&run.target)
+        .await?
+        .ok_or_else(|| StoreError::UnknownTarget(run.target.clone()))?;
+    if run.base_generation != Some(target.generation) {
+        if let Some(plan) = store.load_plan(sync_id).await? {
+            store
+                .record_plan(sync_id, &plan, RunStatus::Superseded)
+                .await?;
+        }
+        tracing::info!(%sync_id, target = %run.target, "approval refused: the plan is stale");
+        return Ok(ApproveOutcome::Stale {
+            sync_id,
+            target: run.target,
+            planned_generation: run.base_generation,
+            current_generation: target.generation,
+        });
+    }
+    if !store.approve_run(sync_id, actor).await? {
+        let status = store
+            .run(sync_id)
+            .await?
+            .map_or(run.status, |now| now.status);
+        return Ok(ApproveOutcome::NotPending { sync_id, status });
+    }
+    drop(store);
+    services
+        .queues
+        .send_apply(&ApplyRequest::new(sync_id, &run.target))
+        .await?;
+    tracing::info!(%sync_id, target = %run.target, %actor, "plan approved");
+    Ok(ApproveOutcome::Approved {
+        sync_id,
+        target: run.target,
+    })
+}
+
+/// Pins `target` at `to` (a commit id, or the id of a sync run whose commit to go back to) and
+/// queues a rollback plan of that commit. Automatic syncs leave the target there until
+/// [`resume`].
+pub async fn rollback(
+    services: &Services,
+    target: &str,
+    to: &str,
+    actor: &str,
+) -> Result<PlanRequest> {
+    let settings = services
+        .settings
+        .target(target)
+        .ok_or_else(|| StoreError::UnknownTarget(target.to_string()))?;
+    let store = super::store(services).await?;
+    let to = to.trim();
+    let commit = if let Ok(sync_id) = Uuid::parse_str(to) {
+        let run = store
+            .run(sync_id)
+            .await?
+            .ok_or(StoreError::RunNotFound(sync_id))?;
+        if run.target != target {
+            return Err(Error::Unsupported(format!(
+                "sync run `{sync_id}` belongs to target `{}`, not `{target}`",
+                run.target
+            )));
+        }
+        run.commit.ok_or_else(|| {
+            Error::Unsupported(format!(
+                "sync run `{sync_id}` has no commit to roll back to"
+            ))
+        })?
+    } else if is_commit_id(to) {
+        to.to_ascii_lowercase()
+    } else {
+        return Err(Error::Unsupported(format!(
+            "cannot roll back to `{to}`: give a commit id (hex) or a sync run id"
+        )));
+    };
+    store
+        .ensure_target(&crate::store::NewTarget {
+            name: settings.name.clone(),
+            repo_url: settings.repo_url.clone(),
+            branch: settings.branch.clone(),
+            path: settings.path.clone(),
+        })
+        .await?;
+    store.set_pin(target, Some(&commit)).await?;
+    drop(store);
+    let request = PlanRequest::new(target, Trigger::Rollback, Utc::now())
+        .with_revision(revision(&settings.branch, &commit))
+        .with_actor(actor);
+    services.queues.send_plan(&request).await?;
+    tracing::info!(%target, %commit, %actor, "target pinned for rollback");
+    Ok(request)
+}
+
+/// Unpins (and un-suspends) `target` and queues a fresh plan of its branch head.
+pub async fn resume(services: &Services, target: &str) -> Result<()> {
+    if services.settings.target(target).is_none() {
+        return Err(StoreError::UnknownTarget(target.to_string()).into());
+    }
+    {
+        let store = super::store(services).await?;
+        store.set_pin(target, None).await?;
+        store.set_suspended(target, false).await?;
+    }
+    services
+        .queues
+        .send_plan(&PlanRequest::new(target, Trigger::Manual, Utc::now()))
+        .await?;
+    tracing::info!(%target, "automatic syncs resumed");
+    Ok(())
+}

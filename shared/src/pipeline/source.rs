@@ -1,0 +1,118 @@
+//! Reading a target's repository for the planner: the branch head (through
+//! `workflow::read_source`, cached under `cache_dir/<target>`) or one given commit (a rollback,
+//! a pin) out of the same cache.
+
+use crate::config::TargetSettings;
+use crate::git::{self, GitCache, NetworkOptions, RepoLocation, Snapshot};
+use crate::manifest::Limits;
+use crate::model::Revision;
+use crate::workflow::{self, SourceSpec};
+use crate::{Error, Result};
+
+/// The source of `target` as the planner reads it.
+pub(crate) async fn source_spec(
+    settings: &crate::config::Settings,
+    target: &TargetSettings,
+) -> Result<SourceSpec> {
+    Ok(SourceSpec {
+        location: RepoLocation::parse(&target.repo_url)?,
+        branch: Some(target.branch.clone()),
+        path: target.path.clone(),
+        worktree: false,
+        auth: workflow::git_auth(&target.auth).await?,
+        cache_dir: settings.cache_dir.join(&target.name),
+    })
+}
+
+/// Reads `source` at `commit`, or at its branch head when `None`.
+pub(crate) async fn read_at(
+    source: &SourceSpec,
+    commit: Option<&str>,
+    limits: Limits,
+) -> Result<Snapshot> {
+    let Some(commit) = commit else {
+        return workflow::read_source(source, limits).await;
+    };
+    let source = source.clone();
+    let commit = commit.to_string();
+    tokio::task::spawn_blocking(move || {
+        let branch = source.branch.as_deref().unwrap_or("main");
+        let cache = GitCache::new(&source.cache_dir);
+        // Fetching the branch brings its history, which holds any commit a rollback names.
+        cache.fetch(
+            &source.location,
+            branch,
+            &source.auth,
+            &NetworkOptions::default(),
+        )?;
+        cache.read_commit(branch, &commit, &source.path, &limits)
+    })
+    .await
+    .map_err(|join| Error::Internal(format!("the repository reader stopped: {join}")))?
+    .map_err(Error::from)
+}
+
+/// The commit of `branch@sha1:<hex>`, or of a bare hex commit id.
+pub(crate) fn commit_of(revision: &str) -> Option<&str> {
+    let commit = revision
+        .rsplit_once("@sha1:")
+        .map_or(revision, |(_, commit)| commit);
+    is_commit_id(commit).then_some(commit)
+}
+
+/// A full or abbreviated (at least 7 digits) hex commit id.
+pub(crate) fn is_commit_id(text: &str) -> bool {
+    (7..=40).contains(&text.len()) && text.bytes().all(|b| b.is_ascii_hexdigit())
+}
+
+/// `branch@sha1:<commit>`.
+pub(crate) fn revision(branch: &str, commit: &str) -> String {
+    Revision::Commit {
+        branch: branch.to_string(),
+        commit: commit.to_ascii_lowercase(),
+    }
+    .to_string()
+}
+
+/// Remote head of `target`'s branch, off the runtime and bounded by `timeout`.
+pub(crate) async fn remote_head(
+    source: &SourceSpec,
+    timeout: std::time::Duration,
+) -> Result<String> {
+    let display = source.location.to_string();
+    let source = source.clone();
+    let options = NetworkOptions {
+        timeout,
+        connect_timeout: timeout.min(NetworkOptions::default().connect_timeout),
+        shallow_depth: None,
+    };
+    let branch = source.branch.clone().unwrap_or_else(|| "main".into());
+    let task = tokio::task::spawn_blocking(move || {
+        git::remote_head(&source.location, &branch, &source.auth, &options)
+    });
+    // gix honours the deadline itself; this outer bound covers a stuck DNS lookup or the like.
+    match tokio::time::timeout(timeout + std::time::Duration::from_secs(5), task).await {
+        Ok(joined) => joined
+            .map_err(|join| Error::Internal(format!("the remote head check stopped: {join}")))?
+            .map_err(Error::from),
+        Err(_) => Err(Error::Git(git::GitError::Timeout {
+            location: display,
+            seconds: timeout.as_secs(),
+        })),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_commit_of_a_revision_is_its_hex_part() {
+        let commit = "8b5f2a6c1d3e4f5061728394a5b6c7d8e9f00112";
+
+        assert_eq!(commit_of(&format!("main@sha1:{commit}")), Some(commit));
+        assert_eq!(commit_of(commit), Some(commit));
+        assert_eq!(commit_of("main"), None);
+        assert_eq!(commit_of("main@sha1:xyz"), None);
+    }
+}
