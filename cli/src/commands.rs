@@ -42,6 +42,7 @@ pub async fn run(cli: Cli) -> Result<ExitCode> {
         Command::Get(args) => get(&ctx, &args).await?,
         Command::EncryptCredential(args) => encrypt_credential(&ctx, &args).await?,
         Command::DecryptCredential(args) => decrypt_credential(&ctx, &args).await?,
+        Command::Serve(args) => crate::serve::run(ctx.settings, &args).await?,
     };
     Ok(ExitCode::from(code))
 }
@@ -410,7 +411,11 @@ async fn get(ctx: &Session, args: &GetArgs) -> Result<u8> {
             if let (Some(_), Some(one)) = (&args.name, resources.first()) {
                 render::json_line(&mut out, one)?;
             } else {
-                writeln!(out, "{:<40} {:<14} {:<12} UPDATED", "NAME", "HASH", "COMMIT")?;
+                writeln!(
+                    out,
+                    "{:<40} {:<14} {:<12} UPDATED",
+                    "NAME", "HASH", "COMMIT"
+                )?;
                 for resource in &resources {
                     writeln!(
                         out,
