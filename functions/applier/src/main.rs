@@ -1,6 +1,17 @@
-//! The `applier` Lambda function: filled in by the serverless-pipeline issue.
+//! Entry point of the `applier` Lambda function: logging, services once per cold start, run.
 
-fn main() {
-    eprintln!("the applier function is not built yet: see the serverless pipeline issue");
-    std::process::exit(2);
+use std::sync::Arc;
+
+use lambda_runtime::{LambdaEvent, service_fn};
+use ritmo::telemetry::{self, LogFormat};
+
+#[tokio::main]
+async fn main() -> Result<(), lambda_runtime::Error> {
+    telemetry::init_logging(LogFormat::Json, "info");
+    let services = Arc::new(ritmo::pipeline::lambda_services().await?);
+    lambda_runtime::run(service_fn(move |event: LambdaEvent<_>| {
+        let services = services.clone();
+        async move { applier_function::handler::handle(&services, event).await }
+    }))
+    .await
 }

@@ -246,6 +246,33 @@ pub async fn delete_finished(
     Ok(())
 }
 
+/// A Lambda invocation's batch from the `kind` queue: handles the messages, delays the
+/// retry of the failed ones (on SQS), and returns every message with its disposition; the
+/// caller reports the failures as `batchItemFailures` and Lambda deletes the rest.
+pub async fn handle_batch(
+    services: &Services,
+    kind: QueueKind,
+    messages: Vec<QueueMessage>,
+) -> Vec<Handled> {
+    let handled = process_messages(messages, |message| async move {
+        handle_message(services, kind, &message.body).await
+    })
+    .await;
+    if let crate::queue::Queues::Sqs {
+        client,
+        plan_queue_url,
+        apply_queue_url,
+    } = &services.queues
+    {
+        let queue_url = match kind {
+            QueueKind::Plan => plan_queue_url,
+            QueueKind::Apply => apply_queue_url,
+        };
+        back_off(client, queue_url, &handled).await;
+    }
+    handled
+}
+
 /// Receives one batch from `queue_url` (long polling up to `wait`), handles it, deletes what
 /// is finished and delays what failed. Returns what happened to each message.
 pub async fn receive_and_handle(

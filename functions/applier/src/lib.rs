@@ -1,0 +1,3 @@
+//! The `applier` Lambda function: apply requests from the SQS FIFO apply queue → Postgres.
+
+pub mod handler;

@@ -1,0 +1,920 @@
+//! The serverless pipeline end to end on the local stack: real PostgreSQL, moto SQS FIFO
+//! queues (with DLQs and redrive), and a config repository served over smart HTTP. The
+//! functions are exercised through `ritmo::pipeline`, exactly what the Lambda handlers call.
+
+use std::collections::BTreeSet;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use aws_sdk_sqs::types::QueueAttributeName;
+use hmac::{Hmac, Mac};
+use ritmo::config::{GitAuth, Settings, TargetSettings};
+use ritmo::message::{ApplyRequest, PlanRequest};
+use ritmo::metrics::MetricsSink;
+use ritmo::pipeline::sqs::{self, Disposition, Handled, QueueKind};
+use ritmo::pipeline::{self, ApplyRequestOutcome, ApproveOutcome, PlanRequestOutcome, SkipReason};
+use ritmo::plan::PlanPolicy;
+use ritmo::queue::{LocalReceivers, Queues};
+use ritmo::services::Services;
+use ritmo::store::RunStatus;
+use ritmo_tests::db::TestDb;
+use ritmo_tests::git_http::{GitHttpServer, TestRepo, run_git};
+use ritmo_tests::moto::Moto;
+use secrecy::SecretString;
+use serde_json::json;
+
+const SECRET: &str = "pipeline-test-secret";
+const TARGET: &str = "default";
+
+/// A config repository: a work tree where commits are made, pushed to a bare repository
+/// served over smart HTTP as `acme/config.git`.
+struct Remote {
+    repo: TestRepo,
+    _root: tempfile::TempDir,
+    bare: PathBuf,
+    server: GitHttpServer,
+}
+
+impl Remote {
+    fn new() -> Remote {
+        let repo = TestRepo::new();
+        repo.write("README.md", "config\n");
+        repo.commit("initial");
+        let root = tempfile::tempdir().unwrap();
+        let bare = root.path().join("acme/config.git");
+        std::fs::create_dir_all(bare.parent().unwrap()).unwrap();
+        run_git(
+            root.path(),
+            &[
+                "clone",
+                "--quiet",
+                "--bare",
+                repo.path().to_str().unwrap(),
+                bare.to_str().unwrap(),
+            ],
+        );
+        let server = GitHttpServer::start(root.path(), None);
+        Remote {
+            repo,
+            _root: root,
+            bare,
+            server,
+        }
+    }
+
+    fn url(&self) -> String {
+        self.server.url("acme/config.git")
+    }
+
+    /// Commits a plugin named `name` at `version` and pushes; returns the commit.
+    fn push_plugin(&self, name: &str, version: &str) -> String {
+        self.repo.write(
+            &format!("plugins/{name}.yaml"),
+            format!(
+                "apiVersion: ritmo.dev/v1\nkind: Plugin\nmetadata:\n  name: {name}\nspec:\n  \
+                 type: scm\n  binary_path: /opt/ritmo/plugins/{name}\n  version: {version}\n  \
+                 enabled: true\n"
+            ),
+        );
+        let commit = self.repo.commit(&format!("{name} {version}"));
+        self.repo
+            .git(&["push", "--quiet", self.bare.to_str().unwrap(), "main"]);
+        commit
+    }
+
+    /// A GitHub push event for `commit` on `main`, as GitHub sends it (trimmed).
+    fn push_body(&self, before: &str, commit: &str) -> Vec<u8> {
+        json!({
+            "ref": "refs/heads/main",
+            "before": before,
+            "after": commit,
+            "created": false,
+            "deleted": false,
+            "repository": {
+                "full_name": "acme/config",
+                "clone_url": self.url(),
+                "html_url": self.url().trim_end_matches(".git"),
+            },
+            "pusher": {"name": "octocat"},
+            "head_commit": {"id": commit},
+        })
+        .to_string()
+        .into_bytes()
+    }
+}
+
+fn github_headers(event: &str, delivery: &str, body: &[u8], secret: &str) -> Vec<(String, String)> {
+    let mut mac = Hmac::<sha2::Sha256>::new_from_slice(secret.as_bytes()).unwrap();
+    mac.update(body);
+    let signature = format!("sha256={}", hex::encode(mac.finalize().into_bytes()));
+    [
+        ("X-GitHub-Event", event),
+        ("X-GitHub-Delivery", delivery),
+        ("Content-Type", "application/json"),
+        ("X-Hub-Signature-256", signature.as_str()),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v.to_string()))
+    .collect()
+}
+
+fn settings(db: &TestDb, remote: &Remote, cache: &tempfile::TempDir, auto_apply: bool) -> Settings {
+    Settings {
+        enabled: true,
+        targets: vec![TargetSettings {
+            name: TARGET.into(),
+            repo_url: remote.url(),
+            branch: "main".into(),
+            path: String::new(),
+            interval_secs: 60,
+            auto_apply,
+            dry_run: false,
+            self_heal: false,
+            policy: PlanPolicy::default(),
+            auth: GitAuth::None,
+        }],
+        builtin_plugins: BTreeSet::new(),
+        database_url: Some(SecretString::from(db.url.clone())),
+        webhook_secret: Some(SecretString::from(SECRET)),
+        webhook_path: "/webhooks/gitops".into(),
+        cache_dir: cache.path().to_path_buf(),
+        ..Settings::default()
+    }
+}
+
+/// Two FIFO queues, each with a FIFO DLQ and a redrive policy of five receives.
+async fn fifo_queues(moto: &Moto, visibility_secs: u32) -> (aws_sdk_sqs::Client, String, String) {
+    let client = aws_sdk_sqs::Client::new(&moto.sdk_config().await);
+    let mut urls = Vec::new();
+    for name in ["ritmo-plan", "ritmo-apply"] {
+        let dlq = client
+            .create_queue()
+            .queue_name(format!("{name}-dlq.fifo"))
+            .attributes(QueueAttributeName::FifoQueue, "true")
+            .send()
+            .await
+            .unwrap();
+        let dlq_arn = client
+            .get_queue_attributes()
+            .queue_url(dlq.queue_url().unwrap())
+            .attribute_names(QueueAttributeName::QueueArn)
+            .send()
+            .await
+            .unwrap()
+            .attributes()
+            .unwrap()[&QueueAttributeName::QueueArn]
+            .clone();
+        let queue = client
+            .create_queue()
+            .queue_name(format!("{name}.fifo"))
+            .attributes(QueueAttributeName::FifoQueue, "true")
+            .attributes(
+                QueueAttributeName::VisibilityTimeout,
+                visibility_secs.to_string(),
+            )
+            .attributes(
+                QueueAttributeName::RedrivePolicy,
+                json!({"deadLetterTargetArn": dlq_arn, "maxReceiveCount": "5"}).to_string(),
+            )
+            .send()
+            .await
+            .unwrap();
+        urls.push(queue.queue_url().unwrap().to_string());
+    }
+    let apply = urls.pop().unwrap();
+    let plan = urls.pop().unwrap();
+    (client, plan, apply)
+}
+
+/// The local stack with SQS queues on moto.
+struct SqsStack {
+    services: Services,
+    client: aws_sdk_sqs::Client,
+    plan_url: String,
+    apply_url: String,
+    remote: Remote,
+    db: TestDb,
+    _moto: Moto,
+    _cache: tempfile::TempDir,
+}
+
+impl SqsStack {
+    async fn start(visibility_secs: u32) -> SqsStack {
+        let moto = Moto::start();
+        let db = TestDb::new().await;
+        let remote = Remote::new();
+        let cache = tempfile::tempdir().unwrap();
+        let (client, plan_url, apply_url) = fifo_queues(&moto, visibility_secs).await;
+        let services = Services::connect(
+            settings(&db, &remote, &cache, true),
+            Queues::sqs(client.clone(), plan_url.clone(), apply_url.clone()),
+            MetricsSink::capture(),
+        )
+        .await
+        .unwrap();
+        SqsStack {
+            services,
+            client,
+            plan_url,
+            apply_url,
+            remote,
+            db,
+            _moto: moto,
+            _cache: cache,
+        }
+    }
+
+    /// One receive-and-handle round on a queue (waiting up to a second for messages).
+    async fn round(&self, kind: QueueKind) -> Vec<Handled> {
+        let url = match kind {
+            QueueKind::Plan => &self.plan_url,
+            QueueKind::Apply => &self.apply_url,
+        };
+        sqs::receive_and_handle(
+            &self.services,
+            &self.client,
+            url,
+            kind,
+            Duration::from_secs(1),
+        )
+        .await
+        .unwrap()
+    }
+
+    /// Receives from both queues until a round finds them both empty.
+    async fn drain(&self) -> Vec<Handled> {
+        let mut all = Vec::new();
+        loop {
+            let plans = self.round(QueueKind::Plan).await;
+            let applies = self.round(QueueKind::Apply).await;
+            if plans.is_empty() && applies.is_empty() {
+                return all;
+            }
+            all.extend(plans);
+            all.extend(applies);
+        }
+    }
+}
+
+/// The local stack with in-process queues.
+struct LocalStack {
+    services: Services,
+    receivers: LocalReceivers,
+    remote: Remote,
+    _db: TestDb,
+    _cache: tempfile::TempDir,
+}
+
+impl LocalStack {
+    async fn start(auto_apply: bool) -> LocalStack {
+        let db = TestDb::new().await;
+        let remote = Remote::new();
+        let cache = tempfile::tempdir().unwrap();
+        let (queues, receivers) = Queues::local();
+        let services = Services::connect(
+            settings(&db, &remote, &cache, auto_apply),
+            queues,
+            MetricsSink::capture(),
+        )
+        .await
+        .unwrap();
+        LocalStack {
+            services,
+            receivers,
+            remote,
+            _db: db,
+            _cache: cache,
+        }
+    }
+
+    fn next_plan(&mut self) -> Option<PlanRequest> {
+        self.receivers.plans.try_recv().ok()
+    }
+
+    fn next_apply(&mut self) -> Option<ApplyRequest> {
+        self.receivers.applies.try_recv().ok()
+    }
+
+    async fn plan(&mut self) -> PlanRequestOutcome {
+        let request = self.next_plan().expect("a queued plan request");
+        pipeline::handle_plan_request(&self.services, &request)
+            .await
+            .unwrap()
+    }
+}
+
+async fn count(db: &TestDb, sql: &str) -> i64 {
+    db.client().await.query_one(sql, &[]).await.unwrap().get(0)
+}
+
+fn done(handled: &[Handled]) -> usize {
+    handled
+        .iter()
+        .filter(|h| h.disposition == Disposition::Done)
+        .count()
+}
+
+#[tokio::test]
+async fn a_pushed_commit_is_planned_and_committed_through_the_queues() {
+    let stack = SqsStack::start(30).await;
+    let commit = stack.remote.push_plugin("git-scm", "1.0.0");
+    let body = stack.remote.push_body(&"0".repeat(40), &commit);
+
+    let reply = pipeline::accept_webhook(
+        &stack.services,
+        &github_headers("push", "delivery-1", &body, SECRET),
+        &body,
+    )
+    .await;
+    let handled = stack.drain().await;
+
+    assert_eq!(reply.status, 202, "{}", reply.body);
+    assert_eq!(reply.body["status"], "accepted");
+    assert_eq!(reply.body["targets"], json!([TARGET]));
+    assert_eq!(done(&handled), 2, "{handled:?}");
+    let store = stack.services.store.lock().await;
+    let rows = store
+        .resources(Some(ritmo::model::Kind::Plugin), Some("git-scm"))
+        .await
+        .unwrap();
+    assert_eq!(rows.len(), 1);
+    assert_eq!(rows[0].commit.as_deref(), Some(commit.as_str()));
+    assert_eq!(rows[0].spec["version"], "1.0.0");
+    let target = store.target(TARGET).await.unwrap().unwrap();
+    assert_eq!(target.last_applied_commit.as_deref(), Some(commit.as_str()));
+    let runs = store.runs(Some(TARGET), 10, None).await.unwrap();
+    assert_eq!(runs.len(), 1);
+    assert_eq!(runs[0].status, RunStatus::Succeeded);
+    assert_eq!(runs[0].actor.as_deref(), Some("octocat"));
+}
+
+#[tokio::test]
+async fn a_webhook_delivered_three_times_and_a_poller_tick_apply_once() {
+    let stack = SqsStack::start(30).await;
+    let commit = stack.remote.push_plugin("git-scm", "1.0.0");
+    let body = stack.remote.push_body(&"0".repeat(40), &commit);
+    let headers = github_headers("push", "delivery-1", &body, SECRET);
+
+    let mut replies = Vec::new();
+    for _ in 0..3 {
+        replies.push(pipeline::accept_webhook(&stack.services, &headers, &body).await);
+    }
+    let poll = pipeline::poll_targets(&stack.services).await.unwrap();
+    let handled = stack.drain().await;
+
+    let statuses: Vec<_> = replies
+        .iter()
+        .map(|r| {
+            (
+                r.status,
+                r.body["status"].as_str().unwrap_or_default().to_string(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        statuses,
+        [
+            (202, "accepted".to_string()),
+            (200, "duplicate".to_string()),
+            (200, "duplicate".to_string())
+        ]
+    );
+    assert_eq!(poll.enqueued, 1, "{poll:?}");
+    assert_eq!(done(&handled), handled.len(), "{handled:?}");
+    assert_eq!(
+        count(
+            &stack.db,
+            "SELECT count(*) FROM sync_runs WHERE status = 'succeeded'"
+        )
+        .await,
+        1
+    );
+    assert_eq!(
+        count(&stack.db, "SELECT count(DISTINCT sync_id) FROM revisions").await,
+        1
+    );
+    assert_eq!(count(&stack.db, "SELECT count(*) FROM revisions").await, 1);
+}
+
+#[tokio::test]
+async fn an_apply_message_taken_by_a_crashed_applier_is_redelivered_and_applied_once() {
+    let stack = SqsStack::start(2).await;
+    let commit = stack.remote.push_plugin("git-scm", "1.0.0");
+    let body = stack.remote.push_body(&"0".repeat(40), &commit);
+    pipeline::accept_webhook(
+        &stack.services,
+        &github_headers("push", "delivery-1", &body, SECRET),
+        &body,
+    )
+    .await;
+    let planned = stack.round(QueueKind::Plan).await;
+    assert_eq!(done(&planned), 1, "{planned:?}");
+
+    // An applier that received the message and died before handling or deleting it.
+    let taken = stack
+        .client
+        .receive_message()
+        .queue_url(&stack.apply_url)
+        .wait_time_seconds(1)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(taken.messages().len(), 1);
+    let while_invisible = stack.round(QueueKind::Apply).await;
+    let mut redelivered = Vec::new();
+    for _ in 0..30 {
+        redelivered = stack.round(QueueKind::Apply).await;
+        if !redelivered.is_empty() {
+            break;
+        }
+    }
+    let again = stack.drain().await;
+
+    assert!(while_invisible.is_empty(), "{while_invisible:?}");
+    assert_eq!(redelivered.len(), 1);
+    assert_eq!(redelivered[0].disposition, Disposition::Done);
+    assert!(redelivered[0].message.receive_count >= 2);
+    assert!(again.is_empty(), "{again:?}");
+    assert_eq!(
+        count(
+            &stack.db,
+            "SELECT count(*) FROM sync_runs WHERE status = 'succeeded'"
+        )
+        .await,
+        1
+    );
+    assert_eq!(count(&stack.db, "SELECT count(*) FROM revisions").await, 1);
+    let store = stack.services.store.lock().await;
+    let target = store.target(TARGET).await.unwrap().unwrap();
+    assert_eq!(target.generation, 1);
+}
+
+#[tokio::test]
+async fn handling_an_apply_request_twice_applies_it_once() {
+    let mut stack = LocalStack::start(true).await;
+    stack.remote.push_plugin("git-scm", "1.0.0");
+    pipeline::request_sync(&stack.services, Some(TARGET), None, false)
+        .await
+        .unwrap();
+    stack.plan().await;
+    let apply = stack.next_apply().unwrap();
+
+    let first = pipeline::handle_apply_request(&stack.services, &apply)
+        .await
+        .unwrap();
+    let second = pipeline::handle_apply_request(&stack.services, &apply)
+        .await
+        .unwrap();
+
+    assert!(
+        matches!(first, ApplyRequestOutcome::Applied { .. }),
+        "{first:?}"
+    );
+    assert_eq!(
+        second,
+        ApplyRequestOutcome::AlreadyFinished {
+            sync_id: apply.sync_id,
+            status: RunStatus::Succeeded
+        }
+    );
+}
+
+#[tokio::test]
+async fn a_stale_plan_is_superseded_and_a_fresh_plan_is_requested() {
+    let mut stack = LocalStack::start(true).await;
+    stack.remote.push_plugin("git-scm", "1.0.0");
+    pipeline::request_sync(&stack.services, Some(TARGET), None, false)
+        .await
+        .unwrap();
+    stack.plan().await;
+    let first_apply = stack.next_apply().unwrap();
+    // Another sync gets to the target first.
+    stack.remote.push_plugin("git-scm", "2.0.0");
+    pipeline::request_sync(&stack.services, Some(TARGET), None, false)
+        .await
+        .unwrap();
+    stack.plan().await;
+    let second_apply = stack.next_apply().unwrap();
+    pipeline::handle_apply_request(&stack.services, &second_apply)
+        .await
+        .unwrap();
+
+    let outcome = pipeline::handle_apply_request(&stack.services, &first_apply)
+        .await
+        .unwrap();
+
+    let ApplyRequestOutcome::Superseded { replan, .. } = &outcome else {
+        panic!("expected superseded, got {outcome:?}");
+    };
+    assert_eq!(stack.next_plan().as_ref(), Some(replan));
+    let store = stack.services.store.lock().await;
+    let run = store.run(first_apply.sync_id).await.unwrap().unwrap();
+    assert_eq!(run.status, RunStatus::Superseded);
+    assert!(
+        stack
+            .services
+            .metrics
+            .lines()
+            .iter()
+            .any(|line| line.contains("\"PlanStale\""))
+    );
+}
+
+#[tokio::test]
+async fn a_plan_waiting_for_approval_is_applied_once_approved_and_refused_once_stale() {
+    let mut stack = LocalStack::start(false).await;
+    stack.remote.push_plugin("git-scm", "1.0.0");
+    pipeline::request_sync(&stack.services, Some(TARGET), None, false)
+        .await
+        .unwrap();
+
+    let PlanRequestOutcome::Planned {
+        sync_id, status, ..
+    } = stack.plan().await
+    else {
+        panic!("expected a plan");
+    };
+    assert_eq!(status, RunStatus::PendingApproval);
+    assert!(stack.next_apply().is_none());
+
+    let approved = pipeline::approve_plan(&stack.services, sync_id, "jane")
+        .await
+        .unwrap();
+    let apply = stack.next_apply().unwrap();
+    let applied = pipeline::handle_apply_request(&stack.services, &apply)
+        .await
+        .unwrap();
+    assert!(
+        matches!(approved, ApproveOutcome::Approved { .. }),
+        "{approved:?}"
+    );
+    assert!(
+        matches!(applied, ApplyRequestOutcome::Applied { .. }),
+        "{applied:?}"
+    );
+
+    // Two plans wait; approving and applying one moves the target, so the other is stale.
+    stack.remote.push_plugin("git-scm", "2.0.0");
+    pipeline::request_sync(&stack.services, Some(TARGET), None, false)
+        .await
+        .unwrap();
+    let PlanRequestOutcome::Planned { sync_id: older, .. } = stack.plan().await else {
+        panic!("expected a plan");
+    };
+    stack.remote.push_plugin("git-scm", "3.0.0");
+    pipeline::request_sync(&stack.services, Some(TARGET), None, false)
+        .await
+        .unwrap();
+    let PlanRequestOutcome::Planned { sync_id: newer, .. } = stack.plan().await else {
+        panic!("expected a plan");
+    };
+    pipeline::approve_plan(&stack.services, newer, "jane")
+        .await
+        .unwrap();
+    let apply = stack.next_apply().unwrap();
+    pipeline::handle_apply_request(&stack.services, &apply)
+        .await
+        .unwrap();
+
+    let refused = pipeline::approve_plan(&stack.services, older, "jane")
+        .await
+        .unwrap();
+
+    assert!(
+        matches!(refused, ApproveOutcome::Stale { .. }),
+        "{refused:?}"
+    );
+    assert!(stack.next_apply().is_none());
+    let store = stack.services.store.lock().await;
+    assert_eq!(
+        store.run(older).await.unwrap().unwrap().status,
+        RunStatus::Superseded
+    );
+    assert_eq!(
+        store
+            .run(sync_id)
+            .await
+            .unwrap()
+            .unwrap()
+            .approved_by
+            .as_deref(),
+        Some("jane")
+    );
+}
+
+#[tokio::test]
+async fn a_request_for_the_applied_commit_is_skipped_without_recording_a_run() {
+    let mut stack = LocalStack::start(true).await;
+    let commit = stack.remote.push_plugin("git-scm", "1.0.0");
+    pipeline::request_sync(&stack.services, Some(TARGET), None, false)
+        .await
+        .unwrap();
+    stack.plan().await;
+    let apply = stack.next_apply().unwrap();
+    pipeline::handle_apply_request(&stack.services, &apply)
+        .await
+        .unwrap();
+    let webhook = PlanRequest::new(TARGET, ritmo::message::Trigger::Webhook, chrono_now())
+        .with_revision(format!("main@sha1:{commit}"));
+
+    let outcome = pipeline::handle_plan_request(&stack.services, &webhook)
+        .await
+        .unwrap();
+
+    assert_eq!(
+        outcome,
+        PlanRequestOutcome::Skipped {
+            target: TARGET.into(),
+            reason: SkipReason::AlreadyApplied { commit }
+        }
+    );
+    let store = stack.services.store.lock().await;
+    assert_eq!(store.runs(Some(TARGET), 10, None).await.unwrap().len(), 1);
+}
+
+#[tokio::test]
+async fn a_rollback_pins_the_target_until_it_is_resumed() {
+    let mut stack = LocalStack::start(true).await;
+    let first = stack.remote.push_plugin("git-scm", "1.0.0");
+    pipeline::request_sync(&stack.services, Some(TARGET), None, false)
+        .await
+        .unwrap();
+    stack.plan().await;
+    let apply = stack.next_apply().unwrap();
+    pipeline::handle_apply_request(&stack.services, &apply)
+        .await
+        .unwrap();
+    let second = stack.remote.push_plugin("git-scm", "2.0.0");
+    pipeline::request_sync(&stack.services, Some(TARGET), None, false)
+        .await
+        .unwrap();
+    stack.plan().await;
+    let apply = stack.next_apply().unwrap();
+    pipeline::handle_apply_request(&stack.services, &apply)
+        .await
+        .unwrap();
+
+    pipeline::rollback(&stack.services, TARGET, &first, "jane")
+        .await
+        .unwrap();
+    stack.plan().await;
+    let apply = stack.next_apply().unwrap();
+    pipeline::handle_apply_request(&stack.services, &apply)
+        .await
+        .unwrap();
+    let webhook = PlanRequest::new(TARGET, ritmo::message::Trigger::Webhook, chrono_now())
+        .with_revision(format!("main@sha1:{second}"));
+    let while_pinned = pipeline::handle_plan_request(&stack.services, &webhook)
+        .await
+        .unwrap();
+    pipeline::resume(&stack.services, TARGET).await.unwrap();
+    stack.plan().await;
+    let apply = stack.next_apply().unwrap();
+    pipeline::handle_apply_request(&stack.services, &apply)
+        .await
+        .unwrap();
+
+    assert!(
+        matches!(
+            &while_pinned,
+            PlanRequestOutcome::Skipped { reason: SkipReason::Pinned { pinned_commit }, .. }
+                if *pinned_commit == first
+        ),
+        "{while_pinned:?}"
+    );
+    let store = stack.services.store.lock().await;
+    let target = store.target(TARGET).await.unwrap().unwrap();
+    assert_eq!(target.last_applied_commit.as_deref(), Some(second.as_str()));
+    assert_eq!(target.pinned_commit, None);
+    let triggers: Vec<String> = store
+        .runs(Some(TARGET), 10, None)
+        .await
+        .unwrap()
+        .iter()
+        .map(|run| format!("{}:{}", run.trigger, run.commit.clone().unwrap_or_default()))
+        .collect();
+    assert_eq!(
+        triggers,
+        [
+            format!("manual:{second}"),
+            format!("rollback:{first}"),
+            format!("manual:{second}"),
+            format!("manual:{first}"),
+        ]
+    );
+}
+
+#[tokio::test]
+async fn an_invalid_repository_records_a_failed_run_and_applies_nothing() {
+    let mut stack = LocalStack::start(true).await;
+    stack.remote.repo.write(
+        "plugins/broken.yaml",
+        "apiVersion: ritmo.dev/v1\nkind: Plugin\nmetadata:\n  name: Broken\n",
+    );
+    stack.remote.repo.commit("broken");
+    stack.remote.repo.git(&[
+        "push",
+        "--quiet",
+        stack.remote.bare.to_str().unwrap(),
+        "main",
+    ]);
+    pipeline::request_sync(&stack.services, Some(TARGET), None, false)
+        .await
+        .unwrap();
+
+    let outcome = stack.plan().await;
+
+    let PlanRequestOutcome::Failed { diagnostics, .. } = &outcome else {
+        panic!("expected a failed run, got {outcome:?}");
+    };
+    assert!(!diagnostics.is_empty());
+    assert!(stack.next_apply().is_none());
+    assert!(
+        stack
+            .services
+            .metrics
+            .lines()
+            .iter()
+            .any(|line| line.contains("\"SyncFailed\""))
+    );
+}
+
+#[tokio::test]
+async fn webhooks_that_must_not_plan_are_refused_or_ignored() {
+    let mut stack = LocalStack::start(true).await;
+    let commit = stack.remote.push_plugin("git-scm", "1.0.0");
+    let body = stack.remote.push_body(&"0".repeat(40), &commit);
+    let other_branch = String::from_utf8(body.clone())
+        .unwrap()
+        .replace("refs/heads/main", "refs/heads/feature")
+        .into_bytes();
+    let tag = String::from_utf8(body.clone())
+        .unwrap()
+        .replace("refs/heads/main", "refs/tags/v1")
+        .into_bytes();
+    let other_repo = String::from_utf8(body.clone())
+        .unwrap()
+        .replace("acme/config", "acme/other")
+        .into_bytes();
+    let ping = br#"{"zen":"Keep it simple.","hook_id":1}"#.to_vec();
+
+    let cases = [
+        (
+            "bad signature",
+            github_headers("push", "d-1", &body, "wrong"),
+            body.clone(),
+        ),
+        (
+            "other branch",
+            github_headers("push", "d-2", &other_branch, SECRET),
+            other_branch,
+        ),
+        ("tag", github_headers("push", "d-3", &tag, SECRET), tag),
+        (
+            "other repo",
+            github_headers("push", "d-4", &other_repo, SECRET),
+            other_repo,
+        ),
+        ("ping", github_headers("ping", "d-5", &ping, SECRET), ping),
+        (
+            "not json",
+            github_headers("push", "d-6", b"{", SECRET),
+            b"{".to_vec(),
+        ),
+    ];
+    let mut answers = Vec::new();
+    for (name, headers, body) in cases {
+        let reply = pipeline::accept_webhook(&stack.services, &headers, &body).await;
+        answers.push((name, reply.status, reply.body));
+    }
+    let mut unsigned = github_headers("push", "d-7", &body, SECRET);
+    unsigned.retain(|(name, _)| name != "X-Hub-Signature-256");
+    let missing = pipeline::accept_webhook(&stack.services, &unsigned, &body).await;
+
+    let summary: Vec<(&str, u16, String)> = answers
+        .iter()
+        .map(|(name, status, body)| {
+            let what = body["status"]
+                .as_str()
+                .or(body["error"].as_str())
+                .unwrap_or_default();
+            (*name, *status, what.to_string())
+        })
+        .collect();
+    assert_eq!(
+        summary,
+        [
+            ("bad signature", 401, "bad_signature".to_string()),
+            ("other branch", 202, "ignored".to_string()),
+            ("tag", 202, "ignored".to_string()),
+            ("other repo", 202, "ignored".to_string()),
+            ("ping", 200, "ok".to_string()),
+            ("not json", 400, "invalid_payload".to_string()),
+        ]
+    );
+    assert_eq!(missing.status, 401);
+    assert_eq!(missing.body["error"], "missing_signature");
+    assert!(stack.next_plan().is_none());
+    let rejected = stack
+        .services
+        .metrics
+        .lines()
+        .iter()
+        .filter(|line| line.contains("\"WebhookRejected\""))
+        .count();
+    assert_eq!(rejected, 3);
+}
+
+fn chrono_now() -> chrono::DateTime<chrono::Utc> {
+    chrono::Utc::now()
+}
+
+/// Waits (bounded) until `sql` counts at least `n`, re-querying every 100 ms.
+async fn wait_for_count(db: &TestDb, sql: &str, n: i64) -> i64 {
+    let mut last = 0;
+    for _ in 0..600 {
+        last = count(db, sql).await;
+        if last >= n {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    last
+}
+
+#[tokio::test]
+async fn the_local_workers_plan_and_apply_until_shut_down() {
+    let stack = LocalStack::start(true).await;
+    stack.remote.push_plugin("git-scm", "1.0.0");
+    let LocalStack {
+        services,
+        receivers,
+        _db: db,
+        ..
+    } = stack;
+    let services = std::sync::Arc::new(services);
+    let (stop, shutdown) = tokio::sync::watch::channel(false);
+    let workers = tokio::spawn(pipeline::run_local_workers(
+        services.clone(),
+        receivers,
+        shutdown,
+    ));
+
+    pipeline::request_sync(&services, None, Some("jane".into()), false)
+        .await
+        .unwrap();
+    let succeeded = wait_for_count(
+        &db,
+        "SELECT count(*) FROM sync_runs WHERE status = 'succeeded'",
+        1,
+    )
+    .await;
+    stop.send(true).unwrap();
+    let stopped = tokio::time::timeout(Duration::from_secs(30), workers).await;
+
+    assert_eq!(succeeded, 1);
+    assert!(matches!(stopped, Ok(Ok(()))), "{stopped:?}");
+}
+
+#[tokio::test]
+async fn the_sqs_workers_plan_and_apply_until_shut_down() {
+    let stack = SqsStack::start(30).await;
+    let commit = stack.remote.push_plugin("git-scm", "1.0.0");
+    let body = stack.remote.push_body(&"0".repeat(40), &commit);
+    let SqsStack {
+        services,
+        plan_url,
+        apply_url,
+        db,
+        remote,
+        ..
+    } = stack;
+    let services = std::sync::Arc::new(services);
+    let (stop, shutdown) = tokio::sync::watch::channel(false);
+    let workers = tokio::spawn(pipeline::run_sqs_workers(
+        services.clone(),
+        plan_url,
+        apply_url,
+        shutdown,
+    ));
+
+    let reply = pipeline::accept_webhook(
+        &services,
+        &github_headers("push", "delivery-1", &body, SECRET),
+        &body,
+    )
+    .await;
+    let succeeded = wait_for_count(
+        &db,
+        "SELECT count(*) FROM sync_runs WHERE status = 'succeeded'",
+        1,
+    )
+    .await;
+    stop.send(true).unwrap();
+    let stopped = tokio::time::timeout(Duration::from_secs(30), workers).await;
+
+    assert_eq!(reply.status, 202);
+    assert_eq!(succeeded, 1);
+    assert!(matches!(stopped, Ok(Ok(()))), "{stopped:?}");
+    drop(remote);
+}
