@@ -5,11 +5,14 @@ SHELL := /bin/bash
 export RITMO_MASTER_ENCRYPTION_KEY ?= ritmo-example-master-key-32bytes
 DEV_REPO := .dev/ritmo-config
 RITMO := target/debug/ritmo
+# Where `make dev` serves the webhook and the API.
+LISTEN ?= 127.0.0.1:8080
 
 .PHONY: help dev test lint build example-repo db tools clean-dev bench
 
 help:
-	@echo "make dev   - start PostgreSQL if needed, sync examples/ritmo-config into it, show plan and status"
+	@echo "make dev   - start PostgreSQL if needed, sync examples/ritmo-config into it, show plan and status,"
+	@echo "             then run \`ritmo serve\` on $(LISTEN) until Ctrl-C"
 	@echo "make test  - install what the tests need (PostgreSQL check, moto, cfn-lint) and run every check"
 
 build:
@@ -30,7 +33,11 @@ dev: build example-repo
 	  $(RITMO) gitops plan --repo-path $(DEV_REPO) && \
 	  $(RITMO) gitops sync --repo-path $(DEV_REPO) && \
 	  $(RITMO) gitops status && \
-	  $(RITMO) get jobs
+	  $(RITMO) get jobs && \
+	  echo && \
+	  RITMO_GITOPS_REPO_URL="$(abspath $(DEV_REPO))" RITMO_GITOPS_REPO_BRANCH=main \
+	  RITMO_GITOPS_WEBHOOK_SECRET="$${RITMO_GITOPS_WEBHOOK_SECRET:-ritmo-dev-webhook-secret}" \
+	  exec $(RITMO) serve --listen "$(LISTEN)"
 
 tools:
 	@scripts/ensure-python-tools.sh

@@ -1,5 +1,6 @@
 //! Command-line arguments: what a person types, parsed by clap.
 
+use std::net::SocketAddr;
 use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
@@ -49,6 +50,12 @@ pub enum Command {
         after_help = "Examples:\n  printf %s \"$TOKEN\" | ritmo encrypt-credential --name github-pat\n  ritmo encrypt-credential --name github-pat --value=\"ghp_...\"  # lands in shell history"
     )]
     EncryptCredential(CredentialArgs),
+
+    /// Serve the webhook and the API on one port, with the poller, planner and applier in-process
+    #[command(
+        after_help = "Examples:\n  DATABASE_URL=postgres://postgres@127.0.0.1/ritmo RITMO_GITOPS_REPO_URL=https://github.com/acme/ritmo-config.git ritmo serve\n  ritmo serve --listen 0.0.0.0:8080 --config gitops-bootstrap.yaml\n  AWS_ENDPOINT_URL=http://127.0.0.1:5000 ritmo serve   # SQS queues on moto\n\nThen:\n  curl -X POST http://127.0.0.1:8080/api/v1/gitops/sync\n  curl http://127.0.0.1:8080/api/v1/gitops/status"
+    )]
+    Serve(ServeArgs),
 
     /// Decrypt an `encrypted_value` (for debugging; needs the key)
     #[command(
@@ -212,4 +219,25 @@ pub struct CredentialArgs {
     /// Encrypt with this KMS key (`KMS:` format, needs --name) instead of the master key
     #[arg(long, value_name = "KEY", requires = "name")]
     pub kms_key_id: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// Address and port to listen on
+    #[arg(long, default_value = "127.0.0.1:8080", value_name = "ADDR")]
+    pub listen: SocketAddr,
+    #[command(flatten)]
+    pub database: DatabaseArgs,
+    /// Use SQS at this endpoint (moto) instead of in-process queues
+    #[arg(long, env = "AWS_ENDPOINT_URL", value_name = "URL")]
+    pub aws_endpoint_url: Option<String>,
+    /// The plan queue's URL on that endpoint (default: create `ritmo-plan.fifo`)
+    #[arg(long, env = "RITMO_GITOPS_PLAN_QUEUE_URL", value_name = "URL")]
+    pub plan_queue_url: Option<String>,
+    /// The apply queue's URL on that endpoint (default: create `ritmo-apply.fifo`)
+    #[arg(long, env = "RITMO_GITOPS_APPLY_QUEUE_URL", value_name = "URL")]
+    pub apply_queue_url: Option<String>,
+    /// Seconds between poller ticks (default: the shortest target interval; at least 5)
+    #[arg(long, value_name = "SECONDS")]
+    pub poll_interval: Option<u64>,
 }

@@ -44,6 +44,7 @@ pub async fn run(cli: Cli) -> Result<ExitCode> {
         Command::EncryptCredential(args) => encrypt_credential(&ctx, &args).await?,
         Command::DecryptCredential(args) => decrypt_credential(&ctx, &args).await?,
         Command::RotateCredentials(args) => rotate_credentials(&ctx, &args).await?,
+        Command::Serve(args) => crate::serve::run(ctx.settings, &args).await?,
     };
     Ok(ExitCode::from(code))
 }

@@ -3,16 +3,21 @@
 mod args;
 mod commands;
 mod render;
+mod serve;
 
 use std::process::ExitCode;
 
 use clap::Parser;
 
-use crate::args::Cli;
+use crate::args::{Cli, Command};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_tracing(cli.verbose);
+    if matches!(cli.command, Command::Serve(_)) {
+        serve::init_logging(cli.verbose);
+    } else {
+        init_tracing(cli.verbose);
+    }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

@@ -100,6 +100,10 @@ pub struct Settings {
     pub master_key: Option<SecretString>,
     pub master_key_secret_id: Option<String>,
     pub kms_key_id: Option<String>,
+    /// The SQS FIFO queues between the functions (`RITMO_GITOPS_PLAN_QUEUE_URL`,
+    /// `RITMO_GITOPS_APPLY_QUEUE_URL`); unset on one machine, where queues are in-process.
+    pub plan_queue_url: Option<String>,
+    pub apply_queue_url: Option<String>,
     /// Where remote repositories are cached (`/tmp` survives warm Lambda invocations).
     pub cache_dir: PathBuf,
 
@@ -437,7 +441,11 @@ fn from_bootstrap(
             .or(encryption.master_key)
             .map(SecretString::from),
         master_key_secret_id: var("RITMO_MASTER_KEY_SECRET_ARN").or(encryption.master_key_secret),
-        kms_key_id: var("RITMO_KMS_KEY_ID").or(encryption.kms_key_id),
+        kms_key_id: var("RITMO_KMS_KEY_ID")
+            .or_else(|| var("RITMO_KMS_KEY_ARN"))
+            .or(encryption.kms_key_id),
+        plan_queue_url: var("RITMO_GITOPS_PLAN_QUEUE_URL"),
+        apply_queue_url: var("RITMO_GITOPS_APPLY_QUEUE_URL"),
         cache_dir: var("RITMO_GITOPS_CACHE_DIR")
             .map(PathBuf::from)
             .unwrap_or_else(|| std::env::temp_dir().join("ritmo-gitops")),

@@ -28,7 +28,10 @@ pub enum Error {
     Webhook(#[from] WebhookError),
     #[error(transparent)]
     Message(#[from] MessageError),
-    /// Something this build cannot do yet, said plainly.
+    /// The request itself is wrong (an unknown revision, a run of another target).
+    #[error("{0}")]
+    InvalidRequest(String),
+    /// Something this build cannot do yet, or a setting that is missing, said plainly.
     #[error("{0}")]
     Unsupported(String),
     /// A broken invariant or a task that died: a bug, or the process is going down.
@@ -50,7 +53,7 @@ impl Error {
             Error::Queue(error) => error.is_retryable(),
             Error::Webhook(error) => error.is_retryable(),
             Error::Message(error) => error.is_retryable(),
-            Error::Unsupported(_) => false,
+            Error::InvalidRequest(_) | Error::Unsupported(_) => false,
             Error::Internal(_) => true,
         }
     }

@@ -1,6 +1,13 @@
-//! The `api` Lambda function: filled in by the serverless-pipeline issue.
+//! The `api` Lambda function: API Gateway `/api/v1/...` and `/health/*` → [`api::app`].
 
-fn main() {
-    eprintln!("the api function is not built yet: see the serverless pipeline issue");
-    std::process::exit(2);
+use std::sync::Arc;
+
+use ritmo::telemetry::{LogFormat, init_logging};
+
+#[tokio::main]
+async fn main() -> Result<(), lambda_http::Error> {
+    init_logging(LogFormat::Json, "info");
+    // Built once per cold start: the database connection outlives invocations.
+    let services = ritmo::pipeline::lambda_services().await?;
+    lambda_http::run(api::app(Arc::new(services))).await
 }

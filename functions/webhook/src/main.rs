@@ -1,6 +1,14 @@
-//! The `webhook` Lambda function: filled in by the serverless-pipeline issue.
+//! The `webhook` Lambda function: API Gateway `POST /webhooks/gitops` → [`webhook::app`].
 
-fn main() {
-    eprintln!("the webhook function is not built yet: see the serverless pipeline issue");
-    std::process::exit(2);
+use std::sync::Arc;
+
+use ritmo::telemetry::{LogFormat, init_logging};
+
+#[tokio::main]
+async fn main() -> Result<(), lambda_http::Error> {
+    init_logging(LogFormat::Json, "info");
+    // Built once per cold start: the database connection and the cached secret outlive
+    // invocations.
+    let services = ritmo::pipeline::lambda_services().await?;
+    lambda_http::run(webhook::app(Arc::new(services))).await
 }

@@ -31,10 +31,7 @@ pub use planner::{PlanRequestOutcome, SkipReason, handle_plan_request};
 pub use poller::{PollReport, PolledTarget, poll_targets, run_poller_loop};
 pub use requests::{ApproveOutcome, approve_plan, request_sync, resume, rollback};
 pub use webhook::{WebhookReply, accept_webhook};
-pub use workers::{
-    APPLY_QUEUE_URL_VAR, PLAN_QUEUE_URL_VAR, Shutdown, lambda_services, queue_urls_from_env,
-    run_local_workers, run_sqs_workers,
-};
+pub use workers::{Shutdown, lambda_services, run_local_workers, run_sqs_workers};
 
 use crate::services::Services;
 use crate::store::Store;

@@ -148,20 +148,20 @@ pub async fn rollback(
             .await?
             .ok_or(StoreError::RunNotFound(sync_id))?;
         if run.target != target {
-            return Err(Error::Unsupported(format!(
+            return Err(Error::InvalidRequest(format!(
                 "sync run `{sync_id}` belongs to target `{}`, not `{target}`",
                 run.target
             )));
         }
         run.commit.ok_or_else(|| {
-            Error::Unsupported(format!(
+            Error::InvalidRequest(format!(
                 "sync run `{sync_id}` has no commit to roll back to"
             ))
         })?
     } else if is_commit_id(to) {
         to.to_ascii_lowercase()
     } else {
-        return Err(Error::Unsupported(format!(
+        return Err(Error::InvalidRequest(format!(
             "cannot roll back to `{to}`: give a commit id (hex) or a sync run id"
         )));
     };

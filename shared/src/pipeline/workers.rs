@@ -14,32 +14,25 @@ use crate::{Error, Result, crypto};
 /// Stops the worker loops when it turns `true` (or its sender is dropped).
 pub type Shutdown = tokio::sync::watch::Receiver<bool>;
 
-/// The plan queue's URL (SQS), until `Settings` carries it.
-pub const PLAN_QUEUE_URL_VAR: &str = "RITMO_PLAN_QUEUE_URL";
-/// The apply queue's URL (SQS), until `Settings` carries it.
-pub const APPLY_QUEUE_URL_VAR: &str = "RITMO_APPLY_QUEUE_URL";
-
 /// Attempts of a message on the in-process queues, like the SQS redrive policy's five receives.
 const LOCAL_ATTEMPTS: u32 = 5;
 /// Long-polling wait of the SQS workers.
 const SQS_WAIT: Duration = Duration::from_secs(20);
 
-/// `(plan queue URL, apply queue URL)` from `RITMO_PLAN_QUEUE_URL` and `RITMO_APPLY_QUEUE_URL`,
-/// when both are set and non-empty.
-pub fn queue_urls_from_env() -> Option<(String, String)> {
-    let read = |name: &str| std::env::var(name).ok().filter(|value| !value.is_empty());
-    Some((read(PLAN_QUEUE_URL_VAR)?, read(APPLY_QUEUE_URL_VAR)?))
-}
-
 /// What a Lambda function builds once per cold start: settings from the bootstrap file and
 /// environment, the SQS queues from their URL variables, metrics on stdout, the database.
 pub async fn lambda_services() -> Result<Services> {
     let settings = Settings::from_process_env(None)?;
-    let (plan_queue_url, apply_queue_url) = queue_urls_from_env().ok_or_else(|| {
-        Error::Unsupported(format!(
-            "the queues are not configured: set {PLAN_QUEUE_URL_VAR} and {APPLY_QUEUE_URL_VAR}"
-        ))
-    })?;
+    let (Some(plan_queue_url), Some(apply_queue_url)) = (
+        settings.plan_queue_url.clone(),
+        settings.apply_queue_url.clone(),
+    ) else {
+        return Err(Error::Unsupported(
+            "the queues are not configured: set RITMO_GITOPS_PLAN_QUEUE_URL and \
+             RITMO_GITOPS_APPLY_QUEUE_URL"
+                .into(),
+        ));
+    };
     let client = aws_sdk_sqs::Client::new(&crypto::aws_config().await);
     let queues = Queues::sqs(client, plan_queue_url, apply_queue_url);
     Services::connect(settings, queues, MetricsSink::Stdout).await

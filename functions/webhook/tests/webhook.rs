@@ -1,0 +1,301 @@
+//! The webhook router on a real PostgreSQL database and in-process queues: every
+//! `events/webhook-*.json` replayed as Lambda would deliver it, then the cases the events do
+//! not cover (replays, missing signatures, other branches, oversized bodies, routing).
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a test: a failed unwrap is a failed test
+
+mod support;
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::body::Body;
+use axum::http::{Request, StatusCode};
+use ritmo::config::{GitAuth, Settings, TargetSettings};
+use ritmo::message::Trigger;
+use ritmo::metrics::MetricsSink;
+use ritmo::queue::{LocalReceivers, Queues};
+use ritmo::services::Services;
+use ritmo_tests::db::TestDb;
+use secrecy::SecretString;
+use serde_json::Value;
+
+use support::{assert_error, call, drain_plans, event_files, events_dir, file_name, replay};
+
+/// The secret every `events/webhook-*` file is signed with (events/README.md).
+const TEST_SECRET: &str = "ritmo-test-webhook-secret";
+/// The commit the sample pushes carry.
+const COMMIT: &str = "8b5f2a6c1d3e4f5061728394a5b6c7d8e9f00112";
+
+struct Harness {
+    app: Router,
+    receivers: LocalReceivers,
+    _services: Arc<Services>,
+    _db: TestDb,
+}
+
+fn target(name: &str, repo_url: &str, branch: &str) -> TargetSettings {
+    TargetSettings {
+        name: name.into(),
+        repo_url: repo_url.into(),
+        branch: branch.into(),
+        path: "/".into(),
+        interval_secs: 60,
+        auto_apply: true,
+        dry_run: false,
+        self_heal: false,
+        policy: Default::default(),
+        auth: GitAuth::None,
+    }
+}
+
+/// One target per provider the sample events come from, all tracking `branch`.
+fn provider_targets(branch: &str) -> Vec<TargetSettings> {
+    vec![
+        target("github", "https://github.com/acme/ritmo-config.git", branch),
+        target("gitlab", "https://gitlab.com/acme/ritmo-config.git", branch),
+        target(
+            "gitea",
+            "https://git.example.com/acme/ritmo-config.git",
+            branch,
+        ),
+        target(
+            "bitbucket",
+            "git@bitbucket.org:acme/ritmo-config.git",
+            branch,
+        ),
+    ]
+}
+
+async fn harness_with(targets: Vec<TargetSettings>, webhook_path: &str) -> Harness {
+    let db = TestDb::new().await;
+    let settings = Settings {
+        enabled: true,
+        targets,
+        database_url: Some(SecretString::from(db.url.clone())),
+        webhook_secret: Some(SecretString::from(TEST_SECRET)),
+        webhook_path: webhook_path.into(),
+        ..Settings::default()
+    };
+    let (queues, receivers) = Queues::local();
+    let services = Arc::new(
+        Services::connect(settings, queues, MetricsSink::capture())
+            .await
+            .unwrap(),
+    );
+    Harness {
+        app: webhook::app(services.clone()),
+        receivers,
+        _services: services,
+        _db: db,
+    }
+}
+
+async fn harness() -> Harness {
+    harness_with(provider_targets("main"), webhook::WEBHOOK_PATH).await
+}
+
+fn event(name: &str) -> std::path::PathBuf {
+    events_dir().join(name)
+}
+
+/// The provider target a sample event's file name names (`webhook-<provider>-…`).
+fn provider_of(file: &str) -> &str {
+    file.strip_prefix("webhook-")
+        .and_then(|rest| rest.split('-').next())
+        .unwrap()
+}
+
+#[tokio::test]
+async fn every_webhook_event_in_the_events_folder_gets_its_documented_answer() {
+    let files = event_files("webhook-");
+    assert!(files.len() >= 10, "events/ lost its webhook samples");
+
+    for file in files {
+        let name = file_name(&file);
+        // A fresh database each: the GitHub samples share one delivery id.
+        let mut harness = harness().await;
+
+        let (status, body) = replay(&harness.app, &file).await;
+
+        let queued = drain_plans(&mut harness.receivers);
+        if name.contains("bad-signature") {
+            assert_eq!(status, StatusCode::UNAUTHORIZED, "{name}: {body}");
+            assert_error(&body, "bad_signature");
+            assert!(queued.is_empty(), "{name}");
+        } else if name.contains("ping") {
+            assert_eq!(status, StatusCode::OK, "{name}: {body}");
+            assert!(queued.is_empty(), "{name}");
+        } else if name.contains("tag-push") {
+            assert_eq!(status, StatusCode::ACCEPTED, "{name}: {body}");
+            assert_eq!(body["status"], "ignored", "{name}: {body}");
+            assert!(queued.is_empty(), "{name}");
+        } else if name.contains("push") {
+            assert_eq!(status, StatusCode::ACCEPTED, "{name}: {body}");
+            assert_eq!(body["status"], "accepted", "{name}: {body}");
+            assert_eq!(queued.len(), 1, "{name}: {queued:?}");
+            let plan = &queued[0];
+            assert_eq!(plan.target, provider_of(&name), "{name}");
+            assert_eq!(plan.trigger, Trigger::Webhook, "{name}");
+            assert!(
+                plan.revision.as_deref().is_some_and(|r| r.contains(COMMIT)),
+                "{name}: {plan:?}"
+            );
+            assert!(plan.delivery_id.is_some(), "{name}");
+        } else {
+            // A sample nobody wrote an expectation for yet still must answer JSON, not fail.
+            assert!(!status.is_server_error(), "{name}: {status} {body}");
+            if !status.is_success() {
+                assert!(body["error"].is_string(), "{name}: {body}");
+            }
+        }
+    }
+}
+
+#[tokio::test]
+async fn rest_v1_http_v2_base64_and_form_bodies_queue_the_same_plan() {
+    let mut revisions = Vec::new();
+
+    for name in [
+        "webhook-github-push-apigw-v1.json",
+        "webhook-github-push-apigw-v2.json",
+        "webhook-github-push-base64-apigw-v2.json",
+        "webhook-github-push-form-apigw-v1.json",
+    ] {
+        let mut harness = harness().await;
+        let (status, _) = replay(&harness.app, &event(name)).await;
+        assert_eq!(status, StatusCode::ACCEPTED, "{name}");
+        let queued = drain_plans(&mut harness.receivers);
+        assert_eq!(queued.len(), 1, "{name}");
+        revisions.push(queued[0].revision.clone());
+    }
+
+    assert!(
+        revisions.iter().all(|r| *r == revisions[0]),
+        "{revisions:?}"
+    );
+}
+
+#[tokio::test]
+async fn the_same_delivery_twice_answers_duplicate_and_queues_nothing_more() {
+    let mut harness = harness().await;
+    let push = event("webhook-github-push-apigw-v2.json");
+    let (first, _) = replay(&harness.app, &push).await;
+    assert_eq!(first, StatusCode::ACCEPTED);
+    assert_eq!(drain_plans(&mut harness.receivers).len(), 1);
+
+    let (second, body) = replay(&harness.app, &push).await;
+
+    assert_eq!(second, StatusCode::OK, "{body}");
+    assert_eq!(body["status"], "duplicate", "{body}");
+    assert!(drain_plans(&mut harness.receivers).is_empty());
+}
+
+#[tokio::test]
+async fn a_push_without_a_signature_is_refused_with_401() {
+    let mut harness = harness().await;
+    let mut request = support::request_from_event(&event("webhook-github-push-apigw-v2.json"));
+    request.headers_mut().remove("x-hub-signature-256");
+    request.headers_mut().remove("x-hub-signature");
+
+    let (status, body) = call(&harness.app, request.map(Body::new)).await;
+
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    assert_error(&body, "missing_signature");
+    assert!(drain_plans(&mut harness.receivers).is_empty());
+}
+
+#[tokio::test]
+async fn a_push_to_a_branch_no_target_tracks_is_acknowledged_and_ignored() {
+    let mut harness = harness_with(provider_targets("production"), webhook::WEBHOOK_PATH).await;
+
+    let (status, body) = replay(&harness.app, &event("webhook-github-push-apigw-v2.json")).await;
+
+    assert_eq!(status, StatusCode::ACCEPTED, "{body}");
+    assert_eq!(body["status"], "ignored", "{body}");
+    assert!(drain_plans(&mut harness.receivers).is_empty());
+}
+
+#[tokio::test]
+async fn a_body_over_the_limit_is_refused_with_413_json_before_anything_is_read() {
+    let mut harness = harness().await;
+    let body = vec![b' '; webhook::BODY_LIMIT + 1];
+    let request = Request::post(webhook::WEBHOOK_PATH)
+        .header("content-type", "application/json")
+        .header("x-github-event", "push")
+        .header("x-github-delivery", "oversized-1")
+        .header("x-hub-signature-256", "sha256=00")
+        .body(Body::from(body))
+        .unwrap();
+
+    let (status, body) = call(&harness.app, request).await;
+
+    assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE);
+    assert_error(&body, "payload_too_large");
+    assert!(drain_plans(&mut harness.receivers).is_empty());
+}
+
+#[tokio::test]
+async fn a_body_at_the_limit_reaches_the_signature_check() {
+    let harness = harness().await;
+    let request = Request::post(webhook::WEBHOOK_PATH)
+        .header("x-github-event", "push")
+        .header("x-github-delivery", "at-the-limit-1")
+        .header("x-hub-signature-256", "sha256=00")
+        .body(Body::from(vec![b' '; webhook::BODY_LIMIT]))
+        .unwrap();
+
+    let (status, body) = call(&harness.app, request).await;
+
+    assert_eq!(status, StatusCode::UNAUTHORIZED, "{body}");
+}
+
+#[tokio::test]
+async fn the_configured_webhook_path_is_served_as_well_as_the_standard_one() {
+    let mut harness = harness_with(provider_targets("main"), "/hooks/ritmo").await;
+    let mut request = support::request_from_event(&event("webhook-github-push-apigw-v2.json"));
+    *request.uri_mut() = "/hooks/ritmo".parse().unwrap();
+
+    let (status, body) = call(&harness.app, request.map(Body::new)).await;
+
+    assert_eq!(status, StatusCode::ACCEPTED, "{body}");
+    assert_eq!(drain_plans(&mut harness.receivers).len(), 1);
+}
+
+#[tokio::test]
+async fn other_paths_and_methods_answer_json_errors() {
+    let harness = harness().await;
+
+    let (get_status, get_body) = call(
+        &harness.app,
+        Request::get(webhook::WEBHOOK_PATH)
+            .body(Body::empty())
+            .unwrap(),
+    )
+    .await;
+    let (missing_status, missing_body) = call(
+        &harness.app,
+        Request::post("/webhooks/other")
+            .body(Body::empty())
+            .unwrap(),
+    )
+    .await;
+
+    assert_eq!(get_status, StatusCode::METHOD_NOT_ALLOWED);
+    assert_error(&get_body, "method_not_allowed");
+    assert_eq!(missing_status, StatusCode::NOT_FOUND);
+    assert_error(&missing_body, "not_found");
+}
+
+#[tokio::test]
+async fn a_rejected_webhook_answers_json_that_names_no_secret() {
+    let harness = harness().await;
+
+    let (_, body) = replay(
+        &harness.app,
+        &event("webhook-github-bad-signature-apigw-v2.json"),
+    )
+    .await;
+
+    let text = Value::to_string(&body);
+    assert!(!text.contains(TEST_SECRET), "{text}");
+}
