@@ -27,7 +27,7 @@ example-repo:
 	  && git add -A && { git diff --cached --quiet || git -c user.name=ritmo-dev -c user.email=dev@ritmo.invalid commit -qm "example config $$(date -u +%FT%TZ)"; }
 
 dev: build example-repo
-	@export DATABASE_URL="$$(scripts/ensure-postgres.sh)" || exit 2; \
+	@export DATABASE_URL="$$(scripts/ensure-postgres.sh --database ritmo_dev)" || exit 2; \
 	  echo "PostgreSQL: $${DATABASE_URL}"; \
 	  $(RITMO) gitops validate --repo-path $(DEV_REPO) && \
 	  $(RITMO) gitops plan --repo-path $(DEV_REPO) && \
