@@ -325,6 +325,45 @@ pub async fn receive_and_handle(
     Ok(handled)
 }
 
+/// One Lambda invocation of an SQS FIFO consumer: decode the records, handle them as
+/// [`handle_batch`] does, and answer with the partial batch failures
+/// (`ReportBatchItemFailures`) so only those return to the queue.
+pub async fn handle_lambda_batch(
+    services: &Services,
+    kind: QueueKind,
+    event: aws_lambda_events::event::sqs::SqsEvent,
+) -> aws_lambda_events::event::sqs::SqsBatchResponse {
+    use aws_lambda_events::event::sqs::{BatchItemFailure, SqsBatchResponse};
+
+    let messages = event.records.iter().map(lambda_record).collect();
+    let handled = handle_batch(services, kind, messages).await;
+    let mut response = SqsBatchResponse::default();
+    response.batch_item_failures = handled
+        .into_iter()
+        .filter(|h| h.disposition.is_failure())
+        .map(|h| {
+            let mut failure = BatchItemFailure::default();
+            failure.item_identifier = h.message.message_id;
+            failure
+        })
+        .collect();
+    response
+}
+
+fn lambda_record(record: &aws_lambda_events::event::sqs::SqsMessage) -> QueueMessage {
+    QueueMessage {
+        message_id: record.message_id.clone().unwrap_or_default(),
+        receipt_handle: record.receipt_handle.clone(),
+        body: record.body.clone().unwrap_or_default(),
+        group_id: record.attributes.get("MessageGroupId").cloned(),
+        receive_count: record
+            .attributes
+            .get("ApproximateReceiveCount")
+            .and_then(|count| count.parse().ok())
+            .unwrap_or(1),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
