@@ -143,10 +143,8 @@ async fn a_rollback_pins_the_target_which_status_shows_until_resume_returns_to_t
     let sync_while_pinned = repo.ritmo(&["--config", config, "gitops", "sync"], &db);
     let plugin_while_pinned = json(&repo.ritmo(&["get", "plugin", "git-scm", "-o", "json"], &db));
     let resume = repo.ritmo(&["--config", config, "gitops", "resume"], &db);
-    let status_after = json(&repo.ritmo(
-        &["--config", config, "gitops", "status", "-o", "json"],
-        &db,
-    ));
+    let status_after =
+        json(&repo.ritmo(&["--config", config, "gitops", "status", "-o", "json"], &db));
 
     assert_exit(&rollback, 0);
     assert!(
@@ -154,7 +152,11 @@ async fn a_rollback_pins_the_target_which_status_shows_until_resume_returns_to_t
         "{}",
         stdout(&rollback)
     );
-    assert!(stdout(&rollback).contains("1 updated"), "{}", stdout(&rollback));
+    assert!(
+        stdout(&rollback).contains("1 updated"),
+        "{}",
+        stdout(&rollback)
+    );
     assert_exit(&status, 0);
     assert!(
         stdout(&status).contains(&format!("pinned: {first}")),
@@ -189,7 +191,14 @@ async fn rollback_to_something_that_is_not_a_commit_or_a_run_is_refused() {
     assert_exit(&repo.ritmo(&["--config", config, "gitops", "sync"], &db), 0);
 
     let output = repo.ritmo(
-        &["--config", config, "gitops", "rollback", "--to", "yesterday"],
+        &[
+            "--config",
+            config,
+            "gitops",
+            "rollback",
+            "--to",
+            "yesterday",
+        ],
         &db,
     );
     let unknown_run = repo.ritmo(
@@ -205,12 +214,13 @@ async fn rollback_to_something_that_is_not_a_commit_or_a_run_is_refused() {
     );
 
     assert_exit(&output, 1);
-    assert!(stderr(&output).contains("`yesterday`"), "{}", stderr(&output));
+    assert!(
+        stderr(&output).contains("`yesterday`"),
+        "{}",
+        stderr(&output)
+    );
     assert_exit(&unknown_run, 1);
-    let status = json(&repo.ritmo(
-        &["--config", config, "gitops", "status", "-o", "json"],
-        &db,
-    ));
+    let status = json(&repo.ritmo(&["--config", config, "gitops", "status", "-o", "json"], &db));
     assert_eq!(status["targets"][0]["target"]["pinned_commit"], Value::Null);
 }
 
@@ -254,7 +264,15 @@ async fn a_branch_that_requires_approval_waits_until_approved_and_a_stale_approv
     let auto_approved = {
         repo.commit_plugin("4.0.0");
         repo.ritmo(
-            &["--config", config, "gitops", "sync", "--auto-approve", "-o", "json"],
+            &[
+                "--config",
+                config,
+                "gitops",
+                "sync",
+                "--auto-approve",
+                "-o",
+                "json",
+            ],
             &db,
         )
     };
@@ -267,7 +285,11 @@ async fn a_branch_that_requires_approval_waits_until_approved_and_a_stale_approv
         "{}",
         stdout(&approved)
     );
-    assert!(stdout(&approved).contains("1 created"), "{}", stdout(&approved));
+    assert!(
+        stdout(&approved).contains("1 created"),
+        "{}",
+        stdout(&approved)
+    );
     assert_exit(&again, 1);
     assert!(
         stderr(&again).contains("not waiting for approval: it is `succeeded`"),
