@@ -115,6 +115,51 @@ pub enum Gitops {
     /// Write the database's resources out as a config repository
     #[command(after_help = "Example:\n  ritmo gitops export --output-dir /tmp/ritmo-config")]
     Export(ExportArgs),
+
+    /// Approve a plan waiting for approval and apply it now
+    #[command(
+        after_help = "Example:\n  ritmo gitops history --target default   # find the pending_approval run\n  ritmo gitops approve 0190f3c2-7d1e-7a3b-9c4d-5e6f7a8b9c0d\n\nRefused (exit 1) when the target was synced since the plan was made: the plan is stale,\nrun `ritmo gitops sync` for a fresh one."
+    )]
+    Approve(ApproveArgs),
+
+    /// Sync an earlier commit and pin the target there (automatic syncs suspended)
+    #[command(
+        after_help = "Examples:\n  ritmo gitops rollback --to 8b5f2a6c1d3e4f5061728394a5b6c7d8e9f00112\n  ritmo gitops rollback --to 0190f3c2-7d1e-7a3b-9c4d-5e6f7a8b9c0d --target prod   # a sync run's commit\n\nWebhook and schedule syncs leave the target at that commit until `ritmo gitops resume`."
+    )]
+    Rollback(RollbackArgs),
+
+    /// Unpin a rolled-back target and sync its branch head again
+    #[command(after_help = "Example:\n  ritmo gitops resume --target prod")]
+    Resume(ResumeArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct ApproveArgs {
+    /// The sync run id (`ritmo gitops history` lists them)
+    pub sync_id: String,
+    #[command(flatten)]
+    pub database: DatabaseArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct RollbackArgs {
+    /// A commit id (7-40 hex digits) or the id of a sync run whose commit to go back to
+    #[arg(long, value_name = "COMMIT|SYNC_ID")]
+    pub to: String,
+    /// Which target
+    #[arg(long, default_value = "default")]
+    pub target: String,
+    #[command(flatten)]
+    pub database: DatabaseArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct ResumeArgs {
+    /// Which target
+    #[arg(long, default_value = "default")]
+    pub target: String,
+    #[command(flatten)]
+    pub database: DatabaseArgs,
 }
 
 #[derive(Debug, Args, Clone)]

@@ -40,6 +40,15 @@ pub async fn run(cli: Cli) -> Result<ExitCode> {
         Command::Gitops(Gitops::Status(args)) => status(&ctx, &args).await?,
         Command::Gitops(Gitops::History(args)) => history(&ctx, &args).await?,
         Command::Gitops(Gitops::Export(args)) => export(&ctx, &args).await?,
+        Command::Gitops(Gitops::Approve(args)) => {
+            crate::ops::approve(&ctx.settings, ctx.output, &args).await?
+        }
+        Command::Gitops(Gitops::Rollback(args)) => {
+            crate::ops::rollback(&ctx.settings, ctx.output, &args).await?
+        }
+        Command::Gitops(Gitops::Resume(args)) => {
+            crate::ops::resume(&ctx.settings, ctx.output, &args).await?
+        }
         Command::Get(args) => get(&ctx, &args).await?,
         Command::EncryptCredential(args) => encrypt_credential(&ctx, &args).await?,
         Command::DecryptCredential(args) => decrypt_credential(&ctx, &args).await?,
@@ -245,7 +254,22 @@ async fn sync(ctx: &Session, args: &SyncArgs) -> Result<u8> {
         dry_run: args.dry_run || target.dry_run,
         approved: args.auto_approve,
     };
-    let outcome = workflow::sync_target(
+    // A rolled-back target stays at its pin until resumed; a sync of the branch would undo
+    // the rollback behind the pin's back.
+    if !request.dry_run
+        && let Some(pin) = store
+            .target(&target.name)
+            .await?
+            .and_then(|state| state.pinned_commit)
+    {
+        eprintln!(
+            "error: target `{}` is pinned at {pin} by a rollback: `ritmo gitops resume --target {}` \
+             to follow the branch again, or `ritmo gitops rollback --to COMMIT` to pin another commit",
+            target.name, target.name
+        );
+        return Ok(CONFIG_WRONG);
+    }
+    let outcome = workflow::sync_target_with(
         &mut store,
         &target,
         &source,
@@ -253,6 +277,7 @@ async fn sync(ctx: &Session, args: &SyncArgs) -> Result<u8> {
         &ctx.refs().await,
         &ctx.settings.builtin_plugins,
         &request,
+        &workflow::SyncRules::for_target(&ctx.settings, &target),
     )
     .await?;
     let mut diagnostics = outcome.checked_diagnostics.clone();
@@ -340,6 +365,17 @@ async fn status(ctx: &Session, args: &DatabaseArgs) -> Result<u8> {
                     target.last_applied_commit.as_deref().unwrap_or("none"),
                     target.generation
                 )?;
+                if let Some(pin) = &target.pinned_commit {
+                    writeln!(
+                        out,
+                        "  pinned: {pin} (rollback; webhook and schedule syncs suspended until \
+                         `ritmo gitops resume --target {}`)",
+                        target.name
+                    )?;
+                }
+                if target.suspended {
+                    writeln!(out, "  suspended: automatic syncs are off")?;
+                }
                 match run {
                     Some(run) => writeln!(
                         out,

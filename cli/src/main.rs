@@ -2,6 +2,7 @@
 
 mod args;
 mod commands;
+mod ops;
 mod render;
 mod serve;
 

@@ -126,6 +126,37 @@ pub struct Settings {
     /// Check `aws_secrets_manager` secret_refs at plan time: `RITMO_CHECK_SECRET_REFS`, else
     /// on when AWS looks configured (`AWS_REGION`, `AWS_DEFAULT_REGION` or `AWS_ENDPOINT_URL`).
     pub check_secret_refs: bool,
+
+    // --- operations: approval by branch, history retention, notifications ---
+    /// Per target, the branch patterns (`*` matches anything, `/` included) whose plans wait
+    /// for approval even when `auto_apply` is on: `sync.require_approval_for_branches`.
+    pub approval_branches: BTreeMap<String, Vec<String>>,
+    /// Sync runs kept per target (`history_limit`, `RITMO_GITOPS_HISTORY_LIMIT`); `None` keeps
+    /// [`DEFAULT_HISTORY_LIMIT`].
+    pub history_limit: Option<u32>,
+    /// Where sync failures, drift and plans waiting for approval are announced.
+    pub notifications: NotificationSettings,
+}
+
+/// Sync runs kept per target when `history_limit` is not set.
+pub const DEFAULT_HISTORY_LIMIT: u32 = 100;
+
+/// `notifications:` in the bootstrap file, `RITMO_GITOPS_SNS_TOPIC_ARN` and
+/// `RITMO_GITOPS_SLACK_CREDENTIAL` in the environment.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct NotificationSettings {
+    /// An SNS topic to publish to.
+    pub sns_topic_arn: Option<String>,
+    /// The name of a `Credential` resource whose `encrypted_value` is a Slack-compatible
+    /// incoming-webhook URL (the URL is a secret: it is never logged).
+    pub slack_webhook_credential: Option<String>,
+}
+
+impl NotificationSettings {
+    /// Whether any channel is configured.
+    pub fn is_enabled(&self) -> bool {
+        self.sns_topic_arn.is_some() || self.slack_webhook_credential.is_some()
+    }
 }
 
 impl Settings {
@@ -162,6 +193,46 @@ impl Settings {
     pub fn target(&self, name: &str) -> Option<&TargetSettings> {
         self.targets.iter().find(|target| target.name == name)
     }
+
+    /// Why plans of `target` must wait for approval because of its branch, or `None` when
+    /// its branch matches none of its `require_approval_for_branches` patterns.
+    pub fn branch_approval(&self, target: &TargetSettings) -> Option<String> {
+        let pattern = self
+            .approval_branches
+            .get(&target.name)?
+            .iter()
+            .find(|pattern| branch_matches(pattern, &target.branch))?;
+        Some(format!(
+            "branch `{}` requires approval (sync.require_approval_for_branches: `{pattern}`)",
+            target.branch
+        ))
+    }
+
+    /// Sync runs to keep per target.
+    pub fn history_limit(&self) -> u32 {
+        self.history_limit.unwrap_or(DEFAULT_HISTORY_LIMIT)
+    }
+}
+
+/// Whether `branch` matches `pattern`, where `*` stands for any run of characters (`/`
+/// included, so `release/*` matches `release/2024/q1`).
+pub fn branch_matches(pattern: &str, branch: &str) -> bool {
+    let mut parts = pattern.split('*');
+    let first = parts.next().unwrap_or_default();
+    let Some(mut rest) = branch.strip_prefix(first) else {
+        return false;
+    };
+    let parts: Vec<&str> = parts.collect();
+    let Some((last, middle)) = parts.split_last() else {
+        return rest.is_empty();
+    };
+    for part in middle {
+        match rest.find(part) {
+            Some(at) => rest = &rest[at + part.len()..],
+            None => return false,
+        }
+    }
+    rest.len() >= last.len() && rest.ends_with(last)
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -190,6 +261,16 @@ struct GitopsSection {
     builtin_plugins: Vec<String>,
     #[serde(default)]
     encryption: EncryptionSection,
+    history_limit: Option<u32>,
+    #[serde(default)]
+    notifications: NotificationsSection,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NotificationsSection {
+    sns_topic_arn: Option<String>,
+    slack_webhook_credential: Option<String>,
 }
 
 #[derive(Debug, Default, Clone, Deserialize)]
@@ -231,6 +312,7 @@ struct SyncSection {
     allow_empty: Option<bool>,
     max_delete_percent: Option<u32>,
     self_heal: Option<bool>,
+    require_approval_for_branches: Option<Vec<String>>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -351,7 +433,11 @@ fn from_bootstrap(
     overlay_auth_env(&mut auth, &var);
 
     let mut targets = Vec::new();
+    let mut approval_branches = BTreeMap::new();
     if repository.url.is_some() {
+        if let Some(patterns) = &sync.require_approval_for_branches {
+            approval_branches.insert(DEFAULT_TARGET.to_string(), patterns.clone());
+        }
         targets.push(target_settings(
             DEFAULT_TARGET,
             &repository,
@@ -372,6 +458,13 @@ fn from_bootstrap(
             .clone()
             .unwrap_or_else(|| auth.clone());
         let own_sync = declared.sync.clone().unwrap_or_default();
+        if let Some(patterns) = own_sync
+            .require_approval_for_branches
+            .as_ref()
+            .or(sync.require_approval_for_branches.as_ref())
+        {
+            approval_branches.insert(declared.name.clone(), patterns.clone());
+        }
         targets.push(target_settings(
             &declared.name,
             &declared.repository,
@@ -405,6 +498,24 @@ fn from_bootstrap(
         })?),
         None => None,
     };
+    let history_limit = match var("RITMO_GITOPS_HISTORY_LIMIT") {
+        Some(value) => Some(
+            value
+                .trim()
+                .parse()
+                .map_err(|_| ConfigError::InvalidVariable {
+                    variable: "RITMO_GITOPS_HISTORY_LIMIT".into(),
+                    expected: "a number of sync runs",
+                    value: value.clone(),
+                })?,
+        ),
+        None => gitops.history_limit,
+    };
+    let notifications = NotificationSettings {
+        sns_topic_arn: var("RITMO_GITOPS_SNS_TOPIC_ARN").or(gitops.notifications.sns_topic_arn),
+        slack_webhook_credential: var("RITMO_GITOPS_SLACK_CREDENTIAL")
+            .or(gitops.notifications.slack_webhook_credential),
+    };
     let check_secret_refs = match var("RITMO_CHECK_SECRET_REFS") {
         Some(value) => parse_bool("RITMO_CHECK_SECRET_REFS", &value)?,
         None => ["AWS_REGION", "AWS_DEFAULT_REGION", "AWS_ENDPOINT_URL"]
@@ -430,6 +541,9 @@ fn from_bootstrap(
         database_sslmode,
         in_lambda: var("AWS_LAMBDA_FUNCTION_NAME").is_some(),
         check_secret_refs,
+        approval_branches,
+        history_limit,
+        notifications,
         webhook_secret: var("RITMO_GITOPS_WEBHOOK_SECRET")
             .or(webhook
                 .secret_token
@@ -515,6 +629,16 @@ fn overlay_sync_env(
         if let Some(value) = var(name) {
             *field = Some(parse_bool(name, &value)?);
         }
+    }
+    if let Some(value) = var("RITMO_GITOPS_REQUIRE_APPROVAL_FOR_BRANCHES") {
+        sync.require_approval_for_branches = Some(
+            value
+                .split(',')
+                .map(str::trim)
+                .filter(|pattern| !pattern.is_empty())
+                .map(str::to_string)
+                .collect(),
+        );
     }
     Ok(())
 }
@@ -779,6 +903,68 @@ gitops:
             error.to_string().contains("RITMO_GITOPS_DRY_RUN"),
             "{error}"
         );
+    }
+
+    #[test]
+    fn branches_listed_for_approval_gate_their_targets_and_a_target_may_override_them() {
+        let file = r#"
+gitops:
+  sync: { require_approval_for_branches: [main, "release/*"] }
+  targets:
+    - name: prod
+      repository: { url: https://git.example.com/config.git, branch: main }
+    - name: release
+      repository: { url: https://git.example.com/config.git, branch: release/2024.1 }
+    - name: dev
+      repository: { url: https://git.example.com/config.git, branch: develop }
+    - name: staging
+      repository: { url: https://git.example.com/config.git, branch: main }
+      sync: { require_approval_for_branches: [] }
+"#;
+
+        let settings = from_bootstrap(
+            parse_bootstrap("b.yaml", file, &env(&[])).unwrap(),
+            &env(&[]),
+        )
+        .unwrap();
+
+        let gated = |name: &str| settings.branch_approval(settings.target(name).unwrap());
+        assert!(gated("prod").unwrap().contains("`main`"));
+        assert!(gated("release").unwrap().contains("release/*"));
+        assert_eq!(gated("dev"), None);
+        assert_eq!(gated("staging"), None);
+    }
+
+    #[test]
+    fn branch_patterns_match_whole_names_with_stars_for_any_run() {
+        assert!(branch_matches("main", "main"));
+        assert!(!branch_matches("main", "main2"));
+        assert!(branch_matches("release/*", "release/2024/q1"));
+        assert!(!branch_matches("release/*", "hotfix/release/1"));
+        assert!(branch_matches("*-prod", "eu-prod"));
+        assert!(branch_matches("a*b*c", "axxbyyc"));
+        assert!(!branch_matches("a*b*c", "acb"));
+        assert!(branch_matches("*", "anything"));
+    }
+
+    #[test]
+    fn history_limit_and_notifications_come_from_the_file_or_the_environment() {
+        let file = "gitops:\n  history_limit: 250\n  notifications:\n    sns_topic_arn: arn:aws:sns:us-east-1:1:file\n    slack_webhook_credential: slack-hook\n";
+        let env = env(&[("RITMO_GITOPS_SNS_TOPIC_ARN", "arn:aws:sns:us-east-1:1:env")]);
+
+        let settings =
+            from_bootstrap(parse_bootstrap("b.yaml", file, &env).unwrap(), &env).unwrap();
+
+        assert_eq!(settings.history_limit(), 250);
+        assert_eq!(
+            settings.notifications,
+            NotificationSettings {
+                sns_topic_arn: Some("arn:aws:sns:us-east-1:1:env".into()),
+                slack_webhook_credential: Some("slack-hook".into()),
+            }
+        );
+        assert_eq!(Settings::default().history_limit(), DEFAULT_HISTORY_LIMIT);
+        assert!(!Settings::default().notifications.is_enabled());
     }
 
     #[test]

@@ -15,6 +15,7 @@ pub mod manifest;
 pub mod message;
 pub mod metrics;
 pub mod model;
+pub mod notify;
 pub mod pipeline;
 pub mod plan;
 pub mod queue;

@@ -81,11 +81,13 @@ pub enum Metric {
     WebhookIgnored,
     /// How far behind the remote head the poller found a target, in seconds.
     PollerLag,
+    /// A notification (SNS, Slack webhook) that could not be delivered.
+    NotificationFailed,
 }
 
 impl Metric {
     /// All metrics, in declaration order.
-    pub const ALL: [Metric; 15] = [
+    pub const ALL: [Metric; 16] = [
         Metric::SyncDuration,
         Metric::PlanDuration,
         Metric::ApplyDuration,
@@ -101,6 +103,7 @@ impl Metric {
         Metric::WebhookRejected,
         Metric::WebhookIgnored,
         Metric::PollerLag,
+        Metric::NotificationFailed,
     ];
 
     /// The metric's name in CloudWatch.
@@ -121,6 +124,7 @@ impl Metric {
             Metric::WebhookRejected => "WebhookRejected",
             Metric::WebhookIgnored => "WebhookIgnored",
             Metric::PollerLag => "PollerLag",
+            Metric::NotificationFailed => "NotificationFailed",
         }
     }
 

@@ -6,6 +6,7 @@ use tokio::sync::Mutex;
 use crate::config::Settings;
 use crate::crypto::{self, CredentialKeys};
 use crate::metrics::MetricsSink;
+use crate::notify::Notifier;
 use crate::queue::Queues;
 use crate::secret_refs::SecretRefChecker;
 use crate::store::{DatabaseSettings, Store};
@@ -20,6 +21,8 @@ pub struct Services {
     pub keys: CredentialKeys,
     pub refs: SecretRefChecker,
     pub metrics: MetricsSink,
+    /// Where sync failures, drift and pending approvals are announced.
+    pub notifier: Notifier,
 }
 
 impl Services {
@@ -41,6 +44,7 @@ impl Services {
         .await?;
         let keys = workflow::credential_keys(&settings).await?;
         let refs = SecretRefChecker::from_settings(&settings).await;
+        let notifier = Notifier::from_settings(&settings).await;
         Ok(Services {
             settings,
             store: Mutex::new(store),
@@ -48,6 +52,7 @@ impl Services {
             keys,
             refs,
             metrics,
+            notifier,
         })
     }
 }

@@ -237,6 +237,26 @@ pub struct SyncOutcome {
 /// How many times a sync re-plans when another sync of the same target got there first.
 const STALE_RETRIES: usize = 3;
 
+/// The operator's rules a sync honours besides the target's own policy.
+#[derive(Debug, Clone, Default)]
+pub struct SyncRules {
+    /// Why plans must wait for approval whatever they hold (see
+    /// [`Settings::branch_approval`]); `None` when nothing forces approval.
+    pub approval: Option<String>,
+    /// Sync runs kept per target; `None` keeps the default (see `config`).
+    pub history_limit: Option<u32>,
+}
+
+impl SyncRules {
+    /// The rules `settings` set for `target`.
+    pub fn for_target(settings: &Settings, target: &TargetSettings) -> SyncRules {
+        SyncRules {
+            approval: settings.branch_approval(target),
+            history_limit: Some(settings.history_limit()),
+        }
+    }
+}
+
 /// Reads, checks, plans and (unless dry-run or waiting for approval) applies one target, all
 /// recorded as a sync run. Validation errors record a failed run and change nothing.
 pub async fn sync_target(
@@ -247,6 +267,32 @@ pub async fn sync_target(
     refs: &SecretRefChecker,
     builtin_plugins: &BTreeSet<String>,
     request: &SyncRequest,
+) -> Result<SyncOutcome> {
+    sync_target_with(
+        store,
+        target,
+        source,
+        keys,
+        refs,
+        builtin_plugins,
+        request,
+        &SyncRules::default(),
+    )
+    .await
+}
+
+/// [`sync_target`] under `rules`: a plan waits for approval when `rules.approval` says so
+/// (unless `request.approved`), and old runs are pruned past `rules.history_limit`.
+#[allow(clippy::too_many_arguments)]
+pub async fn sync_target_with(
+    store: &mut Store,
+    target: &TargetSettings,
+    source: &SourceSpec,
+    keys: &CredentialKeys,
+    refs: &SecretRefChecker,
+    builtin_plugins: &BTreeSet<String>,
+    request: &SyncRequest,
+    rules: &SyncRules,
 ) -> Result<SyncOutcome> {
     let limits = Limits::default();
     store.ensure_target(&target_config(target)).await?;
@@ -281,7 +327,10 @@ pub async fn sync_target(
     }
 
     for _ in 0..STALE_RETRIES {
-        let plan = plan_checked(store, target, &checked).await?;
+        let mut plan = plan_checked(store, target, &checked).await?;
+        if plan.approval_reason.is_none() {
+            plan.approval_reason = rules.approval.clone();
+        }
         let sync_id = store.begin_run(&run).await?;
         let already_applied =
             !plan.has_changes() && plan.base.commit.as_deref() == checked.revision.commit();
@@ -310,6 +359,7 @@ pub async fn sync_target(
         }
         match apply::apply_plan(store, sync_id, &plan).await? {
             ApplyOutcome::Applied(report) => {
+                prune_history(store, report.generation, rules.history_limit).await;
                 return Ok(SyncOutcome {
                     sync_id: Some(sync_id),
                     plan: Some(plan),
@@ -333,6 +383,26 @@ pub async fn sync_target(
         "target `{}` kept moving while this sync planned ({STALE_RETRIES} attempts): try again",
         target.name
     )))
+}
+
+/// Applied runs between two history prunes: pruning scans the run table, so it runs every
+/// tenth generation rather than after every run (a target then holds at most its limit plus
+/// the runs since the last prune).
+pub const PRUNE_EVERY: i64 = 10;
+
+/// Deletes finished runs beyond `limit` (default 100) per target every [`PRUNE_EVERY`]
+/// generations. Revisions, the audit trail, are never pruned; nor is a target's last applied
+/// run. A failure is logged, never returned: retention must not fail a sync.
+pub(crate) async fn prune_history(store: &Store, generation: i64, limit: Option<u32>) {
+    if generation % PRUNE_EVERY != 0 {
+        return;
+    }
+    let keep = i64::from(limit.unwrap_or(crate::config::DEFAULT_HISTORY_LIMIT));
+    match store.prune_history(keep).await {
+        Ok(0) => {}
+        Ok(deleted) => tracing::info!(deleted, keep, "old sync runs pruned"),
+        Err(error) => tracing::warn!(error = %error, "cannot prune sync run history"),
+    }
 }
 
 /// Plans a checked repository against the target's live state, without recording anything.

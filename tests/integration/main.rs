@@ -4,5 +4,6 @@ mod apply;
 mod crypto;
 mod git;
 mod leak;
+mod operations;
 mod pipeline;
 mod secrets;

@@ -8,6 +8,7 @@ use uuid::Uuid;
 use crate::apply::{self, ApplyOutcome, ApplyReport};
 use crate::message::{ApplyRequest, PlanRequest};
 use crate::metrics::{Metric, MetricsBatch};
+use crate::notify::{self, Event};
 use crate::services::Services;
 use crate::store::{RunRecord, RunStatus, StoreError, Trigger};
 use crate::{Error, Result, message, telemetry};
@@ -94,6 +95,7 @@ pub async fn handle_apply_request(
                     .put(Metric::ResourcesDeleted, report.deleted as f64)
                     .property("commit", report.commit.clone().unwrap_or_default())
                     .emit_to(&services.metrics);
+                retain_history(services, report.generation).await;
                 Ok(ApplyRequestOutcome::Applied { report })
             }
             Ok(ApplyOutcome::Stale {
@@ -133,6 +135,14 @@ pub async fn handle_apply_request(
                     metrics
                         .put(Metric::SyncFailed, 1.0)
                         .emit_to(&services.metrics);
+                    let event = Event::SyncFailed {
+                        target: run.target.clone(),
+                        sync_id: Some(sync_id),
+                        revision: run.revision.clone(),
+                        error: super::error_chain(&error),
+                        diagnostics: Vec::new(),
+                    };
+                    notify::notify(services, &event).await;
                 }
                 Err(error.into())
             }
@@ -140,6 +150,19 @@ pub async fn handle_apply_request(
     }
     .instrument(span)
     .await
+}
+
+/// Prunes old runs (see `workflow::prune_history`); retention never fails a sync.
+async fn retain_history(services: &Services, generation: i64) {
+    match super::store(services).await {
+        Ok(store) => {
+            crate::workflow::prune_history(&store, generation, services.settings.history_limit)
+                .await
+        }
+        Err(error) => {
+            tracing::warn!(error = %super::error_chain(&error), "cannot prune sync run history")
+        }
+    }
 }
 
 /// The plan request that replaces a superseded run. Deterministic for a given run, so a

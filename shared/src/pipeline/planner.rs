@@ -13,6 +13,7 @@ use crate::diagnostic::{self, Diagnostic};
 use crate::manifest::Limits;
 use crate::message::{self, ApplyRequest, PlanRequest};
 use crate::metrics::{Metric, MetricsBatch};
+use crate::notify::{self, Event};
 use crate::plan::Summary;
 use crate::services::Services;
 use crate::store::{NewRun, NewTarget, RunStatus, StoreError, TargetState, Trigger};
@@ -241,6 +242,15 @@ async fn plan_request(
             .put_duration(Metric::PlanDuration, started.elapsed())
             .property("sync_id", sync_id.to_string())
             .emit_to(&services.metrics);
+        announce_failure(
+            services,
+            target,
+            sync_id,
+            Some(checked.revision.to_string()),
+            &error,
+            &checked.diagnostics,
+        )
+        .await;
         return Ok(PlanRequestOutcome::Failed {
             target: target.name.clone(),
             sync_id,
@@ -249,10 +259,15 @@ async fn plan_request(
         });
     }
 
-    let plan = workflow::plan_checked(&store, target, &checked).await?;
+    let mut plan = workflow::plan_checked(&store, target, &checked).await?;
     let sync_id = store.begin_run(&run).await?;
     tracing::Span::current().record("sync_id", sync_id.to_string().as_str());
     let nothing_to_do = !plan.has_changes() && plan.base.commit.as_deref() == Some(&commit);
+    // Approval by branch (`sync.require_approval_for_branches`). A rollback is exempt: the
+    // person who asked for it is the approver, and it must not wait during an incident.
+    if plan.approval_reason.is_none() && trigger != Trigger::Rollback {
+        plan.approval_reason = services.settings.branch_approval(target);
+    }
     let status = if plan.has_errors() {
         RunStatus::Failed
     } else if dry_run {
@@ -282,6 +297,15 @@ async fn plan_request(
             .put_duration(Metric::PlanDuration, started.elapsed())
             .property("sync_id", sync_id.to_string())
             .emit_to(&services.metrics);
+        announce_failure(
+            services,
+            target,
+            sync_id,
+            Some(plan.revision.to_string()),
+            &error,
+            &plan.diagnostics,
+        )
+        .await;
         return Ok(PlanRequestOutcome::Failed {
             target: target.name.clone(),
             sync_id,
@@ -312,6 +336,19 @@ async fn plan_request(
         .put_duration(Metric::PlanDuration, started.elapsed())
         .property("sync_id", sync_id.to_string())
         .emit_to(&services.metrics);
+    if status == RunStatus::PendingApproval {
+        let event = Event::PendingApproval {
+            target: target.name.clone(),
+            sync_id,
+            revision: plan.revision.to_string(),
+            reason: plan
+                .approval_reason
+                .clone()
+                .or_else(|| (!target.auto_apply).then(|| "auto_apply is off".to_string())),
+            summary: summary.to_string(),
+        };
+        notify::notify(services, &event).await;
+    }
     Ok(PlanRequestOutcome::Planned {
         target: target.name.clone(),
         sync_id,
@@ -388,10 +425,42 @@ async fn record_failure(
         .put(Metric::SyncFailed, 1.0)
         .property("sync_id", sync_id.to_string())
         .emit_to(&services.metrics);
+    announce_failure(
+        services,
+        target,
+        sync_id,
+        request.revision.clone(),
+        &reason,
+        &[],
+    )
+    .await;
     Ok(PlanRequestOutcome::Failed {
         target: target.name.clone(),
         sync_id,
         error: reason,
         diagnostics: Vec::new(),
     })
+}
+
+/// Tells the people on call that run `sync_id` failed (best effort, see `notify`).
+async fn announce_failure(
+    services: &Services,
+    target: &TargetSettings,
+    sync_id: Uuid,
+    revision: Option<String>,
+    error: &str,
+    diagnostics: &[Diagnostic],
+) {
+    let event = Event::SyncFailed {
+        target: target.name.clone(),
+        sync_id: Some(sync_id),
+        revision,
+        error: error.to_string(),
+        diagnostics: diagnostics
+            .iter()
+            .filter(|d| d.severity == diagnostic::Severity::Error)
+            .map(ToString::to_string)
+            .collect(),
+    };
+    notify::notify(services, &event).await;
 }

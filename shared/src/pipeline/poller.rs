@@ -14,14 +14,18 @@ use super::workers::Shutdown;
 use crate::config::TargetSettings;
 use crate::message::{PlanRequest, Trigger};
 use crate::metrics::{Metric, MetricsBatch};
+use crate::notify::{self, Event};
 use crate::services::Services;
-use crate::store::TargetState;
+use crate::store::{DriftRecord, TargetState};
 use crate::{Error, Result};
 
 /// Targets checked at once.
 const CONCURRENCY: usize = 8;
 /// Bound on one remote head check.
 const HEAD_TIMEOUT: Duration = Duration::from_secs(20);
+/// Drift events younger than this are announced: the schedule ticks every minute, so each
+/// event is announced about once (the `DriftDetected` metric repeats while drift remains).
+const DRIFT_NOTICE_WINDOW: chrono::Duration = chrono::Duration::seconds(60);
 
 /// What one tick found, per target.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -89,6 +93,7 @@ impl PolledTarget {
 /// or queue fails the tick.
 pub async fn poll_targets(services: &Services) -> Result<PollReport> {
     let now = Utc::now();
+    let mut drift: Vec<Vec<DriftRecord>> = Vec::new();
     let states = {
         let store = super::store(services).await?;
         let mut states = Vec::new();
@@ -107,7 +112,9 @@ pub async fn poll_targets(services: &Services) -> Result<PollReport> {
         let last_runs = store.last_run_started().await?;
         let mut with_drift = Vec::new();
         for target in &services.settings.targets {
-            with_drift.push(target.self_heal && !store.drift(&target.name).await?.is_empty());
+            let events = store.drift(&target.name).await?;
+            with_drift.push(target.self_heal && !events.is_empty());
+            drift.push(events);
         }
         states
             .into_iter()
@@ -142,6 +149,9 @@ pub async fn poll_targets(services: &Services) -> Result<PollReport> {
     targets.sort_by(|a, b| a.name().cmp(b.name()));
     if !requests.is_empty() {
         services.queues.send_plans(&requests).await?;
+    }
+    for (target, events) in services.settings.targets.iter().zip(&drift) {
+        report_drift(services, target, events, now).await;
     }
     tracing::info!(
         checked = targets.len(),
@@ -265,6 +275,45 @@ async fn check_target(
         },
         Some(request),
     )
+}
+
+/// Reports a target's unresolved drift: without self-heal, the `DriftDetected` metric at every
+/// tick while it lasts (with self-heal, `check_target` counts the drift sync it requests); with
+/// or without, a notification naming the events detected since the previous tick.
+async fn report_drift(
+    services: &Services,
+    target: &TargetSettings,
+    events: &[DriftRecord],
+    now: DateTime<Utc>,
+) {
+    if events.is_empty() {
+        return;
+    }
+    if !target.self_heal {
+        tracing::warn!(
+            target = %target.name,
+            events = events.len(),
+            "drift detected; self-heal is off, so it stays until a sync or a commit"
+        );
+        MetricsBatch::new(&target.name)
+            .put(Metric::DriftDetected, events.len() as f64)
+            .emit_to(&services.metrics);
+    }
+    let mut fresh: Vec<String> = events
+        .iter()
+        .filter(|event| now - event.detected_at <= DRIFT_NOTICE_WINDOW)
+        .map(|event| format!("{}/{}", event.kind, event.name))
+        .collect();
+    fresh.dedup();
+    if fresh.is_empty() {
+        return;
+    }
+    let event = Event::DriftDetected {
+        target: target.name.clone(),
+        resources: fresh,
+        self_heal: target.self_heal,
+    };
+    notify::notify(services, &event).await;
 }
 
 async fn head_of(services: &Services, target: &TargetSettings) -> Result<String> {

@@ -1,0 +1,334 @@
+//! `ritmo gitops approve`, `rollback` and `resume` as an operator runs them: a real git
+//! repository, a real PostgreSQL database per test, exit codes and what is printed.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a test: a failed unwrap is a failed test
+
+use std::path::Path;
+use std::process::{Command, Output, Stdio};
+
+use ritmo_tests::db::TestDb;
+use serde_json::Value;
+
+/// A config repository on `main` with one plugin, committed at each version.
+struct Repo {
+    dir: tempfile::TempDir,
+    cache: tempfile::TempDir,
+}
+
+impl Repo {
+    fn new() -> Repo {
+        let dir = tempfile::tempdir().unwrap();
+        git(dir.path(), &["init", "-q", "-b", "main"]);
+        Repo {
+            dir,
+            cache: tempfile::tempdir().unwrap(),
+        }
+    }
+
+    fn path(&self) -> &str {
+        self.dir.path().to_str().unwrap()
+    }
+
+    /// Commits plugin `git-scm` at `version`; returns the commit id.
+    fn commit_plugin(&self, version: &str) -> String {
+        let plugins = self.dir.path().join("plugins");
+        std::fs::create_dir_all(&plugins).unwrap();
+        std::fs::write(
+            plugins.join("git-scm.yaml"),
+            format!(
+                "apiVersion: ritmo.dev/v1\nkind: Plugin\nmetadata:\n  name: git-scm\nspec:\n  \
+                 type: scm\n  binary_path: /opt/ritmo/plugins/git-scm\n  version: {version}\n  \
+                 enabled: true\n"
+            ),
+        )
+        .unwrap();
+        git(self.dir.path(), &["add", "-A"]);
+        git(self.dir.path(), &["commit", "-qm", version]);
+        let out = Command::new("git")
+            .args(["rev-parse", "HEAD"])
+            .current_dir(self.dir.path())
+            .output()
+            .unwrap();
+        String::from_utf8(out.stdout).unwrap().trim().to_string()
+    }
+
+    /// A bootstrap file naming this repository as target `default`, with `extra_sync` lines
+    /// under `sync:`.
+    fn bootstrap(&self, extra_sync: &str) -> tempfile::NamedTempFile {
+        let file = tempfile::NamedTempFile::new().unwrap();
+        std::fs::write(
+            file.path(),
+            format!(
+                "gitops:\n  repository:\n    url: {}\n    branch: main\n    path: /\n  sync:\n    \
+                 interval: 60\n{extra_sync}",
+                self.path()
+            ),
+        )
+        .unwrap();
+        file
+    }
+
+    fn ritmo(&self, args: &[&str], db: &TestDb) -> Output {
+        Command::new(env!("CARGO_BIN_EXE_ritmo"))
+            .args(args)
+            .env_remove("RITMO_GITOPS_REPO_URL")
+            .env("RITMO_GITOPS_BOOTSTRAP", "")
+            .env("RITMO_GITOPS_CACHE_DIR", self.cache.path())
+            .env("DATABASE_URL", &db.url)
+            .env("USER", "jane")
+            .env("NO_COLOR", "1")
+            .stdin(Stdio::null())
+            .output()
+            .expect("ritmo runs")
+    }
+}
+
+fn git(dir: &Path, args: &[&str]) {
+    let status = Command::new("git")
+        .args(args)
+        .current_dir(dir)
+        .env("GIT_AUTHOR_NAME", "test")
+        .env("GIT_AUTHOR_EMAIL", "test@ritmo.invalid")
+        .env("GIT_COMMITTER_NAME", "test")
+        .env("GIT_COMMITTER_EMAIL", "test@ritmo.invalid")
+        .stdout(Stdio::null())
+        .status()
+        .expect("git runs");
+    assert!(status.success(), "git {args:?} failed");
+}
+
+fn stdout(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+fn stderr(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stderr).into_owned()
+}
+
+fn json(output: &Output) -> Value {
+    serde_json::from_slice(&output.stdout).unwrap_or_else(|error| {
+        panic!(
+            "stdout is not JSON ({error}):\n{}\nstderr:\n{}",
+            stdout(output),
+            stderr(output)
+        )
+    })
+}
+
+fn assert_exit(output: &Output, code: i32) {
+    assert_eq!(
+        output.status.code(),
+        Some(code),
+        "stdout:\n{}\nstderr:\n{}",
+        stdout(output),
+        stderr(output)
+    );
+}
+
+#[tokio::test]
+async fn a_rollback_pins_the_target_which_status_shows_until_resume_returns_to_the_head() {
+    let db = TestDb::new().await;
+    let repo = Repo::new();
+    let first = repo.commit_plugin("1.0.0");
+    let bootstrap = repo.bootstrap("");
+    let config = bootstrap.path().to_str().unwrap();
+    assert_exit(&repo.ritmo(&["--config", config, "gitops", "sync"], &db), 0);
+    let second = repo.commit_plugin("2.0.0");
+    assert_exit(&repo.ritmo(&["--config", config, "gitops", "sync"], &db), 0);
+
+    let rollback = repo.ritmo(
+        &["--config", config, "gitops", "rollback", "--to", &first],
+        &db,
+    );
+    let status = repo.ritmo(&["--config", config, "gitops", "status"], &db);
+    let sync_while_pinned = repo.ritmo(&["--config", config, "gitops", "sync"], &db);
+    let plugin_while_pinned = json(&repo.ritmo(&["get", "plugin", "git-scm", "-o", "json"], &db));
+    let resume = repo.ritmo(&["--config", config, "gitops", "resume"], &db);
+    let status_after =
+        json(&repo.ritmo(&["--config", config, "gitops", "status", "-o", "json"], &db));
+
+    assert_exit(&rollback, 0);
+    assert!(
+        stdout(&rollback).contains(&format!("pinned at {first}")),
+        "{}",
+        stdout(&rollback)
+    );
+    assert!(
+        stdout(&rollback).contains("1 updated"),
+        "{}",
+        stdout(&rollback)
+    );
+    assert_exit(&status, 0);
+    assert!(
+        stdout(&status).contains(&format!("pinned: {first}")),
+        "{}",
+        stdout(&status)
+    );
+    assert_exit(&sync_while_pinned, 1);
+    assert!(
+        stderr(&sync_while_pinned).contains("ritmo gitops resume"),
+        "{}",
+        stderr(&sync_while_pinned)
+    );
+    assert_eq!(plugin_while_pinned["spec"]["version"], "1.0.0");
+    assert_exit(&resume, 0);
+    assert!(
+        stdout(&resume).contains(&format!("unpinned (was at {first})")),
+        "{}",
+        stdout(&resume)
+    );
+    let target = &status_after["targets"][0]["target"];
+    assert_eq!(target["pinned_commit"], Value::Null);
+    assert_eq!(target["last_applied_commit"], second.as_str());
+}
+
+#[tokio::test]
+async fn rollback_to_something_that_is_not_a_commit_or_a_run_is_refused() {
+    let db = TestDb::new().await;
+    let repo = Repo::new();
+    repo.commit_plugin("1.0.0");
+    let bootstrap = repo.bootstrap("");
+    let config = bootstrap.path().to_str().unwrap();
+    assert_exit(&repo.ritmo(&["--config", config, "gitops", "sync"], &db), 0);
+
+    let output = repo.ritmo(
+        &[
+            "--config",
+            config,
+            "gitops",
+            "rollback",
+            "--to",
+            "yesterday",
+        ],
+        &db,
+    );
+    let unknown_run = repo.ritmo(
+        &[
+            "--config",
+            config,
+            "gitops",
+            "rollback",
+            "--to",
+            "0190f3c2-7d1e-7a3b-9c4d-5e6f7a8b9c0d",
+        ],
+        &db,
+    );
+
+    assert_exit(&output, 1);
+    assert!(
+        stderr(&output).contains("`yesterday`"),
+        "{}",
+        stderr(&output)
+    );
+    assert_exit(&unknown_run, 1);
+    let status = json(&repo.ritmo(&["--config", config, "gitops", "status", "-o", "json"], &db));
+    assert_eq!(status["targets"][0]["target"]["pinned_commit"], Value::Null);
+}
+
+#[tokio::test]
+async fn a_branch_that_requires_approval_waits_until_approved_and_a_stale_approval_is_refused() {
+    let db = TestDb::new().await;
+    let repo = Repo::new();
+    repo.commit_plugin("1.0.0");
+    let bootstrap = repo.bootstrap("    require_approval_for_branches: [main]\n");
+    let config = bootstrap.path().to_str().unwrap();
+
+    let waiting = repo.ritmo(&["--config", config, "gitops", "sync", "-o", "json"], &db);
+    let sync_id = json(&waiting)["sync_id"].as_str().unwrap().to_string();
+    let approved = repo.ritmo(&["--config", config, "gitops", "approve", &sync_id], &db);
+    let again = repo.ritmo(&["--config", config, "gitops", "approve", &sync_id], &db);
+    // Two plans wait; approving the newer moves the target, so the older is stale.
+    repo.commit_plugin("2.0.0");
+    let older = json(&repo.ritmo(&["--config", config, "gitops", "sync", "-o", "json"], &db));
+    repo.commit_plugin("3.0.0");
+    let newer = json(&repo.ritmo(&["--config", config, "gitops", "sync", "-o", "json"], &db));
+    let newer_approved = repo.ritmo(
+        &[
+            "--config",
+            config,
+            "gitops",
+            "approve",
+            newer["sync_id"].as_str().unwrap(),
+        ],
+        &db,
+    );
+    let stale = repo.ritmo(
+        &[
+            "--config",
+            config,
+            "gitops",
+            "approve",
+            older["sync_id"].as_str().unwrap(),
+        ],
+        &db,
+    );
+    let auto_approved = {
+        repo.commit_plugin("4.0.0");
+        repo.ritmo(
+            &[
+                "--config",
+                config,
+                "gitops",
+                "sync",
+                "--auto-approve",
+                "-o",
+                "json",
+            ],
+            &db,
+        )
+    };
+
+    assert_exit(&waiting, 0);
+    assert_eq!(json(&waiting)["status"], "pending_approval");
+    assert_exit(&approved, 0);
+    assert!(
+        stdout(&approved).contains(&format!("Approved sync {sync_id}")),
+        "{}",
+        stdout(&approved)
+    );
+    assert!(
+        stdout(&approved).contains("1 created"),
+        "{}",
+        stdout(&approved)
+    );
+    assert_exit(&again, 1);
+    assert!(
+        stderr(&again).contains("not waiting for approval: it is `succeeded`"),
+        "{}",
+        stderr(&again)
+    );
+    assert_eq!(older["status"], "pending_approval");
+    assert_exit(&newer_approved, 0);
+    assert_exit(&stale, 1);
+    assert!(stderr(&stale).contains("is stale"), "{}", stderr(&stale));
+    assert_exit(&auto_approved, 0);
+    assert_eq!(json(&auto_approved)["status"], "succeeded");
+    let history = json(&repo.ritmo(&["gitops", "history", "-o", "json"], &db));
+    let statuses: Vec<&str> = history["runs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|run| run["status"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        statuses,
+        ["succeeded", "succeeded", "superseded", "succeeded"]
+    );
+}
+
+#[tokio::test]
+async fn approving_something_that_is_not_a_sync_id_is_refused_as_json_too() {
+    let db = TestDb::new().await;
+    let repo = Repo::new();
+
+    let output = repo.ritmo(&["gitops", "approve", "not-a-uuid", "-o", "json"], &db);
+
+    assert_exit(&output, 1);
+    assert!(
+        json(&output)["error"]
+            .as_str()
+            .unwrap()
+            .contains("`not-a-uuid` is not a sync run id"),
+        "{}",
+        stdout(&output)
+    );
+}

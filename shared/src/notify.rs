@@ -1,0 +1,513 @@
+//! Notifications for the people on call: a sync failed, drift was found, a plan waits for
+//! approval. Sent to an SNS topic and/or a Slack-compatible incoming webhook whose URL is the
+//! `encrypted_value` of a `Credential` resource (so the URL, a bearer secret, lives in Git as
+//! ciphertext and never in logs or errors).
+//!
+//! Delivery is best effort: every failure is logged and counted (`NotificationFailed`), and
+//! never fails the sync that raised the event. This module does not decide *when* to notify;
+//! the pipeline steps do (`planner`, `applier`, `poller`).
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use secrecy::{ExposeSecret, SecretString};
+use serde::Serialize;
+use uuid::Uuid;
+
+use crate::config::{NotificationSettings, Settings};
+use crate::metrics::{Metric, MetricsBatch};
+use crate::model::Kind;
+use crate::services::Services;
+
+/// Bound on one delivery, so a dead endpoint cannot hold a sync for long.
+const DELIVERY_TIMEOUT: Duration = Duration::from_secs(5);
+/// SNS subjects are at most 100 characters.
+const SNS_SUBJECT_MAX: usize = 100;
+/// Diagnostics quoted in a failure message; the rest are counted.
+const QUOTED_DIAGNOSTICS: usize = 5;
+
+/// Something worth telling a person about.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(tag = "event", rename_all = "snake_case")]
+pub enum Event {
+    /// A sync run failed (validation errors, an unreadable repository, a failed apply).
+    SyncFailed {
+        target: String,
+        sync_id: Option<Uuid>,
+        revision: Option<String>,
+        error: String,
+        /// Rendered diagnostics (`path:line:col: error[CODE]: message`), the first few.
+        diagnostics: Vec<String>,
+    },
+    /// Rows of the target were changed outside a sync.
+    DriftDetected {
+        target: String,
+        /// `Kind/name` of each drifted resource.
+        resources: Vec<String>,
+        /// Whether a sync restoring Git's version was requested.
+        self_heal: bool,
+    },
+    /// A plan waits for someone to approve it.
+    PendingApproval {
+        target: String,
+        sync_id: Uuid,
+        revision: String,
+        reason: Option<String>,
+        summary: String,
+    },
+}
+
+impl Event {
+    pub fn target(&self) -> &str {
+        match self {
+            Event::SyncFailed { target, .. }
+            | Event::DriftDetected { target, .. }
+            | Event::PendingApproval { target, .. } => target,
+        }
+    }
+
+    /// The event's name, as in its JSON `event` field.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Event::SyncFailed { .. } => "sync_failed",
+            Event::DriftDetected { .. } => "drift_detected",
+            Event::PendingApproval { .. } => "pending_approval",
+        }
+    }
+
+    /// A one-line summary (the SNS subject, Slack's first line).
+    pub fn subject(&self) -> String {
+        let subject = match self {
+            Event::SyncFailed { target, .. } => format!("Ritmo GitOps: sync of `{target}` failed"),
+            Event::DriftDetected {
+                target, resources, ..
+            } => format!(
+                "Ritmo GitOps: drift in `{target}` ({} resource(s))",
+                resources.len()
+            ),
+            Event::PendingApproval { target, .. } => {
+                format!("Ritmo GitOps: a plan of `{target}` waits for approval")
+            }
+        };
+        truncate(&subject, SNS_SUBJECT_MAX)
+    }
+
+    /// The message: the subject, then what happened and what to do about it.
+    pub fn text(&self) -> String {
+        let mut text = self.subject();
+        text.push('\n');
+        match self {
+            Event::SyncFailed {
+                sync_id,
+                revision,
+                error,
+                diagnostics,
+                ..
+            } => {
+                text.push_str(&format!(
+                    "Sync {} at {}: {error}",
+                    sync_id.map_or_else(|| "-".to_string(), |id| id.to_string()),
+                    revision.as_deref().unwrap_or("(unknown revision)")
+                ));
+                for line in diagnostics.iter().take(QUOTED_DIAGNOSTICS) {
+                    text.push_str("\n  ");
+                    text.push_str(line);
+                }
+                if diagnostics.len() > QUOTED_DIAGNOSTICS {
+                    text.push_str(&format!(
+                        "\n  … and {} more",
+                        diagnostics.len() - QUOTED_DIAGNOSTICS
+                    ));
+                }
+            }
+            Event::DriftDetected {
+                target,
+                resources,
+                self_heal,
+            } => {
+                text.push_str(&format!("Changed outside Git: {}", resources.join(", ")));
+                text.push('\n');
+                if *self_heal {
+                    text.push_str("Self-heal is on: a sync restoring Git's version was requested.");
+                } else {
+                    text.push_str(&format!(
+                        "Self-heal is off: run `ritmo gitops sync --target {target}` to restore \
+                         Git's version, or commit the change to Git."
+                    ));
+                }
+            }
+            Event::PendingApproval {
+                sync_id,
+                revision,
+                reason,
+                summary,
+                ..
+            } => {
+                text.push_str(&format!("Sync {sync_id} at {revision}: {summary}"));
+                if let Some(reason) = reason {
+                    text.push_str(&format!("\nWhy: {reason}"));
+                }
+                text.push_str(&format!("\nApprove: ritmo gitops approve {sync_id}"));
+            }
+        }
+        text
+    }
+}
+
+fn truncate(text: &str, max: usize) -> String {
+    if text.chars().count() <= max {
+        return text.to_string();
+    }
+    let mut cut: String = text.chars().take(max.saturating_sub(1)).collect();
+    cut.push('…');
+    cut
+}
+
+/// Why one delivery failed. Never carries the Slack URL.
+#[derive(Debug, thiserror::Error)]
+pub enum NotifyError {
+    #[error("cannot publish to SNS topic `{topic}`: {message}")]
+    Sns { topic: String, message: String },
+    #[error("the Slack webhook answered HTTP {status}")]
+    SlackStatus { status: u16 },
+    #[error("cannot post to the Slack webhook: {message}")]
+    SlackRequest { message: String },
+    #[error("the Slack webhook credential `{name}` is not in the database: sync it first")]
+    CredentialMissing { name: String },
+    #[error("the Slack webhook credential `{name}` has no `encrypted_value`")]
+    CredentialNotEncrypted { name: String },
+    #[error("the Slack webhook credential `{name}` cannot be read: {reason}")]
+    CredentialUnreadable { name: String, reason: String },
+}
+
+impl NotifyError {
+    /// Notifications are not retried (the next event brings the next message); this tells
+    /// whether a retry could have helped, for the log.
+    pub fn is_retryable(&self) -> bool {
+        matches!(
+            self,
+            NotifyError::Sns { .. }
+                | NotifyError::SlackRequest { .. }
+                | NotifyError::SlackStatus {
+                    status: 429 | 500..=599
+                }
+        )
+    }
+}
+
+/// How one event's deliveries went.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct NotifyReport {
+    pub delivered: usize,
+    pub failed: usize,
+}
+
+/// The configured channels, built once per cold start (see [`Services`]).
+#[derive(Debug)]
+pub struct Notifier {
+    settings: NotificationSettings,
+    sns: Option<aws_sdk_sns::Client>,
+    http: reqwest::Client,
+    failures: AtomicU64,
+}
+
+impl Default for Notifier {
+    fn default() -> Self {
+        Notifier::new(NotificationSettings::default(), None)
+    }
+}
+
+impl Notifier {
+    /// Channels from `settings`, with `sns` as the SNS client (tests point one at moto).
+    pub fn new(settings: NotificationSettings, sns: Option<aws_sdk_sns::Client>) -> Notifier {
+        Notifier {
+            settings,
+            sns,
+            http: reqwest::Client::builder()
+                .timeout(DELIVERY_TIMEOUT)
+                .connect_timeout(DELIVERY_TIMEOUT)
+                // A redirect could take the message (and, in its URL, a secret) elsewhere.
+                .redirect(reqwest::redirect::Policy::none())
+                .build()
+                .unwrap_or_default(),
+            failures: AtomicU64::new(0),
+        }
+    }
+
+    /// Channels from the bootstrap settings; the SNS client comes from the default AWS
+    /// configuration (`AWS_ENDPOINT_URL` honoured) and is only built when a topic is set.
+    pub async fn from_settings(settings: &Settings) -> Notifier {
+        let sns = match &settings.notifications.sns_topic_arn {
+            Some(_) => Some(aws_sdk_sns::Client::new(&crate::crypto::aws_config().await)),
+            None => None,
+        };
+        Notifier::new(settings.notifications.clone(), sns)
+    }
+
+    pub fn is_enabled(&self) -> bool {
+        self.settings.is_enabled()
+    }
+
+    /// Deliveries that failed since this notifier was built.
+    pub fn failures(&self) -> u64 {
+        self.failures.load(Ordering::Relaxed)
+    }
+
+    async fn publish_sns(&self, topic: &str, event: &Event) -> Result<(), NotifyError> {
+        use aws_sdk_sns::types::MessageAttributeValue;
+
+        let error = |message: String| NotifyError::Sns {
+            topic: topic.to_string(),
+            message,
+        };
+        let client = self
+            .sns
+            .as_ref()
+            .ok_or_else(|| error("no SNS client is configured".into()))?;
+        let attribute = |value: &str| {
+            MessageAttributeValue::builder()
+                .data_type("String")
+                .string_value(value)
+                .build()
+                .map_err(|e| error(e.to_string()))
+        };
+        let publish = client
+            .publish()
+            .topic_arn(topic)
+            .subject(event.subject())
+            .message(event.text())
+            .message_attributes("event", attribute(event.name())?)
+            .message_attributes("target", attribute(event.target())?)
+            .send();
+        match tokio::time::timeout(DELIVERY_TIMEOUT, publish).await {
+            Ok(Ok(_)) => Ok(()),
+            Ok(Err(e)) => Err(error(
+                aws_sdk_sns::error::DisplayErrorContext(&e).to_string(),
+            )),
+            Err(_) => Err(error(format!(
+                "no answer within {}s",
+                DELIVERY_TIMEOUT.as_secs()
+            ))),
+        }
+    }
+
+    async fn post_slack(&self, url: &SecretString, event: &Event) -> Result<(), NotifyError> {
+        let body = serde_json::json!({ "text": event.text() }).to_string();
+        let response = self
+            .http
+            .post(url.expose_secret())
+            .header("content-type", "application/json")
+            .body(body)
+            .send()
+            .await
+            // reqwest names the URL in its errors; the URL is the secret.
+            .map_err(|e| NotifyError::SlackRequest {
+                message: crate::pipeline::error_chain(&e.without_url()),
+            })?;
+        let status = response.status();
+        if status.is_success() {
+            Ok(())
+        } else {
+            Err(NotifyError::SlackStatus {
+                status: status.as_u16(),
+            })
+        }
+    }
+}
+
+/// The Slack webhook URL: the named credential's `encrypted_value`, decrypted.
+async fn slack_url(services: &Services, name: &str) -> Result<SecretString, NotifyError> {
+    let resources = {
+        let store = crate::pipeline::store(services).await.map_err(|e| {
+            NotifyError::CredentialUnreadable {
+                name: name.to_string(),
+                reason: e.to_string(),
+            }
+        })?;
+        store
+            .resources(Some(Kind::Credential), Some(name))
+            .await
+            .map_err(|e| NotifyError::CredentialUnreadable {
+                name: name.to_string(),
+                reason: e.to_string(),
+            })?
+    };
+    let credential =
+        resources
+            .into_iter()
+            .next()
+            .ok_or_else(|| NotifyError::CredentialMissing {
+                name: name.to_string(),
+            })?;
+    let value = credential
+        .spec
+        .get("encrypted_value")
+        .and_then(|value| value.as_str())
+        .ok_or_else(|| NotifyError::CredentialNotEncrypted {
+            name: name.to_string(),
+        })?;
+    // The crypto errors name the credential and never carry key material or plaintext.
+    let decrypted = services.keys.decrypt(name, value).await.map_err(|e| {
+        NotifyError::CredentialUnreadable {
+            name: name.to_string(),
+            reason: e.to_string(),
+        }
+    })?;
+    let url = std::str::from_utf8(decrypted.plaintext.expose_secret())
+        .map_err(|_| NotifyError::CredentialUnreadable {
+            name: name.to_string(),
+            reason: "the value is not UTF-8 text".into(),
+        })?
+        .trim()
+        .to_string();
+    Ok(SecretString::from(url))
+}
+
+/// Sends `event` on every configured channel. Never fails: each failed delivery is logged
+/// (without secrets) and counted, in [`Notifier::failures`] and the `NotificationFailed`
+/// metric. Call it without holding the store lock.
+pub async fn notify(services: &Services, event: &Event) -> NotifyReport {
+    let notifier = &services.notifier;
+    let mut report = NotifyReport::default();
+    if !notifier.is_enabled() {
+        return report;
+    }
+    let mut outcomes: Vec<(&'static str, Result<(), NotifyError>)> = Vec::new();
+    if let Some(topic) = &notifier.settings.sns_topic_arn {
+        outcomes.push(("sns", notifier.publish_sns(topic, event).await));
+    }
+    if let Some(name) = &notifier.settings.slack_webhook_credential {
+        let posted = match slack_url(services, name).await {
+            Ok(url) => notifier.post_slack(&url, event).await,
+            Err(error) => Err(error),
+        };
+        outcomes.push(("slack", posted));
+    }
+    for (channel, outcome) in outcomes {
+        match outcome {
+            Ok(()) => {
+                report.delivered += 1;
+                tracing::info!(channel, event = event.name(), "notification sent");
+            }
+            Err(error) => {
+                report.failed += 1;
+                notifier.failures.fetch_add(1, Ordering::Relaxed);
+                tracing::warn!(
+                    channel,
+                    event = event.name(),
+                    retryable = error.is_retryable(),
+                    error = %error,
+                    "notification not delivered"
+                );
+            }
+        }
+    }
+    if report.failed > 0 {
+        MetricsBatch::new(event.target())
+            .put(Metric::NotificationFailed, report.failed as f64)
+            .property("event", event.name())
+            .emit_to(&services.metrics);
+    }
+    report
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pending() -> Event {
+        Event::PendingApproval {
+            target: "prod".into(),
+            sync_id: Uuid::nil(),
+            revision: "main@sha1:abc1234".into(),
+            reason: Some("branch `main` requires approval".into()),
+            summary: "Plan: 1 to create, 0 to update, 0 to delete, 3 unchanged.".into(),
+        }
+    }
+
+    #[test]
+    fn a_pending_approval_message_says_how_to_approve() {
+        let text = pending().text();
+
+        assert!(text.starts_with("Ritmo GitOps: a plan of `prod` waits for approval\n"));
+        assert!(
+            text.contains("Why: branch `main` requires approval"),
+            "{text}"
+        );
+        assert!(
+            text.ends_with(&format!("ritmo gitops approve {}", Uuid::nil())),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn a_failure_message_quotes_the_first_diagnostics_and_counts_the_rest() {
+        let event = Event::SyncFailed {
+            target: "prod".into(),
+            sync_id: None,
+            revision: Some("main@sha1:abc1234".into()),
+            error: "the repository has validation errors".into(),
+            diagnostics: (0..7)
+                .map(|i| format!("jobs/j{i}.yaml:1:1: error"))
+                .collect(),
+        };
+
+        let text = event.text();
+
+        assert!(text.contains("jobs/j4.yaml"), "{text}");
+        assert!(!text.contains("jobs/j5.yaml"), "{text}");
+        assert!(text.ends_with("… and 2 more"), "{text}");
+    }
+
+    #[test]
+    fn drift_messages_say_whether_self_heal_acts() {
+        let event = |self_heal| Event::DriftDetected {
+            target: "prod".into(),
+            resources: vec!["Job/backend".into()],
+            self_heal,
+        };
+
+        assert!(event(true).text().contains("Self-heal is on"));
+        assert!(
+            event(false)
+                .text()
+                .contains("ritmo gitops sync --target prod")
+        );
+    }
+
+    #[test]
+    fn subjects_fit_the_sns_limit() {
+        let event = Event::SyncFailed {
+            target: "t".repeat(200),
+            sync_id: None,
+            revision: None,
+            error: String::new(),
+            diagnostics: Vec::new(),
+        };
+
+        let subject = event.subject();
+
+        assert_eq!(subject.chars().count(), SNS_SUBJECT_MAX);
+        assert!(subject.ends_with('…'));
+    }
+
+    #[test]
+    fn events_serialise_with_their_name() {
+        let value = serde_json::to_value(pending()).unwrap();
+
+        assert_eq!(value["event"], "pending_approval");
+        assert_eq!(value["target"], "prod");
+    }
+
+    #[test]
+    fn client_errors_are_not_retryable_but_throttling_is() {
+        assert!(!NotifyError::SlackStatus { status: 404 }.is_retryable());
+        assert!(NotifyError::SlackStatus { status: 429 }.is_retryable());
+        assert!(
+            !NotifyError::CredentialMissing {
+                name: "slack".into()
+            }
+            .is_retryable()
+        );
+    }
+}

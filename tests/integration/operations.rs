@@ -1,0 +1,639 @@
+//! Operating the pipeline: drift with and without self-heal, rollback pins against the
+//! poller, history retention, and notifications (SNS on moto, a Slack-compatible webhook on a
+//! local HTTP server, and endpoints that fail without failing the sync). Real PostgreSQL, a
+//! config repository over smart HTTP, the pipeline functions the Lambda handlers call.
+
+use std::collections::BTreeSet;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpListener;
+use std::path::PathBuf;
+use std::sync::mpsc;
+use std::time::Duration;
+
+use ritmo::config::{GitAuth, NotificationSettings, Settings, TargetSettings};
+use ritmo::message::{PlanRequest, Trigger};
+use ritmo::metrics::MetricsSink;
+use ritmo::model::Kind;
+use ritmo::notify::Notifier;
+use ritmo::pipeline::{self, ApplyRequestOutcome, PlanRequestOutcome, PolledTarget, SkipReason};
+use ritmo::plan::PlanPolicy;
+use ritmo::queue::{LocalReceivers, Queues};
+use ritmo::services::Services;
+use ritmo::store::RunStatus;
+use ritmo_tests::db::TestDb;
+use ritmo_tests::git_http::{GitHttpServer, TestRepo, run_git};
+use ritmo_tests::moto::Moto;
+use secrecy::SecretString;
+use serde_json::Value;
+
+const TARGET: &str = "default";
+const MASTER_KEY: &str = "ritmo-example-master-key-32bytes";
+
+/// A config repository pushed to a bare repository served over smart HTTP.
+struct Remote {
+    repo: TestRepo,
+    _root: tempfile::TempDir,
+    bare: PathBuf,
+    server: GitHttpServer,
+}
+
+impl Remote {
+    fn new() -> Remote {
+        let repo = TestRepo::new();
+        repo.write("README.md", "config\n");
+        repo.commit("initial");
+        let root = tempfile::tempdir().unwrap();
+        let bare = root.path().join("acme/config.git");
+        std::fs::create_dir_all(bare.parent().unwrap()).unwrap();
+        run_git(
+            root.path(),
+            &[
+                "clone",
+                "--quiet",
+                "--bare",
+                repo.path().to_str().unwrap(),
+                bare.to_str().unwrap(),
+            ],
+        );
+        let server = GitHttpServer::start(root.path(), None);
+        Remote {
+            repo,
+            _root: root,
+            bare,
+            server,
+        }
+    }
+
+    fn url(&self) -> String {
+        self.server.url("acme/config.git")
+    }
+
+    fn push(&self, message: &str) -> String {
+        let commit = self.repo.commit(message);
+        self.repo
+            .git(&["push", "--quiet", self.bare.to_str().unwrap(), "main"]);
+        commit
+    }
+
+    /// Commits plugin `name` at `version` and pushes; returns the commit.
+    fn push_plugin(&self, name: &str, version: &str) -> String {
+        self.repo.write(
+            &format!("plugins/{name}.yaml"),
+            format!(
+                "apiVersion: ritmo.dev/v1\nkind: Plugin\nmetadata:\n  name: {name}\nspec:\n  \
+                 type: scm\n  binary_path: /opt/ritmo/plugins/{name}\n  version: {version}\n  \
+                 enabled: true\n"
+            ),
+        );
+        self.push(&format!("{name} {version}"))
+    }
+
+    /// Commits a Credential `name` whose `encrypted_value` is `ciphertext`, and pushes.
+    fn push_credential(&self, name: &str, ciphertext: &str) -> String {
+        self.repo.write(
+            &format!("credentials/{name}.yaml"),
+            format!(
+                "apiVersion: ritmo.dev/v1\nkind: Credential\nmetadata:\n  name: {name}\nspec:\n  \
+                 type: webhook_secret\n  description: incoming webhook\n  \
+                 encrypted_value: \"{ciphertext}\"\n"
+            ),
+        );
+        self.push(&format!("credential {name}"))
+    }
+}
+
+/// The local stack with in-process queues; the settings are edited before `start` returns
+/// through `configure`.
+struct Stack {
+    services: Services,
+    receivers: LocalReceivers,
+    remote: Remote,
+    db: TestDb,
+    _cache: tempfile::TempDir,
+}
+
+impl Stack {
+    async fn start(configure: impl FnOnce(&mut Settings)) -> Stack {
+        let db = TestDb::new().await;
+        let remote = Remote::new();
+        let cache = tempfile::tempdir().unwrap();
+        let mut settings = Settings {
+            enabled: true,
+            targets: vec![TargetSettings {
+                name: TARGET.into(),
+                repo_url: remote.url(),
+                branch: "main".into(),
+                path: String::new(),
+                interval_secs: 60,
+                auto_apply: true,
+                dry_run: false,
+                self_heal: false,
+                policy: PlanPolicy::default(),
+                auth: GitAuth::None,
+            }],
+            builtin_plugins: BTreeSet::new(),
+            database_url: Some(SecretString::from(db.url.clone())),
+            master_key: Some(SecretString::from(MASTER_KEY)),
+            webhook_path: "/webhooks/gitops".into(),
+            cache_dir: cache.path().to_path_buf(),
+            ..Settings::default()
+        };
+        configure(&mut settings);
+        let (queues, receivers) = Queues::local();
+        let services = Services::connect(settings, queues, MetricsSink::capture())
+            .await
+            .unwrap();
+        Stack {
+            services,
+            receivers,
+            remote,
+            db,
+            _cache: cache,
+        }
+    }
+
+    /// Handles every queued plan and apply request; returns the plan outcomes.
+    async fn drain(&mut self) -> Vec<PlanRequestOutcome> {
+        let mut plans = Vec::new();
+        loop {
+            let mut handled = false;
+            while let Ok(request) = self.receivers.plans.try_recv() {
+                handled = true;
+                plans.push(
+                    pipeline::handle_plan_request(&self.services, &request)
+                        .await
+                        .unwrap(),
+                );
+            }
+            while let Ok(request) = self.receivers.applies.try_recv() {
+                handled = true;
+                let outcome = pipeline::handle_apply_request(&self.services, &request)
+                    .await
+                    .unwrap();
+                assert!(
+                    matches!(outcome, ApplyRequestOutcome::Applied { .. }),
+                    "{outcome:?}"
+                );
+            }
+            if !handled {
+                return plans;
+            }
+        }
+    }
+
+    /// A manual sync of the branch head, planned and applied.
+    async fn sync(&mut self) -> Vec<PlanRequestOutcome> {
+        pipeline::request_sync(&self.services, Some(TARGET), None, false)
+            .await
+            .unwrap();
+        self.drain().await
+    }
+
+    async fn plugin_version(&self) -> Value {
+        let store = self.services.store.lock().await;
+        let rows = store
+            .resources(Some(Kind::Plugin), Some("git-scm"))
+            .await
+            .unwrap();
+        rows[0].spec["version"].clone()
+    }
+
+    /// An out-of-band edit, as a person with psql would make it.
+    async fn edit_out_of_band(&self) {
+        self.db
+            .client()
+            .await
+            .execute(
+                "UPDATE resources SET spec = jsonb_set(spec, '{version}', '\"9.9.9\"')
+                 WHERE kind = 'Plugin' AND name = 'git-scm'",
+                &[],
+            )
+            .await
+            .unwrap();
+    }
+
+    fn metric_lines(&self, name: &str) -> Vec<Value> {
+        self.services
+            .metrics
+            .lines()
+            .iter()
+            .map(|line| serde_json::from_str::<Value>(line).unwrap())
+            .filter(|line| line.get(name).is_some())
+            .collect()
+    }
+}
+
+#[tokio::test]
+async fn drift_with_self_heal_is_restored_to_gits_version_by_the_poller() {
+    let mut stack = Stack::start(|settings| settings.targets[0].self_heal = true).await;
+    stack.remote.push_plugin("git-scm", "1.0.0");
+    stack.sync().await;
+    stack.edit_out_of_band().await;
+    let drifted = stack
+        .services
+        .store
+        .lock()
+        .await
+        .drift(TARGET)
+        .await
+        .unwrap();
+
+    let poll = pipeline::poll_targets(&stack.services).await.unwrap();
+    let plans = stack.drain().await;
+
+    assert_eq!(drifted.len(), 1);
+    assert!(
+        matches!(
+            &poll.targets[..],
+            [PolledTarget::Enqueued {
+                trigger: Trigger::Drift,
+                ..
+            }]
+        ),
+        "{poll:?}"
+    );
+    assert!(
+        matches!(
+            &plans[..],
+            [PlanRequestOutcome::Planned { summary, .. }] if summary.update == 1
+        ),
+        "{plans:?}"
+    );
+    assert_eq!(stack.plugin_version().await, "1.0.0");
+    let store = stack.services.store.lock().await;
+    assert!(store.drift(TARGET).await.unwrap().is_empty());
+    let runs = store.runs(Some(TARGET), 1, None).await.unwrap();
+    assert_eq!(runs[0].trigger.as_str(), "drift");
+    assert_eq!(runs[0].status, RunStatus::Succeeded);
+    drop(store);
+    let drift_metrics = stack.metric_lines("DriftDetected");
+    assert_eq!(drift_metrics.len(), 1);
+    assert_eq!(drift_metrics[0]["Target"], TARGET);
+}
+
+#[tokio::test]
+async fn drift_without_self_heal_is_reported_and_left_alone() {
+    let mut stack = Stack::start(|_| {}).await;
+    stack.remote.push_plugin("git-scm", "1.0.0");
+    stack.sync().await;
+    stack.edit_out_of_band().await;
+
+    let poll = pipeline::poll_targets(&stack.services).await.unwrap();
+
+    assert_eq!(poll.enqueued, 0, "{poll:?}");
+    assert!(stack.drain().await.is_empty());
+    assert_eq!(stack.plugin_version().await, "9.9.9");
+    let drift = stack
+        .services
+        .store
+        .lock()
+        .await
+        .drift(TARGET)
+        .await
+        .unwrap();
+    assert_eq!(drift.len(), 1);
+    assert_eq!(
+        (drift[0].kind, drift[0].name.as_str()),
+        (Kind::Plugin, "git-scm")
+    );
+    let metrics = stack.metric_lines("DriftDetected");
+    assert_eq!(metrics.len(), 1, "{metrics:?}");
+    assert_eq!(metrics[0]["DriftDetected"], 1.0);
+    assert_eq!(metrics[0]["Target"], TARGET);
+    let directive = &metrics[0]["_aws"]["CloudWatchMetrics"][0];
+    assert!(
+        directive["Metrics"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|m| m["Name"] == "DriftDetected" && m["Unit"] == "Count"),
+        "{directive}"
+    );
+}
+
+#[tokio::test]
+async fn a_pinned_target_ignores_the_schedule_until_resumed() {
+    let mut stack = Stack::start(|settings| settings.targets[0].interval_secs = 0).await;
+    let first = stack.remote.push_plugin("git-scm", "1.0.0");
+    stack.sync().await;
+    let second = stack.remote.push_plugin("git-scm", "2.0.0");
+    stack.sync().await;
+
+    pipeline::rollback(&stack.services, TARGET, &first, "jane")
+        .await
+        .unwrap();
+    stack.drain().await;
+    let poll = pipeline::poll_targets(&stack.services).await.unwrap();
+    let scheduled = PlanRequest::new(TARGET, Trigger::Schedule, chrono::Utc::now())
+        .with_revision(format!("main@sha1:{second}"));
+    let while_pinned = pipeline::handle_plan_request(&stack.services, &scheduled)
+        .await
+        .unwrap();
+    let version_while_pinned = stack.plugin_version().await;
+    pipeline::resume(&stack.services, TARGET).await.unwrap();
+    stack.drain().await;
+
+    assert_eq!(
+        poll.targets,
+        [PolledTarget::Pinned {
+            target: TARGET.into(),
+            pinned_commit: first.clone()
+        }]
+    );
+    assert_eq!(
+        while_pinned,
+        PlanRequestOutcome::Skipped {
+            target: TARGET.into(),
+            reason: SkipReason::Pinned {
+                pinned_commit: first
+            }
+        }
+    );
+    assert_eq!(version_while_pinned, "1.0.0");
+    assert_eq!(stack.plugin_version().await, "2.0.0");
+    let store = stack.services.store.lock().await;
+    let target = store.target(TARGET).await.unwrap().unwrap();
+    assert_eq!(target.pinned_commit, None);
+    assert_eq!(target.last_applied_commit, Some(second));
+}
+
+#[tokio::test]
+async fn retention_keeps_the_newest_runs_and_every_revision() {
+    let mut stack = Stack::start(|settings| settings.history_limit = Some(3)).await;
+    let prune_every = ritmo::workflow::PRUNE_EVERY;
+
+    let mut commits = Vec::new();
+    for version in 1..=prune_every {
+        commits.push(
+            stack
+                .remote
+                .push_plugin("git-scm", &format!("{version}.0.0")),
+        );
+        stack.sync().await;
+    }
+
+    let store = stack.services.store.lock().await;
+    let runs = store.runs(Some(TARGET), 100, None).await.unwrap();
+    let kept: Vec<String> = runs.iter().map(|r| r.commit.clone().unwrap()).collect();
+    let newest: Vec<String> = commits.iter().rev().take(3).cloned().collect();
+    assert_eq!(kept, newest);
+    drop(store);
+    let revisions: i64 = stack
+        .db
+        .client()
+        .await
+        .query_one("SELECT count(*) FROM revisions", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(revisions, prune_every);
+}
+
+/// A one-route HTTP server that answers every request with `status` and hands the bodies
+/// of the requests it received to the test.
+struct Hook {
+    port: u16,
+    bodies: mpsc::Receiver<String>,
+}
+
+impl Hook {
+    fn start(status: u16) -> Hook {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let (sender, bodies) = mpsc::channel();
+        std::thread::spawn(move || {
+            for stream in listener.incoming() {
+                let Ok(mut stream) = stream else { return };
+                let mut reader = BufReader::new(stream.try_clone().unwrap());
+                let mut length = 0;
+                loop {
+                    let mut line = String::new();
+                    if reader.read_line(&mut line).unwrap_or(0) == 0 || line == "\r\n" {
+                        break;
+                    }
+                    if let Some((name, value)) = line.split_once(':')
+                        && name.eq_ignore_ascii_case("content-length")
+                    {
+                        length = value.trim().parse().unwrap_or(0);
+                    }
+                }
+                let mut body = vec![0; length];
+                let _ = reader.read_exact(&mut body);
+                let _ = write!(
+                    stream,
+                    "HTTP/1.1 {status} X\r\ncontent-length: 2\r\nconnection: close\r\n\r\nok"
+                );
+                if sender
+                    .send(String::from_utf8_lossy(&body).into_owned())
+                    .is_err()
+                {
+                    return;
+                }
+            }
+        });
+        Hook { port, bodies }
+    }
+
+    fn url(&self) -> String {
+        format!(
+            "http://127.0.0.1:{}/services/T000/B000/secret-part",
+            self.port
+        )
+    }
+}
+
+/// Encrypts `url` as the `encrypted_value` of credential `name` under the test master key.
+async fn encrypted(services: &Services, name: &str, url: &str) -> String {
+    services
+        .keys
+        .encrypt_master(Some(name), url.as_bytes())
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn a_plan_waiting_for_approval_is_posted_to_the_slack_webhook() {
+    let hook = Hook::start(200);
+    let mut stack = Stack::start(|settings| {
+        settings.targets[0].auto_apply = false;
+        settings.notifications.slack_webhook_credential = Some("slack-hook".into());
+    })
+    .await;
+    let ciphertext = encrypted(&stack.services, "slack-hook", &hook.url()).await;
+    stack.remote.push_credential("slack-hook", &ciphertext);
+    // The credential reaches the database through an approved first sync.
+    stack.services.notifier = Notifier::default();
+    let first = stack.sync().await;
+    let PlanRequestOutcome::Planned { sync_id, .. } = &first[0] else {
+        panic!("{first:?}");
+    };
+    pipeline::approve_plan(&stack.services, *sync_id, "jane")
+        .await
+        .unwrap();
+    stack.drain().await;
+    stack.services.notifier = Notifier::new(
+        NotificationSettings {
+            sns_topic_arn: None,
+            slack_webhook_credential: Some("slack-hook".into()),
+        },
+        None,
+    );
+    stack.remote.push_plugin("git-scm", "1.0.0");
+
+    let plans = stack.sync().await;
+
+    let PlanRequestOutcome::Planned {
+        sync_id, status, ..
+    } = &plans[0]
+    else {
+        panic!("{plans:?}");
+    };
+    assert_eq!(*status, RunStatus::PendingApproval);
+    let body: Value =
+        serde_json::from_str(&hook.bodies.recv_timeout(Duration::from_secs(10)).unwrap()).unwrap();
+    let text = body["text"].as_str().unwrap();
+    assert!(text.contains("waits for approval"), "{text}");
+    assert!(
+        text.contains(&format!("ritmo gitops approve {sync_id}")),
+        "{text}"
+    );
+    assert_eq!(stack.services.notifier.failures(), 0);
+}
+
+#[tokio::test]
+async fn a_failed_sync_is_published_to_the_sns_topic() {
+    let moto = Moto::start();
+    let config = moto.sdk_config().await;
+    let sns = aws_sdk_sns::Client::new(&config);
+    let sqs = aws_sdk_sqs::Client::new(&config);
+    let topic = sns
+        .create_topic()
+        .name("ritmo-alerts")
+        .send()
+        .await
+        .unwrap()
+        .topic_arn()
+        .unwrap()
+        .to_string();
+    let queue_url = sqs
+        .create_queue()
+        .queue_name("alerts-inbox")
+        .send()
+        .await
+        .unwrap()
+        .queue_url()
+        .unwrap()
+        .to_string();
+    let queue_arn = sqs
+        .get_queue_attributes()
+        .queue_url(&queue_url)
+        .attribute_names(aws_sdk_sqs::types::QueueAttributeName::QueueArn)
+        .send()
+        .await
+        .unwrap()
+        .attributes()
+        .unwrap()[&aws_sdk_sqs::types::QueueAttributeName::QueueArn]
+        .clone();
+    sns.subscribe()
+        .topic_arn(&topic)
+        .protocol("sqs")
+        .endpoint(&queue_arn)
+        .send()
+        .await
+        .unwrap();
+    let mut stack = Stack::start(|_| {}).await;
+    stack.services.notifier = Notifier::new(
+        NotificationSettings {
+            sns_topic_arn: Some(topic.clone()),
+            slack_webhook_credential: None,
+        },
+        Some(sns),
+    );
+    stack.remote.repo.write(
+        "plugins/broken.yaml",
+        "apiVersion: ritmo.dev/v1\nkind: Plugin\nmetadata:\n  name: Broken\n",
+    );
+    stack.remote.push("broken");
+
+    let plans = stack.sync().await;
+
+    assert!(
+        matches!(&plans[..], [PlanRequestOutcome::Failed { .. }]),
+        "{plans:?}"
+    );
+    let received = sqs
+        .receive_message()
+        .queue_url(&queue_url)
+        .wait_time_seconds(5)
+        .send()
+        .await
+        .unwrap();
+    let messages = received.messages();
+    assert_eq!(messages.len(), 1);
+    let envelope: Value = serde_json::from_str(messages[0].body().unwrap()).unwrap();
+    assert_eq!(
+        envelope["Subject"],
+        "Ritmo GitOps: sync of `default` failed"
+    );
+    let message = envelope["Message"].as_str().unwrap();
+    assert!(
+        message.contains("the repository has validation errors"),
+        "{message}"
+    );
+    assert!(message.contains("plugins/broken.yaml"), "{message}");
+    assert_eq!(
+        envelope["MessageAttributes"]["event"]["Value"],
+        "sync_failed"
+    );
+    assert_eq!(stack.services.notifier.failures(), 0);
+}
+
+#[tokio::test]
+async fn failing_notification_endpoints_are_counted_and_do_not_fail_the_sync() {
+    let hook = Hook::start(500);
+    let moto = Moto::start();
+    let sns = aws_sdk_sns::Client::new(&moto.sdk_config().await);
+    let mut stack = Stack::start(|settings| settings.targets[0].auto_apply = false).await;
+    let ciphertext = encrypted(&stack.services, "slack-hook", &hook.url()).await;
+    stack.remote.push_credential("slack-hook", &ciphertext);
+    let first = stack.sync().await;
+    let PlanRequestOutcome::Planned { sync_id, .. } = &first[0] else {
+        panic!("{first:?}");
+    };
+    pipeline::approve_plan(&stack.services, *sync_id, "jane")
+        .await
+        .unwrap();
+    stack.drain().await;
+    stack.services.notifier = Notifier::new(
+        NotificationSettings {
+            // No such topic: moto answers NotFound.
+            sns_topic_arn: Some("arn:aws:sns:us-east-1:123456789012:missing".into()),
+            slack_webhook_credential: Some("slack-hook".into()),
+        },
+        Some(sns),
+    );
+    stack.remote.push_plugin("git-scm", "1.0.0");
+
+    let plans = stack.sync().await;
+
+    let PlanRequestOutcome::Planned {
+        sync_id, status, ..
+    } = &plans[0]
+    else {
+        panic!("{plans:?}");
+    };
+    assert_eq!(*status, RunStatus::PendingApproval);
+    assert!(hook.bodies.recv_timeout(Duration::from_secs(10)).is_ok());
+    assert_eq!(stack.services.notifier.failures(), 2);
+    let failed = stack.metric_lines("NotificationFailed");
+    assert_eq!(failed.len(), 1);
+    assert_eq!(failed[0]["NotificationFailed"], 2.0);
+    // The sync goes on: approving applies it.
+    pipeline::approve_plan(&stack.services, *sync_id, "jane")
+        .await
+        .unwrap();
+    stack.drain().await;
+    assert_eq!(stack.plugin_version().await, "1.0.0");
+    let logs_safe = !format!("{:?}", stack.services.notifier).contains("secret-part");
+    assert!(logs_safe);
+}
