@@ -410,7 +410,11 @@ async fn get(ctx: &Session, args: &GetArgs) -> Result<u8> {
             if let (Some(_), Some(one)) = (&args.name, resources.first()) {
                 render::json_line(&mut out, one)?;
             } else {
-                writeln!(out, "{:<40} {:<14} {:<12} UPDATED", "NAME", "HASH", "COMMIT")?;
+                writeln!(
+                    out,
+                    "{:<40} {:<14} {:<12} UPDATED",
+                    "NAME", "HASH", "COMMIT"
+                )?;
                 for resource in &resources {
                     writeln!(
                         out,

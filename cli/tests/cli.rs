@@ -2,7 +2,6 @@
 //! per test, and the exit codes and output a script would rely on.
 #![allow(clippy::unwrap_used, clippy::expect_used)] // a test: a failed unwrap is a failed test
 
-
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 

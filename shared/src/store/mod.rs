@@ -7,6 +7,7 @@
 
 mod error;
 mod records;
+mod sources;
 
 use std::collections::BTreeMap;
 use std::str::FromStr;
@@ -22,6 +23,7 @@ pub use records::{
     DriftRecord, NewRun, NewTarget, RevisionAction, RevisionRecord, RunRecord, RunStatus,
     StoredResource, TargetState, Trigger, UnknownValue,
 };
+pub use sources::{AppliedBase, PlanningState};
 
 use crate::diagnostic::Diagnostic;
 use crate::hash::{HASH_VERSION, SpecHash};
