@@ -3,3 +3,4 @@
 mod apply;
 mod crypto;
 mod git;
+mod incremental;
