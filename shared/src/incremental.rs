@@ -21,6 +21,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
@@ -129,6 +130,8 @@ pub struct PlannedTarget {
     pub checked: Checked,
     /// `None` when `checked` has errors: nothing may be planned from a broken read.
     pub plan: Option<Plan>,
+    /// Time spent fetching the repository (or resolving a local branch).
+    pub fetch: Duration,
 }
 
 /// Reads the target's repository (fetching a remote one into its cache), checks it and plans
@@ -172,7 +175,9 @@ pub async fn plan_target(
             .full_scan(snapshot, FullScanReason::WorkingTree)
             .await;
     }
+    let started = Instant::now();
     let head = locate(source).await?;
+    let fetch = started.elapsed();
     let context = Context {
         store,
         target,
@@ -198,7 +203,7 @@ pub async fn plan_target(
                 .incremental(&head, base_commit, &source.path)
                 .await?
             {
-                Ok(planned) => return Ok(planned),
+                Ok(planned) => return Ok(PlannedTarget { fetch, ..planned }),
                 Err(reason) => reason,
             }
         }
@@ -206,7 +211,8 @@ pub async fn plan_target(
     };
     tracing::info!(target = %target.name, %reason, "scanning the whole tree");
     let snapshot = head.read_all(&source.path, *limits).await?;
-    context.full_scan(snapshot, reason).await
+    let planned = context.full_scan(snapshot, reason).await?;
+    Ok(PlannedTarget { fetch, ..planned })
 }
 
 /// The repository to read and the commit to plan.
@@ -372,6 +378,7 @@ impl Context<'_> {
                 mode,
                 checked,
                 plan: None,
+                fetch: Duration::ZERO,
             });
         }
         let ids: Vec<&ResourceId> = checked.desired.iter().map(|d| &d.id).collect();
@@ -389,6 +396,7 @@ impl Context<'_> {
             mode,
             checked,
             plan: Some(plan),
+            fetch: Duration::ZERO,
         })
     }
 
@@ -555,6 +563,7 @@ impl Context<'_> {
                 mode,
                 checked,
                 plan: None,
+                fetch: Duration::ZERO,
             }));
         }
 
@@ -601,6 +610,7 @@ impl Context<'_> {
             mode,
             checked,
             plan: Some(plan),
+            fetch: Duration::ZERO,
         }))
     }
 
