@@ -580,3 +580,155 @@ fn incremental_plans_equal_full_plans_over_random_histories() {
         "only {incremental} of {steps} steps planned incrementally"
     );
 }
+
+/// A target at an applied first commit of the initial model, over `source`.
+async fn applied(db: &TestDb, source: &SourceSpec, prune: bool) -> Store {
+    let mut store = Store::connect(&db.url).await.unwrap();
+    let target = settings(prune);
+    store
+        .ensure_target(&NewTarget {
+            name: target.name.clone(),
+            repo_url: target.repo_url.clone(),
+            branch: target.branch.clone(),
+            path: target.path.clone(),
+        })
+        .await
+        .unwrap();
+    let first = plan(&store, source, prune, false).await;
+    assert!(apply(&mut store, &first).await);
+    store
+}
+
+fn initial_repo() -> TestRepo {
+    let repo = TestRepo::new();
+    Model::initial().render(&repo);
+    repo.commit("initial");
+    repo
+}
+
+#[tokio::test]
+async fn a_remote_repository_is_planned_from_its_cache_parsing_only_the_changed_file() {
+    let repo = initial_repo();
+    let server = ritmo_tests::git_http::GitHttpServer::start(repo.path(), None);
+    let cache = tempfile::tempdir().unwrap();
+    let source = SourceSpec {
+        location: RepoLocation::parse(&server.url(".git")).unwrap(),
+        ..source(&repo, &cache)
+    };
+    let db = TestDb::new().await;
+    let store = applied(&db, &source, true).await;
+    let mut model = Model::initial();
+    model.apply(&Op::Edit { file: 3 });
+    model.render(&repo);
+    let commit = repo.commit("edit one job");
+
+    let incremental = plan(&store, &source, true, false).await;
+    let full = plan(&store, &source, true, true).await;
+
+    assert!(
+        matches!(
+            incremental.mode,
+            ScanMode::Incremental {
+                changed_files: 1,
+                parsed_files: 1,
+                ..
+            }
+        ),
+        "{}",
+        incremental.mode
+    );
+    assert_eq!(incremental.checked.revision.commit(), Some(commit.as_str()));
+    let plan = incremental.plan.unwrap();
+    assert_eq!(plan.summary().update, 1);
+    assert_eq!(plan.summary().unchanged, 6);
+    assert_eq!(Some(plan), full.plan);
+}
+
+#[tokio::test]
+async fn deleting_a_credential_still_reports_its_untouched_referrers() {
+    let repo = initial_repo();
+    let cache = tempfile::tempdir().unwrap();
+    let source = source(&repo, &cache);
+    let db = TestDb::new().await;
+    let store = applied(&db, &source, true).await;
+    repo.remove("credentials/c0.yaml");
+    repo.commit("delete c0");
+
+    let planned = plan(&store, &source, true, false).await;
+
+    assert!(matches!(planned.mode, ScanMode::Incremental { .. }));
+    assert!(planned.plan.is_none());
+    let referrers: Vec<(&str, &str)> = planned
+        .checked
+        .diagnostics
+        .iter()
+        .map(|d| (d.code.as_str(), d.path.as_str()))
+        .collect();
+    assert_eq!(
+        referrers,
+        [("E300", "jobs/j0.yaml"), ("E300", "webhooks/w0.yaml")]
+    );
+}
+
+#[tokio::test]
+async fn drift_a_changed_path_and_a_request_each_force_a_full_scan() {
+    let repo = initial_repo();
+    let cache = tempfile::tempdir().unwrap();
+    let source = source(&repo, &cache);
+    let db = TestDb::new().await;
+    let store = applied(&db, &source, true).await;
+    repo.write("README.md", "not a resource\n");
+    repo.commit("docs");
+
+    let quiet = plan(&store, &source, true, false).await;
+    let requested = plan(&store, &source, true, true).await;
+    db.client()
+        .await
+        .batch_execute("UPDATE resources SET spec = '{}'::jsonb WHERE name = 'j1'")
+        .await
+        .unwrap();
+    let drifted = plan(&store, &source, true, false).await;
+
+    assert!(
+        matches!(
+            quiet.mode,
+            ScanMode::Incremental {
+                changed_files: 0,
+                ..
+            }
+        ),
+        "{}",
+        quiet.mode
+    );
+    assert_eq!(
+        requested.mode,
+        ScanMode::Full {
+            reason: FullScanReason::Requested
+        }
+    );
+    assert_eq!(
+        drifted.mode,
+        ScanMode::Full {
+            reason: FullScanReason::DriftRecorded
+        }
+    );
+    assert_eq!(drifted.plan.unwrap().summary().update, 1);
+
+    store
+        .ensure_target(&NewTarget {
+            name: TARGET.into(),
+            repo_url: "file:///config".into(),
+            branch: "main".into(),
+            path: "config".into(),
+        })
+        .await
+        .unwrap();
+    let moved = plan(&store, &source, true, false).await;
+
+    assert_eq!(
+        moved.mode,
+        ScanMode::Full {
+            reason: FullScanReason::TargetChanged
+        }
+    );
+}
