@@ -39,7 +39,7 @@ use crate::{Error, Result};
 
 /// Why a plan scanned the whole tree.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-#[serde(tag = "reason", rename_all = "snake_case")]
+#[serde(tag = "kind", rename_all = "snake_case")]
 pub enum FullScanReason {
     /// The caller asked for it (`--full`).
     Requested,
@@ -160,6 +160,7 @@ pub async fn plan_target(
             last_applied_commit: None,
             settings_changed: false,
             drift_recorded: false,
+            kept_stale: false,
         });
     if source.worktree {
         let snapshot = workflow::read_source(source, *limits).await?;
@@ -222,6 +223,8 @@ struct Head {
     revision: Revision,
     cache: Option<GitCache>,
     location: RepoLocation,
+    /// The branch the source names (`None`: HEAD, which may be detached).
+    requested_branch: Option<String>,
 }
 
 impl Head {
@@ -240,11 +243,12 @@ impl Head {
         let cache = self.cache.clone();
         let location = self.location.clone();
         let branch = self.branch().to_string();
+        let requested = self.requested_branch.clone();
         let commit = self.commit().to_string();
         let config_path = config_path.to_string();
         blocking(move || match cache {
             Some(cache) => cache.read_commit(&branch, &commit, &config_path, &limits),
-            None => git::read_commit(&location, Some(&branch), &config_path, &limits),
+            None => git::read_commit(&location, requested.as_deref(), &config_path, &limits),
         })
         .await
     }
@@ -268,6 +272,7 @@ async fn locate(source: &SourceSpec) -> Result<Head> {
                 revision: fetched.revision,
                 cache: Some(cache),
                 location: source.location.clone(),
+                requested_branch: source.branch.clone(),
             })
         }
         RepoLocation::Local(path) => Ok(Head {
@@ -275,6 +280,7 @@ async fn locate(source: &SourceSpec) -> Result<Head> {
             revision: resolve_local(path, source.branch.as_deref())?,
             cache: None,
             location: source.location.clone(),
+            requested_branch: source.branch.clone(),
         }),
     })
     .await
@@ -420,6 +426,9 @@ impl Context<'_> {
             Err(reason) => return Ok(Err(reason)),
         };
 
+        if diff.changed.is_empty() && !self.base.kept_stale {
+            return self.nothing_changed(head, base_commit).await;
+        }
         let old = manifest::load(&diff.old_files, self.limits);
         if let Some(broken) = old.diagnostics.iter().find(|d| d.is_error()) {
             return Ok(Err(FullScanReason::BaseUnreadable {
@@ -441,14 +450,14 @@ impl Context<'_> {
 
         let extra: Vec<&ResourceId> = parsed_ids.iter().copied().collect();
         let state = self.store.planning_state(&self.target.name, &extra).await?;
-        let kept: BTreeSet<ResourceId> = if self.target.policy.prune {
-            BTreeSet::new()
-        } else {
+        let kept: BTreeSet<ResourceId> = if self.base.kept_stale {
             self.store
                 .kept_stale(&self.target.name)
                 .await?
                 .into_iter()
                 .collect()
+        } else {
+            BTreeSet::new()
         };
         let mut untouched: BTreeSet<&ResourceId> = state
             .live
@@ -609,6 +618,44 @@ impl Context<'_> {
         Ok(Ok(PlannedTarget {
             mode,
             checked,
+            plan: Some(plan),
+            fetch: Duration::ZERO,
+        }))
+    }
+
+    /// No resource file changed: every managed row stays as it is, which the database can
+    /// confirm without sending them. (Rows kept with prune off need the general path.)
+    async fn nothing_changed(
+        &self,
+        head: &Head,
+        base_commit: &str,
+    ) -> Result<Result<PlannedTarget, FullScanReason>> {
+        let (count, inconsistent) = self.store.inventory_summary(&self.target.name).await?;
+        if inconsistent > 0 {
+            return Ok(Err(FullScanReason::LiveStateDiffers {
+                id: format!("{inconsistent} rows"),
+            }));
+        }
+        let mut plan = plan::plan(
+            &self.target.name,
+            head.revision.clone(),
+            self.plan_base(),
+            Vec::new(),
+            &Default::default(),
+            &self.target.policy,
+        );
+        plan.unchanged = count;
+        Ok(Ok(PlannedTarget {
+            mode: ScanMode::Incremental {
+                base_commit: base_commit.to_string(),
+                changed_files: 0,
+                parsed_files: 0,
+            },
+            checked: Checked {
+                revision: head.revision.clone(),
+                desired: Vec::new(),
+                diagnostics: Vec::new(),
+            },
             plan: Some(plan),
             fetch: Duration::ZERO,
         }))
@@ -779,5 +826,100 @@ async fn verify_ciphertext(keys: &CredentialKeys, field: &CiphertextField) -> Op
                 field.credential
             ),
         )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::manifest::FileContent;
+
+    fn job_file(path: &str, names: &[&str]) -> SourceFile {
+        let docs: Vec<String> = names
+            .iter()
+            .map(|name| {
+                format!("apiVersion: ritmo.dev/v1\nkind: Job\nmetadata:\n  name: {name}\nspec:\n  timeout: 5\n")
+            })
+            .collect();
+        SourceFile {
+            path: path.into(),
+            content: FileContent::Bytes(docs.join("---\n").into_bytes()),
+        }
+    }
+
+    fn stored(entries: &[(&str, &str)]) -> PlanningState {
+        let mut state = PlanningState::default();
+        for (name, path) in entries {
+            state
+                .sources
+                .insert(ResourceId::new(Kind::Job, *name), Some((*path).to_string()));
+        }
+        state
+    }
+
+    #[test]
+    fn a_pulled_file_defining_what_the_store_says_is_trusted() {
+        let manifest = manifest::load(
+            &[job_file("jobs/a.yaml", &["one", "two"])],
+            &Limits::default(),
+        );
+        let state = stored(&[
+            ("one", "jobs/a.yaml"),
+            ("two", "jobs/a.yaml"),
+            ("three", "jobs/b.yaml"),
+        ]);
+        let pulled = BTreeSet::from(["jobs/a.yaml".to_string()]);
+
+        let mismatch = pulled_mismatch(&manifest, &pulled, &state, &BTreeSet::new());
+
+        assert_eq!(mismatch, None);
+    }
+
+    #[test]
+    fn a_pulled_file_whose_resource_moved_away_unrecorded_is_a_mismatch() {
+        let manifest = manifest::load(&[job_file("jobs/a.yaml", &["one"])], &Limits::default());
+        let state = stored(&[("one", "jobs/a.yaml"), ("two", "jobs/a.yaml")]);
+        let pulled = BTreeSet::from(["jobs/a.yaml".to_string()]);
+
+        let mismatch = pulled_mismatch(&manifest, &pulled, &state, &BTreeSet::new());
+
+        assert_eq!(mismatch.as_deref(), Some("jobs/a.yaml"));
+    }
+
+    #[test]
+    fn ids_kept_with_prune_off_are_not_expected_in_their_old_file() {
+        let manifest = manifest::load(&[job_file("jobs/a.yaml", &["one"])], &Limits::default());
+        let state = stored(&[("one", "jobs/a.yaml"), ("gone", "jobs/a.yaml")]);
+        let pulled = BTreeSet::from(["jobs/a.yaml".to_string()]);
+        let kept = BTreeSet::from([ResourceId::new(Kind::Job, "gone")]);
+
+        let mismatch = pulled_mismatch(&manifest, &pulled, &state, &kept);
+
+        assert_eq!(mismatch, None);
+    }
+
+    #[test]
+    fn scan_modes_say_what_ran_and_why() {
+        let incremental = ScanMode::Incremental {
+            base_commit: "0123456789abcdef0123".into(),
+            changed_files: 2,
+            parsed_files: 3,
+        };
+        let full = ScanMode::Full {
+            reason: FullScanReason::DriftRecorded,
+        };
+
+        assert_eq!(
+            incremental.to_string(),
+            "incremental from 0123456789ab (2 changed files, 3 parsed)"
+        );
+        assert_eq!(
+            full.to_string(),
+            "full scan (drift is recorded for the target)"
+        );
+        assert_eq!(
+            serde_json::to_value(&full).unwrap(),
+            serde_json::json!({"mode": "full", "reason": {"kind": "drift_recorded"}})
+        );
     }
 }

@@ -80,15 +80,40 @@ struct Model {
 
 #[derive(Debug, Clone)]
 enum Op {
-    Add { kind: u8, name: u8, a: u8, b: u8 },
-    Edit { file: u8 },
-    Reorder { file: u8 },
-    RenameFile { file: u8 },
-    Delete { file: u8 },
-    Move { from: u8, to: u8 },
-    RenameDoc { file: u8, name: u8 },
-    Break { file: u8 },
-    ForcePush { gc: bool },
+    Add {
+        kind: u8,
+        name: u8,
+        a: u8,
+        b: u8,
+    },
+    Edit {
+        file: u8,
+    },
+    Reorder {
+        file: u8,
+    },
+    RenameFile {
+        file: u8,
+    },
+    Delete {
+        file: u8,
+    },
+    Move {
+        from: u8,
+        to: u8,
+    },
+    RenameDoc {
+        file: u8,
+        name: u8,
+    },
+    Break {
+        file: u8,
+    },
+    ForcePush {
+        gc: bool,
+    },
+    /// Switch the target's prune policy (no commit).
+    TogglePrune,
 }
 
 fn op() -> impl Strategy<Value = Op> {
@@ -103,6 +128,7 @@ fn op() -> impl Strategy<Value = Op> {
         2 => (any::<u8>(), any::<u8>()).prop_map(|(file, name)| Op::RenameDoc { file, name }),
         1 => any::<u8>().prop_map(|file| Op::Break { file }),
         1 => any::<bool>().prop_map(|gc| Op::ForcePush { gc }),
+        1 => Just(Op::TogglePrune),
     ]
 }
 
@@ -285,6 +311,7 @@ impl Model {
                 }
             }
             Op::ForcePush { gc } => return Some(gc),
+            Op::TogglePrune => {}
         }
         None
     }
@@ -467,7 +494,7 @@ fn force_push(repo: &TestRepo, gc: bool) {
 static INCREMENTAL_STEPS: AtomicUsize = AtomicUsize::new(0);
 static STEPS: AtomicUsize = AtomicUsize::new(0);
 
-async fn run_history(ops: Vec<Op>, prune: bool) {
+async fn run_history(ops: Vec<Op>, mut prune: bool) {
     let db = TestDb::new().await;
     let mut store = Store::connect(&db.url).await.unwrap();
     let target = settings(prune);
@@ -505,6 +532,7 @@ async fn run_history(ops: Vec<Op>, prune: bool) {
         let force = model.apply(op);
         model.render(&repo);
         match force {
+            _ if matches!(op, Op::TogglePrune) => prune = !prune,
             Some(gc) => {
                 force_push(&repo, gc);
                 base_collected |= gc;

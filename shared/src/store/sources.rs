@@ -20,6 +20,9 @@ pub struct AppliedBase {
     pub settings_changed: bool,
     /// Unresolved drift events of the target.
     pub drift_recorded: bool,
+    /// The last applied plan kept resources that left Git (prune was off, W100): the inventory
+    /// holds ids the last applied commit does not (see [`Store::kept_stale`]).
+    pub kept_stale: bool,
 }
 
 /// Live state for planning one target, restricted to the rows a plan can look at (the
@@ -51,7 +54,9 @@ impl Store {
                 "SELECT t.generation, t.last_applied_commit,
                         s.finished_at IS NULL OR t.updated_at > s.finished_at,
                         EXISTS (SELECT 1 FROM drift_events d
-                                WHERE d.target = t.name AND d.resolved_sync_id IS NULL)
+                                WHERE d.target = t.name AND d.resolved_sync_id IS NULL),
+                        EXISTS (SELECT 1 FROM jsonb_array_elements(s.diagnostics) AS g
+                                WHERE g ->> 'code' = 'W100')
                  FROM targets t LEFT JOIN sync_runs s ON s.id = t.last_sync_id
                  WHERE t.name = $1",
                 &[&target],
@@ -64,6 +69,7 @@ impl Store {
                 last_applied_commit: get(&row, 1)?,
                 settings_changed: get(&row, 2)?,
                 drift_recorded: get(&row, 3)?,
+                kept_stale: get(&row, 4)?,
             })
         })
         .transpose()
@@ -140,6 +146,26 @@ impl Store {
             );
         }
         Ok(state)
+    }
+
+    /// How many rows the target's inventory holds, and how many of them differ from their
+    /// resource row (gone, drifted, another hash or hash version): counted in the database, so
+    /// a plan with nothing to parse transfers no rows.
+    pub async fn inventory_summary(&self, target: &str) -> Result<(usize, usize), StoreError> {
+        let row = self
+            .client
+            .query_one(
+                "SELECT count(*),
+                        count(*) FILTER (WHERE r.kind IS NULL OR r.drifted_at IS NOT NULL
+                                         OR r.spec_hash <> i.spec_hash OR r.hash_version <> $2)
+                 FROM inventory i LEFT JOIN resources r ON r.kind = i.kind AND r.name = i.name
+                 WHERE i.target = $1",
+                &[&target, &HASH_VERSION],
+            )
+            .await
+            .map_err(StoreError::query("count the inventory"))?;
+        let count = |index| get::<i64>(&row, index).map(|n| usize::try_from(n).unwrap_or(0));
+        Ok((count(0)?, count(1)?))
     }
 
     /// Ids of the target's inventory whose stored spec mentions any of `names` as a JSON string
