@@ -229,6 +229,7 @@ async fn sync(
         checked,
         plan,
         fetch,
+        stages,
     } = plan_target(
         store,
         target,
@@ -271,10 +272,16 @@ async fn sync(
     }
     let total = started.elapsed();
     let summary = plan.summary();
+    let stages: Vec<String> = stages
+        .iter()
+        .map(|(stage, took)| format!("{stage} {}", ms(*took)))
+        .collect();
     eprintln!(
-        "  {mode}: {summary} in {} ms (fetch {} ms)",
-        total.as_millis(),
-        fetch.as_millis()
+        "  {mode}: {summary} in {} ms (fetch {}; {}; record+apply {})",
+        ms(total),
+        ms(fetch),
+        stages.join(", "),
+        ms(total.saturating_sub(planned)),
     );
     if matches!(mode, ScanMode::Full { .. }) && plan.base.commit.is_some() {
         eprintln!("  note: a full scan where an incremental one was expected");

@@ -132,6 +132,29 @@ pub struct PlannedTarget {
     pub plan: Option<Plan>,
     /// Time spent fetching the repository (or resolving a local branch).
     pub fetch: Duration,
+    /// Time spent in each later stage, in order (`diff`, `parse`, `live state`, ...).
+    pub stages: Vec<(&'static str, Duration)>,
+}
+
+/// Stage timings of one plan.
+struct Laps {
+    last: Instant,
+    laps: Vec<(&'static str, Duration)>,
+}
+
+impl Laps {
+    fn start() -> Laps {
+        Laps {
+            last: Instant::now(),
+            laps: Vec::new(),
+        }
+    }
+
+    fn lap(&mut self, stage: &'static str) {
+        let now = Instant::now();
+        self.laps.push((stage, now - self.last));
+        self.last = now;
+    }
 }
 
 /// Reads the target's repository (fetching a remote one into its cache), checks it and plans
@@ -377,7 +400,9 @@ impl Context<'_> {
     }
 
     async fn full_scan(&self, snapshot: Snapshot, reason: FullScanReason) -> Result<PlannedTarget> {
-        let checked = workflow::check(snapshot, self.builtin_plugins, self.keys, self.limits).await;
+        let mut laps = Laps::start();
+        let checked = self.check_all(snapshot).await?;
+        laps.lap("parse and validate");
         let mode = ScanMode::Full { reason };
         if checked.has_errors() {
             return Ok(PlannedTarget {
@@ -385,10 +410,16 @@ impl Context<'_> {
                 checked,
                 plan: None,
                 fetch: Duration::ZERO,
+                stages: Vec::new(),
             });
         }
         let ids: Vec<&ResourceId> = checked.desired.iter().map(|d| &d.id).collect();
-        let state = self.store.planning_state(&self.target.name, &ids).await?;
+        let mut state = self.store.planning_state(&self.target.name, &ids).await?;
+        state.sources = self
+            .store
+            .source_paths(&self.target.name, &ids, &[])
+            .await?;
+        laps.lap("live state");
         let plan = plan::plan(
             &self.target.name,
             checked.revision.clone(),
@@ -397,12 +428,48 @@ impl Context<'_> {
             &state.live,
             &self.target.policy,
         );
+        laps.lap("plan");
         self.record_moves(&state, &checked.desired).await?;
+        laps.lap("record moves");
         Ok(PlannedTarget {
             mode,
             checked,
             plan: Some(plan),
             fetch: Duration::ZERO,
+            stages: laps.laps,
+        })
+    }
+
+    /// What `workflow::check` does, with the files parsed on every core, off the async
+    /// runtime.
+    async fn check_all(&self, snapshot: Snapshot) -> Result<Checked> {
+        let limits = *self.limits;
+        let Snapshot { revision, files } = snapshot;
+        let manifest = tokio::task::spawn_blocking(move || load_parallel(&files, &limits))
+            .await
+            .map_err(|join| Error::Internal(format!("the manifest loader stopped: {join}")))?;
+        let mut diagnostics = manifest.diagnostics.clone();
+        diagnostics.extend(validate::validate(
+            &manifest,
+            &ValidationContext {
+                builtin_plugins: self.builtin_plugins,
+                known: &|_| false,
+            },
+        ));
+        for document in &manifest.documents {
+            for field in &document.ciphertexts {
+                diagnostics.extend(verify_ciphertext(self.keys, field).await);
+            }
+        }
+        diagnostic::sort(&mut diagnostics);
+        Ok(Checked {
+            revision,
+            desired: manifest
+                .documents
+                .into_iter()
+                .map(|document| document.resource)
+                .collect(),
+            diagnostics,
         })
     }
 
@@ -413,6 +480,7 @@ impl Context<'_> {
         base_commit: &str,
         config_path: &str,
     ) -> Result<Result<PlannedTarget, FullScanReason>> {
+        let mut laps = Laps::start();
         let diff = {
             let repo = head.repo.clone();
             let from = base_commit.to_string();
@@ -429,6 +497,7 @@ impl Context<'_> {
         if diff.changed.is_empty() && !self.base.kept_stale {
             return self.nothing_changed(head, base_commit).await;
         }
+        laps.lap("diff and read");
         let old = manifest::load(&diff.old_files, self.limits);
         if let Some(broken) = old.diagnostics.iter().find(|d| d.is_error()) {
             return Ok(Err(FullScanReason::BaseUnreadable {
@@ -448,8 +517,14 @@ impl Context<'_> {
             .map(|d| &d.resource.id)
             .collect();
 
+        laps.lap("parse");
         let extra: Vec<&ResourceId> = parsed_ids.iter().copied().collect();
-        let state = self.store.planning_state(&self.target.name, &extra).await?;
+        let mut state = self.store.planning_state(&self.target.name, &extra).await?;
+        state.sources = self
+            .store
+            .source_paths(&self.target.name, &extra, &[])
+            .await?;
+        laps.lap("live state");
         let kept: BTreeSet<ResourceId> = if self.base.kept_stale {
             self.store
                 .kept_stale(&self.target.name)
@@ -475,13 +550,14 @@ impl Context<'_> {
             .map(|id| id.name.as_str())
             .collect();
         let removed: Vec<&str> = removed.into_iter().collect();
-        let mut pull: Vec<ResourceId> = Vec::new();
-        for (id, _) in self.store.mentioning(&self.target.name, &removed).await? {
-            pull.push(id);
-        }
-        pull.extend(parsed_ids.iter().map(|id| (*id).clone()));
-        for id in pull.iter().filter(|id| untouched.contains(id)) {
-            match state.sources.get(id).cloned().flatten() {
+        let mut pull = self.store.mentioning(&self.target.name, &removed).await?;
+        pull.extend(
+            parsed_ids
+                .iter()
+                .map(|id| ((*id).clone(), state.sources.get(*id).cloned().flatten())),
+        );
+        for (id, path) in pull.into_iter().filter(|(id, _)| untouched.contains(id)) {
+            match path {
                 Some(path) if !diff.changed.contains(&path) => {
                     pulled.insert(path);
                 }
@@ -491,6 +567,7 @@ impl Context<'_> {
                 }
             }
         }
+        laps.lap("referrers");
         let manifest = if pulled.is_empty() {
             changed_manifest
         } else {
@@ -512,6 +589,12 @@ impl Context<'_> {
                     .unwrap_or_default();
                 return Ok(Err(FullScanReason::SourcePathsOutOfDate { path }));
             }
+            let paths: Vec<&str> = pulled.iter().map(String::as_str).collect();
+            let stored_there = self
+                .store
+                .source_paths(&self.target.name, &[], &paths)
+                .await?;
+            state.sources.extend(stored_there);
             files.extend(pulled_files);
             files.sort_by(|a, b| a.path.cmp(&b.path));
             let manifest = manifest::load(&files, self.limits);
@@ -535,6 +618,7 @@ impl Context<'_> {
             }
         }
 
+        laps.lap("pull in");
         let mut diagnostics = manifest.diagnostics.clone();
         let known = |id: &ResourceId| untouched.contains(id);
         diagnostics.extend(validate::validate(
@@ -573,9 +657,11 @@ impl Context<'_> {
                 checked,
                 plan: None,
                 fetch: Duration::ZERO,
+                stages: Vec::new(),
             }));
         }
 
+        laps.lap("validate");
         let mut desired = checked.desired.clone();
         desired.extend(untouched.iter().filter_map(|id| {
             let entry = state.live.inventory.get(*id)?;
@@ -614,12 +700,15 @@ impl Context<'_> {
                 id: action.id().to_string(),
             }));
         }
+        laps.lap("plan");
         self.record_moves(&state, &checked.desired).await?;
+        laps.lap("record moves");
         Ok(Ok(PlannedTarget {
             mode,
             checked,
             plan: Some(plan),
             fetch: Duration::ZERO,
+            stages: laps.laps,
         }))
     }
 
@@ -658,6 +747,7 @@ impl Context<'_> {
             },
             plan: Some(plan),
             fetch: Duration::ZERO,
+            stages: Vec::new(),
         }))
     }
 
@@ -763,6 +853,42 @@ fn read_diff(
         old_files,
         new_files,
     }))
+}
+
+/// `manifest::load` split over the available cores: each file loads on its own, so chunks
+/// loaded in parallel and joined in order give the same manifest.
+fn load_parallel(files: &[SourceFile], limits: &Limits) -> Manifest {
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get().min(8));
+    let resource_files = files
+        .iter()
+        .filter(|file| manifest::resource_kind_for_path(&file.path).is_some())
+        .count();
+    // Over the file limit, one load reports it.
+    if threads < 2 || files.len() < 64 || resource_files > limits.max_files {
+        return manifest::load(files, limits);
+    }
+    let chunk = files.len().div_ceil(threads);
+    let parts: Vec<Manifest> = std::thread::scope(|scope| {
+        let handles: Vec<_> = files
+            .chunks(chunk)
+            .map(|part| scope.spawn(move || manifest::load(part, limits)))
+            .collect();
+        handles
+            .into_iter()
+            .map(|handle| {
+                handle
+                    .join()
+                    .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+            })
+            .collect()
+    });
+    let mut manifest = Manifest::default();
+    for part in parts {
+        manifest.documents.extend(part.documents);
+        manifest.diagnostics.extend(part.diagnostics);
+    }
+    diagnostic::sort(&mut manifest.diagnostics);
+    manifest
 }
 
 /// The first pulled-in file whose documents are not exactly the ids the store places in it.
@@ -896,6 +1022,20 @@ mod tests {
         let mismatch = pulled_mismatch(&manifest, &pulled, &state, &kept);
 
         assert_eq!(mismatch, None);
+    }
+
+    #[test]
+    fn loading_on_every_core_gives_the_manifest_of_one_load() {
+        let mut files: Vec<SourceFile> = (0..150)
+            .map(|i| job_file(&format!("jobs/j{i:03}.yaml"), &[&format!("job-{i}")]))
+            .collect();
+        files[7].content = FileContent::Bytes(b"kind: [unclosed\n".to_vec());
+        files[120] = job_file("jobs/j120.yaml", &["job-3"]);
+
+        let parallel = load_parallel(&files, &Limits::default());
+
+        assert_eq!(parallel, manifest::load(&files, &Limits::default()));
+        assert_eq!(parallel.documents.len(), 149);
     }
 
     #[test]

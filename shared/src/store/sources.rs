@@ -26,11 +26,12 @@ pub struct AppliedBase {
 }
 
 /// Live state for planning one target, restricted to the rows a plan can look at (the
-/// target's inventory and the ids asked for), with the file each managed row came from.
+/// target's inventory and the ids asked for), and the stored file of the managed rows asked
+/// about.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct PlanningState {
     pub live: LiveState,
-    /// Stored `source_path` of every inventory row (`None` when the row is gone or has none).
+    /// Stored `source_path` of the managed rows asked about (`None` when a row has none).
     pub sources: BTreeMap<ResourceId, Option<String>>,
 }
 
@@ -75,9 +76,12 @@ impl Store {
         .transpose()
     }
 
-    /// The target's inventory joined with its resource rows (hash, drift, source path), plus
-    /// the resource rows of `extra` ids (any owner), in one round trip. Enough for
-    /// `plan::plan` of any desired set whose ids are in the inventory or in `extra`.
+    /// The target's inventory joined with its resource rows, plus the resource rows of
+    /// `extra` ids (any owner), in one round trip: enough for `plan::plan` of any desired set
+    /// whose ids are in the inventory or in `extra`. `sources` is left empty (see
+    /// [`Store::source_paths`]) and inventory entries carry no commit (planning does not use
+    /// it), so that 10,000 rows stay cheap to send: a row whose hash equals its inventory hash
+    /// is sent without it.
     ///
     /// As in [`Store::live_state`], a row hashed with another canonical form than this build's
     /// reports a hash that matches nothing.
@@ -88,15 +92,19 @@ impl Store {
     ) -> Result<PlanningState, StoreError> {
         let kinds: Vec<&str> = extra.iter().map(|id| id.kind.as_str()).collect();
         let names: Vec<&str> = extra.iter().map(|id| id.name.as_str()).collect();
-        let target_param: [&(dyn tokio_postgres::types::ToSql + Sync); 1] = [&target];
+        let inventory_params: [&(dyn tokio_postgres::types::ToSql + Sync); 2] =
+            [&target, &HASH_VERSION];
         let extra_params: [&(dyn tokio_postgres::types::ToSql + Sync); 2] = [&kinds, &names];
         let (inventory_rows, extra_rows) = futures_util::try_join!(
             self.client.query(
-                "SELECT i.kind, i.name, i.spec_hash, i.git_commit, r.spec_hash, r.hash_version,
-                        r.drifted_at IS NOT NULL, r.source_path
+                "SELECT i.kind, i.name, i.spec_hash,
+                        CASE WHEN r.kind IS NULL THEN NULL
+                             WHEN r.spec_hash = i.spec_hash AND r.hash_version = $2 THEN ''
+                             ELSE r.spec_hash END,
+                        r.hash_version, r.drifted_at IS NOT NULL
                  FROM inventory i LEFT JOIN resources r ON r.kind = i.kind AND r.name = i.name
                  WHERE i.target = $1",
-                &target_param,
+                &inventory_params,
             ),
             self.client.query(
                 "SELECT r.kind, r.name, r.spec_hash, r.hash_version, r.drifted_at IS NOT NULL
@@ -111,25 +119,29 @@ impl Store {
         let mut state = PlanningState::default();
         for row in &inventory_rows {
             let id = id_from_row(row, "inventory")?;
-            let row_hash: Option<String> = get(row, 4)?;
-            if let Some(hash) = row_hash {
-                let version: i16 = get(row, 5)?;
+            let hash = SpecHash::from_hex(get::<String>(row, 2)?);
+            let row_hash: Option<String> = get(row, 3)?;
+            if let Some(row_hash) = row_hash {
+                let live_hash = if row_hash.is_empty() {
+                    hash.clone()
+                } else {
+                    versioned(row_hash, get(row, 4)?)
+                };
                 state.live.resources.insert(
                     id.clone(),
                     LiveResource {
                         id: id.clone(),
-                        hash: versioned(hash, version),
-                        drifted: get(row, 6)?,
+                        hash: live_hash,
+                        drifted: get(row, 5)?,
                     },
                 );
             }
-            state.sources.insert(id.clone(), get(row, 7)?);
             state.live.inventory.insert(
                 id.clone(),
                 InventoryEntry {
                     id,
-                    hash: SpecHash::from_hex(get::<String>(row, 2)?),
-                    commit: get(row, 3)?,
+                    hash,
+                    commit: String::new(),
                 },
             );
         }
@@ -146,6 +158,36 @@ impl Store {
             );
         }
         Ok(state)
+    }
+
+    /// Stored source paths of the target's managed rows that are among `ids` or stored at one
+    /// of `paths`.
+    pub async fn source_paths(
+        &self,
+        target: &str,
+        ids: &[&ResourceId],
+        paths: &[&str],
+    ) -> Result<BTreeMap<ResourceId, Option<String>>, StoreError> {
+        if ids.is_empty() && paths.is_empty() {
+            return Ok(BTreeMap::new());
+        }
+        let kinds: Vec<&str> = ids.iter().map(|id| id.kind.as_str()).collect();
+        let names: Vec<&str> = ids.iter().map(|id| id.name.as_str()).collect();
+        let rows = self
+            .client
+            .query(
+                "SELECT r.kind, r.name, r.source_path
+                 FROM inventory i JOIN resources r ON r.kind = i.kind AND r.name = i.name
+                 WHERE i.target = $1
+                   AND ((r.kind, r.name) IN (SELECT * FROM unnest($2::text[], $3::text[]))
+                        OR r.source_path = ANY($4))",
+                &[&target, &kinds, &names, &paths],
+            )
+            .await
+            .map_err(StoreError::query("read stored source paths"))?;
+        rows.iter()
+            .map(|row| Ok((id_from_row(row, "resources")?, get(row, 2)?)))
+            .collect()
     }
 
     /// How many rows the target's inventory holds, and how many of them differ from their
