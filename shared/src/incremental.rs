@@ -29,6 +29,7 @@ use crate::config::TargetSettings;
 use crate::crypto::{self, CredentialKeys};
 use crate::diagnostic::{self, Code, Diagnostic};
 use crate::git::{self, ChangeKind, GitCache, GitError, RepoLocation, Snapshot};
+use crate::hash::HASH_VERSION;
 use crate::manifest::{self, CiphertextField, Limits, Manifest, SourceFile, did_you_mean};
 use crate::model::{DesiredResource, Kind, ResourceId, Revision, SourceLocation};
 use crate::plan::{self, Action, Plan, PlanBase};
@@ -61,6 +62,8 @@ pub enum FullScanReason {
     SourcePathsOutOfDate { path: String },
     /// A file of the base commit no longer loads cleanly (limits changed).
     BaseUnreadable { path: String },
+    /// The rows were hashed by another version of the canonical form: all are rewritten.
+    HashVersionChanged,
 }
 
 impl fmt::Display for FullScanReason {
@@ -79,6 +82,9 @@ impl fmt::Display for FullScanReason {
             }
             FullScanReason::SourcePathsOutOfDate { path } => {
                 write!(f, "the stored source paths of `{path}` are out of date")
+            }
+            FullScanReason::HashVersionChanged => {
+                f.write_str("the rows were hashed with another canonical form")
             }
             FullScanReason::BaseUnreadable { path } => {
                 write!(f, "`{path}` at the last applied commit no longer loads")
@@ -184,6 +190,7 @@ pub async fn plan_target(
             settings_changed: false,
             drift_recorded: false,
             kept_stale: false,
+            sample_hash_version: None,
         });
     if source.worktree {
         let snapshot = workflow::read_source(source, *limits).await?;
@@ -218,6 +225,11 @@ pub async fn plan_target(
         Some(FullScanReason::TargetChanged)
     } else if base.drift_recorded {
         Some(FullScanReason::DriftRecorded)
+    } else if base
+        .sample_hash_version
+        .is_some_and(|version| version != HASH_VERSION)
+    {
+        Some(FullScanReason::HashVersionChanged)
     } else {
         None
     };
@@ -414,7 +426,10 @@ impl Context<'_> {
             });
         }
         let ids: Vec<&ResourceId> = checked.desired.iter().map(|d| &d.id).collect();
-        let mut state = self.store.planning_state(&self.target.name, &ids).await?;
+        let mut state = self
+            .store
+            .planning_state(&self.target.name, &ids, false)
+            .await?;
         state.sources = self
             .store
             .source_paths(&self.target.name, &ids, &[])
@@ -519,7 +534,11 @@ impl Context<'_> {
 
         laps.lap("parse");
         let extra: Vec<&ResourceId> = parsed_ids.iter().copied().collect();
-        let mut state = self.store.planning_state(&self.target.name, &extra).await?;
+        // No drift recorded and the hash version checked: the inventory can be trusted.
+        let mut state = self
+            .store
+            .planning_state(&self.target.name, &extra, true)
+            .await?;
         state.sources = self
             .store
             .source_paths(&self.target.name, &extra, &[])
@@ -712,19 +731,15 @@ impl Context<'_> {
         }))
     }
 
-    /// No resource file changed: every managed row stays as it is, which the database can
-    /// confirm without sending them. (Rows kept with prune off need the general path.)
+    /// No resource file changed: every managed row stays as it is; only their number is read.
+    /// (Rows kept with prune off need the general path.)
     async fn nothing_changed(
         &self,
         head: &Head,
         base_commit: &str,
     ) -> Result<Result<PlannedTarget, FullScanReason>> {
-        let (count, inconsistent) = self.store.inventory_summary(&self.target.name).await?;
-        if inconsistent > 0 {
-            return Ok(Err(FullScanReason::LiveStateDiffers {
-                id: format!("{inconsistent} rows"),
-            }));
-        }
+        // No drift recorded and the hash version checked: every managed row is as applied.
+        let count = self.store.inventory_count(&self.target.name).await?;
         let mut plan = plan::plan(
             &self.target.name,
             head.revision.clone(),

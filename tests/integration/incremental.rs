@@ -760,3 +760,33 @@ async fn drift_a_changed_path_and_a_request_each_force_a_full_scan() {
         }
     );
 }
+
+#[tokio::test]
+async fn rows_hashed_by_another_canonical_form_force_a_full_scan_that_rewrites_them() {
+    let repo = initial_repo();
+    let cache = tempfile::tempdir().unwrap();
+    let source = source(&repo, &cache);
+    let db = TestDb::new().await;
+    let store = applied(&db, &source, true).await;
+    // As an older build would have left them: not drift, written within a sync.
+    db.client()
+        .await
+        .batch_execute(
+            "BEGIN; SELECT set_config('ritmo.sync_id', 'older-build', true);
+             UPDATE resources SET hash_version = 0; COMMIT;",
+        )
+        .await
+        .unwrap();
+    repo.write("README.md", "upgrade\n");
+    repo.commit("docs");
+
+    let planned = plan(&store, &source, true, false).await;
+
+    assert_eq!(
+        planned.mode,
+        ScanMode::Full {
+            reason: FullScanReason::HashVersionChanged
+        }
+    );
+    assert_eq!(planned.plan.unwrap().summary().update, 7);
+}

@@ -23,6 +23,9 @@ pub struct AppliedBase {
     /// The last applied plan kept resources that left Git (prune was off, W100): the inventory
     /// holds ids the last applied commit does not (see [`Store::kept_stale`]).
     pub kept_stale: bool,
+    /// The hash version of one managed row (all of a target's rows share it: every plan
+    /// rewrites every row hashed with another version).
+    pub sample_hash_version: Option<i16>,
 }
 
 /// Live state for planning one target, restricted to the rows a plan can look at (the
@@ -57,7 +60,10 @@ impl Store {
                         EXISTS (SELECT 1 FROM drift_events d
                                 WHERE d.target = t.name AND d.resolved_sync_id IS NULL),
                         EXISTS (SELECT 1 FROM jsonb_array_elements(s.diagnostics) AS g
-                                WHERE g ->> 'code' = 'W100')
+                                WHERE g ->> 'code' = 'W100'),
+                        (SELECT r.hash_version FROM inventory i
+                         JOIN resources r ON r.kind = i.kind AND r.name = i.name
+                         WHERE i.target = t.name LIMIT 1)
                  FROM targets t LEFT JOIN sync_runs s ON s.id = t.last_sync_id
                  WHERE t.name = $1",
                 &[&target],
@@ -71,6 +77,7 @@ impl Store {
                 settings_changed: get(&row, 2)?,
                 drift_recorded: get(&row, 3)?,
                 kept_stale: get(&row, 4)?,
+                sample_hash_version: get(&row, 5)?,
             })
         })
         .transpose()
@@ -85,10 +92,16 @@ impl Store {
     ///
     /// As in [`Store::live_state`], a row hashed with another canonical form than this build's
     /// reports a hash that matches nothing.
+    ///
+    /// With `trust_inventory`, the inventory's rows are not joined with their resource rows:
+    /// each is reported as its inventory entry says (same hash, not drifted), which holds when
+    /// no drift is recorded (the drift trigger sees every write outside a sync) and the hash
+    /// version is this build's. Only the `extra` rows are read from `resources`.
     pub async fn planning_state(
         &self,
         target: &str,
         extra: &[&ResourceId],
+        trust_inventory: bool,
     ) -> Result<PlanningState, StoreError> {
         let kinds: Vec<&str> = extra.iter().map(|id| id.kind.as_str()).collect();
         let names: Vec<&str> = extra.iter().map(|id| id.name.as_str()).collect();
@@ -97,13 +110,18 @@ impl Store {
         let extra_params: [&(dyn tokio_postgres::types::ToSql + Sync); 2] = [&kinds, &names];
         let (inventory_rows, extra_rows) = futures_util::try_join!(
             self.client.query(
-                "SELECT i.kind, i.name, i.spec_hash,
+                if trust_inventory {
+                    "SELECT kind, name, spec_hash, '', $2::smallint, false
+                     FROM inventory WHERE target = $1"
+                } else {
+                    "SELECT i.kind, i.name, i.spec_hash,
                         CASE WHEN r.kind IS NULL THEN NULL
                              WHEN r.spec_hash = i.spec_hash AND r.hash_version = $2 THEN ''
                              ELSE r.spec_hash END,
                         r.hash_version, r.drifted_at IS NOT NULL
                  FROM inventory i LEFT JOIN resources r ON r.kind = i.kind AND r.name = i.name
-                 WHERE i.target = $1",
+                 WHERE i.target = $1"
+                },
                 &inventory_params,
             ),
             self.client.query(
@@ -190,24 +208,17 @@ impl Store {
             .collect()
     }
 
-    /// How many rows the target's inventory holds, and how many of them differ from their
-    /// resource row (gone, drifted, another hash or hash version): counted in the database, so
-    /// a plan with nothing to parse transfers no rows.
-    pub async fn inventory_summary(&self, target: &str) -> Result<(usize, usize), StoreError> {
+    /// How many rows the target's inventory holds, counted in the database.
+    pub async fn inventory_count(&self, target: &str) -> Result<usize, StoreError> {
         let row = self
             .client
             .query_one(
-                "SELECT count(*),
-                        count(*) FILTER (WHERE r.kind IS NULL OR r.drifted_at IS NOT NULL
-                                         OR r.spec_hash <> i.spec_hash OR r.hash_version <> $2)
-                 FROM inventory i LEFT JOIN resources r ON r.kind = i.kind AND r.name = i.name
-                 WHERE i.target = $1",
-                &[&target, &HASH_VERSION],
+                "SELECT count(*) FROM inventory WHERE target = $1",
+                &[&target],
             )
             .await
             .map_err(StoreError::query("count the inventory"))?;
-        let count = |index| get::<i64>(&row, index).map(|n| usize::try_from(n).unwrap_or(0));
-        Ok((count(0)?, count(1)?))
+        Ok(usize::try_from(get::<i64>(&row, 0)?).unwrap_or(0))
     }
 
     /// Ids of the target's inventory whose stored spec mentions any of `names` as a JSON string
