@@ -191,21 +191,38 @@ impl Store {
         }
         let kinds: Vec<&str> = ids.iter().map(|id| id.kind.as_str()).collect();
         let names: Vec<&str> = ids.iter().map(|id| id.name.as_str()).collect();
-        let rows = self
-            .client
-            .query(
-                "SELECT r.kind, r.name, r.source_path
-                 FROM inventory i JOIN resources r ON r.kind = i.kind AND r.name = i.name
-                 WHERE i.target = $1
-                   AND ((r.kind, r.name) IN (SELECT * FROM unnest($2::text[], $3::text[]))
-                        OR r.source_path = ANY($4))",
-                &[&target, &kinds, &names, &paths],
-            )
-            .await
-            .map_err(StoreError::query("read stored source paths"))?;
-        rows.iter()
-            .map(|row| Ok((id_from_row(row, "resources")?, get(row, 2)?)))
-            .collect()
+        // Two statements rather than one with an OR, which would scan every row: ids are
+        // primary-key lookups; paths (rarely asked, never indexed) scan.
+        let by_id = "SELECT r.kind, r.name, r.source_path
+             FROM unnest($2::text[], $3::text[]) AS x(kind, name)
+             JOIN resources r ON r.kind = x.kind AND r.name = x.name
+             JOIN inventory i ON i.kind = r.kind AND i.name = r.name AND i.target = $1";
+        let by_path = "SELECT r.kind, r.name, r.source_path
+             FROM resources r
+             JOIN inventory i ON i.kind = r.kind AND i.name = r.name AND i.target = $1
+             WHERE r.source_path = ANY($2)";
+        let mut found = BTreeMap::new();
+        if !ids.is_empty() {
+            let rows = self
+                .client
+                .query(by_id, &[&target, &kinds, &names])
+                .await
+                .map_err(StoreError::query("read stored source paths"))?;
+            for row in &rows {
+                found.insert(id_from_row(row, "resources")?, get(row, 2)?);
+            }
+        }
+        if !paths.is_empty() {
+            let rows = self
+                .client
+                .query(by_path, &[&target, &paths])
+                .await
+                .map_err(StoreError::query("read stored source paths"))?;
+            for row in &rows {
+                found.insert(id_from_row(row, "resources")?, get(row, 2)?);
+            }
+        }
+        Ok(found)
     }
 
     /// How many rows the target's inventory holds, counted in the database.
