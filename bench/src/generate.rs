@@ -118,7 +118,7 @@ spec:
 ",
         i % 10
     );
-    if i % 4 == 0 {
+    if i.is_multiple_of(4) {
         let _ = writeln!(
             text,
             "    registry_credential: cred-{:04}",

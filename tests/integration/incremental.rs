@@ -277,9 +277,7 @@ impl Model {
                 let (Some(from), Some(to)) = (self.pick(from), self.pick(to)) else {
                     return None;
                 };
-                let Some(doc) = self.files.get_mut(&from).and_then(|f| f.docs.pop()) else {
-                    return None;
-                };
+                let doc = self.files.get_mut(&from).and_then(|f| f.docs.pop())?;
                 if self.files.get(&from).is_some_and(|f| f.docs.is_empty()) {
                     self.files.remove(&from);
                 }
@@ -381,7 +379,7 @@ fn render_doc(doc: &Res, reordered: bool) -> String {
             [
                 format!("  job: {}\n  source: github\n", doc.refs.0),
                 format!("  secret_token_credential: {}\n", doc.refs.1),
-                format!("  events: [push]\n  enabled: {}\n", doc.version % 2 == 0),
+                format!("  events: [push]\n  enabled: {}\n", doc.version.is_multiple_of(2)),
             ],
         ),
     };
