@@ -379,7 +379,10 @@ fn render_doc(doc: &Res, reordered: bool) -> String {
             [
                 format!("  job: {}\n  source: github\n", doc.refs.0),
                 format!("  secret_token_credential: {}\n", doc.refs.1),
-                format!("  events: [push]\n  enabled: {}\n", doc.version.is_multiple_of(2)),
+                format!(
+                    "  events: [push]\n  enabled: {}\n",
+                    doc.version.is_multiple_of(2)
+                ),
             ],
         ),
     };
