@@ -11,6 +11,7 @@ pub mod error;
 pub mod export;
 pub mod git;
 pub mod hash;
+pub mod incremental;
 pub mod manifest;
 pub mod message;
 pub mod metrics;

@@ -8,6 +8,7 @@
 mod connect;
 mod error;
 mod records;
+mod sources;
 
 use std::collections::BTreeMap;
 use std::str::FromStr;
@@ -25,6 +26,7 @@ pub use records::{
     DriftRecord, NewRun, NewTarget, RevisionAction, RevisionRecord, RunRecord, RunStatus,
     StoredResource, TargetState, Trigger, UnknownValue,
 };
+pub use sources::{AppliedBase, PlanningState};
 
 use crate::diagnostic::Diagnostic;
 use crate::hash::{HASH_VERSION, SpecHash};

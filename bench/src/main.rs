@@ -1,0 +1,499 @@
+//! `ritmo-bench`: syncs a generated config repository of N resources, served over smart HTTP,
+//! into a real PostgreSQL, and prints each figure beside the physical floor measured in the
+//! same run (`git clone --depth 1 --bare` of the same repository + `psql \copy` of the same
+//! rows). Not a test: nothing here asserts a time.
+//!
+//! ```text
+//! cargo run --profile profiling -p ritmo-bench -- --resources 1000,10000
+//! ```
+
+mod generate;
+
+use std::collections::BTreeSet;
+use std::path::Path;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context as _, Result, bail};
+use clap::Parser;
+use ritmo::apply::{ApplyOutcome, apply_plan, row_labels};
+use ritmo::config::{GitAuth, TargetSettings};
+use ritmo::crypto::CredentialKeys;
+use ritmo::git::{self, Auth, NetworkOptions, RepoLocation};
+use ritmo::incremental::{PlannedTarget, ScanMode, plan_target};
+use ritmo::manifest::Limits;
+use ritmo::plan::{Action, Plan, PlanPolicy};
+use ritmo::store::{NewRun, NewTarget, RunStatus, Store, Trigger};
+use ritmo::workflow::SourceSpec;
+use ritmo_tests::db::TestDb;
+use ritmo_tests::git_http::{GitHttpServer, run_git};
+
+use generate::Shape;
+
+/// Benchmark Ritmo GitOps syncs against git clone + psql COPY.
+#[derive(Parser, Debug)]
+struct Args {
+    /// Repository sizes to measure (resources), comma-separated; e.g. 100000 to see growth.
+    #[arg(long, value_delimiter = ',', default_value = "1000,10000")]
+    resources: Vec<usize>,
+    /// Repetitions of each repeatable measurement (the median is printed).
+    #[arg(long, default_value_t = 5)]
+    repeat: usize,
+}
+
+const TARGET: &str = "bench";
+
+fn main() -> Result<()> {
+    let args = Args::parse();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?;
+    let mut reports = Vec::new();
+    for &n in &args.resources {
+        eprintln!("== {n} resources");
+        reports.push(runtime.block_on(run(n, args.repeat.max(1)))?);
+    }
+    print_table(&reports);
+    Ok(())
+}
+
+#[derive(Debug, Default)]
+struct Report {
+    resources: usize,
+    files: usize,
+    head_check: Duration,
+    full: SyncTimes,
+    noop: SyncTimes,
+    one_file: SyncTimes,
+    hundred_files: SyncTimes,
+    clone_floor: Duration,
+    copy_floor: Duration,
+    peak_rss_kib: u64,
+}
+
+/// One sync: the whole, and its parts.
+#[derive(Debug, Default, Clone, Copy)]
+struct SyncTimes {
+    total: Duration,
+    fetch: Duration,
+    /// Diff, read, parse, validate, read live state, plan.
+    plan: Duration,
+    /// Record the run and the plan, apply in one transaction.
+    record_and_apply: Duration,
+}
+
+async fn run(n: usize, repeat: usize) -> Result<Report> {
+    let shape = Shape::of(n);
+    let work = tempfile::tempdir()?;
+    let repo = work.path().join("config");
+    std::fs::create_dir_all(&repo)?;
+    run_git(&repo, &["init", "--quiet", "--initial-branch=main"]);
+    generate::write_repository(&repo, shape)?;
+    commit(&repo, "generated");
+    let server = GitHttpServer::start(&repo, None);
+    let url = server.url(".git");
+    let location = RepoLocation::parse(&url)?;
+
+    let mut report = Report {
+        resources: shape.total(),
+        files: shape.total(),
+        ..Report::default()
+    };
+
+    let mut heads = Vec::new();
+    for _ in 0..repeat {
+        let location = location.clone();
+        let started = Instant::now();
+        tokio::task::spawn_blocking(move || {
+            git::remote_head(&location, "main", &Auth::None, &NetworkOptions::default())
+        })
+        .await??;
+        heads.push(started.elapsed());
+    }
+    report.head_check = median(heads);
+
+    let db = TestDb::new().await;
+    let mut store = Store::connect(&db.url).await?;
+    let target = settings();
+    let source = SourceSpec {
+        location: location.clone(),
+        branch: Some("main".into()),
+        path: String::new(),
+        worktree: false,
+        auth: Auth::None,
+        cache_dir: work.path().join("cache"),
+    };
+
+    eprintln!("full sync");
+    let (full, full_plan) = sync(&mut store, &target, &source).await?;
+    report.full = full;
+    report.peak_rss_kib = peak_rss_kib();
+
+    eprintln!("no-op syncs");
+    let mut noops = Vec::new();
+    for _ in 0..repeat {
+        noops.push(sync(&mut store, &target, &source).await?.0);
+    }
+    report.noop = median_times(noops);
+
+    eprintln!("one-file syncs");
+    let mut singles = Vec::new();
+    for round in 1..=repeat {
+        let path = generate::job_path(round);
+        std::fs::write(repo.join(&path), generate::job(round, round, shape))?;
+        commit(&repo, "edit one job");
+        singles.push(sync(&mut store, &target, &source).await?.0);
+    }
+    report.one_file = median_times(singles);
+
+    eprintln!("hundred-file syncs");
+    let mut hundreds = Vec::new();
+    for round in 1..=repeat {
+        for i in 0..100.min(shape.jobs) {
+            let index = (round * 100 + i) % shape.jobs;
+            std::fs::write(
+                repo.join(generate::job_path(index)),
+                generate::job(index, 1000 + round, shape),
+            )?;
+        }
+        commit(&repo, "edit a hundred jobs");
+        hundreds.push(sync(&mut store, &target, &source).await?.0);
+    }
+    report.hundred_files = median_times(hundreds);
+
+    eprintln!("floor: git clone --depth 1 --bare");
+    let mut clones = Vec::new();
+    for round in 0..repeat {
+        let dir = work.path().join(format!("clone-{round}"));
+        let started = Instant::now();
+        let status = Command::new("git")
+            .args(["clone", "--quiet", "--depth", "1", "--bare", &url])
+            .arg(&dir)
+            .status()?;
+        clones.push(started.elapsed());
+        if !status.success() {
+            bail!("git clone failed");
+        }
+    }
+    report.clone_floor = median(clones);
+
+    eprintln!("floor: psql \\copy");
+    let mut copies = Vec::new();
+    for _ in 0..repeat {
+        copies.push(copy_floor(&full_plan, work.path()).await?);
+    }
+    report.copy_floor = median(copies);
+    drop(server);
+    Ok(report)
+}
+
+fn commit(repo: &Path, message: &str) {
+    run_git(repo, &["add", "--all"]);
+    run_git(repo, &["commit", "--quiet", "-m", message]);
+}
+
+fn settings() -> TargetSettings {
+    TargetSettings {
+        name: TARGET.into(),
+        repo_url: "http://127.0.0.1/config.git".into(),
+        branch: "main".into(),
+        path: String::new(),
+        interval_secs: 60,
+        auto_apply: true,
+        dry_run: false,
+        self_heal: false,
+        policy: PlanPolicy::default(),
+        auth: GitAuth::None,
+    }
+}
+
+/// What `workflow::sync_target` does once wired to `incremental::plan_target`: register the
+/// target, plan, record the run, apply (or finish at once when nothing changed).
+async fn sync(
+    store: &mut Store,
+    target: &TargetSettings,
+    source: &SourceSpec,
+) -> Result<(SyncTimes, Plan)> {
+    let started = Instant::now();
+    store
+        .ensure_target(&NewTarget {
+            name: target.name.clone(),
+            repo_url: target.repo_url.clone(),
+            branch: target.branch.clone(),
+            path: target.path.clone(),
+        })
+        .await?;
+    let PlannedTarget {
+        mode,
+        checked,
+        plan,
+        fetch,
+        stages,
+    } = plan_target(
+        store,
+        target,
+        source,
+        &CredentialKeys::default(),
+        &BTreeSet::new(),
+        &Limits::default(),
+        false,
+    )
+    .await?;
+    let Some(plan) = plan else {
+        bail!(
+            "the generated repository has errors: {:?}",
+            checked.diagnostics.first()
+        );
+    };
+    let planned = started.elapsed();
+    let run = NewRun {
+        target: target.name.clone(),
+        trigger: Trigger::Manual,
+        actor: None,
+        revision: Some(plan.revision.to_string()),
+        dry_run: false,
+    };
+    let sync_id = store.begin_run(&run).await?;
+    let already_applied =
+        !plan.has_changes() && plan.base.commit.as_deref() == plan.revision.commit();
+    if already_applied {
+        store
+            .record_plan(sync_id, &plan, RunStatus::Succeeded)
+            .await?;
+    } else {
+        store
+            .record_plan(sync_id, &plan, RunStatus::Applying)
+            .await?;
+        match apply_plan(store, sync_id, &plan).await? {
+            ApplyOutcome::Applied(_) => {}
+            other => bail!("apply did not happen: {other:?}"),
+        }
+    }
+    let total = started.elapsed();
+    let summary = plan.summary();
+    let stages: Vec<String> = stages
+        .iter()
+        .map(|(stage, took)| format!("{stage} {}", ms(*took)))
+        .collect();
+    eprintln!(
+        "  {mode}: {summary} in {} ms (fetch {}; {}; record+apply {})",
+        ms(total),
+        ms(fetch),
+        stages.join(", "),
+        ms(total.saturating_sub(planned)),
+    );
+    if matches!(mode, ScanMode::Full { .. }) && plan.base.commit.is_some() {
+        eprintln!("  note: a full scan where an incremental one was expected");
+    }
+    Ok((
+        SyncTimes {
+            total,
+            fetch,
+            plan: planned.saturating_sub(fetch),
+            record_and_apply: total.saturating_sub(planned),
+        },
+        plan,
+    ))
+}
+
+/// `psql \copy` of the rows the full sync wrote (resources, inventory, revisions) into a
+/// fresh database with the same schema, in one transaction. The drift trigger is disabled:
+/// the floor is the cost of moving the rows, not of the product's bookkeeping.
+async fn copy_floor(plan: &Plan, dir: &Path) -> Result<Duration> {
+    let db = TestDb::new().await;
+    drop(Store::connect(&db.url).await?);
+    db.client()
+        .await
+        .batch_execute("ALTER TABLE resources DISABLE TRIGGER resources_drift")
+        .await?;
+    let commit = plan.revision.commit().unwrap_or_default();
+    let sync_id = "00000000-0000-7000-8000-000000000000";
+    let mut resources = String::new();
+    let mut inventory = String::new();
+    let mut revisions = String::new();
+    for action in &plan.actions {
+        let Action::Create { desired } = action else {
+            continue;
+        };
+        let kind = desired.id.kind.as_str();
+        let name = &desired.id.name;
+        let hash = desired.hash.as_str();
+        let labels = row_labels(desired, TARGET, commit).to_string();
+        let spec = desired.spec.to_string();
+        resources.push_str(&csv(&[
+            kind,
+            name,
+            &spec,
+            hash,
+            "1",
+            &labels,
+            &desired.source.path,
+            commit,
+            TARGET,
+        ]));
+        inventory.push_str(&csv(&[TARGET, kind, name, hash, commit]));
+        revisions.push_str(&csv(&[
+            sync_id, TARGET, kind, name, "created", hash, commit,
+        ]));
+    }
+    let files = [
+        ("resources.csv", resources),
+        ("inventory.csv", inventory),
+        ("revisions.csv", revisions),
+    ];
+    for (name, text) in &files {
+        std::fs::write(dir.join(name), text)?;
+    }
+    let copy = |table: &str, columns: &str, file: &str| {
+        format!(
+            "\\copy {table} ({columns}) FROM '{}' WITH (FORMAT csv)",
+            dir.join(file).display()
+        )
+    };
+    let started = Instant::now();
+    let output = Command::new("psql")
+        .arg(&db.url)
+        .args(["-q", "-v", "ON_ERROR_STOP=1", "-c", "BEGIN", "-c"])
+        .arg(copy(
+            "resources",
+            "kind, name, spec, spec_hash, hash_version, labels, source_path, git_commit, target",
+            "resources.csv",
+        ))
+        .arg("-c")
+        .arg(copy(
+            "inventory",
+            "target, kind, name, spec_hash, git_commit",
+            "inventory.csv",
+        ))
+        .arg("-c")
+        .arg(copy(
+            "revisions",
+            "sync_id, target, kind, name, action, new_hash, git_commit",
+            "revisions.csv",
+        ))
+        .args(["-c", "COMMIT"])
+        .output()
+        .context("run psql")?;
+    let elapsed = started.elapsed();
+    if !output.status.success() {
+        bail!(
+            "psql \\copy failed: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+    Ok(elapsed)
+}
+
+fn csv(fields: &[&str]) -> String {
+    let mut line = String::new();
+    for (i, field) in fields.iter().enumerate() {
+        if i > 0 {
+            line.push(',');
+        }
+        line.push('"');
+        line.push_str(&field.replace('"', "\"\""));
+        line.push('"');
+    }
+    line.push('\n');
+    line
+}
+
+/// The process's peak resident set (VmHWM), in KiB.
+fn peak_rss_kib() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|status| {
+            status
+                .lines()
+                .find_map(|line| line.strip_prefix("VmHWM:"))
+                .and_then(|rest| rest.trim().trim_end_matches("kB").trim().parse().ok())
+        })
+        .unwrap_or(0)
+}
+
+fn median(mut values: Vec<Duration>) -> Duration {
+    values.sort();
+    values.get(values.len() / 2).copied().unwrap_or_default()
+}
+
+fn median_times(mut values: Vec<SyncTimes>) -> SyncTimes {
+    values.sort_by_key(|times| times.total);
+    values.get(values.len() / 2).copied().unwrap_or_default()
+}
+
+fn ms(duration: Duration) -> String {
+    format!("{:.1}", duration.as_secs_f64() * 1000.0)
+}
+
+fn ratio(value: Duration, floor: Duration) -> String {
+    if floor.is_zero() {
+        return "-".into();
+    }
+    format!("{:.2}×", value.as_secs_f64() / floor.as_secs_f64())
+}
+
+fn print_table(reports: &[Report]) {
+    println!("| N | measure | total ms | fetch ms | plan ms | record+apply ms | vs floor / note |");
+    println!("|---|---|---|---|---|---|---|");
+    for r in reports {
+        let floor = r.clone_floor + r.copy_floor;
+        let n = r.resources;
+        println!("| {n} | remote head check | {} | | | | |", ms(r.head_check));
+        let row = |name: &str, t: &SyncTimes, note: String| {
+            println!(
+                "| {n} | {name} | {} | {} | {} | {} | {note} |",
+                ms(t.total),
+                ms(t.fetch),
+                ms(t.plan),
+                ms(t.record_and_apply)
+            );
+        };
+        row(
+            "full sync into an empty database",
+            &r.full,
+            format!("{} of floor", ratio(r.full.total, floor)),
+        );
+        row(
+            "no-op sync (same commit)",
+            &r.noop,
+            format!(
+                "{} ms beyond the head check",
+                ms(r.noop.total.saturating_sub(r.head_check))
+            ),
+        );
+        row(
+            "incremental sync, 1 changed file",
+            &r.one_file,
+            format!(
+                "full / incremental = {:.0}×",
+                r.full.total.as_secs_f64() / r.one_file.total.as_secs_f64().max(1e-9)
+            ),
+        );
+        row(
+            "incremental sync, 100 changed files",
+            &r.hundred_files,
+            format!(
+                "full / incremental = {:.1}×",
+                r.full.total.as_secs_f64() / r.hundred_files.total.as_secs_f64().max(1e-9)
+            ),
+        );
+        println!(
+            "| {n} | floor: git clone --depth 1 --bare | {} | | | | |",
+            ms(r.clone_floor)
+        );
+        println!(
+            "| {n} | floor: psql \\copy of the rows ({} files) | {} | | | | |",
+            r.files,
+            ms(r.copy_floor)
+        );
+        println!(
+            "| {n} | floor: clone + copy | {} | | | | 1.00× |",
+            ms(floor)
+        );
+        println!(
+            "| {n} | peak RSS of the process after the full sync | {} MiB | | | | |",
+            r.peak_rss_kib / 1024
+        );
+    }
+}

@@ -1,0 +1,1080 @@
+//! Incremental plans: diff the last applied commit against the new one, parse only the files
+//! that changed, and plan against live state overlaid with the changes (DESIGN §4).
+//!
+//! The overlay is: every resource of the target's inventory whose file did not change (taken
+//! as unchanged, with its stored hash), plus every document of the changed files. Three things
+//! make it give the full scan's plan:
+//! - the ids a changed file defined at the base commit come from parsing the base version of
+//!   that file, not from stored bookkeeping, so a deleted, renamed or moved resource is always
+//!   known;
+//! - unchanged files that must be read again to reproduce the full scan's diagnostics are
+//!   pulled in: the files of resources that mention a removed id (E300 must still fire) and the
+//!   file of an untouched resource that a changed file defines again (E211 names both);
+//! - everything the overlay takes on trust is checked first (untouched rows present, not
+//!   drifted, same hash and hash version as the inventory; pulled-in files define exactly what
+//!   the store says), and anything doubtful falls back to a full scan, with the reason.
+//!
+//! A full scan runs when asked (`--full`), for a working tree, without a last applied commit,
+//! after the target's settings changed, with drift recorded, or when the base commit is gone
+//! from the repository. Does not record runs or apply: `workflow::sync_target` does.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+
+use crate::config::TargetSettings;
+use crate::crypto::{self, CredentialKeys};
+use crate::diagnostic::{self, Code, Diagnostic};
+use crate::git::{self, ChangeKind, GitCache, GitError, RepoLocation, Snapshot};
+use crate::hash::HASH_VERSION;
+use crate::manifest::{self, CiphertextField, Limits, Manifest, SourceFile, did_you_mean};
+use crate::model::{DesiredResource, Kind, ResourceId, Revision, SourceLocation};
+use crate::plan::{self, Action, Plan, PlanBase};
+use crate::store::{AppliedBase, PlanningState, Store};
+use crate::validate::{self, ValidationContext};
+use crate::workflow::{self, Checked, SourceSpec};
+use crate::{Error, Result};
+
+/// Why a plan scanned the whole tree.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum FullScanReason {
+    /// The caller asked for it (`--full`).
+    Requested,
+    /// A working tree has no commit to diff.
+    WorkingTree,
+    /// Nothing was applied to the target yet.
+    NoAppliedCommit,
+    /// The target's repository, branch, path, pin or suspension changed since the last apply.
+    TargetChanged,
+    /// Rows of the target were changed outside a sync.
+    DriftRecorded,
+    /// The base commit cannot be diffed (gone after a force-push and gc, shallow cache, ...).
+    BaseUnavailable { detail: String },
+    /// A row the overlay would take as unchanged differs from the inventory (hash, hash
+    /// version, drift, or the row is gone).
+    LiveStateDiffers { id: String },
+    /// The stored source paths do not match the files (a resource moved without a change
+    /// before paths were recorded).
+    SourcePathsOutOfDate { path: String },
+    /// A file of the base commit no longer loads cleanly (limits changed).
+    BaseUnreadable { path: String },
+    /// The rows were hashed by another version of the canonical form: all are rewritten.
+    HashVersionChanged,
+}
+
+impl fmt::Display for FullScanReason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            FullScanReason::Requested => f.write_str("a full scan was requested"),
+            FullScanReason::WorkingTree => f.write_str("a working tree has no commit to diff"),
+            FullScanReason::NoAppliedCommit => f.write_str("nothing was applied to the target yet"),
+            FullScanReason::TargetChanged => {
+                f.write_str("the target's settings changed since the last apply")
+            }
+            FullScanReason::DriftRecorded => f.write_str("drift is recorded for the target"),
+            FullScanReason::BaseUnavailable { detail } => write!(f, "{detail}"),
+            FullScanReason::LiveStateDiffers { id } => {
+                write!(f, "`{id}` in the database differs from the inventory")
+            }
+            FullScanReason::SourcePathsOutOfDate { path } => {
+                write!(f, "the stored source paths of `{path}` are out of date")
+            }
+            FullScanReason::HashVersionChanged => {
+                f.write_str("the rows were hashed with another canonical form")
+            }
+            FullScanReason::BaseUnreadable { path } => {
+                write!(f, "`{path}` at the last applied commit no longer loads")
+            }
+        }
+    }
+}
+
+/// How a plan read the repository.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "mode", rename_all = "snake_case")]
+pub enum ScanMode {
+    Full {
+        reason: FullScanReason,
+    },
+    Incremental {
+        base_commit: String,
+        /// Paths the diff reported (added, modified or deleted resource files).
+        changed_files: usize,
+        /// Files parsed: the added and modified ones, plus unchanged files pulled in to
+        /// re-check references to removed ids and duplicates.
+        parsed_files: usize,
+    },
+}
+
+impl fmt::Display for ScanMode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ScanMode::Full { reason } => write!(f, "full scan ({reason})"),
+            ScanMode::Incremental {
+                base_commit,
+                changed_files,
+                parsed_files,
+            } => write!(
+                f,
+                "incremental from {} ({changed_files} changed files, {parsed_files} parsed)",
+                base_commit.get(..12).unwrap_or(base_commit)
+            ),
+        }
+    }
+}
+
+/// What [`plan_target`] read and decided.
+#[derive(Debug, Clone)]
+pub struct PlannedTarget {
+    pub mode: ScanMode,
+    /// The revision, the documents parsed (all of them for a full scan, those of the parsed
+    /// files for an incremental one) and every diagnostic.
+    pub checked: Checked,
+    /// `None` when `checked` has errors: nothing may be planned from a broken read.
+    pub plan: Option<Plan>,
+    /// Time spent fetching the repository (or resolving a local branch).
+    pub fetch: Duration,
+    /// Time spent in each later stage, in order (`diff`, `parse`, `live state`, ...).
+    pub stages: Vec<(&'static str, Duration)>,
+}
+
+/// Stage timings of one plan.
+struct Laps {
+    last: Instant,
+    laps: Vec<(&'static str, Duration)>,
+}
+
+impl Laps {
+    fn start() -> Laps {
+        Laps {
+            last: Instant::now(),
+            laps: Vec::new(),
+        }
+    }
+
+    fn lap(&mut self, stage: &'static str) {
+        let now = Instant::now();
+        self.laps.push((stage, now - self.last));
+        self.last = now;
+    }
+}
+
+/// Reads the target's repository (fetching a remote one into its cache), checks it and plans
+/// it against the database: incrementally from the last applied commit when that is safe,
+/// otherwise (or when `full`) from the whole tree. Both give the same plan.
+///
+/// Call it after `Store::ensure_target`. Records nothing except moved source paths
+/// (bookkeeping): the caller records the run and applies. After a stale apply, call it again
+/// (the overlay is only valid against the generation it read).
+pub async fn plan_target(
+    store: &Store,
+    target: &TargetSettings,
+    source: &SourceSpec,
+    keys: &CredentialKeys,
+    builtin_plugins: &BTreeSet<String>,
+    limits: &Limits,
+    full: bool,
+) -> Result<PlannedTarget> {
+    // The generation is read before any live row, so a concurrent apply makes this plan stale
+    // rather than wrong.
+    let base = store
+        .applied_base(&target.name)
+        .await?
+        .unwrap_or(AppliedBase {
+            generation: 0,
+            last_applied_commit: None,
+            settings_changed: false,
+            drift_recorded: false,
+            kept_stale: false,
+            sample_hash_version: None,
+        });
+    if source.worktree {
+        let snapshot = workflow::read_source(source, *limits).await?;
+        let context = Context {
+            store,
+            target,
+            keys,
+            builtin_plugins,
+            limits,
+            base: &base,
+        };
+        return context
+            .full_scan(snapshot, FullScanReason::WorkingTree)
+            .await;
+    }
+    let started = Instant::now();
+    let head = locate(source).await?;
+    let fetch = started.elapsed();
+    let context = Context {
+        store,
+        target,
+        keys,
+        builtin_plugins,
+        limits,
+        base: &base,
+    };
+    let reason = if full {
+        Some(FullScanReason::Requested)
+    } else if base.last_applied_commit.is_none() {
+        Some(FullScanReason::NoAppliedCommit)
+    } else if base.settings_changed {
+        Some(FullScanReason::TargetChanged)
+    } else if base.drift_recorded {
+        Some(FullScanReason::DriftRecorded)
+    } else if base
+        .sample_hash_version
+        .is_some_and(|version| version != HASH_VERSION)
+    {
+        Some(FullScanReason::HashVersionChanged)
+    } else {
+        None
+    };
+    let reason = match (reason, &base.last_applied_commit) {
+        (None, Some(base_commit)) => {
+            match context
+                .incremental(&head, base_commit, &source.path)
+                .await?
+            {
+                Ok(planned) => return Ok(PlannedTarget { fetch, ..planned }),
+                Err(reason) => reason,
+            }
+        }
+        (reason, _) => reason.unwrap_or(FullScanReason::NoAppliedCommit),
+    };
+    tracing::info!(target = %target.name, %reason, "scanning the whole tree");
+    let snapshot = head.read_all(&source.path, *limits).await?;
+    let planned = context.full_scan(snapshot, reason).await?;
+    Ok(PlannedTarget { fetch, ..planned })
+}
+
+/// The repository to read and the commit to plan.
+struct Head {
+    /// A local repository, or the cache's bare repository.
+    repo: PathBuf,
+    revision: Revision,
+    cache: Option<GitCache>,
+    location: RepoLocation,
+    /// The branch the source names (`None`: HEAD, which may be detached).
+    requested_branch: Option<String>,
+}
+
+impl Head {
+    fn commit(&self) -> &str {
+        self.revision.commit().unwrap_or_default()
+    }
+
+    fn branch(&self) -> &str {
+        match &self.revision {
+            Revision::Commit { branch, .. } => branch,
+            Revision::Worktree => "HEAD",
+        }
+    }
+
+    async fn read_all(&self, config_path: &str, limits: Limits) -> Result<Snapshot> {
+        let cache = self.cache.clone();
+        let location = self.location.clone();
+        let branch = self.branch().to_string();
+        let requested = self.requested_branch.clone();
+        let commit = self.commit().to_string();
+        let config_path = config_path.to_string();
+        blocking(move || match cache {
+            Some(cache) => cache.read_commit(&branch, &commit, &config_path, &limits),
+            None => git::read_commit(&location, requested.as_deref(), &config_path, &limits),
+        })
+        .await
+    }
+}
+
+/// Fetches a remote repository into its cache, or resolves a local one's branch.
+async fn locate(source: &SourceSpec) -> Result<Head> {
+    let source = source.clone();
+    blocking(move || match &source.location {
+        RepoLocation::Remote(_) => {
+            let branch = source.branch.as_deref().unwrap_or("main");
+            let cache = GitCache::new(&source.cache_dir);
+            let fetched = cache.fetch(
+                &source.location,
+                branch,
+                &source.auth,
+                &git::NetworkOptions::default(),
+            )?;
+            Ok(Head {
+                repo: cache.repository_path(),
+                revision: fetched.revision,
+                cache: Some(cache),
+                location: source.location.clone(),
+                requested_branch: source.branch.clone(),
+            })
+        }
+        RepoLocation::Local(path) => Ok(Head {
+            repo: path.clone(),
+            revision: resolve_local(path, source.branch.as_deref())?,
+            cache: None,
+            location: source.location.clone(),
+            requested_branch: source.branch.clone(),
+        }),
+    })
+    .await
+}
+
+/// The tip of `branch` (HEAD when `None`) of a local repository.
+fn resolve_local(path: &Path, branch: Option<&str>) -> Result<Revision, GitError> {
+    let location = path.display().to_string();
+    let repository = gix::open_opts(path, gix::open::Options::isolated()).map_err(|err| {
+        GitError::NotARepository {
+            location: location.clone(),
+            message: err.to_string(),
+        }
+    })?;
+    let object_error = |id: &str, err: &dyn fmt::Display| GitError::Object {
+        location: location.clone(),
+        id: id.to_string(),
+        message: err.to_string(),
+    };
+    match branch {
+        Some(branch) => {
+            let name = format!("refs/heads/{branch}");
+            let not_found = || GitError::BranchNotFound {
+                location: location.clone(),
+                branch: branch.to_string(),
+            };
+            let mut reference = repository
+                .try_find_reference(name.as_str())
+                .map_err(|_| not_found())?
+                .ok_or_else(not_found)?;
+            let commit = reference
+                .peel_to_commit()
+                .map_err(|err| object_error(&name, &err))?;
+            Ok(Revision::Commit {
+                branch: branch.to_string(),
+                commit: commit.id.to_string(),
+            })
+        }
+        None => {
+            let mut head = repository
+                .head()
+                .map_err(|err| object_error("HEAD", &err))?;
+            if head.is_unborn() {
+                return Err(GitError::UnbornHead { location });
+            }
+            let branch = head
+                .referent_name()
+                .map(|name| name.shorten().to_string())
+                .unwrap_or_else(|| "HEAD".to_string());
+            let commit = head
+                .peel_to_commit()
+                .map_err(|err| object_error("HEAD", &err))?;
+            Ok(Revision::Commit {
+                branch,
+                commit: commit.id.to_string(),
+            })
+        }
+    }
+}
+
+async fn blocking<T: Send + 'static>(
+    work: impl FnOnce() -> Result<T, GitError> + Send + 'static,
+) -> Result<T> {
+    tokio::task::spawn_blocking(work)
+        .await
+        .map_err(|join| Error::Internal(format!("the repository reader stopped: {join}")))?
+        .map_err(Error::from)
+}
+
+struct Context<'a> {
+    store: &'a Store,
+    target: &'a TargetSettings,
+    keys: &'a CredentialKeys,
+    builtin_plugins: &'a BTreeSet<String>,
+    limits: &'a Limits,
+    base: &'a AppliedBase,
+}
+
+/// The changed files of one diff, split by what must be read.
+struct Diff {
+    changed: BTreeSet<String>,
+    /// Parsed at the base commit: what they defined is gone or replaced.
+    old_files: Vec<SourceFile>,
+    /// Parsed at the new commit.
+    new_files: Vec<SourceFile>,
+}
+
+impl Context<'_> {
+    fn plan_base(&self) -> PlanBase {
+        PlanBase {
+            generation: self.base.generation,
+            commit: self.base.last_applied_commit.clone(),
+        }
+    }
+
+    async fn full_scan(&self, snapshot: Snapshot, reason: FullScanReason) -> Result<PlannedTarget> {
+        let mut laps = Laps::start();
+        let checked = self.check_all(snapshot).await?;
+        laps.lap("parse and validate");
+        let mode = ScanMode::Full { reason };
+        if checked.has_errors() {
+            return Ok(PlannedTarget {
+                mode,
+                checked,
+                plan: None,
+                fetch: Duration::ZERO,
+                stages: Vec::new(),
+            });
+        }
+        let ids: Vec<&ResourceId> = checked.desired.iter().map(|d| &d.id).collect();
+        let mut state = self
+            .store
+            .planning_state(&self.target.name, &ids, false)
+            .await?;
+        state.sources = self
+            .store
+            .source_paths(&self.target.name, &ids, &[])
+            .await?;
+        laps.lap("live state");
+        let plan = plan::plan(
+            &self.target.name,
+            checked.revision.clone(),
+            self.plan_base(),
+            checked.desired.clone(),
+            &state.live,
+            &self.target.policy,
+        );
+        laps.lap("plan");
+        self.record_moves(&state, &checked.desired).await?;
+        laps.lap("record moves");
+        Ok(PlannedTarget {
+            mode,
+            checked,
+            plan: Some(plan),
+            fetch: Duration::ZERO,
+            stages: laps.laps,
+        })
+    }
+
+    /// What `workflow::check` does, with the files parsed on every core, off the async
+    /// runtime.
+    async fn check_all(&self, snapshot: Snapshot) -> Result<Checked> {
+        let limits = *self.limits;
+        let Snapshot { revision, files } = snapshot;
+        let manifest = tokio::task::spawn_blocking(move || load_parallel(&files, &limits))
+            .await
+            .map_err(|join| Error::Internal(format!("the manifest loader stopped: {join}")))?;
+        let mut diagnostics = manifest.diagnostics.clone();
+        diagnostics.extend(validate::validate(
+            &manifest,
+            &ValidationContext {
+                builtin_plugins: self.builtin_plugins,
+                known: &|_| false,
+            },
+        ));
+        for document in &manifest.documents {
+            for field in &document.ciphertexts {
+                diagnostics.extend(verify_ciphertext(self.keys, field).await);
+            }
+        }
+        diagnostic::sort(&mut diagnostics);
+        Ok(Checked {
+            revision,
+            desired: manifest
+                .documents
+                .into_iter()
+                .map(|document| document.resource)
+                .collect(),
+            diagnostics,
+        })
+    }
+
+    /// The incremental plan, or why a full scan must run instead.
+    async fn incremental(
+        &self,
+        head: &Head,
+        base_commit: &str,
+        config_path: &str,
+    ) -> Result<Result<PlannedTarget, FullScanReason>> {
+        let mut laps = Laps::start();
+        let diff = {
+            let repo = head.repo.clone();
+            let from = base_commit.to_string();
+            let to = head.commit().to_string();
+            let config_path = config_path.to_string();
+            let limits = *self.limits;
+            blocking(move || read_diff(&repo, &from, &to, &config_path, &limits)).await?
+        };
+        let diff = match diff {
+            Ok(diff) => diff,
+            Err(reason) => return Ok(Err(reason)),
+        };
+
+        if diff.changed.is_empty() && !self.base.kept_stale {
+            return self.nothing_changed(head, base_commit).await;
+        }
+        laps.lap("diff and read");
+        let old = manifest::load(&diff.old_files, self.limits);
+        if let Some(broken) = old.diagnostics.iter().find(|d| d.is_error()) {
+            return Ok(Err(FullScanReason::BaseUnreadable {
+                path: broken.path.clone(),
+            }));
+        }
+        let dropped: BTreeSet<ResourceId> = old
+            .documents
+            .iter()
+            .map(|d| d.resource.id.clone())
+            .collect();
+        let mut files = diff.new_files;
+        let changed_manifest = manifest::load(&files, self.limits);
+        let parsed_ids: BTreeSet<&ResourceId> = changed_manifest
+            .documents
+            .iter()
+            .map(|d| &d.resource.id)
+            .collect();
+
+        laps.lap("parse");
+        let extra: Vec<&ResourceId> = parsed_ids.iter().copied().collect();
+        // No drift recorded and the hash version checked: the inventory can be trusted.
+        let mut state = self
+            .store
+            .planning_state(&self.target.name, &extra, true)
+            .await?;
+        state.sources = self
+            .store
+            .source_paths(&self.target.name, &extra, &[])
+            .await?;
+        laps.lap("live state");
+        let kept: BTreeSet<ResourceId> = if self.base.kept_stale {
+            self.store
+                .kept_stale(&self.target.name)
+                .await?
+                .into_iter()
+                .collect()
+        } else {
+            BTreeSet::new()
+        };
+        let mut untouched: BTreeSet<&ResourceId> = state
+            .live
+            .inventory
+            .keys()
+            .filter(|id| !dropped.contains(*id) && !kept.contains(*id))
+            .collect();
+
+        // Unchanged files to read again: those of resources mentioning a removed id, and those
+        // defining an id a changed file defines too.
+        let mut pulled: BTreeSet<String> = BTreeSet::new();
+        let removed: BTreeSet<&str> = dropped
+            .iter()
+            .filter(|id| !parsed_ids.contains(id))
+            .map(|id| id.name.as_str())
+            .collect();
+        let removed: Vec<&str> = removed.into_iter().collect();
+        let mut pull = self.store.mentioning(&self.target.name, &removed).await?;
+        pull.extend(
+            parsed_ids
+                .iter()
+                .map(|id| ((*id).clone(), state.sources.get(*id).cloned().flatten())),
+        );
+        for (id, path) in pull.into_iter().filter(|(id, _)| untouched.contains(id)) {
+            match path {
+                Some(path) if !diff.changed.contains(&path) => {
+                    pulled.insert(path);
+                }
+                Some(path) => return Ok(Err(FullScanReason::SourcePathsOutOfDate { path })),
+                None => {
+                    return Ok(Err(FullScanReason::LiveStateDiffers { id: id.to_string() }));
+                }
+            }
+        }
+        laps.lap("referrers");
+        let manifest = if pulled.is_empty() {
+            changed_manifest
+        } else {
+            let paths: Vec<String> = pulled.iter().cloned().collect();
+            let pulled_files = {
+                let repo = head.repo.clone();
+                let commit = head.commit().to_string();
+                let config_path = config_path.to_string();
+                let limits = *self.limits;
+                blocking(move || git::read_files(&repo, &commit, &config_path, &paths, &limits))
+                    .await?
+            };
+            if pulled_files.len() != pulled.len() {
+                let found: BTreeSet<&String> = pulled_files.iter().map(|f| &f.path).collect();
+                let path = pulled
+                    .iter()
+                    .find(|p| !found.contains(p))
+                    .cloned()
+                    .unwrap_or_default();
+                return Ok(Err(FullScanReason::SourcePathsOutOfDate { path }));
+            }
+            let paths: Vec<&str> = pulled.iter().map(String::as_str).collect();
+            let stored_there = self
+                .store
+                .source_paths(&self.target.name, &[], &paths)
+                .await?;
+            state.sources.extend(stored_there);
+            files.extend(pulled_files);
+            files.sort_by(|a, b| a.path.cmp(&b.path));
+            let manifest = manifest::load(&files, self.limits);
+            if let Some(path) = pulled_mismatch(&manifest, &pulled, &state, &kept) {
+                return Ok(Err(FullScanReason::SourcePathsOutOfDate { path }));
+            }
+            manifest
+        };
+        for document in &manifest.documents {
+            untouched.remove(&document.resource.id);
+        }
+
+        // Everything taken as unchanged must be exactly what the inventory says.
+        for id in &untouched {
+            let consistent = match (state.live.resources.get(*id), state.live.inventory.get(*id)) {
+                (Some(row), Some(entry)) => !row.drifted && row.hash == entry.hash,
+                _ => false,
+            };
+            if !consistent {
+                return Ok(Err(FullScanReason::LiveStateDiffers { id: id.to_string() }));
+            }
+        }
+
+        laps.lap("pull in");
+        let mut diagnostics = manifest.diagnostics.clone();
+        let known = |id: &ResourceId| untouched.contains(id);
+        diagnostics.extend(validate::validate(
+            &manifest,
+            &ValidationContext {
+                builtin_plugins: self.builtin_plugins,
+                known: &known,
+            },
+        ));
+        self.suggest_from_all(&mut diagnostics, &manifest, &untouched);
+        for document in &manifest.documents {
+            for field in &document.ciphertexts {
+                diagnostics.extend(verify_ciphertext(self.keys, field).await);
+            }
+        }
+        diagnostic::sort(&mut diagnostics);
+
+        let mode = ScanMode::Incremental {
+            base_commit: base_commit.to_string(),
+            changed_files: diff.changed.len(),
+            parsed_files: files.len(),
+        };
+        let parsed: Vec<DesiredResource> = manifest
+            .documents
+            .into_iter()
+            .map(|document| document.resource)
+            .collect();
+        let checked = Checked {
+            revision: head.revision.clone(),
+            desired: parsed,
+            diagnostics,
+        };
+        if checked.has_errors() {
+            return Ok(Ok(PlannedTarget {
+                mode,
+                checked,
+                plan: None,
+                fetch: Duration::ZERO,
+                stages: Vec::new(),
+            }));
+        }
+
+        laps.lap("validate");
+        let mut desired = checked.desired.clone();
+        desired.extend(untouched.iter().filter_map(|id| {
+            let entry = state.live.inventory.get(*id)?;
+            Some(DesiredResource {
+                id: (*id).clone(),
+                labels: BTreeMap::new(),
+                spec: serde_json::Value::Null,
+                hash: entry.hash.clone(),
+                source: SourceLocation::new(
+                    state
+                        .sources
+                        .get(*id)
+                        .cloned()
+                        .flatten()
+                        .unwrap_or_default(),
+                    1,
+                    1,
+                ),
+            })
+        }));
+        let plan = plan::plan(
+            &self.target.name,
+            checked.revision.clone(),
+            self.plan_base(),
+            desired,
+            &state.live,
+            &self.target.policy,
+        );
+        // A placeholder must never be written: only parsed resources may be created or updated.
+        let parsed_set: BTreeSet<&ResourceId> = checked.desired.iter().map(|d| &d.id).collect();
+        if let Some(action) = plan.actions.iter().find(|action| {
+            matches!(action, Action::Create { .. } | Action::Update { .. })
+                && !parsed_set.contains(action.id())
+        }) {
+            return Ok(Err(FullScanReason::LiveStateDiffers {
+                id: action.id().to_string(),
+            }));
+        }
+        laps.lap("plan");
+        self.record_moves(&state, &checked.desired).await?;
+        laps.lap("record moves");
+        Ok(Ok(PlannedTarget {
+            mode,
+            checked,
+            plan: Some(plan),
+            fetch: Duration::ZERO,
+            stages: laps.laps,
+        }))
+    }
+
+    /// No resource file changed: every managed row stays as it is; only their number is read.
+    /// (Rows kept with prune off need the general path.)
+    async fn nothing_changed(
+        &self,
+        head: &Head,
+        base_commit: &str,
+    ) -> Result<Result<PlannedTarget, FullScanReason>> {
+        // No drift recorded and the hash version checked: every managed row is as applied.
+        let count = self.store.inventory_count(&self.target.name).await?;
+        let mut plan = plan::plan(
+            &self.target.name,
+            head.revision.clone(),
+            self.plan_base(),
+            Vec::new(),
+            &Default::default(),
+            &self.target.policy,
+        );
+        plan.unchanged = count;
+        Ok(Ok(PlannedTarget {
+            mode: ScanMode::Incremental {
+                base_commit: base_commit.to_string(),
+                changed_files: 0,
+                parsed_files: 0,
+            },
+            checked: Checked {
+                revision: head.revision.clone(),
+                desired: Vec::new(),
+                diagnostics: Vec::new(),
+            },
+            plan: Some(plan),
+            fetch: Duration::ZERO,
+            stages: Vec::new(),
+        }))
+    }
+
+    /// E300's "did you mean" looks at every name of the overlay, as a full scan's would.
+    fn suggest_from_all(
+        &self,
+        diagnostics: &mut [Diagnostic],
+        manifest: &Manifest,
+        untouched: &BTreeSet<&ResourceId>,
+    ) {
+        const TAIL: &str = "or fix the name";
+        if untouched.is_empty() {
+            return;
+        }
+        let references: BTreeMap<(&str, u32, u32), &ResourceId> = manifest
+            .documents
+            .iter()
+            .flat_map(|d| &d.references)
+            .map(|r| ((r.at.path.as_str(), r.at.line, r.at.column), &r.target))
+            .collect();
+        for diagnostic in diagnostics.iter_mut().filter(|d| d.code == Code::E300) {
+            let key = (diagnostic.path.as_str(), diagnostic.line, diagnostic.column);
+            let (Some(target), Some(end)) =
+                (references.get(&key).copied(), diagnostic.message.find(TAIL))
+            else {
+                continue;
+            };
+            let mut candidates: Vec<&str> = manifest
+                .documents
+                .iter()
+                .map(|d| &d.resource.id)
+                .chain(untouched.iter().copied())
+                .filter(|id| id.kind == target.kind)
+                .map(|id| id.name.as_str())
+                .collect();
+            if target.kind == Kind::Plugin {
+                candidates.extend(self.builtin_plugins.iter().map(String::as_str));
+            }
+            let suggestion = did_you_mean(&target.name, candidates);
+            diagnostic.message.truncate(end + TAIL.len());
+            diagnostic.message.push_str(&suggestion);
+        }
+    }
+
+    /// Stores the path of owned resources that moved to another file without changing.
+    async fn record_moves(&self, state: &PlanningState, desired: &[DesiredResource]) -> Result<()> {
+        let moved: Vec<(&ResourceId, &str)> = desired
+            .iter()
+            .filter(|d| {
+                state
+                    .sources
+                    .get(&d.id)
+                    .is_some_and(|stored| stored.as_deref() != Some(d.source.path.as_str()))
+            })
+            .map(|d| (&d.id, d.source.path.as_str()))
+            .collect();
+        self.store
+            .record_source_paths(&self.target.name, &moved)
+            .await?;
+        Ok(())
+    }
+}
+
+/// Diffs and reads the changed files (blocking), or says why a full scan is needed.
+fn read_diff(
+    repo: &Path,
+    from: &str,
+    to: &str,
+    config_path: &str,
+    limits: &Limits,
+) -> Result<Result<Diff, FullScanReason>, GitError> {
+    let changes = match git::changed_paths(repo, from, to, config_path) {
+        Ok(changes) => changes,
+        Err(error) if error.needs_full_scan() => {
+            return Ok(Err(FullScanReason::BaseUnavailable {
+                detail: error.to_string(),
+            }));
+        }
+        Err(error) => return Err(error),
+    };
+    let old_paths: Vec<String> = changes
+        .iter()
+        .filter(|c| c.change != ChangeKind::Added)
+        .map(|c| c.path.clone())
+        .collect();
+    let new_paths: Vec<String> = changes
+        .iter()
+        .filter(|c| c.change != ChangeKind::Deleted)
+        .map(|c| c.path.clone())
+        .collect();
+    let old_files = if old_paths.is_empty() {
+        Vec::new()
+    } else {
+        git::read_files(repo, from, config_path, &old_paths, limits)?
+    };
+    let new_files = if new_paths.is_empty() {
+        Vec::new()
+    } else {
+        git::read_files(repo, to, config_path, &new_paths, limits)?
+    };
+    Ok(Ok(Diff {
+        changed: changes.into_iter().map(|c| c.path).collect(),
+        old_files,
+        new_files,
+    }))
+}
+
+/// `manifest::load` split over the available cores: each file loads on its own, so chunks
+/// loaded in parallel and joined in order give the same manifest.
+fn load_parallel(files: &[SourceFile], limits: &Limits) -> Manifest {
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get().min(8));
+    let resource_files = files
+        .iter()
+        .filter(|file| manifest::resource_kind_for_path(&file.path).is_some())
+        .count();
+    // Over the file limit, one load reports it.
+    if threads < 2 || files.len() < 64 || resource_files > limits.max_files {
+        return manifest::load(files, limits);
+    }
+    let chunk = files.len().div_ceil(threads);
+    let parts: Vec<Manifest> = std::thread::scope(|scope| {
+        let handles: Vec<_> = files
+            .chunks(chunk)
+            .map(|part| scope.spawn(move || manifest::load(part, limits)))
+            .collect();
+        handles
+            .into_iter()
+            .map(|handle| {
+                handle
+                    .join()
+                    .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+            })
+            .collect()
+    });
+    let mut manifest = Manifest::default();
+    for part in parts {
+        manifest.documents.extend(part.documents);
+        manifest.diagnostics.extend(part.diagnostics);
+    }
+    diagnostic::sort(&mut manifest.diagnostics);
+    manifest
+}
+
+/// The first pulled-in file whose documents are not exactly the ids the store places in it.
+fn pulled_mismatch(
+    manifest: &Manifest,
+    pulled: &BTreeSet<String>,
+    state: &PlanningState,
+    kept: &BTreeSet<ResourceId>,
+) -> Option<String> {
+    if let Some(broken) = manifest
+        .diagnostics
+        .iter()
+        .find(|d| d.is_error() && pulled.contains(&d.path))
+    {
+        return Some(broken.path.clone());
+    }
+    pulled
+        .iter()
+        .find(|path| {
+            let found: BTreeSet<&ResourceId> = manifest
+                .documents
+                .iter()
+                .filter(|d| &d.resource.source.path == *path)
+                .map(|d| &d.resource.id)
+                .collect();
+            let stored: BTreeSet<&ResourceId> = state
+                .ids_from(path)
+                .filter(|id| !kept.contains(*id))
+                .collect();
+            found != stored
+        })
+        .cloned()
+}
+
+/// The same check as `workflow::check` makes of every ciphertext (kept in step with it).
+async fn verify_ciphertext(keys: &CredentialKeys, field: &CiphertextField) -> Option<Diagnostic> {
+    match keys.verify(&field.credential, &field.value).await {
+        Ok(outcome) if outcome.bound => None,
+        Ok(_) => Some(Diagnostic::new(
+            Code::W102,
+            &field.at,
+            format!(
+                "`encrypted_value` of credential `{}` is not bound to its name, so it could be \
+                 copied to another credential: re-encrypt it with `ritmo encrypt-credential --name {}`",
+                field.credential, field.credential
+            ),
+        )),
+        Err(error @ crypto::CryptoError::NoKey { .. }) => Some(Diagnostic::new(
+            Code::E403,
+            &field.at,
+            format!(
+                "cannot check `encrypted_value` of credential `{}`: {error}",
+                field.credential
+            ),
+        )),
+        Err(error) => Some(Diagnostic::new(
+            Code::E402,
+            &field.at,
+            format!(
+                "`encrypted_value` of credential `{}` {error}",
+                field.credential
+            ),
+        )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::manifest::FileContent;
+
+    fn job_file(path: &str, names: &[&str]) -> SourceFile {
+        let docs: Vec<String> = names
+            .iter()
+            .map(|name| {
+                format!("apiVersion: ritmo.dev/v1\nkind: Job\nmetadata:\n  name: {name}\nspec:\n  timeout: 5\n")
+            })
+            .collect();
+        SourceFile {
+            path: path.into(),
+            content: FileContent::Bytes(docs.join("---\n").into_bytes()),
+        }
+    }
+
+    fn stored(entries: &[(&str, &str)]) -> PlanningState {
+        let mut state = PlanningState::default();
+        for (name, path) in entries {
+            state
+                .sources
+                .insert(ResourceId::new(Kind::Job, *name), Some((*path).to_string()));
+        }
+        state
+    }
+
+    #[test]
+    fn a_pulled_file_defining_what_the_store_says_is_trusted() {
+        let manifest = manifest::load(
+            &[job_file("jobs/a.yaml", &["one", "two"])],
+            &Limits::default(),
+        );
+        let state = stored(&[
+            ("one", "jobs/a.yaml"),
+            ("two", "jobs/a.yaml"),
+            ("three", "jobs/b.yaml"),
+        ]);
+        let pulled = BTreeSet::from(["jobs/a.yaml".to_string()]);
+
+        let mismatch = pulled_mismatch(&manifest, &pulled, &state, &BTreeSet::new());
+
+        assert_eq!(mismatch, None);
+    }
+
+    #[test]
+    fn a_pulled_file_whose_resource_moved_away_unrecorded_is_a_mismatch() {
+        let manifest = manifest::load(&[job_file("jobs/a.yaml", &["one"])], &Limits::default());
+        let state = stored(&[("one", "jobs/a.yaml"), ("two", "jobs/a.yaml")]);
+        let pulled = BTreeSet::from(["jobs/a.yaml".to_string()]);
+
+        let mismatch = pulled_mismatch(&manifest, &pulled, &state, &BTreeSet::new());
+
+        assert_eq!(mismatch.as_deref(), Some("jobs/a.yaml"));
+    }
+
+    #[test]
+    fn ids_kept_with_prune_off_are_not_expected_in_their_old_file() {
+        let manifest = manifest::load(&[job_file("jobs/a.yaml", &["one"])], &Limits::default());
+        let state = stored(&[("one", "jobs/a.yaml"), ("gone", "jobs/a.yaml")]);
+        let pulled = BTreeSet::from(["jobs/a.yaml".to_string()]);
+        let kept = BTreeSet::from([ResourceId::new(Kind::Job, "gone")]);
+
+        let mismatch = pulled_mismatch(&manifest, &pulled, &state, &kept);
+
+        assert_eq!(mismatch, None);
+    }
+
+    #[test]
+    fn loading_on_every_core_gives_the_manifest_of_one_load() {
+        let mut files: Vec<SourceFile> = (0..150)
+            .map(|i| job_file(&format!("jobs/j{i:03}.yaml"), &[&format!("job-{i}")]))
+            .collect();
+        files[7].content = FileContent::Bytes(b"kind: [unclosed\n".to_vec());
+        files[120] = job_file("jobs/j120.yaml", &["job-3"]);
+
+        let parallel = load_parallel(&files, &Limits::default());
+
+        assert_eq!(parallel, manifest::load(&files, &Limits::default()));
+        assert_eq!(parallel.documents.len(), 149);
+    }
+
+    #[test]
+    fn scan_modes_say_what_ran_and_why() {
+        let incremental = ScanMode::Incremental {
+            base_commit: "0123456789abcdef0123".into(),
+            changed_files: 2,
+            parsed_files: 3,
+        };
+        let full = ScanMode::Full {
+            reason: FullScanReason::DriftRecorded,
+        };
+
+        assert_eq!(
+            incremental.to_string(),
+            "incremental from 0123456789ab (2 changed files, 3 parsed)"
+        );
+        assert_eq!(
+            full.to_string(),
+            "full scan (drift is recorded for the target)"
+        );
+        assert_eq!(
+            serde_json::to_value(&full).unwrap(),
+            serde_json::json!({"mode": "full", "reason": {"kind": "drift_recorded"}})
+        );
+    }
+}

@@ -1,0 +1,330 @@
+//! What an incremental plan asks the store: where the last applied commit stands, the
+//! target's inventory with each row's source file, which managed rows mention given names, and
+//! the bookkeeping write that keeps source paths current.
+//!
+//! Deciding whether an incremental plan is safe, and building it, is `crate::incremental`'s.
+
+use std::collections::BTreeMap;
+
+use super::{Store, StoreError, get, id_from_row, parse};
+use crate::hash::{HASH_VERSION, SpecHash};
+use crate::model::{InventoryEntry, Kind, LiveResource, LiveState, ResourceId};
+
+/// Where a target's last apply left it, as far as an incremental plan cares.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AppliedBase {
+    pub generation: i64,
+    pub last_applied_commit: Option<String>,
+    /// The target's repository, branch or path (or its pin or suspension) changed after the
+    /// last apply: the stored source paths may be relative to another root.
+    pub settings_changed: bool,
+    /// Unresolved drift events of the target.
+    pub drift_recorded: bool,
+    /// The last applied plan kept resources that left Git (prune was off, W100): the inventory
+    /// holds ids the last applied commit does not (see [`Store::kept_stale`]).
+    pub kept_stale: bool,
+    /// The hash version of one managed row (all of a target's rows share it: every plan
+    /// rewrites every row hashed with another version).
+    pub sample_hash_version: Option<i16>,
+}
+
+/// Live state for planning one target, restricted to the rows a plan can look at (the
+/// target's inventory and the ids asked for), and the stored file of the managed rows asked
+/// about.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PlanningState {
+    pub live: LiveState,
+    /// Stored `source_path` of the managed rows asked about (`None` when a row has none).
+    pub sources: BTreeMap<ResourceId, Option<String>>,
+}
+
+impl PlanningState {
+    /// Managed ids whose stored source path is `path`.
+    pub fn ids_from(&self, path: &str) -> impl Iterator<Item = &ResourceId> {
+        self.sources
+            .iter()
+            .filter(move |(_, source)| source.as_deref() == Some(path))
+            .map(|(id, _)| id)
+    }
+}
+
+impl Store {
+    /// The target's generation and last applied commit, whether its settings changed since
+    /// that apply, and whether drift is recorded. `None` for an unknown target.
+    pub async fn applied_base(&self, target: &str) -> Result<Option<AppliedBase>, StoreError> {
+        let row = self
+            .client
+            .query_opt(
+                "SELECT t.generation, t.last_applied_commit,
+                        s.finished_at IS NULL OR t.updated_at > s.finished_at,
+                        EXISTS (SELECT 1 FROM drift_events d
+                                WHERE d.target = t.name AND d.resolved_sync_id IS NULL),
+                        EXISTS (SELECT 1 FROM jsonb_array_elements(s.diagnostics) AS g
+                                WHERE g ->> 'code' = 'W100'),
+                        (SELECT r.hash_version FROM inventory i
+                         JOIN resources r ON r.kind = i.kind AND r.name = i.name
+                         WHERE i.target = t.name LIMIT 1)
+                 FROM targets t LEFT JOIN sync_runs s ON s.id = t.last_sync_id
+                 WHERE t.name = $1",
+                &[&target],
+            )
+            .await
+            .map_err(StoreError::query("read a target's applied base"))?;
+        row.map(|row| {
+            Ok(AppliedBase {
+                generation: get(&row, 0)?,
+                last_applied_commit: get(&row, 1)?,
+                settings_changed: get(&row, 2)?,
+                drift_recorded: get(&row, 3)?,
+                kept_stale: get(&row, 4)?,
+                sample_hash_version: get(&row, 5)?,
+            })
+        })
+        .transpose()
+    }
+
+    /// The target's inventory joined with its resource rows, plus the resource rows of
+    /// `extra` ids (any owner), in one round trip: enough for `plan::plan` of any desired set
+    /// whose ids are in the inventory or in `extra`. `sources` is left empty (see
+    /// [`Store::source_paths`]) and inventory entries carry no commit (planning does not use
+    /// it), so that 10,000 rows stay cheap to send: a row whose hash equals its inventory hash
+    /// is sent without it.
+    ///
+    /// As in [`Store::live_state`], a row hashed with another canonical form than this build's
+    /// reports a hash that matches nothing.
+    ///
+    /// With `trust_inventory`, the inventory's rows are not joined with their resource rows:
+    /// each is reported as its inventory entry says (same hash, not drifted), which holds when
+    /// no drift is recorded (the drift trigger sees every write outside a sync) and the hash
+    /// version is this build's. Only the `extra` rows are read from `resources`.
+    pub async fn planning_state(
+        &self,
+        target: &str,
+        extra: &[&ResourceId],
+        trust_inventory: bool,
+    ) -> Result<PlanningState, StoreError> {
+        let kinds: Vec<&str> = extra.iter().map(|id| id.kind.as_str()).collect();
+        let names: Vec<&str> = extra.iter().map(|id| id.name.as_str()).collect();
+        let inventory_params: [&(dyn tokio_postgres::types::ToSql + Sync); 2] =
+            [&target, &HASH_VERSION];
+        let extra_params: [&(dyn tokio_postgres::types::ToSql + Sync); 2] = [&kinds, &names];
+        let (inventory_rows, extra_rows) = futures_util::try_join!(
+            self.client.query(
+                if trust_inventory {
+                    "SELECT kind, name, spec_hash, '', $2::smallint, false
+                     FROM inventory WHERE target = $1"
+                } else {
+                    "SELECT i.kind, i.name, i.spec_hash,
+                        CASE WHEN r.kind IS NULL THEN NULL
+                             WHEN r.spec_hash = i.spec_hash AND r.hash_version = $2 THEN ''
+                             ELSE r.spec_hash END,
+                        r.hash_version, r.drifted_at IS NOT NULL
+                 FROM inventory i LEFT JOIN resources r ON r.kind = i.kind AND r.name = i.name
+                 WHERE i.target = $1"
+                },
+                &inventory_params,
+            ),
+            self.client.query(
+                "SELECT r.kind, r.name, r.spec_hash, r.hash_version, r.drifted_at IS NOT NULL
+                 FROM resources r
+                 JOIN unnest($1::text[], $2::text[]) AS x(kind, name)
+                   ON r.kind = x.kind AND r.name = x.name",
+                &extra_params,
+            ),
+        )
+        .map_err(StoreError::query("read the planning state"))?;
+
+        let mut state = PlanningState::default();
+        for row in &inventory_rows {
+            let id = id_from_row(row, "inventory")?;
+            let hash = SpecHash::from_hex(get::<String>(row, 2)?);
+            let row_hash: Option<String> = get(row, 3)?;
+            if let Some(row_hash) = row_hash {
+                let live_hash = if row_hash.is_empty() {
+                    hash.clone()
+                } else {
+                    versioned(row_hash, get(row, 4)?)
+                };
+                state.live.resources.insert(
+                    id.clone(),
+                    LiveResource {
+                        id: id.clone(),
+                        hash: live_hash,
+                        drifted: get(row, 5)?,
+                    },
+                );
+            }
+            state.live.inventory.insert(
+                id.clone(),
+                InventoryEntry {
+                    id,
+                    hash,
+                    commit: String::new(),
+                },
+            );
+        }
+        for row in &extra_rows {
+            let id = id_from_row(row, "resources")?;
+            let version: i16 = get(row, 3)?;
+            state.live.resources.insert(
+                id.clone(),
+                LiveResource {
+                    id,
+                    hash: versioned(get(row, 2)?, version),
+                    drifted: get(row, 4)?,
+                },
+            );
+        }
+        Ok(state)
+    }
+
+    /// Stored source paths of the target's managed rows that are among `ids` or stored at one
+    /// of `paths`.
+    pub async fn source_paths(
+        &self,
+        target: &str,
+        ids: &[&ResourceId],
+        paths: &[&str],
+    ) -> Result<BTreeMap<ResourceId, Option<String>>, StoreError> {
+        if ids.is_empty() && paths.is_empty() {
+            return Ok(BTreeMap::new());
+        }
+        let kinds: Vec<&str> = ids.iter().map(|id| id.kind.as_str()).collect();
+        let names: Vec<&str> = ids.iter().map(|id| id.name.as_str()).collect();
+        // Two statements rather than one with an OR, which would scan every row: ids are
+        // primary-key lookups; paths (rarely asked, never indexed) scan.
+        let by_id = "SELECT r.kind, r.name, r.source_path
+             FROM unnest($2::text[], $3::text[]) AS x(kind, name)
+             JOIN resources r ON r.kind = x.kind AND r.name = x.name
+             JOIN inventory i ON i.kind = r.kind AND i.name = r.name AND i.target = $1";
+        let by_path = "SELECT r.kind, r.name, r.source_path
+             FROM resources r
+             JOIN inventory i ON i.kind = r.kind AND i.name = r.name AND i.target = $1
+             WHERE r.source_path = ANY($2)";
+        let mut found = BTreeMap::new();
+        if !ids.is_empty() {
+            let rows = self
+                .client
+                .query(by_id, &[&target, &kinds, &names])
+                .await
+                .map_err(StoreError::query("read stored source paths"))?;
+            for row in &rows {
+                found.insert(id_from_row(row, "resources")?, get(row, 2)?);
+            }
+        }
+        if !paths.is_empty() {
+            let rows = self
+                .client
+                .query(by_path, &[&target, &paths])
+                .await
+                .map_err(StoreError::query("read stored source paths"))?;
+            for row in &rows {
+                found.insert(id_from_row(row, "resources")?, get(row, 2)?);
+            }
+        }
+        Ok(found)
+    }
+
+    /// How many rows the target's inventory holds, counted in the database.
+    pub async fn inventory_count(&self, target: &str) -> Result<usize, StoreError> {
+        let row = self
+            .client
+            .query_one(
+                "SELECT count(*) FROM inventory WHERE target = $1",
+                &[&target],
+            )
+            .await
+            .map_err(StoreError::query("count the inventory"))?;
+        Ok(usize::try_from(get::<i64>(&row, 0)?).unwrap_or(0))
+    }
+
+    /// Ids of the target's inventory whose stored spec mentions any of `names` as a JSON string
+    /// (a superset of the resources that refer to them), with their source path.
+    pub async fn mentioning(
+        &self,
+        target: &str,
+        names: &[&str],
+    ) -> Result<Vec<(ResourceId, Option<String>)>, StoreError> {
+        if names.is_empty() {
+            return Ok(Vec::new());
+        }
+        let quoted: Vec<String> = names
+            .iter()
+            .map(|name| serde_json::Value::from(*name).to_string())
+            .collect();
+        let rows = self
+            .client
+            .query(
+                "SELECT r.kind, r.name, r.source_path
+                 FROM inventory i JOIN resources r ON r.kind = i.kind AND r.name = i.name
+                 WHERE i.target = $1
+                   AND EXISTS (SELECT 1 FROM unnest($2::text[]) AS q(text)
+                               WHERE strpos(r.spec::text, q.text) > 0)",
+                &[&target, &quoted],
+            )
+            .await
+            .map_err(StoreError::query("find resources mentioning removed names"))?;
+        rows.iter()
+            .map(|row| Ok((id_from_row(row, "resources")?, get(row, 2)?)))
+            .collect()
+    }
+
+    /// Ids the target's last applied plan kept although Git no longer has them (prune off):
+    /// they are in the inventory but not in the last applied commit.
+    pub async fn kept_stale(&self, target: &str) -> Result<Vec<ResourceId>, StoreError> {
+        let rows = self
+            .client
+            .query(
+                "SELECT a -> 'id' ->> 'kind', a -> 'id' ->> 'name'
+                 FROM targets t JOIN sync_runs s ON s.id = t.last_sync_id,
+                      jsonb_array_elements(s.plan -> 'actions') AS a
+                 WHERE t.name = $1 AND a ->> 'action' = 'prune_skipped'",
+                &[&target],
+            )
+            .await
+            .map_err(StoreError::query("read the ids a plan kept"))?;
+        rows.iter()
+            .map(|row| {
+                Ok(ResourceId::new(
+                    parse::<Kind>(row, 0, "sync_runs")?,
+                    get::<String>(row, 1)?,
+                ))
+            })
+            .collect()
+    }
+
+    /// Sets the stored source path of managed rows of `target` that moved to another file
+    /// without changing (an unchanged resource is not rewritten by an apply). Bookkeeping only:
+    /// not drift. Returns how many rows changed.
+    pub async fn record_source_paths(
+        &self,
+        target: &str,
+        moved: &[(&ResourceId, &str)],
+    ) -> Result<u64, StoreError> {
+        if moved.is_empty() {
+            return Ok(0);
+        }
+        let kinds: Vec<&str> = moved.iter().map(|(id, _)| id.kind.as_str()).collect();
+        let names: Vec<&str> = moved.iter().map(|(id, _)| id.name.as_str()).collect();
+        let paths: Vec<&str> = moved.iter().map(|(_, path)| *path).collect();
+        self.client
+            .execute(
+                "UPDATE resources r SET source_path = m.path
+                 FROM unnest($2::text[], $3::text[], $4::text[]) AS m(kind, name, path), inventory i
+                 WHERE r.kind = m.kind AND r.name = m.name
+                   AND i.target = $1 AND i.kind = r.kind AND i.name = r.name
+                   AND r.source_path IS DISTINCT FROM m.path",
+                &[&target, &kinds, &names, &paths],
+            )
+            .await
+            .map_err(StoreError::query("record moved source paths"))
+    }
+}
+
+fn versioned(hash: String, version: i16) -> SpecHash {
+    if version == HASH_VERSION {
+        SpecHash::from_hex(hash)
+    } else {
+        SpecHash::from_hex(format!("v{version}:{hash}"))
+    }
+}

@@ -1,0 +1,793 @@
+//! Incremental plans against real git repositories and a real PostgreSQL: for random histories
+//! (add, edit, rename and delete files, reorder keys, move and rename resources, break a file,
+//! force-push an unrelated history, garbage-collect the base away), the incremental plan equals
+//! the full scan's plan after every commit, and each plan without errors is applied so the next
+//! commit has a base.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt::Write as _;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use proptest::prelude::*;
+use proptest::test_runner::{Config, TestRunner};
+use ritmo::apply::{ApplyOutcome, apply_plan};
+use ritmo::config::{GitAuth, TargetSettings};
+use ritmo::crypto::CredentialKeys;
+use ritmo::git::{Auth, RepoLocation};
+use ritmo::incremental::{FullScanReason, PlannedTarget, ScanMode, plan_target};
+use ritmo::manifest::Limits;
+use ritmo::plan::PlanPolicy;
+use ritmo::store::{NewRun, NewTarget, RunStatus, Store, Trigger};
+use ritmo::workflow::SourceSpec;
+use ritmo_tests::db::TestDb;
+use ritmo_tests::git_http::TestRepo;
+
+const TARGET: &str = "prod";
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+enum K {
+    Credential,
+    Plugin,
+    Job,
+    Webhook,
+}
+
+impl K {
+    const ALL: [K; 4] = [K::Credential, K::Plugin, K::Job, K::Webhook];
+
+    fn dir(self) -> &'static str {
+        match self {
+            K::Credential => "credentials",
+            K::Plugin => "plugins",
+            K::Job => "jobs",
+            K::Webhook => "webhooks",
+        }
+    }
+
+    /// Short names: no two are close enough for a "did you mean" (whose ties are unordered).
+    fn name(self, index: u8) -> String {
+        let (prefix, pool) = match self {
+            K::Credential => ("c", 5),
+            K::Plugin => ("p", 4),
+            K::Job => ("j", 6),
+            K::Webhook => ("w", 4),
+        };
+        format!("{prefix}{}", index % pool)
+    }
+}
+
+#[derive(Debug, Clone)]
+struct Res {
+    kind: K,
+    name: String,
+    version: u32,
+    /// Job: credential and plugin; webhook: job and credential.
+    refs: (String, String),
+}
+
+#[derive(Debug, Clone, Default)]
+struct File {
+    docs: Vec<Res>,
+    reordered: bool,
+    broken: bool,
+}
+
+#[derive(Debug, Clone, Default)]
+struct Model {
+    files: BTreeMap<String, File>,
+    next: u32,
+}
+
+#[derive(Debug, Clone)]
+enum Op {
+    Add {
+        kind: u8,
+        name: u8,
+        a: u8,
+        b: u8,
+    },
+    Edit {
+        file: u8,
+    },
+    Reorder {
+        file: u8,
+    },
+    RenameFile {
+        file: u8,
+    },
+    Delete {
+        file: u8,
+    },
+    Move {
+        from: u8,
+        to: u8,
+    },
+    RenameDoc {
+        file: u8,
+        name: u8,
+    },
+    Break {
+        file: u8,
+    },
+    ForcePush {
+        gc: bool,
+    },
+    /// Switch the target's prune policy (no commit).
+    TogglePrune,
+}
+
+fn op() -> impl Strategy<Value = Op> {
+    prop_oneof![
+        3 => (any::<u8>(), any::<u8>(), any::<u8>(), any::<u8>())
+            .prop_map(|(kind, name, a, b)| Op::Add { kind, name, a, b }),
+        3 => any::<u8>().prop_map(|file| Op::Edit { file }),
+        1 => any::<u8>().prop_map(|file| Op::Reorder { file }),
+        2 => any::<u8>().prop_map(|file| Op::RenameFile { file }),
+        2 => any::<u8>().prop_map(|file| Op::Delete { file }),
+        2 => (any::<u8>(), any::<u8>()).prop_map(|(from, to)| Op::Move { from, to }),
+        2 => (any::<u8>(), any::<u8>()).prop_map(|(file, name)| Op::RenameDoc { file, name }),
+        1 => any::<u8>().prop_map(|file| Op::Break { file }),
+        1 => any::<bool>().prop_map(|gc| Op::ForcePush { gc }),
+        1 => Just(Op::TogglePrune),
+    ]
+}
+
+impl Model {
+    fn initial() -> Self {
+        let mut model = Model::default();
+        let res = |kind, name: &str, a: &str, b: &str| Res {
+            kind,
+            name: name.into(),
+            version: 0,
+            refs: (a.into(), b.into()),
+        };
+        let file = |docs| File {
+            docs,
+            ..File::default()
+        };
+        model.files.insert(
+            "credentials/c0.yaml".into(),
+            file(vec![res(K::Credential, "c0", "", "")]),
+        );
+        model.files.insert(
+            "credentials/c1.yaml".into(),
+            file(vec![res(K::Credential, "c1", "", "")]),
+        );
+        model.files.insert(
+            "plugins/all.yaml".into(),
+            file(vec![
+                res(K::Plugin, "p0", "", ""),
+                res(K::Plugin, "p1", "", ""),
+            ]),
+        );
+        model.files.insert(
+            "jobs/j0.yaml".into(),
+            file(vec![res(K::Job, "j0", "c0", "p0")]),
+        );
+        model.files.insert(
+            "jobs/team/j1.yaml".into(),
+            file(vec![res(K::Job, "j1", "c1", "p1")]),
+        );
+        model.files.insert(
+            "webhooks/w0.yaml".into(),
+            file(vec![res(K::Webhook, "w0", "j0", "c0")]),
+        );
+        model
+    }
+
+    fn pick(&self, index: u8) -> Option<String> {
+        let len = self.files.len();
+        (len > 0).then(|| {
+            self.files
+                .keys()
+                .nth(usize::from(index) % len)
+                .cloned()
+                .unwrap_or_default()
+        })
+    }
+
+    fn names(&self, kind: K) -> Vec<String> {
+        self.files
+            .values()
+            .flat_map(|f| &f.docs)
+            .filter(|r| r.kind == kind)
+            .map(|r| r.name.clone())
+            .collect()
+    }
+
+    /// An existing name of `kind` when there is one (so most references resolve), else any.
+    fn reference(&self, kind: K, index: u8) -> String {
+        let names = self.names(kind);
+        if names.is_empty() {
+            kind.name(index)
+        } else {
+            names[usize::from(index) % names.len()].clone()
+        }
+    }
+
+    fn fresh_path(&mut self, kind: K, stem: &str) -> String {
+        let mut path = format!("{}/{stem}.yaml", kind.dir());
+        while self.files.contains_key(&path) {
+            self.next += 1;
+            path = format!("{}/{stem}-{}.yml", kind.dir(), self.next);
+        }
+        path
+    }
+
+    /// Applies `op`; returns whether it was a force-push and whether to gc.
+    fn apply(&mut self, op: &Op) -> Option<bool> {
+        match *op {
+            Op::Add { kind, name, a, b } => {
+                let kind = K::ALL[usize::from(kind) % K::ALL.len()];
+                let name = kind.name(name);
+                let refs = match kind {
+                    K::Job => (
+                        self.reference(K::Credential, a),
+                        self.reference(K::Plugin, b),
+                    ),
+                    K::Webhook => (self.reference(K::Job, a), self.reference(K::Credential, b)),
+                    _ => (String::new(), String::new()),
+                };
+                let path = self.fresh_path(kind, &name);
+                self.files.insert(
+                    path,
+                    File {
+                        docs: vec![Res {
+                            kind,
+                            name,
+                            version: 0,
+                            refs,
+                        }],
+                        ..File::default()
+                    },
+                );
+            }
+            Op::Edit { file } => {
+                if let Some(path) = self.pick(file) {
+                    let file = self.files.entry(path).or_default();
+                    file.broken = false;
+                    if let Some(doc) = file.docs.first_mut() {
+                        doc.version += 1;
+                    }
+                }
+            }
+            Op::Reorder { file } => {
+                if let Some(path) = self.pick(file) {
+                    let file = self.files.entry(path).or_default();
+                    file.reordered = !file.reordered;
+                }
+            }
+            Op::RenameFile { file } => {
+                if let Some(path) = self.pick(file)
+                    && let Some(moved) = self.files.remove(&path)
+                {
+                    let kind = moved.docs.first().map_or(K::Job, |d| d.kind);
+                    self.next += 1;
+                    let stem = format!("renamed-{}", self.next);
+                    let new_path = self.fresh_path(kind, &stem);
+                    self.files.insert(new_path, moved);
+                }
+            }
+            Op::Delete { file } => {
+                if let Some(path) = self.pick(file) {
+                    self.files.remove(&path);
+                }
+            }
+            Op::Move { from, to } => {
+                let (Some(from), Some(to)) = (self.pick(from), self.pick(to)) else {
+                    return None;
+                };
+                let doc = self.files.get_mut(&from).and_then(|f| f.docs.pop())?;
+                if self.files.get(&from).is_some_and(|f| f.docs.is_empty()) {
+                    self.files.remove(&from);
+                }
+                let same_kind = to != from
+                    && self
+                        .files
+                        .get(&to)
+                        .and_then(|f| f.docs.first())
+                        .is_some_and(|d| d.kind == doc.kind);
+                let target = if same_kind {
+                    to
+                } else {
+                    self.next += 1;
+                    let stem = format!("moved-{}", self.next);
+                    self.fresh_path(doc.kind, &stem)
+                };
+                self.files.entry(target).or_default().docs.push(doc);
+            }
+            Op::RenameDoc { file, name } => {
+                if let Some(path) = self.pick(file)
+                    && let Some(doc) = self.files.entry(path).or_default().docs.first_mut()
+                {
+                    doc.name = doc.kind.name(name);
+                }
+            }
+            Op::Break { file } => {
+                if let Some(path) = self.pick(file) {
+                    self.files.entry(path).or_default().broken = true;
+                }
+            }
+            Op::ForcePush { gc } => return Some(gc),
+            Op::TogglePrune => {}
+        }
+        None
+    }
+
+    fn render(&self, repo: &TestRepo) {
+        for kind in K::ALL {
+            let dir = repo.path().join(kind.dir());
+            if dir.exists() {
+                std::fs::remove_dir_all(&dir).unwrap();
+            }
+        }
+        for (path, file) in &self.files {
+            repo.write(path, render_file(file));
+        }
+    }
+}
+
+fn render_file(file: &File) -> String {
+    if file.broken {
+        return "apiVersion: ritmo.dev/v1\nkind: [unclosed\n".into();
+    }
+    let docs: Vec<String> = file
+        .docs
+        .iter()
+        .map(|doc| render_doc(doc, file.reordered))
+        .collect();
+    docs.join("---\n")
+}
+
+fn render_doc(doc: &Res, reordered: bool) -> String {
+    let (kind, spec) = match doc.kind {
+        K::Credential => (
+            "Credential",
+            [
+                format!("  description: v{}\n", doc.version),
+                "  type: api_key\n".into(),
+                format!(
+                    "  secret_ref:\n    provider: aws_secrets_manager\n    key: prod/{}\n    region: us-east-1\n",
+                    doc.name
+                ),
+            ],
+        ),
+        K::Plugin => (
+            "Plugin",
+            [
+                format!("  description: v{}\n  type: build\n", doc.version),
+                format!("  binary_path: /opt/ritmo/plugins/{}\n", doc.name),
+                format!("  version: 1.0.{}\n  enabled: true\n", doc.version),
+            ],
+        ),
+        K::Job => (
+            "Job",
+            [
+                format!("  description: v{}\n  timeout: 30\n", doc.version),
+                format!(
+                    "  scm:\n    type: github\n    url: https://github.com/acme/{}\n    credentials: {}\n",
+                    doc.name, doc.refs.0
+                ),
+                format!(
+                    "  pipeline:\n    stages:\n      - name: build\n        steps:\n          - plugin: {}\n",
+                    doc.refs.1
+                ),
+            ],
+        ),
+        K::Webhook => (
+            "Webhook",
+            [
+                format!("  job: {}\n  source: github\n", doc.refs.0),
+                format!("  secret_token_credential: {}\n", doc.refs.1),
+                format!(
+                    "  events: [push]\n  enabled: {}\n",
+                    doc.version.is_multiple_of(2)
+                ),
+            ],
+        ),
+    };
+    let mut text = String::new();
+    let spec: String = if reordered {
+        spec.iter().rev().cloned().collect()
+    } else {
+        spec.concat()
+    };
+    let metadata = format!("metadata:\n  name: {}\n", doc.name);
+    if reordered {
+        let _ = write!(
+            text,
+            "spec:\n{spec}{metadata}kind: {kind}\napiVersion: ritmo.dev/v1\n"
+        );
+    } else {
+        let _ = write!(
+            text,
+            "apiVersion: ritmo.dev/v1\nkind: {kind}\n{metadata}spec:\n{spec}"
+        );
+    }
+    text
+}
+
+fn settings(prune: bool) -> TargetSettings {
+    TargetSettings {
+        name: TARGET.into(),
+        repo_url: "file:///config".into(),
+        branch: "main".into(),
+        path: String::new(),
+        interval_secs: 60,
+        auto_apply: true,
+        dry_run: false,
+        self_heal: false,
+        policy: PlanPolicy {
+            prune,
+            max_delete_percent: 100,
+            ..PlanPolicy::default()
+        },
+        auth: GitAuth::None,
+    }
+}
+
+fn source(repo: &TestRepo, cache: &tempfile::TempDir) -> SourceSpec {
+    SourceSpec {
+        location: RepoLocation::Local(repo.path().to_path_buf()),
+        branch: Some("main".into()),
+        path: String::new(),
+        worktree: false,
+        auth: Auth::None,
+        cache_dir: cache.path().to_path_buf(),
+    }
+}
+
+async fn plan(store: &Store, source: &SourceSpec, prune: bool, full: bool) -> PlannedTarget {
+    plan_target(
+        store,
+        &settings(prune),
+        source,
+        &CredentialKeys::default(),
+        &BTreeSet::new(),
+        &Limits::default(),
+        full,
+    )
+    .await
+    .unwrap()
+}
+
+/// Records and applies `planned` (approval granted) unless it has errors or changes nothing
+/// at the commit already applied. Returns whether it applied.
+async fn apply(store: &mut Store, planned: &PlannedTarget) -> bool {
+    let Some(plan) = &planned.plan else {
+        return false;
+    };
+    if plan.has_errors()
+        || (!plan.has_changes() && plan.base.commit.as_deref() == plan.revision.commit())
+    {
+        return false;
+    }
+    let sync_id = store
+        .begin_run(&NewRun {
+            target: TARGET.into(),
+            trigger: Trigger::Manual,
+            actor: None,
+            revision: Some(plan.revision.to_string()),
+            dry_run: false,
+        })
+        .await
+        .unwrap();
+    store
+        .record_plan(sync_id, plan, RunStatus::Planned)
+        .await
+        .unwrap();
+    let outcome = apply_plan(store, sync_id, plan).await.unwrap();
+    assert!(matches!(outcome, ApplyOutcome::Applied(_)), "{outcome:?}");
+    true
+}
+
+fn force_push(repo: &TestRepo, gc: bool) {
+    repo.git(&["checkout", "--quiet", "--orphan", "rewritten"]);
+    repo.commit("rewritten history");
+    repo.git(&["branch", "--quiet", "-D", "main"]);
+    repo.git(&["branch", "--quiet", "-m", "main"]);
+    if gc {
+        repo.git(&["reflog", "expire", "--expire=now", "--all"]);
+        repo.git(&["gc", "--quiet", "--prune=now"]);
+    }
+}
+
+static INCREMENTAL_STEPS: AtomicUsize = AtomicUsize::new(0);
+static STEPS: AtomicUsize = AtomicUsize::new(0);
+
+async fn run_history(ops: Vec<Op>, mut prune: bool) {
+    let db = TestDb::new().await;
+    let mut store = Store::connect(&db.url).await.unwrap();
+    let target = settings(prune);
+    store
+        .ensure_target(&NewTarget {
+            name: target.name.clone(),
+            repo_url: target.repo_url.clone(),
+            branch: target.branch.clone(),
+            path: target.path.clone(),
+        })
+        .await
+        .unwrap();
+    let repo = TestRepo::new();
+    let cache = tempfile::tempdir().unwrap();
+    let source = source(&repo, &cache);
+    let mut model = Model::initial();
+    model.render(&repo);
+    repo.commit("initial");
+    let first = plan(&store, &source, prune, false).await;
+    assert_eq!(
+        first.mode,
+        ScanMode::Full {
+            reason: FullScanReason::NoAppliedCommit
+        }
+    );
+    assert_eq!(
+        first.checked.diagnostics,
+        [],
+        "the initial repository is valid"
+    );
+    assert!(apply(&mut store, &first).await);
+    let mut base_collected = false;
+
+    for op in &ops {
+        let force = model.apply(op);
+        model.render(&repo);
+        match force {
+            _ if matches!(op, Op::TogglePrune) => prune = !prune,
+            Some(gc) => {
+                force_push(&repo, gc);
+                base_collected |= gc;
+            }
+            None => {
+                repo.commit(&format!("{op:?}"));
+            }
+        }
+
+        let incremental = plan(&store, &source, prune, false).await;
+        let full = plan(&store, &source, prune, true).await;
+
+        assert_eq!(
+            incremental.checked.diagnostics, full.checked.diagnostics,
+            "diagnostics after {op:?} ({})",
+            incremental.mode
+        );
+        assert_eq!(
+            incremental.plan, full.plan,
+            "plan after {op:?} ({}, prune {prune})",
+            incremental.mode
+        );
+        STEPS.fetch_add(1, Ordering::Relaxed);
+        match &incremental.mode {
+            ScanMode::Incremental { .. } => {
+                INCREMENTAL_STEPS.fetch_add(1, Ordering::Relaxed);
+            }
+            ScanMode::Full {
+                reason: FullScanReason::BaseUnavailable { .. },
+            } => assert!(base_collected, "base unavailable without a gc"),
+            ScanMode::Full { reason } => panic!("unexpected full scan after {op:?}: {reason}"),
+        }
+        if apply(&mut store, &incremental).await {
+            base_collected = false;
+        }
+    }
+}
+
+#[test]
+fn incremental_plans_equal_full_plans_over_random_histories() {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let mut runner = TestRunner::new(Config {
+        // PROPTEST_CASES=200 for a longer search; 12 keeps the suite well under a minute.
+        cases: std::env::var("PROPTEST_CASES")
+            .ok()
+            .and_then(|cases| cases.parse().ok())
+            .unwrap_or(12),
+        failure_persistence: None,
+        max_shrink_iters: 64,
+        ..Config::default()
+    });
+
+    let histories = (proptest::collection::vec(op(), 1..10), any::<bool>());
+    let result = runner.run(&histories, |(ops, prune)| {
+        runtime.block_on(run_history(ops, prune));
+        Ok(())
+    });
+
+    if let Err(failure) = result {
+        panic!("{failure}");
+    }
+    let (steps, incremental) = (
+        STEPS.load(Ordering::Relaxed),
+        INCREMENTAL_STEPS.load(Ordering::Relaxed),
+    );
+    eprintln!("{incremental} of {steps} steps incremental");
+    assert!(
+        incremental * 2 > steps,
+        "only {incremental} of {steps} steps planned incrementally"
+    );
+}
+
+/// A target at an applied first commit of the initial model, over `source`.
+async fn applied(db: &TestDb, source: &SourceSpec, prune: bool) -> Store {
+    let mut store = Store::connect(&db.url).await.unwrap();
+    let target = settings(prune);
+    store
+        .ensure_target(&NewTarget {
+            name: target.name.clone(),
+            repo_url: target.repo_url.clone(),
+            branch: target.branch.clone(),
+            path: target.path.clone(),
+        })
+        .await
+        .unwrap();
+    let first = plan(&store, source, prune, false).await;
+    assert!(apply(&mut store, &first).await);
+    store
+}
+
+fn initial_repo() -> TestRepo {
+    let repo = TestRepo::new();
+    Model::initial().render(&repo);
+    repo.commit("initial");
+    repo
+}
+
+#[tokio::test]
+async fn a_remote_repository_is_planned_from_its_cache_parsing_only_the_changed_file() {
+    let repo = initial_repo();
+    let server = ritmo_tests::git_http::GitHttpServer::start(repo.path(), None);
+    let cache = tempfile::tempdir().unwrap();
+    let source = SourceSpec {
+        location: RepoLocation::parse(&server.url(".git")).unwrap(),
+        ..source(&repo, &cache)
+    };
+    let db = TestDb::new().await;
+    let store = applied(&db, &source, true).await;
+    let mut model = Model::initial();
+    model.apply(&Op::Edit { file: 3 });
+    model.render(&repo);
+    let commit = repo.commit("edit one job");
+
+    let incremental = plan(&store, &source, true, false).await;
+    let full = plan(&store, &source, true, true).await;
+
+    assert!(
+        matches!(
+            incremental.mode,
+            ScanMode::Incremental {
+                changed_files: 1,
+                parsed_files: 1,
+                ..
+            }
+        ),
+        "{}",
+        incremental.mode
+    );
+    assert_eq!(incremental.checked.revision.commit(), Some(commit.as_str()));
+    let plan = incremental.plan.unwrap();
+    assert_eq!(plan.summary().update, 1);
+    assert_eq!(plan.summary().unchanged, 6);
+    assert_eq!(Some(plan), full.plan);
+}
+
+#[tokio::test]
+async fn deleting_a_credential_still_reports_its_untouched_referrers() {
+    let repo = initial_repo();
+    let cache = tempfile::tempdir().unwrap();
+    let source = source(&repo, &cache);
+    let db = TestDb::new().await;
+    let store = applied(&db, &source, true).await;
+    repo.remove("credentials/c0.yaml");
+    repo.commit("delete c0");
+
+    let planned = plan(&store, &source, true, false).await;
+
+    assert!(matches!(planned.mode, ScanMode::Incremental { .. }));
+    assert!(planned.plan.is_none());
+    let referrers: Vec<(&str, &str)> = planned
+        .checked
+        .diagnostics
+        .iter()
+        .map(|d| (d.code.as_str(), d.path.as_str()))
+        .collect();
+    assert_eq!(
+        referrers,
+        [("E300", "jobs/j0.yaml"), ("E300", "webhooks/w0.yaml")]
+    );
+}
+
+#[tokio::test]
+async fn drift_a_changed_path_and_a_request_each_force_a_full_scan() {
+    let repo = initial_repo();
+    let cache = tempfile::tempdir().unwrap();
+    let source = source(&repo, &cache);
+    let db = TestDb::new().await;
+    let store = applied(&db, &source, true).await;
+    repo.write("README.md", "not a resource\n");
+    repo.commit("docs");
+
+    let quiet = plan(&store, &source, true, false).await;
+    let requested = plan(&store, &source, true, true).await;
+    db.client()
+        .await
+        .batch_execute("UPDATE resources SET spec = '{}'::jsonb WHERE name = 'j1'")
+        .await
+        .unwrap();
+    let drifted = plan(&store, &source, true, false).await;
+
+    assert!(
+        matches!(
+            quiet.mode,
+            ScanMode::Incremental {
+                changed_files: 0,
+                ..
+            }
+        ),
+        "{}",
+        quiet.mode
+    );
+    assert_eq!(
+        requested.mode,
+        ScanMode::Full {
+            reason: FullScanReason::Requested
+        }
+    );
+    assert_eq!(
+        drifted.mode,
+        ScanMode::Full {
+            reason: FullScanReason::DriftRecorded
+        }
+    );
+    assert_eq!(drifted.plan.unwrap().summary().update, 1);
+
+    store
+        .ensure_target(&NewTarget {
+            name: TARGET.into(),
+            repo_url: "file:///config".into(),
+            branch: "main".into(),
+            path: "config".into(),
+        })
+        .await
+        .unwrap();
+    let moved = plan(&store, &source, true, false).await;
+
+    assert_eq!(
+        moved.mode,
+        ScanMode::Full {
+            reason: FullScanReason::TargetChanged
+        }
+    );
+}
+
+#[tokio::test]
+async fn rows_hashed_by_another_canonical_form_force_a_full_scan_that_rewrites_them() {
+    let repo = initial_repo();
+    let cache = tempfile::tempdir().unwrap();
+    let source = source(&repo, &cache);
+    let db = TestDb::new().await;
+    let store = applied(&db, &source, true).await;
+    // As an older build would have left them: not drift, written within a sync.
+    db.client()
+        .await
+        .batch_execute(
+            "BEGIN; SELECT set_config('ritmo.sync_id', 'older-build', true);
+             UPDATE resources SET hash_version = 0; COMMIT;",
+        )
+        .await
+        .unwrap();
+    repo.write("README.md", "upgrade\n");
+    repo.commit("docs");
+
+    let planned = plan(&store, &source, true, false).await;
+
+    assert_eq!(
+        planned.mode,
+        ScanMode::Full {
+            reason: FullScanReason::HashVersionChanged
+        }
+    );
+    assert_eq!(planned.plan.unwrap().summary().update, 7);
+}
