@@ -23,6 +23,7 @@ use ritmo::git::{self, Auth, NetworkOptions, RepoLocation};
 use ritmo::incremental::{PlannedTarget, ScanMode, plan_target};
 use ritmo::manifest::Limits;
 use ritmo::plan::{Action, Plan, PlanPolicy};
+use ritmo::secret_refs::SecretRefChecker;
 use ritmo::store::{NewRun, NewTarget, RunStatus, Store, Trigger};
 use ritmo::workflow::SourceSpec;
 use ritmo_tests::db::TestDb;
@@ -235,6 +236,7 @@ async fn sync(
         target,
         source,
         &CredentialKeys::default(),
+        &SecretRefChecker::off("the benchmark's repository holds no secret references"),
         &BTreeSet::new(),
         &Limits::default(),
         false,

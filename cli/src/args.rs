@@ -217,6 +217,9 @@ pub struct SyncArgs {
     /// Apply even a plan that needs approval (many deletes, credential deletes)
     #[arg(long)]
     pub auto_approve: bool,
+    /// Scan the whole tree instead of only the files changed since the last applied commit
+    #[arg(long)]
+    pub full: bool,
 }
 
 #[derive(Debug, Args)]

@@ -253,6 +253,7 @@ async fn sync(ctx: &Session, args: &SyncArgs) -> Result<u8> {
         actor: std::env::var("USER").ok(),
         dry_run: args.dry_run || target.dry_run,
         approved: args.auto_approve,
+        full: args.full,
     };
     // A rolled-back target stays at its pin until resumed; a sync of the branch would undo
     // the rollback behind the pin's back.
@@ -297,6 +298,7 @@ async fn sync(ctx: &Session, args: &SyncArgs) -> Result<u8> {
                     "sync_id": outcome.sync_id,
                     "status": outcome.status,
                     "dry_run": request.dry_run,
+                    "mode": outcome.mode,
                 }),
             ),
         )?,
@@ -317,6 +319,9 @@ async fn sync(ctx: &Session, args: &SyncArgs) -> Result<u8> {
                 RunStatus::Failed => "Failed: nothing applied.".to_string(),
                 other => format!("Ended as {}.", other.as_str()),
             };
+            if let Some(mode) = &outcome.mode {
+                writeln!(out, "Scanned: {mode}.")?;
+            }
             writeln!(out, "{verdict} Sync {id}")?;
         }
     }

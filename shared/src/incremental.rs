@@ -26,13 +26,14 @@ use std::time::{Duration, Instant};
 use serde::Serialize;
 
 use crate::config::TargetSettings;
-use crate::crypto::{self, CredentialKeys};
+use crate::crypto::CredentialKeys;
 use crate::diagnostic::{self, Code, Diagnostic};
 use crate::git::{self, ChangeKind, GitCache, GitError, RepoLocation, Snapshot};
 use crate::hash::HASH_VERSION;
-use crate::manifest::{self, CiphertextField, Limits, Manifest, SourceFile, did_you_mean};
+use crate::manifest::{self, Limits, Manifest, SourceFile, did_you_mean};
 use crate::model::{DesiredResource, Kind, ResourceId, Revision, SourceLocation};
 use crate::plan::{self, Action, Plan, PlanBase};
+use crate::secret_refs::SecretRefChecker;
 use crate::store::{AppliedBase, PlanningState, Store};
 use crate::validate::{self, ValidationContext};
 use crate::workflow::{self, Checked, SourceSpec};
@@ -175,6 +176,7 @@ pub async fn plan_target(
     target: &TargetSettings,
     source: &SourceSpec,
     keys: &CredentialKeys,
+    refs: &SecretRefChecker,
     builtin_plugins: &BTreeSet<String>,
     limits: &Limits,
     full: bool,
@@ -198,6 +200,7 @@ pub async fn plan_target(
             store,
             target,
             keys,
+            refs,
             builtin_plugins,
             limits,
             base: &base,
@@ -213,6 +216,7 @@ pub async fn plan_target(
         store,
         target,
         keys,
+        refs,
         builtin_plugins,
         limits,
         base: &base,
@@ -389,6 +393,7 @@ struct Context<'a> {
     store: &'a Store,
     target: &'a TargetSettings,
     keys: &'a CredentialKeys,
+    refs: &'a SecretRefChecker,
     builtin_plugins: &'a BTreeSet<String>,
     limits: &'a Limits,
     base: &'a AppliedBase,
@@ -471,11 +476,7 @@ impl Context<'_> {
                 known: &|_| false,
             },
         ));
-        for document in &manifest.documents {
-            for field in &document.ciphertexts {
-                diagnostics.extend(verify_ciphertext(self.keys, field).await);
-            }
-        }
+        diagnostics.extend(workflow::verify_secrets(&manifest, self.keys, self.refs).await);
         diagnostic::sort(&mut diagnostics);
         Ok(Checked {
             revision,
@@ -648,11 +649,7 @@ impl Context<'_> {
             },
         ));
         self.suggest_from_all(&mut diagnostics, &manifest, &untouched);
-        for document in &manifest.documents {
-            for field in &document.ciphertexts {
-                diagnostics.extend(verify_ciphertext(self.keys, field).await);
-            }
-        }
+        diagnostics.extend(workflow::verify_secrets(&manifest, self.keys, self.refs).await);
         diagnostic::sort(&mut diagnostics);
 
         let mode = ScanMode::Incremental {
@@ -936,38 +933,6 @@ fn pulled_mismatch(
             found != stored
         })
         .cloned()
-}
-
-/// The same check as `workflow::check` makes of every ciphertext (kept in step with it).
-async fn verify_ciphertext(keys: &CredentialKeys, field: &CiphertextField) -> Option<Diagnostic> {
-    match keys.verify(&field.credential, &field.value).await {
-        Ok(outcome) if outcome.bound => None,
-        Ok(_) => Some(Diagnostic::new(
-            Code::W102,
-            &field.at,
-            format!(
-                "`encrypted_value` of credential `{}` is not bound to its name, so it could be \
-                 copied to another credential: re-encrypt it with `ritmo encrypt-credential --name {}`",
-                field.credential, field.credential
-            ),
-        )),
-        Err(error @ crypto::CryptoError::NoKey { .. }) => Some(Diagnostic::new(
-            Code::E403,
-            &field.at,
-            format!(
-                "cannot check `encrypted_value` of credential `{}`: {error}",
-                field.credential
-            ),
-        )),
-        Err(error) => Some(Diagnostic::new(
-            Code::E402,
-            &field.at,
-            format!(
-                "`encrypted_value` of credential `{}` {error}",
-                field.credential
-            ),
-        )),
-    }
 }
 
 #[cfg(test)]

@@ -11,6 +11,7 @@ use crate::config::{GitAuth, Settings, TargetSettings};
 use crate::crypto::{self, CredentialKeys, MasterKeyring, SecretsManager};
 use crate::diagnostic::{self, Code, Diagnostic};
 use crate::git::{self, RepoLocation, Snapshot};
+use crate::incremental::{self, ScanMode};
 use crate::manifest::{self, Limits};
 use crate::model::{DesiredResource, ResourceId, Revision};
 use crate::plan::{self, Plan, PlanBase};
@@ -155,23 +156,7 @@ pub async fn check(
             known: &no_outside_resources,
         },
     ));
-    for document in &loaded.documents {
-        // Malformed values are already reported by `validate`; only well-formed ones are tried.
-        for field in document
-            .ciphertexts
-            .iter()
-            .filter(|field| validate::is_well_formed_ciphertext(&field.value))
-        {
-            diagnostics.extend(verify_ciphertext(keys, field).await);
-        }
-    }
-    // --- secrets: secret_ref existence (DescribeSecret only) ---
-    let secret_refs: Vec<_> = loaded
-        .documents
-        .iter()
-        .flat_map(|document| document.secret_refs.iter().cloned())
-        .collect();
-    diagnostics.extend(refs.check(&secret_refs).await);
+    diagnostics.extend(verify_secrets(&loaded, keys, refs).await);
     diagnostic::sort(&mut diagnostics);
     Checked {
         revision: snapshot.revision,
@@ -182,6 +167,31 @@ pub async fn check(
             .collect(),
         diagnostics,
     }
+}
+
+/// Proves the documents' ciphertexts decrypt and their AWS `secret_ref`s exist (DescribeSecret
+/// only). Malformed ciphertexts are `validate`'s to report, so only well-formed ones are tried.
+pub(crate) async fn verify_secrets(
+    manifest: &manifest::Manifest,
+    keys: &CredentialKeys,
+    refs: &SecretRefChecker,
+) -> Vec<Diagnostic> {
+    let mut diagnostics = Vec::new();
+    for field in manifest
+        .documents
+        .iter()
+        .flat_map(|document| &document.ciphertexts)
+        .filter(|field| validate::is_well_formed_ciphertext(&field.value))
+    {
+        diagnostics.extend(verify_ciphertext(keys, field).await);
+    }
+    let secret_refs: Vec<_> = manifest
+        .documents
+        .iter()
+        .flat_map(|document| document.secret_refs.iter().cloned())
+        .collect();
+    diagnostics.extend(refs.check(&secret_refs).await);
+    diagnostics
 }
 
 async fn verify_ciphertext(
@@ -221,6 +231,8 @@ pub struct SyncRequest {
     pub dry_run: bool,
     /// Apply even when the plan waits for approval (the CLI's `--auto-approve`).
     pub approved: bool,
+    /// Scan the whole tree even when an incremental plan from the last applied commit is safe.
+    pub full: bool,
 }
 
 /// The result of one sync: its run id, the plan, and how it ended.
@@ -232,6 +244,9 @@ pub struct SyncOutcome {
     pub revision: Revision,
     pub status: RunStatus,
     pub report: Option<ApplyReport>,
+    /// Whether the plan came from the whole tree or from the files changed since the last
+    /// applied commit (`None` when validation failed before planning).
+    pub mode: Option<ScanMode>,
 }
 
 /// How many times a sync re-plans when another sync of the same target got there first.
@@ -296,38 +311,48 @@ pub async fn sync_target_with(
 ) -> Result<SyncOutcome> {
     let limits = Limits::default();
     store.ensure_target(&target_config(target)).await?;
-    let snapshot = read_source(source, limits).await?;
-    let checked = check(snapshot, builtin_plugins, keys, refs, &limits).await;
-
-    let run = NewRun {
-        target: target.name.clone(),
-        trigger: request.trigger,
-        actor: request.actor.clone(),
-        revision: Some(checked.revision.to_string()),
-        dry_run: request.dry_run,
-    };
-
-    if checked.has_errors() {
-        let sync_id = store.begin_run(&run).await?;
-        store
-            .fail_run(
-                sync_id,
-                "the repository has validation errors",
-                &checked.diagnostics,
-            )
-            .await?;
-        return Ok(SyncOutcome {
-            sync_id: Some(sync_id),
-            plan: None,
-            checked_diagnostics: checked.diagnostics,
-            revision: checked.revision,
-            status: RunStatus::Failed,
-            report: None,
-        });
-    }
-
     for _ in 0..STALE_RETRIES {
-        let mut plan = plan_checked(store, target, &checked).await?;
+        // Planned afresh on every attempt: an incremental overlay is only valid against the
+        // generation it read.
+        let planned = incremental::plan_target(
+            store,
+            target,
+            source,
+            keys,
+            refs,
+            builtin_plugins,
+            &limits,
+            request.full,
+        )
+        .await?;
+        let checked = planned.checked;
+        let run = NewRun {
+            target: target.name.clone(),
+            trigger: request.trigger,
+            actor: request.actor.clone(),
+            revision: Some(checked.revision.to_string()),
+            dry_run: request.dry_run,
+        };
+        let mode = Some(planned.mode);
+        let Some(mut plan) = planned.plan.filter(|_| !checked.has_errors()) else {
+            let sync_id = store.begin_run(&run).await?;
+            store
+                .fail_run(
+                    sync_id,
+                    "the repository has validation errors",
+                    &checked.diagnostics,
+                )
+                .await?;
+            return Ok(SyncOutcome {
+                sync_id: Some(sync_id),
+                plan: None,
+                checked_diagnostics: checked.diagnostics,
+                revision: checked.revision,
+                status: RunStatus::Failed,
+                report: None,
+                mode: None,
+            });
+        };
         if plan.approval_reason.is_none() {
             plan.approval_reason = rules.approval.clone();
         }
@@ -355,6 +380,7 @@ pub async fn sync_target_with(
                 revision: checked.revision,
                 status,
                 report: None,
+                mode,
             });
         }
         match apply::apply_plan(store, sync_id, &plan).await? {
@@ -367,6 +393,7 @@ pub async fn sync_target_with(
                     revision: checked.revision,
                     status: RunStatus::Succeeded,
                     report: Some(report),
+                    mode,
                 });
             }
             ApplyOutcome::AlreadyFinished { status } => {

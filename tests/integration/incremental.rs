@@ -17,6 +17,7 @@ use ritmo::git::{Auth, RepoLocation};
 use ritmo::incremental::{FullScanReason, PlannedTarget, ScanMode, plan_target};
 use ritmo::manifest::Limits;
 use ritmo::plan::PlanPolicy;
+use ritmo::secret_refs::SecretRefChecker;
 use ritmo::store::{NewRun, NewTarget, RunStatus, Store, Trigger};
 use ritmo::workflow::SourceSpec;
 use ritmo_tests::db::TestDb;
@@ -443,6 +444,7 @@ async fn plan(store: &Store, source: &SourceSpec, prune: bool, full: bool) -> Pl
         &settings(prune),
         source,
         &CredentialKeys::default(),
+        &SecretRefChecker::off("the generated repositories hold no secret references"),
         &BTreeSet::new(),
         &Limits::default(),
         full,

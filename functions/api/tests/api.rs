@@ -120,6 +120,7 @@ impl Harness {
             actor: Some("test".into()),
             dry_run: false,
             approved: false,
+            full: false,
         };
         let mut store = self.services.store.lock().await;
         workflow::sync_target(
