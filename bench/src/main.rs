@@ -25,6 +25,7 @@ use ritmo::manifest::Limits;
 use ritmo::plan::{Action, Plan, PlanPolicy};
 use ritmo::secret_refs::SecretRefChecker;
 use ritmo::store::{NewRun, NewTarget, RunStatus, Store, Trigger};
+use ritmo::workflow::Checks;
 use ritmo::workflow::SourceSpec;
 use ritmo_tests::db::TestDb;
 use ritmo_tests::git_http::{GitHttpServer, run_git};
@@ -235,9 +236,11 @@ async fn sync(
         store,
         target,
         source,
-        &CredentialKeys::default(),
-        &SecretRefChecker::off("the benchmark's repository holds no secret references"),
-        &BTreeSet::new(),
+        Checks {
+            keys: &CredentialKeys::default(),
+            refs: &SecretRefChecker::off("the benchmark's repository holds no secret references"),
+            builtin_plugins: &BTreeSet::new(),
+        },
         &Limits::default(),
         false,
     )

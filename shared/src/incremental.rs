@@ -36,7 +36,7 @@ use crate::plan::{self, Action, Plan, PlanBase};
 use crate::secret_refs::SecretRefChecker;
 use crate::store::{AppliedBase, PlanningState, Store};
 use crate::validate::{self, ValidationContext};
-use crate::workflow::{self, Checked, SourceSpec};
+use crate::workflow::{self, Checked, Checks, SourceSpec};
 use crate::{Error, Result};
 
 /// Why a plan scanned the whole tree.
@@ -175,12 +175,15 @@ pub async fn plan_target(
     store: &Store,
     target: &TargetSettings,
     source: &SourceSpec,
-    keys: &CredentialKeys,
-    refs: &SecretRefChecker,
-    builtin_plugins: &BTreeSet<String>,
+    checks: Checks<'_>,
     limits: &Limits,
     full: bool,
 ) -> Result<PlannedTarget> {
+    let Checks {
+        keys,
+        refs,
+        builtin_plugins,
+    } = checks;
     // The generation is read before any live row, so a concurrent apply makes this plan stale
     // rather than wrong.
     let base = store

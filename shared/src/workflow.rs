@@ -79,6 +79,15 @@ pub async fn git_auth(auth: &GitAuth) -> Result<git::Auth> {
     }
 }
 
+/// What checking a repository needs besides its files: the keys that prove ciphertexts
+/// decrypt, the `secret_ref` checker and the plugins Ritmo ships.
+#[derive(Clone, Copy)]
+pub struct Checks<'a> {
+    pub keys: &'a CredentialKeys,
+    pub refs: &'a SecretRefChecker,
+    pub builtin_plugins: &'a BTreeSet<String>,
+}
+
 /// Where to read a config repository from.
 #[derive(Debug, Clone)]
 pub struct SourceSpec {
@@ -314,17 +323,13 @@ pub async fn sync_target_with(
     for _ in 0..STALE_RETRIES {
         // Planned afresh on every attempt: an incremental overlay is only valid against the
         // generation it read.
-        let planned = incremental::plan_target(
-            store,
-            target,
-            source,
+        let checks = Checks {
             keys,
             refs,
             builtin_plugins,
-            &limits,
-            request.full,
-        )
-        .await?;
+        };
+        let planned =
+            incremental::plan_target(store, target, source, checks, &limits, request.full).await?;
         let checked = planned.checked;
         let run = NewRun {
             target: target.name.clone(),

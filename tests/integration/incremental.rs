@@ -19,6 +19,7 @@ use ritmo::manifest::Limits;
 use ritmo::plan::PlanPolicy;
 use ritmo::secret_refs::SecretRefChecker;
 use ritmo::store::{NewRun, NewTarget, RunStatus, Store, Trigger};
+use ritmo::workflow::Checks;
 use ritmo::workflow::SourceSpec;
 use ritmo_tests::db::TestDb;
 use ritmo_tests::git_http::TestRepo;
@@ -443,9 +444,11 @@ async fn plan(store: &Store, source: &SourceSpec, prune: bool, full: bool) -> Pl
         store,
         &settings(prune),
         source,
-        &CredentialKeys::default(),
-        &SecretRefChecker::off("the generated repositories hold no secret references"),
-        &BTreeSet::new(),
+        Checks {
+            keys: &CredentialKeys::default(),
+            refs: &SecretRefChecker::off("the generated repositories hold no secret references"),
+            builtin_plugins: &BTreeSet::new(),
+        },
         &Limits::default(),
         full,
     )
