@@ -440,20 +440,27 @@ fn source(repo: &TestRepo, cache: &tempfile::TempDir) -> SourceSpec {
 }
 
 async fn plan(store: &Store, source: &SourceSpec, prune: bool, full: bool) -> PlannedTarget {
-    plan_target(
+    let mut planned = plan_target(
         store,
         &settings(prune),
         source,
         Checks {
             keys: &CredentialKeys::default(),
-            refs: &SecretRefChecker::off("the generated repositories hold no secret references"),
+            refs: &SecretRefChecker::off("the checker is off in these tests"),
             builtin_plugins: &BTreeSet::new(),
         },
         &Limits::default(),
         full,
     )
     .await
-    .unwrap()
+    .unwrap();
+    // Unchecked secret references are reported only for the files a scan reads, which by
+    // design differs between a full and an incremental scan; this test is about the rest.
+    planned
+        .checked
+        .diagnostics
+        .retain(|diagnostic| diagnostic.code != ritmo::diagnostic::Code::W103);
+    planned
 }
 
 /// Records and applies `planned` (approval granted) unless it has errors or changes nothing
