@@ -232,6 +232,9 @@ pub struct HistoryArgs {
     /// How many runs
     #[arg(long, default_value_t = 20)]
     pub limit: i64,
+    /// Only runs started before this time (RFC 3339): the `next` of the previous page
+    #[arg(long, value_name = "TIME")]
+    pub before: Option<chrono::DateTime<chrono::Utc>>,
 }
 
 #[derive(Debug, Args)]

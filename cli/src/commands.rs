@@ -414,10 +414,21 @@ async fn status(ctx: &Session, args: &DatabaseArgs) -> Result<u8> {
 
 async fn history(ctx: &Session, args: &HistoryArgs) -> Result<u8> {
     let store = ctx.store(&args.database).await?;
-    let runs = store.runs(args.target.as_deref(), args.limit, None).await?;
+    let runs = store
+        .runs(args.target.as_deref(), args.limit, args.before)
+        .await?;
+    // A full page may have more behind it; the cursor is the oldest start shown.
+    let next = (runs.len() as i64 == args.limit)
+        .then(|| {
+            runs.last().map(|run| {
+                run.started_at
+                    .to_rfc3339_opts(chrono::SecondsFormat::Micros, true)
+            })
+        })
+        .flatten();
     let mut out = ctx.out();
     match ctx.output {
-        Output::Json => render::json_line(&mut out, &json!({ "runs": runs }))?,
+        Output::Json => render::json_line(&mut out, &json!({ "runs": runs, "next": next }))?,
         Output::Text => {
             for run in &runs {
                 writeln!(
@@ -434,7 +445,14 @@ async fn history(ctx: &Session, args: &HistoryArgs) -> Result<u8> {
                 )?;
             }
             if runs.is_empty() {
-                writeln!(out, "No sync runs yet.")?;
+                writeln!(out, "No sync runs.")?;
+            }
+            if let Some(next) = next {
+                writeln!(
+                    out,
+                    "More: ritmo gitops history --limit {} --before {next}",
+                    args.limit
+                )?;
             }
         }
     }

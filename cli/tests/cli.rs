@@ -399,3 +399,41 @@ async fn a_repository_with_errors_changes_nothing_in_the_database() {
     );
     assert_eq!(database_state(&db).await, before);
 }
+
+#[tokio::test]
+async fn history_pages_through_runs_newest_first() {
+    let db = TestDb::new().await;
+    let repo = repo_from(&example_dir());
+    let repo_path = path_str(repo.path());
+    for _ in 0..3 {
+        ritmo(
+            &["gitops", "sync", "--repo-path", repo_path, "--dry-run"],
+            Some(&db.url),
+        );
+    }
+
+    let first = json(&ritmo(
+        &["gitops", "history", "--limit", "2", "-o", "json"],
+        Some(&db.url),
+    ));
+    let next = first["next"].as_str().unwrap().to_string();
+    let second = json(&ritmo(
+        &[
+            "gitops", "history", "--limit", "2", "--before", &next, "-o", "json",
+        ],
+        Some(&db.url),
+    ));
+
+    let ids = |page: &Value| -> Vec<String> {
+        page["runs"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| r["id"].as_str().unwrap().to_string())
+            .collect()
+    };
+    assert_eq!(ids(&first).len(), 2);
+    assert_eq!(ids(&second).len(), 1);
+    assert!(second["next"].is_null());
+    assert!(!ids(&first).contains(&ids(&second)[0]));
+}
