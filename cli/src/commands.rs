@@ -133,6 +133,18 @@ impl Session {
         Ok(Store::connect_with(&database, secrets.as_ref()).await?)
     }
 
+    fn checks<'a>(
+        &'a self,
+        keys: &'a CredentialKeys,
+        refs: &'a SecretRefChecker,
+    ) -> workflow::Checks<'a> {
+        workflow::Checks {
+            keys,
+            refs,
+            builtin_plugins: &self.settings.builtin_plugins,
+        }
+    }
+
     /// The keys that decrypt credential ciphertexts.
     async fn keys(&self) -> Result<CredentialKeys> {
         Ok(workflow::credential_keys(&self.settings).await?)
@@ -152,14 +164,8 @@ async fn validate(ctx: &Session, args: &SourceArgs) -> Result<u8> {
     let limits = Limits::default();
     let snapshot = workflow::read_source(&source, limits).await?;
     let files = snapshot.files.len();
-    let checked = workflow::check(
-        snapshot,
-        &ctx.settings.builtin_plugins,
-        &ctx.keys().await?,
-        &ctx.refs().await,
-        &limits,
-    )
-    .await;
+    let (keys, refs) = (ctx.keys().await?, ctx.refs().await);
+    let checked = workflow::check(snapshot, ctx.checks(&keys, &refs), &limits).await;
     let (errors, warnings) = render::diagnostic_counts(&checked.diagnostics);
     let mut out = ctx.out();
     match ctx.output {
@@ -194,14 +200,8 @@ async fn plan(ctx: &Session, args: &PlanArgs) -> Result<u8> {
     let store = ctx.store(&args.database).await?;
     let limits = Limits::default();
     let snapshot = workflow::read_source(&source, limits).await?;
-    let checked = workflow::check(
-        snapshot,
-        &ctx.settings.builtin_plugins,
-        &ctx.keys().await?,
-        &ctx.refs().await,
-        &limits,
-    )
-    .await;
+    let (keys, refs) = (ctx.keys().await?, ctx.refs().await);
+    let checked = workflow::check(snapshot, ctx.checks(&keys, &refs), &limits).await;
     let mut out = ctx.out();
     if checked.has_errors() {
         match ctx.output {
@@ -270,13 +270,12 @@ async fn sync(ctx: &Session, args: &SyncArgs) -> Result<u8> {
         );
         return Ok(CONFIG_WRONG);
     }
+    let (keys, refs) = (ctx.keys().await?, ctx.refs().await);
     let outcome = workflow::sync_target_with(
         &mut store,
         &target,
         &source,
-        &ctx.keys().await?,
-        &ctx.refs().await,
-        &ctx.settings.builtin_plugins,
+        ctx.checks(&keys, &refs),
         &request,
         &workflow::SyncRules::for_target(&ctx.settings, &target),
     )

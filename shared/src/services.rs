@@ -26,6 +26,15 @@ pub struct Services {
 }
 
 impl Services {
+    /// What checking a repository needs, from this container's keys and settings.
+    pub fn checks(&self) -> crate::workflow::Checks<'_> {
+        crate::workflow::Checks {
+            keys: &self.keys,
+            refs: &self.refs,
+            builtin_plugins: &self.settings.builtin_plugins,
+        }
+    }
+
     /// Connects to the database the settings name (a URL, or an RDS secret with TLS) and loads
     /// the credential keys and the `secret_ref` checker.
     pub async fn connect(

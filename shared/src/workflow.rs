@@ -148,13 +148,12 @@ impl Checked {
 /// Parses, validates, proves every ciphertext decrypts and checks `secret_ref`s with `refs`
 /// (see [`SecretRefChecker::from_settings`]). `known` answers for resources that exist outside
 /// this snapshot (empty for a full scan).
-pub async fn check(
-    snapshot: Snapshot,
-    builtin_plugins: &BTreeSet<String>,
-    keys: &CredentialKeys,
-    refs: &SecretRefChecker,
-    limits: &Limits,
-) -> Checked {
+pub async fn check(snapshot: Snapshot, checks: Checks<'_>, limits: &Limits) -> Checked {
+    let Checks {
+        keys,
+        refs,
+        builtin_plugins,
+    } = checks;
     let loaded = manifest::load(&snapshot.files, limits);
     let mut diagnostics = loaded.diagnostics.clone();
     let no_outside_resources = |_: &ResourceId| false;
@@ -287,18 +286,14 @@ pub async fn sync_target(
     store: &mut Store,
     target: &TargetSettings,
     source: &SourceSpec,
-    keys: &CredentialKeys,
-    refs: &SecretRefChecker,
-    builtin_plugins: &BTreeSet<String>,
+    checks: Checks<'_>,
     request: &SyncRequest,
 ) -> Result<SyncOutcome> {
     sync_target_with(
         store,
         target,
         source,
-        keys,
-        refs,
-        builtin_plugins,
+        checks,
         request,
         &SyncRules::default(),
     )
@@ -307,14 +302,11 @@ pub async fn sync_target(
 
 /// [`sync_target`] under `rules`: a plan waits for approval when `rules.approval` says so
 /// (unless `request.approved`), and old runs are pruned past `rules.history_limit`.
-#[allow(clippy::too_many_arguments)]
 pub async fn sync_target_with(
     store: &mut Store,
     target: &TargetSettings,
     source: &SourceSpec,
-    keys: &CredentialKeys,
-    refs: &SecretRefChecker,
-    builtin_plugins: &BTreeSet<String>,
+    checks: Checks<'_>,
     request: &SyncRequest,
     rules: &SyncRules,
 ) -> Result<SyncOutcome> {
@@ -323,11 +315,6 @@ pub async fn sync_target_with(
     for _ in 0..STALE_RETRIES {
         // Planned afresh on every attempt: an incremental overlay is only valid against the
         // generation it read.
-        let checks = Checks {
-            keys,
-            refs,
-            builtin_plugins,
-        };
         let planned =
             incremental::plan_target(store, target, source, checks, &limits, request.full).await?;
         let checked = planned.checked;

@@ -496,9 +496,11 @@ async fn in_process_failures(db: &TestDb) -> Vec<(String, String)> {
                 ),
             }],
         },
-        &Default::default(),
-        &keys,
-        &SecretRefChecker::off("offline"),
+        workflow::Checks {
+            keys: &keys,
+            refs: &SecretRefChecker::off("offline"),
+            builtin_plugins: &Default::default(),
+        },
         &Limits::default(),
     )
     .await;

@@ -97,9 +97,11 @@ async fn secret_refs_to_existing_secrets_pass_and_missing_ones_fail_by_name() {
 
     let checked = workflow::check(
         snapshot(&files),
-        &BTreeSet::new(),
-        &CredentialKeys::default(),
-        &checker,
+        workflow::Checks {
+            keys: &CredentialKeys::default(),
+            refs: &checker,
+            builtin_plugins: &BTreeSet::new(),
+        },
         &Limits::default(),
     )
     .await;
@@ -152,9 +154,11 @@ async fn secret_refs_are_warned_about_not_failed_when_aws_cannot_answer() {
 
     let checked = workflow::check(
         snapshot(&files),
-        &BTreeSet::new(),
-        &CredentialKeys::default(),
-        &checker,
+        workflow::Checks {
+            keys: &CredentialKeys::default(),
+            refs: &checker,
+            builtin_plugins: &BTreeSet::new(),
+        },
         &Limits::default(),
     )
     .await;

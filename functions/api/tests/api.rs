@@ -127,9 +127,7 @@ impl Harness {
             &mut store,
             &target,
             &source,
-            &self.services.keys,
-            &self.services.refs,
-            &self.services.settings.builtin_plugins,
+            self.services.checks(),
             &request,
         )
         .await

@@ -199,14 +199,7 @@ async fn plan_request(
         return skipped(outcome);
     }
 
-    let checked = workflow::check(
-        snapshot,
-        &services.settings.builtin_plugins,
-        &services.keys,
-        &services.refs,
-        &limits,
-    )
-    .await;
+    let checked = workflow::check(snapshot, services.checks(), &limits).await;
     let run = NewRun {
         target: target.name.clone(),
         trigger,
