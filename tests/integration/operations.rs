@@ -6,7 +6,6 @@
 use std::collections::BTreeSet;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpListener;
-use std::path::PathBuf;
 use std::sync::mpsc;
 use std::time::Duration;
 
@@ -21,86 +20,13 @@ use ritmo::queue::{LocalReceivers, Queues};
 use ritmo::services::Services;
 use ritmo::store::RunStatus;
 use ritmo_tests::db::TestDb;
-use ritmo_tests::git_http::{GitHttpServer, TestRepo, run_git};
+use ritmo_tests::git_http::ServedRepo as Remote;
 use ritmo_tests::moto::Moto;
 use secrecy::SecretString;
 use serde_json::Value;
 
 const TARGET: &str = "default";
 const MASTER_KEY: &str = "ritmo-example-master-key-32bytes";
-
-/// A config repository pushed to a bare repository served over smart HTTP.
-struct Remote {
-    repo: TestRepo,
-    _root: tempfile::TempDir,
-    bare: PathBuf,
-    server: GitHttpServer,
-}
-
-impl Remote {
-    fn new() -> Remote {
-        let repo = TestRepo::new();
-        repo.write("README.md", "config\n");
-        repo.commit("initial");
-        let root = tempfile::tempdir().unwrap();
-        let bare = root.path().join("acme/config.git");
-        std::fs::create_dir_all(bare.parent().unwrap()).unwrap();
-        run_git(
-            root.path(),
-            &[
-                "clone",
-                "--quiet",
-                "--bare",
-                repo.path().to_str().unwrap(),
-                bare.to_str().unwrap(),
-            ],
-        );
-        let server = GitHttpServer::start(root.path(), None);
-        Remote {
-            repo,
-            _root: root,
-            bare,
-            server,
-        }
-    }
-
-    fn url(&self) -> String {
-        self.server.url("acme/config.git")
-    }
-
-    fn push(&self, message: &str) -> String {
-        let commit = self.repo.commit(message);
-        self.repo
-            .git(&["push", "--quiet", self.bare.to_str().unwrap(), "main"]);
-        commit
-    }
-
-    /// Commits plugin `name` at `version` and pushes; returns the commit.
-    fn push_plugin(&self, name: &str, version: &str) -> String {
-        self.repo.write(
-            &format!("plugins/{name}.yaml"),
-            format!(
-                "apiVersion: ritmo.dev/v1\nkind: Plugin\nmetadata:\n  name: {name}\nspec:\n  \
-                 type: scm\n  binary_path: /opt/ritmo/plugins/{name}\n  version: {version}\n  \
-                 enabled: true\n"
-            ),
-        );
-        self.push(&format!("{name} {version}"))
-    }
-
-    /// Commits a Credential `name` whose `encrypted_value` is `ciphertext`, and pushes.
-    fn push_credential(&self, name: &str, ciphertext: &str) -> String {
-        self.repo.write(
-            &format!("credentials/{name}.yaml"),
-            format!(
-                "apiVersion: ritmo.dev/v1\nkind: Credential\nmetadata:\n  name: {name}\nspec:\n  \
-                 type: webhook_secret\n  description: incoming webhook\n  \
-                 encrypted_value: \"{ciphertext}\"\n"
-            ),
-        );
-        self.push(&format!("credential {name}"))
-    }
-}
 
 /// The local stack with in-process queues; the settings are edited before `start` returns
 /// through `configure`.
@@ -460,7 +386,7 @@ async fn a_plan_waiting_for_approval_is_posted_to_the_slack_webhook() {
     })
     .await;
     let ciphertext = encrypted(&stack.services, "slack-hook", &hook.url()).await;
-    stack.remote.push_credential("slack-hook", &ciphertext);
+    push_credential(&stack.remote, "slack-hook", &ciphertext);
     // The credential reaches the database through an approved first sync.
     stack.services.notifier = Notifier::default();
     let first = stack.sync().await;
@@ -595,7 +521,7 @@ async fn failing_notification_endpoints_are_counted_and_do_not_fail_the_sync() {
     let sns = aws_sdk_sns::Client::new(&moto.sdk_config().await);
     let mut stack = Stack::start(|settings| settings.targets[0].auto_apply = false).await;
     let ciphertext = encrypted(&stack.services, "slack-hook", &hook.url()).await;
-    stack.remote.push_credential("slack-hook", &ciphertext);
+    push_credential(&stack.remote, "slack-hook", &ciphertext);
     let first = stack.sync().await;
     let PlanRequestOutcome::Planned { sync_id, .. } = &first[0] else {
         panic!("{first:?}");
@@ -636,4 +562,17 @@ async fn failing_notification_endpoints_are_counted_and_do_not_fail_the_sync() {
     assert_eq!(stack.plugin_version().await, "1.0.0");
     let logs_safe = !format!("{:?}", stack.services.notifier).contains("secret-part");
     assert!(logs_safe);
+}
+
+/// Commits a Credential `name` whose `encrypted_value` is `ciphertext`, and pushes.
+fn push_credential(remote: &Remote, name: &str, ciphertext: &str) -> String {
+    remote.repo.write(
+        &format!("credentials/{name}.yaml"),
+        format!(
+            "apiVersion: ritmo.dev/v1\nkind: Credential\nmetadata:\n  name: {name}\nspec:\n  \
+             type: webhook_secret\n  description: incoming webhook\n  \
+             encrypted_value: \"{ciphertext}\"\n"
+        ),
+    );
+    remote.push(&format!("credential {name}"))
 }

@@ -3,7 +3,6 @@
 //! functions are exercised through `ritmo::pipeline`, exactly what the Lambda handlers call.
 
 use std::collections::BTreeSet;
-use std::path::PathBuf;
 use std::time::Duration;
 
 use aws_sdk_sqs::types::QueueAttributeName;
@@ -18,90 +17,13 @@ use ritmo::queue::{LocalReceivers, Queues};
 use ritmo::services::Services;
 use ritmo::store::RunStatus;
 use ritmo_tests::db::TestDb;
-use ritmo_tests::git_http::{GitHttpServer, TestRepo, run_git};
+use ritmo_tests::git_http::ServedRepo as Remote;
 use ritmo_tests::moto::Moto;
 use secrecy::SecretString;
 use serde_json::json;
 
 const SECRET: &str = "pipeline-test-secret";
 const TARGET: &str = "default";
-
-/// A config repository: a work tree where commits are made, pushed to a bare repository
-/// served over smart HTTP as `acme/config.git`.
-struct Remote {
-    repo: TestRepo,
-    _root: tempfile::TempDir,
-    bare: PathBuf,
-    server: GitHttpServer,
-}
-
-impl Remote {
-    fn new() -> Remote {
-        let repo = TestRepo::new();
-        repo.write("README.md", "config\n");
-        repo.commit("initial");
-        let root = tempfile::tempdir().unwrap();
-        let bare = root.path().join("acme/config.git");
-        std::fs::create_dir_all(bare.parent().unwrap()).unwrap();
-        run_git(
-            root.path(),
-            &[
-                "clone",
-                "--quiet",
-                "--bare",
-                repo.path().to_str().unwrap(),
-                bare.to_str().unwrap(),
-            ],
-        );
-        let server = GitHttpServer::start(root.path(), None);
-        Remote {
-            repo,
-            _root: root,
-            bare,
-            server,
-        }
-    }
-
-    fn url(&self) -> String {
-        self.server.url("acme/config.git")
-    }
-
-    /// Commits a plugin named `name` at `version` and pushes; returns the commit.
-    fn push_plugin(&self, name: &str, version: &str) -> String {
-        self.repo.write(
-            &format!("plugins/{name}.yaml"),
-            format!(
-                "apiVersion: ritmo.dev/v1\nkind: Plugin\nmetadata:\n  name: {name}\nspec:\n  \
-                 type: scm\n  binary_path: /opt/ritmo/plugins/{name}\n  version: {version}\n  \
-                 enabled: true\n"
-            ),
-        );
-        let commit = self.repo.commit(&format!("{name} {version}"));
-        self.repo
-            .git(&["push", "--quiet", self.bare.to_str().unwrap(), "main"]);
-        commit
-    }
-
-    /// A GitHub push event for `commit` on `main`, as GitHub sends it (trimmed).
-    fn push_body(&self, before: &str, commit: &str) -> Vec<u8> {
-        json!({
-            "ref": "refs/heads/main",
-            "before": before,
-            "after": commit,
-            "created": false,
-            "deleted": false,
-            "repository": {
-                "full_name": "acme/config",
-                "clone_url": self.url(),
-                "html_url": self.url().trim_end_matches(".git"),
-            },
-            "pusher": {"name": "octocat"},
-            "head_commit": {"id": commit},
-        })
-        .to_string()
-        .into_bytes()
-    }
-}
 
 fn github_headers(event: &str, delivery: &str, body: &[u8], secret: &str) -> Vec<(String, String)> {
     let mut mac = Hmac::<sha2::Sha256>::new_from_slice(secret.as_bytes()).unwrap();
@@ -318,7 +240,7 @@ fn done(handled: &[Handled]) -> usize {
 async fn a_pushed_commit_is_planned_and_committed_through_the_queues() {
     let stack = SqsStack::start(30).await;
     let commit = stack.remote.push_plugin("git-scm", "1.0.0");
-    let body = stack.remote.push_body(&"0".repeat(40), &commit);
+    let body = push_body(&stack.remote, &"0".repeat(40), &commit);
 
     let reply = pipeline::accept_webhook(
         &stack.services,
@@ -352,7 +274,7 @@ async fn a_pushed_commit_is_planned_and_committed_through_the_queues() {
 async fn a_webhook_delivered_three_times_and_a_poller_tick_apply_once() {
     let stack = SqsStack::start(30).await;
     let commit = stack.remote.push_plugin("git-scm", "1.0.0");
-    let body = stack.remote.push_body(&"0".repeat(40), &commit);
+    let body = push_body(&stack.remote, &"0".repeat(40), &commit);
     let headers = github_headers("push", "delivery-1", &body, SECRET);
 
     let mut replies = Vec::new();
@@ -400,7 +322,7 @@ async fn a_webhook_delivered_three_times_and_a_poller_tick_apply_once() {
 async fn an_apply_message_taken_by_a_crashed_applier_is_redelivered_and_applied_once() {
     let stack = SqsStack::start(2).await;
     let commit = stack.remote.push_plugin("git-scm", "1.0.0");
-    let body = stack.remote.push_body(&"0".repeat(40), &commit);
+    let body = push_body(&stack.remote, &"0".repeat(40), &commit);
     pipeline::accept_webhook(
         &stack.services,
         &github_headers("push", "delivery-1", &body, SECRET),
@@ -711,13 +633,7 @@ async fn an_invalid_repository_records_a_failed_run_and_applies_nothing() {
         "plugins/broken.yaml",
         "apiVersion: ritmo.dev/v1\nkind: Plugin\nmetadata:\n  name: Broken\n",
     );
-    stack.remote.repo.commit("broken");
-    stack.remote.repo.git(&[
-        "push",
-        "--quiet",
-        stack.remote.bare.to_str().unwrap(),
-        "main",
-    ]);
+    stack.remote.push("broken");
     pipeline::request_sync(&stack.services, Some(TARGET), None, false)
         .await
         .unwrap();
@@ -743,7 +659,7 @@ async fn an_invalid_repository_records_a_failed_run_and_applies_nothing() {
 async fn webhooks_that_must_not_plan_are_refused_or_ignored() {
     let mut stack = LocalStack::start(true).await;
     let commit = stack.remote.push_plugin("git-scm", "1.0.0");
-    let body = stack.remote.push_body(&"0".repeat(40), &commit);
+    let body = push_body(&stack.remote, &"0".repeat(40), &commit);
     let other_branch = String::from_utf8(body.clone())
         .unwrap()
         .replace("refs/heads/main", "refs/heads/feature")
@@ -880,7 +796,7 @@ async fn the_local_workers_plan_and_apply_until_shut_down() {
 async fn the_sqs_workers_plan_and_apply_until_shut_down() {
     let stack = SqsStack::start(30).await;
     let commit = stack.remote.push_plugin("git-scm", "1.0.0");
-    let body = stack.remote.push_body(&"0".repeat(40), &commit);
+    let body = push_body(&stack.remote, &"0".repeat(40), &commit);
     let SqsStack {
         services,
         plan_url,
@@ -972,4 +888,24 @@ async fn a_dry_run_target_plans_a_commit_once_and_never_applies() {
     );
     assert_eq!(poll.enqueued, 0);
     assert!(stack.next_apply().is_none());
+}
+
+/// A GitHub push payload for `remote`'s `main` moving from `before` to `commit`.
+fn push_body(remote: &Remote, before: &str, commit: &str) -> Vec<u8> {
+    json!({
+        "ref": "refs/heads/main",
+        "before": before,
+        "after": commit,
+        "created": false,
+        "deleted": false,
+        "repository": {
+            "full_name": "acme/config",
+            "clone_url": remote.url(),
+            "html_url": remote.url().trim_end_matches(".git"),
+        },
+        "pusher": {"name": "octocat"},
+        "head_commit": {"id": commit},
+    })
+    .to_string()
+    .into_bytes()
 }

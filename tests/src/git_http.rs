@@ -433,6 +433,80 @@ fn base64(input: &[u8]) -> String {
     out
 }
 
+/// A config repository served over smart HTTP as `acme/config.git`: commits are made in
+/// `repo` and pushed to a bare repository the server serves.
+pub struct ServedRepo {
+    pub repo: TestRepo,
+    _root: tempfile::TempDir,
+    bare: PathBuf,
+    server: GitHttpServer,
+}
+
+impl ServedRepo {
+    /// An initial commit (a README only), pushed and served without authentication.
+    pub fn new() -> ServedRepo {
+        let repo = TestRepo::new();
+        repo.write("README.md", "config\n");
+        repo.commit("initial");
+        let root = tempfile::tempdir().expect("temporary directory");
+        let bare = root.path().join("acme/config.git");
+        std::fs::create_dir_all(bare.parent().expect("bare repository has a parent"))
+            .expect("bare repository directory");
+        run_git(
+            root.path(),
+            &[
+                "clone",
+                "--quiet",
+                "--bare",
+                repo.path().to_str().expect("UTF-8 path"),
+                bare.to_str().expect("UTF-8 path"),
+            ],
+        );
+        let server = GitHttpServer::start(root.path(), None);
+        ServedRepo {
+            repo,
+            _root: root,
+            bare,
+            server,
+        }
+    }
+
+    pub fn url(&self) -> String {
+        self.server.url("acme/config.git")
+    }
+
+    /// Commits what was written and pushes it; returns the commit.
+    pub fn push(&self, message: &str) -> String {
+        let commit = self.repo.commit(message);
+        self.repo.git(&[
+            "push",
+            "--quiet",
+            self.bare.to_str().expect("UTF-8 path"),
+            "main",
+        ]);
+        commit
+    }
+
+    /// Commits plugin `name` at `version` and pushes; returns the commit.
+    pub fn push_plugin(&self, name: &str, version: &str) -> String {
+        self.repo.write(
+            &format!("plugins/{name}.yaml"),
+            format!(
+                "apiVersion: ritmo.dev/v1\nkind: Plugin\nmetadata:\n  name: {name}\nspec:\n  \
+                 type: scm\n  binary_path: /opt/ritmo/plugins/{name}\n  version: {version}\n  \
+                 enabled: true\n"
+            ),
+        );
+        self.push(&format!("{name} {version}"))
+    }
+}
+
+impl Default for ServedRepo {
+    fn default() -> Self {
+        ServedRepo::new()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
