@@ -83,11 +83,13 @@ pub enum Metric {
     PollerLag,
     /// A notification (SNS, Slack webhook) that could not be delivered.
     NotificationFailed,
+    /// A function could not connect to PostgreSQL (the stack's database alarm).
+    DatabaseConnectionFailed,
 }
 
 impl Metric {
     /// All metrics, in declaration order.
-    pub const ALL: [Metric; 16] = [
+    pub const ALL: [Metric; 17] = [
         Metric::SyncDuration,
         Metric::PlanDuration,
         Metric::ApplyDuration,
@@ -104,6 +106,7 @@ impl Metric {
         Metric::WebhookIgnored,
         Metric::PollerLag,
         Metric::NotificationFailed,
+        Metric::DatabaseConnectionFailed,
     ];
 
     /// The metric's name in CloudWatch.
@@ -125,6 +128,7 @@ impl Metric {
             Metric::WebhookIgnored => "WebhookIgnored",
             Metric::PollerLag => "PollerLag",
             Metric::NotificationFailed => "NotificationFailed",
+            Metric::DatabaseConnectionFailed => "DatabaseConnectionFailed",
         }
     }
 

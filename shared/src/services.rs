@@ -4,8 +4,8 @@
 use tokio::sync::Mutex;
 
 use crate::config::Settings;
-use crate::crypto::{self, CredentialKeys};
-use crate::metrics::MetricsSink;
+use crate::crypto::{self, CredentialKeys, SecretsManager};
+use crate::metrics::{Metric, MetricsBatch, MetricsSink, UNKNOWN_TARGET};
 use crate::notify::Notifier;
 use crate::queue::Queues;
 use crate::secret_refs::SecretRefChecker;
@@ -23,6 +23,8 @@ pub struct Services {
     pub metrics: MetricsSink,
     /// Where sync failures, drift and pending approvals are announced.
     pub notifier: Notifier,
+    /// Reads the database secret (cached), when the settings name one.
+    database_secrets: Option<SecretsManager>,
 }
 
 impl Services {
@@ -46,11 +48,7 @@ impl Services {
             Some(_) => Some(crypto::secrets_manager().await),
             None => None,
         };
-        let store = Store::connect_with(
-            &DatabaseSettings::from_settings(&settings),
-            secrets.as_ref(),
-        )
-        .await?;
+        let store = open_store(&settings, secrets.as_ref(), &metrics).await?;
         let keys = workflow::credential_keys(&settings).await?;
         let refs = SecretRefChecker::from_settings(&settings).await;
         let notifier = Notifier::from_settings(&settings).await;
@@ -62,6 +60,34 @@ impl Services {
             refs,
             metrics,
             notifier,
+            database_secrets: secrets,
         })
     }
+
+    /// A new database connection, for when the container's one was lost (a Lambda container
+    /// outlives database restarts, failovers and password rotations).
+    pub async fn reconnect(&self) -> Result<Store> {
+        open_store(
+            &self.settings,
+            self.database_secrets.as_ref(),
+            &self.metrics,
+        )
+        .await
+    }
+}
+
+/// Connects as the settings say; a failure is counted in `DatabaseConnectionFailed`, which
+/// the stack's database alarm watches.
+async fn open_store(
+    settings: &Settings,
+    secrets: Option<&SecretsManager>,
+    metrics: &MetricsSink,
+) -> Result<Store> {
+    let connected = Store::connect_with(&DatabaseSettings::from_settings(settings), secrets).await;
+    if connected.is_err() {
+        MetricsBatch::new(UNKNOWN_TARGET)
+            .put(Metric::DatabaseConnectionFailed, 1.0)
+            .emit_to(metrics);
+    }
+    Ok(connected?)
 }

@@ -576,3 +576,27 @@ fn push_credential(remote: &Remote, name: &str, ciphertext: &str) -> String {
     );
     remote.push(&format!("credential {name}"))
 }
+
+#[tokio::test]
+async fn a_failed_database_connection_is_counted_for_the_alarm() {
+    let sink = MetricsSink::capture();
+    let settings = Settings {
+        // Nothing listens on port 1: the connection is refused at once.
+        database_url: Some(SecretString::from(
+            "postgres://postgres@127.0.0.1:1/none".to_string(),
+        )),
+        ..Settings::default()
+    };
+    let (queues, _receivers) = Queues::local();
+
+    let connected = Services::connect(settings, queues, sink.clone()).await;
+
+    assert!(connected.is_err());
+    let lines = sink.lines();
+    assert!(
+        lines
+            .iter()
+            .any(|line| line.contains("\"DatabaseConnectionFailed\"")),
+        "{lines:?}"
+    );
+}

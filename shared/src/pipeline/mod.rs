@@ -33,22 +33,17 @@ pub use requests::{ApproveOutcome, approve_plan, request_sync, resume, rollback}
 pub use webhook::{WebhookReply, accept_webhook};
 pub use workers::{Shutdown, lambda_services, run_local_workers, run_sqs_workers};
 
+use crate::Result;
 use crate::services::Services;
 use crate::store::Store;
-use crate::{Error, Result};
 
 /// The store, reconnected first when its connection was lost (a Lambda container outlives
 /// database restarts and failovers).
 pub(crate) async fn store(services: &Services) -> Result<MutexGuard<'_, Store>> {
     let mut store = services.store.lock().await;
     if store.is_closed() {
-        use secrecy::ExposeSecret;
-        let url =
-            services.settings.database_url.as_ref().ok_or_else(|| {
-                Error::Unsupported("no database configured: set DATABASE_URL".into())
-            })?;
         tracing::warn!("the database connection was lost; reconnecting");
-        *store = Store::connect(url.expose_secret()).await?;
+        *store = services.reconnect().await?;
     }
     Ok(store)
 }
