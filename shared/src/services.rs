@@ -1,7 +1,7 @@
 //! What every function needs once per cold start: settings, a database connection, the queues,
 //! the credential keys and the metrics sink. Built once, shared behind an `Arc`.
 
-use tokio::sync::Mutex;
+use tokio::sync::{Mutex, OnceCell};
 
 use crate::config::Settings;
 use crate::crypto::{self, CredentialKeys, SecretsManager};
@@ -23,8 +23,9 @@ pub struct Services {
     pub metrics: MetricsSink,
     /// Where sync failures, drift and pending approvals are announced.
     pub notifier: Notifier,
-    /// Reads the database secret (cached), when the settings name one.
-    database_secrets: Option<SecretsManager>,
+    /// Reads the service's own secrets (database credentials, webhook secret) with one cache
+    /// per container; built on first use, so a setup naming no secret never loads AWS config.
+    secrets: OnceCell<SecretsManager>,
 }
 
 impl Services {
@@ -44,11 +45,31 @@ impl Services {
         queues: Queues,
         metrics: MetricsSink,
     ) -> Result<Services> {
-        let secrets = match &settings.database_secret_id {
-            Some(_) => Some(crypto::secrets_manager().await),
+        Services::open(settings, queues, metrics, OnceCell::new()).await
+    }
+
+    /// [`connect`](Self::connect) reading the service's secrets through `secrets` (a client
+    /// for another endpoint, a shorter TTL or refresh interval) instead of the default one.
+    pub async fn connect_with_secrets_manager(
+        settings: Settings,
+        queues: Queues,
+        metrics: MetricsSink,
+        secrets: SecretsManager,
+    ) -> Result<Services> {
+        Services::open(settings, queues, metrics, OnceCell::new_with(Some(secrets))).await
+    }
+
+    async fn open(
+        settings: Settings,
+        queues: Queues,
+        metrics: MetricsSink,
+        secrets: OnceCell<SecretsManager>,
+    ) -> Result<Services> {
+        let database_secrets = match &settings.database_secret_id {
+            Some(_) => Some(secrets.get_or_init(crypto::secrets_manager).await),
             None => None,
         };
-        let store = open_store(&settings, secrets.as_ref(), &metrics).await?;
+        let store = open_store(&settings, database_secrets, &metrics).await?;
         let keys = workflow::credential_keys(&settings).await?;
         let refs = SecretRefChecker::from_settings(&settings).await;
         let notifier = Notifier::from_settings(&settings).await;
@@ -60,19 +81,26 @@ impl Services {
             refs,
             metrics,
             notifier,
-            database_secrets: secrets,
+            secrets,
         })
     }
 
+    /// The Secrets Manager reader of this container's own secrets.
+    pub async fn secrets_manager(&self) -> &SecretsManager {
+        self.secrets.get_or_init(crypto::secrets_manager).await
+    }
+
     /// A new database connection, for when the container's one was lost (a Lambda container
-    /// outlives database restarts, failovers and password rotations).
+    /// outlives database restarts, failovers and password rotations). Credentials from a
+    /// secret are read from the cache first; when the server refuses them, the cached secret
+    /// is dropped and read again once (see `store::connect`), so a rotated password is picked
+    /// up here without waiting for the TTL.
     pub async fn reconnect(&self) -> Result<Store> {
-        open_store(
-            &self.settings,
-            self.database_secrets.as_ref(),
-            &self.metrics,
-        )
-        .await
+        let secrets = match &self.settings.database_secret_id {
+            Some(_) => Some(self.secrets_manager().await),
+            None => None,
+        };
+        open_store(&self.settings, secrets, &self.metrics).await
     }
 }
 

@@ -1,9 +1,19 @@
 //! secrets scenarios: `secret_ref` existence checks against moto (per region), database
 //! credentials read from a moto secret and used against the real PostgreSQL, a rotated
-//! password picked up after an authentication failure, and TLS modes against the local
-//! server's certificate.
+//! password picked up after an authentication failure (by `Store::connect_with` and by
+//! `Services::reconnect`), a rotated webhook secret accepted without a redeploy, and TLS modes
+//! against the local server's certificate.
 
 use std::collections::BTreeSet;
+use std::sync::Arc;
+
+use hmac::{Hmac, Mac};
+use ritmo::config::Settings;
+use ritmo::metrics::MetricsSink;
+use ritmo::pipeline::accept_webhook;
+use ritmo::queue::Queues;
+use ritmo::services::Services;
+use secrecy::SecretString;
 
 use aws_sdk_secretsmanager::config::Region;
 use ritmo::crypto::{CredentialKeys, SecretsManager};
@@ -450,4 +460,243 @@ fn generate_unrelated_ca(path: &std::path::Path) {
         .expect("openssl runs");
     assert!(status.success());
     let _ = std::fs::remove_file(key);
+}
+
+// --- webhook secret rotation ----------------------------------------------------------------
+
+const WEBHOOK_SECRET_ID: &str = "ritmo/webhook";
+
+/// A signed GitHub `ping` delivery with a fresh delivery id: verified, recorded, answered 200,
+/// and nothing queued (no target needed).
+fn ping(secret: &str) -> (Vec<(String, String)>, Vec<u8>) {
+    let body = br#"{"zen":"Keep it logically awesome.","hook_id":1}"#.to_vec();
+    let mut mac = Hmac::<sha2::Sha256>::new_from_slice(secret.as_bytes()).unwrap();
+    mac.update(&body);
+    let signature = hex::encode(mac.finalize().into_bytes());
+    let headers = vec![
+        ("X-GitHub-Event".to_owned(), "ping".to_owned()),
+        (
+            "X-GitHub-Delivery".to_owned(),
+            uuid::Uuid::new_v4().to_string(),
+        ),
+        (
+            "X-Hub-Signature-256".to_owned(),
+            format!("sha256={signature}"),
+        ),
+    ];
+    (headers, body)
+}
+
+async fn deliver(services: &Services, secret: &str) -> u16 {
+    let (headers, body) = ping(secret);
+    accept_webhook(services, &headers, &body).await.status
+}
+
+/// Services whose webhook secret is the moto secret [`WEBHOOK_SECRET_ID`], read through
+/// `secrets`.
+async fn webhook_services(db: &TestDb, secrets: SecretsManager) -> Services {
+    let settings = Settings {
+        enabled: true,
+        database_url: Some(SecretString::from(db.url.clone())),
+        webhook_secret_id: Some(WEBHOOK_SECRET_ID.into()),
+        ..Settings::default()
+    };
+    let (queues, _receivers) = Queues::local();
+    Services::connect_with_secrets_manager(settings, queues, MetricsSink::capture(), secrets)
+        .await
+        .unwrap()
+}
+
+async fn rotate(moto: &Moto, id: &str, value: &str) {
+    moto.secrets_manager()
+        .await
+        .put_secret_value()
+        .secret_id(id)
+        .secret_string(value)
+        .send()
+        .await
+        .unwrap();
+}
+
+#[tokio::test]
+async fn a_rotated_webhook_secret_is_accepted_at_once_and_the_previous_one_still_passes() {
+    let moto = Moto::start();
+    let db = TestDb::new().await;
+    create_secret(
+        &moto,
+        "us-east-1",
+        WEBHOOK_SECRET_ID,
+        "whsec-before-rotation",
+    )
+    .await;
+    let secrets = SecretsManager::new(moto.secrets_manager().await);
+    let services = webhook_services(&db, secrets.clone()).await;
+    let before_rotation = deliver(&services, "whsec-before-rotation").await;
+    let reads_before_rotation = secrets.get_secret_value_calls();
+    // The old value becomes AWSPREVIOUS; this container still caches the old pair.
+    rotate(&moto, WEBHOOK_SECRET_ID, "whsec-after-rotation").await;
+
+    let new_secret = deliver(&services, "whsec-after-rotation").await;
+    let reads_after_new = secrets.get_secret_value_calls();
+    let previous_secret = deliver(&services, "whsec-before-rotation").await;
+    let wrong_secret = deliver(&services, "whsec-never-configured").await;
+
+    assert_eq!(before_rotation, 200);
+    assert_eq!(
+        new_secret, 200,
+        "the new secret is accepted before the TTL runs out"
+    );
+    assert_eq!(
+        previous_secret, 200,
+        "the previous secret is still accepted"
+    );
+    assert_eq!(wrong_secret, 401);
+    // AWSCURRENT and AWSPREVIOUS once at start, once more on the first mismatch, and not
+    // again for the wrong signature within the refresh interval.
+    assert_eq!(reads_before_rotation, 2);
+    assert_eq!(reads_after_new, 4);
+    assert_eq!(secrets.get_secret_value_calls(), 4);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_burst_of_bad_signatures_reads_the_webhook_secret_again_at_most_once() {
+    let moto = Moto::start();
+    let db = TestDb::new().await;
+    create_secret(&moto, "us-east-1", WEBHOOK_SECRET_ID, "whsec-real").await;
+    let secrets = SecretsManager::new(moto.secrets_manager().await);
+    let services = Arc::new(webhook_services(&db, secrets.clone()).await);
+    let warm = deliver(&services, "whsec-real").await;
+    let reads_when_warm = secrets.get_secret_value_calls();
+
+    let mut burst = tokio::task::JoinSet::new();
+    for n in 0..24 {
+        let services = services.clone();
+        burst.spawn(async move { deliver(&services, &format!("whsec-forged-{n}")).await });
+    }
+    let statuses: Vec<u16> = burst.join_all().await;
+
+    assert_eq!(warm, 200);
+    assert_eq!(statuses, vec![401; 24]);
+    // One re-read is AWSCURRENT plus AWSPREVIOUS: two calls, whatever the burst's size.
+    assert_eq!(secrets.get_secret_value_calls() - reads_when_warm, 2);
+}
+
+#[tokio::test]
+async fn a_webhook_secret_never_rotated_has_no_previous_version_and_still_verifies() {
+    let moto = Moto::start();
+    create_secret(&moto, "us-east-1", WEBHOOK_SECRET_ID, "whsec-only").await;
+    let secrets = SecretsManager::new(moto.secrets_manager().await);
+
+    let values = secrets
+        .current_and_previous(WEBHOOK_SECRET_ID)
+        .await
+        .unwrap();
+    let refreshed = secrets
+        .refresh_current_and_previous(WEBHOOK_SECRET_ID)
+        .await
+        .unwrap();
+    let throttled = secrets
+        .refresh_current_and_previous(WEBHOOK_SECRET_ID)
+        .await
+        .unwrap();
+    let missing = secrets.current_and_previous("ritmo/no-such-secret").await;
+
+    use secrecy::ExposeSecret as _;
+    let exposed: Vec<&str> = values.iter().map(|v| v.expose_secret()).collect();
+    assert_eq!(exposed, ["whsec-only"]);
+    assert_eq!(refreshed.map(|v| v.len()), Some(1));
+    assert!(throttled.is_none());
+    assert!(
+        matches!(
+            missing,
+            Err(ritmo::crypto::CryptoError::SecretNotFound { .. })
+        ),
+        "{missing:?}"
+    );
+}
+
+// --- database password rotation through Services::reconnect --------------------------------
+
+async fn drop_role(name: &str) {
+    admin()
+        .await
+        .batch_execute(&format!("DROP ROLE IF EXISTS \"{name}\""))
+        .await
+        .unwrap();
+}
+
+/// Regression for the rotation path of a long-lived container: the store's connection is lost
+/// after the database secret rotated, and `Services::reconnect` (what every workflow calls on
+/// a closed connection) must not keep presenting the cached, retired credentials.
+///
+/// The local server authenticates loopback connections by `trust`, so a changed password
+/// alone is never refused there; the retired credentials are refused by making their role
+/// `NOLOGIN` (SQLSTATE 28000, the same class-28 refusal as a wrong password's 28P01), and the
+/// rotation moves to a second role as RDS's alternating-users rotation does.
+#[tokio::test]
+async fn services_reconnect_reads_a_rotated_database_secret_after_the_old_one_is_refused() {
+    let moto = Moto::start();
+    let db = TestDb::new().await;
+    let role = Role::create(&db).await;
+    let successor = format!("{}_next", role.name);
+    admin()
+        .await
+        .batch_execute(&format!(
+            "CREATE ROLE \"{successor}\" LOGIN PASSWORD 'planted-rotated-password-1c9e'
+                IN ROLE \"{}\";",
+            role.name
+        ))
+        .await
+        .unwrap();
+    create_secret(
+        &moto,
+        "us-east-1",
+        "rds!db-rotating",
+        &rds_secret(&role.name, &db),
+    )
+    .await;
+    let secrets = SecretsManager::new(moto.secrets_manager().await);
+    let settings = Settings {
+        database_secret_id: Some("rds!db-rotating".into()),
+        database_sslmode: Some(SslMode::Disable),
+        ..Settings::default()
+    };
+    let (queues, _receivers) = Queues::local();
+    let services = Services::connect_with_secrets_manager(
+        settings,
+        queues,
+        MetricsSink::capture(),
+        secrets.clone(),
+    )
+    .await
+    .unwrap();
+    let reads_at_start = secrets.get_secret_value_calls();
+    // Rotation: the old credentials are retired, the secret names the new ones, and the
+    // container's connection drops (a failover, an idle timeout).
+    let mut rotated =
+        serde_json::from_str::<serde_json::Value>(&rds_secret(&successor, &db)).unwrap();
+    rotated["password"] = "planted-rotated-password-1c9e".into();
+    rotate(&moto, "rds!db-rotating", &rotated.to_string()).await;
+    admin()
+        .await
+        .batch_execute(&format!(
+            "ALTER ROLE \"{0}\" NOLOGIN PASSWORD 'planted-retired-password-77d0';
+             SELECT pg_terminate_backend(pid) FROM pg_stat_activity
+              WHERE usename = '{0}' AND datname = '{1}';",
+            role.name, db.name
+        ))
+        .await
+        .unwrap();
+
+    let reconnected = services.reconnect().await;
+
+    let store = reconnected.unwrap();
+    assert!(store.targets().await.unwrap().is_empty());
+    assert_eq!(ritmo_sessions(&db).await, [(successor.clone(), false)]);
+    // The cached secret was tried (refused), then read again once.
+    assert_eq!(secrets.get_secret_value_calls(), reads_at_start + 1);
+    drop(store);
+    drop(services);
+    role.drop_after(db).await;
+    drop_role(&successor).await;
 }

@@ -3,9 +3,8 @@
 //! only move headers, body and the [`WebhookReply`] in and out.
 
 use chrono::Utc;
-use secrecy::SecretString;
+use secrecy::{ExposeSecret, SecretString};
 use serde_json::{Value, json};
-use tokio::sync::OnceCell;
 
 use crate::crypto::{self, SecretsManager};
 use crate::message::{PlanRequest, Trigger};
@@ -38,6 +37,9 @@ impl WebhookReply {
 ///
 /// - body over the limit → 413; no secret configured → 500; unknown provider or malformed
 ///   body → 400; missing or wrong signature → 401; all with `{"error", "message"}`;
+/// - a signature matching neither the current nor the previous version of a Secrets Manager
+///   secret → the secret is read again past the cache (at most once per refresh interval per
+///   process, so forged requests cannot drive AWS calls) and the delivery checked once more;
 /// - a delivery id seen before → 200 `{"status": "duplicate"}`, nothing queued;
 /// - ping → 200 `{"status": "ok"}`;
 /// - tag push, branch deletion, other event, other branch, unknown repository → 202
@@ -87,20 +89,38 @@ async fn accept(services: &Services, headers: &[(String, String)], body: &[u8]) 
             format!("the body is over the {MAX_BODY_BYTES}-byte limit"),
         );
     }
-    let secrets = match webhook_secrets(services).await {
+    let source = WebhookSecret::of(services).await;
+    let secrets = match source.values().await {
         Ok(secrets) => secrets,
-        Err(error) => {
-            tracing::error!(%error, "cannot read the webhook secret");
-            let status = if error.is_retryable() { 503 } else { 500 };
-            return WebhookReply::error(
-                status,
-                "secret_unavailable",
-                "the webhook secret cannot be read",
-            );
-        }
+        Err(error) => return secret_unavailable(&error),
     };
     let delivery = match webhook::receive(headers, body, &secrets) {
         Ok(delivery) => delivery,
+        Err(mismatch @ WebhookError::BadSignature { .. }) => {
+            match source.refreshed().await {
+                Ok(Some(fresh)) => match webhook::receive(headers, body, &fresh) {
+                    Ok(delivery) => {
+                        tracing::info!(
+                            "webhook verified with the secret read again after a rotation"
+                        );
+                        delivery
+                    }
+                    Err(error) => {
+                        tracing::warn!(code = error.code(), %error, "webhook refused");
+                        return reject(&error);
+                    }
+                },
+                Ok(None) => {
+                    tracing::warn!(code = mismatch.code(), error = %mismatch, "webhook refused");
+                    return reject(&mismatch);
+                }
+                Err(error) => {
+                    // The signature matched nothing we know; the sender learns only that.
+                    tracing::error!(%error, "cannot read the webhook secret again");
+                    return reject(&mismatch);
+                }
+            }
+        }
         Err(error) => {
             tracing::warn!(code = error.code(), %error, "webhook refused");
             return reject(&error);
@@ -232,26 +252,62 @@ fn ignore_reason(services: &Services, delivery: &Delivery) -> String {
     }
 }
 
-/// The accepted secrets: the configured value, else the Secrets Manager secret (read once per
-/// container and cached by `SecretsManager`'s TTL, so a rotation is picked up).
-async fn webhook_secrets(services: &Services) -> Result<Vec<SecretString>, crypto::CryptoError> {
-    use secrecy::ExposeSecret;
+fn secret_unavailable(error: &crypto::CryptoError) -> WebhookReply {
+    tracing::error!(%error, "cannot read the webhook secret");
+    let status = if error.is_retryable() { 503 } else { 500 };
+    WebhookReply::error(
+        status,
+        "secret_unavailable",
+        "the webhook secret cannot be read",
+    )
+}
 
-    if let Some(secret) = &services.settings.webhook_secret
-        && !secret.expose_secret().is_empty()
-    {
-        return Ok(vec![secret.clone()]);
+/// Where the webhook secret comes from: the settings (fixed), Secrets Manager, or nowhere.
+enum WebhookSecret<'a> {
+    Configured(&'a SecretString),
+    Managed {
+        manager: &'a SecretsManager,
+        id: &'a str,
+    },
+    Missing,
+}
+
+impl<'a> WebhookSecret<'a> {
+    async fn of(services: &'a Services) -> WebhookSecret<'a> {
+        if let Some(secret) = &services.settings.webhook_secret
+            && !secret.expose_secret().is_empty()
+        {
+            return WebhookSecret::Configured(secret);
+        }
+        match &services.settings.webhook_secret_id {
+            Some(id) => WebhookSecret::Managed {
+                manager: services.secrets_manager().await,
+                id,
+            },
+            None => WebhookSecret::Missing,
+        }
     }
-    let Some(id) = &services.settings.webhook_secret_id else {
-        return Ok(Vec::new());
-    };
-    static SECRETS_MANAGER: OnceCell<SecretsManager> = OnceCell::const_new();
-    let manager = SECRETS_MANAGER
-        .get_or_init(|| async {
-            SecretsManager::new(aws_sdk_secretsmanager::Client::new(
-                &crypto::aws_config().await,
-            ))
-        })
-        .await;
-    Ok(vec![manager.get_string(id).await?])
+
+    /// The accepted secrets: the configured value, or the secret's `AWSCURRENT` and
+    /// `AWSPREVIOUS` versions (cached for the TTL), so deliveries signed with either pass
+    /// while a rotation reaches the sender.
+    async fn values(&self) -> Result<Vec<SecretString>, crypto::CryptoError> {
+        match self {
+            WebhookSecret::Configured(secret) => Ok(vec![(*secret).clone()]),
+            WebhookSecret::Managed { manager, id } => manager.current_and_previous(id).await,
+            WebhookSecret::Missing => Ok(Vec::new()),
+        }
+    }
+
+    /// After a signature matched none of [`values`](Self::values): the versions read again
+    /// past the cache (a rotation newer than the cache), or `None` when there is nothing to
+    /// re-read or the process did so less than the refresh interval ago.
+    async fn refreshed(&self) -> Result<Option<Vec<SecretString>>, crypto::CryptoError> {
+        match self {
+            WebhookSecret::Managed { manager, id } => {
+                manager.refresh_current_and_previous(id).await
+            }
+            WebhookSecret::Configured(_) | WebhookSecret::Missing => Ok(None),
+        }
+    }
 }
