@@ -3,8 +3,13 @@
 //! repository, the database password), then the `ritmo` CLI runs validate, plan, sync and
 //! rotate-credentials with `-vv`, and failing cases (wrong master key, tampered and swapped
 //! ciphertexts, an unreachable database, a wrong git token, a bad webhook signature, a refused
-//! database secret) run in-process under a DEBUG subscriber. None of the planted values may
-//! appear in any stdout, stderr, log line, error message, or row of any table.
+//! database secret) run in-process under a DEBUG subscriber. A second scenario runs
+//! `ritmo serve` (`RUST_LOG=debug`, SQS queues in moto) and drives it over HTTP: a webhook with
+//! a bad signature, a good one, a manual sync of a target whose git token is wrong, and the
+//! status, history, plan and credential reads; then the same pipeline runs in-process on
+//! queues nobody consumes, so every plan and apply message can be read back (queues and
+//! DLQs). None of the planted values, nor their base64 or hex forms, may appear in any stdout,
+//! stderr, log line, error message, API answer, queued message, or row of any table.
 //!
 //! The CLI is `target/debug/ritmo`, next to this test binary's directory: build it first
 //! (`cargo build -p ritmo-cli`); the test says so when it is missing.
@@ -559,4 +564,596 @@ fn described(label: &str, error: &(dyn std::error::Error + 'static)) -> (String,
         source = cause.source();
     }
     (label.to_owned(), text)
+}
+
+// --- `ritmo serve` and queued messages ---------------------------------------------------
+
+/// How long `ritmo serve` may take to come up, or a sync to finish, on a loaded 2-core machine
+/// before the test gives up (a deadline to stop waiting, not an assertion about speed).
+/// Where `ritmo serve` takes webhooks (the webhook function's default path).
+const WEBHOOK_PATH: &str = "/webhooks/gitops";
+
+const SERVE_DEADLINE: std::time::Duration = std::time::Duration::from_secs(180);
+
+/// A FIFO queue `name` with its dead-letter queue (`<name>-dlq`, after two receives): the
+/// queue's URL and the DLQ's.
+async fn fifo_with_dlq(sqs: &aws_sdk_sqs::Client, name: &str) -> (String, String) {
+    use aws_sdk_sqs::types::QueueAttributeName;
+    let dlq = sqs
+        .create_queue()
+        .queue_name(format!("{name}-dlq.fifo"))
+        .attributes(QueueAttributeName::FifoQueue, "true")
+        .send()
+        .await
+        .unwrap()
+        .queue_url
+        .unwrap();
+    let dlq_arn = sqs
+        .get_queue_attributes()
+        .queue_url(&dlq)
+        .attribute_names(QueueAttributeName::QueueArn)
+        .send()
+        .await
+        .unwrap()
+        .attributes
+        .unwrap()
+        .remove(&QueueAttributeName::QueueArn)
+        .unwrap();
+    let queue = sqs
+        .create_queue()
+        .queue_name(format!("{name}.fifo"))
+        .attributes(QueueAttributeName::FifoQueue, "true")
+        .attributes(QueueAttributeName::ContentBasedDeduplication, "false")
+        .attributes(QueueAttributeName::VisibilityTimeout, "30")
+        .attributes(
+            QueueAttributeName::RedrivePolicy,
+            serde_json::json!({"deadLetterTargetArn": dlq_arn, "maxReceiveCount": "2"}).to_string(),
+        )
+        .send()
+        .await
+        .unwrap()
+        .queue_url
+        .unwrap();
+    (queue, dlq)
+}
+
+/// Every message in `queue_url`, received and deleted until the queue answers none (a FIFO
+/// queue hands out the next message of a group only once the one before is gone): bodies
+/// first, then attributes and message attributes, as text.
+async fn drain_queue(sqs: &aws_sdk_sqs::Client, queue_url: &str) -> Vec<String> {
+    use aws_sdk_sqs::types::MessageSystemAttributeName;
+    let mut messages = Vec::new();
+    loop {
+        let received = sqs
+            .receive_message()
+            .queue_url(queue_url)
+            .max_number_of_messages(10)
+            .visibility_timeout(300)
+            .message_system_attribute_names(MessageSystemAttributeName::All)
+            .message_attribute_names("All")
+            .send()
+            .await
+            .unwrap();
+        let batch = received.messages.unwrap_or_default();
+        if batch.is_empty() {
+            return messages;
+        }
+        for message in batch {
+            if let Some(receipt) = &message.receipt_handle {
+                sqs.delete_message()
+                    .queue_url(queue_url)
+                    .receipt_handle(receipt)
+                    .send()
+                    .await
+                    .unwrap();
+            }
+            messages.push(format!(
+                "{}\n{:?}\n{:?}",
+                message.body.as_deref().unwrap_or_default(),
+                message.attributes,
+                message.message_attributes
+            ));
+        }
+    }
+}
+
+/// A GitHub push of `commit` to `main` of `repo_url`, signed with `secret`.
+fn signed_push(repo_url: &str, commit: &str, secret: &str) -> (Vec<(String, String)>, Vec<u8>) {
+    use hmac::Mac as _;
+    let body = serde_json::json!({
+        "ref": "refs/heads/main",
+        "before": "0000000000000000000000000000000000000000",
+        "after": commit,
+        "repository": {"full_name": "acme/config", "clone_url": repo_url},
+        "pusher": {"name": "alice"},
+    })
+    .to_string()
+    .into_bytes();
+    let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(secret.as_bytes()).unwrap();
+    mac.update(&body);
+    let signature = hex(&mac.finalize().into_bytes());
+    let headers = vec![
+        ("Content-Type".to_owned(), "application/json".to_owned()),
+        ("X-GitHub-Event".to_owned(), "push".to_owned()),
+        (
+            "X-GitHub-Delivery".to_owned(),
+            uuid::Uuid::new_v4().to_string(),
+        ),
+        (
+            "X-Hub-Signature-256".to_owned(),
+            format!("sha256={signature}"),
+        ),
+    ];
+    (headers, body)
+}
+
+/// One HTTP/1.1 request to `127.0.0.1:port` (`Connection: close`): the status and the body
+/// (de-chunked). `None` when nothing answers.
+fn http(
+    port: u16,
+    method: &str,
+    path: &str,
+    headers: &[(String, String)],
+    body: &[u8],
+) -> Option<(u16, String)> {
+    use std::io::Read as _;
+    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
+    stream
+        .set_read_timeout(Some(std::time::Duration::from_secs(60)))
+        .ok()?;
+    let mut request = format!(
+        "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nConnection: close\r\nContent-Length: {}\r\n",
+        body.len()
+    );
+    for (name, value) in headers {
+        request.push_str(&format!("{name}: {value}\r\n"));
+    }
+    request.push_str("\r\n");
+    stream.write_all(request.as_bytes()).ok()?;
+    stream.write_all(body).ok()?;
+    let mut response = Vec::new();
+    stream.read_to_end(&mut response).ok()?;
+    let text = String::from_utf8_lossy(&response).into_owned();
+    let (head, rest) = text.split_once("\r\n\r\n")?;
+    let status = head.get(9..12)?.parse().ok()?;
+    let chunked = head
+        .to_ascii_lowercase()
+        .contains("transfer-encoding: chunked");
+    Some((
+        status,
+        if chunked {
+            dechunk(rest)
+        } else {
+            rest.to_owned()
+        },
+    ))
+}
+
+fn dechunk(mut rest: &str) -> String {
+    let mut body = String::new();
+    while let Some((size, after)) = rest.split_once("\r\n") {
+        let Ok(size) = usize::from_str_radix(size.trim(), 16) else {
+            break;
+        };
+        if size == 0 || after.len() < size {
+            break;
+        }
+        body.push_str(&after[..size]);
+        rest = after[size..].trim_start_matches("\r\n");
+    }
+    body
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|listener| listener.local_addr())
+        .map(|addr| addr.port())
+        .unwrap()
+}
+
+/// The bootstrap file of the serve scenario: target `good` on an open server with the git
+/// token, target `locked` on a server demanding another token, given the wrong one. The
+/// tokens come from the environment through `${…}`, as an operator's file would take them.
+fn serve_bootstrap(dir: &Path, open_url: &str, locked_url: &str) -> PathBuf {
+    let path = dir.join("gitops-bootstrap.yaml");
+    std::fs::write(
+        &path,
+        format!(
+            "gitops:
+  enabled: true
+  sync:
+    interval: 3600
+    auto_apply: true
+  targets:
+    - name: good
+      repository: {{url: \"{open_url}\", branch: main}}
+      authentication: {{type: token, token: \"${{LEAK_GIT_TOKEN}}\"}}
+    - name: locked
+      repository: {{url: \"{locked_url}\", branch: main}}
+      authentication: {{type: token, token: \"${{LEAK_WRONG_GIT_TOKEN}}\"}}
+"
+        ),
+    )
+    .unwrap();
+    path
+}
+
+/// The environment both the served process and the in-process pipeline get: every planted
+/// secret, the bootstrap file, moto's endpoint and the queues.
+fn serve_env(
+    bootstrap: &Path,
+    database_url: &str,
+    moto: &Moto,
+    queues: (&str, &str),
+    cache: &Path,
+) -> Vec<(String, String)> {
+    [
+        ("RITMO_GITOPS_BOOTSTRAP", bootstrap.to_str().unwrap()),
+        ("LEAK_GIT_TOKEN", GIT_TOKEN),
+        ("LEAK_WRONG_GIT_TOKEN", WRONG_GIT_TOKEN),
+        ("RITMO_MASTER_ENCRYPTION_KEY", MASTER_KEY),
+        ("RITMO_GITOPS_WEBHOOK_SECRET", WEBHOOK_SECRET),
+        ("RITMO_GITOPS_CACHE_DIR", cache.to_str().unwrap()),
+        ("DATABASE_URL", database_url),
+        ("AWS_ENDPOINT_URL", moto.endpoint()),
+        ("AWS_REGION", ritmo_tests::moto::REGION),
+        ("AWS_ACCESS_KEY_ID", "testing"),
+        ("AWS_SECRET_ACCESS_KEY", "testing"),
+        ("RITMO_GITOPS_PLAN_QUEUE_URL", queues.0),
+        ("RITMO_GITOPS_APPLY_QUEUE_URL", queues.1),
+    ]
+    .into_iter()
+    .map(|(name, value)| (name.to_owned(), value.to_owned()))
+    .collect()
+}
+
+/// `ritmo serve` with debug logging, its stdout and stderr going to files; killed on drop.
+struct Served {
+    child: std::process::Child,
+    port: u16,
+    stdout: PathBuf,
+    stderr: PathBuf,
+}
+
+impl Served {
+    fn start(env: &[(String, String)], logs: &Path) -> Served {
+        let port = free_port();
+        let stdout = logs.join("serve.stdout");
+        let stderr = logs.join("serve.stderr");
+        let mut command = Command::new(ritmo_binary());
+        for (name, _) in std::env::vars() {
+            if name.starts_with("RITMO_")
+                || name.starts_with("AWS_")
+                || name.starts_with("DATABASE_")
+                || name == "RUST_LOG"
+            {
+                command.env_remove(name);
+            }
+        }
+        let child = command
+            .args(["-v", "serve", "--listen", &format!("127.0.0.1:{port}")])
+            .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+            .env("RUST_LOG", "debug")
+            .env("NO_COLOR", "1")
+            .stdin(Stdio::null())
+            .stdout(std::fs::File::create(&stdout).unwrap())
+            .stderr(std::fs::File::create(&stderr).unwrap())
+            .spawn()
+            .expect("ritmo serve starts");
+        let mut served = Served {
+            child,
+            port,
+            stdout,
+            stderr,
+        };
+        served.wait_until(|served| matches!(served.get("/health/live"), Some((200, _))));
+        served
+    }
+
+    fn get(&self, path: &str) -> Option<(u16, String)> {
+        http(self.port, "GET", path, &[], b"")
+    }
+
+    fn post(&self, path: &str, headers: &[(String, String)], body: &[u8]) -> (u16, String) {
+        http(self.port, "POST", path, headers, body)
+            .unwrap_or_else(|| panic!("POST {path}: no answer\n{}", self.output()))
+    }
+
+    /// Polls `ready` until it holds; panics with the server's output when the process exits
+    /// or the deadline passes.
+    fn wait_until(&mut self, ready: impl Fn(&Served) -> bool) {
+        let deadline = std::time::Instant::now() + SERVE_DEADLINE;
+        loop {
+            if ready(self) {
+                return;
+            }
+            if let Ok(Some(status)) = self.child.try_wait() {
+                panic!("ritmo serve exited ({status})\n{}", self.output());
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "gave up waiting on ritmo serve\n{}",
+                self.output()
+            );
+            std::thread::sleep(std::time::Duration::from_millis(200));
+        }
+    }
+
+    /// SIGTERM, then waits for the graceful shutdown (SIGKILL after the deadline).
+    fn stop(&mut self) {
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
+        let deadline = std::time::Instant::now() + SERVE_DEADLINE;
+        while matches!(self.child.try_wait(), Ok(None)) && std::time::Instant::now() < deadline {
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    fn output(&self) -> String {
+        format!(
+            "--- stdout\n{}\n--- stderr\n{}",
+            std::fs::read_to_string(&self.stdout).unwrap_or_default(),
+            std::fs::read_to_string(&self.stderr).unwrap_or_default()
+        )
+    }
+}
+
+impl Drop for Served {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The runs `history` lists for `target`, as JSON.
+fn runs_of(served: &Served, target: &str) -> Vec<serde_json::Value> {
+    served
+        .get(&format!("/api/v1/gitops/sync/history?target={target}"))
+        .and_then(|(status, body)| (status == 200).then_some(body))
+        .and_then(|body| serde_json::from_str::<serde_json::Value>(&body).ok())
+        .and_then(|page| page["runs"].as_array().cloned())
+        .unwrap_or_default()
+}
+
+fn has_run(served: &Served, target: &str, status: &str) -> bool {
+    runs_of(served, target)
+        .iter()
+        .any(|run| run["status"] == status)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_planted_secret_reaches_serve_output_api_answers_or_queued_messages() {
+    capture_logs();
+    let moto = Moto::start();
+    let sqs = aws_sdk_sqs::Client::new(&moto.sdk_config().await);
+    let db = TestDb::new().await;
+    let database_url = with_password(&db.url);
+    let repo = TestRepo::new();
+    let keyring = MasterKeyring::parse(MASTER_KEY).unwrap();
+    let registry_value = keyring
+        .encrypt(Some("registry"), PLAINTEXT.as_bytes())
+        .unwrap();
+    repo.write(
+        "credentials/registry.yaml",
+        credential_yaml("registry", &registry_value),
+    );
+    let commit = repo.commit("credentials");
+    // Two bare copies under one root: `acme/config` served openly, `acme/locked` behind the
+    // git token (the webhook matches repositories by host and path, so their paths differ).
+    let root = tempfile::tempdir().unwrap();
+    let bare = |name: &str| {
+        let path = root.path().join(format!("acme/{name}.git"));
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        ritmo_tests::git_http::run_git(
+            root.path(),
+            &[
+                "clone",
+                "--quiet",
+                "--bare",
+                repo.path().to_str().unwrap(),
+                path.to_str().unwrap(),
+            ],
+        );
+        path
+    };
+    let config_bare = bare("config");
+    bare("locked");
+    let open = GitHttpServer::start(root.path(), None);
+    let locked = GitHttpServer::start(root.path(), Some(("x-access-token", GIT_TOKEN)));
+    let (open_url, locked_url) = (open.url("acme/config.git"), locked.url("acme/locked.git"));
+    let dir = tempfile::tempdir().unwrap();
+    let bootstrap = serve_bootstrap(dir.path(), &open_url, &locked_url);
+    let mut texts: Vec<(String, String)> = Vec::new();
+
+    // 1. `ritmo serve` on SQS queues in moto, driven over HTTP.
+    let (plan_queue, plan_dlq) = fifo_with_dlq(&sqs, "leak-serve-plan").await;
+    let (apply_queue, apply_dlq) = fifo_with_dlq(&sqs, "leak-serve-apply").await;
+    let env = serve_env(
+        &bootstrap,
+        &database_url,
+        &moto,
+        (&plan_queue, &apply_queue),
+        &dir.path().join("serve-cache"),
+    );
+    let mut served = Served::start(&env, dir.path());
+    let mut answers = Vec::new();
+    let (bad_headers, bad_body) = signed_push(&open_url, &commit, "planted-forged-secret");
+    answers.push((
+        "webhook with a bad signature",
+        served.post(WEBHOOK_PATH, &bad_headers, &bad_body),
+    ));
+    let (headers, body) = signed_push(&open_url, &commit, WEBHOOK_SECRET);
+    answers.push(("webhook", served.post(WEBHOOK_PATH, &headers, &body)));
+    let json = vec![("Content-Type".to_owned(), "application/json".to_owned())];
+    answers.push((
+        "manual sync with the wrong token",
+        served.post("/api/v1/gitops/sync", &json, br#"{"target":"locked"}"#),
+    ));
+    served.wait_until(|s| has_run(s, "good", "succeeded") && has_run(s, "locked", "failed"));
+    let mut reads = vec![
+        "/api/v1/gitops/status".to_owned(),
+        "/api/v1/gitops/sync/history".to_owned(),
+        "/api/v1/credentials".to_owned(),
+        "/api/v1/credentials/registry".to_owned(),
+    ];
+    for target in ["good", "locked"] {
+        for run in runs_of(&served, target) {
+            reads.push(format!(
+                "/api/v1/gitops/plans/{}",
+                run["id"].as_str().unwrap()
+            ));
+        }
+    }
+    let read_answers: Vec<(String, (u16, String))> = reads
+        .iter()
+        .map(|path| (format!("GET {path}"), served.get(path).unwrap()))
+        .collect();
+    served.stop();
+
+    assert_eq!(answers[0].1.0, 401, "{:?}", answers[0]);
+    assert_eq!(answers[1].1.0, 202, "{:?}", answers[1]);
+    assert!(answers[1].1.1.contains("\"good\""), "{:?}", answers[1]);
+    assert_eq!(answers[2].1.0, 202, "{:?}", answers[2]);
+    assert!(
+        read_answers.iter().all(|(_, (status, _))| *status == 200),
+        "{read_answers:?}"
+    );
+    // Built alone, the binary will not send credentials over plain http (the refusal comes
+    // before the token would be sent); built with the tests' feature unified in (`cargo test
+    // --workspace`), it sends the wrong token and the server answers 401. Either way the run
+    // fails and says where, never with what.
+    let locked_runs = runs_of_text(&read_answers, "locked");
+    assert!(
+        locked_runs.contains(&format!("`{locked_url}`"))
+            && (locked_runs.contains("authentication") || locked_runs.contains("credentials")),
+        "the locked target's run says why: {locked_runs}"
+    );
+    let serve_output = served.output();
+    assert!(serve_output.contains("DEBUG"), "serve logs at debug level");
+    texts.push(("serve stdout and stderr".into(), serve_output));
+    for (label, (status, body)) in answers
+        .iter()
+        .map(|(l, a)| (l.to_string(), a))
+        .chain(read_answers.iter().map(|(l, a)| (l.clone(), a)))
+    {
+        texts.push((format!("{label} answer ({status})"), body.clone()));
+    }
+    for (label, url) in [
+        ("serve plan queue", &plan_queue),
+        ("serve plan DLQ", &plan_dlq),
+        ("serve apply queue", &apply_queue),
+        ("serve apply DLQ", &apply_dlq),
+    ] {
+        for message in drain_queue(&sqs, url).await {
+            texts.push((label.to_owned(), message));
+        }
+    }
+
+    // 2. The same pipeline in-process on queues nobody consumes, so every message it queues
+    // can be read back: the webhook's and the API's plan requests, then the apply requests
+    // the planner queues from them.
+    let (plan_queue, plan_dlq) = fifo_with_dlq(&sqs, "leak-pipeline-plan").await;
+    let (apply_queue, apply_dlq) = fifo_with_dlq(&sqs, "leak-pipeline-apply").await;
+    let env: std::collections::BTreeMap<String, String> = serve_env(
+        &bootstrap,
+        &database_url,
+        &moto,
+        (&plan_queue, &apply_queue),
+        &dir.path().join("pipeline-cache"),
+    )
+    .into_iter()
+    .collect();
+    let settings =
+        ritmo::config::Settings::load(Some(&bootstrap), &ritmo::config::env_from_map(env)).unwrap();
+    let queues = ritmo::queue::Queues::sqs(sqs.clone(), plan_queue.clone(), apply_queue.clone());
+    let services = ritmo::services::Services::connect(
+        settings,
+        queues,
+        ritmo::metrics::MetricsSink::capture(),
+    )
+    .await
+    .unwrap();
+    let second_value = keyring
+        .encrypt(Some("second"), PLAINTEXT.as_bytes())
+        .unwrap();
+    repo.write(
+        "credentials/second.yaml",
+        credential_yaml("second", &second_value),
+    );
+    let commit = repo.commit("a second credential");
+    repo.git(&["push", "--quiet", config_bare.to_str().unwrap(), "main"]);
+    let (headers, body) = signed_push(&open_url, &commit, WEBHOOK_SECRET);
+    let accepted = ritmo::pipeline::accept_webhook(&services, &headers, &body).await;
+    let requested = ritmo::pipeline::request_sync(&services, None, Some("leak".into()), false)
+        .await
+        .unwrap();
+    let plan_messages = drain_queue(&sqs, &plan_queue).await;
+    for message in &plan_messages {
+        let body = message.lines().next().unwrap();
+        ritmo::pipeline::sqs::plan_message(&services, body).await;
+    }
+    let apply_messages = drain_queue(&sqs, &apply_queue).await;
+    for message in &apply_messages {
+        let body = message.lines().next().unwrap();
+        ritmo::pipeline::sqs::apply_message(&services, body).await;
+    }
+
+    assert_eq!(accepted.status, 202, "{:?}", accepted.body);
+    assert_eq!(requested.len(), 2);
+    assert_eq!(plan_messages.len(), 3, "{plan_messages:#?}");
+    assert!(
+        !apply_messages.is_empty(),
+        "the good target's plans are queued for apply"
+    );
+    texts.push((
+        "in-process webhook answer".into(),
+        accepted.body.to_string(),
+    ));
+    for message in plan_messages {
+        texts.push(("pipeline plan queue".into(), message));
+    }
+    for message in apply_messages {
+        texts.push(("pipeline apply queue".into(), message));
+    }
+    for (label, url) in [
+        ("pipeline plan DLQ", &plan_dlq),
+        ("pipeline apply DLQ", &apply_dlq),
+        ("pipeline plan queue after", &plan_queue),
+        ("pipeline apply queue after", &apply_queue),
+    ] {
+        for message in drain_queue(&sqs, url).await {
+            texts.push((label.to_owned(), message));
+        }
+    }
+    drop(services);
+
+    let rows = dump_tables(&db).await;
+    assert!(
+        rows.iter().any(|(_, row)| row.contains(&registry_value)),
+        "the ciphertext (never the plaintext) is stored"
+    );
+    // In-process the tests' feature lets the wrong token be sent: the server refused it.
+    assert!(
+        rows.iter().any(|(label, row)| label.ends_with(".sync_runs")
+            && row.contains(&format!("authentication to `{locked_url}` failed"))),
+        "the wrong git token was sent and refused"
+    );
+    texts.extend(rows);
+    texts.push(("in-process logs".into(), captured_logs()));
+    assert_no_planted_value(&texts);
+}
+
+/// The `GET /api/v1/gitops/plans/{id}` answers, concatenated, of `target`'s runs.
+fn runs_of_text(answers: &[(String, (u16, String))], target: &str) -> String {
+    answers
+        .iter()
+        .filter(|(label, (_, body))| {
+            label.contains("/plans/") && body.contains(&format!("\"target\":\"{target}\""))
+        })
+        .map(|(_, (_, body))| body.as_str())
+        .collect::<Vec<_>>()
+        .join("\n")
 }
