@@ -35,6 +35,10 @@ use ritmo_tests::moto::Moto;
 const GIT_TOKEN: &str = "planted-git-token-3d9a61c0";
 const WRONG_GIT_TOKEN: &str = "planted-wrong-git-token-77e0";
 const WEBHOOK_SECRET: &str = "planted-webhook-secret-b41f";
+/// The webhook secret's `AWSPREVIOUS` version in the serve scenario.
+const PREVIOUS_WEBHOOK_SECRET: &str = "planted-previous-webhook-secret-5a0e";
+/// The Secrets Manager secret (in moto) `ritmo serve` reads the webhook secret from.
+const WEBHOOK_SECRET_ID: &str = "ritmo/leak-webhook";
 /// Exactly 32 bytes: a raw master key.
 const MASTER_KEY: &str = "planted-master-key-0123456789abc";
 const NEW_MASTER_KEY: &str = "planted-newer-master-key-0123456";
@@ -49,6 +53,7 @@ fn planted_forms() -> Vec<(&'static str, String)> {
         ("git token", GIT_TOKEN),
         ("wrong git token", WRONG_GIT_TOKEN),
         ("webhook secret", WEBHOOK_SECRET),
+        ("previous webhook secret", PREVIOUS_WEBHOOK_SECRET),
         ("master key", MASTER_KEY),
         ("new master key", NEW_MASTER_KEY),
         ("wrong master key", WRONG_MASTER_KEY),
@@ -792,7 +797,7 @@ fn serve_env(
         ("LEAK_GIT_TOKEN", GIT_TOKEN),
         ("LEAK_WRONG_GIT_TOKEN", WRONG_GIT_TOKEN),
         ("RITMO_MASTER_ENCRYPTION_KEY", MASTER_KEY),
-        ("RITMO_GITOPS_WEBHOOK_SECRET", WEBHOOK_SECRET),
+        ("RITMO_GITOPS_WEBHOOK_SECRET_ARN", WEBHOOK_SECRET_ID),
         ("RITMO_GITOPS_CACHE_DIR", cache.to_str().unwrap()),
         ("DATABASE_URL", database_url),
         ("AWS_ENDPOINT_URL", moto.endpoint()),
@@ -968,7 +973,23 @@ async fn no_planted_secret_reaches_serve_output_api_answers_or_queued_messages()
     let bootstrap = serve_bootstrap(dir.path(), &open_url, &locked_url);
     let mut texts: Vec<(String, String)> = Vec::new();
 
-    // 1. `ritmo serve` on SQS queues in moto, driven over HTTP.
+    // 1. `ritmo serve` on SQS queues in moto, driven over HTTP. The webhook secret is in
+    // Secrets Manager, rotated once: the bad signature makes serve read it again.
+    let secrets_client = moto.secrets_manager().await;
+    secrets_client
+        .create_secret()
+        .name(WEBHOOK_SECRET_ID)
+        .secret_string(PREVIOUS_WEBHOOK_SECRET)
+        .send()
+        .await
+        .unwrap();
+    secrets_client
+        .put_secret_value()
+        .secret_id(WEBHOOK_SECRET_ID)
+        .secret_string(WEBHOOK_SECRET)
+        .send()
+        .await
+        .unwrap();
     let (plan_queue, plan_dlq) = fifo_with_dlq(&sqs, "leak-serve-plan").await;
     let (apply_queue, apply_dlq) = fifo_with_dlq(&sqs, "leak-serve-apply").await;
     let env = serve_env(
@@ -987,6 +1008,11 @@ async fn no_planted_secret_reaches_serve_output_api_answers_or_queued_messages()
     ));
     let (headers, body) = signed_push(&open_url, &commit, WEBHOOK_SECRET);
     answers.push(("webhook", served.post(WEBHOOK_PATH, &headers, &body)));
+    let (headers, body) = signed_push(&open_url, &commit, PREVIOUS_WEBHOOK_SECRET);
+    answers.push((
+        "webhook signed with the previous secret",
+        served.post(WEBHOOK_PATH, &headers, &body),
+    ));
     let json = vec![("Content-Type".to_owned(), "application/json".to_owned())];
     answers.push((
         "manual sync with the wrong token",
@@ -1017,6 +1043,7 @@ async fn no_planted_secret_reaches_serve_output_api_answers_or_queued_messages()
     assert_eq!(answers[1].1.0, 202, "{:?}", answers[1]);
     assert!(answers[1].1.1.contains("\"good\""), "{:?}", answers[1]);
     assert_eq!(answers[2].1.0, 202, "{:?}", answers[2]);
+    assert_eq!(answers[3].1.0, 202, "{:?}", answers[3]);
     assert!(
         read_answers.iter().all(|(_, (status, _))| *status == 200),
         "{read_answers:?}"
@@ -1069,10 +1096,11 @@ async fn no_planted_secret_reaches_serve_output_api_answers_or_queued_messages()
     let settings =
         ritmo::config::Settings::load(Some(&bootstrap), &ritmo::config::env_from_map(env)).unwrap();
     let queues = ritmo::queue::Queues::sqs(sqs.clone(), plan_queue.clone(), apply_queue.clone());
-    let services = ritmo::services::Services::connect(
+    let services = ritmo::services::Services::connect_with_secrets_manager(
         settings,
         queues,
         ritmo::metrics::MetricsSink::capture(),
+        SecretsManager::new(moto.secrets_manager().await),
     )
     .await
     .unwrap();
