@@ -133,6 +133,7 @@ async fn put_secret(
 /// An RSA key pair as PEM: PKCS#8 private key, X.509 public key.
 fn rsa_key_pair() -> (String, String) {
     use aws_lc_rs::encoding::{AsDer, Pkcs8V1Der, PublicKeyX509Der};
+    use aws_lc_rs::signature::KeyPair as _;
     use base64::Engine;
 
     let key = aws_lc_rs::rsa::KeyPair::generate(aws_lc_rs::rsa::KeySize::Rsa2048).unwrap();
@@ -611,10 +612,10 @@ async fn ssh_runs_the_client_with_the_key_file_and_strict_host_checking() {
             .any(|line| line.starts_with("arg:UserKnownHostsFile=")),
         "{log:#?}"
     );
+    let upload_pack = log.iter().position(|line| line == "arg:git-upload-pack");
     assert!(
-        log.iter()
-            .any(|line| line.starts_with("arg:git-upload-pack") && line.contains("config.git")),
-        "{log:#?}"
+        upload_pack.is_some_and(|at| log[at + 1].contains("acme/config.git")),
+        "the remote command runs git-upload-pack on the repository path: {log:#?}"
     );
     let key_file = log
         .iter()
