@@ -188,8 +188,9 @@ pub struct SourceArgs {
     #[arg(long, default_value = "default")]
     pub target: String,
 
+    // Boxed: eleven options would make every command enum carrying SourceArgs large.
     #[command(flatten)]
-    pub auth: AuthArgs,
+    pub auth: Box<AuthArgs>,
 }
 
 /// How to authenticate to `--repo`, as the bootstrap file's `authentication:` block says it.

@@ -61,10 +61,9 @@ impl Served {
     }
 }
 
-fn blocking<T: Send + 'static>(
-    work: impl FnOnce() -> T + Send + 'static,
-) -> impl std::future::Future<Output = T> {
-    async move { tokio::task::spawn_blocking(work).await.unwrap() }
+/// gix is blocking: run it off the runtime, as the product does.
+async fn blocking<T: Send + 'static>(work: impl FnOnce() -> T + Send + 'static) -> T {
+    tokio::task::spawn_blocking(work).await.unwrap()
 }
 
 /// Counts the GetSecretValue requests a Secrets Manager client sends.
