@@ -469,6 +469,9 @@ impl Remote {
         if err.dominant_class() == Some(gix::error::Class::Unauthenticated)
             || lower.contains("authentication")
             || lower.contains("401")
+            // gix reports a 403 as "Received HTTP status 403", classed PermissionDenied.
+            || err.dominant_class() == Some(gix::error::Class::PermissionDenied)
+            || lower.contains("http status 403")
             || lower.contains("permission denied")
             || lower.contains("no credentials were returned")
         {
