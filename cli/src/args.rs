@@ -90,7 +90,7 @@ pub struct RotateArgs {
 pub enum Gitops {
     /// Check a repository: syntax, schema, references, secrets; prints every problem with file:line
     #[command(
-        after_help = "Examples:\n  ritmo gitops validate --repo-path ./ritmo-config\n  ritmo gitops validate --repo-path . --worktree   # pre-commit: check uncommitted files"
+        after_help = "Examples:\n  ritmo gitops validate --repo-path ./ritmo-config\n  ritmo gitops validate --repo-path . --worktree   # pre-commit: check uncommitted files\n  RITMO_GITOPS_TOKEN=... ritmo gitops validate --repo https://github.com/acme/ritmo-config.git --auth-type token\n  ritmo gitops validate --repo git@github.com:acme/ritmo-config.git --auth-type ssh --ssh-key-path ~/.ssh/deploy --ssh-known-hosts ./known_hosts\n  ritmo gitops validate --repo https://github.com/acme/ritmo-config.git --auth-type github_app --app-id 123 --installation-id 456 --app-private-key-path app.pem"
     )]
     Validate(SourceArgs),
 
@@ -187,6 +187,89 @@ pub struct SourceArgs {
     /// Which configured target (default: `default`)
     #[arg(long, default_value = "default")]
     pub target: String,
+
+    // Boxed: eleven options would make every command enum carrying SourceArgs large.
+    #[command(flatten)]
+    pub auth: Box<AuthArgs>,
+}
+
+/// How to authenticate to `--repo`, as the bootstrap file's `authentication:` block says it.
+/// Any of these replaces the target's configured authentication as a whole.
+#[derive(Debug, Args, Clone, Default)]
+#[command(next_help_heading = "Repository authentication (replaces the target's)")]
+pub struct AuthArgs {
+    /// token, ssh, github_app or none. A token's value is read from RITMO_GITOPS_TOKEN, never
+    /// from the command line
+    #[arg(long, value_name = "TYPE")]
+    pub auth_type: Option<String>,
+    /// Secrets Manager secret (name or ARN) holding the token
+    #[arg(long, value_name = "ARN")]
+    pub token_secret: Option<String>,
+    /// ssh private key file
+    #[arg(long, value_name = "FILE", conflicts_with = "ssh_key_secret")]
+    pub ssh_key_path: Option<PathBuf>,
+    /// Secrets Manager secret holding the ssh private key
+    #[arg(long, value_name = "ARN")]
+    pub ssh_key_secret: Option<String>,
+    /// known_hosts file the server's host key must be in (default: ssh's own files)
+    #[arg(long, value_name = "FILE")]
+    pub ssh_known_hosts: Option<PathBuf>,
+    /// ssh client to run (default: `ssh` on PATH)
+    #[arg(long, value_name = "PROGRAM")]
+    pub ssh_program: Option<PathBuf>,
+    /// GitHub App id
+    #[arg(long, value_name = "ID")]
+    pub app_id: Option<u64>,
+    /// GitHub App installation id
+    #[arg(long, value_name = "ID")]
+    pub installation_id: Option<u64>,
+    /// GitHub App private key file (PEM)
+    #[arg(long, value_name = "FILE", conflicts_with = "app_private_key_secret")]
+    pub app_private_key_path: Option<PathBuf>,
+    /// Secrets Manager secret holding the GitHub App private key
+    #[arg(long, value_name = "ARN")]
+    pub app_private_key_secret: Option<String>,
+    /// GitHub API (default https://api.github.com; GitHub Enterprise Server: https://HOST/api/v3)
+    #[arg(long, value_name = "URL")]
+    pub github_api_url: Option<String>,
+}
+
+impl AuthArgs {
+    /// The options given, under the names of the variables they stand for.
+    pub fn as_variables(&self) -> Vec<(&'static str, String)> {
+        let path = |p: &Option<PathBuf>| p.as_ref().map(|p| p.display().to_string());
+        [
+            ("RITMO_GITOPS_AUTH_TYPE", self.auth_type.clone()),
+            ("RITMO_GITOPS_TOKEN_SECRET_ARN", self.token_secret.clone()),
+            ("RITMO_GITOPS_SSH_KEY_PATH", path(&self.ssh_key_path)),
+            (
+                "RITMO_GITOPS_SSH_KEY_SECRET_ARN",
+                self.ssh_key_secret.clone(),
+            ),
+            (
+                "RITMO_GITOPS_SSH_KNOWN_HOSTS_PATH",
+                path(&self.ssh_known_hosts),
+            ),
+            ("RITMO_GITOPS_SSH_PROGRAM", path(&self.ssh_program)),
+            ("RITMO_GITOPS_APP_ID", self.app_id.map(|id| id.to_string())),
+            (
+                "RITMO_GITOPS_INSTALLATION_ID",
+                self.installation_id.map(|id| id.to_string()),
+            ),
+            (
+                "RITMO_GITOPS_APP_PRIVATE_KEY_PATH",
+                path(&self.app_private_key_path),
+            ),
+            (
+                "RITMO_GITOPS_APP_PRIVATE_KEY_SECRET_ARN",
+                self.app_private_key_secret.clone(),
+            ),
+            ("RITMO_GITOPS_GITHUB_API_URL", self.github_api_url.clone()),
+        ]
+        .into_iter()
+        .filter_map(|(name, value)| value.map(|value| (name, value)))
+        .collect()
+    }
 }
 
 #[derive(Debug, Args, Clone)]

@@ -103,6 +103,20 @@ impl Session {
         if let Some(branch) = &args.branch {
             target.branch = branch.clone();
         }
+        let mut auth_variables = args.auth.as_variables();
+        if !auth_variables.is_empty() {
+            // The token's value stays in the environment: a flag would land in shell history.
+            if let Ok(token) = std::env::var("RITMO_GITOPS_TOKEN") {
+                auth_variables.push(("RITMO_GITOPS_TOKEN", token));
+            }
+            let lookup = |name: &str| {
+                auth_variables
+                    .iter()
+                    .find(|(variable, _)| *variable == name)
+                    .map(|(_, value)| value.clone())
+            };
+            target.auth = ritmo::config::git_auth_from_variables(&lookup)?;
+        }
         let branch = (!target.branch.is_empty()).then(|| target.branch.clone());
         let is_plain_directory = location
             .local_path()

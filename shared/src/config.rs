@@ -12,6 +12,7 @@ use std::path::{Path, PathBuf};
 use secrecy::SecretString;
 use serde::Deserialize;
 
+pub use crate::git::KnownHosts;
 use crate::plan::PlanPolicy;
 
 /// Where the bootstrap file is looked for when no path is given.
@@ -46,6 +47,8 @@ pub enum ConfigError {
         "target `{target}` has no repository url: set `repository.url` or RITMO_GITOPS_REPO_URL"
     )]
     MissingRepository { target: String },
+    #[error("authentication of target `{target}`: {message}")]
+    InvalidAuth { target: String, message: String },
 }
 
 /// How a target authenticates to its Git host. Secret values are held redacted; a `*_secret`
@@ -58,17 +61,38 @@ pub enum GitAuth {
         token: Option<SecretString>,
         token_secret: Option<String>,
     },
+    /// An ssh key (`None`: whatever the ssh client finds itself, for local use). Host keys are
+    /// checked against `known_hosts` when given, else against the ssh client's own files.
     Ssh {
-        key_path: Option<PathBuf>,
-        key_secret: Option<String>,
+        key: Option<SecretSetting>,
+        known_hosts: Option<KnownHosts>,
+        /// The ssh client to run (`ssh` on `PATH` when unset).
+        program: Option<PathBuf>,
     },
+    /// A GitHub App installation: a JWT signed with the app's private key buys an
+    /// installation token, used like a token.
     GitHubApp {
         app_id: u64,
         installation_id: u64,
-        private_key_path: Option<PathBuf>,
-        private_key_secret: Option<String>,
+        private_key: SecretSetting,
+        /// `https://api.github.com`, or `https://HOST/api/v3` for GitHub Enterprise Server.
+        api_url: String,
     },
 }
+
+/// Where a secret the service authenticates with comes from. `Debug` never shows a value.
+#[derive(Debug, Clone)]
+pub enum SecretSetting {
+    /// The value itself (an environment variable, for local use).
+    Value(SecretString),
+    /// A file holding the value, read each time it is needed (a mounted secret may rotate).
+    File(PathBuf),
+    /// A Secrets Manager secret (name or ARN), read through the process-wide cache.
+    SecretsManager(String),
+}
+
+/// GitHub's REST API, used when `github_app.api_url` is not set.
+pub const DEFAULT_GITHUB_API_URL: &str = "https://api.github.com";
 
 /// One repository (and path and branch) kept in sync with the database.
 #[derive(Debug, Clone)]
@@ -288,18 +312,24 @@ struct AuthSection {
     kind: Option<String>,
     token: Option<String>,
     token_secret: Option<String>,
+    ssh_key: Option<String>,
     ssh_key_path: Option<PathBuf>,
     ssh_key_secret: Option<String>,
+    ssh_known_hosts: Option<String>,
+    ssh_known_hosts_path: Option<PathBuf>,
+    ssh_program: Option<PathBuf>,
     github_app: Option<GitHubAppSection>,
 }
 
 #[derive(Debug, Default, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct GitHubAppSection {
-    app_id: u64,
-    installation_id: u64,
+    app_id: Option<u64>,
+    installation_id: Option<u64>,
+    private_key: Option<String>,
     private_key_path: Option<PathBuf>,
     private_key_secret: Option<String>,
+    api_url: Option<String>,
 }
 
 #[derive(Debug, Default, Clone, Deserialize)]
@@ -430,7 +460,7 @@ fn from_bootstrap(
     let mut sync = gitops.sync.clone();
     overlay_sync_env(&mut sync, &var)?;
     let mut auth = gitops.authentication.clone();
-    overlay_auth_env(&mut auth, &var);
+    overlay_auth_env(&mut auth, &var)?;
 
     let mut targets = Vec::new();
     let mut approval_branches = BTreeMap::new();
@@ -603,7 +633,10 @@ fn target_settings(
                 .or(shared_sync.max_delete_percent)
                 .unwrap_or(defaults.max_delete_percent),
         },
-        auth: git_auth(auth),
+        auth: git_auth(auth).map_err(|message| ConfigError::InvalidAuth {
+            target: name.to_string(),
+            message,
+        })?,
     })
 }
 
@@ -643,9 +676,12 @@ fn overlay_sync_env(
     Ok(())
 }
 
-fn overlay_auth_env(auth: &mut AuthSection, var: &dyn Fn(&str) -> Option<String>) {
+fn overlay_auth_env(
+    auth: &mut AuthSection,
+    var: &dyn Fn(&str) -> Option<String>,
+) -> Result<(), ConfigError> {
     if let Some(kind) = var("RITMO_GITOPS_AUTH_TYPE") {
-        auth.kind = Some(kind);
+        auth.kind = Some(kind.split('#').next().unwrap_or("").trim().to_string());
     }
     if let Some(token) = var("RITMO_GITOPS_TOKEN") {
         auth.token = Some(token);
@@ -653,42 +689,175 @@ fn overlay_auth_env(auth: &mut AuthSection, var: &dyn Fn(&str) -> Option<String>
     if let Some(secret) = var("RITMO_GITOPS_TOKEN_SECRET_ARN") {
         auth.token_secret = Some(secret);
     }
-    if let Some(path) = var("RITMO_GITOPS_SSH_KEY_PATH") {
-        auth.ssh_key_path = Some(PathBuf::from(path));
+    // One variable naming where the key is replaces whatever the file said about it.
+    if let Some(key) = var("RITMO_GITOPS_SSH_KEY") {
+        (auth.ssh_key, auth.ssh_key_path, auth.ssh_key_secret) = (Some(key), None, None);
     }
-    let app_id = var("RITMO_GITOPS_APP_ID").and_then(|v| v.parse().ok());
-    let installation_id = var("RITMO_GITOPS_INSTALLATION_ID").and_then(|v| v.parse().ok());
-    if let (Some(app_id), Some(installation_id)) = (app_id, installation_id) {
-        auth.github_app = Some(GitHubAppSection {
-            app_id,
-            installation_id,
-            private_key_path: var("RITMO_GITOPS_APP_PRIVATE_KEY_PATH").map(PathBuf::from),
-            private_key_secret: var("RITMO_GITOPS_APP_PRIVATE_KEY_SECRET_ARN"),
-        });
+    if let Some(path) = var("RITMO_GITOPS_SSH_KEY_PATH") {
+        (auth.ssh_key, auth.ssh_key_path, auth.ssh_key_secret) =
+            (None, Some(PathBuf::from(path)), None);
+    }
+    if let Some(secret) = var("RITMO_GITOPS_SSH_KEY_SECRET_ARN") {
+        (auth.ssh_key, auth.ssh_key_path, auth.ssh_key_secret) = (None, None, Some(secret));
+    }
+    if let Some(text) = var("RITMO_GITOPS_SSH_KNOWN_HOSTS") {
+        (auth.ssh_known_hosts, auth.ssh_known_hosts_path) = (Some(text), None);
+    }
+    if let Some(path) = var("RITMO_GITOPS_SSH_KNOWN_HOSTS_PATH") {
+        (auth.ssh_known_hosts, auth.ssh_known_hosts_path) = (None, Some(PathBuf::from(path)));
+    }
+    if let Some(program) = var("RITMO_GITOPS_SSH_PROGRAM") {
+        auth.ssh_program = Some(PathBuf::from(program));
+    }
+    let id = |name: &str| -> Result<Option<u64>, ConfigError> {
+        var(name)
+            .map(|value| {
+                value
+                    .trim()
+                    .parse()
+                    .map_err(|_| ConfigError::InvalidVariable {
+                        variable: name.to_string(),
+                        expected: "a number",
+                        value: value.clone(),
+                    })
+            })
+            .transpose()
+    };
+    let app_id = id("RITMO_GITOPS_APP_ID")?;
+    let installation_id = id("RITMO_GITOPS_INSTALLATION_ID")?;
+    let key = var("RITMO_GITOPS_APP_PRIVATE_KEY");
+    let key_path = var("RITMO_GITOPS_APP_PRIVATE_KEY_PATH");
+    let key_secret = var("RITMO_GITOPS_APP_PRIVATE_KEY_SECRET_ARN");
+    let api_url = var("RITMO_GITOPS_GITHUB_API_URL");
+    let any_app_variable = app_id.is_some()
+        || installation_id.is_some()
+        || key.is_some()
+        || key_path.is_some()
+        || key_secret.is_some()
+        || api_url.is_some();
+    if any_app_variable {
+        let app = auth.github_app.get_or_insert_with(Default::default);
+        app.app_id = app_id.or(app.app_id);
+        app.installation_id = installation_id.or(app.installation_id);
+        if key.is_some() || key_path.is_some() || key_secret.is_some() {
+            app.private_key = key;
+            app.private_key_path = key_path.map(PathBuf::from);
+            app.private_key_secret = key_secret;
+        }
+        app.api_url = api_url.or(app.api_url.take());
+    }
+    Ok(())
+}
+
+/// The authentication the CLI's flags describe, given under the names of the variables they
+/// stand for (`RITMO_GITOPS_AUTH_TYPE`, `RITMO_GITOPS_SSH_KEY_PATH`, …).
+pub fn git_auth_from_variables(
+    var: &dyn Fn(&str) -> Option<String>,
+) -> Result<GitAuth, ConfigError> {
+    let var = |name: &str| var(name).filter(|value| !value.is_empty());
+    let mut auth = AuthSection::default();
+    overlay_auth_env(&mut auth, &var)?;
+    git_auth(&auth).map_err(|message| ConfigError::InvalidAuth {
+        target: "given on the command line".into(),
+        message,
+    })
+}
+
+/// At most one of the three ways to give a secret.
+fn secret_setting(
+    what: &str,
+    value: Option<&String>,
+    path: Option<&PathBuf>,
+    secret: Option<&String>,
+) -> Result<Option<SecretSetting>, String> {
+    match (value, path, secret) {
+        (None, None, None) => Ok(None),
+        (Some(value), None, None) => Ok(Some(SecretSetting::Value(SecretString::from(
+            value.clone(),
+        )))),
+        (None, Some(path), None) => Ok(Some(SecretSetting::File(path.clone()))),
+        (None, None, Some(secret)) => Ok(Some(SecretSetting::SecretsManager(secret.clone()))),
+        _ => Err(format!(
+            "give the {what} one way only: a value, a file path or a Secrets Manager secret"
+        )),
     }
 }
 
-fn git_auth(auth: &AuthSection) -> GitAuth {
-    match auth.kind.as_deref() {
-        Some("ssh") => GitAuth::Ssh {
-            key_path: auth.ssh_key_path.clone(),
-            key_secret: auth.ssh_key_secret.clone(),
-        },
-        Some("app" | "github_app") => match &auth.github_app {
-            Some(app) => GitAuth::GitHubApp {
-                app_id: app.app_id,
-                installation_id: app.installation_id,
-                private_key_path: app.private_key_path.clone(),
-                private_key_secret: app.private_key_secret.clone(),
+fn git_auth(auth: &AuthSection) -> Result<GitAuth, String> {
+    let kind = auth.kind.as_deref().map(str::trim);
+    match kind {
+        Some("ssh") => Ok(GitAuth::Ssh {
+            key: secret_setting(
+                "ssh key",
+                auth.ssh_key.as_ref(),
+                auth.ssh_key_path.as_ref(),
+                auth.ssh_key_secret.as_ref(),
+            )?,
+            known_hosts: match (&auth.ssh_known_hosts, &auth.ssh_known_hosts_path) {
+                (Some(_), Some(_)) => {
+                    return Err("give `ssh_known_hosts` or `ssh_known_hosts_path`, not both".into());
+                }
+                (Some(text), None) => Some(KnownHosts::Text(text.clone())),
+                (None, Some(path)) => Some(KnownHosts::File(path.clone())),
+                (None, None) => None,
             },
-            None => GitAuth::None,
-        },
-        Some("none") => GitAuth::None,
-        _ if auth.token.is_some() || auth.token_secret.is_some() => GitAuth::Token {
-            token: auth.token.clone().map(SecretString::from),
-            token_secret: auth.token_secret.clone(),
-        },
-        _ => GitAuth::None,
+            program: auth.ssh_program.clone(),
+        }),
+        Some("app" | "github_app") => {
+            let Some(app) = &auth.github_app else {
+                return Err(
+                    "type `github_app` needs a `github_app:` block with `app_id`, \
+                            `installation_id` and the private key (RITMO_GITOPS_APP_ID, \
+                            RITMO_GITOPS_INSTALLATION_ID, RITMO_GITOPS_APP_PRIVATE_KEY_SECRET_ARN)"
+                        .into(),
+                );
+            };
+            let app_id = app
+                .app_id
+                .ok_or("`github_app.app_id` is missing (RITMO_GITOPS_APP_ID)")?;
+            let installation_id = app
+                .installation_id
+                .ok_or("`github_app.installation_id` is missing (RITMO_GITOPS_INSTALLATION_ID)")?;
+            let private_key = secret_setting(
+                "GitHub App private key",
+                app.private_key.as_ref(),
+                app.private_key_path.as_ref(),
+                app.private_key_secret.as_ref(),
+            )?
+            .ok_or(
+                "the GitHub App private key is missing: set `github_app.private_key_secret` \
+                 (RITMO_GITOPS_APP_PRIVATE_KEY_SECRET_ARN), `private_key_path` or `private_key`",
+            )?;
+            let api_url = app
+                .api_url
+                .as_deref()
+                .unwrap_or(DEFAULT_GITHUB_API_URL)
+                .trim()
+                .trim_end_matches('/')
+                .to_string();
+            if !(api_url.starts_with("https://") || api_url.starts_with("http://")) {
+                return Err(format!(
+                    "`github_app.api_url` must be an http(s) URL, found `{api_url}`"
+                ));
+            }
+            Ok(GitAuth::GitHubApp {
+                app_id,
+                installation_id,
+                private_key,
+                api_url,
+            })
+        }
+        Some("none") => Ok(GitAuth::None),
+        Some("token") | None if auth.token.is_some() || auth.token_secret.is_some() => {
+            Ok(GitAuth::Token {
+                token: auth.token.clone().map(SecretString::from),
+                token_secret: auth.token_secret.clone(),
+            })
+        }
+        Some("token") | None => Ok(GitAuth::None),
+        Some(other) => Err(format!(
+            "unknown authentication type `{other}`: use token, ssh, github_app or none"
+        )),
     }
 }
 
@@ -965,6 +1134,184 @@ gitops:
         );
         assert_eq!(Settings::default().history_limit(), DEFAULT_HISTORY_LIMIT);
         assert!(!Settings::default().notifications.is_enabled());
+    }
+
+    #[test]
+    fn ssh_authentication_takes_a_secret_known_hosts_and_a_program() {
+        let file = r#"
+gitops:
+  repository: { url: "git@github.com:acme/config.git" }
+  authentication:
+    type: ssh
+    ssh_key_secret: prod/ritmo/deploy-key
+    ssh_known_hosts: "github.com ssh-ed25519 AAAAC3Nza"
+    ssh_program: /opt/bin/ssh
+"#;
+
+        let settings = from_bootstrap(
+            parse_bootstrap("b.yaml", file, &env(&[])).unwrap(),
+            &env(&[]),
+        )
+        .unwrap();
+
+        match &settings.targets[0].auth {
+            GitAuth::Ssh {
+                key: Some(SecretSetting::SecretsManager(id)),
+                known_hosts: Some(KnownHosts::Text(text)),
+                program: Some(program),
+            } => {
+                assert_eq!(id, "prod/ritmo/deploy-key");
+                assert!(text.starts_with("github.com "));
+                assert_eq!(program, Path::new("/opt/bin/ssh"));
+            }
+            other => panic!("expected ssh, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_key_path_variable_replaces_the_files_key_secret() {
+        let file = "gitops:\n  repository: { url: \"ssh://git@host/r.git\" }\n  authentication:\n    type: ssh\n    ssh_key_secret: from-file\n";
+        let env = env(&[("RITMO_GITOPS_SSH_KEY_PATH", "/etc/ritmo/gitops-key")]);
+
+        let settings =
+            from_bootstrap(parse_bootstrap("b.yaml", file, &env).unwrap(), &env).unwrap();
+
+        assert!(matches!(
+            &settings.targets[0].auth,
+            GitAuth::Ssh { key: Some(SecretSetting::File(path)), known_hosts: None, .. }
+                if path == Path::new("/etc/ritmo/gitops-key")
+        ));
+    }
+
+    #[test]
+    fn the_seeds_github_app_variables_describe_an_app_on_github_com() {
+        let env = env(&[
+            ("RITMO_GITOPS_REPO_URL", "https://github.com/acme/config"),
+            ("RITMO_GITOPS_AUTH_TYPE", "app"),
+            ("RITMO_GITOPS_APP_ID", "123456"),
+            ("RITMO_GITOPS_INSTALLATION_ID", "987654"),
+            (
+                "RITMO_GITOPS_APP_PRIVATE_KEY_PATH",
+                "/etc/ritmo/app-key.pem",
+            ),
+        ]);
+
+        let settings = from_bootstrap(Bootstrap::default(), &env).unwrap();
+
+        match &settings.targets[0].auth {
+            GitAuth::GitHubApp {
+                app_id,
+                installation_id,
+                private_key: SecretSetting::File(path),
+                api_url,
+            } => {
+                assert_eq!((*app_id, *installation_id), (123_456, 987_654));
+                assert_eq!(path, Path::new("/etc/ritmo/app-key.pem"));
+                assert_eq!(api_url, DEFAULT_GITHUB_API_URL);
+            }
+            other => panic!("expected a GitHub App, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_github_app_on_enterprise_server_keeps_its_api_url() {
+        let file = r#"
+gitops:
+  repository: { url: "https://ghe.example.com/acme/config.git" }
+  authentication:
+    type: github_app
+    github_app:
+      app_id: 7
+      installation_id: 8
+      private_key_secret: arn:aws:secretsmanager:us-east-1:1:secret:app-key
+      api_url: https://ghe.example.com/api/v3/
+"#;
+
+        let settings = from_bootstrap(
+            parse_bootstrap("b.yaml", file, &env(&[])).unwrap(),
+            &env(&[]),
+        )
+        .unwrap();
+
+        assert!(matches!(
+            &settings.targets[0].auth,
+            GitAuth::GitHubApp { api_url, private_key: SecretSetting::SecretsManager(_), .. }
+                if api_url == "https://ghe.example.com/api/v3"
+        ));
+    }
+
+    #[test]
+    fn incomplete_or_unknown_authentication_is_an_error_naming_what_is_missing() {
+        let cases = [
+            (
+                vec![
+                    ("RITMO_GITOPS_AUTH_TYPE", "github_app"),
+                    ("RITMO_GITOPS_APP_ID", "1"),
+                ],
+                "installation_id",
+            ),
+            (
+                vec![
+                    ("RITMO_GITOPS_AUTH_TYPE", "github_app"),
+                    ("RITMO_GITOPS_APP_ID", "1"),
+                    ("RITMO_GITOPS_INSTALLATION_ID", "2"),
+                ],
+                "private key is missing",
+            ),
+            (
+                vec![("RITMO_GITOPS_AUTH_TYPE", "tokn")],
+                "unknown authentication type `tokn`",
+            ),
+            (
+                vec![("RITMO_GITOPS_APP_ID", "twelve")],
+                "RITMO_GITOPS_APP_ID",
+            ),
+        ];
+
+        for (vars, expected) in cases {
+            let mut vars = vars;
+            vars.push(("RITMO_GITOPS_REPO_URL", "https://github.com/acme/config"));
+            let error = from_bootstrap(Bootstrap::default(), &env(&vars)).unwrap_err();
+
+            assert!(error.to_string().contains(expected), "{error}");
+        }
+    }
+
+    #[test]
+    fn two_ways_of_giving_the_same_key_are_refused() {
+        let file = "gitops:\n  repository: { url: \"ssh://git@host/r.git\" }\n  authentication:\n    type: ssh\n    ssh_key: abc\n    ssh_key_secret: x\n";
+
+        let error = from_bootstrap(
+            parse_bootstrap("b.yaml", file, &env(&[])).unwrap(),
+            &env(&[]),
+        )
+        .unwrap_err();
+
+        assert!(error.to_string().contains("one way only"), "{error}");
+        assert!(!error.to_string().contains("abc"), "{error}");
+    }
+
+    #[test]
+    fn command_line_flags_describe_authentication_on_their_own() {
+        let vars = env(&[
+            ("RITMO_GITOPS_AUTH_TYPE", "ssh"),
+            ("RITMO_GITOPS_SSH_KEY_SECRET_ARN", "deploy-key"),
+            (
+                "RITMO_GITOPS_SSH_KNOWN_HOSTS_PATH",
+                "/etc/ritmo/known_hosts",
+            ),
+        ]);
+
+        let auth = git_auth_from_variables(&vars).unwrap();
+
+        assert!(matches!(
+            auth,
+            GitAuth::Ssh {
+                key: Some(SecretSetting::SecretsManager(_)),
+                known_hosts: Some(KnownHosts::File(_)),
+                program: None
+            }
+        ));
     }
 
     #[test]

@@ -3,6 +3,7 @@
 mod apply;
 mod crypto;
 mod git;
+mod git_auth;
 mod incremental;
 mod leak;
 mod operations;

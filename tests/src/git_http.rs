@@ -132,6 +132,7 @@ pub fn git_exec_path() -> PathBuf {
 /// header is passed to the backend as `GIT_PROTOCOL`. Stopped on drop.
 pub struct GitHttpServer {
     addr: std::net::SocketAddr,
+    config: std::sync::Arc<ServerConfig>,
     stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
     log: std::sync::Arc<std::sync::Mutex<Vec<LoggedRequest>>>,
     thread: Option<std::thread::JoinHandle<()>>,
@@ -152,7 +153,8 @@ pub struct LoggedRequest {
 
 struct ServerConfig {
     project_root: PathBuf,
-    expected_authorization: Option<String>,
+    /// Changed by [`GitHttpServer::set_credentials`] (a rotated secret).
+    expected_authorization: std::sync::Mutex<Option<String>>,
     backend: PathBuf,
 }
 
@@ -167,9 +169,7 @@ impl GitHttpServer {
         let addr = listener.local_addr().expect("local addr");
         let config = Arc::new(ServerConfig {
             project_root: project_root.to_path_buf(),
-            expected_authorization: credentials.map(|(user, password)| {
-                format!("Basic {}", base64(format!("{user}:{password}").as_bytes()))
-            }),
+            expected_authorization: std::sync::Mutex::new(credentials.map(basic_authorization)),
             backend: git_exec_path().join("git-http-backend"),
         });
         let stop = Arc::new(AtomicBool::new(false));
@@ -177,6 +177,7 @@ impl GitHttpServer {
         let thread = {
             let stop = stop.clone();
             let log = log.clone();
+            let config = config.clone();
             std::thread::spawn(move || {
                 for stream in listener.incoming() {
                     if stop.load(Ordering::SeqCst) {
@@ -195,6 +196,7 @@ impl GitHttpServer {
         };
         Self {
             addr,
+            config,
             stop,
             log,
             thread: Some(thread),
@@ -204,6 +206,15 @@ impl GitHttpServer {
     /// `http://127.0.0.1:PORT/<path>`.
     pub fn url(&self, path: &str) -> String {
         format!("http://{}/{}", self.addr, path.trim_start_matches('/'))
+    }
+
+    /// From now on, accept only these credentials (`None`: none needed), as after a rotation.
+    pub fn set_credentials(&self, credentials: Option<(&str, &str)>) {
+        *self
+            .config
+            .expected_authorization
+            .lock()
+            .expect("credentials lock") = credentials.map(basic_authorization);
     }
 
     /// Every request answered so far.
@@ -266,7 +277,12 @@ fn serve(stream: std::net::TcpStream, config: &ServerConfig) -> Option<LoggedReq
         status: 0,
     };
     let mut out = stream;
-    if let Some(expected) = &config.expected_authorization
+    let expected_authorization = config
+        .expected_authorization
+        .lock()
+        .expect("credentials lock")
+        .clone();
+    if let Some(expected) = &expected_authorization
         && authorization.as_deref() != Some(expected.as_str())
     {
         entry.status = 401;
@@ -305,7 +321,7 @@ fn serve(stream: std::net::TcpStream, config: &ServerConfig) -> Option<LoggedReq
     if let Some(protocol) = header("git-protocol") {
         command.env("GIT_PROTOCOL", protocol);
     }
-    if config.expected_authorization.is_some() {
+    if expected_authorization.is_some() {
         command.env("REMOTE_USER", "git");
     }
     let mut child = command.spawn().ok()?;
@@ -409,6 +425,10 @@ fn reason(status: u16) -> &'static str {
         404 => "Not Found",
         _ => "Status",
     }
+}
+
+fn basic_authorization((user, password): (&str, &str)) -> String {
+    format!("Basic {}", base64(format!("{user}:{password}").as_bytes()))
 }
 
 /// Standard base64 with padding (for the expected `Authorization` header).

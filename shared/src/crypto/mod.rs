@@ -111,9 +111,17 @@ pub async fn aws_config() -> aws_config::SdkConfig {
         .await
 }
 
-/// A Secrets Manager reader from the default AWS configuration.
+/// The process's Secrets Manager reader, from the default AWS configuration: one client and
+/// one cache (TTL [`SECRETS_DEFAULT_TTL`]) shared by every caller, so a warm Lambda reads each
+/// secret once per TTL and an invalidation after an authentication failure is seen by all.
 pub async fn secrets_manager() -> SecretsManager {
-    SecretsManager::new(aws_sdk_secretsmanager::Client::new(&aws_config().await))
+    static SHARED: tokio::sync::OnceCell<SecretsManager> = tokio::sync::OnceCell::const_new();
+    SHARED
+        .get_or_init(|| async {
+            SecretsManager::new(aws_sdk_secretsmanager::Client::new(&aws_config().await))
+        })
+        .await
+        .clone()
 }
 
 /// A KMS client from the default AWS configuration.

@@ -67,7 +67,7 @@ impl GitCache {
         let remote = Remote::new(location, branch, auth, options)?;
         let _lock = self.lock()?;
         let mut rebuilt = self.ensure_sound()?;
-        match self.fetch_once(&remote, options, rebuilt) {
+        remote.retry_refused(|| match self.fetch_once(&remote, options, rebuilt) {
             Err(err) if !rebuilt && !is_network_failure(&err) => {
                 // A failure that is not the network's may be the cache's: retry from scratch.
                 self.rebuild()?;
@@ -75,7 +75,7 @@ impl GitCache {
                 self.fetch_once(&remote, options, rebuilt)
             }
             other => other,
-        }
+        })
     }
 
     /// Reads the snapshot of `config_path` at `commit` (labelled with `branch`) from the cache.
@@ -323,6 +323,7 @@ fn is_network_failure(err: &GitError) -> bool {
     matches!(
         err,
         GitError::Authentication { .. }
+            | GitError::Credentials { .. }
             | GitError::Timeout { .. }
             | GitError::Network { .. }
             | GitError::BranchNotFound { .. }

@@ -47,10 +47,17 @@ pub enum GitError {
     },
 
     /// The remote refused the credentials, or demanded some and none were configured.
-    #[error(
-        "authentication to `{location}` failed: check the configured token or password and its access to the repository"
-    )]
-    Authentication { location: String },
+    #[error("authentication to `{location}` failed: check {hint}")]
+    Authentication { location: String, hint: String },
+
+    /// The credentials could not be obtained (a secret unreadable, GitHub refusing to issue an
+    /// installation token): nothing was sent to the Git host.
+    #[error("cannot get the credentials for `{location}`: {message}")]
+    Credentials {
+        location: String,
+        message: String,
+        retryable: bool,
+    },
 
     #[error("network operation on `{location}` timed out after {seconds}s")]
     Timeout { location: String, seconds: u64 },
@@ -85,7 +92,9 @@ impl GitError {
     pub fn is_retryable(&self) -> bool {
         match self {
             GitError::Timeout { .. } => true,
-            GitError::Network { retryable, .. } => *retryable,
+            GitError::Network { retryable, .. } | GitError::Credentials { retryable, .. } => {
+                *retryable
+            }
             GitError::Io { source, .. } => matches!(
                 source.kind(),
                 std::io::ErrorKind::Interrupted

@@ -10,26 +10,34 @@
 //!
 //! Everything here is blocking (gix is): async callers run it in `tokio::task::spawn_blocking`.
 //! Transports: https needs no external program; `file://` runs `git-upload-pack` and ssh runs
-//! `ssh` (neither is in the Lambda image, so the functions support https only unless the image
-//! ships them).
+//! an ssh client through `sh -c` (the Lambda image has no ssh client: see infra/README.md for
+//! what to ship). Authentication: a token or basic auth, a token read from a secret, a GitHub
+//! App installation token, or an ssh key (see [`Auth`]); credentials read from a secret are
+//! read again once when the host refuses them.
 //! Does not parse YAML (that is `manifest`) nor decide what a symlink or an oversized file means
 //! (that is `validate`): it reports what it found as [`FileContent`](crate::manifest::FileContent).
 
 mod cache;
 mod config_path;
+mod credentials;
 mod diff;
 mod error;
+mod github_app;
 mod location;
 mod remote;
+mod ssh;
 mod tree;
 mod worktree;
 
 pub use cache::{FetchOutcome, GitCache};
 pub use config_path::ConfigPath;
+pub use credentials::SecretSource;
 pub use diff::{ChangeKind, PathChange, changed_paths, is_ancestor, read_files};
 pub use error::GitError;
+pub use github_app::{Claims as GitHubAppClaims, GitHubApp, GitHubAppError, sign_jwt};
 pub use location::{RemoteScheme, RemoteUrl, RepoLocation};
 pub use remote::{Auth, NetworkOptions, TOKEN_USERNAME, remote_head};
+pub use ssh::{KnownHosts, SshAuth};
 pub use tree::{is_git_repository, read_commit};
 pub use worktree::read_worktree;
 

@@ -4,12 +4,17 @@
 //! Credentials are supplied programmatically through gix's credentials callback, only when the
 //! server asks (HTTP 401), never written into a URL, the repository config, a log or an error.
 //! A callback is always installed, so gix never falls back to git's credential helpers or a
-//! terminal prompt.
+//! terminal prompt. Over ssh the key is handed to the ssh client as a file (see `ssh`).
+//!
+//! Credentials that are read rather than given (a token in Secrets Manager, a GitHub App
+//! installation token, an ssh key from a secret) are refreshed when the host refuses them:
+//! `Remote::retry_refused` forgets them, reads them again and runs the operation once more, so
+//! a rotated secret is picked up without a restart.
 
 use std::fmt;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::mpsc;
+use std::sync::{Arc, Mutex, PoisonError, mpsc};
 use std::time::Duration;
 
 use gix::credentials::helper::Action;
@@ -17,10 +22,13 @@ use gix::credentials::protocol::Outcome;
 use gix::remote::Direction;
 use secrecy::{ExposeSecret, SecretString};
 
+use super::credentials::SecretSource;
+use super::github_app::GitHubApp;
 use super::location::RemoteScheme;
+use super::ssh::{SshAuth, SshSession};
 use super::{GitError, RepoLocation};
 
-/// How to authenticate to an https remote. `Debug` never shows a secret.
+/// How to authenticate to a remote. `Debug` never shows a secret.
 #[derive(Clone, Default)]
 pub enum Auth {
     /// No credentials, unless the location's URL carries some.
@@ -33,6 +41,12 @@ pub enum Auth {
         username: String,
         password: SecretString,
     },
+    /// A token read from a secret when needed, and read again once after the host refused it.
+    TokenFrom(SecretSource),
+    /// A GitHub App installation token (minted, cached, minted again after a refusal).
+    GitHubApp(Arc<GitHubApp>),
+    /// An ssh key for an ssh remote.
+    Ssh(SshAuth),
 }
 
 impl fmt::Debug for Auth {
@@ -45,6 +59,57 @@ impl fmt::Debug for Auth {
                 .field("username", username)
                 .field("password", &"<redacted>")
                 .finish(),
+            Auth::TokenFrom(source) => f.debug_tuple("Auth::TokenFrom").field(source).finish(),
+            Auth::GitHubApp(app) => f.debug_tuple("Auth::GitHubApp").field(app).finish(),
+            Auth::Ssh(ssh) => f.debug_tuple("Auth::Ssh").field(ssh).finish(),
+        }
+    }
+}
+
+impl Auth {
+    /// Forgets credentials the host refused, so the next operation reads them again. Returns
+    /// whether that may change anything (a fixed value never does).
+    pub fn refresh(&self) -> bool {
+        match self {
+            Auth::None | Auth::Token(_) | Auth::Basic { .. } => false,
+            Auth::TokenFrom(source) => source.invalidate(),
+            Auth::GitHubApp(app) => {
+                app.forget_token();
+                true
+            }
+            Auth::Ssh(ssh) => ssh.key.as_ref().is_some_and(SecretSource::invalidate),
+        }
+    }
+
+    /// What to check when the host refuses these credentials.
+    fn hint(&self) -> String {
+        match self {
+            Auth::None => "the repository needs credentials: configure authentication (token, \
+                           ssh or github_app)"
+                .into(),
+            Auth::Token(_) | Auth::Basic { .. } => {
+                "the configured token or password and its access to the repository".into()
+            }
+            Auth::TokenFrom(source) => format!(
+                "the token in {} and its access to the repository",
+                source.describe()
+            ),
+            Auth::GitHubApp(app) => format!(
+                "that GitHub App {} (installation {}) is installed on the repository with \
+                 contents read access",
+                app.app_id(),
+                app.installation_id()
+            ),
+            Auth::Ssh(ssh) => match &ssh.key {
+                Some(source) => format!(
+                    "the ssh key in {}: its public key must be a deploy key (or a user's key) \
+                     with access to the repository",
+                    source.describe()
+                ),
+                None => "the ssh client's own keys: none is configured (ssh_key_secret, \
+                         ssh_key_path)"
+                    .into(),
+            },
         }
     }
 }
@@ -89,33 +154,35 @@ pub fn remote_head(
     let remote = Remote::new(location, branch, auth, options)?;
     let refspec = remote.refspec();
     let display = location.to_string();
-    with_deadline(options.timeout, |interrupt| {
-        let gix_remote = scratch
-            .remote_at(remote.url.clone())
-            .and_then(|r| r.with_refspecs([refspec.as_str()], Direction::Fetch))
-            .map_err(|err| remote.network_error(err, interrupt))?
-            .with_fetch_tags(gix::remote::fetch::Tags::None);
-        let connection = remote.connect(&scratch, &gix_remote, interrupt)?;
-        let (ref_map, _handshake) = connection
-            .ref_map(gix::progress::Discard, Default::default())
-            .map_err(|err| remote.network_error(err, interrupt))?;
-        let wanted = format!("refs/heads/{branch}");
-        ref_map
-            .mappings
-            .iter()
-            .find_map(|mapping| match &mapping.remote {
-                gix::remote::fetch::refmap::Source::Ref(reference) => {
-                    let (name, target, peeled) = reference.unpack();
-                    (name == wanted.as_str())
-                        .then(|| peeled.or(target).map(|id| id.to_hex().to_string()))
-                        .flatten()
-                }
-                gix::remote::fetch::refmap::Source::ObjectId(_) => None,
-            })
-            .ok_or_else(|| GitError::BranchNotFound {
-                location: display.clone(),
-                branch: branch.to_string(),
-            })
+    remote.retry_refused(|| {
+        with_deadline(options.timeout, |interrupt| {
+            let gix_remote = scratch
+                .remote_at(remote.url.clone())
+                .and_then(|r| r.with_refspecs([refspec.as_str()], Direction::Fetch))
+                .map_err(|err| remote.network_error(err, interrupt))?
+                .with_fetch_tags(gix::remote::fetch::Tags::None);
+            let connection = remote.connect(&scratch, &gix_remote, interrupt)?;
+            let (ref_map, _handshake) = connection
+                .ref_map(gix::progress::Discard, Default::default())
+                .map_err(|err| remote.network_error(err, interrupt))?;
+            let wanted = format!("refs/heads/{branch}");
+            ref_map
+                .mappings
+                .iter()
+                .find_map(|mapping| match &mapping.remote {
+                    gix::remote::fetch::refmap::Source::Ref(reference) => {
+                        let (name, target, peeled) = reference.unpack();
+                        (name == wanted.as_str())
+                            .then(|| peeled.or(target).map(|id| id.to_hex().to_string()))
+                            .flatten()
+                    }
+                    gix::remote::fetch::refmap::Source::ObjectId(_) => None,
+                })
+                .ok_or_else(|| GitError::BranchNotFound {
+                    location: display.clone(),
+                    branch: branch.to_string(),
+                })
+        })
     })
 }
 
@@ -124,8 +191,20 @@ pub(crate) struct Remote {
     pub(crate) url: gix::Url,
     pub(crate) display: String,
     pub(crate) branch: String,
-    identity: Option<(String, SecretString)>,
+    auth: Auth,
+    /// The user and password written in the location's URL, used with [`Auth::None`].
+    url_identity: Option<(String, SecretString)>,
+    /// Credentials as read for the current attempt; dropped by [`Remote::retry_refused`].
+    resolved: Mutex<Option<Arc<Resolved>>>,
+    /// Every secret handed out, scrubbed from error messages.
+    handed_out: Mutex<Vec<SecretString>>,
     options: NetworkOptions,
+}
+
+/// Credentials read for one attempt.
+enum Resolved {
+    Http(Option<(String, SecretString)>),
+    Ssh(SshSession),
 }
 
 impl Remote {
@@ -142,22 +221,43 @@ impl Remote {
                 branch: branch.to_string(),
             });
         }
-        let identity =
-            match auth {
-                Auth::Token(token) => Some((TOKEN_USERNAME.to_string(), token.clone())),
-                Auth::Basic { username, password } => Some((username.clone(), password.clone())),
-                Auth::None => location.remote().and_then(|remote| {
-                    match (remote.username(), remote.password()) {
-                        (user, Some(password)) => {
-                            Some((user.unwrap_or(TOKEN_USERNAME).to_string(), password.clone()))
-                        }
-                        (Some(user), None) => Some((user.to_string(), SecretString::from(""))),
-                        (None, None) => None,
+        let url_identity =
+            location
+                .remote()
+                .and_then(|remote| match (remote.username(), remote.password()) {
+                    (user, Some(password)) => {
+                        Some((user.unwrap_or(TOKEN_USERNAME).to_string(), password.clone()))
                     }
-                }),
-            };
+                    (Some(user), None) => Some((user.to_string(), SecretString::from(""))),
+                    (None, None) => None,
+                });
+        let scheme = location.remote().map(|remote| remote.scheme());
+        let mismatch = |message: &str| GitError::Network {
+            location: display.clone(),
+            message: message.into(),
+            retryable: false,
+        };
+        match (auth, scheme) {
+            (Auth::Ssh(_), Some(RemoteScheme::Https | RemoteScheme::Http | RemoteScheme::Git)) => {
+                return Err(mismatch(
+                    "ssh authentication needs an ssh URL (`ssh://git@host/org/repo.git` or \
+                     `git@host:org/repo.git`)",
+                ));
+            }
+            (
+                Auth::Token(_) | Auth::Basic { .. } | Auth::TokenFrom(_) | Auth::GitHubApp(_),
+                Some(RemoteScheme::Ssh),
+            ) => {
+                return Err(mismatch(
+                    "token and GitHub App authentication need an https URL; an ssh URL needs \
+                     ssh authentication",
+                ));
+            }
+            _ => {}
+        }
+        let sends_password = !matches!(auth, Auth::None | Auth::Ssh(_)) || url_identity.is_some();
         if let Some(remote) = location.remote()
-            && identity.is_some()
+            && sends_password
             && remote.scheme() == RemoteScheme::Http
             && !is_loopback(remote.gix_url().host())
         {
@@ -171,9 +271,90 @@ impl Remote {
             url: location.fetch_url()?,
             display,
             branch: branch.to_string(),
-            identity,
+            auth: auth.clone(),
+            url_identity,
+            resolved: Mutex::new(None),
+            handed_out: Mutex::new(Vec::new()),
             options: options.clone(),
         })
+    }
+
+    /// Runs `operation`; when the host refused credentials that can be read again, forgets
+    /// them and runs it once more (a rotated secret, an expired installation token).
+    pub(crate) fn retry_refused<T>(
+        &self,
+        mut operation: impl FnMut() -> Result<T, GitError>,
+    ) -> Result<T, GitError> {
+        match operation() {
+            Err(GitError::Authentication { .. }) if self.auth.refresh() => {
+                tracing::info!(
+                    location = %self.display,
+                    "the git host refused the credentials: reading them again and retrying once"
+                );
+                *lock(&self.resolved) = None;
+                operation()
+            }
+            other => other,
+        }
+    }
+
+    /// The credentials of this attempt, read on first use.
+    fn resolve(&self) -> Result<Arc<Resolved>, GitError> {
+        let mut resolved = lock(&self.resolved);
+        if let Some(current) = resolved.as_ref() {
+            return Ok(current.clone());
+        }
+        let unavailable = |message: String, retryable: bool| GitError::Credentials {
+            location: self.display.clone(),
+            message,
+            retryable,
+        };
+        let handed_out = |password: SecretString| {
+            lock(&self.handed_out).push(password.clone());
+            password
+        };
+        let fresh = match &self.auth {
+            Auth::Ssh(ssh) => {
+                let program =
+                    super::ssh::find_program(ssh).map_err(|message| GitError::Network {
+                        location: self.display.clone(),
+                        message,
+                        retryable: false,
+                    })?;
+                Resolved::Ssh(
+                    SshSession::prepare(ssh, &program)
+                        .map_err(|message| unavailable(message, true))?,
+                )
+            }
+            Auth::None => Resolved::Http(
+                self.url_identity
+                    .as_ref()
+                    .map(|(user, password)| (user.clone(), handed_out(password.clone()))),
+            ),
+            Auth::Token(token) => Resolved::Http(Some((
+                TOKEN_USERNAME.to_string(),
+                handed_out(token.clone()),
+            ))),
+            Auth::Basic { username, password } => {
+                Resolved::Http(Some((username.clone(), handed_out(password.clone()))))
+            }
+            Auth::TokenFrom(source) => {
+                let token = source
+                    .read()
+                    .map_err(|message| unavailable(message, true))?;
+                let token = SecretString::from(token.expose_secret().trim().to_string());
+                Resolved::Http(Some((TOKEN_USERNAME.to_string(), handed_out(token))))
+            }
+            Auth::GitHubApp(app) => {
+                let token = app
+                    .token()
+                    .map_err(|err| unavailable(err.message, err.retryable))?;
+                Resolved::Http(Some((TOKEN_USERNAME.to_string(), handed_out(token))))
+            }
+        };
+        let fresh = Arc::new(fresh);
+        *resolved = Some(fresh.clone());
+        Ok(fresh)
     }
 
     /// The one refspec a cache needs: the branch into a local branch of the same name.
@@ -181,7 +362,8 @@ impl Remote {
         format!("+refs/heads/{0}:refs/heads/{0}", self.branch)
     }
 
-    /// Connects `remote` with our credentials callback and transport options installed.
+    /// Connects `remote` with our credentials callback and transport options installed (over
+    /// ssh: our ssh command line, naming the key file).
     pub(crate) fn connect<'a, 'repo>(
         &'a self,
         repository: &'repo gix::Repository,
@@ -196,31 +378,44 @@ impl Remote {
         >,
         GitError,
     > {
-        let connection = remote
-            .connect(Direction::Fetch)
-            .map_err(|err| self.network_error(err, interrupt))?;
-        let mut connection = connection.with_credentials(self.credentials());
+        use gix::protocol::transport::client::blocking_io::{Transport, ssh};
+
+        let resolved = self.resolve()?;
+        let connection = match resolved.as_ref() {
+            // gix would take the ssh command from the repository's configuration; building the
+            // transport here keeps the key file out of any configuration.
+            Resolved::Ssh(session) if self.url.scheme == gix::url::Scheme::Ssh => {
+                let (url, version) = remote
+                    .sanitized_url_and_version(Direction::Fetch)
+                    .map_err(|err| self.network_error(err, interrupt))?;
+                let options = ssh::connect::Options {
+                    command: Some(session.command().clone()),
+                    disallow_shell: false,
+                    kind: Some(ssh::ProgramKind::Ssh),
+                };
+                let transport = ssh::connect(url, version, options, false).map_err(|err| {
+                    GitError::Network {
+                        location: self.display.clone(),
+                        message: err.to_string(),
+                        retryable: false,
+                    }
+                })?;
+                remote
+                    .to_connection_with_transport(Box::new(transport) as Box<dyn Transport + Send>)
+            }
+            _ => remote
+                .connect(Direction::Fetch)
+                .map_err(|err| self.network_error(err, interrupt))?,
+        };
+        let identity = match resolved.as_ref() {
+            Resolved::Http(identity) => identity.clone(),
+            Resolved::Ssh(_) => None,
+        };
+        let mut connection = connection.with_credentials(credentials(identity));
         if let Some(transport_options) = self.transport_options(repository, interrupt)? {
             connection = connection.with_transport_options(transport_options);
         }
         Ok(connection)
-    }
-
-    /// Answers gix's `get` with our identity (or nothing), and ignores `store`/`erase`.
-    fn credentials(&self) -> impl FnMut(Action) -> gix::Result<Option<Outcome>> + use<'_> {
-        move |action| match action {
-            Action::Get(context) => {
-                Ok(self.identity.as_ref().map(|(username, password)| Outcome {
-                    identity: gix::sec::identity::Account {
-                        username: username.clone(),
-                        password: password.expose_secret().to_string(),
-                        oauth_refresh_token: None,
-                    },
-                    next: context.into(),
-                }))
-            }
-            Action::Store(_) | Action::Erase(_) => Ok(None),
-        }
     }
 
     /// HTTP options: the repository's defaults plus our timeouts on the reqwest client.
@@ -274,21 +469,77 @@ impl Remote {
         if err.dominant_class() == Some(gix::error::Class::Unauthenticated)
             || lower.contains("authentication")
             || lower.contains("401")
+            // gix reports a 403 as "Received HTTP status 403", classed PermissionDenied.
+            || err.dominant_class() == Some(gix::error::Class::PermissionDenied)
+            || lower.contains("http status 403")
+            || lower.contains("permission denied")
+            || lower.contains("no credentials were returned")
         {
             return GitError::Authentication {
                 location: self.display.clone(),
+                hint: self.auth.hint(),
             };
         }
         let retryable = err.is_retryable()
             || lower.contains("connection refused")
             || lower.contains("connection reset")
             || lower.contains("dns");
+        let mut message = redact(&message, &lock(&self.handed_out));
+        if let Auth::Ssh(ssh) = &self.auth {
+            message.push_str(&ssh_hint(ssh, &lower));
+        }
         GitError::Network {
             location: self.display.clone(),
-            message: redact(&message, self.identity.as_ref()),
+            message,
             retryable,
         }
     }
+}
+
+/// Answers gix's `get` with `identity` (or nothing, which makes gix report the refusal at once,
+/// as over ssh), and ignores `store`/`erase`.
+fn credentials(
+    identity: Option<(String, SecretString)>,
+) -> impl FnMut(Action) -> gix::Result<Option<Outcome>> {
+    move |action| match action {
+        Action::Get(context) => Ok(identity.as_ref().map(|(username, password)| Outcome {
+            identity: gix::sec::identity::Account {
+                username: username.clone(),
+                password: password.expose_secret().to_string(),
+                oauth_refresh_token: None,
+            },
+            next: context.into(),
+        })),
+        Action::Store(_) | Action::Erase(_) => Ok(None),
+    }
+}
+
+/// What to check after an ssh failure that was not a refused key: the ssh client prints its
+/// reason on the process's stderr, where gix leaves it.
+fn ssh_hint(ssh: &SshAuth, lower_message: &str) -> String {
+    let program = ssh
+        .program
+        .as_ref()
+        .map_or_else(|| "ssh".to_string(), |path| path.display().to_string());
+    if lower_message.contains("no such file") || lower_message.contains("not found") {
+        return format!(
+            " (is the ssh client `{program}` installed? The Lambda image has none: see \
+             infra/README.md)"
+        );
+    }
+    match &ssh.known_hosts {
+        None => " (check the host key: no known_hosts is configured, so ssh checked its own \
+                  files and refuses unknown hosts; set ssh_known_hosts)"
+            .to_string(),
+        Some(_) => " (check that the configured known_hosts holds the host's key; ssh's own \
+                    message is in the log)"
+            .to_string(),
+    }
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    // Nothing behind these locks is left half-updated by a panic: keep using it.
+    mutex.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
 /// The full cause chain of a gix error on one line.
@@ -307,16 +558,17 @@ fn error_chain(err: &gix::Error) -> String {
 }
 
 /// Belt and braces: a secret never reaches an error message, even if some layer echoed it.
-fn redact(message: &str, identity: Option<&(String, SecretString)>) -> String {
-    match identity {
-        Some((_, password)) if !password.expose_secret().is_empty() => {
-            message.replace(password.expose_secret(), "<redacted>")
-        }
-        _ => message.to_string(),
-    }
+fn redact(message: &str, secrets: &[SecretString]) -> String {
+    secrets
+        .iter()
+        .map(ExposeSecret::expose_secret)
+        .filter(|secret| !secret.is_empty())
+        .fold(message.to_string(), |message, secret| {
+            message.replace(secret, "<redacted>")
+        })
 }
 
-fn is_loopback(host: Option<&str>) -> bool {
+pub(crate) fn is_loopback(host: Option<&str>) -> bool {
     match host {
         Some("localhost") => true,
         Some(host) => host
