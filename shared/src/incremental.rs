@@ -14,9 +14,16 @@
 //!   drifted, same hash and hash version as the inventory; pulled-in files define exactly what
 //!   the store says), and anything doubtful falls back to a full scan, with the reason.
 //!
+//! Any commit can be planned this way, not only the branch head: a rollback's older commit or
+//! one on a force-pushed history diffs against the last applied commit just as well, since a
+//! tree diff compares contents, not history. A remote repository is first fetched at depth 1;
+//! when the last applied commit lies beyond the shallow boundary, the cache's history is
+//! deepened to reach it (see `GitCache::find_commit`).
+//!
 //! A full scan runs when asked (`--full`), for a working tree, without a last applied commit,
-//! after the target's settings changed, with drift recorded, or when the base commit is gone
-//! from the repository. Does not record runs or apply: `workflow::sync_target` does.
+//! after the target's repository, branch or path changed, with drift recorded, or when the base
+//! commit is gone from the repository even after deepening (force-push and gc). Does not record
+//! runs or apply: `workflow::sync_target` and the planner (`pipeline::handle_plan_request`) do.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
@@ -49,11 +56,12 @@ pub enum FullScanReason {
     WorkingTree,
     /// Nothing was applied to the target yet.
     NoAppliedCommit,
-    /// The target's repository, branch, path, pin or suspension changed since the last apply.
+    /// The target's repository, branch or path changed since the last apply.
     TargetChanged,
     /// Rows of the target were changed outside a sync.
     DriftRecorded,
-    /// The base commit cannot be diffed (gone after a force-push and gc, shallow cache, ...).
+    /// The base commit cannot be diffed (gone after a force-push and gc, not in the branch's
+    /// history even after deepening a shallow cache, ...).
     BaseUnavailable { detail: String },
     /// A row the overlay would take as unchanged differs from the inventory (hash, hash
     /// version, drift, or the row is gone).
@@ -165,8 +173,8 @@ impl Laps {
 }
 
 /// Reads the target's repository (fetching a remote one into its cache), checks it and plans
-/// it against the database: incrementally from the last applied commit when that is safe,
-/// otherwise (or when `full`) from the whole tree. Both give the same plan.
+/// the branch head against the database: incrementally from the last applied commit when that
+/// is safe, otherwise (or when `full`) from the whole tree. Both give the same plan.
 ///
 /// Call it after `Store::ensure_target`. Records nothing except moved source paths
 /// (bookkeeping): the caller records the run and applies. After a stale apply, call it again
@@ -178,6 +186,133 @@ pub async fn plan_target(
     checks: Checks<'_>,
     limits: &Limits,
     full: bool,
+) -> Result<PlannedTarget> {
+    let located = locate(source, None).await?;
+    plan_located(store, target, source, checks, limits, full, located).await
+}
+
+/// A repository made ready for planning one commit: a remote one fetched into its cache
+/// (shallow on the first fetch), a local one resolved. See [`locate`].
+#[derive(Debug)]
+pub struct LocatedSource {
+    head: Head,
+    fetch: Duration,
+}
+
+impl LocatedSource {
+    /// The commit to plan, with the branch it was read for.
+    pub fn revision(&self) -> &Revision {
+        &self.head.revision
+    }
+
+    /// Time spent fetching (or resolving a local commit).
+    pub fn fetch(&self) -> Duration {
+        self.fetch
+    }
+}
+
+/// Fetches a remote repository into its cache (depth 1 into an empty cache; later fetches
+/// bring only new objects), or resolves a local one, and fixes the commit to plan: `commit`
+/// (full or abbreviated hex: a rollback, a pin, a manual revision) or else the branch head.
+/// A commit older than a shallow cache's boundary is fetched by deepening the branch's
+/// history; one that is not in that history is [`GitError::CommitNotFound`].
+///
+/// Separate from [`plan_located`] so that the caller can look at the commit (is it already
+/// applied?) before planning, and need not hold the database while the network is used.
+pub async fn locate(source: &SourceSpec, commit: Option<&str>) -> Result<LocatedSource> {
+    if source.worktree {
+        if let Some(commit) = commit {
+            return Err(Error::InvalidRequest(format!(
+                "cannot plan commit `{commit}` of a working tree: it is read as it is on disk"
+            )));
+        }
+        return Ok(LocatedSource {
+            head: Head {
+                repo: PathBuf::new(),
+                revision: Revision::Worktree,
+                cache: None,
+                network: None,
+            },
+            fetch: Duration::ZERO,
+        });
+    }
+    let started = Instant::now();
+    let source = source.clone();
+    let commit = commit.map(str::to_owned);
+    let head = blocking(move || match &source.location {
+        RepoLocation::Remote(_) => {
+            let branch = source.branch.as_deref().unwrap_or("main");
+            let cache = GitCache::new(&source.cache_dir);
+            let network = Network {
+                location: source.location.clone(),
+                branch: branch.to_string(),
+                auth: source.auth.clone(),
+                options: git::NetworkOptions {
+                    shallow_depth: FIRST_FETCH_DEPTH,
+                    ..git::NetworkOptions::default()
+                },
+            };
+            let fetched =
+                cache.fetch(&network.location, branch, &network.auth, &network.options)?;
+            let revision = match commit {
+                None => fetched.revision,
+                Some(commit) => {
+                    let found = network.find_commit(&cache, &commit)?;
+                    Revision::Commit {
+                        branch: branch.to_string(),
+                        commit: found.commit,
+                    }
+                }
+            };
+            Ok(Head {
+                repo: cache.repository_path(),
+                revision,
+                cache: Some(cache),
+                network: Some(network),
+            })
+        }
+        RepoLocation::Local(path) => {
+            let tip = resolve_local(path, source.branch.as_deref())?;
+            let revision = match (commit, tip) {
+                (Some(commit), Revision::Commit { branch, .. }) => Revision::Commit {
+                    branch,
+                    commit: git::resolve_commit(path, &commit)?,
+                },
+                (_, tip) => tip,
+            };
+            Ok(Head {
+                repo: path.clone(),
+                revision,
+                cache: None,
+                network: None,
+            })
+        }
+    })
+    .await?;
+    Ok(LocatedSource {
+        head,
+        fetch: started.elapsed(),
+    })
+}
+
+/// Depth of the first fetch into an empty cache: the head commit, its tree and blobs. Older
+/// commits are fetched by deepening when a plan needs them.
+const FIRST_FETCH_DEPTH: Option<std::num::NonZeroU32> = std::num::NonZeroU32::new(1);
+
+/// Checks the commit `located` holds and plans it against the database (see [`plan_target`]):
+/// incrementally from the last applied commit, whether the commit is newer, older or on a
+/// rewritten history (a tree diff compares contents, not history), when that is safe;
+/// otherwise (or when `full`) from the whole tree.
+///
+/// `source` must be the one `located` came from.
+pub async fn plan_located(
+    store: &Store,
+    target: &TargetSettings,
+    source: &SourceSpec,
+    checks: Checks<'_>,
+    limits: &Limits,
+    full: bool,
+    located: LocatedSource,
 ) -> Result<PlannedTarget> {
     let Checks {
         keys,
@@ -197,24 +332,6 @@ pub async fn plan_target(
             kept_stale: false,
             sample_hash_version: None,
         });
-    if source.worktree {
-        let snapshot = workflow::read_source(source, *limits).await?;
-        let context = Context {
-            store,
-            target,
-            keys,
-            refs,
-            builtin_plugins,
-            limits,
-            base: &base,
-        };
-        return context
-            .full_scan(snapshot, FullScanReason::WorkingTree)
-            .await;
-    }
-    let started = Instant::now();
-    let head = locate(source).await?;
-    let fetch = started.elapsed();
     let context = Context {
         store,
         target,
@@ -224,6 +341,13 @@ pub async fn plan_target(
         limits,
         base: &base,
     };
+    let LocatedSource { head, fetch } = located;
+    if source.worktree {
+        let snapshot = workflow::read_source(source, *limits).await?;
+        return context
+            .full_scan(snapshot, FullScanReason::WorkingTree)
+            .await;
+    }
     let reason = if full {
         Some(FullScanReason::Requested)
     } else if base.last_applied_commit.is_none() {
@@ -258,15 +382,45 @@ pub async fn plan_target(
     Ok(PlannedTarget { fetch, ..planned })
 }
 
+/// How to reach a remote repository again (to deepen its cache).
+#[derive(Debug, Clone)]
+struct Network {
+    location: RepoLocation,
+    branch: String,
+    auth: git::Auth,
+    options: git::NetworkOptions,
+}
+
+impl Network {
+    fn find_commit(&self, cache: &GitCache, commit: &str) -> Result<git::FoundCommit, GitError> {
+        let found = cache.find_commit(
+            &self.location,
+            &self.branch,
+            &self.auth,
+            &self.options,
+            commit,
+        )?;
+        if found.deepened > 0 {
+            tracing::info!(
+                %commit,
+                fetches = found.deepened,
+                shallow = found.shallow,
+                "deepened the cache's history to reach a commit"
+            );
+        }
+        Ok(found)
+    }
+}
+
 /// The repository to read and the commit to plan.
+#[derive(Debug)]
 struct Head {
     /// A local repository, or the cache's bare repository.
     repo: PathBuf,
     revision: Revision,
     cache: Option<GitCache>,
-    location: RepoLocation,
-    /// The branch the source names (`None`: HEAD, which may be detached).
-    requested_branch: Option<String>,
+    /// Set for a remote repository.
+    network: Option<Network>,
 }
 
 impl Head {
@@ -283,49 +437,37 @@ impl Head {
 
     async fn read_all(&self, config_path: &str, limits: Limits) -> Result<Snapshot> {
         let cache = self.cache.clone();
-        let location = self.location.clone();
+        let repo = self.repo.clone();
         let branch = self.branch().to_string();
-        let requested = self.requested_branch.clone();
         let commit = self.commit().to_string();
         let config_path = config_path.to_string();
         blocking(move || match cache {
             Some(cache) => cache.read_commit(&branch, &commit, &config_path, &limits),
-            None => git::read_commit(&location, requested.as_deref(), &config_path, &limits),
+            None => git::read_commit_at(&repo, &branch, &commit, &config_path, &limits),
         })
         .await
     }
-}
 
-/// Fetches a remote repository into its cache, or resolves a local one's branch.
-async fn locate(source: &SourceSpec) -> Result<Head> {
-    let source = source.clone();
-    blocking(move || match &source.location {
-        RepoLocation::Remote(_) => {
-            let branch = source.branch.as_deref().unwrap_or("main");
-            let cache = GitCache::new(&source.cache_dir);
-            let fetched = cache.fetch(
-                &source.location,
-                branch,
-                &source.auth,
-                &git::NetworkOptions::default(),
-            )?;
-            Ok(Head {
-                repo: cache.repository_path(),
-                revision: fetched.revision,
-                cache: Some(cache),
-                location: source.location.clone(),
-                requested_branch: source.branch.clone(),
-            })
+    /// Makes sure `base_commit` is in a remote repository's cache, deepening a shallow one.
+    /// Whatever fails here, the diff finds the base missing and the plan scans the whole tree.
+    async fn reach(&self, base_commit: &str) -> Result<()> {
+        let (Some(cache), Some(network)) = (self.cache.clone(), self.network.clone()) else {
+            return Ok(());
+        };
+        let commit = base_commit.to_string();
+        let reached = tokio::task::spawn_blocking(move || network.find_commit(&cache, &commit))
+            .await
+            .map_err(|join| Error::Internal(format!("the repository reader stopped: {join}")))?;
+        match reached {
+            Ok(_) | Err(GitError::CommitNotFound { .. }) => {}
+            Err(error) => tracing::warn!(
+                error = %error,
+                base_commit,
+                "cannot deepen the cache to the last applied commit"
+            ),
         }
-        RepoLocation::Local(path) => Ok(Head {
-            repo: path.clone(),
-            revision: resolve_local(path, source.branch.as_deref())?,
-            cache: None,
-            location: source.location.clone(),
-            requested_branch: source.branch.clone(),
-        }),
-    })
-    .await
+        Ok(())
+    }
 }
 
 /// The tip of `branch` (HEAD when `None`) of a local repository.
@@ -500,6 +642,7 @@ impl Context<'_> {
         config_path: &str,
     ) -> Result<Result<PlannedTarget, FullScanReason>> {
         let mut laps = Laps::start();
+        head.reach(base_commit).await?;
         let diff = {
             let repo = head.repo.clone();
             let from = base_commit.to_string();

@@ -124,7 +124,8 @@ where
     }
 }
 
-/// The span a sync runs in: every line logged inside carries these four fields.
+/// The span a sync runs in: every line logged inside carries these four fields, and `scan`
+/// (how the planner read the repository: incremental or full, and why) once it is recorded.
 /// It is an ERROR-level span so it stays enabled, and its fields present, whatever the level.
 pub fn sync_span(target: &str, sync_id: &str, commit: &str, trigger: &str) -> tracing::Span {
     tracing::error_span!(
@@ -132,7 +133,8 @@ pub fn sync_span(target: &str, sync_id: &str, commit: &str, trigger: &str) -> tr
         target = %target,
         sync_id = %sync_id,
         commit = %commit,
-        trigger = %trigger
+        trigger = %trigger,
+        scan = tracing::field::Empty
     )
 }
 

@@ -803,3 +803,310 @@ async fn rows_hashed_by_another_canonical_form_force_a_full_scan_that_rewrites_t
     );
     assert_eq!(planned.plan.unwrap().summary().update, 7);
 }
+
+/// The planner's path (`pipeline::handle_plan_request`) over a served repository, with the
+/// local queues and captured metrics.
+mod through_the_pipeline {
+    use std::collections::BTreeSet;
+
+    use ritmo::config::{GitAuth, Settings, TargetSettings};
+    use ritmo::git::{Auth, GitCache, NetworkOptions, RepoLocation};
+    use ritmo::incremental::{self, PlannedTarget, ScanMode};
+    use ritmo::manifest::Limits;
+    use ritmo::message::{PlanRequest, Trigger};
+    use ritmo::metrics::MetricsSink;
+    use ritmo::pipeline::{self, PlanRequestOutcome};
+    use ritmo::plan::{Plan, PlanPolicy};
+    use ritmo::queue::{LocalReceivers, Queues};
+    use ritmo::services::Services;
+    use ritmo::workflow::SourceSpec;
+    use ritmo_tests::db::TestDb;
+    use ritmo_tests::git_http::{ServedRepo, run_git};
+    use secrecy::SecretString;
+
+    use super::{Model, Op, TARGET};
+
+    /// The planner metrics' `scan` and `scan_reason`.
+    type Scan = (String, Option<String>);
+
+    fn incremental() -> Scan {
+        ("incremental".to_string(), None)
+    }
+
+    struct Stack {
+        services: Services,
+        receivers: LocalReceivers,
+        remote: ServedRepo,
+        cache: tempfile::TempDir,
+        _db: TestDb,
+    }
+
+    impl Stack {
+        async fn start() -> Stack {
+            let db = TestDb::new().await;
+            let remote = ServedRepo::new();
+            let cache = tempfile::tempdir().unwrap();
+            let settings = Settings {
+                enabled: true,
+                targets: vec![target(&remote)],
+                builtin_plugins: BTreeSet::new(),
+                database_url: Some(SecretString::from(db.url.clone())),
+                cache_dir: cache.path().to_path_buf(),
+                ..Settings::default()
+            };
+            let (queues, receivers) = Queues::local();
+            let services = Services::connect(settings, queues, MetricsSink::capture())
+                .await
+                .unwrap();
+            Stack {
+                services,
+                receivers,
+                remote,
+                cache,
+                _db: db,
+            }
+        }
+
+        /// Handles `request` and applies the plan it sent to the apply queue. Returns the plan
+        /// and the planner's scan mode (`scan`, `scan_reason` of its metrics).
+        async fn plan_and_apply(&mut self, request: PlanRequest) -> (Plan, Scan) {
+            let outcome = pipeline::handle_plan_request(&self.services, &request)
+                .await
+                .unwrap();
+            let scan = self.last_scan();
+            let PlanRequestOutcome::Planned {
+                sync_id,
+                apply_enqueued: true,
+                ..
+            } = &outcome
+            else {
+                panic!("expected a plan sent to the applier, got {outcome:?}");
+            };
+            let plan = {
+                let store = self.services.store.lock().await;
+                store.load_plan(*sync_id).await.unwrap().unwrap()
+            };
+            let apply = self.receivers.applies.try_recv().unwrap();
+            pipeline::handle_apply_request(&self.services, &apply)
+                .await
+                .unwrap();
+            (plan, scan)
+        }
+
+        /// The `scan` and `scan_reason` properties of the last metrics line.
+        fn last_scan(&self) -> Scan {
+            let lines = self.services.metrics.lines();
+            let line: serde_json::Value = serde_json::from_str(lines.last().unwrap()).unwrap();
+            (
+                line["scan"].as_str().unwrap_or_default().to_string(),
+                line["scan_reason"].as_str().map(str::to_owned),
+            )
+        }
+
+        /// The plan a full scan of `commit` (the branch head when `None`) gives now, read
+        /// through a cache of its own.
+        async fn full_plan(&self, commit: Option<&str>) -> Plan {
+            let cache = tempfile::tempdir().unwrap();
+            let source = source(&self.remote, &cache);
+            let located = incremental::locate(&source, commit).await.unwrap();
+            let store = self.services.store.lock().await;
+            let PlannedTarget { mode, plan, .. } = incremental::plan_located(
+                &store,
+                &target(&self.remote),
+                &source,
+                self.services.checks(),
+                &Limits::default(),
+                true,
+                located,
+            )
+            .await
+            .unwrap();
+            assert!(matches!(mode, ScanMode::Full { .. }));
+            plan.unwrap()
+        }
+
+        /// The target's cache (what a warm Lambda container keeps in /tmp).
+        fn target_cache(&self) -> std::path::PathBuf {
+            self.cache.path().join(TARGET)
+        }
+    }
+
+    fn target(remote: &ServedRepo) -> TargetSettings {
+        TargetSettings {
+            name: TARGET.into(),
+            repo_url: remote.url(),
+            branch: "main".into(),
+            path: String::new(),
+            interval_secs: 60,
+            auto_apply: true,
+            dry_run: false,
+            self_heal: false,
+            policy: PlanPolicy::default(),
+            auth: GitAuth::None,
+        }
+    }
+
+    fn source(remote: &ServedRepo, cache: &tempfile::TempDir) -> SourceSpec {
+        SourceSpec {
+            location: RepoLocation::parse(&remote.url()).unwrap(),
+            branch: Some("main".into()),
+            path: String::new(),
+            worktree: false,
+            auth: Auth::None,
+            cache_dir: cache.path().to_path_buf(),
+        }
+    }
+
+    fn webhook(commit: &str, delivery: &str) -> PlanRequest {
+        PlanRequest::new(TARGET, Trigger::Webhook, chrono::Utc::now())
+            .with_revision(format!("main@sha1:{commit}"))
+            .with_delivery_id(delivery)
+    }
+
+    /// Empty commits, pushed: history the shallow cache does not hold.
+    fn push_empty(remote: &ServedRepo, count: usize) {
+        for i in 0..count {
+            remote.repo.git(&[
+                "commit",
+                "--quiet",
+                "--allow-empty",
+                "-m",
+                &format!("empty {i}"),
+            ]);
+        }
+        remote.push("after the empty ones");
+    }
+
+    fn is_shallow(repo: &std::path::Path) -> bool {
+        run_git(repo, &["rev-parse", "--is-shallow-repository"]) == "true"
+    }
+
+    fn has_commit(repo: &std::path::Path, commit: &str) -> bool {
+        std::process::Command::new("git")
+            .args(["cat-file", "-e", &format!("{commit}^{{commit}}")])
+            .current_dir(repo)
+            .env("GIT_CONFIG_GLOBAL", "/dev/null")
+            .env("GIT_CONFIG_NOSYSTEM", "1")
+            .stderr(std::process::Stdio::null())
+            .status()
+            .unwrap()
+            .success()
+    }
+
+    /// The initial model applied through a webhook; returns its commit.
+    async fn applied_initial(stack: &mut Stack) -> String {
+        Model::initial().render(&stack.remote.repo);
+        let first = stack.remote.push("initial model");
+        let (plan, (scan, reason)) = stack.plan_and_apply(webhook(&first, "d-1")).await;
+        assert_eq!(plan.summary().create, 7);
+        assert_eq!(scan, "full");
+        assert_eq!(
+            reason.as_deref(),
+            Some("nothing was applied to the target yet")
+        );
+        first
+    }
+
+    fn edit_one_job(stack: &Stack) -> String {
+        let mut model = Model::initial();
+        model.apply(&Op::Edit { file: 3 });
+        model.render(&stack.remote.repo);
+        stack.remote.push("edit one job")
+    }
+
+    #[tokio::test]
+    async fn a_webhook_plan_after_one_changed_file_is_incremental_and_equals_the_full_plan() {
+        let mut stack = Stack::start().await;
+        applied_initial(&mut stack).await;
+        let second = edit_one_job(&stack);
+        let expected = stack.full_plan(None).await;
+
+        let (plan, scan) = stack.plan_and_apply(webhook(&second, "d-2")).await;
+
+        assert_eq!(scan, incremental());
+        assert_eq!(plan.revision.commit(), Some(second.as_str()));
+        assert_eq!(plan.summary().update, 1);
+        assert_eq!(plan.summary().unchanged, 6);
+        assert_eq!(plan, expected);
+    }
+
+    #[tokio::test]
+    async fn a_rollback_to_a_commit_beyond_a_cold_shallow_cache_is_deepened_and_planned_incrementally()
+     {
+        let mut stack = Stack::start().await;
+        // History behind the rollback target, so that deepening does not reach the root.
+        push_empty(&stack.remote, 30);
+        let first = applied_initial(&mut stack).await;
+        push_empty(&stack.remote, 3);
+        let second = edit_one_job(&stack);
+        let (_, scan) = stack.plan_and_apply(webhook(&second, "d-2")).await;
+        assert_eq!(scan, incremental());
+        // A cold container: the cache in /tmp is gone.
+        std::fs::remove_dir_all(stack.target_cache()).unwrap();
+        let expected = stack.full_plan(Some(&first)).await;
+
+        pipeline::rollback(&stack.services, TARGET, &first, "jane")
+            .await
+            .unwrap();
+        let request = stack.receivers.plans.try_recv().unwrap();
+        let (plan, scan) = stack.plan_and_apply(request).await;
+
+        assert_eq!(scan, incremental());
+        assert_eq!(plan, expected);
+        assert_eq!(plan.summary().update, 1);
+        let repo = stack.target_cache().join("repo.git");
+        assert!(is_shallow(&repo), "the cache was cloned whole");
+        assert!(has_commit(&repo, &first));
+        let store = stack.services.store.lock().await;
+        let state = store.target(TARGET).await.unwrap().unwrap();
+        assert_eq!(state.last_applied_commit.as_deref(), Some(first.as_str()));
+        assert_eq!(state.pinned_commit.as_deref(), Some(first.as_str()));
+    }
+
+    #[tokio::test]
+    async fn a_base_commit_beyond_a_shallow_cache_is_reached_by_deepening_and_planned_incrementally()
+     {
+        let mut stack = Stack::start().await;
+        let first = applied_initial(&mut stack).await;
+        // Further back than the first deepening step reaches.
+        push_empty(&stack.remote, 20);
+        let second = edit_one_job(&stack);
+        let location = source(&stack.remote, &stack.cache).location;
+        let shallow = NetworkOptions {
+            shallow_depth: std::num::NonZeroU32::new(1),
+            ..NetworkOptions::default()
+        };
+        let probe = tempfile::tempdir().unwrap();
+        let probe_cache = GitCache::new(probe.path());
+        let probed = {
+            let location = location.clone();
+            let shallow = shallow.clone();
+            let first = first.clone();
+            tokio::task::spawn_blocking(move || {
+                let fetched = probe_cache
+                    .fetch(&location, "main", &Auth::None, &shallow)
+                    .unwrap();
+                let absent = !has_commit(&probe_cache.repository_path(), &first);
+                let found = probe_cache
+                    .find_commit(&location, "main", &Auth::None, &shallow, &first)
+                    .unwrap();
+                (fetched.shallow, absent, found)
+            })
+            .await
+            .unwrap()
+        };
+        std::fs::remove_dir_all(stack.target_cache()).unwrap();
+        let expected = stack.full_plan(None).await;
+
+        let (plan, scan) = stack.plan_and_apply(webhook(&second, "d-2")).await;
+
+        let (fetched_shallow, absent, found) = probed;
+        assert!(fetched_shallow);
+        assert!(absent, "a depth-1 fetch holds only the head");
+        assert_eq!(found.commit, first);
+        assert_eq!(found.deepened, 2, "{found:?}");
+        assert_eq!(scan, incremental());
+        assert_eq!(plan.summary().update, 1);
+        assert_eq!(plan, expected);
+    }
+}

@@ -12,13 +12,18 @@
 //! The cache is rebuilt from scratch when `complete` is missing, a `*.lock` or temporary file is
 //! left over, a pack is truncated (its trailer disagrees with its index) or the repository does
 //! not open; and once more if a fetch into it fails for a reason other than the network.
+//!
+//! A first fetch may be shallow (depth 1: one commit, its tree and blobs). A commit older than
+//! the shallow boundary (the last applied commit an incremental plan diffs from, a rollback's
+//! commit) is brought in by [`GitCache::find_commit`], which deepens the history step by step
+//! and unshallows it as a last resort.
 
 use std::fs::{self, File};
 use std::path::{Path, PathBuf};
 
 use super::config_path::ConfigPath;
 use super::remote::{Remote, open_options, with_deadline};
-use super::tree::{object_error, resolve_branch, snapshot_at};
+use super::tree::{find_commit_id, object_error, resolve_branch, snapshot_at};
 use super::{Auth, GitError, NetworkOptions, RepoLocation, Snapshot};
 use crate::manifest::Limits;
 use crate::model::Revision;
@@ -27,6 +32,22 @@ use crate::model::Revision;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct GitCache {
     dir: PathBuf,
+}
+
+/// How far [`GitCache::find_commit`] deepens a shallow cache before it unshallows it: each
+/// step adds that many commits behind the shallow boundary. Most lookups want the last applied
+/// commit, a few commits behind the head.
+const DEEPEN_STEPS: [u32; 2] = [16, 240];
+
+/// A commit [`GitCache::find_commit`] found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FoundCommit {
+    /// The full hex id.
+    pub commit: String,
+    /// Fetches it took to deepen the history (0: it was in the cache).
+    pub deepened: u32,
+    /// Whether the cache is still shallow.
+    pub shallow: bool,
 }
 
 /// What a fetch did.
@@ -90,8 +111,65 @@ impl GitCache {
         let _lock = self.lock()?;
         let location = self.dir.display().to_string();
         let repository = self.open()?;
-        let id = parse_commit(&repository, &location, commit)?;
+        let id = find_commit_id(&repository, &location, commit)?;
         snapshot_at(&repository, &location, branch, id, &config, limits)
+    }
+
+    /// Finds `commit` (full or abbreviated hex) in the cache. When a shallow cache lacks it,
+    /// deepens the history of `branch` ([`DEEPEN_STEPS`], then the whole history) until it is
+    /// there. [`GitError::CommitNotFound`] when the full history of the branch lacks it
+    /// (force-pushed away, another branch, never existed).
+    ///
+    /// Blocking: call it from `spawn_blocking` in async code.
+    pub fn find_commit(
+        &self,
+        location: &RepoLocation,
+        branch: &str,
+        auth: &Auth,
+        options: &NetworkOptions,
+        commit: &str,
+    ) -> Result<FoundCommit, GitError> {
+        use gix::remote::fetch::Shallow;
+
+        let remote = Remote::new(location, branch, auth, options)?;
+        let _lock = self.lock()?;
+        let display = self.dir.display().to_string();
+        let mut steps = DEEPEN_STEPS
+            .into_iter()
+            .map(Shallow::Deepen)
+            .chain([Shallow::undo()]);
+        let mut deepened = 0;
+        loop {
+            // Opened afresh: the shallow boundary and the packs changed with the last fetch.
+            let repository = self.open()?;
+            let shallow = repository.is_shallow().map_err(|err| GitError::Cache {
+                path: self.repository_path().display().to_string(),
+                message: err.to_string(),
+            })?;
+            match find_commit_id(&repository, &display, commit) {
+                Ok(id) => {
+                    return Ok(FoundCommit {
+                        commit: id.to_string(),
+                        deepened,
+                        shallow,
+                    });
+                }
+                Err(GitError::CommitNotFound { .. }) if shallow => {}
+                Err(err) => return Err(err),
+            }
+            let Some(step) = steps.next() else {
+                return Err(GitError::CommitNotFound {
+                    location: remote.display.clone(),
+                    commit: commit.to_string(),
+                });
+            };
+            tracing::info!(cache = %self.dir.display(), %commit, ?step, "deepening the shallow cache");
+            self.remove_marker()?;
+            let received = self.receive(&repository, &remote, options, step);
+            self.write_marker()?;
+            received?;
+            deepened += 1;
+        }
     }
 
     fn fetch_once(
@@ -105,8 +183,12 @@ impl GitCache {
             .references()
             .and_then(|platform| platform.all().map(|mut refs| refs.next().is_none()))
             .unwrap_or(true);
+        let shallow = match options.shallow_depth {
+            Some(depth) if was_empty => gix::remote::fetch::Shallow::DepthAtRemote(depth),
+            _ => gix::remote::fetch::Shallow::NoChange,
+        };
         self.remove_marker()?;
-        let result = self.receive(&repository, remote, options, was_empty);
+        let result = self.receive(&repository, remote, options, shallow);
         // Returned (not killed): the repository is consistent whatever the outcome.
         self.write_marker()?;
         let (objects_received, commit) = result?;
@@ -140,7 +222,7 @@ impl GitCache {
         repository: &gix::Repository,
         remote: &Remote,
         options: &NetworkOptions,
-        was_empty: bool,
+        shallow: gix::remote::fetch::Shallow,
     ) -> Result<(u64, gix::ObjectId), GitError> {
         let refspec = remote.refspec();
         with_deadline(options.timeout, |interrupt| {
@@ -164,8 +246,8 @@ impl GitCache {
                     branch: remote.branch.clone(),
                 });
             }
-            if was_empty && let Some(depth) = options.shallow_depth {
-                prepare = prepare.with_shallow(gix::remote::fetch::Shallow::DepthAtRemote(depth));
+            if shallow != gix::remote::fetch::Shallow::NoChange {
+                prepare = prepare.with_shallow(shallow);
             }
             let outcome = prepare
                 .receive(gix::progress::Discard, interrupt)

@@ -5,7 +5,8 @@
 //! - [`read_commit`] / [`read_worktree`]: the resource files of a config path (local repository
 //!   at a branch tip, or a plain directory), as a [`Snapshot`].
 //! - [`remote_head`]: where a remote branch points, with one ls-refs request (protocol v2).
-//! - [`GitCache`]: fetch a branch into a per-target bare cache and read snapshots from it.
+//! - [`GitCache`]: fetch a branch into a per-target bare cache (shallow at first, deepened when
+//!   an older commit is needed) and read snapshots from it.
 //! - [`changed_paths`] / [`read_files`] / [`is_ancestor`]: what an incremental plan needs.
 //!
 //! Everything here is blocking (gix is): async callers run it in `tokio::task::spawn_blocking`.
@@ -29,7 +30,7 @@ mod ssh;
 mod tree;
 mod worktree;
 
-pub use cache::{FetchOutcome, GitCache};
+pub use cache::{FetchOutcome, FoundCommit, GitCache};
 pub use config_path::ConfigPath;
 pub use credentials::SecretSource;
 pub use diff::{ChangeKind, PathChange, changed_paths, is_ancestor, read_files};
@@ -38,7 +39,7 @@ pub use github_app::{Claims as GitHubAppClaims, GitHubApp, GitHubAppError, sign_
 pub use location::{RemoteScheme, RemoteUrl, RepoLocation};
 pub use remote::{Auth, NetworkOptions, TOKEN_USERNAME, remote_head};
 pub use ssh::{KnownHosts, SshAuth};
-pub use tree::{is_git_repository, read_commit};
+pub use tree::{is_git_repository, read_commit, read_commit_at, resolve_commit};
 pub use worktree::read_worktree;
 
 use crate::manifest::SourceFile;

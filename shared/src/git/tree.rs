@@ -36,6 +36,65 @@ pub fn read_commit(
     snapshot_at(&repository, &location, &branch, commit, &config, limits)
 }
 
+/// Reads the resource files of `config_path` at `commit` (full or abbreviated hex) of a local
+/// repository, labelled with `branch`. Unlike [`read_commit`], the commit is fixed, so a branch
+/// that moves meanwhile does not change what is read.
+///
+/// Blocking: call it from `spawn_blocking` in async code.
+pub fn read_commit_at(
+    repo: &Path,
+    branch: &str,
+    commit: &str,
+    config_path: &str,
+    limits: &Limits,
+) -> Result<Snapshot, GitError> {
+    let config = ConfigPath::parse(config_path)?;
+    let location = repo.display().to_string();
+    let repository = open_local(repo, &location)?;
+    let id = find_commit_id(&repository, &location, commit)?;
+    snapshot_at(&repository, &location, branch, id, &config, limits)
+}
+
+/// The full id of `commit` (full or abbreviated hex) in a local repository.
+///
+/// Blocking: call it from `spawn_blocking` in async code.
+pub fn resolve_commit(repo: &Path, commit: &str) -> Result<String, GitError> {
+    let location = repo.display().to_string();
+    let repository = open_local(repo, &location)?;
+    Ok(find_commit_id(&repository, &location, commit)?.to_string())
+}
+
+/// `commit` (full hex, or at least 7 hex digits naming one commit) → its id, when the commit
+/// object is in the repository.
+pub(crate) fn find_commit_id(
+    repository: &gix::Repository,
+    location: &str,
+    commit: &str,
+) -> Result<ObjectId, GitError> {
+    let not_found = || GitError::CommitNotFound {
+        location: location.to_string(),
+        commit: commit.to_string(),
+    };
+    let is_hex = commit.bytes().all(|b| b.is_ascii_hexdigit());
+    let id = if let Ok(id) = ObjectId::from_hex(commit.as_bytes()) {
+        id
+    } else if is_hex && (7..40).contains(&commit.len()) {
+        // An abbreviation that is missing or ambiguous is "not found": a deeper history may
+        // hold it, or the caller must give more digits.
+        let prefix = gix::hash::Prefix::from_hex(commit).map_err(|_| not_found())?;
+        match repository.objects.lookup_prefix(prefix, None) {
+            Ok(Some(Ok(id))) => id,
+            _ => return Err(not_found()),
+        }
+    } else {
+        return Err(not_found());
+    };
+    if repository.find_commit(id).is_err() {
+        return Err(not_found());
+    }
+    Ok(id)
+}
+
 /// Whether `path` is a git repository itself (a work tree root, a `.git` directory or a bare
 /// repository), as opposed to a plain directory. Parent directories are not searched.
 pub fn is_git_repository(path: &Path) -> bool {

@@ -1,5 +1,11 @@
 //! The planner: one plan request → one recorded sync run (or nothing, when the request is a
 //! duplicate of work done or under way), and an apply request when the plan may go ahead.
+//!
+//! Every read goes through `incremental`: the commit (the branch head, or a rollback's, a pin's
+//! or a manual revision's) is fetched into the target's cache, then planned from the files
+//! changed since the last applied commit when that is safe, else from the whole tree. The scan
+//! mode is logged on the run's span (`scan`) and carried by the run's metrics (`scan`,
+//! `scan_reason`).
 
 use std::time::Instant;
 
@@ -10,6 +16,7 @@ use uuid::Uuid;
 use super::source::{self, commit_of};
 use crate::config::TargetSettings;
 use crate::diagnostic::{self, Diagnostic};
+use crate::incremental::{self, ScanMode};
 use crate::manifest::Limits;
 use crate::message::{self, ApplyRequest, PlanRequest};
 use crate::metrics::{Metric, MetricsBatch};
@@ -17,7 +24,7 @@ use crate::notify::{self, Event};
 use crate::plan::Summary;
 use crate::services::Services;
 use crate::store::{NewRun, NewTarget, RunStatus, StoreError, TargetState, Trigger};
-use crate::{Result, telemetry, workflow};
+use crate::{Result, telemetry};
 
 /// Why a plan request did nothing.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -183,14 +190,14 @@ async fn plan_request(
         }
     };
     let limits = Limits::default();
-    let snapshot = match source::read_at(&source, read_commit.as_deref(), limits).await {
-        Ok(snapshot) => snapshot,
+    let located = match incremental::locate(&source, read_commit.as_deref()).await {
+        Ok(located) => located,
         Err(error) if error.is_retryable() => return Err(error),
         Err(error) => {
             return record_failure(services, target, trigger, request, dry_run, &error).await;
         }
     };
-    let commit = snapshot.revision.commit().unwrap_or_default().to_string();
+    let commit = located.revision().commit().unwrap_or_default().to_string();
     tracing::Span::current().record("commit", commit.as_str());
     if checks_duplicates
         && Some(commit.as_str()) != requested
@@ -199,7 +206,36 @@ async fn plan_request(
         return skipped(outcome);
     }
 
-    let checked = workflow::check(snapshot, services.checks(), &limits).await;
+    // A drift request exists to restore Git's state over rows changed outside a sync: it reads
+    // everything, whatever the store says about drift by the time it runs.
+    let full = trigger == Trigger::Drift;
+    let store = super::store(services).await?;
+    let planned = incremental::plan_located(
+        &store,
+        target,
+        &source,
+        services.checks(),
+        &limits,
+        full,
+        located,
+    )
+    .await;
+    let planned = match planned {
+        Ok(planned) => planned,
+        Err(error) if error.is_retryable() => return Err(error),
+        Err(error) => {
+            drop(store);
+            return record_failure(services, target, trigger, request, dry_run, &error).await;
+        }
+    };
+    let scan = planned.mode.to_string();
+    tracing::Span::current().record("scan", scan.as_str());
+    tracing::info!(
+        scan = %planned.mode,
+        fetch_ms = planned.fetch.as_millis() as u64,
+        "repository read"
+    );
+    let checked = planned.checked;
     let run = NewRun {
         target: target.name.clone(),
         trigger,
@@ -212,7 +248,16 @@ async fn plan_request(
         revision: Some(checked.revision.to_string()),
         dry_run,
     };
-    let mut metrics = MetricsBatch::new(&target.name).property("commit", commit.as_str());
+    let (scan_mode, scan_reason) = match &planned.mode {
+        ScanMode::Incremental { .. } => ("incremental", String::new()),
+        ScanMode::Full { reason } => ("full", reason.to_string()),
+    };
+    let mut metrics = MetricsBatch::new(&target.name)
+        .property("commit", commit.as_str())
+        .property("scan", scan_mode);
+    if !scan_reason.is_empty() {
+        metrics = metrics.property("scan_reason", scan_reason);
+    }
     let errors = checked
         .diagnostics
         .iter()
@@ -220,8 +265,7 @@ async fn plan_request(
         .count();
     metrics.push(Metric::ValidationErrors, errors as f64);
 
-    let store = super::store(services).await?;
-    if checked.has_errors() {
+    let Some(mut plan) = planned.plan.filter(|_| !checked.has_errors()) else {
         let sync_id = store.begin_run(&run).await?;
         tracing::Span::current().record("sync_id", sync_id.to_string().as_str());
         let error = "the repository has validation errors".to_string();
@@ -250,9 +294,8 @@ async fn plan_request(
             error,
             diagnostics: checked.diagnostics,
         });
-    }
+    };
 
-    let mut plan = workflow::plan_checked(&store, target, &checked).await?;
     let sync_id = store.begin_run(&run).await?;
     tracing::Span::current().record("sync_id", sync_id.to_string().as_str());
     let nothing_to_do = !plan.has_changes() && plan.base.commit.as_deref() == Some(&commit);

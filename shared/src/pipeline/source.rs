@@ -1,10 +1,9 @@
-//! Reading a target's repository for the planner: the branch head (through
-//! `workflow::read_source`, cached under `cache_dir/<target>`) or one given commit (a rollback,
-//! a pin) out of the same cache.
+//! Where the pipeline reads a target's repository: its source (cached under
+//! `cache_dir/<target>`, read by `incremental::locate`), revision strings, and the remote head
+//! the poller asks for.
 
 use crate::config::TargetSettings;
-use crate::git::{self, GitCache, NetworkOptions, RepoLocation, Snapshot};
-use crate::manifest::Limits;
+use crate::git::{self, NetworkOptions, RepoLocation};
 use crate::model::Revision;
 use crate::workflow::{self, SourceSpec};
 use crate::{Error, Result};
@@ -22,34 +21,6 @@ pub(crate) async fn source_spec(
         auth: workflow::git_auth(&target.auth).await?,
         cache_dir: settings.cache_dir.join(&target.name),
     })
-}
-
-/// Reads `source` at `commit`, or at its branch head when `None`.
-pub(crate) async fn read_at(
-    source: &SourceSpec,
-    commit: Option<&str>,
-    limits: Limits,
-) -> Result<Snapshot> {
-    let Some(commit) = commit else {
-        return workflow::read_source(source, limits).await;
-    };
-    let source = source.clone();
-    let commit = commit.to_string();
-    tokio::task::spawn_blocking(move || {
-        let branch = source.branch.as_deref().unwrap_or("main");
-        let cache = GitCache::new(&source.cache_dir);
-        // Fetching the branch brings its history, which holds any commit a rollback names.
-        cache.fetch(
-            &source.location,
-            branch,
-            &source.auth,
-            &NetworkOptions::default(),
-        )?;
-        cache.read_commit(branch, &commit, &source.path, &limits)
-    })
-    .await
-    .map_err(|join| Error::Internal(format!("the repository reader stopped: {join}")))?
-    .map_err(Error::from)
 }
 
 /// The commit of `branch@sha1:<hex>`, or of a bare hex commit id.

@@ -101,7 +101,11 @@ impl Store {
                  updated_at = CASE
                      WHEN (targets.repo_url, targets.branch, targets.path)
                           IS DISTINCT FROM (EXCLUDED.repo_url, EXCLUDED.branch, EXCLUDED.path)
-                     THEN now() ELSE targets.updated_at END
+                     THEN now() ELSE targets.updated_at END,
+                 source_changed_at = CASE
+                     WHEN (targets.repo_url, targets.branch, targets.path)
+                          IS DISTINCT FROM (EXCLUDED.repo_url, EXCLUDED.branch, EXCLUDED.path)
+                     THEN now() ELSE targets.source_changed_at END
              RETURNING {TARGET_COLUMNS}"
         );
         let row = self

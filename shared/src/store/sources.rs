@@ -15,8 +15,9 @@ use crate::model::{InventoryEntry, Kind, LiveResource, LiveState, ResourceId};
 pub struct AppliedBase {
     pub generation: i64,
     pub last_applied_commit: Option<String>,
-    /// The target's repository, branch or path (or its pin or suspension) changed after the
-    /// last apply: the stored source paths may be relative to another root.
+    /// The target's repository, branch or path changed after the last apply: the stored
+    /// source paths may be relative to another root. (A pin or a suspension changes nothing
+    /// an incremental plan relies on.)
     pub settings_changed: bool,
     /// Unresolved drift events of the target.
     pub drift_recorded: bool,
@@ -56,7 +57,7 @@ impl Store {
             .client
             .query_opt(
                 "SELECT t.generation, t.last_applied_commit,
-                        s.finished_at IS NULL OR t.updated_at > s.finished_at,
+                        s.finished_at IS NULL OR t.source_changed_at > s.finished_at,
                         EXISTS (SELECT 1 FROM drift_events d
                                 WHERE d.target = t.name AND d.resolved_sync_id IS NULL),
                         EXISTS (SELECT 1 FROM jsonb_array_elements(s.diagnostics) AS g
