@@ -9,6 +9,8 @@ mod schema;
 mod yaml;
 
 pub use loader::load;
+/// The pinned parser setup, for measuring serde-saphyr on its own (the benchmark).
+pub use yaml::parser_options;
 pub(crate) use schema::did_you_mean;
 
 use crate::diagnostic::Diagnostic;
