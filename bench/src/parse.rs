@@ -52,9 +52,9 @@ pub fn run(n: usize, repeat: usize) -> anyhow::Result<()> {
         "serde-saphyr alone, pinned options → IgnoredAny",
         time(repeat, || {
             for text in &texts {
-                let _ = std::hint::black_box(serde_saphyr::from_multiple_with_options::<
-                    IgnoredAny,
-                >(text, options()));
+                let _ = std::hint::black_box(
+                    serde_saphyr::from_multiple_with_options::<IgnoredAny>(text, options()),
+                );
             }
         }),
     );

@@ -57,8 +57,7 @@ pub async fn run(iterations: usize) -> Result<WebhookTimes> {
         ..Settings::default()
     };
     let (queues, mut receivers) = Queues::local();
-    let services =
-        Arc::new(Services::connect(settings, queues, MetricsSink::capture()).await?);
+    let services = Arc::new(Services::connect(settings, queues, MetricsSink::capture()).await?);
     let app = ::webhook::app(services.clone());
 
     let warmup = (iterations / 10).max(10);
@@ -170,7 +169,10 @@ fn delivery(i: usize) -> (Vec<(String, String)>, String) {
     let signature = format!("sha256={}", hex::encode(mac.finalize().into_bytes()));
     let headers = vec![
         ("content-type".to_string(), "application/json".to_string()),
-        ("user-agent".to_string(), "GitHub-Hookshot/bench".to_string()),
+        (
+            "user-agent".to_string(),
+            "GitHub-Hookshot/bench".to_string(),
+        ),
         ("x-github-event".to_string(), "push".to_string()),
         (
             "x-github-delivery".to_string(),
