@@ -603,7 +603,10 @@ fn print_table(reports: &[Report]) {
     for r in reports {
         let floor = r.clone_floor + r.copy_floor;
         let n = r.resources;
-        println!("| {n} | remote head check | {} | | | | |", ms(r.head_check));
+        println!(
+            "| {n} | remote head check | {} | | | | | |",
+            ms(r.head_check)
+        );
         let row = |name: &str, t: &SyncTimes, note: String| {
             println!(
                 "| {n} | {name} | {} | {} | {} | {} | {} | {note} |",
