@@ -8,6 +8,8 @@
 //! ```
 
 mod generate;
+mod parse;
+mod webhook;
 
 use std::collections::BTreeSet;
 use std::path::Path;
@@ -41,12 +43,42 @@ struct Args {
     /// Repetitions of each repeatable measurement (the median is printed).
     #[arg(long, default_value_t = 5)]
     repeat: usize,
+    /// Only the parse stage, in memory, layer by layer (no git, no database): for profiling.
+    #[arg(long)]
+    parse_only: bool,
+    /// Webhook deliveries to time (0 skips the webhook measurement).
+    #[arg(long, default_value_t = 2000)]
+    webhook_iterations: usize,
+    /// Build the five functions with `cargo build --release` first (about 8 minutes on 2
+    /// cores) so their sizes can be printed; without it, sizes of binaries already in
+    /// target/release are printed when present.
+    #[arg(long)]
+    build_functions: bool,
+    /// Internal: plan the repository at this URL into this database as the planner function
+    /// does, print the peak RSS, and exit (the parent measures the planner in isolation).
+    #[arg(long, hide = true, num_args = 2, value_names = ["REPO_URL", "DATABASE_URL"])]
+    plan_child: Option<Vec<String>>,
 }
 
 const TARGET: &str = "bench";
 
 fn main() -> Result<()> {
     let args = Args::parse();
+    if let Some(child) = &args.plan_child {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()?;
+        let kib = runtime.block_on(plan_child(&child[0], &child[1]))?;
+        println!("VmHWM {kib}");
+        return Ok(());
+    }
+    if args.parse_only {
+        for &n in &args.resources {
+            parse::run(n, args.repeat.max(1))?;
+        }
+        return Ok(());
+    }
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -56,8 +88,80 @@ fn main() -> Result<()> {
         eprintln!("== {n} resources");
         reports.push(runtime.block_on(run(n, args.repeat.max(1)))?);
     }
+    let webhook = if args.webhook_iterations > 0 {
+        eprintln!("== webhook handler");
+        Some(runtime.block_on(webhook::run(args.webhook_iterations))?)
+    } else {
+        None
+    };
+    let binaries = function_sizes(args.build_functions)?;
     print_table(&reports);
+    print_extras(webhook, &binaries);
     Ok(())
+}
+
+const FUNCTIONS: [&str; 5] = ["api", "applier", "planner", "poller", "webhook"];
+
+/// `target/release/<function>` sizes, building them first when asked.
+fn function_sizes(build: bool) -> Result<Vec<(&'static str, Option<u64>)>> {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    if build {
+        eprintln!("== cargo build --release of the functions");
+        let mut command = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
+        command.current_dir(&root).args(["build", "--release"]);
+        for function in FUNCTIONS {
+            command.args(["-p", function]);
+        }
+        if !command.status()?.success() {
+            bail!("cargo build --release of the functions failed");
+        }
+    }
+    Ok(FUNCTIONS
+        .iter()
+        .map(|name| {
+            let path = root.join("target/release").join(name);
+            (*name, std::fs::metadata(path).ok().map(|m| m.len()))
+        })
+        .collect())
+}
+
+/// The planner function's work on a full sync (register, fetch, parse, validate, read live
+/// state, plan, record the run and its plan), in this process; returns its peak RSS in KiB.
+async fn plan_child(url: &str, database_url: &str) -> Result<u64> {
+    let work = tempfile::tempdir()?;
+    let mut store = Store::connect(database_url).await?;
+    let source = SourceSpec {
+        location: RepoLocation::parse(url)?,
+        branch: Some("main".into()),
+        path: String::new(),
+        worktree: false,
+        auth: Auth::None,
+        cache_dir: work.path().join("cache"),
+    };
+    plan_and_record(&mut store, &settings(), &source).await?;
+    Ok(peak_rss_kib())
+}
+
+/// The planner's peak RSS on a full sync of the repository at `url`, measured in a child
+/// process so nothing else of the bench counts.
+async fn planner_peak_rss(url: &str) -> Result<u64> {
+    let db = TestDb::new().await;
+    drop(Store::connect(&db.url).await?);
+    let output = tokio::process::Command::new(std::env::current_exe()?)
+        .args(["--plan-child", url, &db.url])
+        .output()
+        .await?;
+    if !output.status.success() {
+        bail!(
+            "the planning child failed: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+    String::from_utf8_lossy(&output.stdout)
+        .lines()
+        .find_map(|line| line.strip_prefix("VmHWM "))
+        .and_then(|kib| kib.trim().parse().ok())
+        .context("the planning child printed no VmHWM")
 }
 
 #[derive(Debug, Default)]
@@ -72,6 +176,7 @@ struct Report {
     clone_floor: Duration,
     copy_floor: Duration,
     peak_rss_kib: u64,
+    planner_rss_kib: u64,
 }
 
 /// One sync: the whole, and its parts.
@@ -81,8 +186,10 @@ struct SyncTimes {
     fetch: Duration,
     /// Diff, read, parse, validate, read live state, plan.
     plan: Duration,
-    /// Record the run and the plan, apply in one transaction.
-    record_and_apply: Duration,
+    /// Begin the run and record its plan.
+    record: Duration,
+    /// Apply in one transaction.
+    apply: Duration,
 }
 
 async fn run(n: usize, repeat: usize) -> Result<Report> {
@@ -126,6 +233,9 @@ async fn run(n: usize, repeat: usize) -> Result<Report> {
         auth: Auth::None,
         cache_dir: work.path().join("cache"),
     };
+
+    eprintln!("planner peak RSS (child process)");
+    report.planner_rss_kib = planner_peak_rss(&url).await?;
 
     eprintln!("full sync");
     let (full, full_plan) = sync(&mut store, &target, &source).await?;
@@ -210,13 +320,26 @@ fn settings() -> TargetSettings {
     }
 }
 
-/// What `workflow::sync_target` does once wired to `incremental::plan_target`: register the
-/// target, plan, record the run, apply (or finish at once when nothing changed).
-async fn sync(
+/// A planned and recorded run, not yet applied.
+struct Recorded {
+    sync_id: uuid::Uuid,
+    plan: Plan,
+    mode: ScanMode,
+    fetch: Duration,
+    stages: Vec<(&'static str, Duration)>,
+    /// From the start to the plan (register, fetch, read, parse, validate, live state, plan).
+    planned: Duration,
+    /// Beginning the run and recording the plan.
+    record: Duration,
+    already_applied: bool,
+}
+
+/// What the planner does: register the target, plan, record the run and its plan.
+async fn plan_and_record(
     store: &mut Store,
     target: &TargetSettings,
     source: &SourceSpec,
-) -> Result<(SyncTimes, Plan)> {
+) -> Result<Recorded> {
     let started = Instant::now();
     store
         .ensure_target(&NewTarget {
@@ -251,6 +374,7 @@ async fn sync(
             checked.diagnostics.first()
         );
     };
+    drop(checked);
     let planned = started.elapsed();
     let run = NewRun {
         target: target.name.clone(),
@@ -262,31 +386,63 @@ async fn sync(
     let sync_id = store.begin_run(&run).await?;
     let already_applied =
         !plan.has_changes() && plan.base.commit.as_deref() == plan.revision.commit();
-    if already_applied {
-        store
-            .record_plan(sync_id, &plan, RunStatus::Succeeded)
-            .await?;
+    let status = if already_applied {
+        RunStatus::Succeeded
     } else {
-        store
-            .record_plan(sync_id, &plan, RunStatus::Applying)
-            .await?;
-        match apply_plan(store, sync_id, &plan).await? {
+        RunStatus::Applying
+    };
+    store.record_plan(sync_id, &plan, status).await?;
+    Ok(Recorded {
+        sync_id,
+        plan,
+        mode,
+        fetch,
+        stages,
+        planned,
+        record: started.elapsed().saturating_sub(planned),
+        already_applied,
+    })
+}
+
+/// What `workflow::sync_target` does once wired to `incremental::plan_target`: register the
+/// target, plan, record the run, apply (or finish at once when nothing changed).
+async fn sync(
+    store: &mut Store,
+    target: &TargetSettings,
+    source: &SourceSpec,
+) -> Result<(SyncTimes, Plan)> {
+    let started = Instant::now();
+    let recorded = plan_and_record(store, target, source).await?;
+    let applying = Instant::now();
+    if !recorded.already_applied {
+        match apply_plan(store, recorded.sync_id, &recorded.plan).await? {
             ApplyOutcome::Applied(_) => {}
             other => bail!("apply did not happen: {other:?}"),
         }
     }
+    let apply = applying.elapsed();
     let total = started.elapsed();
+    let Recorded {
+        plan,
+        mode,
+        fetch,
+        stages,
+        planned,
+        record,
+        ..
+    } = recorded;
     let summary = plan.summary();
     let stages: Vec<String> = stages
         .iter()
         .map(|(stage, took)| format!("{stage} {}", ms(*took)))
         .collect();
     eprintln!(
-        "  {mode}: {summary} in {} ms (fetch {}; {}; record+apply {})",
+        "  {mode}: {summary} in {} ms (fetch {}; {}; record {}; apply {})",
         ms(total),
         ms(fetch),
         stages.join(", "),
-        ms(total.saturating_sub(planned)),
+        ms(record),
+        ms(apply),
     );
     if matches!(mode, ScanMode::Full { .. }) && plan.base.commit.is_some() {
         eprintln!("  note: a full scan where an incremental one was expected");
@@ -296,7 +452,8 @@ async fn sync(
             total,
             fetch,
             plan: planned.saturating_sub(fetch),
-            record_and_apply: total.saturating_sub(planned),
+            record,
+            apply,
         },
         plan,
     ))
@@ -439,19 +596,25 @@ fn ratio(value: Duration, floor: Duration) -> String {
 }
 
 fn print_table(reports: &[Report]) {
-    println!("| N | measure | total ms | fetch ms | plan ms | record+apply ms | vs floor / note |");
-    println!("|---|---|---|---|---|---|---|");
+    println!(
+        "| N | measure | total ms | fetch ms | plan ms | record ms | apply ms | vs floor / note |"
+    );
+    println!("|---|---|---|---|---|---|---|---|");
     for r in reports {
         let floor = r.clone_floor + r.copy_floor;
         let n = r.resources;
-        println!("| {n} | remote head check | {} | | | | |", ms(r.head_check));
+        println!(
+            "| {n} | remote head check | {} | | | | | |",
+            ms(r.head_check)
+        );
         let row = |name: &str, t: &SyncTimes, note: String| {
             println!(
-                "| {n} | {name} | {} | {} | {} | {} | {note} |",
+                "| {n} | {name} | {} | {} | {} | {} | {} | {note} |",
                 ms(t.total),
                 ms(t.fetch),
                 ms(t.plan),
-                ms(t.record_and_apply)
+                ms(t.record),
+                ms(t.apply)
             );
         };
         row(
@@ -484,21 +647,61 @@ fn print_table(reports: &[Report]) {
             ),
         );
         println!(
-            "| {n} | floor: git clone --depth 1 --bare | {} | | | | |",
+            "| {n} | floor: git clone --depth 1 --bare | {} | | | | | |",
             ms(r.clone_floor)
         );
         println!(
-            "| {n} | floor: psql \\copy of the rows ({} files) | {} | | | | |",
+            "| {n} | floor: psql \\copy of the rows ({} files) | {} | | | | | |",
             r.files,
             ms(r.copy_floor)
         );
         println!(
-            "| {n} | floor: clone + copy | {} | | | | 1.00× |",
+            "| {n} | floor: clone + copy | {} | | | | | 1.00× |",
             ms(floor)
         );
         println!(
-            "| {n} | peak RSS of the process after the full sync | {} MiB | | | | |",
+            "| {n} | planner peak RSS, full sync in a child process (VmHWM) | {} MiB | | | | | |",
+            r.planner_rss_kib / 1024
+        );
+        println!(
+            "| {n} | peak RSS of the bench process after the full sync | {} MiB | | | | | |",
             r.peak_rss_kib / 1024
+        );
+    }
+}
+
+fn print_extras(webhook: Option<webhook::WebhookTimes>, binaries: &[(&str, Option<u64>)]) {
+    if let Some(w) = webhook {
+        println!();
+        println!(
+            "| webhook, {} B signed GitHub push, {} deliveries | p50 ms | p99 ms |",
+            w.body_bytes, w.iterations
+        );
+        println!("|---|---|---|");
+        println!(
+            "| handler (`webhook::app`: verify, parse, record delivery, queue) | {:.3} | {:.3} |",
+            w.handler_p50.as_secs_f64() * 1e3,
+            w.handler_p99.as_secs_f64() * 1e3
+        );
+        println!(
+            "| `ritmo::webhook::receive` alone (verify + parse) | {:.3} | {:.3} |",
+            w.verify_parse_p50.as_secs_f64() * 1e3,
+            w.verify_parse_p99.as_secs_f64() * 1e3
+        );
+    }
+    println!();
+    println!("| function binary (target/release) | size |");
+    println!("|---|---|");
+    for (name, size) in binaries {
+        match size {
+            Some(bytes) => println!("| {name} | {:.1} MiB |", *bytes as f64 / 1_048_576.0),
+            None => println!("| {name} | not built |"),
+        }
+    }
+    if binaries.iter().any(|(_, size)| size.is_none()) {
+        println!();
+        println!(
+            "(build them with `cargo build --release -p api -p applier -p planner -p poller -p webhook`, about 8 minutes on 2 cores, or pass --build-functions)"
         );
     }
 }

@@ -972,8 +972,14 @@ mod tests {
     }
 
     #[test]
-    fn every_string_is_collected_for_the_secret_scan() {
-        let manifest = load_one("jobs/app.yaml", &job("  environment:\n    TOKEN: abc\n"));
+    fn every_string_long_enough_for_a_secret_is_collected_for_the_scan() {
+        let long = "x".repeat(crate::validate::MIN_SECRET_LEN);
+        let manifest = load_one(
+            "jobs/app.yaml",
+            &job(&format!(
+                "  environment:\n    SHORT: abc\n    TOKEN: {long}\n  scm: {{type: git, url: \"{long}\"}}\n"
+            )),
+        );
 
         let strings: Vec<(&str, &str, u32, u32)> = only_document(&manifest)
             .strings
@@ -983,10 +989,8 @@ mod tests {
         assert_eq!(
             strings,
             [
-                ("apiVersion", "ritmo.dev/v1", 1, 13),
-                ("kind", "Job", 2, 7),
-                ("metadata.name", "app", 4, 9),
-                ("spec.environment.TOKEN", "abc", 7, 12)
+                ("spec.environment.TOKEN", long.as_str(), 8, 12),
+                ("spec.scm.url", long.as_str(), 9, 25)
             ]
         );
     }

@@ -10,6 +10,8 @@ mod yaml;
 
 pub use loader::load;
 pub(crate) use schema::did_you_mean;
+/// The pinned parser setup, for measuring serde-saphyr on its own (the benchmark).
+pub use yaml::parser_options;
 
 use crate::diagnostic::Diagnostic;
 use crate::model::{DesiredResource, Kind, ResourceId, SourceLocation};
@@ -95,7 +97,8 @@ pub struct SecretRefField {
     pub at: SourceLocation,
 }
 
-/// A string scalar of a document with its position, for secret scanning.
+/// A string scalar of a document with its position, for secret scanning. Only strings of at
+/// least `validate::MIN_SECRET_LEN` bytes are kept: no shorter one can match.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StringScalar {
     pub value: String,

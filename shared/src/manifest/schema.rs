@@ -703,19 +703,26 @@ impl<'a> Walk<'a> {
     /// of string scalars for the secret scan.
     fn scan(&mut self, node: &Node, field: &str) {
         match &node.value {
-            NodeValue::String(s) => self.strings.push(StringScalar {
-                value: s.clone(),
-                field: field.to_string(),
-                at: self.at(node.line, node.column),
-            }),
+            // Keeping every short scalar (names, enums) cost a third of a large
+            // repository's memory and allocations for nothing the scan could match.
+            NodeValue::String(s) if s.len() >= crate::validate::MIN_SECRET_LEN => {
+                self.strings.push(StringScalar {
+                    value: s.clone(),
+                    field: field.to_string(),
+                    at: self.at(node.line, node.column),
+                });
+            }
             NodeValue::Seq(items) => {
                 for (i, item) in items.iter().enumerate() {
                     self.scan(item, &index(field, i));
                 }
             }
             NodeValue::Map(entries) => {
-                let mut seen: HashMap<&str, &Key> = HashMap::with_capacity(entries.len());
-                for (key, value) in entries {
+                // Mappings are mostly small: a linear look back beats hashing every key, but a
+                // hostile file's huge mapping must not go quadratic.
+                let mut seen: Option<HashMap<&str, &Key>> =
+                    (entries.len() > 16).then(|| HashMap::with_capacity(entries.len()));
+                for (i, (key, value)) in entries.iter().enumerate() {
                     if !key.is_string {
                         self.error(
                             Code::E206,
@@ -733,7 +740,20 @@ impl<'a> Walk<'a> {
                         );
                         continue;
                     }
-                    if let Some(first) = seen.get(key.name.as_str()) {
+                    let first = match &mut seen {
+                        Some(seen) => match seen.get(key.name.as_str()) {
+                            Some(first) => Some(*first),
+                            None => {
+                                seen.insert(key.name.as_str(), key);
+                                None
+                            }
+                        },
+                        None => entries[..i]
+                            .iter()
+                            .map(|(k, _)| k)
+                            .find(|k| k.is_string && k.name == key.name),
+                    };
+                    if let Some(first) = first {
                         self.error(
                             Code::E104,
                             key.line,
@@ -745,8 +765,6 @@ impl<'a> Walk<'a> {
                                 first.column
                             ),
                         );
-                    } else {
-                        seen.insert(key.name.as_str(), key);
                     }
                     self.scan(value, &join(field, &key.name));
                 }

@@ -76,7 +76,7 @@ pub(crate) struct ParseError {
 /// The parser setup. Everything here changes what a file parses to, and therefore the hash of
 /// every resource: it is part of what is hashed, and changing any of it is a format change
 /// (bump `hash::HASH_VERSION` with it).
-pub(crate) fn parser_options(limits: &Limits) -> Options {
+pub fn parser_options(limits: &Limits) -> Options {
     let mut budget = Budget::default();
     budget.max_depth = limits.max_depth;
     budget.max_nodes = limits.max_nodes;

@@ -10,7 +10,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 
 use base64::Engine as _;
 
-pub use secrets::detect_secret;
+pub use secrets::{MIN_SECRET_LEN, detect_secret};
 
 use crate::diagnostic::{self, Code, Diagnostic};
 use crate::manifest::{Manifest, StringScalar, did_you_mean};

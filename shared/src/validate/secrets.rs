@@ -118,10 +118,14 @@ static SET: LazyLock<Option<RegexSet>> =
 static REGEXES: LazyLock<Vec<Option<Regex>>> =
     LazyLock::new(|| PATTERNS.iter().map(|p| Regex::new(p.regex).ok()).collect());
 
+/// No pattern matches fewer bytes: shorter strings cannot hold a secret, and the loader does
+/// not keep them for the scan.
+pub const MIN_SECRET_LEN: usize = 20;
+
 /// What kind of secret `text` seems to hold ("a GitHub personal access token"), if any.
 pub fn detect_secret(text: &str) -> Option<&'static str> {
-    // No pattern matches fewer than 20 characters; most strings are skipped at once.
-    if text.len() < 20 {
+    // Most strings are skipped at once.
+    if text.len() < MIN_SECRET_LEN {
         return None;
     }
     let set = SET.as_ref()?;
