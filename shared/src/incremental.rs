@@ -140,8 +140,8 @@ impl fmt::Display for ScanMode {
 #[derive(Debug, Clone)]
 pub struct PlannedTarget {
     pub mode: ScanMode,
-    /// The revision, the documents parsed (all of them for a full scan, those of the parsed
-    /// files for an incremental one) and every diagnostic.
+    /// The revision, the documents parsed and every diagnostic. An incremental scan keeps the
+    /// documents of the files it parsed; a full scan that planned has moved them into `plan`.
     pub checked: Checked,
     /// `None` when `checked` has errors: nothing may be planned from a broken read.
     pub plan: Option<Plan>,
@@ -563,7 +563,7 @@ impl Context<'_> {
 
     async fn full_scan(&self, snapshot: Snapshot, reason: FullScanReason) -> Result<PlannedTarget> {
         let mut laps = Laps::start();
-        let checked = self.check_all(snapshot).await?;
+        let mut checked = self.check_all(snapshot).await?;
         laps.lap("parse and validate");
         let mode = ScanMode::Full { reason };
         if checked.has_errors() {
@@ -585,17 +585,18 @@ impl Context<'_> {
             .source_paths(&self.target.name, &ids, &[])
             .await?;
         laps.lap("live state");
+        self.record_moves(&state, &checked.desired).await?;
+        laps.lap("record moves");
+        // Moved, not cloned: at 10,000 resources the specs are the largest thing alive.
         let plan = plan::plan(
             &self.target.name,
             checked.revision.clone(),
             self.plan_base(),
-            checked.desired.clone(),
+            std::mem::take(&mut checked.desired),
             &state.live,
             &self.target.policy,
         );
         laps.lap("plan");
-        self.record_moves(&state, &checked.desired).await?;
-        laps.lap("record moves");
         Ok(PlannedTarget {
             mode,
             checked,
