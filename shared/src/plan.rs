@@ -3,7 +3,7 @@
 //! Pure: no IO, no clock. Ownership comes from the target's inventory, never from labels, so a
 //! row this target did not create is never updated or deleted by it.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 
 use serde::{Deserialize, Serialize};
@@ -210,14 +210,17 @@ pub fn plan(
     let mut upserts = Vec::new();
     let mut unchanged = 0;
 
+    // Resources move into their actions (a spec is never cloned); only the ids are kept for
+    // the inventory walk below.
     let desired: BTreeMap<ResourceId, DesiredResource> = desired
         .into_iter()
         .map(|resource| (resource.id.clone(), resource))
         .collect();
+    let desired_ids: BTreeSet<ResourceId> = desired.keys().cloned().collect();
 
-    for (id, resource) in &desired {
-        let owned = live.inventory.contains_key(id);
-        match (live.resources.get(id), owned) {
+    for (id, resource) in desired {
+        let owned = live.inventory.contains_key(&id);
+        match (live.resources.get(&id), owned) {
             (Some(_), false) => diagnostics.push(Diagnostic::new(
                 Code::E501,
                 &resource.source,
@@ -226,12 +229,10 @@ pub fn plan(
                      rename it in Git or delete the existing row first"
                 ),
             )),
-            (None, _) => upserts.push(Action::Create {
-                desired: resource.clone(),
-            }),
+            (None, _) => upserts.push(Action::Create { desired: resource }),
             (Some(row), true) if row.hash != resource.hash || row.drifted => {
                 upserts.push(Action::Update {
-                    desired: resource.clone(),
+                    desired: resource,
                     live_hash: row.hash.clone(),
                     drifted: row.drifted,
                 })
@@ -243,7 +244,7 @@ pub fn plan(
     let mut deletes = Vec::new();
     let mut kept = Vec::new();
     for (id, entry) in &live.inventory {
-        if desired.contains_key(id) {
+        if desired_ids.contains(id) {
             continue;
         }
         if policy.prune {
@@ -264,7 +265,7 @@ pub fn plan(
         }
     }
 
-    if desired.is_empty() && !deletes.is_empty() && !policy.allow_empty {
+    if desired_ids.is_empty() && !deletes.is_empty() && !policy.allow_empty {
         diagnostics.push(Diagnostic::global(
             Code::E500,
             format!(
