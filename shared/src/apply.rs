@@ -145,11 +145,11 @@ pub async fn apply_plan(
         Err(error) => {
             // The transaction was dropped, hence rolled back, before we get here.
             if error.fails_the_run() {
-                let reason = error_chain(&error);
+                let reason = crate::error::error_chain(&error);
                 if let Err(record_error) = store.fail_run(sync_id, &reason, &[]).await {
                     tracing::warn!(
                         %sync_id,
-                        error = %error_chain(&record_error),
+                        error = %crate::error::error_chain(&record_error),
                         "could not mark the sync run failed"
                     );
                 }
@@ -702,21 +702,6 @@ fn write_error(context: &'static str) -> impl FnOnce(tokio_postgres::Error) -> A
             })
         }
     }
-}
-
-/// An error and its causes, `: `-separated, for the run's stored reason.
-fn error_chain(error: &dyn std::error::Error) -> String {
-    let mut text = error.to_string();
-    let mut cause = error.source();
-    while let Some(inner) = cause {
-        let message = inner.to_string();
-        if !text.ends_with(&message) {
-            text.push_str(": ");
-            text.push_str(&message);
-        }
-        cause = inner.source();
-    }
-    text
 }
 
 #[cfg(test)]

@@ -224,7 +224,7 @@ impl GitHubApp {
                 let reason = if err.is_timeout() {
                     format!("timed out after {}s", self.timeout.as_secs())
                 } else {
-                    error_chain(&err)
+                    crate::error::error_chain(&err)
                 };
                 Refused::Other(GitHubAppError {
                     message: format!(
@@ -267,7 +267,7 @@ impl GitHubApp {
                 message: format!(
                     "reading the installation token of GitHub App {} failed: {}",
                     self.app_id,
-                    error_chain(&err)
+                    crate::error::error_chain(&err)
                 ),
                 retryable: true,
             })
@@ -332,20 +332,6 @@ pub fn sign_jwt(app_id: u64, key_pem: &SecretString, now: i64) -> Result<SecretS
     )
     .map(SecretString::from)
     .map_err(|_| format!("cannot sign a JWT with the private key of GitHub App {app_id}"))
-}
-
-fn error_chain(err: &dyn std::error::Error) -> String {
-    let mut text = err.to_string();
-    let mut source = err.source();
-    while let Some(cause) = source {
-        let cause_text = cause.to_string();
-        if !text.contains(&cause_text) {
-            text.push_str(": ");
-            text.push_str(&cause_text);
-        }
-        source = cause.source();
-    }
-    text
 }
 
 #[cfg(test)]
