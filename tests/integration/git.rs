@@ -572,9 +572,14 @@ mod remote {
 
     #[test]
     fn an_unreachable_server_is_a_retryable_error() {
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        let port = listener.local_addr().unwrap().port();
-        drop(listener);
+        // Bound but not listening: connections are refused, and no other test's server can
+        // take the port while this one runs (a dropped listener's port could be reused).
+        let socket =
+            socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+        socket
+            .bind(&std::net::SocketAddr::from(([127, 0, 0, 1], 0)).into())
+            .unwrap();
+        let port = socket.local_addr().unwrap().as_socket().unwrap().port();
         let location = RepoLocation::parse(&format!("http://127.0.0.1:{port}/r.git")).unwrap();
 
         let err =
