@@ -81,9 +81,15 @@ pub fn run(n: usize, repeat: usize) -> anyhow::Result<()> {
         }),
     );
     row(
-        "manifest::load (parse, schema, hash)",
+        "manifest::load (parse with root positions, schema, hash)",
         time(repeat, || {
             std::hint::black_box(manifest::load(&files, &limits));
+        }),
+    );
+    row(
+        "manifest::load_with_positions (every node's position)",
+        time(repeat, || {
+            std::hint::black_box(manifest::load_with_positions(&files, &limits));
         }),
     );
     let loaded = manifest::load(&files, &limits);

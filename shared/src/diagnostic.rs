@@ -195,6 +195,11 @@ impl Diagnostic {
     pub fn is_error(&self) -> bool {
         self.severity == Severity::Error
     }
+
+    /// False while it points at an unresolved position ([`SourceLocation::unresolved`]).
+    pub fn is_resolved(&self) -> bool {
+        self.path.is_empty() || self.line != 0
+    }
 }
 
 impl fmt::Display for Diagnostic {

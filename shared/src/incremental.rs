@@ -611,9 +611,12 @@ impl Context<'_> {
     async fn check_all(&self, snapshot: Snapshot) -> Result<Checked> {
         let limits = *self.limits;
         let Snapshot { revision, files } = snapshot;
-        let manifest = tokio::task::spawn_blocking(move || load_parallel(&files, &limits))
-            .await
-            .map_err(|join| Error::Internal(format!("the manifest loader stopped: {join}")))?;
+        let (manifest, files) = tokio::task::spawn_blocking(move || {
+            let manifest = load_parallel(&files, &limits);
+            (manifest, files)
+        })
+        .await
+        .map_err(|join| Error::Internal(format!("the manifest loader stopped: {join}")))?;
         let mut diagnostics = manifest.diagnostics.clone();
         diagnostics.extend(validate::validate(
             &manifest,
@@ -623,6 +626,7 @@ impl Context<'_> {
             },
         ));
         diagnostics.extend(workflow::verify_secrets(&manifest, self.keys, self.refs).await);
+        manifest::resolve_positions(&mut diagnostics, &files, &limits);
         diagnostic::sort(&mut diagnostics);
         Ok(Checked {
             revision,
@@ -797,6 +801,7 @@ impl Context<'_> {
         ));
         self.suggest_from_all(&mut diagnostics, &manifest, &untouched);
         diagnostics.extend(workflow::verify_secrets(&manifest, self.keys, self.refs).await);
+        manifest::resolve_positions(&mut diagnostics, &files, self.limits);
         diagnostic::sort(&mut diagnostics);
 
         let mode = ScanMode::Incremental {

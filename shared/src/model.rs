@@ -144,7 +144,8 @@ impl fmt::Display for ResourceId {
     }
 }
 
-/// A position in a file of the config repository. Lines and columns count from 1.
+/// A position in a file of the config repository. Lines and columns count from 1; line 0 in a
+/// file marks an unresolved position (see [`SourceLocation::unresolved`]).
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub struct SourceLocation {
     pub path: String,
@@ -159,6 +160,13 @@ impl SourceLocation {
             line,
             column,
         }
+    }
+
+    /// A place in `path` known only by its ordinal, the node's place in the file's parse tree:
+    /// `manifest::load` leaves positions inside good documents unresolved, since few are
+    /// ever shown, and `manifest::resolve_positions` turns one into a line and column.
+    pub fn unresolved(path: impl Into<String>, ordinal: u32) -> Self {
+        Self::new(path, 0, ordinal)
     }
 }
 

@@ -54,7 +54,7 @@ pub fn rotate_text(
     keyring: &MasterKeyring,
     only: Option<&str>,
 ) -> FileRotation {
-    let loaded = manifest::load(
+    let loaded = manifest::load_with_positions(
         &[SourceFile {
             path: path.to_owned(),
             content: FileContent::Bytes(text.as_bytes().to_vec()),

@@ -219,6 +219,7 @@ pub async fn check(snapshot: Snapshot, checks: Checks<'_>, limits: &Limits) -> C
         },
     ));
     diagnostics.extend(verify_secrets(&loaded, keys, refs).await);
+    manifest::resolve_positions(&mut diagnostics, &snapshot.files, limits);
     diagnostic::sort(&mut diagnostics);
     Checked {
         revision: snapshot.revision,

@@ -1,19 +1,64 @@
 //! `load`: the files of a revision → a `Manifest` of checked documents and diagnostics.
 
+use std::collections::BTreeMap;
+
 use super::schema::{self, Checked};
-use super::yaml::{self, ParseError};
-use super::{FileContent, Limits, Manifest, SourceFile, resource_kind_for_path};
+use super::yaml::{self, ParseError, Spans};
+use super::{Document, FileContent, Limits, Manifest, SourceFile, resource_kind_for_path};
 use crate::diagnostic::{self, Code, Diagnostic};
 use crate::model::{Kind, SourceLocation};
 
 /// Parses and checks every resource file (see `resource_kind_for_path`; other paths are
 /// ignored). Each document of a file becomes its own resource; a document with any error is
 /// left out of `documents` and its problems are in `diagnostics`, sorted by position.
+///
+/// Only what is certain to be read gets a line and column: `diagnostics` and each resource's
+/// `source`. The positions inside good documents (references, strings, ciphertexts, secret
+/// refs) are left unresolved (see [`SourceLocation::unresolved`]): a diagnostic made from
+/// one later goes through [`resolve_positions`].
 pub fn load(files: &[SourceFile], limits: &Limits) -> Manifest {
-    yaml::with_parser_stack(limits, || load_here(files, limits))
+    yaml::with_parser_stack(limits, || load_here(files, limits, Spans::Roots))
 }
 
-fn load_here(files: &[SourceFile], limits: &Limits) -> Manifest {
+/// [`load`] with every position resolved, for rewriting a file in place.
+pub fn load_with_positions(files: &[SourceFile], limits: &Limits) -> Manifest {
+    yaml::with_parser_stack(limits, || load_here(files, limits, Spans::Every))
+}
+
+/// Gives each diagnostic made from an unresolved position of [`load`] its line and column,
+/// parsing again (with every span) only the files such diagnostics are in.
+pub fn resolve_positions(diagnostics: &mut [Diagnostic], files: &[SourceFile], limits: &Limits) {
+    if diagnostics.iter().all(Diagnostic::is_resolved) {
+        return;
+    }
+    yaml::with_parser_stack(limits, || {
+        let mut tables: BTreeMap<String, Vec<(u32, u32)>> = BTreeMap::new();
+        for diagnostic in diagnostics.iter_mut().filter(|d| !d.is_resolved()) {
+            let table = tables
+                .entry(diagnostic.path.clone())
+                .or_insert_with(|| position_table(files, &diagnostic.path, limits));
+            // Not found again (the file is not among `files`): the top of the file.
+            (diagnostic.line, diagnostic.column) = usize::try_from(diagnostic.column)
+                .ok()
+                .and_then(|ordinal| table.get(ordinal).copied())
+                .unwrap_or((1, 1));
+        }
+    });
+}
+
+fn position_table(files: &[SourceFile], path: &str, limits: &Limits) -> Vec<(u32, u32)> {
+    files
+        .iter()
+        .find(|file| file.path == path)
+        .and_then(|file| match &file.content {
+            FileContent::Bytes(bytes) => std::str::from_utf8(bytes).ok(),
+            _ => None,
+        })
+        .and_then(|text| yaml::positions(text, limits).ok())
+        .unwrap_or_default()
+}
+
+fn load_here(files: &[SourceFile], limits: &Limits, spans: Spans) -> Manifest {
     let resource_files: Vec<(&SourceFile, Kind)> = files
         .iter()
         .filter_map(|file| resource_kind_for_path(&file.path).map(|kind| (file, kind)))
@@ -32,7 +77,7 @@ fn load_here(files: &[SourceFile], limits: &Limits) -> Manifest {
     }
     let mut memo = schema::Memo::default();
     for (file, kind) in resource_files {
-        load_file(file, kind, limits, &mut memo, &mut manifest);
+        load_file(file, kind, limits, spans, &mut memo, &mut manifest);
     }
     diagnostic::sort(&mut manifest.diagnostics);
     manifest
@@ -42,6 +87,7 @@ fn load_file(
     file: &SourceFile,
     kind: Kind,
     limits: &Limits,
+    spans: Spans,
     memo: &mut schema::Memo,
     manifest: &mut Manifest,
 ) {
@@ -106,8 +152,23 @@ fn load_file(
             "empty file: it declares no resource",
         ));
     }
-    let documents = match yaml::parse_documents(text, limits) {
-        Ok(documents) => documents,
+    let mut outcome = parse_and_check(path, kind, text, limits, spans, memo);
+    if spans == Spans::Roots && matches!(&outcome, Ok(Some((_, problems))) if !problems.is_empty())
+    {
+        // These diagnostics will be read: parse again with every span so that they, and the
+        // positions in their messages, point at the right place.
+        outcome = parse_and_check(path, kind, text, limits, Spans::Every, memo);
+    }
+    match outcome {
+        Ok(Some((documents, problems))) => {
+            manifest.documents.extend(documents);
+            manifest.diagnostics.extend(problems);
+        }
+        Ok(None) => manifest.diagnostics.push(Diagnostic::in_file(
+            Code::W101,
+            path,
+            "the file holds no YAML document: it declares no resource",
+        )),
         Err(error) => {
             manifest
                 .diagnostics
@@ -115,24 +176,37 @@ fn load_file(
             // Without a tree there are no fields, but a pasted token is still worth knowing
             // about now: it may need rotating whatever happens to the file.
             manifest.diagnostics.extend(scan_lines(path, text));
-            return;
         }
-    };
-    if documents.is_empty() {
-        return manifest.diagnostics.push(Diagnostic::in_file(
-            Code::W101,
-            path,
-            "the file holds no YAML document: it declares no resource",
-        ));
     }
-    for root in &documents {
+}
+
+/// The good documents of a file, and every problem of the others.
+type FileChecked = (Vec<Document>, Vec<Diagnostic>);
+
+/// Parses and checks each document of a file; `None` when the file holds no document.
+fn parse_and_check(
+    path: &str,
+    kind: Kind,
+    text: &str,
+    limits: &Limits,
+    spans: Spans,
+    memo: &mut schema::Memo,
+) -> Result<Option<FileChecked>, ParseError> {
+    let roots = yaml::parse_documents(text, limits, spans)?;
+    if roots.is_empty() {
+        return Ok(None);
+    }
+    let mut documents = Vec::with_capacity(roots.len());
+    let mut problems = Vec::new();
+    for root in &roots {
         let Checked {
             document,
-            mut diagnostics,
+            diagnostics,
             strings,
         } = schema::check_document(path, kind, root, memo);
+        problems.extend(diagnostics);
         match document {
-            Some(document) => manifest.documents.push(document),
+            Some(document) => documents.push(document),
             // A broken document is not validated further, but a live token in it must not
             // wait for the other errors to be fixed before it is reported.
             // (`spec.value` of a credential is already refused as plaintext, E400.)
@@ -141,11 +215,11 @@ fn load_file(
                     .into_iter()
                     .filter(|s| !(kind == Kind::Credential && s.field == "spec.value"))
                     .collect();
-                diagnostics.extend(crate::validate::scan_strings(&strings));
+                problems.extend(crate::validate::scan_strings(&strings));
             }
         }
-        manifest.diagnostics.extend(diagnostics);
     }
+    Ok(Some((documents, problems)))
 }
 
 /// E401 for lines of an unparsable file that look like they hold a secret.
@@ -208,6 +282,85 @@ mod tests {
         load(&[file(path, text)], &Limits::default())
     }
 
+    fn load_positioned_one(path: &str, text: &str) -> Manifest {
+        load_with_positions(&[file(path, text)], &Limits::default())
+    }
+
+    /// Every position a document holds, as diagnostics.
+    fn positions_of(manifest: &Manifest) -> Vec<Diagnostic> {
+        let mut places: Vec<&SourceLocation> = Vec::new();
+        for document in &manifest.documents {
+            places.push(&document.resource.source);
+            places.extend(document.references.iter().map(|r| &r.at));
+            places.extend(document.ciphertexts.iter().map(|c| &c.at));
+            places.extend(document.secret_refs.iter().map(|s| &s.at));
+            places.extend(document.strings.iter().map(|s| &s.at));
+        }
+        places
+            .into_iter()
+            .map(|at| Diagnostic::new(Code::E300, at, ""))
+            .collect()
+    }
+
+    #[test]
+    fn positions_left_unresolved_resolve_to_those_of_a_positioned_load() {
+        let long = "x".repeat(24);
+        let files =
+            [
+                file("jobs/app.yaml", &job(PIPELINE)),
+                file(
+                    "jobs/two.yaml",
+                    &format!(
+                    "# leading comment\n{}\n---\n{}",
+                    job(&format!("  environment: {{TOKEN: {long}}}\n")),
+                    job("  scm: {type: git, url: \"https://example.com/a.git\", credentials: gh}\n")
+                        .replace("name: app", "name: other")
+                ),
+                ),
+                file(
+                    "credentials/cred.yaml",
+                    &credential("  type: token\n  encrypted_value: \"AES256:abc\"\n"),
+                ),
+                file(
+                    "credentials/vault.yaml",
+                    &credential(
+                        "  type: token\n  secret_ref: {provider: vault, path: secret/data/x}\n",
+                    )
+                    .replace("name: cred", "name: vault"),
+                ),
+            ];
+        let fast = load(&files, &Limits::default());
+        let positioned = load_with_positions(&files, &Limits::default());
+        let mut resolved = positions_of(&fast);
+        assert!(
+            resolved.iter().any(|d| !d.is_resolved()),
+            "a fast load leaves inner positions unresolved"
+        );
+
+        resolve_positions(&mut resolved, &files, &Limits::default());
+
+        assert_eq!(positioned.diagnostics, []);
+        assert_eq!(resolved, positions_of(&positioned));
+    }
+
+    #[test]
+    fn a_file_with_a_diagnostic_is_reported_with_real_positions() {
+        let text = job("  timeout: 30\n  timeout: 40\n  scm: {type: svn}\n");
+
+        let manifest = load_one("jobs/app.yaml", &text);
+
+        assert!(manifest.diagnostics.iter().all(Diagnostic::is_resolved));
+        assert_eq!(
+            manifest.diagnostics,
+            load_positioned_one("jobs/app.yaml", &text).diagnostics
+        );
+        assert!(
+            message(&manifest, Code::E104).contains("line 6, column 3"),
+            "{:#?}",
+            manifest.diagnostics
+        );
+    }
+
     /// `(line, column, code)` of every diagnostic.
     fn found(manifest: &Manifest) -> Vec<(u32, u32, Code)> {
         manifest
@@ -261,7 +414,7 @@ mod tests {
 
     #[test]
     fn a_valid_job_becomes_a_hashed_resource_with_positioned_references() {
-        let manifest = load_one("jobs/app.yaml", &job(PIPELINE));
+        let manifest = load_positioned_one("jobs/app.yaml", &job(PIPELINE));
 
         let document = only_document(&manifest);
         assert_eq!(document.resource.id, ResourceId::new(Kind::Job, "app"));
@@ -587,11 +740,11 @@ mod tests {
 
     #[test]
     fn secret_refs_need_the_fields_of_their_provider() {
-        let kubernetes = load_one(
+        let kubernetes = load_positioned_one(
             "credentials/cred.yaml",
             &credential("  type: token\n  secret_ref:\n    provider: kubernetes\n    key: token\n"),
         );
-        let vault = load_one(
+        let vault = load_positioned_one(
             "credentials/cred.yaml",
             &credential(
                 "  type: token\n  secret_ref:\n    provider: vault\n    path: secret/data/x\n",
@@ -612,7 +765,7 @@ mod tests {
 
     #[test]
     fn ciphertexts_are_collected_with_their_position() {
-        let manifest = load_one(
+        let manifest = load_positioned_one(
             "credentials/cred.yaml",
             &credential("  type: token\n  encrypted_value: \"AES256:abc\"\n"),
         );
@@ -633,7 +786,7 @@ mod tests {
     fn plugin_default_config_credentials_are_references() {
         let text = "apiVersion: ritmo.dev/v1\nkind: Plugin\nmetadata:\n  name: slack-notify\nspec:\n  type: notification\n  binary_path: /opt/p\n  default_config:\n    webhook_url_credential: slack-webhook\n    channel: \"#builds\"\n";
 
-        let manifest = load_one("plugins/slack-notify.yaml", text);
+        let manifest = load_positioned_one("plugins/slack-notify.yaml", text);
 
         let reference = &only_document(&manifest).references[0];
         assert_eq!(
@@ -974,7 +1127,7 @@ mod tests {
     #[test]
     fn every_string_long_enough_for_a_secret_is_collected_for_the_scan() {
         let long = "x".repeat(crate::validate::MIN_SECRET_LEN);
-        let manifest = load_one(
+        let manifest = load_positioned_one(
             "jobs/app.yaml",
             &job(&format!(
                 "  environment:\n    SHORT: abc\n    TOKEN: {long}\n  scm: {{type: git, url: \"{long}\"}}\n"

@@ -8,7 +8,7 @@ mod loader;
 mod schema;
 mod yaml;
 
-pub use loader::load;
+pub use loader::{load, load_with_positions, resolve_positions};
 pub(crate) use schema::did_you_mean;
 /// The pinned parser setup, for measuring serde-saphyr on its own (the benchmark).
 pub use yaml::parser_options;

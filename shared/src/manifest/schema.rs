@@ -448,7 +448,7 @@ pub(crate) fn check_document(path: &str, dir_kind: Kind, root: &Node, memo: &mut
         hash: hash::content_hash(&labels, &spec),
         labels,
         spec,
-        source: SourceLocation::new(path, root.line.max(1), root.column.max(1)),
+        source: SourceLocation::new(path, root.line, root.column.max(1)),
     };
     let strings = std::mem::take(&mut walk.strings);
     Checked {
@@ -664,8 +664,13 @@ impl<'a> Walk<'a> {
         }
     }
 
+    /// Line 0 is a node parsed without its span: its column is its ordinal.
     fn at(&self, line: u32, column: u32) -> SourceLocation {
-        SourceLocation::new(self.path, line.max(1), column.max(1))
+        if line == 0 {
+            SourceLocation::unresolved(self.path, column)
+        } else {
+            SourceLocation::new(self.path, line, column.max(1))
+        }
     }
 
     fn error(&mut self, code: Code, line: u32, column: u32, message: String) {

@@ -1,9 +1,13 @@
 //! YAML text → a tree of positioned nodes, with the parser's options pinned in one place.
 //!
-//! serde-saphyr does the parsing; every node is read through `serde_saphyr::Spanned` so the
-//! schema checks can point at the exact line and column of a key or value. Duplicate keys are
-//! passed through to the tree (not rejected by the parser) so they can be reported with both
-//! positions, next to every other problem of the document.
+//! serde-saphyr does the parsing. Reading a node through `serde_saphyr::Spanned` gives its line
+//! and column but makes the whole parse about twice as slow, and positions are only ever shown
+//! in diagnostics, which most files never have. So a file is first parsed with positions on
+//! its document roots only ([`Spans::Roots`]); every other node gets an ordinal instead: its
+//! place in a post-order walk of the file. [`positions`] parses the file again with every
+//! span and turns ordinals into lines and columns, for the few files that need them.
+//! Duplicate keys are passed through to the tree (not rejected by the parser) so they can be
+//! reported with both positions, next to every other problem of the document.
 
 use std::fmt;
 
@@ -13,7 +17,8 @@ use serde_saphyr::{Budget, Options, Spanned};
 
 use super::Limits;
 
-/// A YAML node and where it was written (1-based; 0 when the parser could not tell).
+/// A YAML node and where it was written (1-based). A node parsed without its span has line 0
+/// and its ordinal as column (see the module docs).
 #[derive(Debug, Clone, PartialEq)]
 pub(crate) struct Node {
     pub value: NodeValue,
@@ -121,12 +126,86 @@ pub fn parser_options(limits: &Limits) -> Options {
     options
 }
 
+/// Which nodes a parse gives a line and column to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Spans {
+    /// Every node and key.
+    Every,
+    /// Document roots only; every other node and key carries its ordinal.
+    Roots,
+}
+
 /// Parses every document of a file. Empty (null) documents are skipped.
-pub(crate) fn parse_documents(text: &str, limits: &Limits) -> Result<Vec<Node>, ParseError> {
-    let docs: Vec<Spanned<NodeValue>> =
-        serde_saphyr::from_multiple_with_options(text, parser_options(limits))
-            .map_err(|error| parse_error(&error))?;
-    Ok(docs.into_iter().map(node_from).collect())
+pub(crate) fn parse_documents(
+    text: &str,
+    limits: &Limits,
+    spans: Spans,
+) -> Result<Vec<Node>, ParseError> {
+    let options = parser_options(limits);
+    match spans {
+        Spans::Every => {
+            let docs: Vec<Spanned<NodeValue>> =
+                serde_saphyr::from_multiple_with_options(text, options)
+                    .map_err(|error| parse_error(&error))?;
+            Ok(docs.into_iter().map(node_from).collect())
+        }
+        Spans::Roots => {
+            let docs: Vec<Spanned<Unspanned>> =
+                serde_saphyr::from_multiple_with_options(text, options)
+                    .map_err(|error| parse_error(&error))?;
+            let mut next = 0u32;
+            Ok(docs
+                .into_iter()
+                .map(|doc| {
+                    let mut root = Node {
+                        value: doc.value.0,
+                        line: line_of(&doc.referenced),
+                        column: clamp(doc.referenced.column()),
+                    };
+                    walk_positions(&mut root.value, &mut |line, column| {
+                        *column = next;
+                        next = next.saturating_add(1);
+                        *line = 0;
+                    });
+                    root
+                })
+                .collect())
+        }
+    }
+}
+
+/// The line and column of every ordinal of `text` parsed with [`Spans::Roots`], in ordinal
+/// order.
+pub(crate) fn positions(text: &str, limits: &Limits) -> Result<Vec<(u32, u32)>, ParseError> {
+    let mut found = Vec::new();
+    for mut root in parse_documents(text, limits, Spans::Every)? {
+        walk_positions(&mut root.value, &mut |line, column| {
+            found.push((*line, *column));
+        });
+    }
+    Ok(found)
+}
+
+/// Calls `visit` with the position of every key and node under `value`, in one fixed order (a
+/// node after its children, a key before its value). An ordinal is an index into this order;
+/// both parses of a file give the same tree shape, so they agree on ordinals.
+fn walk_positions(value: &mut NodeValue, visit: &mut impl FnMut(&mut u32, &mut u32)) {
+    match value {
+        NodeValue::Seq(items) => {
+            for item in items {
+                walk_positions(&mut item.value, visit);
+                visit(&mut item.line, &mut item.column);
+            }
+        }
+        NodeValue::Map(entries) => {
+            for (key, node) in entries {
+                visit(&mut key.line, &mut key.column);
+                walk_positions(&mut node.value, visit);
+                visit(&mut node.line, &mut node.column);
+            }
+        }
+        _ => {}
+    }
 }
 
 /// Runs `work` on a thread whose stack fits `limits.max_depth` levels of the recursive
@@ -167,9 +246,14 @@ pub(crate) fn with_parser_stack<T: Send>(limits: &Limits, work: impl FnOnce() ->
 fn node_from(spanned: Spanned<NodeValue>) -> Node {
     Node {
         value: spanned.value,
-        line: clamp(spanned.referenced.line()),
+        line: line_of(&spanned.referenced),
         column: clamp(spanned.referenced.column()),
     }
+}
+
+/// Line 0 marks a node without its span, so a line the parser could not tell becomes 1.
+fn line_of(location: &serde_saphyr::Location) -> u32 {
+    clamp(location.line()).max(1)
 }
 
 fn clamp(n: u64) -> u32 {
@@ -222,13 +306,25 @@ fn clean_message(message: &str) -> String {
 
 impl<'de> Deserialize<'de> for NodeValue {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        deserializer.deserialize_any(NodeVisitor)
+        deserializer.deserialize_any(NodeVisitor::<true>)
     }
 }
 
-struct NodeVisitor;
+/// A node value whose descendants are read without their spans.
+struct Unspanned(NodeValue);
 
-impl<'de> Visitor<'de> for NodeVisitor {
+impl<'de> Deserialize<'de> for Unspanned {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        deserializer
+            .deserialize_any(NodeVisitor::<false>)
+            .map(Unspanned)
+    }
+}
+
+/// Builds a node; `SPANNED` says whether its children are read with their spans.
+struct NodeVisitor<const SPANNED: bool>;
+
+impl<'de, const SPANNED: bool> Visitor<'de> for NodeVisitor<SPANNED> {
     type Value = NodeValue;
 
     fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -283,33 +379,59 @@ impl<'de> Visitor<'de> for NodeVisitor {
     }
 
     fn visit_some<D: Deserializer<'de>>(self, deserializer: D) -> Result<NodeValue, D::Error> {
-        deserializer.deserialize_any(NodeVisitor)
+        deserializer.deserialize_any(self)
     }
 
     fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<NodeValue, A::Error> {
         let mut items = Vec::with_capacity(seq.size_hint().unwrap_or(0).min(64));
-        while let Some(item) = seq.next_element::<Spanned<NodeValue>>()? {
-            items.push(node_from(item));
+        if SPANNED {
+            while let Some(item) = seq.next_element::<Spanned<NodeValue>>()? {
+                items.push(node_from(item));
+            }
+        } else {
+            while let Some(Unspanned(value)) = seq.next_element()? {
+                items.push(unpositioned(value));
+            }
         }
         Ok(NodeValue::Seq(items))
     }
 
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<NodeValue, A::Error> {
         let mut entries = Vec::with_capacity(map.size_hint().unwrap_or(0).min(64));
-        while let Some(key) = map.next_key::<Spanned<KeyValue>>()? {
-            let value = map.next_value::<Spanned<NodeValue>>()?;
-            let KeyValue { name, is_string } = key.value;
-            entries.push((
-                Key {
+        if SPANNED {
+            while let Some(key) = map.next_key::<Spanned<KeyValue>>()? {
+                let value = map.next_value::<Spanned<NodeValue>>()?;
+                let KeyValue { name, is_string } = key.value;
+                let key = Key {
                     name,
                     is_string,
-                    line: clamp(key.referenced.line()),
+                    line: line_of(&key.referenced),
                     column: clamp(key.referenced.column()),
-                },
-                node_from(value),
-            ));
+                };
+                entries.push((key, node_from(value)));
+            }
+        } else {
+            while let Some(KeyValue { name, is_string }) = map.next_key()? {
+                let Unspanned(value) = map.next_value()?;
+                let key = Key {
+                    name,
+                    is_string,
+                    line: 0,
+                    column: 0,
+                };
+                entries.push((key, unpositioned(value)));
+            }
         }
         Ok(NodeValue::Map(entries))
+    }
+}
+
+/// A node whose position `parse_documents` fills in with its ordinal.
+fn unpositioned(value: NodeValue) -> Node {
+    Node {
+        value,
+        line: 0,
+        column: 0,
     }
 }
 
@@ -405,7 +527,12 @@ mod tests {
 
     fn parse(text: &str) -> Result<Vec<Node>, ParseError> {
         let limits = Limits::default();
-        with_parser_stack(&limits, || parse_documents(text, &limits))
+        with_parser_stack(&limits, || parse_documents(text, &limits, Spans::Every))
+    }
+
+    fn parse_fast(text: &str) -> Result<Vec<Node>, ParseError> {
+        let limits = Limits::default();
+        with_parser_stack(&limits, || parse_documents(text, &limits, Spans::Roots))
     }
 
     fn map(node: &Node) -> &[(Key, Node)] {
@@ -435,6 +562,54 @@ mod tests {
             NodeValue::Seq(items) => assert_eq!((items[1].line, items[1].column), (4, 10)),
             other => panic!("{other:?}"),
         }
+    }
+
+    /// Puts the position of each ordinal back where a fast parse left the ordinal.
+    fn resolved(mut docs: Vec<Node>, table: &[(u32, u32)]) -> Vec<Node> {
+        for root in &mut docs {
+            walk_positions(&mut root.value, &mut |line, column| {
+                assert_eq!(*line, 0, "a fast parse gives no span below the root");
+                (*line, *column) = table[*column as usize];
+            });
+        }
+        docs
+    }
+
+    #[test]
+    fn a_fast_parse_resolves_to_the_positioned_tree() {
+        let samples = [
+            "a: 1\nb:\n  c: hello\n  d: [x, y]\n",
+            "# comment\n\nlist:\n  - one\n  - {k: v, n: [1, 2, {deep: true}]}\n  - - nested\n",
+            "base: &b {x: 1, y: 2}\nthing:\n  <<: *b\n  y: 3\nother: *b\n",
+            "---\nfirst: 1\n---\n---\nsecond:\n  text: |\n    multi\n    line\n  after: x\n",
+            "dup: 1\ndup: 2\n1: int key\n? [complex]\n: value\n",
+            "- top\n- level\n- sequence\n",
+            "scalar only\n",
+        ];
+        for text in samples {
+            let limits = Limits::default();
+            let table = with_parser_stack(&limits, || positions(text, &limits)).unwrap();
+
+            let fast = resolved(parse_fast(text).unwrap(), &table);
+
+            assert_eq!(fast, parse(text).unwrap(), "{text}");
+        }
+    }
+
+    #[test]
+    fn a_fast_parse_numbers_nodes_after_their_children_and_keys_before_their_values() {
+        let docs = parse_fast("a: [x, y]\nb: z\n").unwrap();
+
+        let root = map(&docs[0]);
+        assert_eq!((docs[0].line, docs[0].column), (1, 1));
+        assert_eq!((root[0].0.line, root[0].0.column), (0, 0));
+        let NodeValue::Seq(items) = &root[0].1.value else {
+            panic!("{:?}", root[0].1)
+        };
+        let ordinals: Vec<u32> = items.iter().map(|item| item.column).collect();
+        assert_eq!(ordinals, [1, 2]);
+        assert_eq!(root[0].1.column, 3);
+        assert_eq!((root[1].0.column, root[1].1.column), (4, 5));
     }
 
     #[test]

@@ -195,7 +195,7 @@ mod tests {
     use std::path::Path;
 
     use super::*;
-    use crate::manifest::{FileContent, Limits, SourceFile, load};
+    use crate::manifest::{FileContent, Limits, SourceFile, load, resolve_positions};
 
     fn file(path: &str, text: &str) -> SourceFile {
         SourceFile {
@@ -222,7 +222,9 @@ mod tests {
             builtin_plugins,
             known,
         };
-        diagnostics(&manifest, &context)
+        let mut found = diagnostics(&manifest, &context);
+        resolve_positions(&mut found, files, &Limits::default());
+        found
     }
 
     fn found(diagnostics: &[Diagnostic]) -> Vec<(String, u32, u32, Code)> {
@@ -275,13 +277,14 @@ mod tests {
         let files = read_tree(&root);
 
         let manifest = load(&files, &Limits::default());
-        let problems = diagnostics(
+        let mut problems = diagnostics(
             &manifest,
             &ValidationContext {
                 builtin_plugins: &BTreeSet::new(),
                 known: &|_| false,
             },
         );
+        resolve_positions(&mut problems, &files, &Limits::default());
 
         assert_eq!(problems, [], "{problems:#?}");
         let mut counts: BTreeMap<Kind, usize> = BTreeMap::new();
@@ -540,7 +543,7 @@ mod fixture_tests {
     use std::path::Path;
 
     use super::*;
-    use crate::manifest::{Limits, load};
+    use crate::manifest::{Limits, load, resolve_positions};
 
     #[test]
     fn the_broken_repository_reports_exactly_what_expected_txt_lists() {
@@ -549,13 +552,14 @@ mod fixture_tests {
         let files = super::tests::read_tree(&root);
 
         let manifest = load(&files, &Limits::default());
-        let problems = diagnostics(
+        let mut problems = diagnostics(
             &manifest,
             &ValidationContext {
                 builtin_plugins: &BTreeSet::new(),
                 known: &|_| false,
             },
         );
+        resolve_positions(&mut problems, &files, &Limits::default());
 
         let rendered: Vec<String> = problems
             .iter()
