@@ -2,17 +2,18 @@
 //! that changed, and plan against live state overlaid with the changes (DESIGN §4).
 //!
 //! The overlay is: every resource of the target's inventory whose file did not change (taken
-//! as unchanged, with its stored hash), plus every document of the changed files. Three things
-//! make it give the full scan's plan:
+//! as unchanged, and only counted, so the cost follows the changed files, not the inventory),
+//! plus every document of the changed files. Three things make it give the full scan's plan:
 //! - the ids a changed file defined at the base commit come from parsing the base version of
 //!   that file, not from stored bookkeeping, so a deleted, renamed or moved resource is always
 //!   known;
 //! - unchanged files that must be read again to reproduce the full scan's diagnostics are
 //!   pulled in: the files of resources that mention a removed id (E300 must still fire) and the
 //!   file of an untouched resource that a changed file defines again (E211 names both);
-//! - everything the overlay takes on trust is checked first (untouched rows present, not
-//!   drifted, same hash and hash version as the inventory; pulled-in files define exactly what
-//!   the store says), and anything doubtful falls back to a full scan, with the reason.
+//! - everything the overlay takes on trust is checked first (no drift recorded, so every
+//!   managed row is as its inventory entry says; the rows' hash version is this build's;
+//!   pulled-in files define exactly what the store says), and anything doubtful falls back to
+//!   a full scan, with the reason.
 //!
 //! Any commit can be planned this way, not only the branch head: a rollback's older commit or
 //! one on a force-pushed history diffs against the last applied commit just as well, since a
@@ -38,8 +39,8 @@ use crate::diagnostic::{self, Code, Diagnostic};
 use crate::git::{self, ChangeKind, GitCache, GitError, RepoLocation, Snapshot};
 use crate::hash::HASH_VERSION;
 use crate::manifest::{self, Limits, Manifest, SourceFile, did_you_mean};
-use crate::model::{DesiredResource, Kind, ResourceId, Revision, SourceLocation};
-use crate::plan::{self, Action, Plan, PlanBase};
+use crate::model::{DesiredResource, Kind, ResourceId, Revision};
+use crate::plan::{self, Plan, PlanBase};
 use crate::secret_refs::SecretRefChecker;
 use crate::store::{AppliedBase, PlanningState, Store};
 use crate::validate::{self, ValidationContext};
@@ -576,10 +577,7 @@ impl Context<'_> {
             });
         }
         let ids: Vec<&ResourceId> = checked.desired.iter().map(|d| &d.id).collect();
-        let mut state = self
-            .store
-            .planning_state(&self.target.name, &ids, false)
-            .await?;
+        let mut state = self.store.planning_state(&self.target.name, &ids).await?;
         state.sources = self
             .store
             .source_paths(&self.target.name, &ids, &[])
@@ -685,17 +683,6 @@ impl Context<'_> {
             .collect();
 
         laps.lap("parse");
-        let extra: Vec<&ResourceId> = parsed_ids.iter().copied().collect();
-        // No drift recorded and the hash version checked: the inventory can be trusted.
-        let mut state = self
-            .store
-            .planning_state(&self.target.name, &extra, true)
-            .await?;
-        state.sources = self
-            .store
-            .source_paths(&self.target.name, &extra, &[])
-            .await?;
-        laps.lap("live state");
         let kept: BTreeSet<ResourceId> = if self.base.kept_stale {
             self.store
                 .kept_stale(&self.target.name)
@@ -705,15 +692,12 @@ impl Context<'_> {
         } else {
             BTreeSet::new()
         };
-        let mut untouched: BTreeSet<&ResourceId> = state
-            .live
-            .inventory
-            .keys()
-            .filter(|id| !dropped.contains(*id) && !kept.contains(*id))
-            .collect();
+        // Managed ids the overlay does not take as unchanged even when no parsed file defines
+        // them: gone from or replaced in a changed file, or kept with prune off.
+        let taken_out = |id: &ResourceId| dropped.contains(id) || kept.contains(id);
 
         // Unchanged files to read again: those of resources mentioning a removed id, and those
-        // defining an id a changed file defines too.
+        // defining an id a changed file defines too. Both queries see only managed rows.
         let mut pulled: BTreeSet<String> = BTreeSet::new();
         let removed: BTreeSet<&str> = dropped
             .iter()
@@ -721,13 +705,22 @@ impl Context<'_> {
             .map(|id| id.name.as_str())
             .collect();
         let removed: Vec<&str> = removed.into_iter().collect();
+        let parsed_list: Vec<&ResourceId> = parsed_ids.iter().copied().collect();
+        let mut state = PlanningState {
+            sources: self
+                .store
+                .source_paths(&self.target.name, &parsed_list, &[])
+                .await?,
+            ..PlanningState::default()
+        };
         let mut pull = self.store.mentioning(&self.target.name, &removed).await?;
         pull.extend(
-            parsed_ids
+            state
+                .sources
                 .iter()
-                .map(|id| ((*id).clone(), state.sources.get(*id).cloned().flatten())),
+                .map(|(id, path)| (id.clone(), path.clone())),
         );
-        for (id, path) in pull.into_iter().filter(|(id, _)| untouched.contains(id)) {
+        for (id, path) in pull.into_iter().filter(|(id, _)| !taken_out(id)) {
             match path {
                 Some(path) if !diff.changed.contains(&path) => {
                     pulled.insert(path);
@@ -774,32 +767,61 @@ impl Context<'_> {
             }
             manifest
         };
-        for document in &manifest.documents {
-            untouched.remove(&document.resource.id);
-        }
-
-        // Everything taken as unchanged must be exactly what the inventory says.
-        for id in &untouched {
-            let consistent = match (state.live.resources.get(*id), state.live.inventory.get(*id)) {
-                (Some(row), Some(entry)) => !row.drifted && row.hash == entry.hash,
-                _ => false,
-            };
-            if !consistent {
-                return Ok(Err(FullScanReason::LiveStateDiffers { id: id.to_string() }));
-            }
-        }
-
         laps.lap("pull in");
+
+        // Live state of only the ids this plan decides about or validates against; the rest
+        // of the inventory (the untouched files' resources) is only counted.
+        let defined: BTreeSet<&ResourceId> =
+            manifest.documents.iter().map(|d| &d.resource.id).collect();
+        let referenced: BTreeSet<&ResourceId> = manifest
+            .documents
+            .iter()
+            .flat_map(|d| &d.references)
+            .map(|r| &r.target)
+            .filter(|id| !defined.contains(id))
+            .collect();
+        let asked: BTreeSet<&ResourceId> = defined
+            .iter()
+            .copied()
+            .chain(&dropped)
+            .chain(&kept)
+            .chain(referenced.iter().copied())
+            .collect();
+        let asked: Vec<&ResourceId> = asked.into_iter().collect();
+        let extra: Vec<&ResourceId> = defined.iter().copied().collect();
+        let (slice, inventory_size) = self
+            .store
+            .planning_slice(&self.target.name, &asked, &extra)
+            .await?;
+        state.live = slice.live;
+        let known: BTreeSet<&ResourceId> = referenced
+            .into_iter()
+            .filter(|id| state.live.inventory.contains_key(*id) && !taken_out(id))
+            .collect();
+        let decided = |id: &ResourceId| defined.contains(id) || taken_out(id);
+        state.live.inventory.retain(|id, _| decided(id));
+        state.live.resources.retain(|id, _| decided(id));
+        let untouched = inventory_size.saturating_sub(state.live.inventory.len());
+        laps.lap("live state");
+
         let mut diagnostics = manifest.diagnostics.clone();
-        let known = |id: &ResourceId| untouched.contains(id);
         diagnostics.extend(validate::validate(
             &manifest,
             &ValidationContext {
                 builtin_plugins: self.builtin_plugins,
-                known: &known,
+                known: &|id| known.contains(id),
             },
         ));
-        self.suggest_from_all(&mut diagnostics, &manifest, &untouched);
+        if diagnostics.iter().any(|d| d.code == Code::E300) {
+            let untouched_ids: Vec<ResourceId> = self
+                .store
+                .inventory_ids(&self.target.name)
+                .await?
+                .into_iter()
+                .filter(|id| !decided(id))
+                .collect();
+            self.suggest_from_all(&mut diagnostics, &manifest, &untouched_ids);
+        }
         diagnostics.extend(workflow::verify_secrets(&manifest, self.keys, self.refs).await);
         manifest::resolve_positions(&mut diagnostics, &files, self.limits);
         diagnostic::sort(&mut diagnostics);
@@ -830,44 +852,15 @@ impl Context<'_> {
         }
 
         laps.lap("validate");
-        let mut desired = checked.desired.clone();
-        desired.extend(untouched.iter().filter_map(|id| {
-            let entry = state.live.inventory.get(*id)?;
-            Some(DesiredResource {
-                id: (*id).clone(),
-                labels: BTreeMap::new(),
-                spec: serde_json::Value::Null,
-                hash: entry.hash.clone(),
-                source: SourceLocation::new(
-                    state
-                        .sources
-                        .get(*id)
-                        .cloned()
-                        .flatten()
-                        .unwrap_or_default(),
-                    1,
-                    1,
-                ),
-            })
-        }));
-        let plan = plan::plan(
+        let plan = plan::plan_overlay(
             &self.target.name,
             checked.revision.clone(),
             self.plan_base(),
-            desired,
+            checked.desired.clone(),
             &state.live,
+            untouched,
             &self.target.policy,
         );
-        // A placeholder must never be written: only parsed resources may be created or updated.
-        let parsed_set: BTreeSet<&ResourceId> = checked.desired.iter().map(|d| &d.id).collect();
-        if let Some(action) = plan.actions.iter().find(|action| {
-            matches!(action, Action::Create { .. } | Action::Update { .. })
-                && !parsed_set.contains(action.id())
-        }) {
-            return Ok(Err(FullScanReason::LiveStateDiffers {
-                id: action.id().to_string(),
-            }));
-        }
         laps.lap("plan");
         self.record_moves(&state, &checked.desired).await?;
         laps.lap("record moves");
@@ -889,15 +882,15 @@ impl Context<'_> {
     ) -> Result<Result<PlannedTarget, FullScanReason>> {
         // No drift recorded and the hash version checked: every managed row is as applied.
         let count = self.store.inventory_count(&self.target.name).await?;
-        let mut plan = plan::plan(
+        let plan = plan::plan_overlay(
             &self.target.name,
             head.revision.clone(),
             self.plan_base(),
             Vec::new(),
             &Default::default(),
+            count,
             &self.target.policy,
         );
-        plan.unchanged = count;
         Ok(Ok(PlannedTarget {
             mode: ScanMode::Incremental {
                 base_commit: base_commit.to_string(),
@@ -920,12 +913,9 @@ impl Context<'_> {
         &self,
         diagnostics: &mut [Diagnostic],
         manifest: &Manifest,
-        untouched: &BTreeSet<&ResourceId>,
+        untouched: &[ResourceId],
     ) {
         const TAIL: &str = "or fix the name";
-        if untouched.is_empty() {
-            return;
-        }
         let references: BTreeMap<(&str, u32, u32), &ResourceId> = manifest
             .documents
             .iter()
@@ -943,7 +933,7 @@ impl Context<'_> {
                 .documents
                 .iter()
                 .map(|d| &d.resource.id)
-                .chain(untouched.iter().copied())
+                .chain(untouched)
                 .filter(|id| id.kind == target.kind)
                 .map(|id| id.name.as_str())
                 .collect();

@@ -206,9 +206,25 @@ pub fn plan(
     live: &LiveState,
     policy: &PlanPolicy,
 ) -> Plan {
+    plan_overlay(target, revision, base, desired, live, 0, policy)
+}
+
+/// [`plan`] of `desired` plus `untouched` more resources of the inventory that Git still has
+/// unchanged and that the caller left out of both `desired` and `live.inventory`: the
+/// incremental planner's resources of files that did not change. They count as unchanged and
+/// in the inventory's size, and cost nothing, so an incremental plan stays O(changed files).
+pub fn plan_overlay(
+    target: &str,
+    revision: Revision,
+    base: PlanBase,
+    desired: Vec<DesiredResource>,
+    live: &LiveState,
+    untouched: usize,
+    policy: &PlanPolicy,
+) -> Plan {
     let mut diagnostics = Vec::new();
     let mut upserts = Vec::new();
-    let mut unchanged = 0;
+    let mut unchanged = untouched;
 
     // Resources move into their actions (a spec is never cloned); only the ids are kept for
     // the inventory walk below.
@@ -265,7 +281,7 @@ pub fn plan(
         }
     }
 
-    if desired_ids.is_empty() && !deletes.is_empty() && !policy.allow_empty {
+    if desired_ids.is_empty() && untouched == 0 && !deletes.is_empty() && !policy.allow_empty {
         diagnostics.push(Diagnostic::global(
             Code::E500,
             format!(
@@ -277,7 +293,7 @@ pub fn plan(
         ));
     }
 
-    let approval_reason = approval_reason(&deletes, live.inventory.len(), policy);
+    let approval_reason = approval_reason(&deletes, live.inventory.len() + untouched, policy);
     if let Some(reason) = &approval_reason {
         diagnostics.push(Diagnostic::global(Code::W500, reason.clone()));
     }
@@ -610,6 +626,57 @@ mod tests {
         let b = run(reversed, &LiveState::default(), &PlanPolicy::default());
 
         assert_eq!(a, b);
+    }
+
+    #[test]
+    fn untouched_resources_left_out_count_as_the_full_plan_counts_them() {
+        let before: Vec<DesiredResource> = (0..8)
+            .map(|i| desired(Kind::Job, &format!("j{i}"), json!({})))
+            .collect();
+        let live = owned(&before);
+        let mut after = before[3..].to_vec();
+        after[0] = desired(Kind::Job, "j3", json!({"timeout": 2}));
+        let seen: Vec<ResourceId> = before[..4].iter().map(|d| d.id.clone()).collect();
+        let mut slice = live.clone();
+        slice.inventory.retain(|id, _| seen.contains(id));
+        slice.resources.retain(|id, _| seen.contains(id));
+
+        let full = run(after.clone(), &live, &PlanPolicy::default());
+        let overlay = plan_overlay(
+            "default",
+            Revision::Worktree,
+            PlanBase::default(),
+            after[..1].to_vec(),
+            &slice,
+            4,
+            &PlanPolicy::default(),
+        );
+
+        assert_eq!(overlay, full);
+        assert_eq!(
+            lines(&full),
+            ["~ job/j3", "- job/j2", "- job/j1", "- job/j0"]
+        );
+        assert!(full.approval_reason.is_some());
+    }
+
+    #[test]
+    fn deleting_every_changed_resource_is_not_emptying_the_target_when_others_are_untouched() {
+        let gone = vec![desired(Kind::Job, "a", json!({}))];
+
+        let plan = plan_overlay(
+            "default",
+            Revision::Worktree,
+            PlanBase::default(),
+            Vec::new(),
+            &owned(&gone),
+            3,
+            &PlanPolicy::default(),
+        );
+
+        assert!(!plan.has_errors(), "{:?}", plan.diagnostics);
+        assert_eq!(lines(&plan), ["- job/a"]);
+        assert_eq!(plan.unchanged, 3);
     }
 
     #[test]

@@ -6,6 +6,8 @@
 
 use std::collections::BTreeMap;
 
+use tokio_postgres::types::ToSql;
+
 use super::{Store, StoreError, get, id_from_row, parse};
 use crate::hash::{HASH_VERSION, SpecHash};
 use crate::model::{InventoryEntry, Kind, LiveResource, LiveState, ResourceId};
@@ -93,45 +95,24 @@ impl Store {
     ///
     /// As in [`Store::live_state`], a row hashed with another canonical form than this build's
     /// reports a hash that matches nothing.
-    ///
-    /// With `trust_inventory`, the inventory's rows are not joined with their resource rows:
-    /// each is reported as its inventory entry says (same hash, not drifted), which holds when
-    /// no drift is recorded (the drift trigger sees every write outside a sync) and the hash
-    /// version is this build's. Only the `extra` rows are read from `resources`.
     pub async fn planning_state(
         &self,
         target: &str,
         extra: &[&ResourceId],
-        trust_inventory: bool,
     ) -> Result<PlanningState, StoreError> {
-        let kinds: Vec<&str> = extra.iter().map(|id| id.kind.as_str()).collect();
-        let names: Vec<&str> = extra.iter().map(|id| id.name.as_str()).collect();
-        let inventory_params: [&(dyn tokio_postgres::types::ToSql + Sync); 2] =
-            [&target, &HASH_VERSION];
-        let extra_params: [&(dyn tokio_postgres::types::ToSql + Sync); 2] = [&kinds, &names];
+        let params: [&(dyn ToSql + Sync); 2] = [&target, &HASH_VERSION];
         let (inventory_rows, extra_rows) = futures_util::try_join!(
             self.client.query(
-                if trust_inventory {
-                    "SELECT kind, name, spec_hash, '', $2::smallint, false
-                     FROM inventory WHERE target = $1"
-                } else {
-                    "SELECT i.kind, i.name, i.spec_hash,
+                "SELECT i.kind, i.name, i.spec_hash,
                         CASE WHEN r.kind IS NULL THEN NULL
                              WHEN r.spec_hash = i.spec_hash AND r.hash_version = $2 THEN ''
                              ELSE r.spec_hash END,
                         r.hash_version, r.drifted_at IS NOT NULL
                  FROM inventory i LEFT JOIN resources r ON r.kind = i.kind AND r.name = i.name
-                 WHERE i.target = $1"
-                },
-                &inventory_params,
+                 WHERE i.target = $1",
+                &params,
             ),
-            self.client.query(
-                "SELECT r.kind, r.name, r.spec_hash, r.hash_version, r.drifted_at IS NOT NULL
-                 FROM resources r
-                 JOIN unnest($1::text[], $2::text[]) AS x(kind, name)
-                   ON r.kind = x.kind AND r.name = x.name",
-                &extra_params,
-            ),
+            self.resource_rows(extra),
         )
         .map_err(StoreError::query("read the planning state"))?;
 
@@ -155,28 +136,101 @@ impl Store {
                     },
                 );
             }
-            state.live.inventory.insert(
-                id.clone(),
-                InventoryEntry {
-                    id,
-                    hash,
-                    commit: String::new(),
-                },
-            );
+            state
+                .live
+                .inventory
+                .insert(id.clone(), inventory_entry(id, hash));
         }
-        for row in &extra_rows {
-            let id = id_from_row(row, "resources")?;
-            let version: i16 = get(row, 3)?;
+        add_resource_rows(&mut state.live, &extra_rows)?;
+        Ok(state)
+    }
+
+    /// What an incremental plan needs of the live state, without reading the rest of the
+    /// inventory: the inventory entries among `ids`, the resource rows of `extra` ids (any
+    /// owner), and how many entries the whole inventory holds.
+    ///
+    /// The entries are trusted: each managed row among `ids` is reported as its entry says
+    /// (same hash, not drifted), unless it is also in `extra`. That holds when no drift is
+    /// recorded (the drift trigger sees every write outside a sync) and the hash version is
+    /// this build's, which the caller checks first.
+    pub async fn planning_slice(
+        &self,
+        target: &str,
+        ids: &[&ResourceId],
+        extra: &[&ResourceId],
+    ) -> Result<(PlanningState, usize), StoreError> {
+        let kinds: Vec<&str> = ids.iter().map(|id| id.kind.as_str()).collect();
+        let names: Vec<&str> = ids.iter().map(|id| id.name.as_str()).collect();
+        let inventory_params: [&(dyn ToSql + Sync); 3] = [&target, &kinds, &names];
+        let count_params: [&(dyn ToSql + Sync); 1] = [&target];
+        let (inventory_rows, extra_rows, count) = futures_util::try_join!(
+            self.client.query(
+                "SELECT i.kind, i.name, i.spec_hash
+                 FROM unnest($2::text[], $3::text[]) AS x(kind, name)
+                 JOIN inventory i ON i.kind = x.kind AND i.name = x.name AND i.target = $1",
+                &inventory_params,
+            ),
+            self.resource_rows(extra),
+            self.client.query_one(
+                "SELECT count(*) FROM inventory WHERE target = $1",
+                &count_params,
+            ),
+        )
+        .map_err(StoreError::query("read the planning state"))?;
+
+        let mut state = PlanningState::default();
+        for row in &inventory_rows {
+            let id = id_from_row(row, "inventory")?;
+            let hash = SpecHash::from_hex(get::<String>(row, 2)?);
             state.live.resources.insert(
                 id.clone(),
                 LiveResource {
-                    id,
-                    hash: versioned(get(row, 2)?, version),
-                    drifted: get(row, 4)?,
+                    id: id.clone(),
+                    hash: hash.clone(),
+                    drifted: false,
                 },
             );
+            state
+                .live
+                .inventory
+                .insert(id.clone(), inventory_entry(id, hash));
         }
-        Ok(state)
+        add_resource_rows(&mut state.live, &extra_rows)?;
+        let size = usize::try_from(get::<i64>(&count, 0)?).unwrap_or(0);
+        Ok((state, size))
+    }
+
+    /// The resource rows of `ids`, whoever owns them.
+    async fn resource_rows(
+        &self,
+        ids: &[&ResourceId],
+    ) -> Result<Vec<tokio_postgres::Row>, tokio_postgres::Error> {
+        let kinds: Vec<&str> = ids.iter().map(|id| id.kind.as_str()).collect();
+        let names: Vec<&str> = ids.iter().map(|id| id.name.as_str()).collect();
+        self.client
+            .query(
+                "SELECT r.kind, r.name, r.spec_hash, r.hash_version, r.drifted_at IS NOT NULL
+                 FROM resources r
+                 JOIN unnest($1::text[], $2::text[]) AS x(kind, name)
+                   ON r.kind = x.kind AND r.name = x.name",
+                &[&kinds, &names],
+            )
+            .await
+    }
+
+    /// Ids in the target's inventory.
+    pub async fn inventory_ids(&self, target: &str) -> Result<Vec<ResourceId>, StoreError> {
+        let rows = self
+            .client
+            .query(
+                "SELECT kind, name FROM inventory WHERE target = $1",
+                &[&target],
+            )
+            .await
+            .map_err(StoreError::query("read the inventory"))?;
+        rows.iter()
+            .map(|row| id_from_row(row, "inventory"))
+            .collect()
     }
 
     /// Stored source paths of the target's managed rows that are among `ids` or stored at one
@@ -320,6 +374,30 @@ impl Store {
             .await
             .map_err(StoreError::query("record moved source paths"))
     }
+}
+
+fn inventory_entry(id: ResourceId, hash: SpecHash) -> InventoryEntry {
+    InventoryEntry {
+        id,
+        hash,
+        commit: String::new(),
+    }
+}
+
+fn add_resource_rows(live: &mut LiveState, rows: &[tokio_postgres::Row]) -> Result<(), StoreError> {
+    for row in rows {
+        let id = id_from_row(row, "resources")?;
+        let version: i16 = get(row, 3)?;
+        live.resources.insert(
+            id.clone(),
+            LiveResource {
+                id,
+                hash: versioned(get(row, 2)?, version),
+                drifted: get(row, 4)?,
+            },
+        );
+    }
+    Ok(())
 }
 
 fn versioned(hash: String, version: i16) -> SpecHash {
