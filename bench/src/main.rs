@@ -482,7 +482,7 @@ async fn copy_floor(plan: &Plan, dir: &Path) -> Result<Duration> {
         let name = &desired.id.name;
         let hash = desired.hash.as_str();
         let labels = row_labels(desired, TARGET, commit).to_string();
-        let spec = desired.spec.to_string();
+        let spec = desired.spec.as_json().to_string();
         resources.push_str(&csv(&[
             kind,
             name,

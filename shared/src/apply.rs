@@ -14,10 +14,11 @@ use std::time::{Duration, Instant};
 use serde::Serialize;
 use serde_json::Value;
 use tokio_postgres::error::SqlState;
+use tokio_postgres::types::Json;
 use tokio_postgres::{Statement, Transaction};
 use uuid::Uuid;
 
-use crate::hash::HASH_VERSION;
+use crate::hash::{HASH_VERSION, Spec};
 use crate::model::{DesiredResource, ResourceId};
 use crate::plan::{Action, Plan};
 use crate::store::{RunStatus, Store, StoreError};
@@ -409,7 +410,7 @@ pub fn row_labels(desired: &DesiredResource, target: &str, commit: &str) -> Valu
 struct UpsertColumns<'a> {
     kinds: Vec<&'static str>,
     names: Vec<&'a str>,
-    specs: Vec<&'a Value>,
+    specs: Vec<Json<&'a Spec>>,
     hashes: Vec<&'a str>,
     labels: Vec<Value>,
     paths: Vec<&'a str>,
@@ -436,7 +437,7 @@ impl<'a> UpsertColumns<'a> {
         for desired in resources {
             columns.kinds.push(desired.id.kind.as_str());
             columns.names.push(&desired.id.name);
-            columns.specs.push(&desired.spec);
+            columns.specs.push(Json(&desired.spec));
             columns.hashes.push(desired.hash.as_str());
             columns.labels.push(row_labels(desired, target, commit));
             columns.paths.push(&desired.source.path);
@@ -720,7 +721,7 @@ mod tests {
             .iter()
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect();
-        let spec = json!({"timeout": 30});
+        let spec = Spec::from_value(&json!({"timeout": 30}));
         DesiredResource {
             id: ResourceId::new(Kind::Job, name),
             hash: content_hash(&labels, &spec),
@@ -765,12 +766,12 @@ mod tests {
                 },
                 Action::Update {
                     desired: desired("b", &[]),
-                    live_hash: content_hash(&BTreeMap::new(), &json!({})),
+                    live_hash: content_hash(&BTreeMap::new(), &Spec::from_value(&json!({}))),
                     drifted: false,
                 },
                 Action::Delete {
                     id: ResourceId::new(Kind::Job, "c"),
-                    live_hash: content_hash(&BTreeMap::new(), &json!({})),
+                    live_hash: content_hash(&BTreeMap::new(), &Spec::from_value(&json!({}))),
                 },
                 Action::PruneSkipped {
                     id: ResourceId::new(Kind::Job, "d"),

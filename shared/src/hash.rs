@@ -9,6 +9,7 @@ use std::fmt::{self, Write as _};
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
+use serde_json::value::RawValue;
 use sha2::{Digest, Sha256};
 
 /// Version of the canonical form below; stored with every hash.
@@ -41,23 +42,86 @@ impl fmt::Display for SpecHash {
     }
 }
 
+/// A resource's spec as its canonical JSON text (see [`canonical_json`]): what is hashed,
+/// carried in plans and written to `resources.spec`. Text, not a `serde_json::Value`, because a
+/// value tree takes about ten times the memory (a small map is a whole B-tree node) and at
+/// 10,000 resources the specs are most of what a planner holds; as text a plan also serialises
+/// by copying. Equal specs have equal text.
+#[derive(Clone)]
+pub struct Spec(Box<RawValue>);
+
+impl Spec {
+    pub fn from_value(value: &Value) -> Spec {
+        Spec::from_canonical(canonical_json(value))
+    }
+
+    /// `text` must be canonical JSON, as [`canonical_json`] writes it.
+    pub(crate) fn from_canonical(text: String) -> Spec {
+        match RawValue::from_string(text) {
+            Ok(raw) => Spec(raw),
+            // Not reached: the canonical writers write JSON. Hashing this spec's own text keeps
+            // the stored hash true to the stored value even so.
+            Err(_) => Spec(RawValue::NULL.to_owned()),
+        }
+    }
+
+    /// The canonical JSON text.
+    pub fn as_json(&self) -> &str {
+        self.0.get()
+    }
+
+    pub fn to_value(&self) -> Value {
+        serde_json::from_str(self.as_json()).unwrap_or(Value::Null)
+    }
+}
+
+impl PartialEq for Spec {
+    fn eq(&self, other: &Self) -> bool {
+        self.as_json() == other.as_json()
+    }
+}
+
+impl Eq for Spec {}
+
+impl fmt::Debug for Spec {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_json())
+    }
+}
+
+/// Written as the JSON text itself by serde_json (and parsed by `serde_json::to_value`).
+impl Serialize for Spec {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        self.0.serialize(serializer)
+    }
+}
+
+/// Read from any JSON (a plan read back, jsonb's own key order) and made canonical again.
+impl<'de> Deserialize<'de> for Spec {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Spec, D::Error> {
+        Value::deserialize(deserializer).map(|value| Spec::from_value(&value))
+    }
+}
+
 /// Hash of what a resource's row holds: its labels and its spec. Key order, comments,
 /// whitespace and YAML style never change it.
-pub fn content_hash(labels: &std::collections::BTreeMap<String, String>, spec: &Value) -> SpecHash {
-    let mut text = String::with_capacity(256);
-    text.push_str("{\"labels\":{");
+pub fn content_hash(labels: &std::collections::BTreeMap<String, String>, spec: &Spec) -> SpecHash {
+    let mut head = String::with_capacity(64);
+    head.push_str("{\"labels\":{");
     for (i, (key, value)) in labels.iter().enumerate() {
         if i > 0 {
-            text.push(',');
+            head.push(',');
         }
-        write_string(&mut text, key);
-        text.push(':');
-        write_string(&mut text, value);
+        write_string(&mut head, key);
+        head.push(':');
+        write_string(&mut head, value);
     }
-    text.push_str("},\"spec\":");
-    write_canonical(&mut text, spec);
-    text.push('}');
-    SpecHash(hex::encode(Sha256::digest(text.as_bytes())))
+    head.push_str("},\"spec\":");
+    let mut digest = Sha256::new();
+    digest.update(head.as_bytes());
+    digest.update(spec.as_json().as_bytes());
+    digest.update(b"}");
+    SpecHash(hex::encode(digest.finalize()))
 }
 
 /// The canonical JSON text of `value`: object keys sorted by their UTF-8 bytes, no
@@ -105,7 +169,7 @@ fn write_canonical(out: &mut String, value: &Value) {
     }
 }
 
-fn write_string(out: &mut String, s: &str) {
+pub(crate) fn write_string(out: &mut String, s: &str) {
     out.push('"');
     for c in s.chars() {
         match c {
@@ -144,8 +208,8 @@ mod tests {
         let b: Value = serde_json::from_str(r#"{"a":{"x":"s","y":[1,2]},"b":1}"#).unwrap();
 
         assert_eq!(
-            content_hash(&BTreeMap::new(), &a),
-            content_hash(&BTreeMap::new(), &b)
+            content_hash(&BTreeMap::new(), &Spec::from_value(&a)),
+            content_hash(&BTreeMap::new(), &Spec::from_value(&b))
         );
     }
 
@@ -155,8 +219,8 @@ mod tests {
         let after = json!({"timeout": 31});
 
         assert_ne!(
-            content_hash(&BTreeMap::new(), &before),
-            content_hash(&BTreeMap::new(), &after)
+            content_hash(&BTreeMap::new(), &Spec::from_value(&before)),
+            content_hash(&BTreeMap::new(), &Spec::from_value(&after))
         );
     }
 
@@ -165,16 +229,22 @@ mod tests {
         let spec = json!({"enabled": true});
 
         assert_ne!(
-            content_hash(&labels(&[("team", "a")]), &spec),
-            content_hash(&labels(&[("team", "b")]), &spec)
+            content_hash(&labels(&[("team", "a")]), &Spec::from_value(&spec)),
+            content_hash(&labels(&[("team", "b")]), &Spec::from_value(&spec))
         );
     }
 
     #[test]
     fn array_order_is_significant() {
         assert_ne!(
-            content_hash(&BTreeMap::new(), &json!({"events": ["push", "release"]})),
-            content_hash(&BTreeMap::new(), &json!({"events": ["release", "push"]}))
+            content_hash(
+                &BTreeMap::new(),
+                &Spec::from_value(&json!({"events": ["push", "release"]}))
+            ),
+            content_hash(
+                &BTreeMap::new(),
+                &Spec::from_value(&json!({"events": ["release", "push"]}))
+            )
         );
     }
 
@@ -193,7 +263,7 @@ mod tests {
         // Pins the canonical form: if this changes, HASH_VERSION must change with it.
         let hash = content_hash(
             &labels(&[("team", "platform")]),
-            &json!({"enabled": true, "timeout": 30}),
+            &Spec::from_value(&json!({"enabled": true, "timeout": 30})),
         );
 
         assert_eq!(
@@ -201,6 +271,22 @@ mod tests {
             hex::encode(Sha256::digest(
                 br#"{"labels":{"team":"platform"},"spec":{"enabled":true,"timeout":30}}"#
             ))
+        );
+    }
+
+    #[test]
+    fn a_spec_serialises_as_its_json_and_reads_back_canonical_from_any_key_order() {
+        let spec = Spec::from_value(&json!({"b": [1, "x"], "a": {"d": null, "c": 1.5}}));
+
+        let written = serde_json::to_string(&spec).unwrap();
+        let read: Spec =
+            serde_json::from_str(r#"{ "a": {"c": 1.5, "d": null}, "b": [1, "x"] }"#).unwrap();
+
+        assert_eq!(written, r#"{"a":{"c":1.5,"d":null},"b":[1,"x"]}"#);
+        assert_eq!(read, spec);
+        assert_eq!(
+            spec.to_value(),
+            json!({"a": {"c": 1.5, "d": null}, "b": [1, "x"]})
         );
     }
 }

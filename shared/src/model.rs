@@ -8,7 +8,7 @@ use std::str::FromStr;
 
 use serde::{Deserialize, Serialize};
 
-use crate::hash::SpecHash;
+use crate::hash::{Spec, SpecHash};
 
 /// The `apiVersion` every document must carry.
 pub const API_VERSION: &str = "ritmo.dev/v1";
@@ -181,8 +181,9 @@ impl fmt::Display for SourceLocation {
 pub struct DesiredResource {
     pub id: ResourceId,
     pub labels: BTreeMap<String, String>,
-    /// The `spec` mapping as JSON. Holds ciphertexts and references, never plaintext secrets.
-    pub spec: serde_json::Value,
+    /// The `spec` mapping as canonical JSON. Holds ciphertexts and references, never
+    /// plaintext secrets.
+    pub spec: Spec,
     pub hash: SpecHash,
     /// Where the document starts (its `apiVersion` line).
     pub source: SourceLocation,

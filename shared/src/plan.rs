@@ -354,10 +354,11 @@ mod tests {
     use serde_json::json;
 
     use super::*;
-    use crate::hash::content_hash;
+    use crate::hash::{Spec, content_hash};
     use crate::model::{InventoryEntry, LiveResource, SourceLocation};
 
     fn desired(kind: Kind, name: &str, spec: serde_json::Value) -> DesiredResource {
+        let spec = Spec::from_value(&spec);
         DesiredResource {
             id: ResourceId::new(kind, name),
             labels: BTreeMap::new(),

@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 
 use ritmo::apply::{ApplyError, ApplyOutcome, ApplyReport, apply_plan};
-use ritmo::hash::content_hash;
+use ritmo::hash::{Spec, content_hash};
 use ritmo::model::{DesiredResource, Kind, ResourceId, Revision, SourceLocation};
 use ritmo::plan::{self, Action, Plan, PlanBase, PlanPolicy};
 use ritmo::store::{NewRun, NewTarget, RevisionAction, RunStatus, Store, Trigger};
@@ -16,6 +16,7 @@ const TARGET: &str = "prod";
 
 fn resource(kind: Kind, name: &str, spec: Value) -> DesiredResource {
     let labels = BTreeMap::from([("team".to_string(), "platform".to_string())]);
+    let spec = Spec::from_value(&spec);
     DesiredResource {
         id: ResourceId::new(kind, name),
         hash: content_hash(&labels, &spec),

@@ -1100,11 +1100,29 @@ mod tests {
             &job("  environment:\n    A: yes\n    B: on\n    C: 017\n    D: 1.5\n"),
         );
 
-        let spec = &only_document(&manifest).resource.spec;
+        let spec = only_document(&manifest).resource.spec.to_value();
         assert_eq!(
             spec["environment"],
             serde_json::json!({"A": "yes", "B": "on", "C": "017", "D": 1.5})
         );
+    }
+
+    #[test]
+    fn a_spec_is_the_canonical_json_of_its_value() {
+        let manifest = load_one(
+            "jobs/app.yaml",
+            &job(
+                "  timeout: 30\n  max_retries: 0\n  description: \"tab\\t quote\\\" é \\u0001\"\n  environment: {Z: -1, A: 2.50, M: 18446744073709551615, E: 1e300, N: true}\n  triggers:\n    - {type: cron, schedule: '0 2 * * *', branches: [main, dev]}\n",
+            ),
+        );
+
+        let spec = &only_document(&manifest).resource.spec;
+
+        assert_eq!(
+            spec.as_json(),
+            crate::hash::canonical_json(&spec.to_value())
+        );
+        assert!(spec.as_json().starts_with(r#"{"description":"tab\t quote\" é \u0001","environment":{"A":2.5,"E":1e+300,"M":18446744073709551615,"N":true,"Z":-1}"#), "{spec:?}");
     }
 
     #[test]
