@@ -378,8 +378,11 @@ pub async fn plan_located(
         (reason, _) => reason.unwrap_or(FullScanReason::NoAppliedCommit),
     };
     tracing::info!(target = %target.name, %reason, "scanning the whole tree");
+    let started = Instant::now();
     let snapshot = head.read_all(&source.path, *limits).await?;
-    let planned = context.full_scan(snapshot, reason).await?;
+    let read = ("read", started.elapsed());
+    let mut planned = context.full_scan(snapshot, reason).await?;
+    planned.stages.insert(0, read);
     Ok(PlannedTarget { fetch, ..planned })
 }
 

@@ -58,6 +58,41 @@ fn reads_the_tree_at_the_branch_tip() {
 }
 
 #[test]
+fn a_large_tree_is_read_on_every_core_with_each_file_under_its_own_path() {
+    let repo = TestRepo::new();
+    for i in 0..600 {
+        repo.write(
+            &format!("jobs/team-{}/job-{i:03}.yaml", i % 7),
+            format!("name: job-{i}\n"),
+        );
+    }
+    repo.write("plugins/big.yaml", "x".repeat(300))
+        .write("webhooks/notes.txt", "ignored");
+    repo.commit("many files");
+    let limits = Limits {
+        max_file_bytes: 200,
+        ..Limits::default()
+    };
+
+    let snapshot = read_commit(&location(&repo), Some("main"), "", &limits).unwrap();
+
+    assert_eq!(snapshot.files.len(), 601);
+    for i in 0..600 {
+        let path = format!("jobs/team-{}/job-{i:03}.yaml", i % 7);
+        assert_eq!(
+            bytes(&snapshot, &path),
+            Some(format!("name: job-{i}\n").into_bytes()),
+            "{path}"
+        );
+    }
+    let big = snapshot.files.iter().find(|f| f.path == "plugins/big.yaml");
+    assert!(matches!(
+        big.map(|f| &f.content),
+        Some(FileContent::TooLarge { size: 300 })
+    ));
+}
+
+#[test]
 fn head_is_used_when_no_branch_is_given() {
     let repo = TestRepo::new();
     repo.write("plugins/p.yaml", "p");

@@ -273,6 +273,8 @@ fn collect_files(
         .find_tree(root)
         .map_err(|err| object_error(location, &root.to_string(), err))?;
     let mut files = Vec::new();
+    // (index in `files`, blob): read once the walk is done, on every core.
+    let mut blobs: Vec<(usize, ObjectId)> = Vec::new();
     let mut pending: Vec<(String, ObjectId)> = Vec::new();
     for kind in Kind::ALL {
         let dir = kind.directory();
@@ -309,7 +311,8 @@ fn collect_files(
                 EntryClass::Symlink => FileContent::Symlink,
                 EntryClass::Submodule => FileContent::Submodule,
                 EntryClass::Resource => {
-                    blob_content(repository, location, entry.object_id(), limits)?
+                    blobs.push((files.len(), entry.object_id()));
+                    FileContent::Bytes(Vec::new())
                 }
             };
             files.push(SourceFile { path, content });
@@ -321,8 +324,54 @@ fn collect_files(
             }
         }
     }
+    let contents = read_blobs(repository, location, &blobs, limits)?;
+    for ((index, _), content) in blobs.iter().zip(contents) {
+        files[*index].content = content;
+    }
     files.sort_by(|a, b| a.path.cmp(&b.path));
     Ok(files)
+}
+
+/// The contents of `blobs`, in order, read on every core: at 10,000 files reading is a tenth
+/// of a full sync. Each thread reads through its own handle (and delta-base cache).
+fn read_blobs(
+    repository: &gix::Repository,
+    location: &str,
+    blobs: &[(usize, ObjectId)],
+    limits: &Limits,
+) -> Result<Vec<FileContent>, GitError> {
+    let read = |repository: &gix::Repository, part: &[(usize, ObjectId)]| {
+        part.iter()
+            .map(|(_, id)| blob_content(repository, location, *id, limits))
+            .collect::<Result<Vec<_>, _>>()
+    };
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get().min(8));
+    if threads < 2 || blobs.len() < 256 {
+        return read(repository, blobs);
+    }
+    let chunk = blobs.len().div_ceil(threads);
+    let parts: Vec<Result<Vec<FileContent>, GitError>> = std::thread::scope(|scope| {
+        let handles: Vec<_> = blobs
+            .chunks(chunk)
+            .map(|part| {
+                let repository = repository.clone();
+                scope.spawn(move || read(&repository, part))
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|handle| {
+                handle
+                    .join()
+                    .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+            })
+            .collect()
+    });
+    let mut contents = Vec::with_capacity(blobs.len());
+    for part in parts {
+        contents.extend(part?);
+    }
+    Ok(contents)
 }
 
 pub(crate) fn object_error(location: &str, id: &str, err: impl std::fmt::Display) -> GitError {
