@@ -38,7 +38,7 @@ use crate::crypto::CredentialKeys;
 use crate::diagnostic::{self, Code, Diagnostic};
 use crate::git::{self, ChangeKind, GitCache, GitError, RepoLocation, Snapshot};
 use crate::hash::HASH_VERSION;
-use crate::manifest::{self, Limits, Manifest, SourceFile, did_you_mean};
+use crate::manifest::{self, FileContent, Limits, Manifest, SourceFile, did_you_mean};
 use crate::model::{DesiredResource, Kind, ResourceId, Revision};
 use crate::plan::{self, Plan, PlanBase};
 use crate::secret_refs::SecretRefChecker;
@@ -1024,10 +1024,9 @@ fn load_parallel(files: &[SourceFile], limits: &Limits) -> Manifest {
     if threads < 2 || files.len() < 64 || resource_files > limits.max_files {
         return manifest::load(files, limits);
     }
-    let chunk = files.len().div_ceil(threads);
     let parts: Vec<Manifest> = std::thread::scope(|scope| {
-        let handles: Vec<_> = files
-            .chunks(chunk)
+        let handles: Vec<_> = balanced_chunks(files, threads)
+            .into_iter()
             .map(|part| scope.spawn(move || manifest::load(part, limits)))
             .collect();
         handles
@@ -1046,6 +1045,31 @@ fn load_parallel(files: &[SourceFile], limits: &Limits) -> Manifest {
     }
     diagnostic::sort(&mut manifest.diagnostics);
     manifest
+}
+
+/// `files` cut into `parts` runs of about equal parse work (bytes, plus a little per file).
+/// Equal counts would not do: files sort by kind directory, and jobs are larger than the
+/// rest, so the first half of a repository can hold 60 % of its text.
+fn balanced_chunks(files: &[SourceFile], parts: usize) -> Vec<&[SourceFile]> {
+    let weight = |file: &SourceFile| match &file.content {
+        FileContent::Bytes(bytes) => bytes.len() + 256,
+        _ => 256,
+    };
+    let total: usize = files.iter().map(weight).sum();
+    let share = total.div_ceil(parts.max(1)).max(1);
+    let mut chunks = Vec::with_capacity(parts);
+    let (mut start, mut filled) = (0, 0);
+    for (index, file) in files.iter().enumerate() {
+        filled += weight(file);
+        if filled >= share && chunks.len() + 1 < parts {
+            chunks.push(&files[start..=index]);
+            (start, filled) = (index + 1, 0);
+        }
+    }
+    if start < files.len() {
+        chunks.push(&files[start..]);
+    }
+    chunks
 }
 
 /// The first pulled-in file whose documents are not exactly the ids the store places in it.
@@ -1083,7 +1107,6 @@ fn pulled_mismatch(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::manifest::FileContent;
 
     fn job_file(path: &str, names: &[&str]) -> SourceFile {
         let docs: Vec<String> = names
@@ -1161,6 +1184,29 @@ mod tests {
 
         assert_eq!(parallel, manifest::load(&files, &Limits::default()));
         assert_eq!(parallel.documents.len(), 149);
+    }
+
+    #[test]
+    fn chunks_share_the_text_evenly_and_keep_every_file_in_order() {
+        let mut files: Vec<SourceFile> = (0..90)
+            .map(|i| job_file(&format!("jobs/j{i:03}.yaml"), &[&format!("job-{i}")]))
+            .collect();
+        for file in &mut files[..30] {
+            file.content = FileContent::Bytes(vec![b'#'; 4_000]);
+        }
+
+        let chunks = balanced_chunks(&files, 2);
+
+        assert_eq!(chunks.len(), 2);
+        assert!(chunks[0].len() < 30, "{}", chunks[0].len());
+        let rejoined: Vec<&str> = chunks
+            .iter()
+            .flat_map(|c| c.iter())
+            .map(|f| f.path.as_str())
+            .collect();
+        let all: Vec<&str> = files.iter().map(|f| f.path.as_str()).collect();
+        assert_eq!(rejoined, all);
+        assert_eq!(balanced_chunks(&files[..1], 4).concat().len(), 1);
     }
 
     #[test]

@@ -333,29 +333,34 @@ fn collect_files(
 }
 
 /// The contents of `blobs`, in order, read on every core: at 10,000 files reading is a tenth
-/// of a full sync. Each thread reads through its own handle (and delta-base cache).
+/// of a full sync. Thread `t` of `n` reads blobs `t`, `t + n`, ... (larger and smaller files
+/// sit in runs by directory, so runs would not share the work evenly), each through its own
+/// handle and delta-base cache.
 fn read_blobs(
     repository: &gix::Repository,
     location: &str,
     blobs: &[(usize, ObjectId)],
     limits: &Limits,
 ) -> Result<Vec<FileContent>, GitError> {
-    let read = |repository: &gix::Repository, part: &[(usize, ObjectId)]| {
-        part.iter()
-            .map(|(_, id)| blob_content(repository, location, *id, limits))
-            .collect::<Result<Vec<_>, _>>()
-    };
     let threads = std::thread::available_parallelism().map_or(1, |n| n.get().min(8));
     if threads < 2 || blobs.len() < 256 {
-        return read(repository, blobs);
+        return blobs
+            .iter()
+            .map(|(_, id)| blob_content(repository, location, *id, limits))
+            .collect();
     }
-    let chunk = blobs.len().div_ceil(threads);
-    let parts: Vec<Result<Vec<FileContent>, GitError>> = std::thread::scope(|scope| {
-        let handles: Vec<_> = blobs
-            .chunks(chunk)
-            .map(|part| {
+    let strides: Vec<Result<Vec<FileContent>, GitError>> = std::thread::scope(|scope| {
+        let handles: Vec<_> = (0..threads)
+            .map(|first| {
                 let repository = repository.clone();
-                scope.spawn(move || read(&repository, part))
+                scope.spawn(move || {
+                    blobs
+                        .iter()
+                        .skip(first)
+                        .step_by(threads)
+                        .map(|(_, id)| blob_content(&repository, location, *id, limits))
+                        .collect()
+                })
             })
             .collect();
         handles
@@ -367,9 +372,13 @@ fn read_blobs(
             })
             .collect()
     });
+    let mut strides = strides
+        .into_iter()
+        .map(|stride| stride.map(Vec::into_iter))
+        .collect::<Result<Vec<_>, _>>()?;
     let mut contents = Vec::with_capacity(blobs.len());
-    for part in parts {
-        contents.extend(part?);
+    for index in 0..blobs.len() {
+        contents.extend(strides[index % threads].next());
     }
     Ok(contents)
 }
