@@ -8,7 +8,7 @@ RITMO := target/debug/ritmo
 # Where `make dev` serves the webhook and the API.
 LISTEN ?= 127.0.0.1:8080
 
-.PHONY: help dev test lint build example-repo db tools clean-dev bench
+.PHONY: help dev test lint build example-repo tools clean-dev bench bench-smoke
 
 help:
 	@echo "make dev   - start PostgreSQL if needed, sync examples/ritmo-config into it, show plan and status,"
@@ -53,6 +53,16 @@ test: tools lint
 	  set -o pipefail; cargo test --workspace --no-fail-fast 2>&1 | tee .dev/test.log; status=$$?; \
 	  awk '/^test result:/ { passed += $$4; failed += $$6 } END { printf "tests: %d passed, %d failed\n", passed, failed }' .dev/test.log; \
 	  exit $$status
+
+# The performance suite of docs/benchmarks.md on the local PostgreSQL (BENCH_ARGS, e.g.
+# `--resources 100000` or `--parse-only`); `bench-smoke` is CI's quick run of the same code.
+bench:
+	@export DATABASE_URL="$$(scripts/ensure-postgres.sh)" || exit 2; \
+	  cargo run --profile profiling -p ritmo-bench -- $(BENCH_ARGS)
+
+bench-smoke:
+	@export DATABASE_URL="$$(scripts/ensure-postgres.sh)" || exit 2; \
+	  cargo run -p ritmo-bench -- --resources 1000 --repeat 1 --webhook-iterations 100
 
 clean-dev:
 	rm -rf .dev
