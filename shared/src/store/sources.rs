@@ -1,6 +1,7 @@
-//! What an incremental plan asks the store: where the last applied commit stands, the
-//! target's inventory with each row's source file, which managed rows mention given names, and
-//! the bookkeeping write that keeps source paths current.
+//! What a plan asks the store: where the last applied commit stands, the live state of the
+//! whole inventory (a full scan) or of the ids a change touches (an incremental plan), stored
+//! source files, which managed rows mention given names, and the bookkeeping write that keeps
+//! source paths current.
 //!
 //! Deciding whether an incremental plan is safe, and building it, is `crate::incremental`'s.
 
