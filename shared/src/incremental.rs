@@ -40,6 +40,7 @@ use crate::git::{self, ChangeKind, GitCache, GitError, RepoLocation, Snapshot};
 use crate::hash::HASH_VERSION;
 use crate::manifest::{self, FileContent, Limits, Manifest, SourceFile, did_you_mean};
 use crate::model::{DesiredResource, Kind, ResourceId, Revision};
+use crate::parallel;
 use crate::plan::{self, Plan, PlanBase};
 use crate::secret_refs::SecretRefChecker;
 use crate::store::{AppliedBase, PlanningState, Store};
@@ -1015,7 +1016,7 @@ fn read_diff(
 /// `manifest::load` split over the available cores: each file loads on its own, so chunks
 /// loaded in parallel and joined in order give the same manifest.
 fn load_parallel(files: &[SourceFile], limits: &Limits) -> Manifest {
-    let threads = std::thread::available_parallelism().map_or(1, |n| n.get().min(8));
+    let threads = parallel::threads();
     let resource_files = files
         .iter()
         .filter(|file| manifest::resource_kind_for_path(&file.path).is_some())
@@ -1024,19 +1025,8 @@ fn load_parallel(files: &[SourceFile], limits: &Limits) -> Manifest {
     if threads < 2 || files.len() < 64 || resource_files > limits.max_files {
         return manifest::load(files, limits);
     }
-    let parts: Vec<Manifest> = std::thread::scope(|scope| {
-        let handles: Vec<_> = balanced_chunks(files, threads)
-            .into_iter()
-            .map(|part| scope.spawn(move || manifest::load(part, limits)))
-            .collect();
-        handles
-            .into_iter()
-            .map(|handle| {
-                handle
-                    .join()
-                    .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
-            })
-            .collect()
+    let parts = parallel::map_parts(balanced_chunks(files, threads), |part| {
+        manifest::load(part, limits)
     });
     let mut manifest = Manifest::default();
     for part in parts {

@@ -17,6 +17,7 @@ pub mod message;
 pub mod metrics;
 pub mod model;
 pub mod notify;
+mod parallel;
 pub mod pipeline;
 pub mod plan;
 pub mod queue;

@@ -10,6 +10,7 @@ use super::config_path::ConfigPath;
 use super::{GitError, RepoLocation, Snapshot};
 use crate::manifest::{FileContent, Limits, SourceFile, resource_kind_for_path};
 use crate::model::{Kind, Revision};
+use crate::parallel;
 
 /// Reads the resource files of `config_path` at the tip of `branch` (HEAD when `None`) of a
 /// local repository: a work tree, a `.git` directory, a bare repository or a `file://` URL.
@@ -342,35 +343,24 @@ fn read_blobs(
     blobs: &[(usize, ObjectId)],
     limits: &Limits,
 ) -> Result<Vec<FileContent>, GitError> {
-    let threads = std::thread::available_parallelism().map_or(1, |n| n.get().min(8));
+    let threads = parallel::threads();
     if threads < 2 || blobs.len() < 256 {
         return blobs
             .iter()
             .map(|(_, id)| blob_content(repository, location, *id, limits))
             .collect();
     }
-    let strides: Vec<Result<Vec<FileContent>, GitError>> = std::thread::scope(|scope| {
-        let handles: Vec<_> = (0..threads)
-            .map(|first| {
-                let repository = repository.clone();
-                scope.spawn(move || {
-                    blobs
-                        .iter()
-                        .skip(first)
-                        .step_by(threads)
-                        .map(|(_, id)| blob_content(&repository, location, *id, limits))
-                        .collect()
-                })
-            })
-            .collect();
-        handles
-            .into_iter()
-            .map(|handle| {
-                handle
-                    .join()
-                    .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
-            })
-            .collect()
+    // gix handles are not `Sync`: each thread takes a clone of its own.
+    let handles: Vec<(usize, gix::Repository)> = (0..threads)
+        .map(|first| (first, repository.clone()))
+        .collect();
+    let strides = parallel::map_parts(handles, |(first, repository)| {
+        blobs
+            .iter()
+            .skip(first)
+            .step_by(threads)
+            .map(|(_, id)| blob_content(&repository, location, *id, limits))
+            .collect::<Result<Vec<_>, GitError>>()
     });
     let mut strides = strides
         .into_iter()
