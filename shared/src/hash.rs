@@ -52,14 +52,17 @@ pub struct Spec(Box<RawValue>);
 
 impl Spec {
     pub fn from_value(value: &Value) -> Spec {
-        Spec::from_canonical(canonical_json(value))
+        Spec::of(value)
     }
 
-    /// `text` must be canonical JSON, as [`canonical_json`] writes it.
-    pub(crate) fn from_canonical(text: String) -> Spec {
+    /// The canonical text of any JSON-shaped tree (the manifest writes its parsed nodes
+    /// straight to it, with no `Value` in between).
+    pub(crate) fn of(tree: &impl JsonTree) -> Spec {
+        let mut text = String::with_capacity(256);
+        write_canonical(&mut text, tree);
         match RawValue::from_string(text) {
             Ok(raw) => Spec(raw),
-            // Not reached: the canonical writers write JSON. Hashing this spec's own text keeps
+            // Not reached: the canonical writer writes JSON. Hashing this spec's own text keeps
             // the stored hash true to the stored value even so.
             Err(_) => Spec(RawValue::NULL.to_owned()),
         }
@@ -132,17 +135,49 @@ pub fn canonical_json(value: &Value) -> String {
     out
 }
 
-fn write_canonical(out: &mut String, value: &Value) {
-    match value {
-        Value::Null => out.push_str("null"),
-        Value::Bool(b) => out.push_str(if *b { "true" } else { "false" }),
-        Value::Number(n) => {
+/// One node of a JSON-shaped tree, as the canonical writer reads it.
+pub(crate) enum JsonNode<'a, T> {
+    Null,
+    Bool(bool),
+    Number(serde_json::Number),
+    String(&'a str),
+    Array(&'a [T]),
+    /// Entries in any order; of repeated keys the last wins, as in a JSON object.
+    Object(Vec<(&'a str, &'a T)>),
+}
+
+/// A tree the canonical form can be written from: one writer for every input, so a spec
+/// written from YAML and one written from a `Value` can never differ.
+pub(crate) trait JsonTree: Sized {
+    fn node(&self) -> JsonNode<'_, Self>;
+}
+
+impl JsonTree for Value {
+    fn node(&self) -> JsonNode<'_, Value> {
+        match self {
+            Value::Null => JsonNode::Null,
+            Value::Bool(b) => JsonNode::Bool(*b),
+            Value::Number(n) => JsonNode::Number(n.clone()),
+            Value::String(s) => JsonNode::String(s),
+            Value::Array(items) => JsonNode::Array(items),
+            Value::Object(map) => {
+                JsonNode::Object(map.iter().map(|(k, v)| (k.as_str(), v)).collect())
+            }
+        }
+    }
+}
+
+fn write_canonical<T: JsonTree>(out: &mut String, tree: &T) {
+    match tree.node() {
+        JsonNode::Null => out.push_str("null"),
+        JsonNode::Bool(b) => out.push_str(if b { "true" } else { "false" }),
+        JsonNode::Number(n) => {
             // serde_json prints integers in decimal and finite floats via ryu; both are
             // independent of map ordering features, so reusing its formatting is stable.
             let _ = write!(out, "{n}");
         }
-        Value::String(s) => write_string(out, s),
-        Value::Array(items) => {
+        JsonNode::String(s) => write_string(out, s),
+        JsonNode::Array(items) => {
             out.push('[');
             for (i, item) in items.iter().enumerate() {
                 if i > 0 {
@@ -152,9 +187,16 @@ fn write_canonical(out: &mut String, value: &Value) {
             }
             out.push(']');
         }
-        Value::Object(map) => {
-            let mut entries: Vec<(&String, &Value)> = map.iter().collect();
-            entries.sort_unstable_by(|a, b| a.0.as_bytes().cmp(b.0.as_bytes()));
+        JsonNode::Object(mut entries) => {
+            // Stable, so that of repeated keys the last one read is the one kept.
+            entries.sort_by(|a, b| a.0.as_bytes().cmp(b.0.as_bytes()));
+            entries.dedup_by(|later, earlier| {
+                let repeated = later.0 == earlier.0;
+                if repeated {
+                    *earlier = *later;
+                }
+                repeated
+            });
             out.push('{');
             for (i, (key, item)) in entries.into_iter().enumerate() {
                 if i > 0 {
@@ -169,7 +211,7 @@ fn write_canonical(out: &mut String, value: &Value) {
     }
 }
 
-pub(crate) fn write_string(out: &mut String, s: &str) {
+fn write_string(out: &mut String, s: &str) {
     out.push('"');
     for c in s.chars() {
         match c {

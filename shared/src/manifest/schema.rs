@@ -7,7 +7,6 @@
 //! `validate`'s.
 
 use std::collections::{BTreeMap, HashMap};
-use std::fmt::Write as _;
 use std::sync::LazyLock;
 
 use croner::parser::{CronParser, Seconds, Year};
@@ -443,7 +442,7 @@ pub(crate) fn check_document(path: &str, dir_kind: Kind, root: &Node, memo: &mut
         return walk.finish_broken();
     };
     let labels = labels.unwrap_or_default();
-    let spec = canonical_spec(spec_node);
+    let spec = hash::Spec::of(spec_node);
     let resource = DesiredResource {
         id: ResourceId::new(kind, name),
         hash: hash::content_hash(&labels, &spec),
@@ -607,57 +606,26 @@ fn is_stage_name(name: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || *b == b'-' || *b == b'_')
 }
 
-/// A checked node as canonical JSON, written straight from the node (no `serde_json::Value`
-/// in between): numbers as YAML gave them, mappings keyed by their string keys (a checked
-/// document has no duplicate or non-string keys; were there any, the last would win, as in a
-/// JSON object). The same text as `hash::canonical_json` of the node's value.
-fn canonical_spec(node: &Node) -> hash::Spec {
-    fn write(out: &mut String, node: &Node) {
-        match &node.value {
-            NodeValue::Null => out.push_str("null"),
-            NodeValue::Bool(b) => out.push_str(if *b { "true" } else { "false" }),
-            NodeValue::Int(i) => {
-                let _ = write!(out, "{i}");
+/// A checked node as a JSON tree: numbers as YAML gave them, mappings keyed by their string
+/// keys (a checked document has no duplicate or non-string keys).
+impl hash::JsonTree for Node {
+    fn node(&self) -> hash::JsonNode<'_, Node> {
+        use hash::JsonNode;
+        match &self.value {
+            NodeValue::Null => JsonNode::Null,
+            NodeValue::Bool(b) => JsonNode::Bool(*b),
+            NodeValue::Int(i) => JsonNode::Number((*i).into()),
+            NodeValue::UInt(u) => JsonNode::Number((*u).into()),
+            NodeValue::Float(f) => {
+                serde_json::Number::from_f64(*f).map_or(JsonNode::Null, JsonNode::Number)
             }
-            NodeValue::UInt(u) => {
-                let _ = write!(out, "{u}");
-            }
-            NodeValue::Float(f) => match serde_json::Number::from_f64(*f) {
-                Some(n) => {
-                    let _ = write!(out, "{n}");
-                }
-                None => out.push_str("null"),
-            },
-            NodeValue::String(s) => hash::write_string(out, s),
-            NodeValue::Seq(items) => {
-                out.push('[');
-                for (i, item) in items.iter().enumerate() {
-                    if i > 0 {
-                        out.push(',');
-                    }
-                    write(out, item);
-                }
-                out.push(']');
-            }
+            NodeValue::String(s) => JsonNode::String(s),
+            NodeValue::Seq(items) => JsonNode::Array(items),
             NodeValue::Map(entries) => {
-                let sorted: BTreeMap<&str, &Node> =
-                    entries.iter().map(|(k, v)| (k.name.as_str(), v)).collect();
-                out.push('{');
-                for (i, (key, item)) in sorted.into_iter().enumerate() {
-                    if i > 0 {
-                        out.push(',');
-                    }
-                    hash::write_string(out, key);
-                    out.push(':');
-                    write(out, item);
-                }
-                out.push('}');
+                JsonNode::Object(entries.iter().map(|(k, v)| (k.name.as_str(), v)).collect())
             }
         }
     }
-    let mut out = String::with_capacity(256);
-    write(&mut out, node);
-    hash::Spec::from_canonical(out)
 }
 
 /// State of the walk over one document.
