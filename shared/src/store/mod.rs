@@ -29,8 +29,8 @@ pub use records::{
 pub use sources::{AppliedBase, PlanningState};
 
 use crate::diagnostic::Diagnostic;
-use crate::hash::{HASH_VERSION, SpecHash};
-use crate::model::{InventoryEntry, Kind, LiveResource, LiveState, ResourceId};
+use crate::hash::SpecHash;
+use crate::model::{InventoryEntry, Kind, LiveState, ResourceId};
 use crate::plan::{Plan, Summary};
 
 mod embedded {
@@ -199,24 +199,7 @@ impl Store {
         .map_err(StoreError::query("read live state"))?;
 
         let mut live = LiveState::default();
-        for row in &resource_rows {
-            let id = id_from_row(row, "resources")?;
-            let hash: String = get(row, 2)?;
-            let version: i16 = get(row, 3)?;
-            let hash = if version == HASH_VERSION {
-                SpecHash::from_hex(hash)
-            } else {
-                SpecHash::from_hex(format!("v{version}:{hash}"))
-            };
-            live.resources.insert(
-                id.clone(),
-                LiveResource {
-                    id,
-                    hash,
-                    drifted: get(row, 4)?,
-                },
-            );
-        }
+        sources::add_resource_rows(&mut live, &resource_rows)?;
         for row in &inventory_rows {
             let id = id_from_row(row, "inventory")?;
             live.inventory.insert(

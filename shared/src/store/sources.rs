@@ -163,21 +163,27 @@ impl Store {
         let kinds: Vec<&str> = ids.iter().map(|id| id.kind.as_str()).collect();
         let names: Vec<&str> = ids.iter().map(|id| id.name.as_str()).collect();
         let inventory_params: [&(dyn ToSql + Sync); 3] = [&target, &kinds, &names];
-        let count_params: [&(dyn ToSql + Sync); 1] = [&target];
-        let (inventory_rows, extra_rows, count) = futures_util::try_join!(
-            self.client.query(
-                "SELECT i.kind, i.name, i.spec_hash
-                 FROM unnest($2::text[], $3::text[]) AS x(kind, name)
-                 JOIN inventory i ON i.kind = x.kind AND i.name = x.name AND i.target = $1",
-                &inventory_params,
-            ),
-            self.resource_rows(extra),
-            self.client.query_one(
-                "SELECT count(*) FROM inventory WHERE target = $1",
-                &count_params,
-            ),
-        )
-        .map_err(StoreError::query("read the planning state"))?;
+        const READ: &str = "read the planning state";
+        let (inventory_rows, extra_rows, size) = futures_util::try_join!(
+            async {
+                self.client
+                    .query(
+                        "SELECT i.kind, i.name, i.spec_hash
+                         FROM unnest($2::text[], $3::text[]) AS x(kind, name)
+                         JOIN inventory i
+                           ON i.kind = x.kind AND i.name = x.name AND i.target = $1",
+                        &inventory_params,
+                    )
+                    .await
+                    .map_err(StoreError::query(READ))
+            },
+            async {
+                self.resource_rows(extra)
+                    .await
+                    .map_err(StoreError::query(READ))
+            },
+            self.inventory_count(target),
+        )?;
 
         let mut state = PlanningState::default();
         for row in &inventory_rows {
@@ -197,7 +203,6 @@ impl Store {
                 .insert(id.clone(), inventory_entry(id, hash));
         }
         add_resource_rows(&mut state.live, &extra_rows)?;
-        let size = usize::try_from(get::<i64>(&count, 0)?).unwrap_or(0);
         Ok((state, size))
     }
 
@@ -385,7 +390,11 @@ fn inventory_entry(id: ResourceId, hash: SpecHash) -> InventoryEntry {
     }
 }
 
-fn add_resource_rows(live: &mut LiveState, rows: &[tokio_postgres::Row]) -> Result<(), StoreError> {
+/// Adds rows of `kind, name, spec_hash, hash_version, drifted` to `live.resources`.
+pub(super) fn add_resource_rows(
+    live: &mut LiveState,
+    rows: &[tokio_postgres::Row],
+) -> Result<(), StoreError> {
     for row in rows {
         let id = id_from_row(row, "resources")?;
         let version: i16 = get(row, 3)?;
