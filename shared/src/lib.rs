@@ -26,6 +26,7 @@ pub mod secret_refs;
 pub mod services;
 pub mod store;
 pub mod telemetry;
+mod tls;
 pub mod validate;
 pub mod webhook;
 pub mod workflow;

@@ -361,6 +361,97 @@ mod remote {
         );
     }
 
+    /// `openssl s_server` on a free loopback port with a fresh self-signed certificate: an
+    /// HTTPS server no system bundle trusts. Killed on drop.
+    struct UntrustedTlsServer {
+        child: std::process::Child,
+        port: u16,
+        _dir: tempfile::TempDir,
+    }
+
+    impl UntrustedTlsServer {
+        fn start() -> Self {
+            use std::process::{Command, Stdio};
+
+            let dir = tempfile::tempdir().unwrap();
+            let (key, cert) = (dir.path().join("key.pem"), dir.path().join("cert.pem"));
+            let made = Command::new("openssl")
+                .args([
+                    "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+                ])
+                .args([
+                    "-subj",
+                    "/CN=127.0.0.1",
+                    "-addext",
+                    "subjectAltName=IP:127.0.0.1",
+                ])
+                .args(["-addext", "basicConstraints=critical,CA:FALSE"])
+                .arg("-keyout")
+                .arg(&key)
+                .arg("-out")
+                .arg(&cert)
+                .stderr(Stdio::null())
+                .status()
+                .expect("openssl is installed (.ci/run installs it)");
+            assert!(made.success());
+            let port = std::net::TcpListener::bind("127.0.0.1:0")
+                .unwrap()
+                .local_addr()
+                .unwrap()
+                .port();
+            let child = Command::new("openssl")
+                .args(["s_server", "-quiet", "-www", "-accept"])
+                .arg(format!("127.0.0.1:{port}"))
+                .arg("-key")
+                .arg(&key)
+                .arg("-cert")
+                .arg(&cert)
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .unwrap();
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+            while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+                assert!(
+                    std::time::Instant::now() < deadline,
+                    "s_server did not start"
+                );
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
+            Self {
+                child,
+                port,
+                _dir: dir,
+            }
+        }
+    }
+
+    impl Drop for UntrustedTlsServer {
+        fn drop(&mut self) {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+
+    #[test]
+    fn https_checks_the_server_certificate_against_the_system_roots() {
+        let server = UntrustedTlsServer::start();
+        let location = RepoLocation::parse(&format!(
+            "https://127.0.0.1:{}/acme/config.git",
+            server.port
+        ))
+        .unwrap();
+
+        let err = remote_head(&location, "main", &Auth::None, &NetworkOptions::default())
+            .unwrap_err()
+            .to_string();
+
+        // The handshake ran with the shared TLS setup and refused the self-signed certificate.
+        assert!(err.contains("certificate"), "{err}");
+        assert!(err.contains("UnknownIssuer"), "{err}");
+    }
+
     #[test]
     fn remote_head_works_over_file_urls() {
         let repo = TestRepo::new();

@@ -418,7 +418,8 @@ impl Remote {
         Ok(connection)
     }
 
-    /// HTTP options: the repository's defaults plus our timeouts on the reqwest client.
+    /// HTTP options: the repository's defaults plus our timeouts and TLS setup on the reqwest
+    /// client.
     fn transport_options(
         &self,
         repository: &gix::Repository,
@@ -446,7 +447,13 @@ impl Remote {
         let backend = http::reqwest::Options {
             configure_client: Some(Box::new(
                 move |builder: reqwest::blocking::ClientBuilder| {
-                    Ok(builder.timeout(timeout).connect_timeout(connect_timeout))
+                    let builder = builder.timeout(timeout).connect_timeout(connect_timeout);
+                    // The process's one TLS setup, instead of reqwest reading the system's CA
+                    // certificates again for every client (one per fetch).
+                    Ok(match crate::tls::https_client_config() {
+                        Some(config) => builder.tls_backend_preconfigured(config),
+                        None => builder,
+                    })
                 },
             )),
             configure_request: None,

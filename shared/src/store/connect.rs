@@ -473,10 +473,12 @@ fn tls_connector(
         .map_err(|e| ConnectError::Tls(e.to_string()))?;
     let checked = |check_name| -> Result<Arc<dyn ServerCertVerifier>, ConnectError> {
         let roots = match ca_file {
-            Some(path) => roots_from_file(path)?,
-            None => native_roots()?,
+            Some(path) => Arc::new(roots_from_file(path)?),
+            None => crate::tls::native_roots().ok_or_else(|| {
+                ConnectError::Tls("no system CA certificates found: set DATABASE_CA_FILE".into())
+            })?,
         };
-        let inner = WebPkiServerVerifier::builder_with_provider(Arc::new(roots), provider.clone())
+        let inner = WebPkiServerVerifier::builder_with_provider(roots, provider.clone())
             .build()
             .map_err(|e| ConnectError::Tls(e.to_string()))?;
         Ok(Arc::new(Verifier::Chain { inner, check_name }))
@@ -512,18 +514,6 @@ fn roots_from_file(path: &Path) -> Result<RootCertStore, ConnectError> {
         return Err(ConnectError::NoCertificates {
             path: path.to_path_buf(),
         });
-    }
-    Ok(roots)
-}
-
-fn native_roots() -> Result<RootCertStore, ConnectError> {
-    let loaded = rustls_native_certs::load_native_certs();
-    let mut roots = RootCertStore::empty();
-    roots.add_parsable_certificates(loaded.certs);
-    if roots.is_empty() {
-        return Err(ConnectError::Tls(
-            "no system CA certificates found: set DATABASE_CA_FILE".into(),
-        ));
     }
     Ok(roots)
 }
