@@ -4,7 +4,7 @@
 
 use aws_lambda_events::event::sqs::{SqsBatchResponse, SqsEvent};
 use lambda_runtime::LambdaEvent;
-use ritmo::pipeline::sqs::{self, QueueKind};
+use ritmo::pipeline::sqs::{self, ApplyQueue};
 use ritmo::services::Services;
 
 /// Handles one invocation.
@@ -12,7 +12,7 @@ pub async fn handle(
     services: &Services,
     event: LambdaEvent<SqsEvent>,
 ) -> Result<SqsBatchResponse, lambda_runtime::Error> {
-    Ok(sqs::handle_lambda_batch(services, QueueKind::Apply, event.payload).await)
+    Ok(sqs::handle_lambda_batch::<ApplyQueue>(services, event.payload).await)
 }
 
 #[cfg(test)]

@@ -72,6 +72,37 @@ pub enum QueueKind {
     Apply,
 }
 
+/// A queue as a type, for the functions that consume only that one: choosing the handler at
+/// compile time lets the applier's binary leave out the planner's git, YAML and validation code
+/// (issue 7's size budget).
+pub trait Consumer {
+    const KIND: QueueKind;
+
+    fn handle(services: &Services, body: &str) -> impl Future<Output = Disposition> + Send;
+}
+
+/// The plan queue, consumed by the planner function.
+pub enum PlanQueue {}
+
+/// The apply queue, consumed by the applier function.
+pub enum ApplyQueue {}
+
+impl Consumer for PlanQueue {
+    const KIND: QueueKind = QueueKind::Plan;
+
+    fn handle(services: &Services, body: &str) -> impl Future<Output = Disposition> + Send {
+        plan_message(services, body)
+    }
+}
+
+impl Consumer for ApplyQueue {
+    const KIND: QueueKind = QueueKind::Apply;
+
+    fn handle(services: &Services, body: &str) -> impl Future<Output = Disposition> + Send {
+        apply_message(services, body)
+    }
+}
+
 /// How long a message that failed on its `receive_count`-th receive stays invisible.
 pub fn retry_delay(receive_count: u32) -> Duration {
     let doublings = receive_count.saturating_sub(1).min(16);
@@ -246,16 +277,15 @@ pub async fn delete_finished(
     Ok(())
 }
 
-/// A Lambda invocation's batch from the `kind` queue: handles the messages, delays the
-/// retry of the failed ones (on SQS), and returns every message with its disposition; the
-/// caller reports the failures as `batchItemFailures` and Lambda deletes the rest.
-pub async fn handle_batch(
+/// A Lambda invocation's batch from queue `C`: handles the messages, delays the retry of the
+/// failed ones (on SQS), and returns every message with its disposition; the caller reports
+/// the failures as `batchItemFailures` and Lambda deletes the rest.
+pub async fn handle_batch<C: Consumer>(
     services: &Services,
-    kind: QueueKind,
     messages: Vec<QueueMessage>,
 ) -> Vec<Handled> {
     let handled = process_messages(messages, |message| async move {
-        handle_message(services, kind, &message.body).await
+        C::handle(services, &message.body).await
     })
     .await;
     if let crate::queue::Queues::Sqs {
@@ -264,7 +294,7 @@ pub async fn handle_batch(
         apply_queue_url,
     } = &services.queues
     {
-        let queue_url = match kind {
+        let queue_url = match C::KIND {
             QueueKind::Plan => plan_queue_url,
             QueueKind::Apply => apply_queue_url,
         };
@@ -328,15 +358,14 @@ pub async fn receive_and_handle(
 /// One Lambda invocation of an SQS FIFO consumer: decode the records, handle them as
 /// [`handle_batch`] does, and answer with the partial batch failures
 /// (`ReportBatchItemFailures`) so only those return to the queue.
-pub async fn handle_lambda_batch(
+pub async fn handle_lambda_batch<C: Consumer>(
     services: &Services,
-    kind: QueueKind,
     event: aws_lambda_events::event::sqs::SqsEvent,
 ) -> aws_lambda_events::event::sqs::SqsBatchResponse {
     use aws_lambda_events::event::sqs::{BatchItemFailure, SqsBatchResponse};
 
     let messages = event.records.iter().map(lambda_record).collect();
-    let handled = handle_batch(services, kind, messages).await;
+    let handled = handle_batch::<C>(services, messages).await;
     let mut response = SqsBatchResponse::default();
     response.batch_item_failures = handled
         .into_iter()
