@@ -5,7 +5,7 @@
 //! keep the same contract: per-target order and a five-minute deduplication window, so a
 //! webhook delivered three times still yields one plan.
 
-use std::collections::HashMap;
+use std::collections::{HashSet, VecDeque};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
@@ -62,7 +62,34 @@ pub struct LocalReceivers {
 pub struct LocalQueues {
     plans: mpsc::UnboundedSender<PlanRequest>,
     applies: mpsc::UnboundedSender<ApplyRequest>,
-    seen: Mutex<HashMap<String, Instant>>,
+    seen: Mutex<DeduplicationWindow>,
+}
+
+/// The deduplication ids sent in the last [`DEDUPLICATION_WINDOW`], oldest first, so expiring
+/// them costs only the expired ones (a scan of every id per message made a busy `ritmo serve`
+/// quadratic). As on SQS, a duplicate does not extend its id's window.
+#[derive(Debug, Default)]
+struct DeduplicationWindow {
+    ids: HashSet<String>,
+    by_age: VecDeque<(Instant, String)>,
+}
+
+impl DeduplicationWindow {
+    /// Records `id` as sent at `now`; false when it was sent within the window before.
+    fn first_sighting(&mut self, id: &str, now: Instant) -> bool {
+        while let Some((sent, _)) = self.by_age.front()
+            && now.duration_since(*sent) >= DEDUPLICATION_WINDOW
+        {
+            if let Some((_, expired)) = self.by_age.pop_front() {
+                self.ids.remove(&expired);
+            }
+        }
+        if !self.ids.insert(id.to_string()) {
+            return false;
+        }
+        self.by_age.push_back((now, id.to_string()));
+        true
+    }
 }
 
 impl Queues {
@@ -73,7 +100,7 @@ impl Queues {
         let queues = Queues::Local(LocalQueues {
             plans,
             applies,
-            seen: Mutex::new(HashMap::new()),
+            seen: Mutex::new(DeduplicationWindow::default()),
         });
         (
             queues,
@@ -162,13 +189,10 @@ impl Queues {
 impl LocalQueues {
     /// Records a deduplication id; false when it was seen within the window.
     fn first_sighting(&self, id: &str) -> bool {
-        let now = Instant::now();
-        let mut seen = self
-            .seen
+        self.seen
             .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
-        seen.retain(|_, at| now.duration_since(*at) < DEDUPLICATION_WINDOW);
-        seen.insert(id.to_string(), now).is_none()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .first_sighting(id, Instant::now())
     }
 }
 
@@ -249,6 +273,21 @@ mod tests {
             Some("d-2")
         );
         assert!(receivers.plans.try_recv().is_err());
+    }
+
+    #[test]
+    fn an_id_is_sent_again_once_its_window_has_passed_and_a_duplicate_does_not_extend_it() {
+        let start = Instant::now();
+        let mut window = DeduplicationWindow::default();
+
+        assert!(window.first_sighting("a", start));
+        assert!(window.first_sighting("b", start + Duration::from_secs(200)));
+        assert!(!window.first_sighting("a", start + Duration::from_secs(299)));
+        assert!(window.first_sighting("a", start + DEDUPLICATION_WINDOW));
+        assert!(!window.first_sighting("b", start + Duration::from_secs(499)));
+        assert!(window.first_sighting("b", start + Duration::from_secs(500)));
+        assert_eq!(window.ids.len(), 2);
+        assert_eq!(window.by_age.len(), 2);
     }
 
     #[tokio::test]

@@ -14,7 +14,7 @@ use std::collections::BTreeMap;
 use std::str::FromStr;
 
 use chrono::{DateTime, Utc};
-use tokio_postgres::types::Json;
+use tokio_postgres::types::{Json, Type};
 use tokio_postgres::{Client, Row};
 use uuid::Uuid;
 
@@ -512,21 +512,30 @@ impl Store {
     }
 
     /// Records a webhook delivery id; false when it was seen before (a replay).
+    ///
+    /// Committed without waiting for the WAL flush (`synchronous_commit` off for this one
+    /// statement): the flush wait was nearly half of the statement's time. The id only turns
+    /// replays away: one lost to a database crash costs at most a second plan request for the
+    /// same commit, and planning a commit again changes nothing.
     pub async fn record_delivery(
         &self,
         delivery_id: &str,
         target: Option<&str>,
     ) -> Result<bool, StoreError> {
+        // Typed parameters: one round trip, where an untyped statement is prepared first.
         let inserted = self
             .client
-            .execute(
-                "INSERT INTO webhook_deliveries (delivery_id, target) VALUES ($1, $2)
-                 ON CONFLICT (delivery_id) DO NOTHING",
-                &[&delivery_id, &target],
+            .query_typed(
+                "WITH no_flush_wait AS (SELECT set_config('synchronous_commit', 'off', true))
+                 INSERT INTO webhook_deliveries (delivery_id, target)
+                 SELECT $1, $2 FROM no_flush_wait
+                 ON CONFLICT (delivery_id) DO NOTHING
+                 RETURNING 1",
+                &[(&delivery_id, Type::TEXT), (&target, Type::TEXT)],
             )
             .await
             .map_err(StoreError::query("record a webhook delivery"))?;
-        Ok(inserted == 1)
+        Ok(inserted.len() == 1)
     }
 }
 
