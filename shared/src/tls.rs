@@ -1,4 +1,4 @@
-//! The system's trusted CA certificates, read once per process.
+//! The process's TLS client setup: one crypto provider, and the system's CA certificates read once.
 //!
 //! Reading them means parsing every file of the system bundle (a directory of a few hundred
 //! PEM files on Debian): about 4 ms, which reqwest's default verifier paid again on every git
@@ -8,6 +8,13 @@
 use std::sync::{Arc, OnceLock};
 
 use rustls::RootCertStore;
+use rustls::crypto::CryptoProvider;
+
+/// The one crypto provider every TLS client of the process uses (the AWS SDKs link aws-lc-rs
+/// already).
+pub fn crypto_provider() -> Arc<CryptoProvider> {
+    Arc::new(rustls::crypto::aws_lc_rs::default_provider())
+}
 
 /// The system's CA certificates, or `None` when none were found (then nothing is cached, so a
 /// bundle installed later is still picked up).
@@ -32,8 +39,7 @@ pub fn https_client_config() -> Option<rustls::ClientConfig> {
     if let Some(config) = CONFIG.get() {
         return Some(config.clone());
     }
-    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
-    let config = rustls::ClientConfig::builder_with_provider(provider)
+    let config = rustls::ClientConfig::builder_with_provider(crypto_provider())
         .with_safe_default_protocol_versions()
         .ok()?
         .with_root_certificates(native_roots()?)

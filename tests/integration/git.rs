@@ -394,11 +394,7 @@ mod remote {
                 .status()
                 .expect("openssl is installed (.ci/run installs it)");
             assert!(made.success());
-            let port = std::net::TcpListener::bind("127.0.0.1:0")
-                .unwrap()
-                .local_addr()
-                .unwrap()
-                .port();
+            let port = ritmo_tests::free_port();
             let child = Command::new("openssl")
                 .args(["s_server", "-quiet", "-www", "-accept"])
                 .arg(format!("127.0.0.1:{port}"))
@@ -698,24 +694,16 @@ mod remote {
 
     #[test]
     fn an_unreachable_server_is_a_retryable_error() {
-        // Bound but not listening: connections are refused, and no other test's server can
-        // take the port while this one runs (a dropped listener's port could be reused).
-        let socket =
-            socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
-        socket
-            .bind(&std::net::SocketAddr::from(([127, 0, 0, 1], 0)).into())
-            .unwrap();
-        let port = socket.local_addr().unwrap().as_socket().unwrap().port();
-        let location = RepoLocation::parse(&format!("http://127.0.0.1:{port}/r.git")).unwrap();
+        // Port 1 is privileged and outside the ephemeral range the tests' servers are given, so
+        // nothing listens there and the connection is refused. (A bound but unlistened
+        // ephemeral port was not enough: another test's server was once given the same port.)
+        let location = RepoLocation::parse("http://127.0.0.1:1/r.git").unwrap();
 
         let err =
             remote_head(&location, "main", &Auth::None, &NetworkOptions::default()).unwrap_err();
 
         assert!(err.is_retryable(), "{err:?}");
-        assert!(
-            err.to_string().contains(&format!("127.0.0.1:{port}")),
-            "{err}"
-        );
+        assert!(err.to_string().contains("127.0.0.1:1/r.git"), "{err}");
     }
 }
 

@@ -7,7 +7,7 @@
 
 use std::fs::File;
 use std::io::{Read, Seek, SeekFrom, Write};
-use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
+use std::net::{Ipv4Addr, SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -36,7 +36,7 @@ impl Moto {
         let mut last_output = String::new();
         // A free port can be taken between choosing it and moto binding it: try a few.
         for _ in 0..3 {
-            let port = free_port();
+            let port = crate::free_port();
             let mut log = tempfile::tempfile().expect("create a log file for moto_server");
             let mut child = Command::new(&program)
                 .args(["-H", "127.0.0.1", "-p", &port.to_string()])
@@ -127,13 +127,6 @@ fn moto_server() -> PathBuf {
             venv.display()
         )
     })
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
-        .and_then(|listener| listener.local_addr())
-        .map(|addr| addr.port())
-        .expect("find a free loopback port")
 }
 
 /// Polls `GET /moto-api/` until it answers 200 (true), the process exits or the time is up

@@ -467,7 +467,7 @@ fn tls_connector(
     sslmode: SslMode,
     ca_file: Option<&Path>,
 ) -> Result<MakeRustlsConnect, ConnectError> {
-    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let provider = crate::tls::crypto_provider();
     let builder = rustls::ClientConfig::builder_with_provider(provider.clone())
         .with_safe_default_protocol_versions()
         .map_err(|e| ConnectError::Tls(e.to_string()))?;
