@@ -13,15 +13,15 @@ use std::time::{Duration, Instant};
 
 use serde::Serialize;
 use serde_json::Value;
+use tokio_postgres::Transaction;
 use tokio_postgres::error::SqlState;
 use tokio_postgres::types::Json;
-use tokio_postgres::{Statement, Transaction};
 use uuid::Uuid;
 
 use crate::hash::{HASH_VERSION, Spec};
 use crate::model::{DesiredResource, ResourceId};
 use crate::plan::{Action, Plan};
-use crate::store::{RunStatus, Store, StoreError};
+use crate::store::{Prepared, RunStatus, Store, StoreError};
 
 /// Rows per statement: large enough that 10,000 rows take a handful of round trips, small
 /// enough to keep each statement's arrays a few megabytes at most.
@@ -171,8 +171,9 @@ async fn apply_in_transaction(
         .transaction()
         .await
         .map_err(StoreError::query("begin the apply transaction"))?;
+    let db = Prepared::new(&tx, &store.statements);
 
-    let Some(row) = tx
+    let Some(row) = db
         .query_opt(
             "SELECT generation FROM targets WHERE name = $1 FOR UPDATE",
             &[&plan.target],
@@ -186,7 +187,7 @@ async fn apply_in_transaction(
         .try_get(0)
         .map_err(StoreError::query("read the target's generation"))?;
 
-    let Some(run) = tx
+    let Some(run) = db
         .query_opt(
             "SELECT target, status, dry_run FROM sync_runs WHERE id = $1 FOR UPDATE",
             &[&sync_id],
@@ -231,7 +232,7 @@ async fn apply_in_transaction(
             "the plan was computed at generation {} of target `{}`, which is now at {}",
             plan.base.generation, plan.target, current_generation
         );
-        tx.execute(
+        db.execute(
             "UPDATE sync_runs SET status = 'superseded', error = $2,
                  finished_at = clock_timestamp()
              WHERE id = $1",
@@ -248,13 +249,13 @@ async fn apply_in_transaction(
         });
     }
 
-    tx.execute(
+    db.execute(
         "SELECT set_config('ritmo.sync_id', $1, true)",
         &[&sync_id.to_string()],
     )
     .await
     .map_err(StoreError::query("mark the transaction as a sync"))?;
-    tx.execute(
+    db.execute(
         "UPDATE sync_runs SET status = 'applying', error = NULL WHERE id = $1",
         &[&sync_id],
     )
@@ -263,33 +264,23 @@ async fn apply_in_transaction(
 
     let commit = plan.revision.commit_or_worktree();
     let writer = Writer {
-        tx: &tx,
+        db,
         sync_id,
         target: &plan.target,
         commit,
     };
     let changes = Changes::of(plan);
-    // Each statement is prepared once and run per batch.
-    if !changes.creates.is_empty() {
-        let statement = writer.prepare(CREATE_SQL).await?;
-        for batch in changes.creates.chunks(BATCH_SIZE) {
-            writer.create(&statement, batch).await?;
-        }
+    for batch in changes.creates.chunks(BATCH_SIZE) {
+        writer.create(batch).await?;
     }
-    if !changes.updates.is_empty() {
-        let statement = writer.prepare(UPDATE_SQL).await?;
-        for batch in changes.updates.chunks(BATCH_SIZE) {
-            writer.update(&statement, batch).await?;
-        }
+    for batch in changes.updates.chunks(BATCH_SIZE) {
+        writer.update(batch).await?;
     }
-    if !changes.deletes.is_empty() {
-        let statement = writer.prepare(DELETE_SQL).await?;
-        for batch in changes.deletes.chunks(BATCH_SIZE) {
-            writer.delete(&statement, batch).await?;
-        }
+    for batch in changes.deletes.chunks(BATCH_SIZE) {
+        writer.delete(batch).await?;
     }
 
-    let generation: i64 = tx
+    let generation: i64 = db
         .query_one(
             "UPDATE targets SET generation = generation + 1, last_applied_commit = $2,
                  last_sync_id = $3, updated_at = now()
@@ -304,7 +295,7 @@ async fn apply_in_transaction(
     let written = changes.written_ids();
     let kinds: Vec<&str> = written.iter().map(|id| id.kind.as_str()).collect();
     let names: Vec<&str> = written.iter().map(|id| id.name.as_str()).collect();
-    tx.execute(
+    db.execute(
         "UPDATE drift_events d SET resolved_sync_id = $2
          WHERE d.target = $1 AND d.resolved_sync_id IS NULL
            AND ((d.kind, d.name) IN (SELECT * FROM unnest($3::text[], $4::text[]))
@@ -317,7 +308,7 @@ async fn apply_in_transaction(
 
     let apply_ms = i64::try_from(started.elapsed().as_millis()).unwrap_or(i64::MAX);
     let count = |n: usize| i64::try_from(n).unwrap_or(i64::MAX);
-    tx.execute(
+    db.execute(
         "UPDATE sync_runs SET status = 'succeeded', create_count = $2, update_count = $3,
              delete_count = $4, unchanged_count = $5, apply_ms = $6, error = NULL,
              finished_at = clock_timestamp()
@@ -524,31 +515,19 @@ const DELETE_SQL: &str = "WITH input AS (
             (SELECT count(*) FROM audit)";
 
 struct Writer<'t> {
-    tx: &'t Transaction<'t>,
+    db: Prepared<'t, Transaction<'t>>,
     sync_id: Uuid,
     target: &'t str,
     commit: &'t str,
 }
 
 impl Writer<'_> {
-    async fn prepare(&self, sql: &str) -> Result<Statement, ApplyError> {
-        Ok(self
-            .tx
-            .prepare(sql)
-            .await
-            .map_err(StoreError::query("prepare a write statement"))?)
-    }
-
-    async fn create(
-        &self,
-        statement: &Statement,
-        batch: &[&DesiredResource],
-    ) -> Result<(), ApplyError> {
+    async fn create(&self, batch: &[&DesiredResource]) -> Result<(), ApplyError> {
         let columns = UpsertColumns::of(batch.iter(), self.target, self.commit);
         let row = self
-            .tx
+            .db
             .query_one(
-                statement,
+                CREATE_SQL,
                 &[
                     &columns.kinds,
                     &columns.names,
@@ -572,11 +551,7 @@ impl Writer<'_> {
         )
     }
 
-    async fn update(
-        &self,
-        statement: &Statement,
-        batch: &[(&DesiredResource, &str)],
-    ) -> Result<(), ApplyError> {
+    async fn update(&self, batch: &[(&DesiredResource, &str)]) -> Result<(), ApplyError> {
         let columns = UpsertColumns::of(
             batch.iter().map(|(desired, _)| desired),
             self.target,
@@ -584,9 +559,9 @@ impl Writer<'_> {
         );
         let old_hashes: Vec<&str> = batch.iter().map(|(_, old)| *old).collect();
         let row = self
-            .tx
+            .db
             .query_one(
-                statement,
+                UPDATE_SQL,
                 &[
                     &columns.kinds,
                     &columns.names,
@@ -611,18 +586,14 @@ impl Writer<'_> {
         )
     }
 
-    async fn delete(
-        &self,
-        statement: &Statement,
-        batch: &[(&ResourceId, &str)],
-    ) -> Result<(), ApplyError> {
+    async fn delete(&self, batch: &[(&ResourceId, &str)]) -> Result<(), ApplyError> {
         let kinds: Vec<&str> = batch.iter().map(|(id, _)| id.kind.as_str()).collect();
         let names: Vec<&str> = batch.iter().map(|(id, _)| id.name.as_str()).collect();
         let old_hashes: Vec<&str> = batch.iter().map(|(_, old)| *old).collect();
         let row = self
-            .tx
+            .db
             .query_one(
-                statement,
+                DELETE_SQL,
                 &[
                     &kinds,
                     &names,

@@ -26,7 +26,7 @@ impl Store {
         dry_run: bool,
     ) -> Result<Option<OpenRun>, StoreError> {
         let row = self
-            .client
+            .db()
             .query_opt(
                 "SELECT s.id, s.status FROM sync_runs s JOIN targets t ON t.name = s.target
                  WHERE s.target = $1 AND s.git_commit = $2 AND s.dry_run = $3
@@ -63,7 +63,7 @@ impl Store {
         dry_run: bool,
     ) -> Result<bool, StoreError> {
         let row = self
-            .client
+            .db()
             .query_one(
                 "SELECT EXISTS (SELECT 1 FROM sync_runs
                  WHERE target = $1 AND git_commit = $2 AND dry_run = $3
@@ -81,7 +81,7 @@ impl Store {
         &self,
     ) -> Result<HashMap<String, DateTime<Utc>>, StoreError> {
         let rows = self
-            .client
+            .db()
             .query(
                 "SELECT target, max(started_at) FROM sync_runs GROUP BY target",
                 &[],
@@ -103,7 +103,7 @@ impl Store {
     /// Forgets a webhook delivery id, so the sender's retry of a delivery we could not enqueue
     /// is not refused as a replay.
     pub(crate) async fn forget_delivery(&self, delivery_id: &str) -> Result<(), StoreError> {
-        self.client
+        self.db()
             .execute(
                 "DELETE FROM webhook_deliveries WHERE delivery_id = $1",
                 &[&delivery_id],

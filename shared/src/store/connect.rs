@@ -50,7 +50,7 @@ use tokio_postgres::error::SqlState;
 use tokio_postgres_rustls::MakeRustlsConnect;
 use zeroize::Zeroize;
 
-use super::{Store, StoreError};
+use super::{StatementCache, Store, StoreError};
 use crate::config::Settings;
 use crate::crypto::{CryptoError, SecretsManager};
 
@@ -694,7 +694,10 @@ impl Store {
             }
         });
         tracing::debug!(database = %prepared.described, sslmode = %prepared.sslmode, "connected to the database");
-        let mut store = Store { client };
+        let mut store = Store {
+            client,
+            statements: StatementCache::default(),
+        };
         store.migrate().await?;
         Ok(store)
     }

@@ -9,12 +9,13 @@ mod connect;
 mod error;
 mod records;
 mod sources;
+mod statements;
 
 use std::collections::BTreeMap;
 use std::str::FromStr;
 
 use chrono::{DateTime, Utc};
-use tokio_postgres::types::{Json, Type};
+use tokio_postgres::types::Json;
 use tokio_postgres::{Client, Row};
 use uuid::Uuid;
 
@@ -27,6 +28,7 @@ pub use records::{
     StoredResource, TargetState, Trigger, UnknownValue,
 };
 pub use sources::{AppliedBase, PlanningState};
+pub(crate) use statements::{Prepared, StatementCache};
 
 use crate::diagnostic::Diagnostic;
 use crate::hash::SpecHash;
@@ -44,6 +46,7 @@ const MIGRATION_LOCK: i64 = 0x7269_746d_6f2d_6d67;
 /// A connection to the Ritmo database with the schema migrated.
 pub struct Store {
     pub(crate) client: Client,
+    pub(crate) statements: StatementCache,
 }
 
 impl std::fmt::Debug for Store {
@@ -90,6 +93,11 @@ impl Store {
         self.client.is_closed()
     }
 
+    /// The connection, running each statement through its cache of prepared statements.
+    pub(crate) fn db(&self) -> Prepared<'_, Client> {
+        Prepared::new(&self.client, &self.statements)
+    }
+
     /// Registers `target`, or updates its repository, branch and path; its generation,
     /// history and pin are kept.
     pub async fn ensure_target(&self, target: &NewTarget) -> Result<TargetState, StoreError> {
@@ -109,7 +117,7 @@ impl Store {
              RETURNING {TARGET_COLUMNS}"
         );
         let row = self
-            .client
+            .db()
             .query_one(
                 &sql,
                 &[&target.name, &target.repo_url, &target.branch, &target.path],
@@ -122,7 +130,7 @@ impl Store {
     pub async fn target(&self, name: &str) -> Result<Option<TargetState>, StoreError> {
         let sql = format!("SELECT {TARGET_COLUMNS} FROM targets WHERE name = $1");
         let row = self
-            .client
+            .db()
             .query_opt(&sql, &[&name])
             .await
             .map_err(StoreError::query("read a target"))?;
@@ -133,7 +141,7 @@ impl Store {
     pub async fn targets(&self) -> Result<Vec<TargetState>, StoreError> {
         let sql = format!("SELECT {TARGET_COLUMNS} FROM targets ORDER BY name");
         let rows = self
-            .client
+            .db()
             .query(&sql, &[])
             .await
             .map_err(StoreError::query("list targets"))?;
@@ -151,7 +159,7 @@ impl Store {
              RETURNING {TARGET_COLUMNS}"
         );
         let row = self
-            .client
+            .db()
             .query_opt(&sql, &[&name, &pinned_commit])
             .await
             .map_err(StoreError::query("pin a target"))?
@@ -170,7 +178,7 @@ impl Store {
              RETURNING {TARGET_COLUMNS}"
         );
         let row = self
-            .client
+            .db()
             .query_opt(&sql, &[&name, &suspended])
             .await
             .map_err(StoreError::query("suspend or resume a target"))?
@@ -187,11 +195,11 @@ impl Store {
         // Both queries go out before either answer is read: one round trip, not two.
         let target_param: [&(dyn tokio_postgres::types::ToSql + Sync); 1] = [&target];
         let (resource_rows, inventory_rows) = futures_util::try_join!(
-            self.client.query(
+            self.db().query(
                 "SELECT kind, name, spec_hash, hash_version, drifted_at IS NOT NULL FROM resources",
                 &[],
             ),
-            self.client.query(
+            self.db().query(
                 "SELECT kind, name, spec_hash, git_commit FROM inventory WHERE target = $1",
                 &target_param,
             ),
@@ -219,7 +227,7 @@ impl Store {
     pub async fn begin_run(&self, run: &NewRun) -> Result<Uuid, StoreError> {
         let id = Uuid::now_v7();
         let result = self
-            .client
+            .db()
             .execute(
                 "INSERT INTO sync_runs (id, target, trigger, actor, status, revision, dry_run)
                  VALUES ($1, $2, $3, $4, 'planning', $5, $6)",
@@ -257,7 +265,7 @@ impl Store {
         let summary = plan.summary();
         let revision = plan.revision.to_string();
         let updated = self
-            .client
+            .db()
             .execute(
                 "UPDATE sync_runs SET
                      status = $2, plan = $3, revision = $4, git_commit = $5, base_commit = $6,
@@ -301,7 +309,7 @@ impl Store {
         diagnostics: &[Diagnostic],
     ) -> Result<(), StoreError> {
         let updated = self
-            .client
+            .db()
             .execute(
                 "UPDATE sync_runs SET status = 'failed', error = $2,
                      diagnostics = CASE WHEN $4 THEN diagnostics ELSE $3 END,
@@ -326,7 +334,7 @@ impl Store {
     /// waiting for approval (already approved, applied or failed).
     pub async fn approve_run(&self, sync_id: Uuid, actor: &str) -> Result<bool, StoreError> {
         let updated = self
-            .client
+            .db()
             .execute(
                 "UPDATE sync_runs SET status = 'planned', approved_by = $2,
                      approved_at = clock_timestamp()
@@ -344,7 +352,7 @@ impl Store {
     pub async fn run(&self, sync_id: Uuid) -> Result<Option<RunRecord>, StoreError> {
         let sql = format!("SELECT {RUN_COLUMNS} FROM sync_runs WHERE id = $1");
         let row = self
-            .client
+            .db()
             .query_opt(&sql, &[&sync_id])
             .await
             .map_err(StoreError::query("read a sync run"))?;
@@ -355,7 +363,7 @@ impl Store {
     /// yet.
     pub async fn load_plan(&self, sync_id: Uuid) -> Result<Option<Plan>, StoreError> {
         let row = self
-            .client
+            .db()
             .query_opt("SELECT plan FROM sync_runs WHERE id = $1", &[&sync_id])
             .await
             .map_err(StoreError::query("read a plan"))?;
@@ -384,7 +392,7 @@ impl Store {
              LIMIT $3"
         );
         let rows = self
-            .client
+            .db()
             .query(&sql, &[&target, &before, &limit.max(0)])
             .await
             .map_err(StoreError::query("list sync runs"))?;
@@ -394,7 +402,7 @@ impl Store {
     /// The changes run `sync_id` made, in the order it made them.
     pub async fn revisions(&self, sync_id: Uuid) -> Result<Vec<RevisionRecord>, StoreError> {
         let rows = self
-            .client
+            .db()
             .query(
                 "SELECT id, sync_id, target, kind, name, action, old_hash, new_hash, git_commit,
                         applied_at
@@ -428,7 +436,7 @@ impl Store {
         name: Option<&str>,
     ) -> Result<Vec<StoredResource>, StoreError> {
         let rows = self
-            .client
+            .db()
             .query(
                 "SELECT r.kind, r.name, r.spec, r.spec_hash, r.hash_version, r.labels,
                         r.source_path, r.git_commit, r.target, i.target, r.drifted_at,
@@ -469,7 +477,7 @@ impl Store {
     /// Unresolved drift events of `target`, oldest first.
     pub async fn drift(&self, target: &str) -> Result<Vec<DriftRecord>, StoreError> {
         let rows = self
-            .client
+            .db()
             .query(
                 "SELECT id, target, kind, name, operation, detected_at, resolved_sync_id
                  FROM drift_events WHERE target = $1 AND resolved_sync_id IS NULL ORDER BY id",
@@ -496,8 +504,7 @@ impl Store {
     /// last applied run, never a run still in progress). Revisions, the audit trail, stay.
     /// Returns how many runs were deleted.
     pub async fn prune_history(&self, keep: i64) -> Result<u64, StoreError> {
-        self.client
-            .execute(
+        self.db().execute(
                 "DELETE FROM sync_runs s USING (
                      SELECT id, row_number() OVER (PARTITION BY target ORDER BY started_at DESC, id DESC) AS n
                      FROM sync_runs
@@ -522,16 +529,15 @@ impl Store {
         delivery_id: &str,
         target: Option<&str>,
     ) -> Result<bool, StoreError> {
-        // Typed parameters: one round trip, where an untyped statement is prepared first.
         let inserted = self
-            .client
-            .query_typed(
+            .db()
+            .query(
                 "WITH no_flush_wait AS (SELECT set_config('synchronous_commit', 'off', true))
                  INSERT INTO webhook_deliveries (delivery_id, target)
-                 SELECT $1, $2 FROM no_flush_wait
+                 SELECT $1::text, $2::text FROM no_flush_wait
                  ON CONFLICT (delivery_id) DO NOTHING
                  RETURNING 1",
-                &[(&delivery_id, Type::TEXT), (&target, Type::TEXT)],
+                &[&delivery_id, &target],
             )
             .await
             .map_err(StoreError::query("record a webhook delivery"))?;

@@ -57,7 +57,7 @@ impl Store {
     /// that apply, and whether drift is recorded. `None` for an unknown target.
     pub async fn applied_base(&self, target: &str) -> Result<Option<AppliedBase>, StoreError> {
         let row = self
-            .client
+            .db()
             .query_opt(
                 "SELECT t.generation, t.last_applied_commit,
                         s.finished_at IS NULL OR t.source_changed_at > s.finished_at,
@@ -103,7 +103,7 @@ impl Store {
     ) -> Result<PlanningState, StoreError> {
         let params: [&(dyn ToSql + Sync); 2] = [&target, &HASH_VERSION];
         let (inventory_rows, extra_rows) = futures_util::try_join!(
-            self.client.query(
+            self.db().query(
                 "SELECT i.kind, i.name, i.spec_hash,
                         CASE WHEN r.kind IS NULL THEN NULL
                              WHEN r.spec_hash = i.spec_hash AND r.hash_version = $2 THEN ''
@@ -166,7 +166,7 @@ impl Store {
         const READ: &str = "read the planning state";
         let (inventory_rows, extra_rows, size) = futures_util::try_join!(
             async {
-                self.client
+                self.db()
                     .query(
                         "SELECT i.kind, i.name, i.spec_hash
                          FROM unnest($2::text[], $3::text[]) AS x(kind, name)
@@ -213,7 +213,7 @@ impl Store {
     ) -> Result<Vec<tokio_postgres::Row>, tokio_postgres::Error> {
         let kinds: Vec<&str> = ids.iter().map(|id| id.kind.as_str()).collect();
         let names: Vec<&str> = ids.iter().map(|id| id.name.as_str()).collect();
-        self.client
+        self.db()
             .query(
                 "SELECT r.kind, r.name, r.spec_hash, r.hash_version, r.drifted_at IS NOT NULL
                  FROM resources r
@@ -227,7 +227,7 @@ impl Store {
     /// Ids in the target's inventory.
     pub async fn inventory_ids(&self, target: &str) -> Result<Vec<ResourceId>, StoreError> {
         let rows = self
-            .client
+            .db()
             .query(
                 "SELECT kind, name FROM inventory WHERE target = $1",
                 &[&target],
@@ -265,7 +265,7 @@ impl Store {
         let mut found = BTreeMap::new();
         if !ids.is_empty() {
             let rows = self
-                .client
+                .db()
                 .query(by_id, &[&target, &kinds, &names])
                 .await
                 .map_err(StoreError::query("read stored source paths"))?;
@@ -275,7 +275,7 @@ impl Store {
         }
         if !paths.is_empty() {
             let rows = self
-                .client
+                .db()
                 .query(by_path, &[&target, &paths])
                 .await
                 .map_err(StoreError::query("read stored source paths"))?;
@@ -289,7 +289,7 @@ impl Store {
     /// How many rows the target's inventory holds, counted in the database.
     pub async fn inventory_count(&self, target: &str) -> Result<usize, StoreError> {
         let row = self
-            .client
+            .db()
             .query_one(
                 "SELECT count(*) FROM inventory WHERE target = $1",
                 &[&target],
@@ -314,7 +314,7 @@ impl Store {
             .map(|name| serde_json::Value::from(*name).to_string())
             .collect();
         let rows = self
-            .client
+            .db()
             .query(
                 "SELECT r.kind, r.name, r.source_path
                  FROM inventory i JOIN resources r ON r.kind = i.kind AND r.name = i.name
@@ -334,7 +334,7 @@ impl Store {
     /// they are in the inventory but not in the last applied commit.
     pub async fn kept_stale(&self, target: &str) -> Result<Vec<ResourceId>, StoreError> {
         let rows = self
-            .client
+            .db()
             .query(
                 "SELECT a -> 'id' ->> 'kind', a -> 'id' ->> 'name'
                  FROM targets t JOIN sync_runs s ON s.id = t.last_sync_id,
@@ -368,7 +368,7 @@ impl Store {
         let kinds: Vec<&str> = moved.iter().map(|(id, _)| id.kind.as_str()).collect();
         let names: Vec<&str> = moved.iter().map(|(id, _)| id.name.as_str()).collect();
         let paths: Vec<&str> = moved.iter().map(|(_, path)| *path).collect();
-        self.client
+        self.db()
             .execute(
                 "UPDATE resources r SET source_path = m.path
                  FROM unnest($2::text[], $3::text[], $4::text[]) AS m(kind, name, path), inventory i
