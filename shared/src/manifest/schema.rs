@@ -561,16 +561,7 @@ impl Memo {
         if let Some(known) = self.regex.get(pattern) {
             return known.clone();
         }
-        let reason = compile_regex(pattern).err().map(|error| match error {
-            regex::Error::Syntax(text) => text
-                .lines()
-                .rev()
-                .find(|l| l.starts_with("error:"))
-                .map(|l| l.trim_start_matches("error:").trim().to_string())
-                .unwrap_or_else(|| "invalid syntax".to_string()),
-            regex::Error::CompiledTooBig(_) => "too large".to_string(),
-            _ => "invalid".to_string(),
-        });
+        let reason = regex_error(pattern);
         self.regex.insert(pattern.to_string(), reason.clone());
         reason
     }
@@ -589,12 +580,43 @@ impl Memo {
     }
 }
 
-/// Compiles a user regex with a size cap, so a pathological pattern cannot eat memory.
-pub(crate) fn compile_regex(pattern: &str) -> Result<regex::Regex, regex::Error> {
-    regex::RegexBuilder::new(pattern)
-        .size_limit(1 << 20)
-        .dfa_size_limit(1 << 20)
-        .build()
+/// The `regex` crate's cap on a compiled pattern, set by `RegexBuilder::size_limit`.
+const REGEX_SIZE_LIMIT: usize = 1 << 20;
+
+/// Why the `regex` crate would not compile `pattern` within [`REGEX_SIZE_LIMIT`] (Ritmo
+/// matches branches with it), or `None` when it would. Only the parse and the NFA, the steps
+/// that can fail, are built: the DFAs the `regex` crate adds for speed (full ones, since
+/// tracing-subscriber turns on `regex-automata/dfa-build`) were half the time of loading a
+/// small file.
+fn regex_error(pattern: &str) -> Option<String> {
+    let config = regex_automata::meta::Config::new()
+        .nfa_size_limit(Some(REGEX_SIZE_LIMIT))
+        .auto_prefilter(false)
+        .onepass(false)
+        .backtrack(false)
+        .hybrid(false)
+        .dfa(false);
+    let error = regex_automata::meta::Builder::new()
+        .configure(config)
+        .build(pattern)
+        .err()?;
+    if error.size_limit().is_some() {
+        return Some("too large".to_string());
+    }
+    let text = error
+        .syntax_error()
+        .map_or_else(|| error.to_string(), ToString::to_string);
+    Some(syntax_error_reason(&text))
+}
+
+/// The last `error:` line of a regex syntax error as the `regex` crate prints it, which
+/// follows the pattern with a caret under the fault.
+fn syntax_error_reason(text: &str) -> String {
+    text.lines()
+        .rev()
+        .find(|l| l.starts_with("error:"))
+        .map(|l| l.trim_start_matches("error:").trim().to_string())
+        .unwrap_or_else(|| "invalid syntax".to_string())
 }
 
 fn is_stage_name(name: &str) -> bool {
@@ -1375,4 +1397,55 @@ fn find_cycles(edges: &[Vec<usize>]) -> Vec<Vec<usize>> {
         }
     }
     cycles
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// What the `regex` crate says of `pattern`, worded as [`regex_error`] words it.
+    fn regex_crate_says(pattern: &str) -> Option<String> {
+        let error = regex::RegexBuilder::new(pattern)
+            .size_limit(REGEX_SIZE_LIMIT)
+            .build()
+            .err()?;
+        Some(match error {
+            regex::Error::CompiledTooBig(_) => "too large".to_string(),
+            regex::Error::Syntax(text) => syntax_error_reason(&text),
+            other => panic!("unexpected regex error {other:?}"),
+        })
+    }
+
+    #[test]
+    fn regexes_are_judged_as_the_regex_crate_judges_them() {
+        let patterns = [
+            "^(main|release/.*)$",
+            r"^feature/[a-z0-9\-]+$",
+            r"\w{1000}",
+            r"(\w{40}){40}",
+            "a{100001}",
+            "^(main|release/.*$",
+            "(",
+            "[z-a]",
+            "(?P<n>a)(?P<n>b)",
+            r"\p{NotAClass}",
+            r"\",
+            "*",
+            "(?<look>=x)",
+            "(?=x)",
+        ];
+        let mut refused = 0;
+        let mut too_large = 0;
+        for pattern in patterns {
+            let ours = regex_error(pattern);
+            assert_eq!(ours, regex_crate_says(pattern), "for {pattern:?}");
+            refused += usize::from(ours.is_some());
+            too_large += usize::from(ours.as_deref() == Some("too large"));
+        }
+        assert!(refused >= 8, "the list should mostly hold bad patterns");
+        assert!(
+            too_large >= 1,
+            "the list should hold a pattern over the size cap"
+        );
+    }
 }
