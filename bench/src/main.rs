@@ -175,6 +175,9 @@ struct Report {
     hundred_files: SyncTimes,
     clone_floor: Duration,
     copy_floor: Duration,
+    /// `git fetch` of each one-file commit into a shallow bare clone: the floor of the
+    /// one-file sync's fetch.
+    one_file_fetch_floor: Duration,
     peak_rss_kib: u64,
     planner_rss_kib: u64,
 }
@@ -250,14 +253,28 @@ async fn run(n: usize, repeat: usize) -> Result<Report> {
     report.noop = median_times(noops);
 
     eprintln!("one-file syncs");
+    let floor_clone = work.path().join("fetch-floor.git");
+    git_clone_shallow_bare(&url, &floor_clone)?;
     let mut singles = Vec::new();
+    let mut floor_fetches = Vec::new();
     for round in 1..=repeat {
         let path = generate::job_path(round);
         std::fs::write(repo.join(&path), generate::job(round, round, shape))?;
         commit(&repo, "edit one job");
+        let started = Instant::now();
+        let status = Command::new("git")
+            .arg("-C")
+            .arg(&floor_clone)
+            .args(["fetch", "--quiet", &url, "+refs/heads/main:refs/heads/main"])
+            .status()?;
+        floor_fetches.push(started.elapsed());
+        if !status.success() {
+            bail!("git fetch failed");
+        }
         singles.push(sync(&mut store, &target, &source).await?.0);
     }
     report.one_file = median_times(singles);
+    report.one_file_fetch_floor = median(floor_fetches);
 
     eprintln!("hundred-file syncs");
     let mut hundreds = Vec::new();
@@ -279,14 +296,8 @@ async fn run(n: usize, repeat: usize) -> Result<Report> {
     for round in 0..repeat {
         let dir = work.path().join(format!("clone-{round}"));
         let started = Instant::now();
-        let status = Command::new("git")
-            .args(["clone", "--quiet", "--depth", "1", "--bare", &url])
-            .arg(&dir)
-            .status()?;
+        git_clone_shallow_bare(&url, &dir)?;
         clones.push(started.elapsed());
-        if !status.success() {
-            bail!("git clone failed");
-        }
     }
     report.clone_floor = median(clones);
 
@@ -457,6 +468,17 @@ async fn sync(
         },
         plan,
     ))
+}
+
+fn git_clone_shallow_bare(url: &str, dir: &Path) -> Result<()> {
+    let status = Command::new("git")
+        .args(["clone", "--quiet", "--depth", "1", "--bare", url])
+        .arg(dir)
+        .status()?;
+    if !status.success() {
+        bail!("git clone failed");
+    }
+    Ok(())
 }
 
 /// `psql \copy` of the rows the full sync wrote (resources, inventory, revisions) into a
@@ -637,6 +659,11 @@ fn print_table(reports: &[Report]) {
                 "full / incremental = {:.0}×",
                 r.full.total.as_secs_f64() / r.one_file.total.as_secs_f64().max(1e-9)
             ),
+        );
+        println!(
+            "| {n} | floor: git fetch of each 1-file commit (shallow bare clone) | {} | | | | | 1-file fetch = {} of it |",
+            ms(r.one_file_fetch_floor),
+            ratio(r.one_file.fetch, r.one_file_fetch_floor)
         );
         row(
             "incremental sync, 100 changed files",
