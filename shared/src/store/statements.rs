@@ -1,13 +1,14 @@
 //! Statements prepared once per connection.
 //!
 //! Given SQL text, tokio-postgres prepares the statement on every call: a round trip of its
-//! own, and a parse and plan on the server, before the round trip that runs it. Every
-//! statement the store runs is fixed text (the data travels as parameters), so the set is
-//! small and bounded: each is prepared on first use and kept for the connection's life.
+//! own, and a parse on the server, before the round trip that runs it. Every statement the
+//! store runs is fixed text (the data travels as parameters), so the set is small and
+//! bounded: each is prepared on first use and kept until the server says it is stale.
 
 use std::collections::HashMap;
 use std::sync::{Mutex, MutexGuard, PoisonError};
 
+use tokio_postgres::error::SqlState;
 use tokio_postgres::types::ToSql;
 use tokio_postgres::{Error, GenericClient, Row, Statement};
 
@@ -29,6 +30,20 @@ impl StatementCache {
         let statement = client.prepare(sql).await?;
         self.lock().insert(sql.to_owned(), statement.clone());
         Ok(statement)
+    }
+
+    /// Drops `sql`'s statement when `error` says the server no longer has it (`DEALLOCATE`,
+    /// a pooler's reset) or its result columns changed under it (another deployment's
+    /// migration): the next call prepares it again instead of failing for the connection's life.
+    fn forget_if_stale(&self, sql: &str, error: &Error) {
+        let stale = [
+            SqlState::INVALID_SQL_STATEMENT_NAME,
+            // "cached plan must not change result type"
+            SqlState::FEATURE_NOT_SUPPORTED,
+        ];
+        if error.code().is_some_and(|code| stale.contains(code)) {
+            self.lock().remove(sql);
+        }
     }
 
     fn lock(&self) -> MutexGuard<'_, HashMap<String, Statement>> {
@@ -65,7 +80,10 @@ impl<'c, C: GenericClient + Sync> Prepared<'c, C> {
         params: &[&(dyn ToSql + Sync)],
     ) -> Result<Vec<Row>, Error> {
         let statement = self.cache.prepare(self.client, sql).await?;
-        self.client.query(&statement, params).await
+        self.client
+            .query(&statement, params)
+            .await
+            .inspect_err(|error| self.cache.forget_if_stale(sql, error))
     }
 
     pub(crate) async fn query_one(
@@ -74,7 +92,10 @@ impl<'c, C: GenericClient + Sync> Prepared<'c, C> {
         params: &[&(dyn ToSql + Sync)],
     ) -> Result<Row, Error> {
         let statement = self.cache.prepare(self.client, sql).await?;
-        self.client.query_one(&statement, params).await
+        self.client
+            .query_one(&statement, params)
+            .await
+            .inspect_err(|error| self.cache.forget_if_stale(sql, error))
     }
 
     pub(crate) async fn query_opt(
@@ -83,7 +104,10 @@ impl<'c, C: GenericClient + Sync> Prepared<'c, C> {
         params: &[&(dyn ToSql + Sync)],
     ) -> Result<Option<Row>, Error> {
         let statement = self.cache.prepare(self.client, sql).await?;
-        self.client.query_opt(&statement, params).await
+        self.client
+            .query_opt(&statement, params)
+            .await
+            .inspect_err(|error| self.cache.forget_if_stale(sql, error))
     }
 
     pub(crate) async fn execute(
@@ -92,7 +116,10 @@ impl<'c, C: GenericClient + Sync> Prepared<'c, C> {
         params: &[&(dyn ToSql + Sync)],
     ) -> Result<u64, Error> {
         let statement = self.cache.prepare(self.client, sql).await?;
-        self.client.execute(&statement, params).await
+        self.client
+            .execute(&statement, params)
+            .await
+            .inspect_err(|error| self.cache.forget_if_stale(sql, error))
     }
 }
 
@@ -145,5 +172,37 @@ mod tests {
             .get(0);
         assert_eq!(on_server, 2, "one server-side statement per SQL text");
         assert_eq!(cache.lock().len(), 2);
+    }
+
+    /// A temporary table: it lives and dies with the test's session.
+    #[tokio::test]
+    async fn a_statement_the_server_calls_stale_fails_once_and_is_prepared_again() {
+        const READ: &str = "SELECT * FROM pg_temp.stale";
+        let url = std::env::var("DATABASE_URL")
+            .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".to_string());
+        let (client, connection) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
+            .await
+            .unwrap_or_else(|error| panic!("cannot reach PostgreSQL (set DATABASE_URL): {error}"));
+        tokio::spawn(connection);
+        client
+            .batch_execute("CREATE TEMPORARY TABLE stale (a int); INSERT INTO stale VALUES (1)")
+            .await
+            .unwrap();
+        let cache = StatementCache::default();
+        let db = Prepared::new(&client, &cache);
+        assert_eq!(db.query(READ, &[]).await.unwrap()[0].len(), 1);
+
+        client
+            .batch_execute("ALTER TABLE stale ADD COLUMN b int")
+            .await
+            .unwrap();
+        let changed = db.query(READ, &[]).await.unwrap_err();
+        assert_eq!(changed.code(), Some(&SqlState::FEATURE_NOT_SUPPORTED));
+        assert_eq!(db.query(READ, &[]).await.unwrap()[0].len(), 2);
+
+        client.batch_execute("DEALLOCATE ALL").await.unwrap();
+        let gone = db.query(READ, &[]).await.unwrap_err();
+        assert_eq!(gone.code(), Some(&SqlState::INVALID_SQL_STATEMENT_NAME));
+        assert_eq!(db.query(READ, &[]).await.unwrap()[0].len(), 2);
     }
 }
