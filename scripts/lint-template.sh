@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Lints template.yaml with cfn-lint and `sam validate --lint`; exits non-zero on any finding.
+# Lints template.yaml with cfn-lint and `sam validate --lint`, and checks which function roles
+# may decrypt credentials; exits non-zero on any finding.
 #
 # Uses the tools from .venv at the repository root, creating it when they are missing
 # (python3 -m venv; cfn-lint and aws-sam-cli from PyPI). Both run offline. Set
@@ -37,5 +38,8 @@ else
   echo "$output"
   status=1
 fi
+
+echo "== credential access of the function roles"
+"$venv/bin/python" "$root/scripts/check-template-access.py" "$template" || status=1
 
 exit "$status"

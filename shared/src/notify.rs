@@ -347,12 +347,18 @@ async fn slack_url(services: &Services, name: &str) -> Result<SecretString, Noti
             name: name.to_string(),
         })?;
     // The crypto errors name the credential and never carry key material or plaintext.
-    let decrypted = services.keys.decrypt(name, value).await.map_err(|e| {
-        NotifyError::CredentialUnreadable {
-            name: name.to_string(),
-            reason: e.to_string(),
-        }
-    })?;
+    let unreadable = |reason: String| NotifyError::CredentialUnreadable {
+        name: name.to_string(),
+        reason,
+    };
+    let keys = services
+        .keys()
+        .await
+        .map_err(|e| unreadable(e.to_string()))?;
+    let decrypted = keys
+        .decrypt(name, value)
+        .await
+        .map_err(|e| unreadable(e.to_string()))?;
     let url = std::str::from_utf8(decrypted.plaintext.expose_secret())
         .map_err(|_| NotifyError::CredentialUnreadable {
             name: name.to_string(),

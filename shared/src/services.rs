@@ -18,7 +18,10 @@ pub struct Services {
     /// serialises database work through it (the apply transaction needs it exclusively).
     pub store: Mutex<Store>,
     pub queues: Queues,
-    pub keys: CredentialKeys,
+    /// Read on first use: only the planner (credentials) and the notifiers (a Slack URL kept
+    /// as a credential) decrypt, so the webhook and the API never read the master key and no
+    /// function waits for it at a cold start.
+    keys: OnceCell<CredentialKeys>,
     pub refs: SecretRefChecker,
     pub metrics: MetricsSink,
     /// Where sync failures, drift and pending approvals are announced.
@@ -30,16 +33,26 @@ pub struct Services {
 
 impl Services {
     /// What checking a repository needs, from this container's keys and settings.
-    pub fn checks(&self) -> crate::workflow::Checks<'_> {
-        crate::workflow::Checks {
-            keys: &self.keys,
+    pub async fn checks(&self) -> Result<crate::workflow::Checks<'_>> {
+        Ok(crate::workflow::Checks {
+            keys: self.keys().await?,
             refs: &self.refs,
             builtin_plugins: &self.settings.builtin_plugins,
-        }
+        })
     }
 
-    /// Connects to the database the settings name (a URL, or an RDS secret with TLS) and loads
-    /// the credential keys and the `secret_ref` checker.
+    /// The credential keys, loaded by the first call (reading the master key from Secrets
+    /// Manager when the settings name one); a failed load is tried again by the next call.
+    pub async fn keys(&self) -> Result<&CredentialKeys> {
+        self.keys
+            .get_or_try_init(|| async {
+                workflow::credential_keys(&self.settings, self.secrets_manager().await).await
+            })
+            .await
+    }
+
+    /// Connects to the database the settings name (a URL, or an RDS secret with TLS) and sets
+    /// up the `secret_ref` checker; the credential keys wait for [`checks`](Self::checks).
     pub async fn connect(
         settings: Settings,
         queues: Queues,
@@ -70,14 +83,13 @@ impl Services {
             None => None,
         };
         let store = open_store(&settings, database_secrets, &metrics).await?;
-        let keys = workflow::credential_keys(&settings).await?;
         let refs = SecretRefChecker::from_settings(&settings).await;
         let notifier = Notifier::from_settings(&settings).await;
         Ok(Services {
             settings,
             store: Mutex::new(store),
             queues,
-            keys,
+            keys: OnceCell::new(),
             refs,
             metrics,
             notifier,

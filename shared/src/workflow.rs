@@ -21,31 +21,25 @@ use crate::validate::{self, ValidationContext};
 use crate::{Error, Result};
 
 /// The keys that decrypt credential ciphertexts: the master keyring from the environment or
-/// from Secrets Manager, and KMS when a key id is configured.
-pub async fn credential_keys(settings: &Settings) -> Result<CredentialKeys> {
+/// from Secrets Manager (read through `secrets`), and KMS when a key id is configured.
+pub async fn credential_keys(
+    settings: &Settings,
+    secrets: &SecretsManager,
+) -> Result<CredentialKeys> {
     use secrecy::ExposeSecret;
 
-    let needs_aws = settings.master_key_secret_id.is_some() || settings.kms_key_id.is_some();
-    let aws = if needs_aws {
-        Some(crypto::aws_config().await)
-    } else {
-        None
+    let master = match (&settings.master_key, &settings.master_key_secret_id) {
+        (Some(key), _) => Some(MasterKeyring::parse(key.expose_secret())?),
+        (None, Some(secret_id)) => Some(secrets.master_keyring(secret_id).await?),
+        (None, None) => None,
     };
-    let master = match (&settings.master_key, &settings.master_key_secret_id, &aws) {
-        (Some(key), _, _) => Some(MasterKeyring::parse(key.expose_secret())?),
-        (None, Some(secret_id), Some(aws)) => Some(
-            SecretsManager::new(aws_sdk_secretsmanager::Client::new(aws))
-                .master_keyring(secret_id)
-                .await?,
-        ),
-        _ => None,
+    let kms = match &settings.kms_key_id {
+        Some(_) => Some(crypto::kms_client().await),
+        None => None,
     };
     Ok(CredentialKeys {
         master,
-        kms: match (&settings.kms_key_id, &aws) {
-            (Some(_), Some(aws)) => Some(aws_sdk_kms::Client::new(aws)),
-            _ => None,
-        },
+        kms,
         kms_key_id: settings.kms_key_id.clone(),
     })
 }

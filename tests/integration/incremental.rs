@@ -914,7 +914,7 @@ mod through_the_pipeline {
                 &store,
                 &target(&self.remote),
                 &source,
-                self.services.checks(),
+                self.services.checks().await.unwrap(),
                 &Limits::default(),
                 true,
                 located,

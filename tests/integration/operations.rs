@@ -371,7 +371,9 @@ impl Hook {
 /// Encrypts `url` as the `encrypted_value` of credential `name` under the test master key.
 async fn encrypted(services: &Services, name: &str, url: &str) -> String {
     services
-        .keys
+        .keys()
+        .await
+        .unwrap()
         .encrypt_master(Some(name), url.as_bytes())
         .await
         .unwrap()

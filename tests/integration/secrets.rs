@@ -558,6 +558,55 @@ async fn a_rotated_webhook_secret_is_accepted_at_once_and_the_previous_one_still
     assert_eq!(secrets.get_secret_value_calls(), 4);
 }
 
+/// Only the planner and the notifiers decrypt, so only their roles may read the master key:
+/// a function whose settings name it (the template sets one environment for all five) must
+/// start and take deliveries without reading it. moto answers "not found" where AWS would
+/// answer "access denied"; both are errors that do not go away by asking again at once.
+#[tokio::test]
+async fn the_master_key_is_read_on_first_use_not_when_a_function_starts() {
+    let moto = Moto::start();
+    let db = TestDb::new().await;
+    create_secret(&moto, "us-east-1", WEBHOOK_SECRET_ID, "whsec-real").await;
+    let secrets = SecretsManager::new(moto.secrets_manager().await);
+    let settings = Settings {
+        enabled: true,
+        database_url: Some(SecretString::from(db.url.clone())),
+        webhook_secret_id: Some(WEBHOOK_SECRET_ID.into()),
+        master_key_secret_id: Some("ritmo/master-key".into()),
+        ..Settings::default()
+    };
+    let (queues, _receivers) = Queues::local();
+
+    let services = Services::connect_with_secrets_manager(
+        settings,
+        queues,
+        MetricsSink::capture(),
+        secrets.clone(),
+    )
+    .await
+    .unwrap();
+    let delivered = deliver(&services, "whsec-real").await;
+    let reads_before_checks = secrets.get_secret_value_calls();
+    let unreadable = services.checks().await.err().map(|e| e.to_string());
+    let key = ritmo::crypto::MasterKey::generate();
+    let keyring = serde_json::json!({
+        "keys": [{"id": "k1", "key": secrecy::ExposeSecret::expose_secret(&key.to_hex())}],
+        "current": "k1",
+    });
+    create_secret(&moto, "us-east-1", "ritmo/master-key", &keyring.to_string()).await;
+    let loaded = services.keys().await.map(|keys| keys.master.is_some());
+
+    assert_eq!(delivered, 200);
+    // The webhook secret's AWSCURRENT and AWSPREVIOUS, and nothing else.
+    assert_eq!(reads_before_checks, 2);
+    let unreadable = unreadable.unwrap_or_default();
+    assert!(
+        unreadable.contains("ritmo/master-key"),
+        "the error names the secret: {unreadable}"
+    );
+    assert_eq!(loaded.ok(), Some(true), "a failed load is tried again");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_burst_of_bad_signatures_reads_the_webhook_secret_again_at_most_once() {
     let moto = Moto::start();

@@ -127,7 +127,7 @@ impl Harness {
             &mut store,
             &target,
             &source,
-            self.services.checks(),
+            self.services.checks().await.unwrap(),
             &request,
         )
         .await

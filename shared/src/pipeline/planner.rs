@@ -209,17 +209,16 @@ async fn plan_request(
     // A drift request exists to restore Git's state over rows changed outside a sync: it reads
     // everything, whatever the store says about drift by the time it runs.
     let full = trigger == Trigger::Drift;
+    let checks = match services.checks().await {
+        Ok(checks) => checks,
+        Err(error) if error.is_retryable() => return Err(error),
+        Err(error) => {
+            return record_failure(services, target, trigger, request, dry_run, &error).await;
+        }
+    };
     let store = super::store(services).await?;
-    let planned = incremental::plan_located(
-        &store,
-        target,
-        &source,
-        services.checks(),
-        &limits,
-        full,
-        located,
-    )
-    .await;
+    let planned =
+        incremental::plan_located(&store, target, &source, checks, &limits, full, located).await;
     let planned = match planned {
         Ok(planned) => planned,
         Err(error) if error.is_retryable() => return Err(error),
