@@ -6,6 +6,7 @@ use std::time::{Duration, Instant};
 
 use ritmo::manifest::{self, FileContent, Limits, SourceFile};
 use ritmo::validate::{self, ValidationContext};
+use serde::Deserialize;
 use serde::de::IgnoredAny;
 
 use crate::generate::{self, Shape};
@@ -55,6 +56,28 @@ pub fn run(n: usize, repeat: usize) -> anyhow::Result<()> {
                 let _ = std::hint::black_box(
                     serde_saphyr::from_multiple_with_options::<IgnoredAny>(text, options()),
                 );
+            }
+        }),
+    );
+    row(
+        "serde-saphyr alone, pinned options without the budget → IgnoredAny",
+        time(repeat, || {
+            for text in &texts {
+                let mut unbounded = options();
+                unbounded.budget = None;
+                let _ = std::hint::black_box(
+                    serde_saphyr::from_multiple_with_options::<IgnoredAny>(text, unbounded),
+                );
+            }
+        }),
+    );
+    row(
+        "serde_yaml_ng (libyaml, not used: for comparison) → IgnoredAny",
+        time(repeat, || {
+            for text in &texts {
+                for document in serde_yaml_ng::Deserializer::from_str(text) {
+                    let _ = std::hint::black_box(IgnoredAny::deserialize(document));
+                }
             }
         }),
     );
