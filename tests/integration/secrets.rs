@@ -492,19 +492,26 @@ async fn deliver(services: &Services, secret: &str) -> u16 {
     accept_webhook(services, &headers, &body).await.status
 }
 
-/// Services whose webhook secret is the moto secret [`WEBHOOK_SECRET_ID`], read through
-/// `secrets`.
-async fn webhook_services(db: &TestDb, secrets: SecretsManager) -> Services {
-    let settings = Settings {
+/// Settings whose webhook secret is the moto secret [`WEBHOOK_SECRET_ID`].
+fn webhook_settings(db: &TestDb) -> Settings {
+    Settings {
         enabled: true,
         database_url: Some(SecretString::from(db.url.clone())),
         webhook_secret_id: Some(WEBHOOK_SECRET_ID.into()),
         ..Settings::default()
-    };
+    }
+}
+
+/// Services reading their own secrets through `secrets`, with in-process queues.
+async fn services_reading(settings: Settings, secrets: SecretsManager) -> Services {
     let (queues, _receivers) = Queues::local();
     Services::connect_with_secrets_manager(settings, queues, MetricsSink::capture(), secrets)
         .await
         .unwrap()
+}
+
+async fn webhook_services(db: &TestDb, secrets: SecretsManager) -> Services {
+    services_reading(webhook_settings(db), secrets).await
 }
 
 async fn rotate(moto: &Moto, id: &str, value: &str) {
@@ -569,22 +576,11 @@ async fn the_master_key_is_read_on_first_use_not_when_a_function_starts() {
     create_secret(&moto, "us-east-1", WEBHOOK_SECRET_ID, "whsec-real").await;
     let secrets = SecretsManager::new(moto.secrets_manager().await);
     let settings = Settings {
-        enabled: true,
-        database_url: Some(SecretString::from(db.url.clone())),
-        webhook_secret_id: Some(WEBHOOK_SECRET_ID.into()),
         master_key_secret_id: Some("ritmo/master-key".into()),
-        ..Settings::default()
+        ..webhook_settings(&db)
     };
-    let (queues, _receivers) = Queues::local();
 
-    let services = Services::connect_with_secrets_manager(
-        settings,
-        queues,
-        MetricsSink::capture(),
-        secrets.clone(),
-    )
-    .await
-    .unwrap();
+    let services = services_reading(settings, secrets.clone()).await;
     let delivered = deliver(&services, "whsec-real").await;
     let reads_before_checks = secrets.get_secret_value_calls();
     let unreadable = services.checks().await.err().map(|e| e.to_string());
@@ -710,15 +706,7 @@ async fn services_reconnect_reads_a_rotated_database_secret_after_the_old_one_is
         database_sslmode: Some(SslMode::Disable),
         ..Settings::default()
     };
-    let (queues, _receivers) = Queues::local();
-    let services = Services::connect_with_secrets_manager(
-        settings,
-        queues,
-        MetricsSink::capture(),
-        secrets.clone(),
-    )
-    .await
-    .unwrap();
+    let services = services_reading(settings, secrets.clone()).await;
     let reads_at_start = secrets.get_secret_value_calls();
     // Rotation: the old credentials are retired, the secret names the new ones, and the
     // container's connection drops (a failover, an idle timeout).
