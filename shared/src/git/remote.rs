@@ -26,6 +26,7 @@ use super::credentials::SecretSource;
 use super::github_app::GitHubApp;
 use super::location::RemoteScheme;
 use super::ssh::{SshAuth, SshSession};
+use super::tree::DELTA_BASE_CACHE;
 use super::{GitError, RepoLocation};
 
 /// How to authenticate to a remote. `Debug` never shows a secret.
@@ -626,14 +627,30 @@ fn scratch_repository() -> Result<gix::Repository, GitError> {
 }
 
 /// How every repository the network code touches is opened: no global or system config, no
-/// environment, protocol v2.
+/// environment, protocol v2, the reading threads' delta-base cache.
 pub(crate) fn open_options() -> gix::open::Options {
-    gix::open::Options::isolated().config_overrides(["protocol.version=2"])
+    gix::open::Options::isolated().config_overrides(["protocol.version=2", DELTA_BASE_CACHE])
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn repositories_open_with_a_delta_base_cache_capped_by_bytes() {
+        let dir = tempfile::tempdir().unwrap();
+        gix::init_bare(dir.path()).unwrap();
+
+        let remote = gix::open_opts(dir.path(), open_options()).unwrap();
+        let local = crate::git::tree::open_local(dir.path(), "test").unwrap();
+
+        for repository in [remote, local] {
+            let limit = repository
+                .config_snapshot()
+                .integer("core.deltaBaseCacheLimit");
+            assert_eq!(limit, Some(8 * 1024 * 1024));
+        }
+    }
 
     #[test]
     fn auth_debug_never_shows_secrets() {
