@@ -6,7 +6,7 @@ use std::process::ExitCode;
 
 use anyhow::{Context, Result, anyhow, bail};
 use ritmo::config::{Settings, TargetSettings};
-use ritmo::crypto::{self, CredentialKeys};
+use ritmo::crypto::CredentialKeys;
 use ritmo::git::RepoLocation;
 use ritmo::manifest::Limits;
 use ritmo::model::Kind;
@@ -161,7 +161,7 @@ impl Session {
 
     /// The keys that decrypt credential ciphertexts.
     async fn keys(&self) -> Result<CredentialKeys> {
-        Ok(workflow::credential_keys(&self.settings, &crypto::secrets_manager().await).await?)
+        Ok(workflow::credential_keys(&self.settings, None).await?)
     }
 
     async fn refs(&self) -> SecretRefChecker {

@@ -107,6 +107,36 @@ fn validate_accepts_the_example_repository() {
     assert!(stdout(&output).contains("0 errors"), "{}", stdout(&output));
 }
 
+/// With nothing AWS configured (an inline master key, no secret ids, no KMS key), a command
+/// loads no AWS configuration: without a region that would ask the instance metadata service,
+/// which logs warnings and, where nothing answers, waits for its timeouts.
+#[test]
+fn a_command_with_nothing_aws_configured_asks_aws_nothing() {
+    let repo = repo_from(&example_dir());
+    let metadata_service = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    metadata_service.set_nonblocking(true).unwrap();
+    let endpoint = format!("http://{}", metadata_service.local_addr().unwrap());
+
+    let output = Command::new(env!("CARGO_BIN_EXE_ritmo"))
+        .args(["gitops", "validate", "--repo-path", path_str(repo.path())])
+        .env_remove("DATABASE_URL")
+        .env_remove("AWS_REGION")
+        .env_remove("AWS_DEFAULT_REGION")
+        .env_remove("AWS_PROFILE")
+        .env("AWS_CONFIG_FILE", repo.path().join("no-aws-config"))
+        .env("AWS_EC2_METADATA_SERVICE_ENDPOINT", &endpoint)
+        .env("RITMO_GITOPS_BOOTSTRAP", "")
+        .env("RITMO_MASTER_ENCRYPTION_KEY", EXAMPLE_KEY)
+        .env("NO_COLOR", "1")
+        .stdin(Stdio::null())
+        .output()
+        .expect("ritmo runs");
+
+    assert!(output.status.success(), "{}", stdout(&output));
+    let asked = metadata_service.accept().map(|(_, from)| from).ok();
+    assert_eq!(asked, None, "the metadata service was asked");
+}
+
 #[test]
 fn validate_reports_every_fault_of_a_broken_repository_with_file_and_line() {
     let fixture = workspace_root().join("tests/fixtures/broken-repo");

@@ -46,7 +46,11 @@ impl Services {
     pub async fn keys(&self) -> Result<&CredentialKeys> {
         self.keys
             .get_or_try_init(|| async {
-                workflow::credential_keys(&self.settings, self.secrets_manager().await).await
+                let secrets = match &self.settings.master_key_secret_id {
+                    Some(_) => Some(self.secrets_manager().await),
+                    None => None,
+                };
+                workflow::credential_keys(&self.settings, secrets).await
             })
             .await
     }

@@ -21,16 +21,25 @@ use crate::validate::{self, ValidationContext};
 use crate::{Error, Result};
 
 /// The keys that decrypt credential ciphertexts: the master keyring from the environment or
-/// from Secrets Manager (read through `secrets`), and KMS when a key id is configured.
+/// from Secrets Manager (read through `secrets`, else the process's reader), and KMS when a
+/// key id is configured. AWS configuration is loaded only when one of them needs it.
 pub async fn credential_keys(
     settings: &Settings,
-    secrets: &SecretsManager,
+    secrets: Option<&SecretsManager>,
 ) -> Result<CredentialKeys> {
     use secrecy::ExposeSecret;
 
     let master = match (&settings.master_key, &settings.master_key_secret_id) {
         (Some(key), _) => Some(MasterKeyring::parse(key.expose_secret())?),
-        (None, Some(secret_id)) => Some(secrets.master_keyring(secret_id).await?),
+        (None, Some(secret_id)) => Some(match secrets {
+            Some(secrets) => secrets.master_keyring(secret_id).await?,
+            None => {
+                crypto::secrets_manager()
+                    .await
+                    .master_keyring(secret_id)
+                    .await?
+            }
+        }),
         (None, None) => None,
     };
     let kms = match &settings.kms_key_id {
