@@ -56,7 +56,7 @@ impl Services {
     }
 
     /// Connects to the database the settings name (a URL, or an RDS secret with TLS) and sets
-    /// up the `secret_ref` checker; the credential keys wait for [`checks`](Self::checks).
+    /// up the `secret_ref` checker; the credential keys wait for [`keys`](Self::keys).
     pub async fn connect(
         settings: Settings,
         queues: Queues,
