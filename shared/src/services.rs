@@ -20,7 +20,7 @@ pub struct Services {
     pub queues: Queues,
     /// Read on first use: only the planner (credentials) and the notifiers (a Slack URL kept
     /// as a credential) decrypt, so the webhook and the API never read the master key and no
-    /// function waits for it at a cold start.
+    /// function reads it while starting.
     keys: OnceCell<CredentialKeys>,
     pub refs: SecretRefChecker,
     pub metrics: MetricsSink,
@@ -46,10 +46,9 @@ impl Services {
     pub async fn keys(&self) -> Result<&CredentialKeys> {
         self.keys
             .get_or_try_init(|| async {
-                let secrets = match &self.settings.master_key_secret_id {
-                    Some(_) => Some(self.secrets_manager().await),
-                    None => None,
-                };
+                let secrets = self
+                    .secrets_manager_for(&self.settings.master_key_secret_id)
+                    .await;
                 workflow::credential_keys(&self.settings, secrets).await
             })
             .await
@@ -106,16 +105,24 @@ impl Services {
         self.secrets.get_or_init(crypto::secrets_manager).await
     }
 
+    /// The reader when a setting names a secret; none (and no AWS configuration loaded)
+    /// when it names none.
+    async fn secrets_manager_for(&self, secret_id: &Option<String>) -> Option<&SecretsManager> {
+        match secret_id {
+            Some(_) => Some(self.secrets_manager().await),
+            None => None,
+        }
+    }
+
     /// A new database connection, for when the container's one was lost (a Lambda container
     /// outlives database restarts, failovers and password rotations). Credentials from a
     /// secret are read from the cache first; when the server refuses them, the cached secret
     /// is dropped and read again once (see `store::connect`), so a rotated password is picked
     /// up here without waiting for the TTL.
     pub async fn reconnect(&self) -> Result<Store> {
-        let secrets = match &self.settings.database_secret_id {
-            Some(_) => Some(self.secrets_manager().await),
-            None => None,
-        };
+        let secrets = self
+            .secrets_manager_for(&self.settings.database_secret_id)
+            .await;
         open_store(&self.settings, secrets, &self.metrics).await
     }
 }

@@ -127,6 +127,17 @@ impl<'c, C: GenericClient + Sync> Prepared<'c, C> {
 mod tests {
     use super::*;
 
+    /// A session of its own on the server at `DATABASE_URL`.
+    async fn session() -> tokio_postgres::Client {
+        let url = std::env::var("DATABASE_URL")
+            .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".to_string());
+        let (client, connection) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
+            .await
+            .unwrap_or_else(|error| panic!("cannot reach PostgreSQL (set DATABASE_URL): {error}"));
+        tokio::spawn(connection);
+        client
+    }
+
     const ADD: &str = "SELECT $1::int + 1";
     const DOUBLE: &str = "SELECT $1::int * 2";
 
@@ -134,12 +145,7 @@ mod tests {
     /// the session.
     #[tokio::test]
     async fn each_statement_is_prepared_once_and_outlives_a_rolled_back_transaction() {
-        let url = std::env::var("DATABASE_URL")
-            .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".to_string());
-        let (mut client, connection) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
-            .await
-            .unwrap_or_else(|error| panic!("cannot reach PostgreSQL (set DATABASE_URL): {error}"));
-        tokio::spawn(connection);
+        let mut client = session().await;
         let cache = StatementCache::default();
 
         for n in [1, 2] {
@@ -178,12 +184,7 @@ mod tests {
     #[tokio::test]
     async fn a_statement_the_server_calls_stale_fails_once_and_is_prepared_again() {
         const READ: &str = "SELECT * FROM pg_temp.stale";
-        let url = std::env::var("DATABASE_URL")
-            .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".to_string());
-        let (client, connection) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
-            .await
-            .unwrap_or_else(|error| panic!("cannot reach PostgreSQL (set DATABASE_URL): {error}"));
-        tokio::spawn(connection);
+        let client = session().await;
         client
             .batch_execute("CREATE TEMPORARY TABLE stale (a int); INSERT INTO stale VALUES (1)")
             .await
