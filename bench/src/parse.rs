@@ -72,6 +72,18 @@ pub fn run(n: usize, repeat: usize) -> anyhow::Result<()> {
         }),
     );
     row(
+        "granit-parser events alone (the parser under serde-saphyr and the event tree)",
+        time(repeat, || {
+            for text in &texts {
+                for event in serde_saphyr::granit_parser::Parser::new_from_str(text) {
+                    if std::hint::black_box(event).is_err() {
+                        break;
+                    }
+                }
+            }
+        }),
+    );
+    row(
         "serde_yaml_ng (libyaml, not used: for comparison) → IgnoredAny",
         time(repeat, || {
             for text in &texts {

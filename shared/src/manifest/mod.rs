@@ -4,6 +4,7 @@
 //! cross-document rules (references, duplicate identities, secret scanning): those are
 //! `validate`'s. Pure: the caller (the `git` module or a directory walk) supplies the bytes.
 
+mod event_tree;
 mod loader;
 mod schema;
 mod yaml;

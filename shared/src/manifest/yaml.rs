@@ -1,11 +1,13 @@
 //! YAML text → a tree of positioned nodes, with the parser's options pinned in one place.
 //!
-//! serde-saphyr does the parsing. Reading a node through `serde_saphyr::Spanned` gives its line
-//! and column but makes the whole parse about twice as slow, and positions are only ever shown
-//! in diagnostics, which most files never have. So a file is first parsed with positions on
-//! its document roots only ([`Spans::Roots`]); every other node gets an ordinal instead: its
-//! place in a post-order walk of the file. [`positions`] parses the file again with every
-//! span and turns ordinals into lines and columns, for the few files that need them.
+//! An ordinary file (no anchor, alias, tag, merge key or number in an unusual spelling) is
+//! built straight from the parser's events, with every position ([`event_tree`]).
+//! serde-saphyr parses every other file. Reading a node through `serde_saphyr::Spanned` gives its line and column but makes
+//! that parse about twice as slow, and positions are only ever shown in diagnostics, which
+//! most files never have. So such a file is first parsed with positions on its document roots
+//! only ([`Spans::Roots`]); every other node gets an ordinal instead: its place in a
+//! post-order walk of the file. [`positions`] parses the file again with every span and turns
+//! ordinals into lines and columns, for the few files that need them.
 //! Duplicate keys are passed through to the tree (not rejected by the parser) so they can be
 //! reported with both positions, next to every other problem of the document.
 
@@ -15,7 +17,7 @@ use serde::de::{self, Deserialize, Deserializer, IgnoredAny, MapAccess, SeqAcces
 use serde_saphyr::options::{DuplicateKeyPolicy, MergeKeyPolicy, NonFiniteFloatPolicy};
 use serde_saphyr::{Budget, Options, Spanned};
 
-use super::Limits;
+use super::{Limits, event_tree};
 
 /// A YAML node and where it was written (1-based). A node parsed without its span has line 0
 /// and its ordinal as column (see the module docs).
@@ -78,6 +80,9 @@ pub(crate) struct ParseError {
     pub message: String,
 }
 
+/// The most documents one file may hold.
+pub(super) const MAX_DOCUMENTS: usize = 1_024;
+
 /// The parser setup. Everything here changes what a file parses to, and therefore the hash of
 /// every resource: it is part of what is hashed, and changing any of it is a format change
 /// (bump `hash::HASH_VERSION` with it).
@@ -91,7 +96,7 @@ pub fn parser_options(limits: &Limits) -> Options {
         .unwrap_or(usize::MAX)
         .saturating_mul(4);
     budget.flow_nesting_limit = limits.max_depth;
-    budget.max_documents = 1_024;
+    budget.max_documents = MAX_DOCUMENTS;
     budget.max_events = limits.max_nodes.saturating_mul(4);
     budget.max_merge_keys = limits.max_alias_expansions;
 
@@ -135,8 +140,21 @@ pub(crate) enum Spans {
     Roots,
 }
 
-/// Parses every document of a file. Empty (null) documents are skipped.
+/// Parses every document of a file. Empty (null) documents are skipped. An ordinary file is
+/// built straight from the parser's events, with every span whatever `spans` asks for
+/// ([`event_tree`]); serde-saphyr parses the rest.
 pub(crate) fn parse_documents(
+    text: &str,
+    limits: &Limits,
+    spans: Spans,
+) -> Result<Vec<Node>, ParseError> {
+    match event_tree::documents(text, limits) {
+        Some(documents) => Ok(documents),
+        None => parse_with_serde_saphyr(text, limits, spans),
+    }
+}
+
+pub(super) fn parse_with_serde_saphyr(
     text: &str,
     limits: &Limits,
     spans: Spans,
@@ -256,7 +274,7 @@ fn line_of(location: &serde_saphyr::Location) -> u32 {
     clamp(location.line()).max(1)
 }
 
-fn clamp(n: u64) -> u32 {
+pub(super) fn clamp(n: u64) -> u32 {
     u32::try_from(n).unwrap_or(u32::MAX)
 }
 
@@ -530,9 +548,11 @@ mod tests {
         with_parser_stack(&limits, || parse_documents(text, &limits, Spans::Every))
     }
 
-    fn parse_fast(text: &str) -> Result<Vec<Node>, ParseError> {
+    fn parse_roots_only(text: &str) -> Result<Vec<Node>, ParseError> {
         let limits = Limits::default();
-        with_parser_stack(&limits, || parse_documents(text, &limits, Spans::Roots))
+        with_parser_stack(&limits, || {
+            parse_with_serde_saphyr(text, &limits, Spans::Roots)
+        })
     }
 
     fn map(node: &Node) -> &[(Key, Node)] {
@@ -564,11 +584,11 @@ mod tests {
         }
     }
 
-    /// Puts the position of each ordinal back where a fast parse left the ordinal.
+    /// Puts the position of each ordinal back where a roots-only parse left the ordinal.
     fn resolved(mut docs: Vec<Node>, table: &[(u32, u32)]) -> Vec<Node> {
         for root in &mut docs {
             walk_positions(&mut root.value, &mut |line, column| {
-                assert_eq!(*line, 0, "a fast parse gives no span below the root");
+                assert_eq!(*line, 0, "a roots-only parse gives no span below the root");
                 (*line, *column) = table[*column as usize];
             });
         }
@@ -576,7 +596,7 @@ mod tests {
     }
 
     #[test]
-    fn a_fast_parse_resolves_to_the_positioned_tree() {
+    fn a_roots_only_parse_resolves_to_the_positioned_tree() {
         let samples = [
             "a: 1\nb:\n  c: hello\n  d: [x, y]\n",
             "# comment\n\nlist:\n  - one\n  - {k: v, n: [1, 2, {deep: true}]}\n  - - nested\n",
@@ -590,15 +610,15 @@ mod tests {
             let limits = Limits::default();
             let table = with_parser_stack(&limits, || positions(text, &limits)).unwrap();
 
-            let fast = resolved(parse_fast(text).unwrap(), &table);
+            let roots_only = resolved(parse_roots_only(text).unwrap(), &table);
 
-            assert_eq!(fast, parse(text).unwrap(), "{text}");
+            assert_eq!(roots_only, parse(text).unwrap(), "{text}");
         }
     }
 
     #[test]
-    fn a_fast_parse_numbers_nodes_after_their_children_and_keys_before_their_values() {
-        let docs = parse_fast("a: [x, y]\nb: z\n").unwrap();
+    fn a_roots_only_parse_numbers_nodes_after_their_children_and_keys_before_their_values() {
+        let docs = parse_roots_only("a: [x, y]\nb: z\n").unwrap();
 
         let root = map(&docs[0]);
         assert_eq!((docs[0].line, docs[0].column), (1, 1));
