@@ -225,24 +225,37 @@ async fn run(n: usize, repeat: usize) -> Result<Report> {
     }
     report.head_check = median(heads);
 
-    let db = TestDb::new().await;
-    let mut store = Store::connect(&db.url).await?;
     let target = settings();
-    let source = SourceSpec {
-        location: location.clone(),
-        branch: Some("main".into()),
-        path: String::new(),
-        worktree: false,
-        auth: Auth::None,
-        cache_dir: work.path().join("cache"),
-    };
 
     eprintln!("planner peak RSS (child process)");
     report.planner_rss_kib = planner_peak_rss(&url).await?;
 
-    eprintln!("full sync");
-    let (full, full_plan) = sync(&mut store, &target, &source).await?;
-    report.full = full;
+    // Each full sync starts as a new target's first does: an empty database and no fetch
+    // cache. The syncs below continue from the last one.
+    eprintln!("full syncs");
+    let mut fulls = Vec::new();
+    let mut last = None;
+    for round in 0..repeat {
+        // The previous round's plan and database go first, so the peak RSS below is one sync's.
+        drop(last.take());
+        let db = TestDb::new().await;
+        let mut store = Store::connect(&db.url).await?;
+        let source = SourceSpec {
+            location: location.clone(),
+            branch: Some("main".into()),
+            path: String::new(),
+            worktree: false,
+            auth: Auth::None,
+            cache_dir: work.path().join(format!("cache-{round}")),
+        };
+        let (times, plan) = sync(&mut store, &target, &source).await?;
+        fulls.push(times);
+        last = Some((store, db, source, plan));
+    }
+    let Some((mut store, _db, source, full_plan)) = last else {
+        bail!("--repeat must be at least 1");
+    };
+    report.full = median_times(fulls);
     report.peak_rss_kib = peak_rss_kib();
 
     eprintln!("no-op syncs");

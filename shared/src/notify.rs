@@ -373,7 +373,7 @@ async fn slack_url(services: &Services, name: &str) -> Result<SecretString, Noti
 /// (without secrets) and counted, in [`Notifier::failures`] and the `NotificationFailed`
 /// metric. Call it without holding the store lock.
 pub async fn notify(services: &Services, event: &Event) -> NotifyReport {
-    let notifier = &services.notifier;
+    let notifier = services.notifier().await;
     let mut report = NotifyReport::default();
     if !notifier.is_enabled() {
         return report;

@@ -22,10 +22,13 @@ pub struct Services {
     /// as a credential) decrypt, so the webhook and the API never read the master key and no
     /// function reads it while starting.
     keys: OnceCell<CredentialKeys>,
-    pub refs: SecretRefChecker,
+    /// Built on first use, like the notifier: only the planner checks `secret_ref`s.
+    refs: OnceCell<SecretRefChecker>,
     pub metrics: MetricsSink,
-    /// Where sync failures, drift and pending approvals are announced.
-    pub notifier: Notifier,
+    /// Where sync failures, drift and pending approvals are announced. Built on first use:
+    /// only the planner, applier and poller announce, so the webhook and the API neither
+    /// build nor link its HTTP and SNS clients (docs/benchmarks.md, binary size).
+    notifier: OnceCell<Notifier>,
     /// Reads the service's own secrets (database credentials, webhook secret) with one cache
     /// per container; built on first use, so a setup naming no secret never loads AWS config.
     secrets: OnceCell<SecretsManager>,
@@ -36,7 +39,7 @@ impl Services {
     pub async fn checks(&self) -> Result<crate::workflow::Checks<'_>> {
         Ok(crate::workflow::Checks {
             keys: self.keys().await?,
-            refs: &self.refs,
+            refs: self.refs().await,
             builtin_plugins: &self.settings.builtin_plugins,
         })
     }
@@ -86,18 +89,35 @@ impl Services {
             None => None,
         };
         let store = open_store(&settings, database_secrets, &metrics).await?;
-        let refs = SecretRefChecker::from_settings(&settings).await;
-        let notifier = Notifier::from_settings(&settings).await;
         Ok(Services {
             settings,
             store: Mutex::new(store),
             queues,
             keys: OnceCell::new(),
-            refs,
+            refs: OnceCell::new(),
             metrics,
-            notifier,
+            notifier: OnceCell::new(),
             secrets,
         })
+    }
+
+    /// The `secret_ref` checker the settings ask for.
+    pub async fn refs(&self) -> &SecretRefChecker {
+        self.refs
+            .get_or_init(|| SecretRefChecker::from_settings(&self.settings))
+            .await
+    }
+
+    /// The notifier the settings configure.
+    pub async fn notifier(&self) -> &Notifier {
+        self.notifier
+            .get_or_init(|| Notifier::from_settings(&self.settings))
+            .await
+    }
+
+    /// Announces through `notifier` instead (tests point one at a local hook or at moto).
+    pub fn set_notifier(&mut self, notifier: Notifier) {
+        self.notifier = OnceCell::new_with(Some(notifier));
     }
 
     /// The Secrets Manager reader of this container's own secrets.

@@ -390,7 +390,7 @@ async fn a_plan_waiting_for_approval_is_posted_to_the_slack_webhook() {
     let ciphertext = encrypted(&stack.services, "slack-hook", &hook.url()).await;
     push_credential(&stack.remote, "slack-hook", &ciphertext);
     // The credential reaches the database through an approved first sync.
-    stack.services.notifier = Notifier::default();
+    stack.services.set_notifier(Notifier::default());
     let first = stack.sync().await;
     let PlanRequestOutcome::Planned { sync_id, .. } = &first[0] else {
         panic!("{first:?}");
@@ -399,13 +399,13 @@ async fn a_plan_waiting_for_approval_is_posted_to_the_slack_webhook() {
         .await
         .unwrap();
     stack.drain().await;
-    stack.services.notifier = Notifier::new(
+    stack.services.set_notifier(Notifier::new(
         NotificationSettings {
             sns_topic_arn: None,
             slack_webhook_credential: Some("slack-hook".into()),
         },
         None,
-    );
+    ));
     stack.remote.push_plugin("git-scm", "1.0.0");
 
     let plans = stack.sync().await;
@@ -425,7 +425,7 @@ async fn a_plan_waiting_for_approval_is_posted_to_the_slack_webhook() {
         text.contains(&format!("ritmo gitops approve {sync_id}")),
         "{text}"
     );
-    assert_eq!(stack.services.notifier.failures(), 0);
+    assert_eq!(stack.services.notifier().await.failures(), 0);
 }
 
 #[tokio::test]
@@ -470,13 +470,13 @@ async fn a_failed_sync_is_published_to_the_sns_topic() {
         .await
         .unwrap();
     let mut stack = Stack::start(|_| {}).await;
-    stack.services.notifier = Notifier::new(
+    stack.services.set_notifier(Notifier::new(
         NotificationSettings {
             sns_topic_arn: Some(topic.clone()),
             slack_webhook_credential: None,
         },
         Some(sns),
-    );
+    ));
     stack.remote.repo.write(
         "plugins/broken.yaml",
         "apiVersion: ritmo.dev/v1\nkind: Plugin\nmetadata:\n  name: Broken\n",
@@ -513,7 +513,7 @@ async fn a_failed_sync_is_published_to_the_sns_topic() {
         envelope["MessageAttributes"]["event"]["Value"],
         "sync_failed"
     );
-    assert_eq!(stack.services.notifier.failures(), 0);
+    assert_eq!(stack.services.notifier().await.failures(), 0);
 }
 
 #[tokio::test]
@@ -532,14 +532,14 @@ async fn failing_notification_endpoints_are_counted_and_do_not_fail_the_sync() {
         .await
         .unwrap();
     stack.drain().await;
-    stack.services.notifier = Notifier::new(
+    stack.services.set_notifier(Notifier::new(
         NotificationSettings {
             // No such topic: moto answers NotFound.
             sns_topic_arn: Some("arn:aws:sns:us-east-1:123456789012:missing".into()),
             slack_webhook_credential: Some("slack-hook".into()),
         },
         Some(sns),
-    );
+    ));
     stack.remote.push_plugin("git-scm", "1.0.0");
 
     let plans = stack.sync().await;
@@ -552,7 +552,7 @@ async fn failing_notification_endpoints_are_counted_and_do_not_fail_the_sync() {
     };
     assert_eq!(*status, RunStatus::PendingApproval);
     assert!(hook.bodies.recv_timeout(Duration::from_secs(10)).is_ok());
-    assert_eq!(stack.services.notifier.failures(), 2);
+    assert_eq!(stack.services.notifier().await.failures(), 2);
     let failed = stack.metric_lines("NotificationFailed");
     assert_eq!(failed.len(), 1);
     assert_eq!(failed[0]["NotificationFailed"], 2.0);
@@ -562,7 +562,7 @@ async fn failing_notification_endpoints_are_counted_and_do_not_fail_the_sync() {
         .unwrap();
     stack.drain().await;
     assert_eq!(stack.plugin_version().await, "1.0.0");
-    let logs_safe = !format!("{:?}", stack.services.notifier).contains("secret-part");
+    let logs_safe = !format!("{:?}", stack.services.notifier().await).contains("secret-part");
     assert!(logs_safe);
 }
 

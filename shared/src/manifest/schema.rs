@@ -7,7 +7,7 @@
 //! `validate`'s.
 
 use std::collections::{BTreeMap, HashMap};
-use std::sync::LazyLock;
+use std::sync::{LazyLock, Mutex, PoisonError};
 
 use croner::parser::{CronParser, Seconds, Year};
 
@@ -548,36 +548,77 @@ static CRON: LazyLock<CronParser> = LazyLock::new(|| {
 });
 
 /// Results of the costly checks (regex compilation, cron parsing) by input, for one load:
-/// a repository repeats the same few branch filters and schedules in many jobs.
+/// a repository repeats the same few branch filters and schedules in many jobs. A miss here
+/// asks [`KNOWN`], the process's verdicts, before checking.
 #[derive(Debug, Default)]
-pub(crate) struct Memo {
-    regex: HashMap<String, Option<String>>,
-    cron: HashMap<String, Option<String>>,
-}
+pub(crate) struct Memo(Verdicts);
 
 impl Memo {
     /// Why `pattern` is not a valid regex, or `None` when it is.
     fn regex_error(&mut self, pattern: &str) -> Option<String> {
-        if let Some(known) = self.regex.get(pattern) {
-            return known.clone();
-        }
-        let reason = regex_error(pattern);
-        self.regex.insert(pattern.to_string(), reason.clone());
-        reason
+        self.verdict(|v| &mut v.regex, pattern, regex_error)
     }
 
     /// Why `schedule` is not a valid 5-field cron expression, or `None` when it is.
     fn cron_error(&mut self, schedule: &str) -> Option<String> {
-        if let Some(known) = self.cron.get(schedule) {
+        self.verdict(|v| &mut v.cron, schedule, cron_error)
+    }
+
+    fn verdict(&mut self, table: Table, input: &str, check: Check) -> Option<String> {
+        if let Some(known) = table(&mut self.0).get(input) {
             return known.clone();
         }
-        let reason = CRON
-            .parse(schedule)
-            .err()
-            .map(|error| lower_first(&error.to_string()));
-        self.cron.insert(schedule.to_string(), reason.clone());
+        let reason = known_or(table, input, check);
+        table(&mut self.0).insert(input.to_string(), reason.clone());
         reason
     }
+}
+
+/// Verdicts by input: why it is refused, or `None` when it is accepted.
+#[derive(Debug, Default)]
+struct Verdicts {
+    regex: HashMap<String, Option<String>>,
+    cron: HashMap<String, Option<String>>,
+}
+
+type Table = fn(&mut Verdicts) -> &mut HashMap<String, Option<String>>;
+type Check = fn(&str) -> Option<String>;
+
+/// Verdicts this process has already reached. Each is a function of its input alone, and a
+/// warm function, or the old and new version of a changed file, meets the same branch
+/// filters again: one regex check costs ~100 µs (regex-automata sets up a 10,000-entry UTF-8
+/// map per compile), more than parsing the small file that holds it.
+static KNOWN: LazyLock<Mutex<Verdicts>> = LazyLock::new(Mutex::default);
+
+/// Longest input [`KNOWN`] keeps, and how many per check: at most ~1 MB per check, whatever
+/// a repository holds.
+const KNOWN_INPUT_BYTES: usize = 256;
+const KNOWN_ENTRIES: usize = 4_096;
+
+/// The verdict on `input` from [`KNOWN`], or `check`'s, kept there for the next caller.
+fn known_or(table: Table, input: &str, check: Check) -> Option<String> {
+    let lock = || KNOWN.lock().unwrap_or_else(PoisonError::into_inner);
+    if input.len() > KNOWN_INPUT_BYTES {
+        return check(input);
+    }
+    if let Some(known) = table(&mut lock()).get(input) {
+        return known.clone();
+    }
+    // Checked without the lock: the other loading thread need not wait for it.
+    let reason = check(input);
+    let mut known = lock();
+    let entries = table(&mut known);
+    if entries.len() >= KNOWN_ENTRIES {
+        entries.clear();
+    }
+    entries.insert(input.to_string(), reason.clone());
+    reason
+}
+
+fn cron_error(schedule: &str) -> Option<String> {
+    CRON.parse(schedule)
+        .err()
+        .map(|error| lower_first(&error.to_string()))
 }
 
 /// The `regex` crate's cap on a compiled pattern, set by `RegexBuilder::size_limit`.
@@ -1414,6 +1455,31 @@ mod tests {
             regex::Error::Syntax(text) => syntax_error_reason(&text),
             other => panic!("unexpected regex error {other:?}"),
         })
+    }
+
+    static CHECKS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
+    fn counted_check(input: &str) -> Option<String> {
+        CHECKS.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        input.ends_with('!').then(|| "refused".to_string())
+    }
+
+    #[test]
+    fn each_verdict_is_reached_once_per_process_except_on_long_inputs() {
+        let table: Table = |verdicts| &mut verdicts.cron;
+        let checks = || CHECKS.load(std::sync::atomic::Ordering::SeqCst);
+        let input = "a schedule only this test uses!";
+
+        let first = Memo::default().verdict(table, input, counted_check);
+        let second = Memo::default().verdict(table, input, counted_check);
+
+        assert_eq!(first.as_deref(), Some("refused"));
+        assert_eq!(second, first);
+        assert_eq!(checks(), 1);
+        let long = format!("{}!", "x".repeat(KNOWN_INPUT_BYTES));
+        known_or(table, &long, counted_check);
+        known_or(table, &long, counted_check);
+        assert_eq!(checks(), 3);
     }
 
     #[test]
