@@ -14,6 +14,11 @@ use crate::args::{Cli, Command};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    // People at a terminal keep credentials in profiles and SSO, which the functions'
+    // environment-only configuration does not read.
+    ritmo::aws::use_loader(|| {
+        Box::pin(aws_config::defaults(aws_config::BehaviorVersion::latest()).load())
+    });
     if matches!(cli.command, Command::Serve(_)) {
         serve::init_logging(cli.verbose);
     } else {

@@ -99,7 +99,7 @@ pub async fn run(mut settings: Settings, args: &ServeArgs) -> Result<u8> {
 
     let (queues, mode) = match args.aws_endpoint_url.as_deref().filter(|u| !u.is_empty()) {
         Some(endpoint) => {
-            let client = aws_sdk_sqs::Client::new(&ritmo::crypto::aws_config().await);
+            let client = aws_sdk_sqs::Client::new(&ritmo::aws::config().await);
             let plan_queue_url =
                 queue_url(&client, args.plan_queue_url.as_deref(), PLAN_QUEUE_NAME).await?;
             let apply_queue_url =

@@ -4,6 +4,7 @@
 //! do IO; `workflow` wires them into the operations the CLI and the Lambda functions expose.
 
 pub mod apply;
+pub mod aws;
 pub mod config;
 pub mod crypto;
 pub mod diagnostic;

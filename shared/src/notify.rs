@@ -238,7 +238,7 @@ impl Notifier {
     /// configuration (`AWS_ENDPOINT_URL` honoured) and is only built when a topic is set.
     pub async fn from_settings(settings: &Settings) -> Notifier {
         let sns = match &settings.notifications.sns_topic_arn {
-            Some(_) => Some(aws_sdk_sns::Client::new(&crate::crypto::aws_config().await)),
+            Some(_) => Some(aws_sdk_sns::Client::new(&crate::aws::config().await)),
             None => None,
         };
         Notifier::new(settings.notifications.clone(), sns)

@@ -87,7 +87,7 @@ impl SecretRefChecker {
         }
     }
 
-    /// The checker the settings ask for: Secrets Manager from the default AWS configuration
+    /// The checker the settings ask for: Secrets Manager from the process's AWS configuration
     /// when [`Settings::check_secret_refs`] is on, else one that reports every reference as
     /// unchecked.
     pub async fn from_settings(settings: &Settings) -> SecretRefChecker {
@@ -96,7 +96,7 @@ impl SecretRefChecker {
                 "AWS is not configured here (set AWS_REGION, or RITMO_CHECK_SECRET_REFS=true)",
             );
         }
-        let client = aws_sdk_secretsmanager::Client::new(&crate::crypto::aws_config().await);
+        let client = aws_sdk_secretsmanager::Client::new(&crate::aws::config().await);
         SecretRefChecker::aws(SecretsManager::new(client))
     }
 

@@ -2,7 +2,8 @@
 //! credentials read from a moto secret and used against the real PostgreSQL, a rotated
 //! password picked up after an authentication failure (by `Store::connect_with` and by
 //! `Services::reconnect`), a rotated webhook secret accepted without a redeploy, and TLS modes
-//! against the local server's certificate.
+//! against the local server's certificate, and the functions' AWS configuration built from
+//! the environment alone.
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
@@ -25,7 +26,7 @@ use ritmo::secret_refs::SecretRefChecker;
 use ritmo::store::{DatabaseSettings, SslMode, Store, StoreError, is_auth_failure};
 use ritmo::workflow;
 use ritmo_tests::db::{TestDb, connect};
-use ritmo_tests::moto::Moto;
+use ritmo_tests::moto::{Moto, REGION};
 
 const DB_PASSWORD: &str = "planted-db-password-5e1b7a";
 
@@ -59,6 +60,64 @@ async fn create_secret(moto: &Moto, region: &str, name: &str, value: &str) {
         .send()
         .await
         .unwrap();
+}
+
+fn environment(variables: &[(&str, &str)]) -> aws_config::SdkConfig {
+    let keys = [
+        ("AWS_REGION", REGION),
+        ("AWS_ACCESS_KEY_ID", "testing"),
+        ("AWS_SECRET_ACCESS_KEY", "testing"),
+        ("AWS_SESSION_TOKEN", "testing"),
+    ];
+    ritmo::aws::from_environment(
+        keys.iter()
+            .chain(variables)
+            .map(|(name, value)| (name.to_string(), value.to_string())),
+    )
+}
+
+#[tokio::test]
+async fn the_environment_configuration_signs_and_routes_calls_to_its_endpoints() {
+    let moto = Moto::start();
+    create_secret(&moto, REGION, "env/secret", "from-moto").await;
+
+    // Nothing listens on port 9: only the service's own endpoint can answer.
+    let own_endpoint = environment(&[
+        ("AWS_ENDPOINT_URL", "http://127.0.0.1:9"),
+        ("AWS_ENDPOINT_URL_SECRETS_MANAGER", moto.endpoint()),
+    ]);
+    let read = aws_sdk_secretsmanager::Client::new(&own_endpoint)
+        .get_secret_value()
+        .secret_id("env/secret")
+        .send()
+        .await
+        .unwrap();
+    let shared_endpoint = environment(&[("AWS_ENDPOINT_URL", moto.endpoint())]);
+    let created = aws_sdk_sqs::Client::new(&shared_endpoint)
+        .create_queue()
+        .queue_name("env-config")
+        .send()
+        .await
+        .unwrap();
+    let keyless = ritmo::aws::from_environment(
+        [
+            ("AWS_REGION", REGION),
+            ("AWS_ENDPOINT_URL", moto.endpoint()),
+        ]
+        .map(|(name, value)| (name.to_string(), value.to_string())),
+    );
+    let refused = aws_sdk_sqs::Client::new(&keyless)
+        .list_queues()
+        .send()
+        .await
+        .unwrap_err();
+
+    assert_eq!(read.secret_string(), Some("from-moto"));
+    assert!(created.queue_url().unwrap().ends_with("/env-config"));
+    assert!(
+        format!("{refused:?}").contains("NoIdentityResolver"),
+        "{refused:?}"
+    );
 }
 
 #[tokio::test]

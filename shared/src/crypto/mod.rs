@@ -102,31 +102,24 @@ impl fmt::Display for Format {
     }
 }
 
-/// The AWS configuration from the environment (`AWS_REGION`, credentials chain,
-/// `AWS_ENDPOINT_URL` and `AWS_ENDPOINT_URL_<SERVICE>` for moto), for building KMS and
-/// Secrets Manager clients.
-pub async fn aws_config() -> aws_config::SdkConfig {
-    aws_config::defaults(aws_config::BehaviorVersion::latest())
-        .load()
-        .await
-}
-
-/// The process's Secrets Manager reader, from the default AWS configuration: one client and
-/// one cache (TTL [`SECRETS_DEFAULT_TTL`]) shared by every caller, so a warm Lambda reads each
-/// secret once per TTL and an invalidation after an authentication failure is seen by all.
+/// The process's Secrets Manager reader, from [`crate::aws::config`]: one client and one cache
+/// (TTL [`SECRETS_DEFAULT_TTL`]) shared by every caller, so a warm Lambda reads each secret
+/// once per TTL and an invalidation after an authentication failure is seen by all.
 pub async fn secrets_manager() -> SecretsManager {
     static SHARED: tokio::sync::OnceCell<SecretsManager> = tokio::sync::OnceCell::const_new();
     SHARED
         .get_or_init(|| async {
-            SecretsManager::new(aws_sdk_secretsmanager::Client::new(&aws_config().await))
+            SecretsManager::new(aws_sdk_secretsmanager::Client::new(
+                &crate::aws::config().await,
+            ))
         })
         .await
         .clone()
 }
 
-/// A KMS client from the default AWS configuration.
+/// A KMS client from the process's AWS configuration.
 pub async fn kms_client() -> aws_sdk_kms::Client {
-    aws_sdk_kms::Client::new(&aws_config().await)
+    aws_sdk_kms::Client::new(&crate::aws::config().await)
 }
 
 #[cfg(test)]

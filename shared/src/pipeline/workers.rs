@@ -9,7 +9,7 @@ use crate::config::Settings;
 use crate::metrics::MetricsSink;
 use crate::queue::{LocalReceivers, Queues};
 use crate::services::Services;
-use crate::{Error, Result, crypto};
+use crate::{Error, Result};
 
 /// Stops the worker loops when it turns `true` (or its sender is dropped).
 pub type Shutdown = tokio::sync::watch::Receiver<bool>;
@@ -33,7 +33,7 @@ pub async fn lambda_services() -> Result<Services> {
                 .into(),
         ));
     };
-    let client = aws_sdk_sqs::Client::new(&crypto::aws_config().await);
+    let client = aws_sdk_sqs::Client::new(&crate::aws::config().await);
     let queues = Queues::sqs(client, plan_queue_url, apply_queue_url);
     Services::connect(settings, queues, MetricsSink::Stdout).await
 }
@@ -113,7 +113,7 @@ pub async fn run_sqs_workers(
 ) {
     let client = match &services.queues {
         Queues::Sqs { client, .. } => client.clone(),
-        Queues::Local(_) => aws_sdk_sqs::Client::new(&crypto::aws_config().await),
+        Queues::Local(_) => aws_sdk_sqs::Client::new(&crate::aws::config().await),
     };
     tokio::join!(
         sqs_loop(
