@@ -376,6 +376,59 @@ fn a_credential_round_trips_through_encrypt_and_decrypt_via_stdin() {
     assert!(!String::from_utf8_lossy(&wrong_name.stderr).contains(secret));
 }
 
+/// People at a terminal keep their AWS keys in a profile: the CLI reads them there, though
+/// the functions read only their environment.
+#[tokio::test]
+async fn kms_encryption_finds_its_region_and_keys_in_an_aws_profile() {
+    let moto = ritmo_tests::moto::Moto::start();
+    let created = moto.kms().await.create_key().send().await.unwrap();
+    let key_id = created.key_metadata.unwrap().key_id;
+    let aws = tempfile::tempdir().unwrap();
+    std::fs::write(
+        aws.path().join("config"),
+        "[profile ritmo-test]\nregion = us-east-1\n",
+    )
+    .unwrap();
+    std::fs::write(
+        aws.path().join("credentials"),
+        "[ritmo-test]\naws_access_key_id = testing\naws_secret_access_key = testing\n",
+    )
+    .unwrap();
+    let mut command = Command::new(env!("CARGO_BIN_EXE_ritmo"));
+    for (name, _) in std::env::vars() {
+        if name.starts_with("AWS_") || name == "DATABASE_URL" {
+            command.env_remove(name);
+        }
+    }
+
+    let output = command
+        .args([
+            "encrypt-credential",
+            "--name",
+            "github-pat",
+            "--value",
+            "ghp_x",
+        ])
+        .args(["--kms-key-id", &key_id])
+        .env("AWS_PROFILE", "ritmo-test")
+        .env("AWS_CONFIG_FILE", aws.path().join("config"))
+        .env(
+            "AWS_SHARED_CREDENTIALS_FILE",
+            aws.path().join("credentials"),
+        )
+        .env("AWS_ENDPOINT_URL", moto.endpoint())
+        .env("AWS_EC2_METADATA_DISABLED", "true")
+        .env("RITMO_GITOPS_BOOTSTRAP", "")
+        .env("RITMO_MASTER_ENCRYPTION_KEY", EXAMPLE_KEY)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{stderr}");
+    assert!(stdout(&output).starts_with("KMS:"), "{}", stdout(&output));
+}
+
 /// Everything a sync may write, as text, to compare before and after.
 async fn database_state(db: &TestDb) -> String {
     let client = db.client().await;
