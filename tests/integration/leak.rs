@@ -580,48 +580,6 @@ const WEBHOOK_PATH: &str = "/webhooks/gitops";
 
 const SERVE_DEADLINE: std::time::Duration = std::time::Duration::from_secs(180);
 
-/// A FIFO queue `name` with its dead-letter queue (`<name>-dlq`, after two receives): the
-/// queue's URL and the DLQ's.
-async fn fifo_with_dlq(sqs: &aws_sdk_sqs::Client, name: &str) -> (String, String) {
-    use aws_sdk_sqs::types::QueueAttributeName;
-    let dlq = sqs
-        .create_queue()
-        .queue_name(format!("{name}-dlq.fifo"))
-        .attributes(QueueAttributeName::FifoQueue, "true")
-        .send()
-        .await
-        .unwrap()
-        .queue_url
-        .unwrap();
-    let dlq_arn = sqs
-        .get_queue_attributes()
-        .queue_url(&dlq)
-        .attribute_names(QueueAttributeName::QueueArn)
-        .send()
-        .await
-        .unwrap()
-        .attributes
-        .unwrap()
-        .remove(&QueueAttributeName::QueueArn)
-        .unwrap();
-    let queue = sqs
-        .create_queue()
-        .queue_name(format!("{name}.fifo"))
-        .attributes(QueueAttributeName::FifoQueue, "true")
-        .attributes(QueueAttributeName::ContentBasedDeduplication, "false")
-        .attributes(QueueAttributeName::VisibilityTimeout, "30")
-        .attributes(
-            QueueAttributeName::RedrivePolicy,
-            serde_json::json!({"deadLetterTargetArn": dlq_arn, "maxReceiveCount": "2"}).to_string(),
-        )
-        .send()
-        .await
-        .unwrap()
-        .queue_url
-        .unwrap();
-    (queue, dlq)
-}
-
 /// Every message in `queue_url`, received and deleted until the queue answers none (a FIFO
 /// queue hands out the next message of a group only once the one before is gone): bodies
 /// first, then attributes and message attributes, as text.
@@ -990,8 +948,8 @@ async fn no_planted_secret_reaches_serve_output_api_answers_or_queued_messages()
         .send()
         .await
         .unwrap();
-    let (plan_queue, plan_dlq) = fifo_with_dlq(&sqs, "leak-serve-plan").await;
-    let (apply_queue, apply_dlq) = fifo_with_dlq(&sqs, "leak-serve-apply").await;
+    let (plan_queue, plan_dlq) = moto.fifo_queue_with_dlq("leak-serve-plan", 30, 2).await;
+    let (apply_queue, apply_dlq) = moto.fifo_queue_with_dlq("leak-serve-apply", 30, 2).await;
     let env = serve_env(
         &bootstrap,
         &database_url,
@@ -1082,8 +1040,8 @@ async fn no_planted_secret_reaches_serve_output_api_answers_or_queued_messages()
     // 2. The same pipeline in-process on queues nobody consumes, so every message it queues
     // can be read back: the webhook's and the API's plan requests, then the apply requests
     // the planner queues from them.
-    let (plan_queue, plan_dlq) = fifo_with_dlq(&sqs, "leak-pipeline-plan").await;
-    let (apply_queue, apply_dlq) = fifo_with_dlq(&sqs, "leak-pipeline-apply").await;
+    let (plan_queue, plan_dlq) = moto.fifo_queue_with_dlq("leak-pipeline-plan", 30, 2).await;
+    let (apply_queue, apply_dlq) = moto.fifo_queue_with_dlq("leak-pipeline-apply", 30, 2).await;
     let env: std::collections::BTreeMap<String, String> = serve_env(
         &bootstrap,
         &database_url,

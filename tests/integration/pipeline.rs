@@ -5,7 +5,6 @@
 use std::collections::BTreeSet;
 use std::time::Duration;
 
-use aws_sdk_sqs::types::QueueAttributeName;
 use hmac::{Hmac, Mac};
 use ritmo::config::{GitAuth, Settings, TargetSettings};
 use ritmo::message::{ApplyRequest, PlanRequest};
@@ -64,48 +63,19 @@ fn settings(db: &TestDb, remote: &Remote, cache: &tempfile::TempDir, auto_apply:
     }
 }
 
-/// Two FIFO queues, each with a FIFO DLQ and a redrive policy of five receives.
+/// The plan and apply FIFO queues, each with a DLQ after five receives, and a client.
 async fn fifo_queues(moto: &Moto, visibility_secs: u32) -> (aws_sdk_sqs::Client, String, String) {
-    let client = aws_sdk_sqs::Client::new(&moto.sdk_config().await);
-    let mut urls = Vec::new();
-    for name in ["ritmo-plan", "ritmo-apply"] {
-        let dlq = client
-            .create_queue()
-            .queue_name(format!("{name}-dlq.fifo"))
-            .attributes(QueueAttributeName::FifoQueue, "true")
-            .send()
-            .await
-            .unwrap();
-        let dlq_arn = client
-            .get_queue_attributes()
-            .queue_url(dlq.queue_url().unwrap())
-            .attribute_names(QueueAttributeName::QueueArn)
-            .send()
-            .await
-            .unwrap()
-            .attributes()
-            .unwrap()[&QueueAttributeName::QueueArn]
-            .clone();
-        let queue = client
-            .create_queue()
-            .queue_name(format!("{name}.fifo"))
-            .attributes(QueueAttributeName::FifoQueue, "true")
-            .attributes(
-                QueueAttributeName::VisibilityTimeout,
-                visibility_secs.to_string(),
-            )
-            .attributes(
-                QueueAttributeName::RedrivePolicy,
-                json!({"deadLetterTargetArn": dlq_arn, "maxReceiveCount": "5"}).to_string(),
-            )
-            .send()
-            .await
-            .unwrap();
-        urls.push(queue.queue_url().unwrap().to_string());
-    }
-    let apply = urls.pop().unwrap();
-    let plan = urls.pop().unwrap();
-    (client, plan, apply)
+    let (plan, _) = moto
+        .fifo_queue_with_dlq("ritmo-plan", visibility_secs, 5)
+        .await;
+    let (apply, _) = moto
+        .fifo_queue_with_dlq("ritmo-apply", visibility_secs, 5)
+        .await;
+    (
+        aws_sdk_sqs::Client::new(&moto.sdk_config().await),
+        plan,
+        apply,
+    )
 }
 
 /// The local stack with SQS queues on moto.

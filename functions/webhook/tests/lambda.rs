@@ -9,7 +9,6 @@ use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use aws_sdk_sqs::types::QueueAttributeName;
 use axum::Router;
 use axum::extract::State;
 use axum::http::HeaderMap;
@@ -93,24 +92,15 @@ async fn serve_runtime_api(events: Vec<Value>) -> (String, mpsc::UnboundedReceiv
     (address, received)
 }
 
-async fn fifo_queue(sqs: &aws_sdk_sqs::Client, name: &str) -> String {
-    sqs.create_queue()
-        .queue_name(name)
-        .attributes(QueueAttributeName::FifoQueue, "true")
-        .send()
-        .await
-        .unwrap()
-        .queue_url
-        .unwrap()
-}
-
 #[tokio::test]
 async fn the_binary_turns_a_signed_push_into_a_plan_request_on_sqs() {
     let moto = Moto::start();
     let db = TestDb::new().await;
     let sqs = aws_sdk_sqs::Client::new(&moto.sdk_config().await);
-    let plan_queue = fifo_queue(&sqs, "webhook-lambda-plan.fifo").await;
-    let apply_queue = fifo_queue(&sqs, "webhook-lambda-apply.fifo").await;
+    let (plan_queue, _) = moto.fifo_queue_with_dlq("webhook-lambda-plan", 30, 5).await;
+    let (apply_queue, _) = moto
+        .fifo_queue_with_dlq("webhook-lambda-apply", 30, 5)
+        .await;
     let event_file = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("../../events/webhook-github-push-apigw-v2.json");
     let event: Value = serde_json::from_slice(&std::fs::read(event_file).unwrap()).unwrap();
