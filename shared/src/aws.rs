@@ -23,8 +23,8 @@ pub type Loader = fn() -> Pin<Box<dyn Future<Output = SdkConfig> + Send>>;
 
 static LOADER: OnceLock<Loader> = OnceLock::new();
 
-/// Makes [`config`] call `loader` from now on. The first call wins: every client built so far
-/// came from it.
+/// Makes [`config`] call `loader` from now on; call it at start-up, before any client is
+/// built. Later calls are ignored.
 pub fn use_loader(loader: Loader) {
     let _ = LOADER.set(loader);
 }

@@ -4,7 +4,6 @@
 //! SQS FIFO queue.
 #![allow(clippy::unwrap_used, clippy::expect_used)] // a test: a failed unwrap is a failed test
 
-use std::collections::VecDeque;
 use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -29,14 +28,14 @@ type Posted = (&'static str, Value);
 
 #[derive(Clone)]
 struct RuntimeApi {
-    events: Arc<Mutex<VecDeque<Value>>>,
+    event: Arc<Mutex<Option<Value>>>,
     posted: mpsc::UnboundedSender<Posted>,
 }
 
-/// The invocation protocol of the Lambda Runtime API: each event once, then a long poll
-/// that never ends, as when no request comes.
+/// The invocation protocol of the Lambda Runtime API: the event once, then a long poll that
+/// never ends, as when no request comes.
 async fn next_event(State(api): State<RuntimeApi>) -> impl IntoResponse {
-    let event = api.events.lock().unwrap().pop_front();
+    let event = api.event.lock().unwrap().take();
     let Some(event) = event else {
         return std::future::pending().await;
     };
@@ -60,10 +59,10 @@ async fn next_event(State(api): State<RuntimeApi>) -> impl IntoResponse {
     (headers, event.to_string())
 }
 
-async fn serve_runtime_api(events: Vec<Value>) -> (String, mpsc::UnboundedReceiver<Posted>) {
+async fn serve_runtime_api(event: Value) -> (String, mpsc::UnboundedReceiver<Posted>) {
     let (posted, received) = mpsc::unbounded_channel();
     let api = RuntimeApi {
-        events: Arc::new(Mutex::new(events.into())),
+        event: Arc::new(Mutex::new(Some(event))),
         posted,
     };
     let record = |kind: &'static str| {
@@ -84,7 +83,6 @@ async fn serve_runtime_api(events: Vec<Value>) -> (String, mpsc::UnboundedReceiv
             "/2018-06-01/runtime/invocation/{id}/error",
             post(record("error")),
         )
-        .route("/2018-06-01/runtime/init/error", post(record("error")))
         .with_state(api);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let address = listener.local_addr().unwrap().to_string();
@@ -104,7 +102,7 @@ async fn the_binary_turns_a_signed_push_into_a_plan_request_on_sqs() {
     let event_file = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("../../events/webhook-github-push-apigw-v2.json");
     let event: Value = serde_json::from_slice(&std::fs::read(event_file).unwrap()).unwrap();
-    let (runtime_api, mut posted) = serve_runtime_api(vec![event]).await;
+    let (runtime_api, mut posted) = serve_runtime_api(event).await;
     let logs = tempfile::NamedTempFile::new().unwrap();
 
     let mut function = Command::new(env!("CARGO_BIN_EXE_webhook"))

@@ -549,7 +549,8 @@ static CRON: LazyLock<CronParser> = LazyLock::new(|| {
 
 /// Results of the costly checks (regex compilation, cron parsing) by input, for one load:
 /// a repository repeats the same few branch filters and schedules in many jobs. A miss here
-/// asks [`KNOWN`], the process's verdicts, before checking.
+/// asks [`KNOWN`], the process's verdicts, before checking; this table spares the repeats
+/// its lock, and keeps the inputs too long for it.
 #[derive(Debug, Default)]
 pub(crate) struct Memo(Verdicts);
 
