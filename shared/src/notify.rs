@@ -10,6 +10,9 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
+use aws_smithy_http_client::{Connector, tls};
+use aws_smithy_runtime_api::client::http::HttpConnector;
+use aws_smithy_types::body::SdkBody;
 use secrecy::{ExposeSecret, SecretString};
 use serde::Serialize;
 use uuid::Uuid;
@@ -207,7 +210,10 @@ pub struct NotifyReport {
 pub struct Notifier {
     settings: NotificationSettings,
     sns: Option<aws_sdk_sns::Client>,
-    http: reqwest::Client,
+    /// The AWS SDKs' own HTTPS connector: the functions link it already, so posting to Slack
+    /// adds no second HTTP client. It follows no redirects, which could take the message (and,
+    /// in its URL, a secret) elsewhere.
+    http: Connector,
     failures: AtomicU64,
 }
 
@@ -223,13 +229,11 @@ impl Notifier {
         Notifier {
             settings,
             sns,
-            http: reqwest::Client::builder()
-                .timeout(DELIVERY_TIMEOUT)
-                .connect_timeout(DELIVERY_TIMEOUT)
-                // A redirect could take the message (and, in its URL, a secret) elsewhere.
-                .redirect(reqwest::redirect::Policy::none())
-                .build()
-                .unwrap_or_default(),
+            http: Connector::builder()
+                .tls_provider(tls::Provider::Rustls(
+                    tls::rustls_provider::CryptoMode::AwsLc,
+                ))
+                .build(),
             failures: AtomicU64::new(0),
         }
     }
@@ -293,24 +297,30 @@ impl Notifier {
 
     async fn post_slack(&self, url: &SecretString, event: &Event) -> Result<(), NotifyError> {
         let body = serde_json::json!({ "text": event.text() }).to_string();
-        let response = self
-            .http
-            .post(url.expose_secret())
-            .header("content-type", "application/json")
-            .body(body)
-            .send()
-            .await
-            // reqwest names the URL in its errors; the URL is the secret.
-            .map_err(|e| NotifyError::SlackRequest {
-                message: crate::pipeline::error_chain(&e.without_url()),
+        let mut request = aws_smithy_runtime_api::http::Request::new(SdkBody::from(body));
+        request
+            .set_method("POST")
+            .and_then(|()| request.set_uri(url.expose_secret()))
+            // Not the parser's message: it would quote the URL, which is the secret.
+            .map_err(|_| NotifyError::SlackRequest {
+                message: "the webhook URL is not a valid URL".into(),
             })?;
-        let status = response.status();
-        if status.is_success() {
+        request
+            .headers_mut()
+            .insert("content-type", "application/json");
+        let response = tokio::time::timeout(DELIVERY_TIMEOUT, self.http.call(request))
+            .await
+            .map_err(|_| NotifyError::SlackRequest {
+                message: format!("no answer within {}s", DELIVERY_TIMEOUT.as_secs()),
+            })?
+            .map_err(|e| NotifyError::SlackRequest {
+                message: crate::pipeline::error_chain(&e),
+            })?;
+        let status = response.status().as_u16();
+        if (200..300).contains(&status) {
             Ok(())
         } else {
-            Err(NotifyError::SlackStatus {
-                status: status.as_u16(),
-            })
+            Err(NotifyError::SlackStatus { status })
         }
     }
 }
@@ -515,5 +525,86 @@ mod tests {
             }
             .is_retryable()
         );
+    }
+
+    /// A one-request HTTP server answering `response`; returns its port and the request it read
+    /// (head and body).
+    fn answer_once(response: String) -> (u16, std::thread::JoinHandle<String>) {
+        use std::io::{BufRead, BufReader, Read, Write};
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let served = std::thread::spawn(move || {
+            let (mut stream, _) = listener.accept().unwrap();
+            let mut reader = BufReader::new(stream.try_clone().unwrap());
+            let (mut request, mut length) = (String::new(), 0);
+            loop {
+                let mut line = String::new();
+                reader.read_line(&mut line).unwrap();
+                if let Some(value) = line.to_ascii_lowercase().strip_prefix("content-length:") {
+                    length = value.trim().parse().unwrap();
+                }
+                request.push_str(&line);
+                if line == "\r\n" || line.is_empty() {
+                    break;
+                }
+            }
+            let mut body = vec![0; length];
+            reader.read_exact(&mut body).unwrap();
+            stream.write_all(response.as_bytes()).unwrap();
+            request + &String::from_utf8(body).unwrap()
+        });
+        (port, served)
+    }
+
+    #[tokio::test]
+    async fn the_slack_post_is_json_and_a_redirect_is_not_followed() {
+        let elsewhere = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        elsewhere.set_nonblocking(true).unwrap();
+        let location = format!("http://{}/stolen", elsewhere.local_addr().unwrap());
+        let (port, served) = answer_once(format!(
+            "HTTP/1.1 302 Found\r\nlocation: {location}\r\ncontent-length: 0\r\n\r\n"
+        ));
+        let url = SecretString::from(format!("http://127.0.0.1:{port}/services/T0/B0/secret"));
+
+        let outcome = Notifier::default().post_slack(&url, &pending()).await;
+
+        assert!(
+            matches!(outcome, Err(NotifyError::SlackStatus { status: 302 })),
+            "{outcome:?}"
+        );
+        let request = served.join().unwrap();
+        assert!(
+            request.starts_with("POST /services/T0/B0/secret HTTP/1.1\r\n"),
+            "{request}"
+        );
+        assert!(
+            request
+                .to_ascii_lowercase()
+                .contains("content-type: application/json")
+        );
+        assert!(request.contains(r#"{"text":"Ritmo GitOps: a plan of `prod` waits"#));
+        assert!(elsewhere.accept().is_err(), "the redirect was followed");
+    }
+
+    #[tokio::test]
+    async fn a_failed_slack_post_does_not_quote_the_url() {
+        let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = closed.local_addr().unwrap().port();
+        drop(closed);
+        let notifier = Notifier::default();
+
+        for url in [
+            format!("http://127.0.0.1:{port}/services/T0/B0/secret"),
+            "http://exa mple.com/services/T0/B0/secret".to_string(),
+        ] {
+            let outcome = notifier
+                .post_slack(&SecretString::from(url), &pending())
+                .await;
+
+            let Err(error @ NotifyError::SlackRequest { .. }) = outcome else {
+                panic!("{outcome:?}");
+            };
+            assert!(!error.to_string().contains("secret"), "{error}");
+        }
     }
 }
