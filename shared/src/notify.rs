@@ -301,9 +301,8 @@ impl Notifier {
         request
             .set_method("POST")
             .and_then(|()| request.set_uri(url.expose_secret()))
-            // Not the parser's message: it would quote the URL, which is the secret.
-            .map_err(|_| NotifyError::SlackRequest {
-                message: "the webhook URL is not a valid URL".into(),
+            .map_err(|e| NotifyError::SlackRequest {
+                message: crate::pipeline::error_chain(&e),
             })?;
         request
             .headers_mut()

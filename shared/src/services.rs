@@ -27,7 +27,7 @@ pub struct Services {
     pub metrics: MetricsSink,
     /// Where sync failures, drift and pending approvals are announced. Built on first use:
     /// only the planner, applier and poller announce, so the webhook and the API neither
-    /// build nor link its HTTP and SNS clients (docs/benchmarks.md, binary size).
+    /// build it nor link its SNS client (docs/benchmarks.md, binary size).
     notifier: OnceCell<Notifier>,
     /// Reads the service's own secrets (database credentials, webhook secret) with one cache
     /// per container; built on first use, so a setup naming no secret never loads AWS config.
