@@ -26,16 +26,18 @@ example-repo:
 	@cd $(DEV_REPO) && { [ -d .git ] || git init -q -b main; } \
 	  && git add -A && { git diff --cached --quiet || git -c user.name=ritmo-dev -c user.email=dev@ritmo.invalid commit -qm "example config $$(date -u +%FT%TZ)"; }
 
+# The CLI and `ritmo serve` read the same target from the same variables, so the server's
+# plans continue incrementally from what the CLI applied.
 dev: build example-repo
 	@export DATABASE_URL="$$(scripts/ensure-postgres.sh --database ritmo_dev)" || exit 2; \
 	  echo "PostgreSQL: $${DATABASE_URL}"; \
-	  $(RITMO) gitops validate --repo-path $(DEV_REPO) && \
-	  $(RITMO) gitops plan --repo-path $(DEV_REPO) && \
-	  $(RITMO) gitops sync --repo-path $(DEV_REPO) && \
+	  export RITMO_GITOPS_REPO_URL="$(abspath $(DEV_REPO))" RITMO_GITOPS_REPO_BRANCH=main; \
+	  $(RITMO) gitops validate && \
+	  $(RITMO) gitops plan && \
+	  $(RITMO) gitops sync && \
 	  $(RITMO) gitops status && \
 	  $(RITMO) get jobs && \
 	  echo && \
-	  RITMO_GITOPS_REPO_URL="$(abspath $(DEV_REPO))" RITMO_GITOPS_REPO_BRANCH=main \
 	  RITMO_GITOPS_WEBHOOK_SECRET="$${RITMO_GITOPS_WEBHOOK_SECRET:-ritmo-dev-webhook-secret}" \
 	  exec $(RITMO) serve --listen "$(LISTEN)"
 

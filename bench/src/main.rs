@@ -11,26 +11,26 @@ mod generate;
 mod parse;
 mod webhook;
 
-use std::collections::BTreeSet;
 use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, Result, bail};
 use clap::Parser;
-use ritmo::apply::{ApplyOutcome, apply_plan, row_labels};
-use ritmo::config::{GitAuth, TargetSettings};
-use ritmo::crypto::CredentialKeys;
+use ritmo::apply::row_labels;
+use ritmo::config::{Settings, TargetSettings};
 use ritmo::git::{self, Auth, NetworkOptions, RepoLocation};
-use ritmo::incremental::{PlannedTarget, ScanMode, plan_target};
-use ritmo::manifest::Limits;
-use ritmo::plan::{Action, Plan, PlanPolicy};
-use ritmo::secret_refs::SecretRefChecker;
-use ritmo::store::{NewRun, NewTarget, RunStatus, Store, Trigger};
-use ritmo::workflow::Checks;
-use ritmo::workflow::SourceSpec;
+use ritmo::incremental::ScanMode;
+use ritmo::message::{PlanRequest, Trigger};
+use ritmo::metrics::MetricsSink;
+use ritmo::pipeline::{self, InlineSync, PlanOptions, PlanRequestOutcome};
+use ritmo::plan::{Action, Plan};
+use ritmo::queue::{LocalReceivers, Queues};
+use ritmo::services::Services;
+use ritmo::store::Store;
 use ritmo_tests::db::TestDb;
 use ritmo_tests::git_http::{GitHttpServer, run_git};
+use secrecy::SecretString;
 
 use generate::Shape;
 
@@ -126,20 +126,16 @@ fn function_sizes(build: bool) -> Result<Vec<(&'static str, Option<u64>)>> {
 }
 
 /// The planner function's work on a full sync (register, fetch, parse, validate, read live
-/// state, plan, record the run and its plan), in this process; returns its peak RSS in KiB.
+/// state, plan, record the run and its plan: `pipeline::handle_plan_request`), in this
+/// process; returns its peak RSS in KiB.
 async fn plan_child(url: &str, database_url: &str) -> Result<u64> {
     let work = tempfile::tempdir()?;
-    let mut store = Store::connect(database_url).await?;
-    let source = SourceSpec {
-        location: RepoLocation::parse(url)?,
-        branch: Some("main".into()),
-        path: String::new(),
-        worktree: false,
-        auth: Auth::None,
-        cache_dir: work.path().join("cache"),
-    };
-    plan_and_record(&mut store, &settings(), &source).await?;
-    Ok(peak_rss_kib())
+    let (services, _receivers) = services(url, database_url, &work.path().join("cache")).await?;
+    let request = PlanRequest::new(TARGET, Trigger::Manual, chrono::Utc::now());
+    match pipeline::handle_plan_request(&services, &request).await? {
+        PlanRequestOutcome::Planned { .. } => Ok(peak_rss_kib()),
+        other => bail!("the planner did not plan: {other:?}"),
+    }
 }
 
 /// The planner's peak RSS on a full sync of the repository at `url`, measured in a child
@@ -225,8 +221,6 @@ async fn run(n: usize, repeat: usize) -> Result<Report> {
     }
     report.head_check = median(heads);
 
-    let target = settings();
-
     eprintln!("planner peak RSS (child process)");
     report.planner_rss_kib = planner_peak_rss(&url).await?;
 
@@ -239,20 +233,13 @@ async fn run(n: usize, repeat: usize) -> Result<Report> {
         // The previous round's plan and database go first, so the peak RSS below is one sync's.
         drop(last.take());
         let db = TestDb::new().await;
-        let mut store = Store::connect(&db.url).await?;
-        let source = SourceSpec {
-            location: location.clone(),
-            branch: Some("main".into()),
-            path: String::new(),
-            worktree: false,
-            auth: Auth::None,
-            cache_dir: work.path().join(format!("cache-{round}")),
-        };
-        let (times, plan) = sync(&mut store, &target, &source).await?;
+        let cache = work.path().join(format!("cache-{round}"));
+        let (services, mut receivers) = services(&url, &db.url, &cache).await?;
+        let (times, plan) = sync(&services, &mut receivers).await?;
         fulls.push(times);
-        last = Some((store, db, source, plan));
+        last = Some((services, receivers, db, plan));
     }
-    let Some((mut store, _db, source, full_plan)) = last else {
+    let Some((services, mut receivers, _db, full_plan)) = last else {
         bail!("--repeat must be at least 1");
     };
     report.full = median_times(fulls);
@@ -261,7 +248,7 @@ async fn run(n: usize, repeat: usize) -> Result<Report> {
     eprintln!("no-op syncs");
     let mut noops = Vec::new();
     for _ in 0..repeat {
-        noops.push(sync(&mut store, &target, &source).await?.0);
+        noops.push(sync(&services, &mut receivers).await?.0);
     }
     report.noop = median_times(noops);
 
@@ -284,7 +271,7 @@ async fn run(n: usize, repeat: usize) -> Result<Report> {
         if !status.success() {
             bail!("git fetch failed");
         }
-        singles.push(sync(&mut store, &target, &source).await?.0);
+        singles.push(sync(&services, &mut receivers).await?.0);
     }
     report.one_file = median_times(singles);
     report.one_file_fetch_floor = median(floor_fetches);
@@ -300,7 +287,7 @@ async fn run(n: usize, repeat: usize) -> Result<Report> {
             )?;
         }
         commit(&repo, "edit a hundred jobs");
-        hundreds.push(sync(&mut store, &target, &source).await?.0);
+        hundreds.push(sync(&services, &mut receivers).await?.0);
     }
     report.hundred_files = median_times(hundreds);
 
@@ -329,143 +316,73 @@ fn commit(repo: &Path, message: &str) {
     run_git(repo, &["commit", "--quiet", "-m", message]);
 }
 
-fn settings() -> TargetSettings {
-    TargetSettings {
-        name: TARGET.into(),
-        repo_url: "http://127.0.0.1/config.git".into(),
-        branch: "main".into(),
-        path: String::new(),
-        interval_secs: 60,
-        auto_apply: true,
-        dry_run: false,
-        self_heal: false,
-        policy: PlanPolicy::default(),
-        auth: GitAuth::None,
-    }
+/// The services of one benchmark database: the bench target, in-process queues, no metrics,
+/// fetch cache under `cache_dir`.
+async fn services(
+    url: &str,
+    database_url: &str,
+    cache_dir: &Path,
+) -> Result<(Services, LocalReceivers)> {
+    let settings = Settings {
+        enabled: true,
+        targets: vec![TargetSettings::new(TARGET).with_repository(url, "main")],
+        database_url: Some(SecretString::from(database_url.to_owned())),
+        cache_dir: cache_dir.to_path_buf(),
+        check_secret_refs: false,
+        ..Settings::default()
+    };
+    let (queues, receivers) = Queues::local();
+    let services = Services::connect(settings, queues, MetricsSink::Disabled).await?;
+    Ok((services, receivers))
 }
 
-/// A planned and recorded run, not yet applied.
-struct Recorded {
-    sync_id: uuid::Uuid,
-    plan: Plan,
-    mode: ScanMode,
-    fetch: Duration,
-    stages: Vec<(&'static str, Duration)>,
-    /// From the start to the plan (register, fetch, read, parse, validate, live state, plan).
-    planned: Duration,
-    /// Beginning the run and recording the plan.
-    record: Duration,
-    already_applied: bool,
-}
-
-/// What the planner does: register the target, plan, record the run and its plan.
-async fn plan_and_record(
-    store: &mut Store,
-    target: &TargetSettings,
-    source: &SourceSpec,
-) -> Result<Recorded> {
+/// One sync as `ritmo gitops sync` runs it (`pipeline::sync_inline`: plan, record, apply),
+/// timed as a whole and by the stages the plan reports.
+async fn sync(services: &Services, receivers: &mut LocalReceivers) -> Result<(SyncTimes, Plan)> {
+    let request = PlanRequest::new(TARGET, Trigger::Cli, chrono::Utc::now());
+    let inline = InlineSync {
+        options: PlanOptions::default(),
+        auto_approve: false,
+        actor: "bench".into(),
+    };
     let started = Instant::now();
-    store
-        .ensure_target(&NewTarget {
-            name: target.name.clone(),
-            repo_url: target.repo_url.clone(),
-            branch: target.branch.clone(),
-            path: target.path.clone(),
-        })
-        .await?;
-    let PlannedTarget {
-        mode,
-        checked,
-        plan,
-        fetch,
-        stages,
-    } = plan_target(
-        store,
-        target,
-        source,
-        Checks {
-            keys: &CredentialKeys::default(),
-            refs: &SecretRefChecker::off("the benchmark's repository holds no secret references"),
-            builtin_plugins: &BTreeSet::new(),
-        },
-        &Limits::default(),
-        false,
-    )
-    .await?;
-    let Some(plan) = plan else {
+    let drained = pipeline::sync_inline(services, receivers, &request, &inline).await?;
+    let total = started.elapsed();
+    if let Some(error) = &drained.error {
+        bail!("the sync failed: {error}");
+    }
+    let Some(detail) = drained.last_plan().and_then(PlanRequestOutcome::detail) else {
+        bail!("the sync planned nothing: {:?}", drained.plans);
+    };
+    let (Some(plan), Some(mode)) = (detail.plan.clone(), detail.mode.clone()) else {
         bail!(
             "the generated repository has errors: {:?}",
-            checked.diagnostics.first()
+            detail.diagnostics.first()
         );
     };
-    drop(checked);
-    let planned = started.elapsed();
-    let run = NewRun {
-        target: target.name.clone(),
-        trigger: Trigger::Manual,
-        actor: None,
-        revision: Some(plan.revision.to_string()),
-        dry_run: false,
+    let stage = |name: &str| {
+        detail
+            .stages
+            .iter()
+            .filter(|(stage, _)| *stage == name)
+            .map(|(_, took)| *took)
+            .sum::<Duration>()
     };
-    let sync_id = store.begin_run(&run).await?;
-    let already_applied =
-        !plan.has_changes() && plan.base.commit.as_deref() == plan.revision.commit();
-    let status = if already_applied {
-        RunStatus::Succeeded
-    } else {
-        RunStatus::Applying
-    };
-    store.record_plan(sync_id, &plan, status).await?;
-    Ok(Recorded {
-        sync_id,
-        plan,
-        mode,
-        fetch,
-        stages,
-        planned,
-        record: started.elapsed().saturating_sub(planned),
-        already_applied,
-    })
-}
-
-/// What `workflow::sync_target` does once wired to `incremental::plan_target`: register the
-/// target, plan, record the run, apply (or finish at once when nothing changed).
-async fn sync(
-    store: &mut Store,
-    target: &TargetSettings,
-    source: &SourceSpec,
-) -> Result<(SyncTimes, Plan)> {
-    let started = Instant::now();
-    let recorded = plan_and_record(store, target, source).await?;
-    let applying = Instant::now();
-    if !recorded.already_applied {
-        match apply_plan(store, recorded.sync_id, &recorded.plan).await? {
-            ApplyOutcome::Applied(_) => {}
-            other => bail!("apply did not happen: {other:?}"),
-        }
-    }
-    let apply = applying.elapsed();
-    let total = started.elapsed();
-    let Recorded {
-        plan,
-        mode,
-        fetch,
-        stages,
-        planned,
-        record,
-        ..
-    } = recorded;
+    let fetch = stage("fetch");
+    let planning: Duration = detail.stages.iter().map(|(_, took)| *took).sum();
+    let apply = drained
+        .applied()
+        .map_or(Duration::ZERO, |report| report.duration);
     let summary = plan.summary();
-    let stages: Vec<String> = stages
+    let stages: Vec<String> = detail
+        .stages
         .iter()
         .map(|(stage, took)| format!("{stage} {}", ms(*took)))
         .collect();
     eprintln!(
-        "  {mode}: {summary} in {} ms (fetch {}; {}; record {}; apply {})",
+        "  {mode}: {summary} in {} ms ({}; apply {})",
         ms(total),
-        ms(fetch),
         stages.join(", "),
-        ms(record),
         ms(apply),
     );
     if matches!(mode, ScanMode::Full { .. }) && plan.base.commit.is_some() {
@@ -475,8 +392,10 @@ async fn sync(
         SyncTimes {
             total,
             fetch,
-            plan: planned.saturating_sub(fetch),
-            record,
+            plan: planning.saturating_sub(fetch),
+            // What the stages and the apply transaction leave: registering the target,
+            // recording the run and its plan, finishing it.
+            record: total.saturating_sub(planning + apply),
             apply,
         },
         plan,

@@ -9,10 +9,13 @@ use ritmo::config::{Settings, TargetSettings};
 use ritmo::crypto::CredentialKeys;
 use ritmo::git::RepoLocation;
 use ritmo::manifest::Limits;
+use ritmo::message::{PlanRequest, Trigger};
 use ritmo::model::Kind;
+use ritmo::pipeline::{self, Drained, InlineSync, PlanOptions, PlanRequestOutcome, SkipReason};
 use ritmo::secret_refs::SecretRefChecker;
-use ritmo::store::{DatabaseSettings, RunStatus, Store, Trigger};
-use ritmo::workflow::{self, SourceSpec, SyncRequest};
+use ritmo::services::Services;
+use ritmo::store::{DatabaseSettings, RunStatus, Store};
+use ritmo::workflow::{self, SourceSpec};
 use secrecy::ExposeSecret;
 use serde_json::json;
 
@@ -65,44 +68,17 @@ struct Session {
 }
 
 impl Session {
-    /// The target to work on: the configured one, with the command line's repository on top.
-    async fn target(&self, args: &SourceArgs) -> Result<(TargetSettings, SourceSpec)> {
-        let configured = self.settings.target(&args.target).cloned();
-        let url = match (&args.repo_path, &args.repo) {
-            (Some(path), _) => std::fs::canonicalize(path)
-                .with_context(|| format!("cannot open repository `{}`", path.display()))?
-                .display()
-                .to_string(),
-            (None, Some(url)) => url.clone(),
-            (None, None) => match &configured {
-                Some(target) => target.repo_url.clone(),
-                None => bail!(
-                    "no repository to read: pass --repo-path DIR or --repo URL, or configure target `{}` \
-                     in the bootstrap file or with RITMO_GITOPS_REPO_URL",
-                    args.target
-                ),
-            },
+    /// The target a command works on. A configured target (bootstrap file, `RITMO_GITOPS_*`)
+    /// is used as configured: flags naming another repository, branch or path are refused,
+    /// never applied over it. An unconfigured name is an ad-hoc target made from the flags.
+    fn target(&self, args: &SourceArgs) -> Result<TargetSettings> {
+        let mut target = match self.settings.target(&args.target) {
+            Some(configured) => {
+                refuse_overrides(configured, args)?;
+                configured.clone()
+            }
+            None => ad_hoc_target(args)?,
         };
-        let location = RepoLocation::parse(&url)?;
-        let mut target = configured.unwrap_or_else(|| TargetSettings {
-            name: args.target.clone(),
-            repo_url: String::new(),
-            branch: String::new(),
-            path: "/".into(),
-            interval_secs: 60,
-            auto_apply: true,
-            dry_run: false,
-            self_heal: false,
-            policy: Default::default(),
-            auth: Default::default(),
-        });
-        target.repo_url = location.to_string();
-        if let Some(path) = &args.path {
-            target.path = ritmo::config::normalise_path(path);
-        }
-        if let Some(branch) = &args.branch {
-            target.branch = branch.clone();
-        }
         let mut auth_variables = args.auth.as_variables();
         if !auth_variables.is_empty() {
             // The token's value stays in the environment: a flag would land in shell history.
@@ -117,19 +93,23 @@ impl Session {
             };
             target.auth = ritmo::config::git_auth_from_variables(&lookup)?;
         }
-        let branch = (!target.branch.is_empty()).then(|| target.branch.clone());
+        Ok(target)
+    }
+
+    /// Where `target` is read from, as the pipeline reads it.
+    async fn source(&self, target: &TargetSettings, worktree: bool) -> Result<SourceSpec> {
+        let location = RepoLocation::parse(&target.repo_url)?;
         let is_plain_directory = location
             .local_path()
             .is_some_and(|path| !ritmo::git::is_git_repository(path));
-        let source = SourceSpec {
-            worktree: args.worktree || is_plain_directory,
+        Ok(SourceSpec {
+            worktree: worktree || is_plain_directory,
             location,
-            branch,
+            branch: (!target.branch.is_empty()).then(|| target.branch.clone()),
             path: target.path.clone(),
             auth: workflow::git_auth(&target.auth).await?,
             cache_dir: self.settings.cache_dir.join(&target.name),
-        };
-        Ok((target, source))
+        })
     }
 
     async fn store(&self, args: &DatabaseArgs) -> Result<Store> {
@@ -173,8 +153,86 @@ impl Session {
     }
 }
 
+/// The repository a command line names, as the target stores it.
+fn repository_from_flags(args: &SourceArgs) -> Result<Option<String>> {
+    Ok(match (&args.repo_path, &args.repo) {
+        (Some(path), _) => Some(
+            std::fs::canonicalize(path)
+                .with_context(|| format!("cannot open repository `{}`", path.display()))?
+                .display()
+                .to_string(),
+        ),
+        (None, Some(url)) => Some(RepoLocation::parse(url)?.to_string()),
+        (None, None) => None,
+    })
+}
+
+/// A target only the command line describes.
+fn ad_hoc_target(args: &SourceArgs) -> Result<TargetSettings> {
+    let Some(url) = repository_from_flags(args)? else {
+        bail!(
+            "no repository to read: pass --repo-path DIR or --repo URL, or configure target `{}` \
+             in the bootstrap file or with RITMO_GITOPS_REPO_URL",
+            args.target
+        );
+    };
+    Ok(TargetSettings {
+        repo_url: RepoLocation::parse(&url)?.to_string(),
+        branch: args.branch.clone().unwrap_or_default(),
+        path: args
+            .path
+            .as_deref()
+            .map_or_else(|| "/".into(), ritmo::config::normalise_path),
+        ..TargetSettings::new(&args.target)
+    })
+}
+
+/// Refuses flags that would read another repository, branch or path than the configured
+/// target: a sync under its name would overwrite what its owner (the bootstrap file, the
+/// environment, the template) set, and prune everything of the other repository.
+fn refuse_overrides(configured: &TargetSettings, args: &SourceArgs) -> Result<()> {
+    let mut differences = Vec::new();
+    if let Some(url) = repository_from_flags(args)? {
+        let configured_url = RepoLocation::parse(&configured.repo_url)
+            .map(|location| match location.local_path() {
+                Some(path) => std::fs::canonicalize(path)
+                    .map_or_else(|_| location.to_string(), |p| p.display().to_string()),
+                None => location.to_string(),
+            })
+            .unwrap_or_else(|_| configured.repo_url.clone());
+        if url != configured_url {
+            differences.push(format!(
+                "repository `{url}` (configured: `{configured_url}`)"
+            ));
+        }
+    }
+    if let Some(branch) = args.branch.as_ref().filter(|b| **b != configured.branch) {
+        differences.push(format!(
+            "branch `{branch}` (configured: `{}`)",
+            configured.branch
+        ));
+    }
+    if let Some(path) = &args.path {
+        let path = ritmo::config::normalise_path(path);
+        if path != configured.path {
+            differences.push(format!("path `{path}` (configured: `{}`)", configured.path));
+        }
+    }
+    if differences.is_empty() {
+        return Ok(());
+    }
+    bail!(
+        "target `{}` is configured (bootstrap file or RITMO_GITOPS_*), and this command names {}: \
+         drop the flags to use the configured target, or pass `--target NAME` to read it as a \
+         target of its own",
+        configured.name,
+        differences.join(", ")
+    )
+}
+
 async fn validate(ctx: &Session, args: &SourceArgs) -> Result<u8> {
-    let (_, source) = ctx.target(args).await?;
+    let target = ctx.target(args)?;
+    let source = ctx.source(&target, args.worktree).await?;
     let limits = Limits::default();
     let snapshot = workflow::read_source(&source, limits).await?;
     let files = snapshot.files.len();
@@ -206,143 +264,254 @@ async fn validate(ctx: &Session, args: &SourceArgs) -> Result<u8> {
     Ok(if errors > 0 { CONFIG_WRONG } else { OK })
 }
 
+/// `ritmo gitops plan`: `sync --dry-run` under another name. Both preview: nothing is written.
 async fn plan(ctx: &Session, args: &PlanArgs) -> Result<u8> {
-    let (mut target, source) = ctx.target(&args.source).await?;
-    if args.no_prune {
-        target.policy.prune = false;
-    }
-    let store = ctx.store(&args.database).await?;
-    let limits = Limits::default();
-    let snapshot = workflow::read_source(&source, limits).await?;
-    let (keys, refs) = (ctx.keys().await?, ctx.refs().await);
-    let checked = workflow::check(snapshot, ctx.checks(&keys, &refs), &limits).await;
-    let mut out = ctx.out();
-    if checked.has_errors() {
-        match ctx.output {
-            Output::Json => render::json_line(
-                &mut out,
-                &render::plan_json(
-                    &checked.revision,
-                    None,
-                    &checked.diagnostics,
-                    json!({"target": target.name}),
-                ),
-            )?,
-            Output::Text => {
-                render::diagnostics_text(&mut out, ctx.style, &checked.diagnostics)?;
-                writeln!(out, "No plan: fix the errors above first.")?;
-            }
-        }
-        return Ok(CONFIG_WRONG);
-    }
-    let plan = workflow::plan_checked(&store, &target, &checked).await?;
-    let mut diagnostics = checked.diagnostics.clone();
-    diagnostics.extend(plan.diagnostics.iter().cloned());
-    match ctx.output {
-        Output::Json => render::json_line(
-            &mut out,
-            &render::plan_json(
-                &checked.revision,
-                Some(&plan),
-                &diagnostics,
-                json!({"target": target.name}),
-            ),
-        )?,
-        Output::Text => {
-            render::diagnostics_text(&mut out, ctx.style, &diagnostics)?;
-            render::plan_text(&mut out, ctx.style, &plan)?;
-        }
-    }
-    Ok(if plan.has_errors() { CONFIG_WRONG } else { OK })
+    run_sync(
+        ctx,
+        args,
+        Sync {
+            preview: true,
+            auto_approve: false,
+            full: false,
+        },
+    )
+    .await
 }
 
 async fn sync(ctx: &Session, args: &SyncArgs) -> Result<u8> {
-    let (mut target, source) = ctx.target(&args.plan.source).await?;
-    if args.plan.no_prune {
-        target.policy.prune = false;
-    }
-    let mut store = ctx.store(&args.plan.database).await?;
-    let request = SyncRequest {
-        trigger: Trigger::Cli,
-        actor: std::env::var("USER").ok(),
-        dry_run: args.dry_run || target.dry_run,
-        approved: args.auto_approve,
+    let sync = Sync {
+        preview: args.dry_run,
+        auto_approve: args.auto_approve,
         full: args.full,
     };
-    // A rolled-back target stays at its pin until resumed; a sync of the branch would undo
-    // the rollback behind the pin's back.
-    if !request.dry_run
-        && let Some(pin) = store
-            .target(&target.name)
-            .await?
-            .and_then(|state| state.pinned_commit)
-    {
-        eprintln!(
-            "error: target `{}` is pinned at {pin} by a rollback: `ritmo gitops resume --target {}` \
-             to follow the branch again, or `ritmo gitops rollback --to COMMIT` to pin another commit",
-            target.name, target.name
-        );
-        return Ok(CONFIG_WRONG);
+    run_sync(ctx, &args.plan, sync).await
+}
+
+/// What `plan` and `sync` ask of the pipeline.
+struct Sync {
+    preview: bool,
+    auto_approve: bool,
+    full: bool,
+}
+
+/// Plans (and unless previewing, applies) the target through the pipeline's own steps, run
+/// in this process, and renders what happened.
+async fn run_sync(ctx: &Session, args: &PlanArgs, sync: Sync) -> Result<u8> {
+    let mut target = ctx.target(&args.source)?;
+    if args.no_prune {
+        target.policy.prune = false;
     }
-    let (keys, refs) = (ctx.keys().await?, ctx.refs().await);
-    let outcome = workflow::sync_target_with(
-        &mut store,
-        &target,
-        &source,
-        ctx.checks(&keys, &refs),
-        &request,
-        &workflow::SyncRules::for_target(&ctx.settings, &target),
-    )
-    .await?;
-    let mut diagnostics = outcome.checked_diagnostics.clone();
-    if let Some(plan) = &outcome.plan {
-        diagnostics.extend(plan.diagnostics.iter().cloned());
+    let configured = ctx.settings.target(&target.name).is_some();
+    let mut settings = ctx.settings.clone();
+    settings.targets.retain(|t| t.name != target.name);
+    settings.targets.push(target.clone());
+    let (services, mut receivers) = crate::ops::connect(&settings, &args.database).await?;
+    if !configured && !sync.preview {
+        refuse_other_registration(&services, &target).await?;
     }
+    let request = PlanRequest::new(target.name.clone(), Trigger::Cli, chrono::Utc::now())
+        .with_actor(crate::ops::actor());
+    let inline = InlineSync {
+        options: PlanOptions {
+            preview: sync.preview,
+            worktree: args.source.worktree,
+            full: sync.full,
+        },
+        auto_approve: sync.auto_approve,
+        actor: crate::ops::actor(),
+    };
+    let drained = pipeline::sync_inline(&services, &mut receivers, &request, &inline).await?;
+    let pinned = services
+        .store
+        .lock()
+        .await
+        .target(&target.name)
+        .await?
+        .and_then(|state| state.pinned_commit);
     let mut out = ctx.out();
     match ctx.output {
-        Output::Json => render::json_line(
-            &mut out,
-            &render::plan_json(
-                &outcome.revision,
-                outcome.plan.as_ref(),
-                &diagnostics,
-                json!({
-                    "target": target.name,
-                    "sync_id": outcome.sync_id,
-                    "status": outcome.status,
-                    "dry_run": request.dry_run,
-                    "mode": outcome.mode,
-                }),
-            ),
-        )?,
+        Output::Json => {
+            let mut value = sync_json(&target, &drained, sync.preview);
+            value["pinned_commit"] = json!(pinned);
+            render::json_line(&mut out, &value)?
+        }
         Output::Text => {
-            render::diagnostics_text(&mut out, ctx.style, &diagnostics)?;
-            if let Some(plan) = &outcome.plan {
-                render::plan_text(&mut out, ctx.style, plan)?;
+            sync_text(&mut out, ctx.style, &target, &drained)?;
+            if let Some(pin) = pinned {
+                writeln!(
+                    out,
+                    "Target `{name}` is pinned at {pin} by a rollback: syncs read that commit \
+                     until `ritmo gitops resume --target {name}` follows the branch again.",
+                    name = target.name
+                )?;
             }
-            let id = outcome.sync_id.map(|id| id.to_string()).unwrap_or_default();
-            let verdict = match outcome.status {
-                RunStatus::Succeeded if outcome.report.is_none() => "Nothing to apply.".to_string(),
-                RunStatus::Succeeded => "Applied.".to_string(),
-                RunStatus::Planned => "Dry run: nothing applied.".to_string(),
-                RunStatus::PendingApproval => {
-                    "Waiting for approval: nothing applied (rerun with --auto-approve to apply)."
-                        .to_string()
-                }
-                RunStatus::Failed => "Failed: nothing applied.".to_string(),
-                other => format!("Ended as {}.", other.as_str()),
-            };
-            if let Some(mode) = &outcome.mode {
-                writeln!(out, "Scanned: {mode}.")?;
-            }
-            writeln!(out, "{verdict} Sync {id}")?;
         }
     }
-    Ok(if outcome.status == RunStatus::Failed {
-        CONFIG_WRONG
-    } else {
-        OK
-    })
+    Ok(
+        if drained.failed() || drained.last_plan().is_some_and(is_refusal) {
+            CONFIG_WRONG
+        } else {
+            OK
+        },
+    )
+}
+
+/// A plan request the pipeline declined for a reason the person must act on.
+fn is_refusal(outcome: &PlanRequestOutcome) -> bool {
+    matches!(
+        outcome,
+        PlanRequestOutcome::Skipped {
+            reason: SkipReason::Disabled | SkipReason::Suspended,
+            ..
+        }
+    )
+}
+
+/// Refuses an ad-hoc run whose repository, branch or path differ from what an earlier run
+/// registered under the same name: it would retarget the name and prune the other repository.
+async fn refuse_other_registration(services: &Services, target: &TargetSettings) -> Result<()> {
+    let Some(stored) = services.store.lock().await.target(&target.name).await? else {
+        return Ok(());
+    };
+    if (&stored.repo_url, &stored.branch, &stored.path)
+        == (&target.repo_url, &target.branch, &target.path)
+    {
+        return Ok(());
+    }
+    bail!(
+        "target `{}` is registered with repository `{}` branch `{}` path `{}`, and this command \
+         names repository `{}` branch `{}` path `{}`: pass `--target NAME` to sync it as a target \
+         of its own, or configure target `{}` (bootstrap file or RITMO_GITOPS_REPO_URL) to move it",
+        target.name,
+        stored.repo_url,
+        stored.branch,
+        stored.path,
+        target.repo_url,
+        target.branch,
+        target.path,
+        target.name
+    )
+}
+
+fn sync_json(target: &TargetSettings, drained: &Drained, preview: bool) -> serde_json::Value {
+    let last = drained.last_plan();
+    let detail = last.and_then(PlanRequestOutcome::detail);
+    let (sync_id, status) = match last {
+        Some(PlanRequestOutcome::Planned {
+            sync_id, status, ..
+        }) => (Some(*sync_id), Some(*status)),
+        Some(PlanRequestOutcome::Failed { sync_id, .. }) => {
+            (Some(*sync_id), Some(RunStatus::Failed))
+        }
+        Some(PlanRequestOutcome::Previewed { status, .. }) => (None, Some(*status)),
+        Some(PlanRequestOutcome::Skipped { .. }) | None => (None, None),
+    };
+    let status = match (status, drained.applied()) {
+        (_, Some(_)) => Some(RunStatus::Succeeded),
+        (status, None) => status,
+    };
+    let plan = detail.and_then(|detail| detail.plan.as_ref());
+    let diagnostics = detail.map_or(&[][..], |detail| &detail.diagnostics[..]);
+    let revision = detail.and_then(|detail| detail.revision.as_ref());
+    render::plan_json(
+        revision,
+        plan,
+        diagnostics,
+        json!({
+            "target": target.name,
+            "sync_id": sync_id,
+            "status": status,
+            "dry_run": preview,
+            "mode": detail.and_then(|detail| detail.mode.as_ref()),
+            "skipped": match last {
+                Some(PlanRequestOutcome::Skipped { reason, .. }) => Some(reason),
+                _ => None,
+            },
+            "applied": drained.applied(),
+            "approval": drained.approval,
+            "error": drained.error,
+        }),
+    )
+}
+
+fn sync_text(
+    out: &mut impl Write,
+    style: Style,
+    target: &TargetSettings,
+    drained: &Drained,
+) -> std::io::Result<()> {
+    let last = drained.last_plan();
+    if let Some(detail) = last.and_then(PlanRequestOutcome::detail) {
+        render::diagnostics_text(out, style, &detail.diagnostics)?;
+        if let Some(plan) = &detail.plan {
+            render::plan_text(out, style, plan)?;
+        }
+        if let Some(mode) = &detail.mode {
+            writeln!(out, "Scanned: {mode}.")?;
+        }
+    }
+    if let Some(error) = &drained.error {
+        return writeln!(out, "Failed: {error}. Nothing more was applied.");
+    }
+    let name = &target.name;
+    let verdict = match (last, drained.applied()) {
+        (_, Some(report)) => format!(
+            "Applied. Sync {} ({} created, {} updated, {} deleted)",
+            report.sync_id, report.created, report.updated, report.deleted
+        ),
+        (None, None) => "Nothing planned.".to_string(),
+        (Some(PlanRequestOutcome::Previewed { status, .. }), None) => match status {
+            RunStatus::Failed => "No plan: fix the errors above first.".to_string(),
+            RunStatus::PendingApproval => {
+                "Dry run: nothing applied (a sync would wait for approval).".to_string()
+            }
+            _ => "Dry run: nothing applied.".to_string(),
+        },
+        (Some(PlanRequestOutcome::Failed { sync_id, error, .. }), None) => {
+            format!("Failed: {error}; nothing applied. Sync {sync_id}")
+        }
+        (
+            Some(PlanRequestOutcome::Planned {
+                sync_id,
+                status,
+                approval_reason,
+                ..
+            }),
+            None,
+        ) => match status {
+            RunStatus::Succeeded => format!("Nothing to apply. Sync {sync_id}"),
+            RunStatus::PendingApproval => format!(
+                "Waiting for approval ({}): nothing applied. Approve with `ritmo gitops approve \
+                 {sync_id}`, or rerun with --auto-approve. Sync {sync_id}",
+                approval_reason.as_deref().unwrap_or("approval required")
+            ),
+            RunStatus::Planned => format!("Dry run: nothing applied. Sync {sync_id}"),
+            other => format!("Ended as {}. Sync {sync_id}", other.as_str()),
+        },
+        (Some(PlanRequestOutcome::Skipped { reason, .. }), None) => match reason {
+            SkipReason::Disabled => "GitOps is disabled (gitops.enabled: false or \
+                                     RITMO_GITOPS_ENABLED=false): nothing planned or applied."
+                .to_string(),
+            SkipReason::Suspended => {
+                format!("Target `{name}` is suspended: nothing planned or applied.")
+            }
+            SkipReason::Pinned { pinned_commit } => format!(
+                "Target `{name}` is pinned at {pinned_commit} by a rollback: `ritmo gitops resume \
+                 --target {name}` to follow the branch again."
+            ),
+            SkipReason::AlreadyApplied { commit } => {
+                format!("Nothing to apply: {commit} is applied.")
+            }
+            SkipReason::InProgress { sync_id, status } => match status {
+                RunStatus::PendingApproval => format!(
+                    "Sync {sync_id} of this commit waits for approval: `ritmo gitops approve \
+                     {sync_id}`, or rerun with --auto-approve."
+                ),
+                status => format!("Sync {sync_id} of this commit is {status}."),
+            },
+        },
+    };
+    writeln!(out, "{verdict}")
 }
 
 async fn status(ctx: &Session, args: &DatabaseArgs) -> Result<u8> {
@@ -365,9 +534,19 @@ async fn status(ctx: &Session, args: &DatabaseArgs) -> Result<u8> {
                 .iter()
                 .map(|(target, run, drift)| json!({"target": target, "last_run": run, "drift": drift}))
                 .collect();
-            render::json_line(&mut out, &json!({ "targets": value }))?;
+            render::json_line(
+                &mut out,
+                &json!({ "enabled": ctx.settings.enabled, "targets": value }),
+            )?;
         }
         Output::Text => {
+            if !ctx.settings.enabled {
+                writeln!(
+                    out,
+                    "GitOps is disabled (gitops.enabled: false or RITMO_GITOPS_ENABLED=false): \
+                     nothing is polled, planned or applied."
+                )?;
+            }
             if rows.is_empty() {
                 writeln!(out, "No targets yet: run `ritmo gitops sync` first.")?;
             }

@@ -1,4 +1,5 @@
-//! `ritmo`: the command line of Ritmo GitOps. A thin adapter over `ritmo::workflow`.
+//! `ritmo`: the command line of Ritmo GitOps. A thin adapter over `ritmo::pipeline`: the
+//! same steps the Lambda functions run, in this process.
 
 mod args;
 mod commands;

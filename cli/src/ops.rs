@@ -10,11 +10,12 @@ use std::io::Write;
 use anyhow::{Context, Result};
 use ritmo::config::{Settings, TargetSettings};
 use ritmo::metrics::MetricsSink;
-use ritmo::pipeline::{self, ApplyRequestOutcome, ApproveOutcome, PlanRequestOutcome};
+use ritmo::pipeline::{
+    self, ApplyRequestOutcome, ApproveOutcome, Drained, PlanOptions, PlanRequestOutcome,
+};
 use ritmo::queue::{LocalReceivers, Queues};
 use ritmo::services::Services;
-use ritmo::store::{RunStatus, StoreError};
-use serde::Serialize;
+use ritmo::store::StoreError;
 use serde_json::json;
 use uuid::Uuid;
 
@@ -24,52 +25,9 @@ use crate::render;
 const OK: u8 = 0;
 const REFUSED: u8 = 1;
 
-/// Rounds of draining the queues: a plan, its apply, and a replan when the apply found the
-/// target moved; more would mean a target that keeps moving under us.
-const MAX_ROUNDS: usize = 4;
-
-/// What draining the in-process queues did, in order.
-#[derive(Debug, Default, Serialize)]
-struct Drained {
-    plans: Vec<PlanRequestOutcome>,
-    applies: Vec<ApplyRequestOutcome>,
-    /// A step that failed (its error, secrets never included).
-    error: Option<String>,
-}
-
-impl Drained {
-    /// The last applied report, when the operation ended applied.
-    fn applied(&self) -> Option<&ritmo::apply::ApplyReport> {
-        match self.applies.last() {
-            Some(ApplyRequestOutcome::Applied { report }) => Some(report),
-            _ => None,
-        }
-    }
-
-    fn failed(&self) -> bool {
-        self.error.is_some()
-            || self
-                .plans
-                .iter()
-                .any(|p| matches!(p, PlanRequestOutcome::Failed { .. }))
-    }
-
-    /// A plan recorded but waiting for approval.
-    fn pending(&self) -> Option<Uuid> {
-        self.plans.iter().rev().find_map(|plan| match plan {
-            PlanRequestOutcome::Planned {
-                sync_id,
-                status: RunStatus::PendingApproval,
-                ..
-            } => Some(*sync_id),
-            _ => None,
-        })
-    }
-}
-
 /// The services of one command: the settings' database (or `--database-url`), in-process
 /// queues, metrics dropped (there is no CloudWatch to read them), notifications as configured.
-async fn connect(
+pub async fn connect(
     settings: &Settings,
     database: &DatabaseArgs,
 ) -> Result<(Services, LocalReceivers)> {
@@ -123,39 +81,8 @@ async fn known_target(services: &mut Services, name: &str) -> Result<bool> {
     Ok(true)
 }
 
-/// Handles what the operation queued, plans then applies, until both queues are empty.
-async fn drain(services: &Services, receivers: &mut LocalReceivers) -> Drained {
-    let mut drained = Drained::default();
-    for _ in 0..MAX_ROUNDS {
-        let mut handled = false;
-        while let Ok(request) = receivers.plans.try_recv() {
-            handled = true;
-            match pipeline::handle_plan_request(services, &request).await {
-                Ok(outcome) => drained.plans.push(outcome),
-                Err(error) => {
-                    drained.error = Some(format!("{error:#}"));
-                    return drained;
-                }
-            }
-        }
-        while let Ok(request) = receivers.applies.try_recv() {
-            handled = true;
-            match pipeline::handle_apply_request(services, &request).await {
-                Ok(outcome) => drained.applies.push(outcome),
-                Err(error) => {
-                    drained.error = Some(format!("{error:#}"));
-                    return drained;
-                }
-            }
-        }
-        if !handled {
-            break;
-        }
-    }
-    drained
-}
-
-fn actor() -> String {
+/// Who is running the command, as runs and approvals record it.
+pub fn actor() -> String {
     std::env::var("USER")
         .ok()
         .filter(|user| !user.is_empty())
@@ -204,7 +131,7 @@ fn describe(out: &mut impl Write, drained: &Drained) -> std::io::Result<()> {
             PlanRequestOutcome::Failed { sync_id, error, .. } => {
                 writeln!(out, "Plan failed: {error}. Sync {sync_id}")?
             }
-            PlanRequestOutcome::Skipped { .. } => {
+            PlanRequestOutcome::Skipped { .. } | PlanRequestOutcome::Previewed { .. } => {
                 writeln!(out, "Nothing planned: {}", json!(plan))?
             }
         }
@@ -274,7 +201,7 @@ pub async fn approve(settings: &Settings, output: Output, args: &ApproveArgs) ->
             return refuse(output, &message, json!({ "approval": approved }));
         }
     }
-    let drained = drain(&services, &mut receivers).await;
+    let drained = pipeline::drain(&services, &mut receivers, PlanOptions::default()).await;
     let applied = drained.applied().is_some();
     let mut out = std::io::stdout().lock();
     match output {
@@ -309,7 +236,7 @@ pub async fn rollback(settings: &Settings, output: Output, args: &RollbackArgs) 
         Err(error) if refusal(&error) => return refuse(output, &error.to_string(), json!({})),
         Err(error) => return Err(error.into()),
     };
-    let drained = drain(&services, &mut receivers).await;
+    let drained = pipeline::drain(&services, &mut receivers, PlanOptions::default()).await;
     let pinned = services
         .store
         .lock()
@@ -365,7 +292,7 @@ pub async fn resume(settings: &Settings, output: Output, args: &ResumeArgs) -> R
         Err(error) if refusal(&error) => return refuse(output, &error.to_string(), json!({})),
         Err(error) => return Err(error.into()),
     }
-    let drained = drain(&services, &mut receivers).await;
+    let drained = pipeline::drain(&services, &mut receivers, PlanOptions::default()).await;
     let mut out = std::io::stdout().lock();
     match output {
         Output::Json => render::json_line(

@@ -87,7 +87,7 @@ pub fn plan_text(out: &mut impl Write, style: Style, plan: &Plan) -> std::io::Re
 
 /// The JSON shape of `plan` and `sync` output.
 pub fn plan_json(
-    revision: &Revision,
+    revision: Option<&Revision>,
     plan: Option<&Plan>,
     diagnostics: &[Diagnostic],
     extra: Value,
@@ -97,8 +97,8 @@ pub fn plan_json(
         .map(|plan| plan.actions.iter().map(action_json).collect())
         .unwrap_or_default();
     let mut value = json!({
-        "revision": revision.to_string(),
-        "commit": revision.commit(),
+        "revision": revision.map(ToString::to_string),
+        "commit": revision.and_then(Revision::commit),
         "summary": summary_json(summary),
         "actions": actions,
         "diagnostics": diagnostics,

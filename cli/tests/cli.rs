@@ -489,10 +489,7 @@ async fn history_pages_through_runs_newest_first() {
     let repo = repo_from(&example_dir());
     let repo_path = path_str(repo.path());
     for _ in 0..3 {
-        ritmo(
-            &["gitops", "sync", "--repo-path", repo_path, "--dry-run"],
-            Some(&db.url),
-        );
+        ritmo(&["gitops", "sync", "--repo-path", repo_path], Some(&db.url));
     }
 
     let first = json(&ritmo(

@@ -110,6 +110,36 @@ pub struct TargetSettings {
     pub auth: GitAuth,
 }
 
+impl TargetSettings {
+    /// A target with the defaults a bootstrap file's `repository:` block gets: HEAD of no
+    /// repository yet, the root path, polled every minute, applied automatically, pruning.
+    pub fn new(name: impl Into<String>) -> TargetSettings {
+        TargetSettings {
+            name: name.into(),
+            repo_url: String::new(),
+            branch: String::new(),
+            path: "/".into(),
+            interval_secs: 60,
+            auto_apply: true,
+            dry_run: false,
+            self_heal: false,
+            policy: PlanPolicy::default(),
+            auth: GitAuth::None,
+        }
+    }
+
+    /// This target reading `repo_url` at `branch`.
+    pub fn with_repository(
+        mut self,
+        repo_url: impl Into<String>,
+        branch: impl Into<String>,
+    ) -> Self {
+        self.repo_url = repo_url.into();
+        self.branch = branch.into();
+        self
+    }
+}
+
 /// Everything the service and the CLI need to start.
 #[derive(Debug, Clone, Default)]
 pub struct Settings {

@@ -24,7 +24,7 @@
 //! A full scan runs when asked (`--full`), for a working tree, without a last applied commit,
 //! after the target's repository, branch or path changed, with drift recorded, or when the base
 //! commit is gone from the repository even after deepening (force-push and gc). Does not record
-//! runs or apply: `workflow::sync_target` and the planner (`pipeline::handle_plan_request`) do.
+//! runs or apply: the plan step (`pipeline::plan_revision`) does.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
@@ -153,6 +153,19 @@ pub struct PlannedTarget {
     pub stages: Vec<(&'static str, Duration)>,
 }
 
+/// How a plan may read: the whole tree on request, and whether it may write its bookkeeping
+/// (a preview writes nothing).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ScanOptions {
+    /// Scan the whole tree even when an incremental plan would be safe.
+    pub full: bool,
+    /// Write nothing, not even the moved source paths.
+    pub preview: bool,
+    /// The target's repository, branch or path differ from its registration, which a
+    /// preview does not update: its last applied commit says nothing about this source.
+    pub target_changed: bool,
+}
+
 /// Stage timings of one plan.
 struct Laps {
     last: Instant,
@@ -179,7 +192,7 @@ impl Laps {
 /// is safe, otherwise (or when `full`) from the whole tree. Both give the same plan.
 ///
 /// Call it after `Store::ensure_target`. Records nothing except moved source paths
-/// (bookkeeping): the caller records the run and applies. After a stale apply, call it again
+/// (bookkeeping, skipped by a preview): the caller records the run and applies. After a stale apply, call it again
 /// (the overlay is only valid against the generation it read).
 pub async fn plan_target(
     store: &Store,
@@ -187,10 +200,10 @@ pub async fn plan_target(
     source: &SourceSpec,
     checks: Checks<'_>,
     limits: &Limits,
-    full: bool,
+    options: ScanOptions,
 ) -> Result<PlannedTarget> {
     let located = locate(source, None).await?;
-    plan_located(store, target, source, checks, limits, full, located).await
+    plan_located(store, target, source, checks, limits, options, located).await
 }
 
 /// A repository made ready for planning one commit: a remote one fetched into its cache
@@ -313,7 +326,7 @@ pub async fn plan_located(
     source: &SourceSpec,
     checks: Checks<'_>,
     limits: &Limits,
-    full: bool,
+    options: ScanOptions,
     located: LocatedSource,
 ) -> Result<PlannedTarget> {
     let Checks {
@@ -342,6 +355,7 @@ pub async fn plan_located(
         builtin_plugins,
         limits,
         base: &base,
+        preview: options.preview,
     };
     let LocatedSource { head, fetch } = located;
     if source.worktree {
@@ -350,11 +364,11 @@ pub async fn plan_located(
             .full_scan(snapshot, FullScanReason::WorkingTree)
             .await;
     }
-    let reason = if full {
+    let reason = if options.full {
         Some(FullScanReason::Requested)
     } else if base.last_applied_commit.is_none() {
         Some(FullScanReason::NoAppliedCommit)
-    } else if base.settings_changed {
+    } else if base.settings_changed || options.target_changed {
         Some(FullScanReason::TargetChanged)
     } else if base.drift_recorded {
         Some(FullScanReason::DriftRecorded)
@@ -547,6 +561,8 @@ struct Context<'a> {
     builtin_plugins: &'a BTreeSet<String>,
     limits: &'a Limits,
     base: &'a AppliedBase,
+    /// Record nothing (see [`ScanOptions::preview`]).
+    preview: bool,
 }
 
 /// The changed files of one diff, split by what must be read.
@@ -952,6 +968,9 @@ impl Context<'_> {
 
     /// Stores the path of owned resources that moved to another file without changing.
     async fn record_moves(&self, state: &PlanningState, desired: &[DesiredResource]) -> Result<()> {
+        if self.preview {
+            return Ok(());
+        }
         let moved: Vec<(&ResourceId, &str)> = desired
             .iter()
             .filter(|d| {

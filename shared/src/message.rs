@@ -48,12 +48,14 @@ pub enum Trigger {
     Webhook,
     /// The poller saw the branch move.
     Schedule,
-    /// `POST /api/v1/gitops/sync` or `ritmo gitops sync`.
+    /// `POST /api/v1/gitops/sync`.
     Manual,
     /// The poller found drifted rows and self-heal is on.
     Drift,
     /// `ritmo gitops rollback`.
     Rollback,
+    /// `ritmo gitops sync`, run in-process.
+    Cli,
     /// A trigger added by a newer version of the sender.
     #[serde(other)]
     Unknown,
@@ -67,6 +69,7 @@ impl Trigger {
             Trigger::Manual => "manual",
             Trigger::Drift => "drift",
             Trigger::Rollback => "rollback",
+            Trigger::Cli => "cli",
             Trigger::Unknown => "unknown",
         }
     }

@@ -1,22 +1,17 @@
-//! The operations the CLI, `ritmo serve` and the Lambda functions expose, each one function
-//! that wires the pure core (`manifest` → `validate` → `plan`) to its IO (`git`, `crypto`,
-//! `store`, `apply`). Nothing here decides policy; it sequences and records.
+//! What reading and checking a repository needs from IO: the credential keys, the Git
+//! credentials, the source to read, and the check itself (`manifest` → `validate` → proving
+//! ciphertexts decrypt). The sync itself is orchestrated once, in `pipeline`.
 
 use std::collections::BTreeSet;
 
-use uuid::Uuid;
-
-use crate::apply::{self, ApplyOutcome, ApplyReport};
-use crate::config::{GitAuth, SecretSetting, Settings, TargetSettings};
+use crate::config::{GitAuth, SecretSetting, Settings};
 use crate::crypto::{self, CredentialKeys, MasterKeyring, SecretsManager};
 use crate::diagnostic::{self, Code, Diagnostic};
 use crate::git::{self, RepoLocation, Snapshot};
-use crate::incremental::{self, ScanMode};
 use crate::manifest::{self, Limits};
 use crate::model::{DesiredResource, ResourceId, Revision};
-use crate::plan::{self, Plan, PlanBase};
 use crate::secret_refs::SecretRefChecker;
-use crate::store::{NewRun, NewTarget, RunStatus, Store, Trigger};
+use crate::store::Store;
 use crate::validate::{self, ValidationContext};
 use crate::{Error, Result};
 
@@ -288,180 +283,6 @@ async fn verify_ciphertext(
     }
 }
 
-/// What a caller wants of one sync.
-#[derive(Debug, Clone)]
-pub struct SyncRequest {
-    pub trigger: Trigger,
-    pub actor: Option<String>,
-    /// Plan and record, change nothing.
-    pub dry_run: bool,
-    /// Apply even when the plan waits for approval (the CLI's `--auto-approve`).
-    pub approved: bool,
-    /// Scan the whole tree even when an incremental plan from the last applied commit is safe.
-    pub full: bool,
-}
-
-/// The result of one sync: its run id, the plan, and how it ended.
-#[derive(Debug, Clone)]
-pub struct SyncOutcome {
-    pub sync_id: Option<Uuid>,
-    pub plan: Option<Plan>,
-    pub checked_diagnostics: Vec<Diagnostic>,
-    pub revision: Revision,
-    pub status: RunStatus,
-    pub report: Option<ApplyReport>,
-    /// Whether the plan came from the whole tree or from the files changed since the last
-    /// applied commit (`None` when validation failed before planning).
-    pub mode: Option<ScanMode>,
-}
-
-/// How many times a sync re-plans when another sync of the same target got there first.
-const STALE_RETRIES: usize = 3;
-
-/// The operator's rules a sync honours besides the target's own policy.
-#[derive(Debug, Clone, Default)]
-pub struct SyncRules {
-    /// Why plans must wait for approval whatever they hold (see
-    /// [`Settings::branch_approval`]); `None` when nothing forces approval.
-    pub approval: Option<String>,
-    /// Sync runs kept per target; `None` keeps the default (see `config`).
-    pub history_limit: Option<u32>,
-}
-
-impl SyncRules {
-    /// The rules `settings` set for `target`.
-    pub fn for_target(settings: &Settings, target: &TargetSettings) -> SyncRules {
-        SyncRules {
-            approval: settings.branch_approval(target),
-            history_limit: Some(settings.history_limit()),
-        }
-    }
-}
-
-/// Reads, checks, plans and (unless dry-run or waiting for approval) applies one target, all
-/// recorded as a sync run. Validation errors record a failed run and change nothing.
-pub async fn sync_target(
-    store: &mut Store,
-    target: &TargetSettings,
-    source: &SourceSpec,
-    checks: Checks<'_>,
-    request: &SyncRequest,
-) -> Result<SyncOutcome> {
-    sync_target_with(
-        store,
-        target,
-        source,
-        checks,
-        request,
-        &SyncRules::default(),
-    )
-    .await
-}
-
-/// [`sync_target`] under `rules`: a plan waits for approval when `rules.approval` says so
-/// (unless `request.approved`), and old runs are pruned past `rules.history_limit`.
-pub async fn sync_target_with(
-    store: &mut Store,
-    target: &TargetSettings,
-    source: &SourceSpec,
-    checks: Checks<'_>,
-    request: &SyncRequest,
-    rules: &SyncRules,
-) -> Result<SyncOutcome> {
-    let limits = Limits::default();
-    store.ensure_target(&target_config(target)).await?;
-    for _ in 0..STALE_RETRIES {
-        // Planned afresh on every attempt: an incremental overlay is only valid against the
-        // generation it read.
-        let planned =
-            incremental::plan_target(store, target, source, checks, &limits, request.full).await?;
-        let checked = planned.checked;
-        let run = NewRun {
-            target: target.name.clone(),
-            trigger: request.trigger,
-            actor: request.actor.clone(),
-            revision: Some(checked.revision.to_string()),
-            dry_run: request.dry_run,
-        };
-        let mode = Some(planned.mode);
-        let Some(mut plan) = planned.plan.filter(|_| !checked.has_errors()) else {
-            let sync_id = store.begin_run(&run).await?;
-            store
-                .fail_run(
-                    sync_id,
-                    "the repository has validation errors",
-                    &checked.diagnostics,
-                )
-                .await?;
-            return Ok(SyncOutcome {
-                sync_id: Some(sync_id),
-                plan: None,
-                checked_diagnostics: checked.diagnostics,
-                revision: checked.revision,
-                status: RunStatus::Failed,
-                report: None,
-                mode: None,
-            });
-        };
-        if plan.approval_reason.is_none() {
-            plan.approval_reason = rules.approval.clone();
-        }
-        let sync_id = store.begin_run(&run).await?;
-        let already_applied =
-            !plan.has_changes() && plan.base.commit.as_deref() == checked.revision.commit();
-        let status = if plan.has_errors() {
-            RunStatus::Failed
-        } else if already_applied && !request.dry_run {
-            // Same commit, nothing to change: no transaction, no generation bump.
-            RunStatus::Succeeded
-        } else if request.dry_run {
-            RunStatus::Planned
-        } else if plan.approval_reason.is_some() && !request.approved {
-            RunStatus::PendingApproval
-        } else {
-            RunStatus::Applying
-        };
-        store.record_plan(sync_id, &plan, status).await?;
-        if status != RunStatus::Applying {
-            return Ok(SyncOutcome {
-                sync_id: Some(sync_id),
-                plan: Some(plan),
-                checked_diagnostics: checked.diagnostics,
-                revision: checked.revision,
-                status,
-                report: None,
-                mode,
-            });
-        }
-        match apply::apply_plan(store, sync_id, &plan).await? {
-            ApplyOutcome::Applied(report) => {
-                prune_history(store, report.generation, rules.history_limit).await;
-                return Ok(SyncOutcome {
-                    sync_id: Some(sync_id),
-                    plan: Some(plan),
-                    checked_diagnostics: checked.diagnostics,
-                    revision: checked.revision,
-                    status: RunStatus::Succeeded,
-                    report: Some(report),
-                    mode,
-                });
-            }
-            ApplyOutcome::AlreadyFinished { status } => {
-                return Err(Error::Internal(format!(
-                    "sync {sync_id} was already {status:?} before this apply started"
-                )));
-            }
-            ApplyOutcome::Stale { .. } => {
-                tracing::info!(target = %target.name, %sync_id, "plan superseded by a concurrent sync; planning again");
-            }
-        }
-    }
-    Err(Error::Internal(format!(
-        "target `{}` kept moving while this sync planned ({STALE_RETRIES} attempts): try again",
-        target.name
-    )))
-}
-
 /// Applied runs between two history prunes: pruning scans the run table, so it runs every
 /// tenth generation rather than after every run (a target then holds at most its limit plus
 /// the runs since the last prune).
@@ -479,36 +300,5 @@ pub(crate) async fn prune_history(store: &Store, generation: i64, limit: Option<
         Ok(0) => {}
         Ok(deleted) => tracing::info!(deleted, keep, "old sync runs pruned"),
         Err(error) => tracing::warn!(error = %error, "cannot prune sync run history"),
-    }
-}
-
-/// Plans a checked repository against the target's live state, without recording anything.
-pub async fn plan_checked(
-    store: &Store,
-    target: &TargetSettings,
-    checked: &Checked,
-) -> Result<Plan> {
-    let state = store.target(&target.name).await?;
-    let live = store.live_state(&target.name).await?;
-    let base = PlanBase {
-        generation: state.as_ref().map_or(0, |s| s.generation),
-        commit: state.and_then(|s| s.last_applied_commit),
-    };
-    Ok(plan::plan(
-        &target.name,
-        checked.revision.clone(),
-        base,
-        checked.desired.clone(),
-        &live,
-        &target.policy,
-    ))
-}
-
-fn target_config(target: &TargetSettings) -> NewTarget {
-    NewTarget {
-        name: target.name.clone(),
-        repo_url: target.repo_url.clone(),
-        branch: target.branch.clone(),
-        path: target.path.clone(),
     }
 }

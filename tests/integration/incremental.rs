@@ -14,7 +14,7 @@ use ritmo::apply::{ApplyOutcome, apply_plan};
 use ritmo::config::{GitAuth, TargetSettings};
 use ritmo::crypto::CredentialKeys;
 use ritmo::git::{Auth, RepoLocation};
-use ritmo::incremental::{FullScanReason, PlannedTarget, ScanMode, plan_target};
+use ritmo::incremental::{FullScanReason, PlannedTarget, ScanMode, ScanOptions, plan_target};
 use ritmo::manifest::Limits;
 use ritmo::plan::PlanPolicy;
 use ritmo::secret_refs::SecretRefChecker;
@@ -450,7 +450,10 @@ async fn plan(store: &Store, source: &SourceSpec, prune: bool, full: bool) -> Pl
             builtin_plugins: &BTreeSet::new(),
         },
         &Limits::default(),
-        full,
+        ScanOptions {
+            full,
+            ..ScanOptions::default()
+        },
     )
     .await
     .unwrap();
@@ -916,7 +919,11 @@ mod through_the_pipeline {
                 &source,
                 self.services.checks().await.unwrap(),
                 &Limits::default(),
-                true,
+                incremental::ScanOptions {
+                    full: true,
+                    preview: true,
+                    ..Default::default()
+                },
                 located,
             )
             .await

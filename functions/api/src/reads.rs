@@ -145,7 +145,7 @@ pub async fn status(
         return Err(ApiError::not_found(format!("no target named `{name}`")));
     }
     targets.sort_by(|a, b| a.name.cmp(&b.name));
-    Ok(Json(json!({ "targets": targets })).into_response())
+    Ok(Json(json!({ "enabled": services.settings.enabled, "targets": targets })).into_response())
 }
 
 async fn target_status(

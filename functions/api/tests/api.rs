@@ -15,17 +15,17 @@ use axum::Router;
 use axum::body::Body;
 use axum::http::{Request, StatusCode};
 use ritmo::config::{Settings, env_from_map};
-use ritmo::git::{Auth, RepoLocation};
-use ritmo::message::Trigger;
+use ritmo::message::{PlanRequest, Trigger};
 use ritmo::metrics::MetricsSink;
+use ritmo::pipeline::{self, InlineSync};
 use ritmo::queue::{LocalReceivers, Queues};
 use ritmo::services::Services;
 use ritmo::store::RunStatus;
-use ritmo::workflow::{self, SourceSpec, SyncOutcome, SyncRequest};
 use ritmo_tests::db::TestDb;
 use ritmo_tests::git_http::TestRepo;
 use serde_json::{Value, json};
 use tempfile::TempDir;
+use uuid::Uuid;
 
 use support::{assert_error, call, drain_plans, event_files, events_dir, file_name, replay};
 
@@ -35,12 +35,19 @@ const JANE: &str = "arn:aws:sts::123456789012:assumed-role/ritmo-operator/jane";
 /// The commit `events/api-rollback.json` rolls back to.
 const ROLLBACK_COMMIT: &str = "3c2d1e0f9a8b7c6d5e4f30211a0b9c8d7e6f5a4b";
 
+/// The run a sync recorded and how it ended.
+struct Synced {
+    sync_id: Uuid,
+    status: RunStatus,
+    /// Resources the run's plan creates.
+    created: usize,
+}
+
 struct Harness {
     app: Router,
     services: Arc<Services>,
     receivers: LocalReceivers,
     repo: TestRepo,
-    cache: TempDir,
     _config: TempDir,
     db: Option<TestDb>,
 }
@@ -97,7 +104,6 @@ async fn harness() -> Harness {
         services,
         receivers,
         repo,
-        cache: tempfile::tempdir().unwrap(),
         _config: config,
         db: Some(db),
     }
@@ -105,33 +111,27 @@ async fn harness() -> Harness {
 
 impl Harness {
     /// Syncs target `prod` in-process, as `ritmo gitops sync` does.
-    async fn sync(&self) -> SyncOutcome {
-        let target = self.services.settings.target("prod").unwrap().clone();
-        let source = SourceSpec {
-            location: RepoLocation::parse(&self.repo.path().display().to_string()).unwrap(),
-            branch: Some("main".into()),
-            path: "/".into(),
-            worktree: false,
-            auth: Auth::None,
-            cache_dir: self.cache.path().to_path_buf(),
+    async fn sync(&mut self) -> Synced {
+        let request = PlanRequest::new("prod", Trigger::Cli, chrono::Utc::now()).with_actor("test");
+        let inline = InlineSync {
+            options: Default::default(),
+            auto_approve: false,
+            actor: "test".into(),
         };
-        let request = SyncRequest {
-            trigger: ritmo::store::Trigger::Cli,
-            actor: Some("test".into()),
-            dry_run: false,
-            approved: false,
-            full: false,
-        };
-        let mut store = self.services.store.lock().await;
-        workflow::sync_target(
-            &mut store,
-            &target,
-            &source,
-            self.services.checks().await.unwrap(),
-            &request,
-        )
-        .await
-        .unwrap()
+        let drained = pipeline::sync_inline(&self.services, &mut self.receivers, &request, &inline)
+            .await
+            .unwrap();
+        let (sync_id, status) = drained.last_run().expect("the sync recorded a run");
+        let created = drained
+            .last_plan()
+            .and_then(|plan| plan.detail())
+            .and_then(|detail| detail.plan.as_ref())
+            .map_or(0, |plan| plan.summary().create);
+        Synced {
+            sync_id,
+            status,
+            created,
+        }
     }
 
     async fn get(&self, uri: &str) -> (StatusCode, Value) {
@@ -322,7 +322,7 @@ async fn status_shows_a_configured_target_before_its_first_sync() {
 
 #[tokio::test]
 async fn status_after_a_sync_shows_generation_commit_last_run_and_then_drift() {
-    let harness = harness().await;
+    let mut harness = harness().await;
     let outcome = harness.sync().await;
     let head = harness.repo.head();
 
@@ -366,7 +366,7 @@ async fn status_of_an_unknown_target_is_404() {
 
 #[tokio::test]
 async fn history_pages_newest_first_and_the_next_cursor_reaches_the_end() {
-    let harness = harness().await;
+    let mut harness = harness().await;
     let mut ids = Vec::new();
     for _ in 0..3 {
         ids.push(json!(harness.sync().await.sync_id));
@@ -418,10 +418,10 @@ async fn history_refuses_a_bad_limit_or_cursor_with_400() {
 
 #[tokio::test]
 async fn a_plan_shows_its_run_actions_and_the_changes_it_made() {
-    let harness = harness().await;
+    let mut harness = harness().await;
     let outcome = harness.sync().await;
-    let sync_id = outcome.sync_id.unwrap();
-    let created = outcome.plan.as_ref().unwrap().summary().create;
+    let sync_id = outcome.sync_id;
+    let created = outcome.created;
 
     let (status, body) = harness
         .get(&format!("/api/v1/gitops/plans/{sync_id}"))
@@ -459,7 +459,7 @@ async fn an_unknown_plan_is_404_and_a_malformed_id_is_400() {
 
 #[tokio::test]
 async fn resources_list_and_show_what_the_sync_wrote_with_credentials_as_ciphertext() {
-    let harness = harness().await;
+    let mut harness = harness().await;
     harness.sync().await;
 
     let (list, credentials) = harness.get("/api/v1/credentials").await;
@@ -503,7 +503,7 @@ async fn approving_a_waiting_plan_records_the_iam_caller_and_queues_the_apply() 
     harness.repo.commit("drop the github webhook");
     let waiting = harness.sync().await;
     assert_eq!(waiting.status, RunStatus::PendingApproval);
-    let sync_id = waiting.sync_id.unwrap();
+    let sync_id = waiting.sync_id;
     let mut request = support::request_from_event(&events_dir().join("api-plan-approve.json"));
     *request.uri_mut() = format!("/api/v1/gitops/plans/{sync_id}/approve")
         .parse()

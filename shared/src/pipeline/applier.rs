@@ -174,7 +174,8 @@ fn replan_request(run: &RunRecord) -> PlanRequest {
         Trigger::Webhook => message::Trigger::Webhook,
         Trigger::Schedule => message::Trigger::Schedule,
         Trigger::Drift => message::Trigger::Drift,
-        Trigger::Manual | Trigger::Rollback | Trigger::Cli => message::Trigger::Manual,
+        Trigger::Cli => message::Trigger::Cli,
+        Trigger::Manual | Trigger::Rollback => message::Trigger::Manual,
     };
     let mut request = PlanRequest::new(run.target.clone(), trigger, run.started_at)
         .with_delivery_id(format!("superseded:{}", run.id));

@@ -13,6 +13,7 @@
 //! loops) lives in [`sqs`] and [`workers`]; HTTP framing belongs to the adapters.
 
 mod applier;
+mod inline;
 mod planner;
 mod poller;
 mod queries;
@@ -27,7 +28,10 @@ use std::sync::Arc;
 use tokio::sync::MutexGuard;
 
 pub use applier::{ApplyRequestOutcome, handle_apply_request};
-pub use planner::{PlanRequestOutcome, SkipReason, handle_plan_request};
+pub use inline::{Drained, InlineSync, drain, sync_inline};
+pub use planner::{
+    PlanDetail, PlanOptions, PlanRequestOutcome, SkipReason, handle_plan_request, plan_revision,
+};
 pub use poller::{PollReport, PolledTarget, poll_targets, run_poller_loop};
 pub use requests::{ApproveOutcome, approve_plan, request_sync, resume, rollback};
 pub use webhook::{WebhookReply, accept_webhook};

@@ -1,5 +1,6 @@
-//! The planner: one plan request → one recorded sync run (or nothing, when the request is a
-//! duplicate of work done or under way), and an apply request when the plan may go ahead.
+//! The plan step of a sync: one plan request → one recorded sync run (or nothing, when the
+//! request is a duplicate of work done or under way, or a preview), and an apply request when
+//! the plan may go ahead. The Lambda planner, `ritmo serve` and the CLI all run it.
 //!
 //! Every read goes through `incremental`: the commit (the branch head, or a rollback's, a pin's
 //! or a manual revision's) is fetched into the target's cache, then planned from the files
@@ -7,7 +8,7 @@
 //! mode is logged on the run's span (`scan`) and carried by the run's metrics (`scan`,
 //! `scan_reason`).
 
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use serde::Serialize;
 use tracing::Instrument;
@@ -16,15 +17,16 @@ use uuid::Uuid;
 use super::source::{self, commit_of};
 use crate::config::TargetSettings;
 use crate::diagnostic::{self, Diagnostic};
-use crate::incremental::{self, ScanMode};
+use crate::incremental::{self, ScanMode, ScanOptions};
 use crate::manifest::Limits;
 use crate::message::{self, ApplyRequest, PlanRequest};
 use crate::metrics::{Metric, MetricsBatch};
+use crate::model::Revision;
 use crate::notify::{self, Event};
-use crate::plan::Summary;
+use crate::plan::{Plan, Summary};
 use crate::services::Services;
 use crate::store::{NewRun, NewTarget, RunStatus, StoreError, TargetState, Trigger};
-use crate::{Result, telemetry};
+use crate::{Error, Result, telemetry};
 
 /// Why a plan request did nothing.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -38,6 +40,9 @@ pub enum SkipReason {
     Pinned { pinned_commit: String },
     /// Automatic syncs of the target are suspended.
     Suspended,
+    /// The service is switched off (`gitops.enabled: false`, `RITMO_GITOPS_ENABLED=false`):
+    /// nothing is planned or applied.
+    Disabled,
 }
 
 /// What the planner did with one request.
@@ -60,6 +65,8 @@ pub enum PlanRequestOutcome {
         summary: Summary,
         apply_enqueued: bool,
         approval_reason: Option<String>,
+        #[serde(skip)]
+        detail: Box<PlanDetail>,
     },
     /// A run was recorded as failed (validation errors, or a repository that cannot be read
     /// for a reason retrying will not fix).
@@ -68,7 +75,61 @@ pub enum PlanRequestOutcome {
         sync_id: Uuid,
         error: String,
         diagnostics: Vec<Diagnostic>,
+        #[serde(skip)]
+        detail: Box<PlanDetail>,
     },
+    /// A preview ([`PlanOptions::preview`]): planned, nothing written. `status` is what a
+    /// recorded run would have become (`failed` when the repository cannot be planned).
+    Previewed {
+        target: String,
+        status: RunStatus,
+        revision: Option<String>,
+        summary: Summary,
+        approval_reason: Option<String>,
+        #[serde(skip)]
+        detail: Box<PlanDetail>,
+    },
+}
+
+impl PlanRequestOutcome {
+    /// What the plan read and found, when it got that far.
+    pub fn detail(&self) -> Option<&PlanDetail> {
+        match self {
+            PlanRequestOutcome::Skipped { .. } => None,
+            PlanRequestOutcome::Planned { detail, .. }
+            | PlanRequestOutcome::Failed { detail, .. }
+            | PlanRequestOutcome::Previewed { detail, .. } => Some(detail),
+        }
+    }
+}
+
+/// How a caller runs a plan request besides what the message says. The Lambda planner and
+/// `ritmo serve` use the default; the CLI previews (`plan`, `sync --dry-run`) and reads working
+/// trees.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct PlanOptions {
+    /// Plan without writing anything: no target row, no run, no bookkeeping, no apply request,
+    /// no notification. The outcome is [`PlanRequestOutcome::Previewed`].
+    pub preview: bool,
+    /// Read the files on disk instead of a commit (a pre-commit check of a checkout).
+    pub worktree: bool,
+    /// Scan the whole tree even when an incremental plan would be safe.
+    pub full: bool,
+}
+
+/// What a plan read and found, for the caller that renders it (the CLI); not serialised.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PlanDetail {
+    /// The commit read (or the working tree); `None` when the source could not be read.
+    pub revision: Option<Revision>,
+    /// `None` when the repository could not be planned (validation errors, unreadable source).
+    pub plan: Option<Plan>,
+    /// Every diagnostic of the read and of the plan, in order.
+    pub diagnostics: Vec<Diagnostic>,
+    /// How the repository was read; `None` when it was not read.
+    pub mode: Option<ScanMode>,
+    /// Time spent in each stage of the read, fetching first (`fetch`, `diff`, `parse`, …).
+    pub stages: Vec<(&'static str, Duration)>,
 }
 
 /// Plans `request` (see the module docs for the rules). A retryable error (network, database)
@@ -77,6 +138,15 @@ pub enum PlanRequestOutcome {
 pub async fn handle_plan_request(
     services: &Services,
     request: &PlanRequest,
+) -> Result<PlanRequestOutcome> {
+    plan_revision(services, request, PlanOptions::default()).await
+}
+
+/// [`handle_plan_request`] with `options`: the one planning path every entry point runs.
+pub async fn plan_revision(
+    services: &Services,
+    request: &PlanRequest,
+    options: PlanOptions,
 ) -> Result<PlanRequestOutcome> {
     let target = services
         .settings
@@ -93,9 +163,16 @@ pub async fn handle_plan_request(
             .unwrap_or(""),
         trigger.as_str(),
     );
-    plan_request(services, target, trigger, request)
-        .instrument(span)
-        .await
+    let planning = Planning {
+        services,
+        target,
+        trigger,
+        request,
+        options,
+        dry_run: request.is_dry_run() || target.dry_run,
+        started: Instant::now(),
+    };
+    planning.run().instrument(span).await
 }
 
 fn store_trigger(trigger: message::Trigger) -> Trigger {
@@ -105,6 +182,7 @@ fn store_trigger(trigger: message::Trigger) -> Trigger {
         message::Trigger::Manual => Trigger::Manual,
         message::Trigger::Drift => Trigger::Drift,
         message::Trigger::Rollback => Trigger::Rollback,
+        message::Trigger::Cli => Trigger::Cli,
         message::Trigger::Unknown => {
             tracing::warn!("a plan request with an unknown trigger is handled as manual");
             Trigger::Manual
@@ -117,282 +195,442 @@ fn follows_branch(trigger: Trigger) -> bool {
     matches!(trigger, Trigger::Webhook | Trigger::Schedule)
 }
 
-async fn plan_request(
-    services: &Services,
-    target: &TargetSettings,
-    trigger: Trigger,
-    request: &PlanRequest,
-) -> Result<PlanRequestOutcome> {
-    let started = Instant::now();
-    let dry_run = request.is_dry_run() || target.dry_run;
-    let requested = request.revision.as_deref().and_then(commit_of);
-    let skipped = |reason| {
-        tracing::info!(?reason, "plan request skipped");
-        Ok(PlanRequestOutcome::Skipped {
-            target: target.name.clone(),
-            reason,
-        })
-    };
-
-    let state = {
-        let store = super::store(services).await?;
-        store
-            .ensure_target(&NewTarget {
-                name: target.name.clone(),
-                repo_url: target.repo_url.clone(),
-                branch: target.branch.clone(),
-                path: target.path.clone(),
-            })
-            .await?
-    };
-    if state.suspended
-        && matches!(
-            trigger,
-            Trigger::Webhook | Trigger::Schedule | Trigger::Drift
-        )
-    {
-        return skipped(SkipReason::Suspended);
-    }
-    if let Some(pinned) = &state.pinned_commit
-        && follows_branch(trigger)
-    {
-        return skipped(SkipReason::Pinned {
-            pinned_commit: pinned.clone(),
-        });
-    }
-
-    // Which commit to read: a rollback's, an explicit manual revision, the pin, else the head.
-    // Webhook and schedule requests read the head even when they name a commit, so a late
-    // request never takes the target back to an older commit.
-    let read_commit: Option<String> = match trigger {
-        Trigger::Rollback | Trigger::Manual | Trigger::Cli if requested.is_some() => {
-            requested.map(str::to_owned)
-        }
-        Trigger::Webhook | Trigger::Schedule => None,
-        _ => state.pinned_commit.clone(),
-    };
-
-    // A dry run asked for explicitly always plans; the other requests are checked against
-    // the work done or under way (dry runs of a dry-run target against its dry runs).
-    let checks_duplicates = !request.is_dry_run();
-    if checks_duplicates
-        && let Some(commit) = requested
-        && let Some(outcome) = already_done(services, target, trigger, &state, commit).await?
-    {
-        return skipped(outcome);
-    }
-
-    let source = match source::source_spec(&services.settings, target).await {
-        Ok(source) => source,
-        Err(error) if error.is_retryable() => return Err(error),
-        Err(error) => {
-            return record_failure(services, target, trigger, request, dry_run, &error).await;
-        }
-    };
-    let limits = Limits::default();
-    let located = match incremental::locate(&source, read_commit.as_deref()).await {
-        Ok(located) => located,
-        Err(error) if error.is_retryable() => return Err(error),
-        Err(error) => {
-            return record_failure(services, target, trigger, request, dry_run, &error).await;
-        }
-    };
-    let commit = located.revision().commit().unwrap_or_default().to_string();
-    tracing::Span::current().record("commit", commit.as_str());
-    if checks_duplicates
-        && Some(commit.as_str()) != requested
-        && let Some(outcome) = already_done(services, target, trigger, &state, &commit).await?
-    {
-        return skipped(outcome);
-    }
-
-    // A drift request exists to restore Git's state over rows changed outside a sync: it reads
-    // everything, whatever the store says about drift by the time it runs.
-    let full = trigger == Trigger::Drift;
-    let checks = match services.checks().await {
-        Ok(checks) => checks,
-        Err(error) if error.is_retryable() => return Err(error),
-        Err(error) => {
-            return record_failure(services, target, trigger, request, dry_run, &error).await;
-        }
-    };
-    let store = super::store(services).await?;
-    let planned =
-        incremental::plan_located(&store, target, &source, checks, &limits, full, located).await;
-    let planned = match planned {
-        Ok(planned) => planned,
-        Err(error) if error.is_retryable() => return Err(error),
-        Err(error) => {
-            drop(store);
-            return record_failure(services, target, trigger, request, dry_run, &error).await;
-        }
-    };
-    let scan = planned.mode.to_string();
-    tracing::Span::current().record("scan", scan.as_str());
-    tracing::info!(
-        scan = %planned.mode,
-        fetch_ms = planned.fetch.as_millis() as u64,
-        "repository read"
-    );
-    let checked = planned.checked;
-    let run = NewRun {
-        target: target.name.clone(),
-        trigger,
-        actor: request.actor.clone().or_else(|| {
-            request
-                .delivery_id
-                .as_ref()
-                .map(|delivery| format!("webhook:{delivery}"))
-        }),
-        revision: Some(checked.revision.to_string()),
-        dry_run,
-    };
-    let (scan_mode, scan_reason) = match &planned.mode {
-        ScanMode::Incremental { .. } => ("incremental", String::new()),
-        ScanMode::Full { reason } => ("full", reason.to_string()),
-    };
-    let mut metrics = MetricsBatch::new(&target.name)
-        .property("commit", commit.as_str())
-        .property("scan", scan_mode);
-    if !scan_reason.is_empty() {
-        metrics = metrics.property("scan_reason", scan_reason);
-    }
-    let errors = checked
-        .diagnostics
-        .iter()
-        .filter(|d| d.severity == diagnostic::Severity::Error)
-        .count();
-    metrics.push(Metric::ValidationErrors, errors as f64);
-
-    let Some(mut plan) = planned.plan.filter(|_| !checked.has_errors()) else {
-        let sync_id = store.begin_run(&run).await?;
-        tracing::Span::current().record("sync_id", sync_id.to_string().as_str());
-        let error = "the repository has validation errors".to_string();
-        store
-            .fail_run(sync_id, &error, &checked.diagnostics)
-            .await?;
-        drop(store);
-        tracing::warn!(errors, "plan failed: the repository has validation errors");
-        metrics
-            .put(Metric::SyncFailed, 1.0)
-            .put_duration(Metric::PlanDuration, started.elapsed())
-            .property("sync_id", sync_id.to_string())
-            .emit_to(&services.metrics);
-        announce_failure(
-            services,
-            target,
-            sync_id,
-            Some(checked.revision.to_string()),
-            &error,
-            &checked.diagnostics,
-        )
-        .await;
-        return Ok(PlanRequestOutcome::Failed {
-            target: target.name.clone(),
-            sync_id,
-            error,
-            diagnostics: checked.diagnostics,
-        });
-    };
-
-    let sync_id = store.begin_run(&run).await?;
-    tracing::Span::current().record("sync_id", sync_id.to_string().as_str());
-    let nothing_to_do = !plan.has_changes() && plan.base.commit.as_deref() == Some(&commit);
-    // Approval by branch (`sync.require_approval_for_branches`). A rollback is exempt: the
-    // person who asked for it is the approver, and it must not wait during an incident.
-    if plan.approval_reason.is_none() && trigger != Trigger::Rollback {
-        plan.approval_reason = services.settings.branch_approval(target);
-    }
-    let status = if plan.has_errors() {
+/// The status a recorded plan gets: what may happen next is decided here and nowhere else.
+fn decide(plan: &Plan, dry_run: bool, already_applied: bool, auto_apply: bool) -> RunStatus {
+    if plan.has_errors() {
         RunStatus::Failed
     } else if dry_run {
         RunStatus::Planned
-    } else if nothing_to_do {
+    } else if already_applied && !plan.has_changes() {
         RunStatus::Succeeded
-    } else if plan.approval_reason.is_some() || !target.auto_apply {
+    } else if plan.approval_reason.is_some() || !auto_apply {
         RunStatus::PendingApproval
     } else {
         RunStatus::Planned
-    };
-    let recorded = store.record_plan(sync_id, &plan, status).await;
-    if let Err(error) = recorded {
-        // Leave no run stuck in `planning`: the retry records a new one.
-        let reason = format!("planning was interrupted: {}", super::error_chain(&error));
-        if let Err(fail) = store.fail_run(sync_id, &reason, &[]).await {
-            tracing::warn!(error = %super::error_chain(&fail), "could not mark the run failed");
-        }
-        return Err(error.into());
     }
-    if status == RunStatus::Failed {
-        let error = "the plan has errors".to_string();
-        store.fail_run(sync_id, &error, &[]).await?;
-        drop(store);
-        metrics
-            .put(Metric::SyncFailed, 1.0)
-            .put_duration(Metric::PlanDuration, started.elapsed())
-            .property("sync_id", sync_id.to_string())
-            .emit_to(&services.metrics);
-        announce_failure(
-            services,
-            target,
-            sync_id,
-            Some(plan.revision.to_string()),
-            &error,
-            &plan.diagnostics,
+}
+
+/// Why a request was admitted no further, or the target's state to plan against.
+enum Admission {
+    Skip(SkipReason),
+    Plan(TargetState),
+}
+
+/// A failure after the target is known, recorded as a failed run (unless previewing).
+struct Failure {
+    revision: Option<String>,
+    error: String,
+    detail: PlanDetail,
+}
+
+/// One plan request on its way: admit → locate → plan → decide → record → dispatch.
+struct Planning<'a> {
+    services: &'a Services,
+    target: &'a TargetSettings,
+    trigger: Trigger,
+    request: &'a PlanRequest,
+    options: PlanOptions,
+    dry_run: bool,
+    started: Instant,
+}
+
+impl Planning<'_> {
+    async fn run(&self) -> Result<PlanRequestOutcome> {
+        let state = match self.admit().await? {
+            Admission::Skip(reason) => return Ok(self.skipped(reason)),
+            Admission::Plan(state) => state,
+        };
+        match self.read_and_record(&state).await {
+            Ok(outcome) => Ok(outcome),
+            Err(error) if error.is_retryable() => Err(error),
+            Err(error) => {
+                let failure = Failure {
+                    revision: self.request.revision.clone(),
+                    error: super::error_chain(&error),
+                    detail: PlanDetail {
+                        revision: None,
+                        plan: None,
+                        diagnostics: Vec::new(),
+                        mode: None,
+                        stages: Vec::new(),
+                    },
+                };
+                self.fail(failure).await
+            }
+        }
+    }
+
+    fn skipped(&self, reason: SkipReason) -> PlanRequestOutcome {
+        tracing::info!(?reason, "plan request skipped");
+        PlanRequestOutcome::Skipped {
+            target: self.target.name.clone(),
+            reason,
+        }
+    }
+
+    /// The policies that stop a request before anything is read: the service switched off,
+    /// a suspended target, a pin that branch-following syncs must not undo.
+    async fn admit(&self) -> Result<Admission> {
+        if !self.services.settings.enabled {
+            return Ok(Admission::Skip(SkipReason::Disabled));
+        }
+        let state = {
+            let store = super::store(self.services).await?;
+            let registration = NewTarget {
+                name: self.target.name.clone(),
+                repo_url: self.target.repo_url.clone(),
+                branch: self.target.branch.clone(),
+                path: self.target.path.clone(),
+            };
+            if self.options.preview {
+                store
+                    .target(&self.target.name)
+                    .await?
+                    .unwrap_or_else(|| TargetState::unregistered(&registration))
+            } else {
+                store.ensure_target(&registration).await?
+            }
+        };
+        if state.suspended
+            && matches!(
+                self.trigger,
+                Trigger::Webhook | Trigger::Schedule | Trigger::Drift
+            )
+        {
+            return Ok(Admission::Skip(SkipReason::Suspended));
+        }
+        if let Some(pinned) = &state.pinned_commit
+            && follows_branch(self.trigger)
+        {
+            return Ok(Admission::Skip(SkipReason::Pinned {
+                pinned_commit: pinned.clone(),
+            }));
+        }
+        Ok(Admission::Plan(state))
+    }
+
+    /// Which commit to read: a rollback's, an explicit manual revision, the pin, else the head.
+    /// Webhook and schedule requests read the head even when they name a commit, so a late
+    /// request never takes the target back to an older commit.
+    fn commit_to_read(&self, state: &TargetState) -> Option<String> {
+        let requested = self.request.revision.as_deref().and_then(commit_of);
+        match self.trigger {
+            Trigger::Rollback | Trigger::Manual | Trigger::Cli if requested.is_some() => {
+                requested.map(str::to_owned)
+            }
+            Trigger::Webhook | Trigger::Schedule => None,
+            _ => state.pinned_commit.clone(),
+        }
+    }
+
+    /// A dry run asked for explicitly, and a preview, always plan; the other requests are
+    /// checked against the work done or under way (dry runs of a dry-run target against its
+    /// dry runs).
+    fn checks_duplicates(&self) -> bool {
+        !self.request.is_dry_run() && !self.options.preview
+    }
+
+    async fn read_and_record(&self, state: &TargetState) -> Result<PlanRequestOutcome> {
+        let requested = self.request.revision.as_deref().and_then(commit_of);
+        if self.checks_duplicates()
+            && let Some(commit) = requested
+            && let Some(reason) =
+                already_done(self.services, self.target, self.trigger, state, commit).await?
+        {
+            return Ok(self.skipped(reason));
+        }
+        let source =
+            source::source_spec(&self.services.settings, self.target, self.options.worktree)
+                .await?;
+        let located = incremental::locate(&source, self.commit_to_read(state).as_deref()).await?;
+        let commit = located.revision().commit().unwrap_or_default().to_string();
+        tracing::Span::current().record("commit", commit.as_str());
+        if self.checks_duplicates()
+            && Some(commit.as_str()) != requested
+            && let Some(reason) =
+                already_done(self.services, self.target, self.trigger, state, &commit).await?
+        {
+            return Ok(self.skipped(reason));
+        }
+
+        let checks = self.services.checks().await?;
+        let store = super::store(self.services).await?;
+        let scan = ScanOptions {
+            // A drift request exists to restore Git's state over rows changed outside a sync:
+            // it reads everything, whatever the store says about drift by the time it runs.
+            full: self.options.full || self.trigger == Trigger::Drift,
+            preview: self.options.preview,
+            target_changed: (&state.repo_url, &state.branch, &state.path)
+                != (
+                    &self.target.repo_url,
+                    &self.target.branch,
+                    &self.target.path,
+                ),
+        };
+        let planned = incremental::plan_located(
+            &store,
+            self.target,
+            &source,
+            checks,
+            &Limits::default(),
+            scan,
+            located,
         )
-        .await;
-        return Ok(PlanRequestOutcome::Failed {
-            target: target.name.clone(),
+        .await?;
+        drop(store);
+        tracing::Span::current().record("scan", planned.mode.to_string().as_str());
+        tracing::info!(
+            scan = %planned.mode,
+            fetch_ms = planned.fetch.as_millis() as u64,
+            "repository read"
+        );
+        let checked = planned.checked;
+        let mode = Some(planned.mode);
+        let mut stages = vec![("fetch", planned.fetch)];
+        stages.extend(planned.stages);
+        let Some(mut plan) = planned.plan.filter(|_| !checked.has_errors()) else {
+            return self
+                .fail(Failure {
+                    revision: Some(checked.revision.to_string()),
+                    error: "the repository has validation errors".to_string(),
+                    detail: PlanDetail {
+                        revision: Some(checked.revision),
+                        plan: None,
+                        diagnostics: checked.diagnostics,
+                        mode,
+                        stages,
+                    },
+                })
+                .await;
+        };
+        // Approval by branch (`sync.require_approval_for_branches`). A rollback is exempt: the
+        // person who asked for it is the approver, and it must not wait during an incident.
+        if plan.approval_reason.is_none() && self.trigger != Trigger::Rollback {
+            plan.approval_reason = self.services.settings.branch_approval(self.target);
+        }
+        let already_applied = plan.base.commit.as_deref() == Some(commit.as_str());
+        let status = decide(&plan, self.dry_run, already_applied, self.target.auto_apply);
+        let mut diagnostics = checked.diagnostics;
+        diagnostics.extend(plan.diagnostics.iter().cloned());
+        if status == RunStatus::Failed {
+            return self
+                .fail(Failure {
+                    revision: Some(plan.revision.to_string()),
+                    error: "the plan has errors".to_string(),
+                    detail: PlanDetail {
+                        revision: Some(plan.revision.clone()),
+                        plan: Some(plan),
+                        diagnostics,
+                        mode,
+                        stages,
+                    },
+                })
+                .await;
+        }
+        let detail = PlanDetail {
+            revision: Some(plan.revision.clone()),
+            plan: Some(plan),
+            diagnostics,
+            mode,
+            stages,
+        };
+        if self.options.preview {
+            return Ok(self.previewed(status, detail));
+        }
+        self.record(status, &commit, detail).await
+    }
+
+    fn previewed(&self, status: RunStatus, detail: PlanDetail) -> PlanRequestOutcome {
+        let plan = detail.plan.as_ref();
+        PlanRequestOutcome::Previewed {
+            target: self.target.name.clone(),
+            status,
+            revision: plan.map(|plan| plan.revision.to_string()),
+            summary: plan.map(Plan::summary).unwrap_or_default(),
+            approval_reason: plan.and_then(|plan| self.approval_reason(plan)),
+            detail: Box::new(detail),
+        }
+    }
+
+    /// Why the plan waits for a person: its own reason, else the target's `auto_apply: false`.
+    fn approval_reason(&self, plan: &Plan) -> Option<String> {
+        plan.approval_reason
+            .clone()
+            .or_else(|| (!self.target.auto_apply).then(|| "auto_apply is off".to_string()))
+    }
+
+    fn new_run(&self, revision: Option<String>) -> NewRun {
+        NewRun {
+            target: self.target.name.clone(),
+            trigger: self.trigger,
+            actor: self.request.actor.clone().or_else(|| {
+                self.request
+                    .delivery_id
+                    .as_ref()
+                    .map(|delivery| format!("webhook:{delivery}"))
+            }),
+            revision,
+            dry_run: self.dry_run,
+        }
+    }
+
+    /// Records the run and its plan, then sends it on: to the applier, or to the people who
+    /// must approve it.
+    async fn record(
+        &self,
+        status: RunStatus,
+        commit: &str,
+        detail: PlanDetail,
+    ) -> Result<PlanRequestOutcome> {
+        let Some(plan) = detail.plan.as_ref() else {
+            return Err(Error::Internal("a recorded plan has no plan".into()));
+        };
+        let sync_id = {
+            let store = super::store(self.services).await?;
+            let sync_id = store
+                .begin_run(&self.new_run(Some(plan.revision.to_string())))
+                .await?;
+            tracing::Span::current().record("sync_id", sync_id.to_string().as_str());
+            if let Err(error) = store.record_plan(sync_id, plan, status).await {
+                // Leave no run stuck in `planning`: the retry records a new one.
+                let reason = format!("planning was interrupted: {}", super::error_chain(&error));
+                if let Err(fail) = store.fail_run(sync_id, &reason, &[]).await {
+                    tracing::warn!(error = %super::error_chain(&fail), "could not mark the run failed");
+                }
+                return Err(error.into());
+            }
+            sync_id
+        };
+        let apply = status == RunStatus::Planned && !self.dry_run;
+        if apply {
+            self.services
+                .queues
+                .send_apply(&ApplyRequest::new(sync_id, &self.target.name))
+                .await?;
+        }
+        let summary = plan.summary();
+        tracing::info!(
+            status = %status,
+            create = summary.create,
+            update = summary.update,
+            delete = summary.delete,
+            unchanged = summary.unchanged,
+            apply_enqueued = apply,
+            "planned"
+        );
+        self.metrics(commit, detail.mode.as_ref(), &detail.diagnostics)
+            .put_duration(Metric::PlanDuration, self.started.elapsed())
+            .property("sync_id", sync_id.to_string())
+            .emit_to(&self.services.metrics);
+        let approval_reason = self.approval_reason(plan);
+        if status == RunStatus::PendingApproval {
+            let event = Event::PendingApproval {
+                target: self.target.name.clone(),
+                sync_id,
+                revision: plan.revision.to_string(),
+                reason: approval_reason.clone(),
+                summary: summary.to_string(),
+            };
+            notify::notify(self.services, &event).await;
+        }
+        Ok(PlanRequestOutcome::Planned {
+            target: self.target.name.clone(),
+            sync_id,
+            status,
+            revision: plan.revision.to_string(),
+            summary,
+            apply_enqueued: apply,
+            approval_reason,
+            detail: Box::new(detail),
+        })
+    }
+
+    /// The one failure path: a failed run with its reason and diagnostics (none written when
+    /// previewing), the failure metric and the on-call notification.
+    async fn fail(&self, failure: Failure) -> Result<PlanRequestOutcome> {
+        let Failure {
+            revision,
+            error,
+            detail,
+        } = failure;
+        let errors = detail
+            .diagnostics
+            .iter()
+            .filter(|d| d.severity == diagnostic::Severity::Error)
+            .count();
+        tracing::warn!(errors, %error, "plan failed");
+        if self.options.preview {
+            return Ok(PlanRequestOutcome::Previewed {
+                target: self.target.name.clone(),
+                status: RunStatus::Failed,
+                revision,
+                summary: Summary::default(),
+                approval_reason: None,
+                detail: Box::new(PlanDetail {
+                    plan: None,
+                    ..detail
+                }),
+            });
+        }
+        let sync_id = {
+            let store = super::store(self.services).await?;
+            let sync_id = store.begin_run(&self.new_run(revision.clone())).await?;
+            tracing::Span::current().record("sync_id", sync_id.to_string().as_str());
+            store.fail_run(sync_id, &error, &detail.diagnostics).await?;
+            sync_id
+        };
+        let commit = revision.as_deref().and_then(commit_of).unwrap_or_default();
+        self.metrics(commit, detail.mode.as_ref(), &detail.diagnostics)
+            .put(Metric::SyncFailed, 1.0)
+            .put_duration(Metric::PlanDuration, self.started.elapsed())
+            .property("sync_id", sync_id.to_string())
+            .emit_to(&self.services.metrics);
+        let event = Event::SyncFailed {
+            target: self.target.name.clone(),
+            sync_id: Some(sync_id),
+            revision,
+            error: error.clone(),
+            diagnostics: detail
+                .diagnostics
+                .iter()
+                .filter(|d| d.severity == diagnostic::Severity::Error)
+                .map(ToString::to_string)
+                .collect(),
+        };
+        notify::notify(self.services, &event).await;
+        Ok(PlanRequestOutcome::Failed {
+            target: self.target.name.clone(),
             sync_id,
             error,
-            diagnostics: plan.diagnostics,
-        });
+            diagnostics: detail.diagnostics.clone(),
+            detail: Box::new(detail),
+        })
     }
-    drop(store);
 
-    let apply = status == RunStatus::Planned && !dry_run;
-    if apply {
-        services
-            .queues
-            .send_apply(&ApplyRequest::new(sync_id, &target.name))
-            .await?;
+    /// The run's metrics, with the commit and how the repository was read.
+    fn metrics(
+        &self,
+        commit: &str,
+        mode: Option<&ScanMode>,
+        diagnostics: &[Diagnostic],
+    ) -> MetricsBatch {
+        let mut metrics = MetricsBatch::new(&self.target.name).property("commit", commit);
+        match mode {
+            Some(ScanMode::Incremental { .. }) => metrics = metrics.property("scan", "incremental"),
+            Some(ScanMode::Full { reason }) => {
+                metrics = metrics
+                    .property("scan", "full")
+                    .property("scan_reason", reason.to_string())
+            }
+            None => {}
+        }
+        let errors = diagnostics
+            .iter()
+            .filter(|d| d.severity == diagnostic::Severity::Error)
+            .count();
+        metrics.push(Metric::ValidationErrors, errors as f64);
+        metrics
     }
-    let summary = plan.summary();
-    tracing::info!(
-        status = %status,
-        create = summary.create,
-        update = summary.update,
-        delete = summary.delete,
-        unchanged = summary.unchanged,
-        apply_enqueued = apply,
-        "planned"
-    );
-    metrics
-        .put_duration(Metric::PlanDuration, started.elapsed())
-        .property("sync_id", sync_id.to_string())
-        .emit_to(&services.metrics);
-    if status == RunStatus::PendingApproval {
-        let event = Event::PendingApproval {
-            target: target.name.clone(),
-            sync_id,
-            revision: plan.revision.to_string(),
-            reason: plan
-                .approval_reason
-                .clone()
-                .or_else(|| (!target.auto_apply).then(|| "auto_apply is off".to_string())),
-            summary: summary.to_string(),
-        };
-        notify::notify(services, &event).await;
-    }
-    Ok(PlanRequestOutcome::Planned {
-        target: target.name.clone(),
-        sync_id,
-        status,
-        revision: plan.revision.to_string(),
-        summary,
-        apply_enqueued: apply,
-        approval_reason: plan.approval_reason,
-    })
 }
 
 /// Whether `commit` needs no new run: already applied (for branch-following triggers, with no
@@ -431,71 +669,4 @@ async fn already_done(
         sync_id: open.id,
         status: open.status,
     }))
-}
-
-/// Records a run that failed before planning for a reason a retry will not fix.
-async fn record_failure(
-    services: &Services,
-    target: &TargetSettings,
-    trigger: Trigger,
-    request: &PlanRequest,
-    dry_run: bool,
-    error: &crate::Error,
-) -> Result<PlanRequestOutcome> {
-    let reason = super::error_chain(error);
-    let store = super::store(services).await?;
-    let sync_id = store
-        .begin_run(&NewRun {
-            target: target.name.clone(),
-            trigger,
-            actor: request.actor.clone(),
-            revision: request.revision.clone(),
-            dry_run,
-        })
-        .await?;
-    store.fail_run(sync_id, &reason, &[]).await?;
-    drop(store);
-    tracing::warn!(%sync_id, error = %reason, "plan failed");
-    MetricsBatch::new(&target.name)
-        .put(Metric::SyncFailed, 1.0)
-        .property("sync_id", sync_id.to_string())
-        .emit_to(&services.metrics);
-    announce_failure(
-        services,
-        target,
-        sync_id,
-        request.revision.clone(),
-        &reason,
-        &[],
-    )
-    .await;
-    Ok(PlanRequestOutcome::Failed {
-        target: target.name.clone(),
-        sync_id,
-        error: reason,
-        diagnostics: Vec::new(),
-    })
-}
-
-/// Tells the people on call that run `sync_id` failed (best effort, see `notify`).
-async fn announce_failure(
-    services: &Services,
-    target: &TargetSettings,
-    sync_id: Uuid,
-    revision: Option<String>,
-    error: &str,
-    diagnostics: &[Diagnostic],
-) {
-    let event = Event::SyncFailed {
-        target: target.name.clone(),
-        sync_id: Some(sync_id),
-        revision,
-        error: error.to_string(),
-        diagnostics: diagnostics
-            .iter()
-            .filter(|d| d.severity == diagnostic::Severity::Error)
-            .map(ToString::to_string)
-            .collect(),
-    };
-    notify::notify(services, &event).await;
 }

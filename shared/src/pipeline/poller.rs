@@ -93,6 +93,14 @@ impl PolledTarget {
 /// or queue fails the tick.
 pub async fn poll_targets(services: &Services) -> Result<PollReport> {
     let now = Utc::now();
+    if !services.settings.enabled {
+        tracing::info!("gitops is disabled (gitops.enabled: false): nothing polled");
+        return Ok(PollReport {
+            checked_at: now,
+            targets: Vec::new(),
+            enqueued: 0,
+        });
+    }
     let mut drift: Vec<Vec<DriftRecord>> = Vec::new();
     let states = {
         let store = super::store(services).await?;
@@ -317,7 +325,7 @@ async fn report_drift(
 }
 
 async fn head_of(services: &Services, target: &TargetSettings) -> Result<String> {
-    let source = source::source_spec(&services.settings, target).await?;
+    let source = source::source_spec(&services.settings, target, false).await?;
     source::remote_head(&source, HEAD_TIMEOUT).await
 }
 

@@ -8,16 +8,22 @@ use crate::model::Revision;
 use crate::workflow::{self, SourceSpec};
 use crate::{Error, Result};
 
-/// The source of `target` as the planner reads it.
+/// The source of `target` as the planner reads it: its branch (HEAD when it names none), or
+/// the files on disk when `worktree` is asked for or the location is a plain directory.
 pub(crate) async fn source_spec(
     settings: &crate::config::Settings,
     target: &TargetSettings,
+    worktree: bool,
 ) -> Result<SourceSpec> {
+    let location = RepoLocation::parse(&target.repo_url)?;
+    let plain_directory = location
+        .local_path()
+        .is_some_and(|path| !git::is_git_repository(path));
     Ok(SourceSpec {
-        location: RepoLocation::parse(&target.repo_url)?,
-        branch: Some(target.branch.clone()),
+        location,
+        branch: (!target.branch.is_empty()).then(|| target.branch.clone()),
         path: target.path.clone(),
-        worktree: false,
+        worktree: worktree || plain_directory,
         auth: workflow::git_auth(&target.auth).await?,
         cache_dir: settings.cache_dir.join(&target.name),
     })

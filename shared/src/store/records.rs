@@ -199,6 +199,27 @@ pub struct TargetState {
     pub updated_at: DateTime<Utc>,
 }
 
+impl TargetState {
+    /// The state of a target not registered yet, as a preview plans against it: generation 0,
+    /// nothing applied, nothing pinned.
+    pub fn unregistered(target: &NewTarget) -> TargetState {
+        let now = Utc::now();
+        TargetState {
+            name: target.name.clone(),
+            repo_url: target.repo_url.clone(),
+            branch: target.branch.clone(),
+            path: target.path.clone(),
+            generation: 0,
+            last_applied_commit: None,
+            last_sync_id: None,
+            pinned_commit: None,
+            suspended: false,
+            created_at: now,
+            updated_at: now,
+        }
+    }
+}
+
 /// The start of a sync run.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct NewRun {
