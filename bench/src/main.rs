@@ -20,14 +20,14 @@ use clap::Parser;
 use ritmo::apply::row_labels;
 use ritmo::config::{Settings, TargetSettings};
 use ritmo::git::{self, Auth, NetworkOptions, RepoLocation};
-use ritmo::incremental::ScanMode;
 use ritmo::message::{PlanRequest, Trigger};
 use ritmo::metrics::MetricsSink;
-use ritmo::pipeline::{self, InlineSync, PlanOptions, PlanRequestOutcome};
 use ritmo::plan::{Action, Plan};
 use ritmo::queue::{LocalReceivers, Queues};
 use ritmo::services::Services;
+use ritmo::source::incremental::ScanMode;
 use ritmo::store::Store;
+use ritmo::workflow::{self, InlineSync, PlanOptions, PlanRequestOutcome};
 use ritmo_tests::db::TestDb;
 use ritmo_tests::git_http::{GitHttpServer, run_git};
 use secrecy::SecretString;
@@ -126,13 +126,13 @@ fn function_sizes(build: bool) -> Result<Vec<(&'static str, Option<u64>)>> {
 }
 
 /// The planner function's work on a full sync (register, fetch, parse, validate, read live
-/// state, plan, record the run and its plan: `pipeline::handle_plan_request`), in this
+/// state, plan, record the run and its plan: `workflow::handle_plan_request`), in this
 /// process; returns its peak RSS in KiB.
 async fn plan_child(url: &str, database_url: &str) -> Result<u64> {
     let work = tempfile::tempdir()?;
     let (services, _receivers) = services(url, database_url, &work.path().join("cache")).await?;
     let request = PlanRequest::new(TARGET, Trigger::Manual, chrono::Utc::now());
-    match pipeline::handle_plan_request(&services, &request).await? {
+    match workflow::handle_plan_request(&services, &request).await? {
         PlanRequestOutcome::Planned { .. } => Ok(peak_rss_kib()),
         other => bail!("the planner did not plan: {other:?}"),
     }
@@ -336,7 +336,7 @@ async fn services(
     Ok((services, receivers))
 }
 
-/// One sync as `ritmo gitops sync` runs it (`pipeline::sync_inline`: plan, record, apply),
+/// One sync as `ritmo gitops sync` runs it (`workflow::sync_inline`: plan, record, apply),
 /// timed as a whole and by the stages the plan reports.
 async fn sync(services: &Services, receivers: &mut LocalReceivers) -> Result<(SyncTimes, Plan)> {
     let request = PlanRequest::new(TARGET, Trigger::Cli, chrono::Utc::now());
@@ -346,7 +346,7 @@ async fn sync(services: &Services, receivers: &mut LocalReceivers) -> Result<(Sy
         actor: "bench".into(),
     };
     let started = Instant::now();
-    let drained = pipeline::sync_inline(services, receivers, &request, &inline).await?;
+    let drained = workflow::sync_inline(services, receivers, &request, &inline).await?;
     let total = started.elapsed();
     if let Some(error) = &drained.error {
         bail!("the sync failed: {error}");

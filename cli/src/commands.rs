@@ -7,15 +7,15 @@ use std::process::ExitCode;
 use anyhow::{Context, Result, anyhow, bail};
 use ritmo::config::{Settings, TargetSettings};
 use ritmo::crypto::CredentialKeys;
+use ritmo::crypto::secret_refs::SecretRefChecker;
 use ritmo::git::RepoLocation;
 use ritmo::manifest::Limits;
 use ritmo::message::{PlanRequest, Trigger};
 use ritmo::model::Kind;
-use ritmo::pipeline::{self, Drained, InlineSync, PlanOptions, PlanRequestOutcome, SkipReason};
-use ritmo::secret_refs::SecretRefChecker;
 use ritmo::services::Services;
+use ritmo::source::{self, SourceSpec};
 use ritmo::store::{DatabaseSettings, RunStatus, Store};
-use ritmo::workflow::{self, SourceSpec};
+use ritmo::workflow::{self, Drained, InlineSync, PlanOptions, PlanRequestOutcome, SkipReason};
 use secrecy::ExposeSecret;
 use serde_json::json;
 
@@ -107,7 +107,7 @@ impl Session {
             location,
             branch: (!target.branch.is_empty()).then(|| target.branch.clone()),
             path: target.path.clone(),
-            auth: workflow::git_auth(&target.auth).await?,
+            auth: source::git_auth(&target.auth).await?,
             cache_dir: self.settings.cache_dir.join(&target.name),
         })
     }
@@ -131,8 +131,8 @@ impl Session {
         &'a self,
         keys: &'a CredentialKeys,
         refs: &'a SecretRefChecker,
-    ) -> workflow::Checks<'a> {
-        workflow::Checks {
+    ) -> source::Checks<'a> {
+        source::Checks {
             keys,
             refs,
             builtin_plugins: &self.settings.builtin_plugins,
@@ -141,7 +141,7 @@ impl Session {
 
     /// The keys that decrypt credential ciphertexts.
     async fn keys(&self) -> Result<CredentialKeys> {
-        Ok(workflow::credential_keys(&self.settings, None).await?)
+        Ok(ritmo::crypto::credential_keys(&self.settings, None).await?)
     }
 
     async fn refs(&self) -> SecretRefChecker {
@@ -234,10 +234,10 @@ async fn validate(ctx: &Session, args: &SourceArgs) -> Result<u8> {
     let target = ctx.target(args)?;
     let source = ctx.source(&target, args.worktree).await?;
     let limits = Limits::default();
-    let snapshot = workflow::read_source(&source, limits).await?;
+    let snapshot = source::read_source(&source, limits).await?;
     let files = snapshot.files.len();
     let (keys, refs) = (ctx.keys().await?, ctx.refs().await);
-    let checked = workflow::check(snapshot, ctx.checks(&keys, &refs), &limits).await;
+    let checked = source::check(snapshot, ctx.checks(&keys, &refs), &limits).await;
     let (errors, warnings) = render::diagnostic_counts(&checked.diagnostics);
     let mut out = ctx.out();
     match ctx.output {
@@ -320,7 +320,7 @@ async fn run_sync(ctx: &Session, args: &PlanArgs, sync: Sync) -> Result<u8> {
         auto_approve: sync.auto_approve,
         actor: crate::ops::actor(),
     };
-    let drained = pipeline::sync_inline(&services, &mut receivers, &request, &inline).await?;
+    let drained = workflow::sync_inline(&services, &mut receivers, &request, &inline).await?;
     let pinned = services
         .store
         .lock()
@@ -819,7 +819,8 @@ async fn rotate_credentials(ctx: &Session, args: &RotateArgs) -> Result<u8> {
         if !text.contains(ritmo::crypto::AES256_PREFIX) {
             continue;
         }
-        let rotation = ritmo::rotate::rotate_text(&file.path, text, keyring, args.name.as_deref());
+        let rotation =
+            ritmo::crypto::rotate::rotate_text(&file.path, text, keyring, args.name.as_deref());
         if rotation.changed() && !args.dry_run {
             let path = root.join(&file.path);
             write_in_place(&path, &rotation.text)

@@ -1,4 +1,4 @@
-//! `ritmo`: the command line of Ritmo GitOps. A thin adapter over `ritmo::pipeline`: the
+//! `ritmo`: the command line of Ritmo GitOps. A thin adapter over `ritmo::workflow`: the
 //! same steps the Lambda functions run, in this process.
 
 mod args;

@@ -1,5 +1,5 @@
 //! `ritmo gitops approve`, `rollback` and `resume`: the pipeline's own operations
-//! (`ritmo::pipeline::{approve_plan, rollback, resume}`), run in-process against the same
+//! (`ritmo::workflow::{approve_plan, rollback, resume}`), run in-process against the same
 //! database as `ritmo gitops sync`. The plan and apply requests they queue go to in-process
 //! queues that this module drains at once through `handle_plan_request` /
 //! `handle_apply_request`, so the rules (staleness, pins, approval) are the pipeline's, not a
@@ -10,12 +10,12 @@ use std::io::Write;
 use anyhow::{Context, Result};
 use ritmo::config::{Settings, TargetSettings};
 use ritmo::metrics::MetricsSink;
-use ritmo::pipeline::{
-    self, ApplyRequestOutcome, ApproveOutcome, Drained, PlanOptions, PlanRequestOutcome,
-};
 use ritmo::queue::{LocalReceivers, Queues};
 use ritmo::services::Services;
 use ritmo::store::StoreError;
+use ritmo::workflow::{
+    self, ApplyRequestOutcome, ApproveOutcome, Drained, PlanOptions, PlanRequestOutcome,
+};
 use serde_json::json;
 use uuid::Uuid;
 
@@ -172,7 +172,7 @@ pub async fn approve(settings: &Settings, output: Output, args: &ApproveArgs) ->
         );
     };
     let (services, mut receivers) = connect(settings, &args.database).await?;
-    let approved = match pipeline::approve_plan(&services, sync_id, &actor()).await {
+    let approved = match workflow::approve_plan(&services, sync_id, &actor()).await {
         Ok(outcome) => outcome,
         Err(error) if refusal(&error) => return refuse(output, &error.to_string(), json!({})),
         Err(error) => return Err(error.into()),
@@ -201,7 +201,7 @@ pub async fn approve(settings: &Settings, output: Output, args: &ApproveArgs) ->
             return refuse(output, &message, json!({ "approval": approved }));
         }
     }
-    let drained = pipeline::drain(&services, &mut receivers, PlanOptions::default()).await;
+    let drained = workflow::drain(&services, &mut receivers, PlanOptions::default()).await;
     let applied = drained.applied().is_some();
     let mut out = std::io::stdout().lock();
     match output {
@@ -231,12 +231,12 @@ pub async fn rollback(settings: &Settings, output: Output, args: &RollbackArgs) 
             json!({}),
         );
     }
-    let request = match pipeline::rollback(&services, &args.target, &args.to, &actor()).await {
+    let request = match workflow::rollback(&services, &args.target, &args.to, &actor()).await {
         Ok(request) => request,
         Err(error) if refusal(&error) => return refuse(output, &error.to_string(), json!({})),
         Err(error) => return Err(error.into()),
     };
-    let drained = pipeline::drain(&services, &mut receivers, PlanOptions::default()).await;
+    let drained = workflow::drain(&services, &mut receivers, PlanOptions::default()).await;
     let pinned = services
         .store
         .lock()
@@ -287,12 +287,12 @@ pub async fn resume(settings: &Settings, output: Output, args: &ResumeArgs) -> R
         .target(&args.target)
         .await?
         .and_then(|target| target.pinned_commit);
-    match pipeline::resume(&services, &args.target).await {
+    match workflow::resume(&services, &args.target).await {
         Ok(()) => {}
         Err(error) if refusal(&error) => return refuse(output, &error.to_string(), json!({})),
         Err(error) => return Err(error.into()),
     }
-    let drained = pipeline::drain(&services, &mut receivers, PlanOptions::default()).await;
+    let drained = workflow::drain(&services, &mut receivers, PlanOptions::default()).await;
     let mut out = std::io::stdout().lock();
     match output {
         Output::Json => render::json_line(

@@ -20,10 +20,10 @@ use axum::middleware::Next;
 use axum::response::Response;
 use ritmo::config::Settings;
 use ritmo::metrics::MetricsSink;
-use ritmo::pipeline;
-use ritmo::queue::Queues;
+use ritmo::queue::{Queues, workers};
 use ritmo::services::Services;
 use ritmo::telemetry::{self, LogFormat};
+use ritmo::workflow::{self, ApplyQueue, PlanQueue};
 use secrecy::SecretString;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
@@ -77,6 +77,7 @@ pub fn poll_interval(settings: &Settings, requested: Option<u64>) -> Duration {
 enum QueueMode {
     Local(ritmo::queue::LocalReceivers),
     Sqs {
+        client: aws_sdk_sqs::Client,
         endpoint: String,
         plan_queue_url: String,
         apply_queue_url: String,
@@ -105,8 +106,13 @@ pub async fn run(mut settings: Settings, args: &ServeArgs) -> Result<u8> {
             let apply_queue_url =
                 queue_url(&client, args.apply_queue_url.as_deref(), APPLY_QUEUE_NAME).await?;
             (
-                Queues::sqs(client, plan_queue_url.clone(), apply_queue_url.clone()),
+                Queues::sqs(
+                    client.clone(),
+                    plan_queue_url.clone(),
+                    apply_queue_url.clone(),
+                ),
                 QueueMode::Sqs {
+                    client,
                     endpoint: endpoint.to_owned(),
                     plan_queue_url,
                     apply_queue_url,
@@ -137,7 +143,10 @@ pub async fn run(mut settings: Settings, args: &ServeArgs) -> Result<u8> {
     let mut tasks: Vec<JoinHandle<()>> = Vec::new();
     let queues_text = match mode {
         QueueMode::Local(receivers) => {
-            tasks.push(tokio::spawn(pipeline::run_local_workers(
+            tasks.push(tokio::spawn(workers::run_local_workers::<
+                PlanQueue,
+                ApplyQueue,
+            >(
                 services.clone(),
                 receivers,
                 shutdown.clone(),
@@ -145,13 +154,18 @@ pub async fn run(mut settings: Settings, args: &ServeArgs) -> Result<u8> {
             "in-process queues".to_owned()
         }
         QueueMode::Sqs {
+            client,
             endpoint,
             plan_queue_url,
             apply_queue_url,
         } => {
             let text = format!("SQS at {endpoint} ({plan_queue_url}, {apply_queue_url})");
-            tasks.push(tokio::spawn(pipeline::run_sqs_workers(
+            tasks.push(tokio::spawn(workers::run_sqs_workers::<
+                PlanQueue,
+                ApplyQueue,
+            >(
                 services.clone(),
+                client,
                 plan_queue_url,
                 apply_queue_url,
                 shutdown.clone(),
@@ -166,7 +180,7 @@ pub async fn run(mut settings: Settings, args: &ServeArgs) -> Result<u8> {
         let shutdown = shutdown.clone();
         async move {
             if !services.settings.targets.is_empty() {
-                pipeline::run_poller_loop(services, every, shutdown).await;
+                workflow::run_poller_loop(services, every, shutdown).await;
             }
         }
     };

@@ -14,9 +14,9 @@ use lambda_runtime::{Context, LambdaEvent};
 use ritmo::config::{Settings, env_from_map};
 use ritmo::message::PlanRequest;
 use ritmo::metrics::MetricsSink;
-use ritmo::pipeline::{self, ApproveOutcome};
 use ritmo::queue::Queues;
 use ritmo::services::Services;
+use ritmo::workflow::{self, ApproveOutcome};
 use ritmo_tests::db::TestDb;
 use ritmo_tests::git_http::TestRepo;
 use ritmo_tests::moto::Moto;
@@ -173,7 +173,7 @@ impl Lambda {
     /// `POST /api/v1/gitops/sync`'s work, then the functions until both queues are empty.
     async fn sync(&self, config: &Path) {
         let services = self.services(config).await;
-        pipeline::request_sync(&services, Some(TARGET), Some("jane".into()), false)
+        workflow::request_sync(&services, Some(TARGET), Some("jane".into()), false)
             .await
             .unwrap();
         self.deliver(&services).await;
@@ -182,7 +182,7 @@ impl Lambda {
     /// `POST /api/v1/gitops/plans/{id}/approve`'s work, then the functions.
     async fn approve(&self, config: &Path, sync_id: Uuid) -> ApproveOutcome {
         let services = self.services(config).await;
-        let outcome = pipeline::approve_plan(&services, sync_id, "jane")
+        let outcome = workflow::approve_plan(&services, sync_id, "jane")
             .await
             .unwrap();
         self.deliver(&services).await;
@@ -626,7 +626,7 @@ async fn with_gitops_disabled_neither_the_cli_nor_the_functions_plan_or_apply() 
     )
     .await
     .unwrap();
-    let polled = pipeline::poll_targets(&services).await.unwrap();
+    let polled = workflow::poll_targets(&services).await.unwrap();
     services
         .queues
         .send_plan(&PlanRequest::new(

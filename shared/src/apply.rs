@@ -146,11 +146,11 @@ pub async fn apply_plan(
         Err(error) => {
             // The transaction was dropped, hence rolled back, before we get here.
             if error.fails_the_run() {
-                let reason = crate::error::error_chain(&error);
+                let reason = crate::telemetry::error_chain(&error);
                 if let Err(record_error) = store.fail_run(sync_id, &reason, &[]).await {
                     tracing::warn!(
                         %sync_id,
-                        error = %crate::error::error_chain(&record_error),
+                        error = %crate::telemetry::error_chain(&record_error),
                         "could not mark the sync run failed"
                     );
                 }

@@ -7,7 +7,9 @@
 //! `default`; `targets:` declares more.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::fmt;
 use std::path::{Path, PathBuf};
+use std::str::FromStr;
 
 use secrecy::SecretString;
 use serde::Deserialize;
@@ -140,6 +142,55 @@ impl TargetSettings {
     }
 }
 
+/// libpq's `sslmode`, the values this client supports.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SslMode {
+    Disable,
+    Prefer,
+    Require,
+    VerifyCa,
+    VerifyFull,
+}
+
+impl SslMode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SslMode::Disable => "disable",
+            SslMode::Prefer => "prefer",
+            SslMode::Require => "require",
+            SslMode::VerifyCa => "verify-ca",
+            SslMode::VerifyFull => "verify-full",
+        }
+    }
+}
+
+impl fmt::Display for SslMode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for SslMode {
+    type Err = UnknownSslMode;
+
+    fn from_str(value: &str) -> Result<SslMode, UnknownSslMode> {
+        match value.trim().to_ascii_lowercase().as_str() {
+            "disable" => Ok(SslMode::Disable),
+            // libpq's `allow` tries plain first: closest here is `prefer`.
+            "allow" | "prefer" => Ok(SslMode::Prefer),
+            "require" => Ok(SslMode::Require),
+            "verify-ca" | "verify_ca" => Ok(SslMode::VerifyCa),
+            "verify-full" | "verify_full" => Ok(SslMode::VerifyFull),
+            _ => Err(UnknownSslMode(value.to_owned())),
+        }
+    }
+}
+
+/// An `sslmode` this client does not know.
+#[derive(Debug, thiserror::Error)]
+#[error("invalid sslmode `{0}`: expected disable, prefer, require, verify-ca or verify-full")]
+pub struct UnknownSslMode(pub String);
+
 /// Everything the service and the CLI need to start.
 #[derive(Debug, Clone, Default)]
 pub struct Settings {
@@ -174,7 +225,7 @@ pub struct Settings {
     /// `DATABASE_CA_FILE`: PEM bundle of the CAs to trust (RDS CAs are not public roots).
     pub database_ca_file: Option<PathBuf>,
     /// `DATABASE_SSLMODE`: beats the URL's `sslmode`.
-    pub database_sslmode: Option<crate::store::SslMode>,
+    pub database_sslmode: Option<SslMode>,
     /// Running in AWS Lambda (`AWS_LAMBDA_FUNCTION_NAME` is set).
     pub in_lambda: bool,
     /// Check `aws_secrets_manager` secret_refs at plan time: `RITMO_CHECK_SECRET_REFS`, else

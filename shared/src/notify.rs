@@ -7,6 +7,7 @@
 //! never fails the sync that raised the event. This module does not decide *when* to notify;
 //! the pipeline steps do (`planner`, `applier`, `poller`).
 
+use std::future::Future;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
@@ -18,9 +19,7 @@ use serde::Serialize;
 use uuid::Uuid;
 
 use crate::config::{NotificationSettings, Settings};
-use crate::metrics::{Metric, MetricsBatch};
-use crate::model::Kind;
-use crate::services::Services;
+use crate::metrics::{Metric, MetricsBatch, MetricsSink};
 
 /// Bound on one delivery, so a dead endpoint cannot hold a sync for long.
 const DELIVERY_TIMEOUT: Duration = Duration::from_secs(5);
@@ -302,7 +301,7 @@ impl Notifier {
             .set_method("POST")
             .and_then(|()| request.set_uri(url.expose_secret()))
             .map_err(|e| NotifyError::SlackRequest {
-                message: crate::pipeline::error_chain(&e),
+                message: crate::telemetry::error_chain(&e),
             })?;
         request
             .headers_mut()
@@ -313,7 +312,7 @@ impl Notifier {
                 message: format!("no answer within {}s", DELIVERY_TIMEOUT.as_secs()),
             })?
             .map_err(|e| NotifyError::SlackRequest {
-                message: crate::pipeline::error_chain(&e),
+                message: crate::telemetry::error_chain(&e),
             })?;
         let status = response.status().as_u16();
         if (200..300).contains(&status) {
@@ -324,106 +323,63 @@ impl Notifier {
     }
 }
 
-/// The Slack webhook URL: the named credential's `encrypted_value`, decrypted.
-async fn slack_url(services: &Services, name: &str) -> Result<SecretString, NotifyError> {
-    let resources = {
-        let store = crate::pipeline::store(services).await.map_err(|e| {
-            NotifyError::CredentialUnreadable {
-                name: name.to_string(),
-                reason: e.to_string(),
-            }
-        })?;
-        store
-            .resources(Some(Kind::Credential), Some(name))
-            .await
-            .map_err(|e| NotifyError::CredentialUnreadable {
-                name: name.to_string(),
-                reason: e.to_string(),
-            })?
-    };
-    let credential =
-        resources
-            .into_iter()
-            .next()
-            .ok_or_else(|| NotifyError::CredentialMissing {
-                name: name.to_string(),
-            })?;
-    let value = credential
-        .spec
-        .get("encrypted_value")
-        .and_then(|value| value.as_str())
-        .ok_or_else(|| NotifyError::CredentialNotEncrypted {
-            name: name.to_string(),
-        })?;
-    // The crypto errors name the credential and never carry key material or plaintext.
-    let unreadable = |reason: String| NotifyError::CredentialUnreadable {
-        name: name.to_string(),
-        reason,
-    };
-    let keys = services
-        .keys()
-        .await
-        .map_err(|e| unreadable(e.to_string()))?;
-    let decrypted = keys
-        .decrypt(name, value)
-        .await
-        .map_err(|e| unreadable(e.to_string()))?;
-    let url = std::str::from_utf8(decrypted.plaintext.expose_secret())
-        .map_err(|_| NotifyError::CredentialUnreadable {
-            name: name.to_string(),
-            reason: "the value is not UTF-8 text".into(),
-        })?
-        .trim()
-        .to_string();
-    Ok(SecretString::from(url))
-}
-
-/// Sends `event` on every configured channel. Never fails: each failed delivery is logged
-/// (without secrets) and counted, in [`Notifier::failures`] and the `NotificationFailed`
-/// metric. Call it without holding the store lock.
-pub async fn notify(services: &Services, event: &Event) -> NotifyReport {
-    let notifier = services.notifier().await;
-    let mut report = NotifyReport::default();
-    if !notifier.is_enabled() {
-        return report;
-    }
-    let mut outcomes: Vec<(&'static str, Result<(), NotifyError>)> = Vec::new();
-    if let Some(topic) = &notifier.settings.sns_topic_arn {
-        outcomes.push(("sns", notifier.publish_sns(topic, event).await));
-    }
-    if let Some(name) = &notifier.settings.slack_webhook_credential {
-        let posted = match slack_url(services, name).await {
-            Ok(url) => notifier.post_slack(&url, event).await,
-            Err(error) => Err(error),
-        };
-        outcomes.push(("slack", posted));
-    }
-    for (channel, outcome) in outcomes {
-        match outcome {
-            Ok(()) => {
-                report.delivered += 1;
-                tracing::info!(channel, event = event.name(), "notification sent");
-            }
-            Err(error) => {
-                report.failed += 1;
-                notifier.failures.fetch_add(1, Ordering::Relaxed);
-                tracing::warn!(
-                    channel,
-                    event = event.name(),
-                    retryable = error.is_retryable(),
-                    error = %error,
-                    "notification not delivered"
-                );
+impl Notifier {
+    /// Sends `event` on every configured channel, the Slack URL from `slack_url` (given the
+    /// credential's name). Never fails: each failed delivery is logged (without secrets) and
+    /// counted, in [`Notifier::failures`] and the `NotificationFailed` metric.
+    pub async fn send<F, Fut>(
+        &self,
+        event: &Event,
+        slack_url: F,
+        metrics: &MetricsSink,
+    ) -> NotifyReport
+    where
+        F: FnOnce(String) -> Fut,
+        Fut: Future<Output = Result<SecretString, NotifyError>>,
+    {
+        let notifier = self;
+        let mut report = NotifyReport::default();
+        if !notifier.is_enabled() {
+            return report;
+        }
+        let mut outcomes: Vec<(&'static str, Result<(), NotifyError>)> = Vec::new();
+        if let Some(topic) = &notifier.settings.sns_topic_arn {
+            outcomes.push(("sns", notifier.publish_sns(topic, event).await));
+        }
+        if let Some(name) = &notifier.settings.slack_webhook_credential {
+            let posted = match slack_url(name.clone()).await {
+                Ok(url) => notifier.post_slack(&url, event).await,
+                Err(error) => Err(error),
+            };
+            outcomes.push(("slack", posted));
+        }
+        for (channel, outcome) in outcomes {
+            match outcome {
+                Ok(()) => {
+                    report.delivered += 1;
+                    tracing::info!(channel, event = event.name(), "notification sent");
+                }
+                Err(error) => {
+                    report.failed += 1;
+                    notifier.failures.fetch_add(1, Ordering::Relaxed);
+                    tracing::warn!(
+                        channel,
+                        event = event.name(),
+                        retryable = error.is_retryable(),
+                        error = %error,
+                        "notification not delivered"
+                    );
+                }
             }
         }
+        if report.failed > 0 {
+            MetricsBatch::new(event.target())
+                .put(Metric::NotificationFailed, report.failed as f64)
+                .property("event", event.name())
+                .emit_to(metrics);
+        }
+        report
     }
-    if report.failed > 0 {
-        MetricsBatch::new(event.target())
-            .put(Metric::NotificationFailed, report.failed as f64)
-            .property("event", event.name())
-            .emit_to(&services.metrics);
-    }
-    report
 }
 
 #[cfg(test)]

@@ -1,16 +1,16 @@
 //! What every function needs once per cold start: settings, a database connection, the queues,
 //! the credential keys and the metrics sink. Built once, shared behind an `Arc`.
 
-use tokio::sync::{Mutex, OnceCell};
+use tokio::sync::{Mutex, MutexGuard, OnceCell};
 
 use crate::config::Settings;
+use crate::crypto::secret_refs::SecretRefChecker;
 use crate::crypto::{self, CredentialKeys, SecretsManager};
 use crate::metrics::{Metric, MetricsBatch, MetricsSink, UNKNOWN_TARGET};
 use crate::notify::Notifier;
 use crate::queue::Queues;
-use crate::secret_refs::SecretRefChecker;
 use crate::store::{DatabaseSettings, Store};
-use crate::{Result, workflow};
+use crate::{Error, Result};
 
 pub struct Services {
     pub settings: Settings,
@@ -35,9 +35,39 @@ pub struct Services {
 }
 
 impl Services {
+    /// What a Lambda function builds once per cold start: settings from the bootstrap file and
+    /// environment, the SQS queues from their URL variables, metrics on stdout, the database.
+    pub async fn for_lambda() -> Result<Services> {
+        let settings = Settings::from_process_env(None)?;
+        let (Some(plan_queue_url), Some(apply_queue_url)) = (
+            settings.plan_queue_url.clone(),
+            settings.apply_queue_url.clone(),
+        ) else {
+            return Err(Error::Unsupported(
+                "the queues are not configured: set RITMO_GITOPS_PLAN_QUEUE_URL and \
+                 RITMO_GITOPS_APPLY_QUEUE_URL"
+                    .into(),
+            ));
+        };
+        let client = aws_sdk_sqs::Client::new(&crate::aws::config().await);
+        let queues = Queues::sqs(client, plan_queue_url, apply_queue_url);
+        Services::connect(settings, queues, MetricsSink::Stdout).await
+    }
+
+    /// The store, reconnected first when its connection was lost (a Lambda container outlives
+    /// database restarts and failovers).
+    pub async fn database(&self) -> Result<MutexGuard<'_, Store>> {
+        let mut store = self.store.lock().await;
+        if store.is_closed() {
+            tracing::warn!("the database connection was lost; reconnecting");
+            *store = self.reconnect().await?;
+        }
+        Ok(store)
+    }
+
     /// What checking a repository needs, from this container's keys and settings.
-    pub async fn checks(&self) -> Result<crate::workflow::Checks<'_>> {
-        Ok(crate::workflow::Checks {
+    pub async fn checks(&self) -> Result<crate::source::Checks<'_>> {
+        Ok(crate::source::Checks {
             keys: self.keys().await?,
             refs: self.refs().await,
             builtin_plugins: &self.settings.builtin_plugins,
@@ -52,7 +82,7 @@ impl Services {
                 let secrets = self
                     .secrets_manager_for(&self.settings.master_key_secret_id)
                     .await;
-                workflow::credential_keys(&self.settings, secrets).await
+                Ok(crypto::credential_keys(&self.settings, secrets).await?)
             })
             .await
     }

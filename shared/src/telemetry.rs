@@ -124,6 +124,22 @@ where
     }
 }
 
+/// The error chain of `error` on one line, for run records and logs (a cause already spelled
+/// out in its parent's message is not repeated).
+pub fn error_chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        let message = cause.to_string();
+        if !text.contains(&message) {
+            text.push_str(": ");
+            text.push_str(&message);
+        }
+        source = cause.source();
+    }
+    text
+}
+
 /// The span a sync runs in: every line logged inside carries these four fields, and `scan`
 /// (how the planner read the repository: incremental or full, and why) once it is recorded.
 /// It is an ERROR-level span so it stays enabled, and its fields present, whatever the level.
@@ -271,6 +287,17 @@ impl Visit for JsonVisitor<'_> {
 
 #[cfg(test)]
 mod tests {
+
+    #[derive(Debug, thiserror::Error)]
+    #[error("outer failed")]
+    struct Outer(#[source] std::io::Error);
+
+    #[test]
+    fn an_error_chain_names_every_cause_once() {
+        let error = Outer(std::io::Error::other("disk full"));
+
+        assert_eq!(error_chain(&error), "outer failed: disk full");
+    }
     use super::*;
 
     fn env(pairs: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> {

@@ -13,7 +13,7 @@ use aws_sdk_secretsmanager::config::{ConfigBag, Intercept, RuntimeComponents};
 use ritmo::config::{GitAuth, KnownHosts, SecretSetting};
 use ritmo::crypto::SecretsManager;
 use ritmo::git::{Auth, GitCache, GitError, NetworkOptions, RepoLocation, remote_head};
-use ritmo::workflow::git_auth_with;
+use ritmo::source::git_auth_with;
 use ritmo_tests::git_http::{GitHttpServer, TestRepo, run_git};
 use ritmo_tests::moto::Moto;
 use secrecy::SecretString;

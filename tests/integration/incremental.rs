@@ -13,14 +13,16 @@ use proptest::test_runner::{Config, TestRunner};
 use ritmo::apply::{ApplyOutcome, apply_plan};
 use ritmo::config::{GitAuth, TargetSettings};
 use ritmo::crypto::CredentialKeys;
+use ritmo::crypto::secret_refs::SecretRefChecker;
 use ritmo::git::{Auth, RepoLocation};
-use ritmo::incremental::{FullScanReason, PlannedTarget, ScanMode, ScanOptions, plan_target};
 use ritmo::manifest::Limits;
 use ritmo::plan::PlanPolicy;
-use ritmo::secret_refs::SecretRefChecker;
+use ritmo::source::Checks;
+use ritmo::source::SourceSpec;
+use ritmo::source::incremental::{
+    FullScanReason, PlannedTarget, ScanMode, ScanOptions, plan_target,
+};
 use ritmo::store::{NewRun, NewTarget, RunStatus, Store, Trigger};
-use ritmo::workflow::Checks;
-use ritmo::workflow::SourceSpec;
 use ritmo_tests::db::TestDb;
 use ritmo_tests::git_http::TestRepo;
 
@@ -807,22 +809,22 @@ async fn rows_hashed_by_another_canonical_form_force_a_full_scan_that_rewrites_t
     assert_eq!(planned.plan.unwrap().summary().update, 7);
 }
 
-/// The planner's path (`pipeline::handle_plan_request`) over a served repository, with the
+/// The planner's path (`workflow::handle_plan_request`) over a served repository, with the
 /// local queues and captured metrics.
 mod through_the_pipeline {
     use std::collections::BTreeSet;
 
     use ritmo::config::{GitAuth, Settings, TargetSettings};
     use ritmo::git::{Auth, GitCache, NetworkOptions, RepoLocation};
-    use ritmo::incremental::{self, PlannedTarget, ScanMode};
     use ritmo::manifest::Limits;
     use ritmo::message::{PlanRequest, Trigger};
     use ritmo::metrics::MetricsSink;
-    use ritmo::pipeline::{self, PlanRequestOutcome};
     use ritmo::plan::{Plan, PlanPolicy};
     use ritmo::queue::{LocalReceivers, Queues};
     use ritmo::services::Services;
-    use ritmo::workflow::SourceSpec;
+    use ritmo::source::SourceSpec;
+    use ritmo::source::incremental::{self, PlannedTarget, ScanMode};
+    use ritmo::workflow::{self, PlanRequestOutcome};
     use ritmo_tests::db::TestDb;
     use ritmo_tests::git_http::{ServedRepo, run_git};
     use secrecy::SecretString;
@@ -873,7 +875,7 @@ mod through_the_pipeline {
         /// Handles `request` and applies the plan it sent to the apply queue. Returns the plan
         /// and the planner's scan mode (`scan`, `scan_reason` of its metrics).
         async fn plan_and_apply(&mut self, request: PlanRequest) -> (Plan, Scan) {
-            let outcome = pipeline::handle_plan_request(&self.services, &request)
+            let outcome = workflow::handle_plan_request(&self.services, &request)
                 .await
                 .unwrap();
             let scan = self.last_scan();
@@ -890,7 +892,7 @@ mod through_the_pipeline {
                 store.load_plan(*sync_id).await.unwrap().unwrap()
             };
             let apply = self.receivers.applies.try_recv().unwrap();
-            pipeline::handle_apply_request(&self.services, &apply)
+            workflow::handle_apply_request(&self.services, &apply)
                 .await
                 .unwrap();
             (plan, scan)
@@ -1052,7 +1054,7 @@ mod through_the_pipeline {
         std::fs::remove_dir_all(stack.target_cache()).unwrap();
         let expected = stack.full_plan(Some(&first)).await;
 
-        pipeline::rollback(&stack.services, TARGET, &first, "jane")
+        workflow::rollback(&stack.services, TARGET, &first, "jane")
             .await
             .unwrap();
         let request = stack.receivers.plans.try_recv().unwrap();

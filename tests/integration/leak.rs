@@ -21,13 +21,14 @@ use std::sync::{Mutex, Once};
 
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
+use ritmo::crypto::secret_refs::SecretRefChecker;
 use ritmo::crypto::{CredentialKeys, MasterKey, MasterKeyring, SecretString, SecretsManager};
 use ritmo::git::{Auth, RepoLocation};
 use ritmo::manifest::Limits;
-use ritmo::secret_refs::SecretRefChecker;
+use ritmo::queue::consume::Consumer;
+use ritmo::source::{self, SourceSpec};
 use ritmo::store::{DatabaseSettings, SslMode, Store};
 use ritmo::webhook::{self, Provider};
-use ritmo::workflow::{self, SourceSpec};
 use ritmo_tests::db::TestDb;
 use ritmo_tests::git_http::{GitHttpServer, TestRepo};
 use ritmo_tests::moto::Moto;
@@ -459,9 +460,9 @@ async fn in_process_failures(db: &TestDb) -> Vec<(String, String)> {
         auth: Auth::Token(SecretString::from(token.to_owned())),
         cache_dir: cache.path().join(token.len().to_string()),
     };
-    let good = workflow::read_source(&source(GIT_TOKEN), Limits::default()).await;
+    let good = source::read_source(&source(GIT_TOKEN), Limits::default()).await;
     assert!(good.is_ok(), "{:?}", good.err());
-    let refused = workflow::read_source(&source(WRONG_GIT_TOKEN), Limits::default())
+    let refused = source::read_source(&source(WRONG_GIT_TOKEN), Limits::default())
         .await
         .unwrap_err();
     texts.push(described("wrong git token", &refused));
@@ -496,7 +497,7 @@ async fn in_process_failures(db: &TestDb) -> Vec<(String, String)> {
         &keys.decrypt("registry", &value).await.unwrap_err(),
     ));
     texts.push(("credential keys".into(), format!("{keys:?}")));
-    let checked = workflow::check(
+    let checked = source::check(
         ritmo::git::Snapshot {
             revision: ritmo::model::Revision::Worktree,
             files: vec![ritmo::manifest::SourceFile {
@@ -506,7 +507,7 @@ async fn in_process_failures(db: &TestDb) -> Vec<(String, String)> {
                 ),
             }],
         },
-        workflow::Checks {
+        source::Checks {
             keys: &keys,
             refs: &SecretRefChecker::off("offline"),
             builtin_plugins: &Default::default(),
@@ -1072,19 +1073,19 @@ async fn no_planted_secret_reaches_serve_output_api_answers_or_queued_messages()
     let commit = repo.commit("a second credential");
     repo.git(&["push", "--quiet", config_bare.to_str().unwrap(), "main"]);
     let (headers, body) = signed_push(&open_url, &commit, WEBHOOK_SECRET);
-    let accepted = ritmo::pipeline::accept_webhook(&services, &headers, &body).await;
-    let requested = ritmo::pipeline::request_sync(&services, None, Some("leak".into()), false)
+    let accepted = ritmo::workflow::accept_webhook(&services, &headers, &body).await;
+    let requested = ritmo::workflow::request_sync(&services, None, Some("leak".into()), false)
         .await
         .unwrap();
     let plan_messages = drain_queue(&sqs, &plan_queue).await;
     for message in &plan_messages {
         let body = message.lines().next().unwrap();
-        ritmo::pipeline::sqs::plan_message(&services, body).await;
+        <ritmo::workflow::PlanQueue as Consumer>::handle(&services, body).await;
     }
     let apply_messages = drain_queue(&sqs, &apply_queue).await;
     for message in &apply_messages {
         let body = message.lines().next().unwrap();
-        ritmo::pipeline::sqs::apply_message(&services, body).await;
+        <ritmo::workflow::ApplyQueue as Consumer>::handle(&services, body).await;
     }
 
     assert_eq!(accepted.status, 202, "{:?}", accepted.body);

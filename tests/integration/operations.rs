@@ -14,11 +14,11 @@ use ritmo::message::{PlanRequest, Trigger};
 use ritmo::metrics::MetricsSink;
 use ritmo::model::Kind;
 use ritmo::notify::Notifier;
-use ritmo::pipeline::{self, ApplyRequestOutcome, PlanRequestOutcome, PolledTarget, SkipReason};
 use ritmo::plan::PlanPolicy;
 use ritmo::queue::{LocalReceivers, Queues};
 use ritmo::services::Services;
 use ritmo::store::RunStatus;
+use ritmo::workflow::{self, ApplyRequestOutcome, PlanRequestOutcome, PolledTarget, SkipReason};
 use ritmo_tests::db::TestDb;
 use ritmo_tests::git_http::ServedRepo as Remote;
 use ritmo_tests::moto::Moto;
@@ -86,14 +86,14 @@ impl Stack {
             while let Ok(request) = self.receivers.plans.try_recv() {
                 handled = true;
                 plans.push(
-                    pipeline::handle_plan_request(&self.services, &request)
+                    workflow::handle_plan_request(&self.services, &request)
                         .await
                         .unwrap(),
                 );
             }
             while let Ok(request) = self.receivers.applies.try_recv() {
                 handled = true;
-                let outcome = pipeline::handle_apply_request(&self.services, &request)
+                let outcome = workflow::handle_apply_request(&self.services, &request)
                     .await
                     .unwrap();
                 assert!(
@@ -109,7 +109,7 @@ impl Stack {
 
     /// A manual sync of the branch head, planned and applied.
     async fn sync(&mut self) -> Vec<PlanRequestOutcome> {
-        pipeline::request_sync(&self.services, Some(TARGET), None, false)
+        workflow::request_sync(&self.services, Some(TARGET), None, false)
             .await
             .unwrap();
         self.drain().await
@@ -164,7 +164,7 @@ async fn drift_with_self_heal_is_restored_to_gits_version_by_the_poller() {
         .await
         .unwrap();
 
-    let poll = pipeline::poll_targets(&stack.services).await.unwrap();
+    let poll = workflow::poll_targets(&stack.services).await.unwrap();
     let plans = stack.drain().await;
 
     assert_eq!(drifted.len(), 1);
@@ -204,7 +204,7 @@ async fn drift_without_self_heal_is_reported_and_left_alone() {
     stack.sync().await;
     stack.edit_out_of_band().await;
 
-    let poll = pipeline::poll_targets(&stack.services).await.unwrap();
+    let poll = workflow::poll_targets(&stack.services).await.unwrap();
 
     assert_eq!(poll.enqueued, 0, "{poll:?}");
     assert!(stack.drain().await.is_empty());
@@ -245,18 +245,18 @@ async fn a_pinned_target_ignores_the_schedule_until_resumed() {
     let second = stack.remote.push_plugin("git-scm", "2.0.0");
     stack.sync().await;
 
-    pipeline::rollback(&stack.services, TARGET, &first, "jane")
+    workflow::rollback(&stack.services, TARGET, &first, "jane")
         .await
         .unwrap();
     stack.drain().await;
-    let poll = pipeline::poll_targets(&stack.services).await.unwrap();
+    let poll = workflow::poll_targets(&stack.services).await.unwrap();
     let scheduled = PlanRequest::new(TARGET, Trigger::Schedule, chrono::Utc::now())
         .with_revision(format!("main@sha1:{second}"));
-    let while_pinned = pipeline::handle_plan_request(&stack.services, &scheduled)
+    let while_pinned = workflow::handle_plan_request(&stack.services, &scheduled)
         .await
         .unwrap();
     let version_while_pinned = stack.plugin_version().await;
-    pipeline::resume(&stack.services, TARGET).await.unwrap();
+    workflow::resume(&stack.services, TARGET).await.unwrap();
     stack.drain().await;
 
     assert_eq!(
@@ -395,7 +395,7 @@ async fn a_plan_waiting_for_approval_is_posted_to_the_slack_webhook() {
     let PlanRequestOutcome::Planned { sync_id, .. } = &first[0] else {
         panic!("{first:?}");
     };
-    pipeline::approve_plan(&stack.services, *sync_id, "jane")
+    workflow::approve_plan(&stack.services, *sync_id, "jane")
         .await
         .unwrap();
     stack.drain().await;
@@ -528,7 +528,7 @@ async fn failing_notification_endpoints_are_counted_and_do_not_fail_the_sync() {
     let PlanRequestOutcome::Planned { sync_id, .. } = &first[0] else {
         panic!("{first:?}");
     };
-    pipeline::approve_plan(&stack.services, *sync_id, "jane")
+    workflow::approve_plan(&stack.services, *sync_id, "jane")
         .await
         .unwrap();
     stack.drain().await;
@@ -557,7 +557,7 @@ async fn failing_notification_endpoints_are_counted_and_do_not_fail_the_sync() {
     assert_eq!(failed.len(), 1);
     assert_eq!(failed[0]["NotificationFailed"], 2.0);
     // The sync goes on: approving applies it.
-    pipeline::approve_plan(&stack.services, *sync_id, "jane")
+    workflow::approve_plan(&stack.services, *sync_id, "jane")
         .await
         .unwrap();
     stack.drain().await;

@@ -1,6 +1,6 @@
 //! The serverless pipeline end to end on the local stack: real PostgreSQL, moto SQS FIFO
 //! queues (with DLQs and redrive), and a config repository served over smart HTTP. The
-//! functions are exercised through `ritmo::pipeline`, exactly what the Lambda handlers call.
+//! functions are exercised through `ritmo::workflow`, exactly what the Lambda handlers call.
 
 use std::collections::BTreeSet;
 use std::time::Duration;
@@ -9,12 +9,16 @@ use hmac::{Hmac, Mac};
 use ritmo::config::{GitAuth, Settings, TargetSettings};
 use ritmo::message::{ApplyRequest, PlanRequest};
 use ritmo::metrics::MetricsSink;
-use ritmo::pipeline::sqs::{self, Disposition, Handled, QueueKind};
-use ritmo::pipeline::{self, ApplyRequestOutcome, ApproveOutcome, PlanRequestOutcome, SkipReason};
 use ritmo::plan::PlanPolicy;
+use ritmo::queue::consume::{self, Consumer, Disposition, Handled};
+use ritmo::queue::workers::{run_local_workers, run_sqs_workers};
 use ritmo::queue::{LocalReceivers, Queues};
 use ritmo::services::Services;
 use ritmo::store::RunStatus;
+use ritmo::workflow::{
+    self, ApplyQueue, ApplyRequestOutcome, ApproveOutcome, PlanQueue, PlanRequestOutcome,
+    SkipReason,
+};
 use ritmo_tests::db::TestDb;
 use ritmo_tests::git_http::ServedRepo as Remote;
 use ritmo_tests::moto::Moto;
@@ -116,29 +120,20 @@ impl SqsStack {
         }
     }
 
-    /// One receive-and-handle round on a queue (waiting up to a second for messages).
-    async fn round(&self, kind: QueueKind) -> Vec<Handled> {
-        let url = match kind {
-            QueueKind::Plan => &self.plan_url,
-            QueueKind::Apply => &self.apply_url,
-        };
-        sqs::receive_and_handle(
-            &self.services,
-            &self.client,
-            url,
-            kind,
-            Duration::from_secs(1),
-        )
-        .await
-        .unwrap()
+    /// One receive-and-handle round on queue `C` (waiting up to a second for messages).
+    async fn round<C: Consumer<Context = Services>>(&self) -> Vec<Handled> {
+        let (_, url) = C::sqs_queue(&self.services).expect("an SQS stack has SQS queues");
+        consume::receive_and_handle::<C>(&self.services, &self.client, url, Duration::from_secs(1))
+            .await
+            .unwrap()
     }
 
     /// Receives from both queues until a round finds them both empty.
     async fn drain(&self) -> Vec<Handled> {
         let mut all = Vec::new();
         loop {
-            let plans = self.round(QueueKind::Plan).await;
-            let applies = self.round(QueueKind::Apply).await;
+            let plans = self.round::<PlanQueue>().await;
+            let applies = self.round::<ApplyQueue>().await;
             if plans.is_empty() && applies.is_empty() {
                 return all;
             }
@@ -189,7 +184,7 @@ impl LocalStack {
 
     async fn plan(&mut self) -> PlanRequestOutcome {
         let request = self.next_plan().expect("a queued plan request");
-        pipeline::handle_plan_request(&self.services, &request)
+        workflow::handle_plan_request(&self.services, &request)
             .await
             .unwrap()
     }
@@ -212,7 +207,7 @@ async fn a_pushed_commit_is_planned_and_committed_through_the_queues() {
     let commit = stack.remote.push_plugin("git-scm", "1.0.0");
     let body = push_body(&stack.remote, &"0".repeat(40), &commit);
 
-    let reply = pipeline::accept_webhook(
+    let reply = workflow::accept_webhook(
         &stack.services,
         &github_headers("push", "delivery-1", &body, SECRET),
         &body,
@@ -249,9 +244,9 @@ async fn a_webhook_delivered_three_times_and_a_poller_tick_apply_once() {
 
     let mut replies = Vec::new();
     for _ in 0..3 {
-        replies.push(pipeline::accept_webhook(&stack.services, &headers, &body).await);
+        replies.push(workflow::accept_webhook(&stack.services, &headers, &body).await);
     }
-    let poll = pipeline::poll_targets(&stack.services).await.unwrap();
+    let poll = workflow::poll_targets(&stack.services).await.unwrap();
     let handled = stack.drain().await;
 
     let statuses: Vec<_> = replies
@@ -293,13 +288,13 @@ async fn an_apply_message_taken_by_a_crashed_applier_is_redelivered_and_applied_
     let stack = SqsStack::start(2).await;
     let commit = stack.remote.push_plugin("git-scm", "1.0.0");
     let body = push_body(&stack.remote, &"0".repeat(40), &commit);
-    pipeline::accept_webhook(
+    workflow::accept_webhook(
         &stack.services,
         &github_headers("push", "delivery-1", &body, SECRET),
         &body,
     )
     .await;
-    let planned = stack.round(QueueKind::Plan).await;
+    let planned = stack.round::<PlanQueue>().await;
     assert_eq!(done(&planned), 1, "{planned:?}");
 
     // An applier that received the message and died before handling or deleting it.
@@ -312,10 +307,10 @@ async fn an_apply_message_taken_by_a_crashed_applier_is_redelivered_and_applied_
         .await
         .unwrap();
     assert_eq!(taken.messages().len(), 1);
-    let while_invisible = stack.round(QueueKind::Apply).await;
+    let while_invisible = stack.round::<ApplyQueue>().await;
     let mut redelivered = Vec::new();
     for _ in 0..30 {
-        redelivered = stack.round(QueueKind::Apply).await;
+        redelivered = stack.round::<ApplyQueue>().await;
         if !redelivered.is_empty() {
             break;
         }
@@ -345,16 +340,16 @@ async fn an_apply_message_taken_by_a_crashed_applier_is_redelivered_and_applied_
 async fn handling_an_apply_request_twice_applies_it_once() {
     let mut stack = LocalStack::start(true).await;
     stack.remote.push_plugin("git-scm", "1.0.0");
-    pipeline::request_sync(&stack.services, Some(TARGET), None, false)
+    workflow::request_sync(&stack.services, Some(TARGET), None, false)
         .await
         .unwrap();
     stack.plan().await;
     let apply = stack.next_apply().unwrap();
 
-    let first = pipeline::handle_apply_request(&stack.services, &apply)
+    let first = workflow::handle_apply_request(&stack.services, &apply)
         .await
         .unwrap();
-    let second = pipeline::handle_apply_request(&stack.services, &apply)
+    let second = workflow::handle_apply_request(&stack.services, &apply)
         .await
         .unwrap();
 
@@ -375,23 +370,23 @@ async fn handling_an_apply_request_twice_applies_it_once() {
 async fn a_stale_plan_is_superseded_and_a_fresh_plan_is_requested() {
     let mut stack = LocalStack::start(true).await;
     stack.remote.push_plugin("git-scm", "1.0.0");
-    pipeline::request_sync(&stack.services, Some(TARGET), None, false)
+    workflow::request_sync(&stack.services, Some(TARGET), None, false)
         .await
         .unwrap();
     stack.plan().await;
     let first_apply = stack.next_apply().unwrap();
     // Another sync gets to the target first.
     stack.remote.push_plugin("git-scm", "2.0.0");
-    pipeline::request_sync(&stack.services, Some(TARGET), None, false)
+    workflow::request_sync(&stack.services, Some(TARGET), None, false)
         .await
         .unwrap();
     stack.plan().await;
     let second_apply = stack.next_apply().unwrap();
-    pipeline::handle_apply_request(&stack.services, &second_apply)
+    workflow::handle_apply_request(&stack.services, &second_apply)
         .await
         .unwrap();
 
-    let outcome = pipeline::handle_apply_request(&stack.services, &first_apply)
+    let outcome = workflow::handle_apply_request(&stack.services, &first_apply)
         .await
         .unwrap();
 
@@ -416,7 +411,7 @@ async fn a_stale_plan_is_superseded_and_a_fresh_plan_is_requested() {
 async fn a_plan_waiting_for_approval_is_applied_once_approved_and_refused_once_stale() {
     let mut stack = LocalStack::start(false).await;
     stack.remote.push_plugin("git-scm", "1.0.0");
-    pipeline::request_sync(&stack.services, Some(TARGET), None, false)
+    workflow::request_sync(&stack.services, Some(TARGET), None, false)
         .await
         .unwrap();
 
@@ -429,11 +424,11 @@ async fn a_plan_waiting_for_approval_is_applied_once_approved_and_refused_once_s
     assert_eq!(status, RunStatus::PendingApproval);
     assert!(stack.next_apply().is_none());
 
-    let approved = pipeline::approve_plan(&stack.services, sync_id, "jane")
+    let approved = workflow::approve_plan(&stack.services, sync_id, "jane")
         .await
         .unwrap();
     let apply = stack.next_apply().unwrap();
-    let applied = pipeline::handle_apply_request(&stack.services, &apply)
+    let applied = workflow::handle_apply_request(&stack.services, &apply)
         .await
         .unwrap();
     assert!(
@@ -447,28 +442,28 @@ async fn a_plan_waiting_for_approval_is_applied_once_approved_and_refused_once_s
 
     // Two plans wait; approving and applying one moves the target, so the other is stale.
     stack.remote.push_plugin("git-scm", "2.0.0");
-    pipeline::request_sync(&stack.services, Some(TARGET), None, false)
+    workflow::request_sync(&stack.services, Some(TARGET), None, false)
         .await
         .unwrap();
     let PlanRequestOutcome::Planned { sync_id: older, .. } = stack.plan().await else {
         panic!("expected a plan");
     };
     stack.remote.push_plugin("git-scm", "3.0.0");
-    pipeline::request_sync(&stack.services, Some(TARGET), None, false)
+    workflow::request_sync(&stack.services, Some(TARGET), None, false)
         .await
         .unwrap();
     let PlanRequestOutcome::Planned { sync_id: newer, .. } = stack.plan().await else {
         panic!("expected a plan");
     };
-    pipeline::approve_plan(&stack.services, newer, "jane")
+    workflow::approve_plan(&stack.services, newer, "jane")
         .await
         .unwrap();
     let apply = stack.next_apply().unwrap();
-    pipeline::handle_apply_request(&stack.services, &apply)
+    workflow::handle_apply_request(&stack.services, &apply)
         .await
         .unwrap();
 
-    let refused = pipeline::approve_plan(&stack.services, older, "jane")
+    let refused = workflow::approve_plan(&stack.services, older, "jane")
         .await
         .unwrap();
 
@@ -498,18 +493,18 @@ async fn a_plan_waiting_for_approval_is_applied_once_approved_and_refused_once_s
 async fn a_request_for_the_applied_commit_is_skipped_without_recording_a_run() {
     let mut stack = LocalStack::start(true).await;
     let commit = stack.remote.push_plugin("git-scm", "1.0.0");
-    pipeline::request_sync(&stack.services, Some(TARGET), None, false)
+    workflow::request_sync(&stack.services, Some(TARGET), None, false)
         .await
         .unwrap();
     stack.plan().await;
     let apply = stack.next_apply().unwrap();
-    pipeline::handle_apply_request(&stack.services, &apply)
+    workflow::handle_apply_request(&stack.services, &apply)
         .await
         .unwrap();
     let webhook = PlanRequest::new(TARGET, ritmo::message::Trigger::Webhook, chrono_now())
         .with_revision(format!("main@sha1:{commit}"));
 
-    let outcome = pipeline::handle_plan_request(&stack.services, &webhook)
+    let outcome = workflow::handle_plan_request(&stack.services, &webhook)
         .await
         .unwrap();
 
@@ -528,41 +523,41 @@ async fn a_request_for_the_applied_commit_is_skipped_without_recording_a_run() {
 async fn a_rollback_pins_the_target_until_it_is_resumed() {
     let mut stack = LocalStack::start(true).await;
     let first = stack.remote.push_plugin("git-scm", "1.0.0");
-    pipeline::request_sync(&stack.services, Some(TARGET), None, false)
+    workflow::request_sync(&stack.services, Some(TARGET), None, false)
         .await
         .unwrap();
     stack.plan().await;
     let apply = stack.next_apply().unwrap();
-    pipeline::handle_apply_request(&stack.services, &apply)
+    workflow::handle_apply_request(&stack.services, &apply)
         .await
         .unwrap();
     let second = stack.remote.push_plugin("git-scm", "2.0.0");
-    pipeline::request_sync(&stack.services, Some(TARGET), None, false)
+    workflow::request_sync(&stack.services, Some(TARGET), None, false)
         .await
         .unwrap();
     stack.plan().await;
     let apply = stack.next_apply().unwrap();
-    pipeline::handle_apply_request(&stack.services, &apply)
+    workflow::handle_apply_request(&stack.services, &apply)
         .await
         .unwrap();
 
-    pipeline::rollback(&stack.services, TARGET, &first, "jane")
+    workflow::rollback(&stack.services, TARGET, &first, "jane")
         .await
         .unwrap();
     stack.plan().await;
     let apply = stack.next_apply().unwrap();
-    pipeline::handle_apply_request(&stack.services, &apply)
+    workflow::handle_apply_request(&stack.services, &apply)
         .await
         .unwrap();
     let webhook = PlanRequest::new(TARGET, ritmo::message::Trigger::Webhook, chrono_now())
         .with_revision(format!("main@sha1:{second}"));
-    let while_pinned = pipeline::handle_plan_request(&stack.services, &webhook)
+    let while_pinned = workflow::handle_plan_request(&stack.services, &webhook)
         .await
         .unwrap();
-    pipeline::resume(&stack.services, TARGET).await.unwrap();
+    workflow::resume(&stack.services, TARGET).await.unwrap();
     stack.plan().await;
     let apply = stack.next_apply().unwrap();
-    pipeline::handle_apply_request(&stack.services, &apply)
+    workflow::handle_apply_request(&stack.services, &apply)
         .await
         .unwrap();
 
@@ -604,7 +599,7 @@ async fn an_invalid_repository_records_a_failed_run_and_applies_nothing() {
         "apiVersion: ritmo.dev/v1\nkind: Plugin\nmetadata:\n  name: Broken\n",
     );
     stack.remote.push("broken");
-    pipeline::request_sync(&stack.services, Some(TARGET), None, false)
+    workflow::request_sync(&stack.services, Some(TARGET), None, false)
         .await
         .unwrap();
 
@@ -670,12 +665,12 @@ async fn webhooks_that_must_not_plan_are_refused_or_ignored() {
     ];
     let mut answers = Vec::new();
     for (name, headers, body) in cases {
-        let reply = pipeline::accept_webhook(&stack.services, &headers, &body).await;
+        let reply = workflow::accept_webhook(&stack.services, &headers, &body).await;
         answers.push((name, reply.status, reply.body));
     }
     let mut unsigned = github_headers("push", "d-7", &body, SECRET);
     unsigned.retain(|(name, _)| name != "X-Hub-Signature-256");
-    let missing = pipeline::accept_webhook(&stack.services, &unsigned, &body).await;
+    let missing = workflow::accept_webhook(&stack.services, &unsigned, &body).await;
 
     let summary: Vec<(&str, u16, String)> = answers
         .iter()
@@ -740,13 +735,13 @@ async fn the_local_workers_plan_and_apply_until_shut_down() {
     } = stack;
     let services = std::sync::Arc::new(services);
     let (stop, shutdown) = tokio::sync::watch::channel(false);
-    let workers = tokio::spawn(pipeline::run_local_workers(
+    let workers = tokio::spawn(run_local_workers::<PlanQueue, ApplyQueue>(
         services.clone(),
         receivers,
         shutdown,
     ));
 
-    pipeline::request_sync(&services, None, Some("jane".into()), false)
+    workflow::request_sync(&services, None, Some("jane".into()), false)
         .await
         .unwrap();
     let succeeded = wait_for_count(
@@ -777,14 +772,19 @@ async fn the_sqs_workers_plan_and_apply_until_shut_down() {
     } = stack;
     let services = std::sync::Arc::new(services);
     let (stop, shutdown) = tokio::sync::watch::channel(false);
-    let workers = tokio::spawn(pipeline::run_sqs_workers(
+    let sqs = match &services.queues {
+        Queues::Sqs { client, .. } => client.clone(),
+        Queues::Local(_) => unreachable!("an SQS stack has SQS queues"),
+    };
+    let workers = tokio::spawn(run_sqs_workers::<PlanQueue, ApplyQueue>(
         services.clone(),
+        sqs,
         plan_url,
         apply_url,
         shutdown,
     ));
 
-    let reply = pipeline::accept_webhook(
+    let reply = workflow::accept_webhook(
         &services,
         &github_headers("push", "delivery-1", &body, SECRET),
         &body,
@@ -821,13 +821,13 @@ async fn a_dry_run_target_plans_a_commit_once_and_never_applies() {
         .with_revision(format!("main@sha1:{commit}"))
     };
 
-    let first = pipeline::handle_plan_request(&stack.services, &tick(0))
+    let first = workflow::handle_plan_request(&stack.services, &tick(0))
         .await
         .unwrap();
-    let second = pipeline::handle_plan_request(&stack.services, &tick(60))
+    let second = workflow::handle_plan_request(&stack.services, &tick(60))
         .await
         .unwrap();
-    let poll = pipeline::poll_targets(&stack.services).await.unwrap();
+    let poll = workflow::poll_targets(&stack.services).await.unwrap();
 
     let PlanRequestOutcome::Planned {
         sync_id,
@@ -851,7 +851,7 @@ async fn a_dry_run_target_plans_a_commit_once_and_never_applies() {
     );
     assert_eq!(
         poll.targets,
-        [pipeline::PolledTarget::AlreadyHandled {
+        [workflow::PolledTarget::AlreadyHandled {
             target: TARGET.into(),
             head: commit.clone()
         }]

@@ -11,20 +11,20 @@ use std::sync::Arc;
 use hmac::{Hmac, Mac};
 use ritmo::config::Settings;
 use ritmo::metrics::MetricsSink;
-use ritmo::pipeline::accept_webhook;
 use ritmo::queue::Queues;
 use ritmo::services::Services;
+use ritmo::workflow::accept_webhook;
 use secrecy::SecretString;
 
 use aws_sdk_secretsmanager::config::Region;
+use ritmo::crypto::secret_refs::SecretRefChecker;
 use ritmo::crypto::{CredentialKeys, SecretsManager};
 use ritmo::diagnostic::Code;
 use ritmo::git::Snapshot;
 use ritmo::manifest::{FileContent, Limits, SourceFile};
 use ritmo::model::Revision;
-use ritmo::secret_refs::SecretRefChecker;
+use ritmo::source;
 use ritmo::store::{DatabaseSettings, SslMode, Store, StoreError, is_auth_failure};
-use ritmo::workflow;
 use ritmo_tests::db::{TestDb, connect};
 use ritmo_tests::moto::{Moto, REGION};
 
@@ -164,9 +164,9 @@ async fn secret_refs_to_existing_secrets_pass_and_missing_ones_fail_by_name() {
         ),
     ];
 
-    let checked = workflow::check(
+    let checked = source::check(
         snapshot(&files),
-        workflow::Checks {
+        source::Checks {
             keys: &CredentialKeys::default(),
             refs: &checker,
             builtin_plugins: &BTreeSet::new(),
@@ -221,9 +221,9 @@ async fn secret_refs_are_warned_about_not_failed_when_aws_cannot_answer() {
         ),
     )];
 
-    let checked = workflow::check(
+    let checked = source::check(
         snapshot(&files),
-        workflow::Checks {
+        source::Checks {
             keys: &CredentialKeys::default(),
             refs: &checker,
             builtin_plugins: &BTreeSet::new(),

@@ -4,7 +4,7 @@
 //!
 //! This crate owns the HTTP edge only: routing, request parsing, the caller's identity and
 //! JSON error bodies `{"error": code, "message": …}`. What a request does is
-//! [`ritmo::pipeline`]'s (sync, approve, rollback, resume) or a plain read of the store.
+//! [`ritmo::workflow`]'s (sync, approve, rollback, resume) or a plain read of the store.
 //! Lambda runs the router with `lambda_http`; `ritmo serve` runs the same router locally.
 
 mod error;
@@ -22,8 +22,8 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use lambda_http::RequestExt;
 use lambda_http::request::RequestContext;
-use ritmo::pipeline::{self, ApproveOutcome};
 use ritmo::services::Services;
+use ritmo::workflow::{self, ApproveOutcome};
 use serde::Deserialize;
 use serde::de::DeserializeOwned;
 use serde_json::json;
@@ -100,7 +100,7 @@ async fn sync(
 ) -> Result<Response, ApiError> {
     let body: SyncBody = optional_json(body)?;
     let queued =
-        pipeline::request_sync(&services, body.target.as_deref(), Some(actor), body.dry_run)
+        workflow::request_sync(&services, body.target.as_deref(), Some(actor), body.dry_run)
             .await?;
     Ok((
         StatusCode::ACCEPTED,
@@ -128,7 +128,7 @@ async fn approve(
     let sync_id = parse_sync_id(&id)?;
     let body: ApproveBody = optional_json(body)?;
     tracing::info!(%sync_id, %actor, comment = body.comment.as_deref().unwrap_or(""), "approval requested");
-    match pipeline::approve_plan(&services, sync_id, &actor).await? {
+    match workflow::approve_plan(&services, sync_id, &actor).await? {
         ApproveOutcome::Approved { sync_id, target } => Ok((
             StatusCode::ACCEPTED,
             axum::Json(json!({
@@ -176,7 +176,7 @@ async fn rollback(
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
     let body: RollbackBody = required_json(body)?;
-    let request = pipeline::rollback(&services, &body.target, &body.to, &actor).await?;
+    let request = workflow::rollback(&services, &body.target, &body.to, &actor).await?;
     Ok((
         StatusCode::ACCEPTED,
         axum::Json(json!({ "queued": [request], "pinned": body.to })),
@@ -196,7 +196,7 @@ async fn resume(
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
     let body: ResumeBody = required_json(body)?;
-    pipeline::resume(&services, &body.target).await?;
+    workflow::resume(&services, &body.target).await?;
     Ok(axum::Json(json!({ "target": body.target, "resumed": true })).into_response())
 }
 

@@ -8,6 +8,6 @@ use ritmo::telemetry::{LogFormat, init_logging};
 async fn main() -> Result<(), lambda_http::Error> {
     init_logging(LogFormat::Json, "info");
     // Built once per cold start: the database connection outlives invocations.
-    let services = ritmo::pipeline::lambda_services().await?;
+    let services = ritmo::services::Services::for_lambda().await?;
     lambda_http::run(api::app(Arc::new(services))).await
 }

@@ -1,7 +1,7 @@
 //! The api router on a real PostgreSQL database, a real git repository (a copy of
 //! `examples/ritmo-config`) and in-process queues: every `events/api-*.json` replayed as Lambda
 //! would deliver it, then each route's answers after real syncs made with
-//! `ritmo::workflow::sync_target`.
+//! `ritmo::source::sync_target`.
 #![allow(clippy::unwrap_used, clippy::expect_used)] // a test: a failed unwrap is a failed test
 
 #[path = "../../webhook/tests/support/mod.rs"]
@@ -17,10 +17,10 @@ use axum::http::{Request, StatusCode};
 use ritmo::config::{Settings, env_from_map};
 use ritmo::message::{PlanRequest, Trigger};
 use ritmo::metrics::MetricsSink;
-use ritmo::pipeline::{self, InlineSync};
 use ritmo::queue::{LocalReceivers, Queues};
 use ritmo::services::Services;
 use ritmo::store::RunStatus;
+use ritmo::workflow::{self, InlineSync};
 use ritmo_tests::db::TestDb;
 use ritmo_tests::git_http::TestRepo;
 use serde_json::{Value, json};
@@ -118,7 +118,7 @@ impl Harness {
             auto_approve: false,
             actor: "test".into(),
         };
-        let drained = pipeline::sync_inline(&self.services, &mut self.receivers, &request, &inline)
+        let drained = workflow::sync_inline(&self.services, &mut self.receivers, &request, &inline)
             .await
             .unwrap();
         let (sync_id, status) = drained.last_run().expect("the sync recorded a run");

@@ -1,18 +1,19 @@
-//! Decodes an SQS FIFO batch of apply requests, hands each to `ritmo::pipeline`, and answers with
+//! Decodes an SQS FIFO batch of apply requests, hands each to `ritmo::workflow`, and answers with
 //! the partial batch failures (`ReportBatchItemFailures`): retryable failures, and the later
 //! messages of their group, go back to the queue; everything else is acknowledged.
 
 use aws_lambda_events::event::sqs::{SqsBatchResponse, SqsEvent};
 use lambda_runtime::LambdaEvent;
-use ritmo::pipeline::sqs::{self, ApplyQueue};
+use ritmo::queue::consume;
 use ritmo::services::Services;
+use ritmo::workflow::ApplyQueue;
 
 /// Handles one invocation.
 pub async fn handle(
     services: &Services,
     event: LambdaEvent<SqsEvent>,
 ) -> Result<SqsBatchResponse, lambda_runtime::Error> {
-    Ok(sqs::handle_lambda_batch::<ApplyQueue>(services, event.payload).await)
+    Ok(consume::handle_lambda_batch::<ApplyQueue>(services, event.payload).await)
 }
 
 #[cfg(test)]
@@ -94,7 +95,7 @@ mod tests {
         let db = TestDb::new().await;
         let repo = repo();
         let (services, mut receivers) = services(&db, &repo).await;
-        ritmo::pipeline::handle_plan_request(
+        ritmo::workflow::handle_plan_request(
             &services,
             &PlanRequest::new("prod", Trigger::Manual, chrono_now()),
         )

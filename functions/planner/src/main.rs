@@ -8,7 +8,7 @@ use ritmo::telemetry::{self, LogFormat};
 #[tokio::main]
 async fn main() -> Result<(), lambda_runtime::Error> {
     telemetry::init_logging(LogFormat::Json, "info");
-    let services = Arc::new(ritmo::pipeline::lambda_services().await?);
+    let services = Arc::new(ritmo::services::Services::for_lambda().await?);
     lambda_runtime::run(service_fn(move |event: LambdaEvent<_>| {
         let services = services.clone();
         async move { planner_function::handler::handle(&services, event).await }

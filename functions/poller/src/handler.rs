@@ -2,8 +2,8 @@
 
 use aws_lambda_events::event::eventbridge::EventBridgeEvent;
 use lambda_runtime::LambdaEvent;
-use ritmo::pipeline::{self, PollReport};
 use ritmo::services::Services;
+use ritmo::workflow::{self, PollReport};
 
 /// Handles one invocation. A failed tick (database or queue down) is an error, so Lambda
 /// records it; the next scheduled tick tries again.
@@ -12,7 +12,7 @@ pub async fn handle(
     event: LambdaEvent<EventBridgeEvent>,
 ) -> Result<PollReport, lambda_runtime::Error> {
     tracing::debug!(time = ?event.payload.time, "scheduled poll");
-    Ok(pipeline::poll_targets(services).await?)
+    Ok(workflow::poll_targets(services).await?)
 }
 
 #[cfg(test)]
@@ -21,9 +21,9 @@ mod tests {
     use ritmo::config::{GitAuth, Settings, TargetSettings};
     use ritmo::message::Trigger;
     use ritmo::metrics::MetricsSink;
-    use ritmo::pipeline::PolledTarget;
     use ritmo::plan::PlanPolicy;
     use ritmo::queue::Queues;
+    use ritmo::workflow::PolledTarget;
     use ritmo_tests::db::TestDb;
     use ritmo_tests::git_http::TestRepo;
     use secrecy::SecretString;

@@ -1,5 +1,5 @@
 //! The `webhook` function as an axum router: `POST /webhooks/gitops` (and the configured
-//! `webhook.path`) hands the raw body and the headers to [`ritmo::pipeline::accept_webhook`],
+//! `webhook.path`) hands the raw body and the headers to [`ritmo::workflow::accept_webhook`],
 //! which verifies the signature, records the delivery id and queues the plan requests.
 //!
 //! This crate owns only the HTTP edge: routing, the body size limit and JSON error bodies.
@@ -15,8 +15,8 @@ use axum::extract::{DefaultBodyLimit, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
-use ritmo::pipeline;
 use ritmo::services::Services;
+use ritmo::workflow;
 use serde_json::json;
 
 /// The path every provider is configured with.
@@ -50,7 +50,7 @@ async fn receive(
         Err(rejection) => return body_rejected(&rejection),
     };
     let headers = header_pairs(&headers);
-    let reply = pipeline::accept_webhook(&services, &headers, &body).await;
+    let reply = workflow::accept_webhook(&services, &headers, &body).await;
     let status = StatusCode::from_u16(reply.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
     (status, axum::Json(reply.body)).into_response()
 }

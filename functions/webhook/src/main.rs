@@ -9,6 +9,6 @@ async fn main() -> Result<(), lambda_http::Error> {
     init_logging(LogFormat::Json, "info");
     // Built once per cold start: the database connection and the cached secret outlive
     // invocations.
-    let services = ritmo::pipeline::lambda_services().await?;
+    let services = ritmo::services::Services::for_lambda().await?;
     lambda_http::run(webhook::app(Arc::new(services))).await
 }

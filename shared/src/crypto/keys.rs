@@ -1,48 +1,8 @@
 //! `CredentialKeys`: the configured key providers, and the one entry point that decrypts or
 //! verifies any `encrypted_value` for a credential.
 
-use secrecy::{ExposeSecret, SecretBox, SecretString};
-
-use super::{CryptoError, Format, MasterKeyring, kms};
-
-/// A decrypted value. `Debug` redacts the plaintext; it is zeroized on drop.
-#[derive(Debug)]
-pub struct Decrypted {
-    pub plaintext: SecretBox<[u8]>,
-    pub format: Format,
-    /// Whether the value is bound to the credential's name (associated data or KMS
-    /// encryption context). Unbound `AES256:` values still decrypt, but could be copied to
-    /// another credential unnoticed: validation warns about them.
-    pub bound: bool,
-    /// The master key that decrypted an `AES256:` value; `None` for KMS.
-    pub key_id: Option<String>,
-}
-
-impl Decrypted {
-    /// The plaintext as text, or [`CryptoError::NotUtf8`].
-    pub fn into_secret_string(self) -> Result<SecretString, CryptoError> {
-        let text = std::str::from_utf8(self.plaintext.expose_secret())
-            .map_err(|_| CryptoError::NotUtf8 { credential: None })?;
-        Ok(SecretString::from(text.to_owned()))
-    }
-
-    /// What [`CredentialKeys::verify`] reports; the plaintext is dropped (zeroized).
-    pub fn outcome(&self) -> VerifyOutcome {
-        VerifyOutcome {
-            format: self.format,
-            bound: self.bound,
-            key_id: self.key_id.clone(),
-        }
-    }
-}
-
-/// That a value decrypts, and how, without the plaintext.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct VerifyOutcome {
-    pub format: Format,
-    pub bound: bool,
-    pub key_id: Option<String>,
-}
+use super::{CryptoError, Decrypted, Format, MasterKeyring, SecretsManager, VerifyOutcome, kms};
+use crate::config::Settings;
 
 /// The key providers a process has: the master keyring for `AES256:` values, a KMS client
 /// for `KMS:` values, and the KMS key new `KMS:` values are encrypted under.
@@ -125,10 +85,44 @@ impl CredentialKeys {
     }
 }
 
+/// The keys that decrypt credential ciphertexts: the master keyring from the environment or
+/// from Secrets Manager (read through `secrets`, else the process's reader), and KMS when a
+/// key id is configured. AWS configuration is loaded only when one of them needs it.
+pub async fn credential_keys(
+    settings: &Settings,
+    secrets: Option<&SecretsManager>,
+) -> Result<CredentialKeys, CryptoError> {
+    use secrecy::ExposeSecret;
+
+    let master = match (&settings.master_key, &settings.master_key_secret_id) {
+        (Some(key), _) => Some(MasterKeyring::parse(key.expose_secret())?),
+        (None, Some(secret_id)) => Some(match secrets {
+            Some(secrets) => secrets.master_keyring(secret_id).await?,
+            None => {
+                super::secrets_manager()
+                    .await
+                    .master_keyring(secret_id)
+                    .await?
+            }
+        }),
+        (None, None) => None,
+    };
+    let kms = match &settings.kms_key_id {
+        Some(_) => Some(super::kms_client().await),
+        None => None,
+    };
+    Ok(CredentialKeys {
+        master,
+        kms,
+        kms_key_id: settings.kms_key_id.clone(),
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::crypto::MasterKey;
+    use secrecy::ExposeSecret;
 
     const RAW_KEY: &str = "ritmo-example-master-key-32bytes";
 

@@ -14,8 +14,8 @@ use base64::engine::general_purpose::STANDARD;
 use secrecy::SecretBox;
 use zeroize::Zeroizing;
 
+use super::Decrypted;
 use super::error::aws_failure;
-use super::keys::Decrypted;
 use super::master::{
     KEY_LEN, MAX_PLAINTEXT, NONCE_LEN, TAG_LEN, associated_data, check_plaintext, open, seal,
 };

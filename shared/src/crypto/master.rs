@@ -17,7 +17,7 @@ use base64::engine::general_purpose::STANDARD;
 use secrecy::{ExposeSecret, SecretBox};
 use zeroize::{Zeroize, Zeroizing};
 
-use super::keys::Decrypted;
+use super::Decrypted;
 use super::{AES256_PREFIX, CryptoError, Format};
 
 pub(crate) const KEY_LEN: usize = 32;

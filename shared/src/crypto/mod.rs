@@ -28,14 +28,18 @@
 //! message, a `Debug` output or a log line. Plaintexts live in [`SecretBox`]/[`SecretString`]
 //! (from `secrecy`), which redact `Debug` and zeroize their memory on drop.
 
+mod decrypted;
 mod error;
 mod keys;
 mod kms;
 mod master;
+pub mod rotate;
+pub mod secret_refs;
 mod secrets_manager;
 
+pub use decrypted::{Decrypted, VerifyOutcome};
 pub use error::CryptoError;
-pub use keys::{CredentialKeys, Decrypted, VerifyOutcome};
+pub use keys::{CredentialKeys, credential_keys};
 pub use kms::{
     CONTEXT_KEY as KMS_CONTEXT_KEY, KMS_DIRECT_LIMIT, decrypt_kms, encrypt_kms, encryption_context,
 };

@@ -182,7 +182,7 @@ impl GitHubApp {
 
     fn mint(&self) -> Result<InstallationToken, Refused> {
         let plain_http_elsewhere = reqwest::Url::parse(&self.api_url).map_or(true, |url| {
-            url.scheme() != "https" && !super::remote::is_loopback(url.host_str())
+            url.scheme() != "https" && !super::location::is_loopback(url.host_str())
         });
         if plain_http_elsewhere {
             return Err(Refused::Other(self.failure(
@@ -224,7 +224,7 @@ impl GitHubApp {
                 let reason = if err.is_timeout() {
                     format!("timed out after {}s", self.timeout.as_secs())
                 } else {
-                    crate::error::error_chain(&err)
+                    crate::telemetry::error_chain(&err)
                 };
                 Refused::Other(GitHubAppError {
                     message: format!(
@@ -267,7 +267,7 @@ impl GitHubApp {
                 message: format!(
                     "reading the installation token of GitHub App {} failed: {}",
                     self.app_id,
-                    crate::error::error_chain(&err)
+                    crate::telemetry::error_chain(&err)
                 ),
                 retryable: true,
             })

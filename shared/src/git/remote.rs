@@ -24,7 +24,7 @@ use secrecy::{ExposeSecret, SecretString};
 
 use super::credentials::SecretSource;
 use super::github_app::GitHubApp;
-use super::location::RemoteScheme;
+use super::location::{RemoteScheme, is_loopback};
 use super::ssh::{SshAuth, SshSession};
 use super::tree::DELTA_BASE_CACHE;
 use super::{GitError, RepoLocation};
@@ -574,18 +574,6 @@ fn redact(message: &str, secrets: &[SecretString]) -> String {
         .fold(message.to_string(), |message, secret| {
             message.replace(secret, "<redacted>")
         })
-}
-
-pub(crate) fn is_loopback(host: Option<&str>) -> bool {
-    match host {
-        Some("localhost") => true,
-        Some(host) => host
-            .trim_start_matches('[')
-            .trim_end_matches(']')
-            .parse::<std::net::IpAddr>()
-            .is_ok_and(|ip| ip.is_loopback()),
-        None => false,
-    }
 }
 
 /// Runs `operation` with an interrupt flag that a watchdog raises after `timeout`; gix checks

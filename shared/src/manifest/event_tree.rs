@@ -13,7 +13,21 @@
 use serde_saphyr::granit_parser::{self, Event, Parser, ScalarStyle, Span};
 
 use super::Limits;
-use super::yaml::{self, Key, Node, NodeValue};
+use super::yaml::{self, Key, Node, NodeValue, Spans};
+
+/// Parses every document of a file. Empty (null) documents are skipped. An ordinary file is
+/// built straight from the parser's events, with every span whatever `spans` asks for
+/// (this module); serde-saphyr parses the rest.
+pub(crate) fn parse_documents(
+    text: &str,
+    limits: &Limits,
+    spans: Spans,
+) -> Result<Vec<Node>, yaml::ParseError> {
+    match documents(text, limits) {
+        Some(documents) => Ok(documents),
+        None => yaml::parse_with_serde_saphyr(text, limits, spans),
+    }
+}
 
 /// The documents of `text` with every node's position, or `None` when serde-saphyr must parse
 /// the file. Empty documents are skipped, as `serde_saphyr::from_multiple` skips them.

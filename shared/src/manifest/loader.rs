@@ -2,6 +2,7 @@
 
 use std::collections::BTreeMap;
 
+use super::event_tree;
 use super::schema::{self, Checked};
 use super::yaml::{self, ParseError, Spans};
 use super::{Document, FileContent, Limits, Manifest, SourceFile, resource_kind_for_path};
@@ -192,7 +193,7 @@ fn parse_and_check(
     spans: Spans,
     memo: &mut schema::Memo,
 ) -> Result<Option<FileChecked>, ParseError> {
-    let roots = yaml::parse_documents(text, limits, spans)?;
+    let roots = event_tree::parse_documents(text, limits, spans)?;
     if roots.is_empty() {
         return Ok(None);
     }

@@ -1,7 +1,7 @@
 //! YAML text → a tree of positioned nodes, with the parser's options pinned in one place.
 //!
 //! An ordinary file (no anchor, alias, tag, merge key or number in an unusual spelling) is
-//! built straight from the parser's events, with every position ([`event_tree`]).
+//! built straight from the parser's events, with every position (`event_tree`).
 //! serde-saphyr parses every other file. Reading a node through `serde_saphyr::Spanned` gives its line and column but makes
 //! that parse about twice as slow, and positions are only ever shown in diagnostics, which
 //! most files never have. So such a file is first parsed with positions on its document roots
@@ -17,7 +17,7 @@ use serde::de::{self, Deserialize, Deserializer, IgnoredAny, MapAccess, SeqAcces
 use serde_saphyr::options::{DuplicateKeyPolicy, MergeKeyPolicy, NonFiniteFloatPolicy};
 use serde_saphyr::{Budget, Options, Spanned};
 
-use super::{Limits, event_tree};
+use super::Limits;
 
 /// A YAML node and where it was written (1-based). A node parsed without its span has line 0
 /// and its ordinal as column (see the module docs).
@@ -140,21 +140,8 @@ pub(crate) enum Spans {
     Roots,
 }
 
-/// Parses every document of a file. Empty (null) documents are skipped. An ordinary file is
-/// built straight from the parser's events, with every span whatever `spans` asks for
-/// ([`event_tree`]); serde-saphyr parses the rest.
-pub(crate) fn parse_documents(
-    text: &str,
-    limits: &Limits,
-    spans: Spans,
-) -> Result<Vec<Node>, ParseError> {
-    match event_tree::documents(text, limits) {
-        Some(documents) => Ok(documents),
-        None => parse_with_serde_saphyr(text, limits, spans),
-    }
-}
-
-pub(super) fn parse_with_serde_saphyr(
+/// Parses every document of a file with serde-saphyr (see the module docs for when).
+pub(crate) fn parse_with_serde_saphyr(
     text: &str,
     limits: &Limits,
     spans: Spans,
@@ -196,7 +183,8 @@ pub(super) fn parse_with_serde_saphyr(
 /// order.
 pub(crate) fn positions(text: &str, limits: &Limits) -> Result<Vec<(u32, u32)>, ParseError> {
     let mut found = Vec::new();
-    for mut root in parse_documents(text, limits, Spans::Every)? {
+    // Only serde-saphyr's trees carry ordinals: the event tree has every position already.
+    for mut root in parse_with_serde_saphyr(text, limits, Spans::Every)? {
         walk_positions(&mut root.value, &mut |line, column| {
             found.push((*line, *column));
         });
@@ -444,7 +432,7 @@ impl<'de, const SPANNED: bool> Visitor<'de> for NodeVisitor<SPANNED> {
     }
 }
 
-/// A node whose position `parse_documents` fills in with its ordinal.
+/// A node whose position [`parse_with_serde_saphyr`] fills in with its ordinal.
 fn unpositioned(value: NodeValue) -> Node {
     Node {
         value,
@@ -545,7 +533,9 @@ mod tests {
 
     fn parse(text: &str) -> Result<Vec<Node>, ParseError> {
         let limits = Limits::default();
-        with_parser_stack(&limits, || parse_documents(text, &limits, Spans::Every))
+        with_parser_stack(&limits, || {
+            parse_with_serde_saphyr(text, &limits, Spans::Every)
+        })
     }
 
     fn parse_roots_only(text: &str) -> Result<Vec<Node>, ParseError> {

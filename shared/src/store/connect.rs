@@ -35,7 +35,6 @@
 use std::fmt;
 use std::future::Future;
 use std::path::{Path, PathBuf};
-use std::str::FromStr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -50,96 +49,9 @@ use tokio_postgres::error::SqlState;
 use tokio_postgres_rustls::MakeRustlsConnect;
 use zeroize::Zeroize;
 
-use super::{StatementCache, Store, StoreError};
-use crate::config::Settings;
-use crate::crypto::{CryptoError, SecretsManager};
-
-/// libpq's `sslmode`, the values this client supports.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum SslMode {
-    Disable,
-    Prefer,
-    Require,
-    VerifyCa,
-    VerifyFull,
-}
-
-impl SslMode {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            SslMode::Disable => "disable",
-            SslMode::Prefer => "prefer",
-            SslMode::Require => "require",
-            SslMode::VerifyCa => "verify-ca",
-            SslMode::VerifyFull => "verify-full",
-        }
-    }
-}
-
-impl fmt::Display for SslMode {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-impl FromStr for SslMode {
-    type Err = ConnectError;
-
-    fn from_str(value: &str) -> Result<SslMode, ConnectError> {
-        match value.trim().to_ascii_lowercase().as_str() {
-            "disable" => Ok(SslMode::Disable),
-            // libpq's `allow` tries plain first: closest here is `prefer`.
-            "allow" | "prefer" => Ok(SslMode::Prefer),
-            "require" => Ok(SslMode::Require),
-            "verify-ca" | "verify_ca" => Ok(SslMode::VerifyCa),
-            "verify-full" | "verify_full" => Ok(SslMode::VerifyFull),
-            _ => Err(ConnectError::InvalidSslMode {
-                value: value.to_owned(),
-            }),
-        }
-    }
-}
-
-/// What is wrong with the connection settings (as opposed to the server refusing them).
-/// Messages carry setting names, secret ids and file paths, never a value from a secret.
-#[derive(Debug, thiserror::Error)]
-pub enum ConnectError {
-    #[error(
-        "invalid sslmode `{value}`: expected disable, prefer, require, verify-ca or verify-full"
-    )]
-    InvalidSslMode { value: String },
-    #[error("no database configured: set DATABASE_URL or DATABASE_SECRET_ARN")]
-    NoDatabase,
-    #[error("no database {what}: set {variable} or put `{field}` in the database secret")]
-    Missing {
-        what: &'static str,
-        variable: &'static str,
-        field: &'static str,
-    },
-    #[error("a database secret is configured but no Secrets Manager client was given")]
-    NoSecretsClient,
-    #[error("cannot read the database secret")]
-    Secret(#[source] CryptoError),
-    #[error("database secret `{id}` is not usable: {reason}")]
-    SecretFormat { id: String, reason: String },
-    #[error("cannot read the database CA bundle `{path}`")]
-    CaFile {
-        path: PathBuf,
-        #[source]
-        source: std::io::Error,
-    },
-    #[error("database CA bundle `{path}` holds no PEM certificate")]
-    NoCertificates { path: PathBuf },
-    #[error("cannot set up TLS for the database: {0}")]
-    Tls(String),
-}
-
-impl ConnectError {
-    /// Only reading the secret can succeed later unchanged (throttling, network).
-    pub fn is_retryable(&self) -> bool {
-        matches!(self, ConnectError::Secret(e) if e.is_retryable())
-    }
-}
+use super::{ConnectError, StatementCache, Store, StoreError};
+use crate::config::{Settings, SslMode};
+use crate::crypto::SecretsManager;
 
 /// Where and how to connect: see the module documentation for how the layers combine.
 #[derive(Debug, Clone, Default)]
@@ -418,7 +330,7 @@ fn prepare(
         .or_else(|| url_ca.map(PathBuf::from));
     let sslmode = match (settings.sslmode, url_sslmode) {
         (Some(mode), _) => mode,
-        (None, Some(text)) => text.parse()?,
+        (None, Some(text)) => text.parse().map_err(ConnectError::from)?,
         (None, None) if ca_file.is_some() => SslMode::VerifyFull,
         (None, None) if settings.in_lambda => SslMode::Require,
         (None, None) => SslMode::Prefer,

@@ -2,8 +2,60 @@
 
 use std::error::Error as _;
 
+use std::path::PathBuf;
+
 use tokio_postgres::error::SqlState;
 use uuid::Uuid;
+
+use crate::config::UnknownSslMode;
+use crate::crypto::CryptoError;
+
+/// What is wrong with the connection settings (as opposed to the server refusing them).
+/// Messages carry setting names, secret ids and file paths, never a value from a secret.
+#[derive(Debug, thiserror::Error)]
+pub enum ConnectError {
+    #[error(
+        "invalid sslmode `{value}`: expected disable, prefer, require, verify-ca or verify-full"
+    )]
+    InvalidSslMode { value: String },
+    #[error("no database configured: set DATABASE_URL or DATABASE_SECRET_ARN")]
+    NoDatabase,
+    #[error("no database {what}: set {variable} or put `{field}` in the database secret")]
+    Missing {
+        what: &'static str,
+        variable: &'static str,
+        field: &'static str,
+    },
+    #[error("a database secret is configured but no Secrets Manager client was given")]
+    NoSecretsClient,
+    #[error("cannot read the database secret")]
+    Secret(#[source] CryptoError),
+    #[error("database secret `{id}` is not usable: {reason}")]
+    SecretFormat { id: String, reason: String },
+    #[error("cannot read the database CA bundle `{path}`")]
+    CaFile {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("database CA bundle `{path}` holds no PEM certificate")]
+    NoCertificates { path: PathBuf },
+    #[error("cannot set up TLS for the database: {0}")]
+    Tls(String),
+}
+
+impl ConnectError {
+    /// Only reading the secret can succeed later unchanged (throttling, network).
+    pub fn is_retryable(&self) -> bool {
+        matches!(self, ConnectError::Secret(e) if e.is_retryable())
+    }
+}
+
+impl From<UnknownSslMode> for ConnectError {
+    fn from(error: UnknownSslMode) -> Self {
+        ConnectError::InvalidSslMode { value: error.0 }
+    }
+}
 
 /// Everything the store can fail with. Messages never carry a database password.
 #[derive(Debug, thiserror::Error)]

@@ -7,6 +7,7 @@
 
 mod connect;
 mod error;
+mod queries;
 mod records;
 mod sources;
 mod statements;
@@ -19,10 +20,10 @@ use tokio_postgres::types::Json;
 use tokio_postgres::{Client, Row};
 use uuid::Uuid;
 
-pub use connect::{
-    ConnectError, DatabaseSecret, DatabaseSettings, SslMode, is_auth_failure, with_refresh,
-};
-pub use error::{StoreError, is_retryable_pg, redact_url};
+pub use connect::{DatabaseSecret, DatabaseSettings, is_auth_failure, with_refresh};
+pub use error::{ConnectError, StoreError, is_retryable_pg, redact_url};
+
+pub use crate::config::SslMode;
 pub use records::{
     DriftRecord, NewRun, NewTarget, RevisionAction, RevisionRecord, RunRecord, RunStatus,
     StoredResource, TargetState, Trigger, UnknownValue,

@@ -3,7 +3,7 @@
 //! source files, which managed rows mention given names, and the bookkeeping write that keeps
 //! source paths current.
 //!
-//! Deciding whether an incremental plan is safe, and building it, is `crate::incremental`'s.
+//! Deciding whether an incremental plan is safe, and building it, is `crate::source::incremental`'s.
 
 use std::collections::BTreeMap;
 

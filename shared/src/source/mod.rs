@@ -1,135 +1,24 @@
-//! What reading and checking a repository needs from IO: the credential keys, the Git
-//! credentials, the source to read, and the check itself (`manifest` → `validate` → proving
-//! ciphertexts decrypt). The sync itself is orchestrated once, in `pipeline`.
+//! The repository a sync reads: where it is ([`SourceSpec`], [`spec`]), how to authenticate
+//! ([`auth`]), reading it whole or from the files changed since the last apply
+//! ([`incremental`]), and checking what was read (`manifest` → `validate` → proving ciphertexts
+//! decrypt). The sync itself is orchestrated once, in `workflow`.
+
+mod auth;
+pub mod incremental;
+pub(crate) mod spec;
+
+pub use auth::{git_auth, git_auth_with};
 
 use std::collections::BTreeSet;
 
-use crate::config::{GitAuth, SecretSetting, Settings};
-use crate::crypto::{self, CredentialKeys, MasterKeyring, SecretsManager};
+use crate::crypto::secret_refs::SecretRefChecker;
+use crate::crypto::{self, CredentialKeys};
 use crate::diagnostic::{self, Code, Diagnostic};
 use crate::git::{self, RepoLocation, Snapshot};
 use crate::manifest::{self, Limits};
 use crate::model::{DesiredResource, ResourceId, Revision};
-use crate::secret_refs::SecretRefChecker;
-use crate::store::Store;
 use crate::validate::{self, ValidationContext};
 use crate::{Error, Result};
-
-/// The keys that decrypt credential ciphertexts: the master keyring from the environment or
-/// from Secrets Manager (read through `secrets`, else the process's reader), and KMS when a
-/// key id is configured. AWS configuration is loaded only when one of them needs it.
-pub async fn credential_keys(
-    settings: &Settings,
-    secrets: Option<&SecretsManager>,
-) -> Result<CredentialKeys> {
-    use secrecy::ExposeSecret;
-
-    let master = match (&settings.master_key, &settings.master_key_secret_id) {
-        (Some(key), _) => Some(MasterKeyring::parse(key.expose_secret())?),
-        (None, Some(secret_id)) => Some(match secrets {
-            Some(secrets) => secrets.master_keyring(secret_id).await?,
-            None => {
-                crypto::secrets_manager()
-                    .await
-                    .master_keyring(secret_id)
-                    .await?
-            }
-        }),
-        (None, None) => None,
-    };
-    let kms = match &settings.kms_key_id {
-        Some(_) => Some(crypto::kms_client().await),
-        None => None,
-    };
-    Ok(CredentialKeys {
-        master,
-        kms,
-        kms_key_id: settings.kms_key_id.clone(),
-    })
-}
-
-/// The credentials a target's Git host wants. Secrets named by the bootstrap configuration are
-/// not read here but when the host asks for them, through the process-wide Secrets Manager
-/// cache ([`crypto::secrets_manager`]), and read again once when the host refuses them.
-pub async fn git_auth(auth: &GitAuth) -> Result<git::Auth> {
-    let needs_secrets_manager = match auth {
-        GitAuth::Token {
-            token: None,
-            token_secret: Some(_),
-        } => true,
-        GitAuth::Ssh {
-            key: Some(SecretSetting::SecretsManager(_)),
-            ..
-        } => true,
-        GitAuth::GitHubApp { private_key, .. } => {
-            matches!(private_key, SecretSetting::SecretsManager(_))
-        }
-        _ => false,
-    };
-    let secrets = if needs_secrets_manager {
-        Some(crypto::secrets_manager().await)
-    } else {
-        None
-    };
-    git_auth_with(auth, secrets.as_ref())
-}
-
-/// [`git_auth`] reading secrets with `secrets` (a test's moto client); an auth that names a
-/// secret without `secrets` is an error. Call it inside a Tokio runtime.
-pub fn git_auth_with(auth: &GitAuth, secrets: Option<&SecretsManager>) -> Result<git::Auth> {
-    let source = |setting: &SecretSetting| -> Result<git::SecretSource> {
-        match setting {
-            SecretSetting::Value(value) => Ok(git::SecretSource::Value(value.clone())),
-            SecretSetting::File(path) => Ok(git::SecretSource::File(path.clone())),
-            SecretSetting::SecretsManager(id) => secrets
-                .and_then(|secrets| git::SecretSource::secrets_manager(id, secrets.clone()))
-                .ok_or_else(|| {
-                    Error::Internal(format!(
-                        "secret `{id}` cannot be read: no Secrets Manager client in this context"
-                    ))
-                }),
-        }
-    };
-    match auth {
-        GitAuth::None => Ok(git::Auth::None),
-        GitAuth::Token {
-            token: Some(token), ..
-        } => Ok(git::Auth::Token(token.clone())),
-        GitAuth::Token {
-            token: None,
-            token_secret: Some(secret_id),
-        } => Ok(git::Auth::TokenFrom(source(
-            &SecretSetting::SecretsManager(secret_id.clone()),
-        )?)),
-        GitAuth::Token {
-            token: None,
-            token_secret: None,
-        } => Ok(git::Auth::None),
-        GitAuth::Ssh {
-            key,
-            known_hosts,
-            program,
-        } => Ok(git::Auth::Ssh(git::SshAuth {
-            key: key.as_ref().map(source).transpose()?,
-            known_hosts: known_hosts.clone(),
-            program: program.clone(),
-        })),
-        GitAuth::GitHubApp {
-            app_id,
-            installation_id,
-            private_key,
-            api_url,
-        } => Ok(git::Auth::GitHubApp(std::sync::Arc::new(
-            git::GitHubApp::new(
-                *app_id,
-                *installation_id,
-                api_url.clone(),
-                source(private_key)?,
-                git::NetworkOptions::default().connect_timeout * 2,
-            ),
-        ))),
-    }
-}
 
 /// What checking a repository needs besides its files: the keys that prove ciphertexts
 /// decrypt, the `secret_ref` checker and the plugins Ritmo ships.
@@ -280,25 +169,5 @@ async fn verify_ciphertext(
         )),
         // The crypto errors name the credential and never carry key material or plaintext.
         Err(error) => Some(Diagnostic::new(Code::E402, &field.at, error.to_string())),
-    }
-}
-
-/// Applied runs between two history prunes: pruning scans the run table, so it runs every
-/// tenth generation rather than after every run (a target then holds at most its limit plus
-/// the runs since the last prune).
-pub const PRUNE_EVERY: i64 = 10;
-
-/// Deletes finished runs beyond `limit` (default 100) per target every [`PRUNE_EVERY`]
-/// generations. Revisions, the audit trail, are never pruned; nor is a target's last applied
-/// run. A failure is logged, never returned: retention must not fail a sync.
-pub(crate) async fn prune_history(store: &Store, generation: i64, limit: Option<u32>) {
-    if generation % PRUNE_EVERY != 0 {
-        return;
-    }
-    let keep = i64::from(limit.unwrap_or(crate::config::DEFAULT_HISTORY_LIMIT));
-    match store.prune_history(keep).await {
-        Ok(0) => {}
-        Ok(deleted) => tracing::info!(deleted, keep, "old sync runs pruned"),
-        Err(error) => tracing::warn!(error = %error, "cannot prune sync run history"),
     }
 }

@@ -5,6 +5,9 @@
 //! keep the same contract: per-target order and a five-minute deduplication window, so a
 //! webhook delivered three times still yields one plan.
 
+pub mod consume;
+pub mod workers;
+
 use std::collections::{HashSet, VecDeque};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};

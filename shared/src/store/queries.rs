@@ -1,12 +1,12 @@
-//! The few store queries only the pipeline needs (inherent methods on `Store`, kept beside
-//! their only callers).
+//! The queries of the workflow's duplicate checks: an open run for a commit, a handled
+//! commit, the last run of each target, forgetting a delivery.
 
 use std::collections::HashMap;
 
 use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
-use crate::store::{RunStatus, Store, StoreError};
+use super::{RunStatus, Store, StoreError};
 
 /// A run of a target at a commit that is still going somewhere (planned, applying, waiting
 /// for approval) and was computed against the target's current generation.

@@ -5,9 +5,9 @@ use chrono::Utc;
 use serde::Serialize;
 use uuid::Uuid;
 
-use super::source::{is_commit_id, revision};
 use crate::message::{ApplyRequest, PlanRequest, Trigger};
 use crate::services::Services;
+use crate::source::spec::{is_commit_id, revision};
 use crate::store::{RunStatus, StoreError};
 use crate::{Error, Result};
 
@@ -79,7 +79,7 @@ pub async fn approve_plan(
     sync_id: Uuid,
     actor: &str,
 ) -> Result<ApproveOutcome> {
-    let store = super::store(services).await?;
+    let store = services.database().await?;
     let run = store
         .run(sync_id)
         .await?
@@ -140,7 +140,7 @@ pub async fn rollback(
         .settings
         .target(target)
         .ok_or_else(|| StoreError::UnknownTarget(target.to_string()))?;
-    let store = super::store(services).await?;
+    let store = services.database().await?;
     let to = to.trim();
     let commit = if let Ok(sync_id) = Uuid::parse_str(to) {
         let run = store
@@ -189,7 +189,7 @@ pub async fn resume(services: &Services, target: &str) -> Result<()> {
         return Err(StoreError::UnknownTarget(target.to_string()).into());
     }
     {
-        let store = super::store(services).await?;
+        let store = services.database().await?;
         store.set_pin(target, None).await?;
         store.set_suspended(target, false).await?;
     }

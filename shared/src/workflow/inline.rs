@@ -7,8 +7,8 @@
 use serde::Serialize;
 use uuid::Uuid;
 
-use super::applier::{ApplyRequestOutcome, handle_apply_request};
-use super::planner::{PlanOptions, PlanRequestOutcome, plan_revision};
+use super::apply::{ApplyRequestOutcome, handle_apply_request};
+use super::plan::{PlanOptions, PlanRequestOutcome, plan_revision};
 use super::requests::{ApproveOutcome, approve_plan};
 use crate::Result;
 use crate::apply::ApplyReport;
@@ -120,7 +120,7 @@ async fn drain_into(
             match plan_revision(services, &request, options).await {
                 Ok(outcome) => drained.plans.push(outcome),
                 Err(error) => {
-                    drained.error = Some(super::error_chain(&error));
+                    drained.error = Some(crate::telemetry::error_chain(&error));
                     return;
                 }
             }
@@ -130,7 +130,7 @@ async fn drain_into(
             match handle_apply_request(services, &request).await {
                 Ok(outcome) => drained.applies.push(outcome),
                 Err(error) => {
-                    drained.error = Some(super::error_chain(&error));
+                    drained.error = Some(crate::telemetry::error_chain(&error));
                     return;
                 }
             }

@@ -8,9 +8,9 @@ use uuid::Uuid;
 use crate::apply::{self, ApplyOutcome, ApplyReport};
 use crate::message::{ApplyRequest, PlanRequest};
 use crate::metrics::{Metric, MetricsBatch};
-use crate::notify::{self, Event};
+use crate::notify::Event;
 use crate::services::Services;
-use crate::store::{RunRecord, RunStatus, StoreError, Trigger};
+use crate::store::{RunRecord, RunStatus, Store, StoreError, Trigger};
 use crate::{Error, Result, message, telemetry};
 
 /// What the applier did with one request.
@@ -44,7 +44,7 @@ pub async fn handle_apply_request(
 ) -> Result<ApplyRequestOutcome> {
     let sync_id = request.sync_id;
     let (run, plan) = {
-        let store = super::store(services).await?;
+        let store = services.database().await?;
         let run = store
             .run(sync_id)
             .await?
@@ -72,7 +72,7 @@ pub async fn handle_apply_request(
             )));
         };
         let outcome = {
-            let mut store = super::store(services).await?;
+            let mut store = services.database().await?;
             apply::apply_plan(&mut store, sync_id, &plan).await
         };
         let metrics = MetricsBatch::new(&run.target).property("sync_id", sync_id.to_string());
@@ -131,7 +131,7 @@ pub async fn handle_apply_request(
             }
             Err(error) => {
                 if !error.is_retryable() {
-                    tracing::warn!(error = %super::error_chain(&error), "apply failed");
+                    tracing::warn!(error = %crate::telemetry::error_chain(&error), "apply failed");
                     metrics
                         .put(Metric::SyncFailed, 1.0)
                         .emit_to(&services.metrics);
@@ -139,10 +139,10 @@ pub async fn handle_apply_request(
                         target: run.target.clone(),
                         sync_id: Some(sync_id),
                         revision: run.revision.clone(),
-                        error: super::error_chain(&error),
+                        error: crate::telemetry::error_chain(&error),
                         diagnostics: Vec::new(),
                     };
-                    notify::notify(services, &event).await;
+                    super::announce::announce(services, &event).await;
                 }
                 Err(error.into())
             }
@@ -154,14 +154,31 @@ pub async fn handle_apply_request(
 
 /// Prunes old runs (see `workflow::prune_history`); retention never fails a sync.
 async fn retain_history(services: &Services, generation: i64) {
-    match super::store(services).await {
-        Ok(store) => {
-            crate::workflow::prune_history(&store, generation, services.settings.history_limit)
-                .await
-        }
+    match services.database().await {
+        Ok(store) => prune_history(&store, generation, services.settings.history_limit).await,
         Err(error) => {
-            tracing::warn!(error = %super::error_chain(&error), "cannot prune sync run history")
+            tracing::warn!(error = %crate::telemetry::error_chain(&error), "cannot prune sync run history")
         }
+    }
+}
+
+/// Applied runs between two history prunes: pruning scans the run table, so it runs every
+/// tenth generation rather than after every run (a target then holds at most its limit plus
+/// the runs since the last prune).
+pub const PRUNE_EVERY: i64 = 10;
+
+/// Deletes finished runs beyond `limit` (default 100) per target every [`PRUNE_EVERY`]
+/// generations. Revisions, the audit trail, are never pruned; nor is a target's last applied
+/// run. A failure is logged, never returned: retention must not fail a sync.
+async fn prune_history(store: &Store, generation: i64, limit: Option<u32>) {
+    if generation % PRUNE_EVERY != 0 {
+        return;
+    }
+    let keep = i64::from(limit.unwrap_or(crate::config::DEFAULT_HISTORY_LIMIT));
+    match store.prune_history(keep).await {
+        Ok(0) => {}
+        Ok(deleted) => tracing::info!(deleted, keep, "old sync runs pruned"),
+        Err(error) => tracing::warn!(error = %error, "cannot prune sync run history"),
     }
 }
 

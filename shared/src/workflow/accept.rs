@@ -134,7 +134,7 @@ async fn accept(services: &Services, headers: &[(String, String)], body: &[u8]) 
     let first_target = plans.first().map(|r| r.target.as_str());
     if let Some(id) = &delivery_id {
         let recorded = {
-            match super::store(services).await {
+            match services.database().await {
                 Ok(store) => store
                     .record_delivery(id, first_target)
                     .await
@@ -149,7 +149,7 @@ async fn accept(services: &Services, headers: &[(String, String)], body: &[u8]) 
                 return WebhookReply::new(200, json!({"status": "duplicate", "delivery_id": id}));
             }
             Err(error) => {
-                tracing::error!(error = %super::error_chain(&error), "cannot record the webhook delivery");
+                tracing::error!(error = %crate::telemetry::error_chain(&error), "cannot record the webhook delivery");
                 return WebhookReply::error(
                     503,
                     "unavailable",
@@ -168,7 +168,7 @@ async fn accept(services: &Services, headers: &[(String, String)], body: &[u8]) 
     if let Err(error) = services.queues.send_plans(&plans).await {
         tracing::error!(%error, "cannot queue the plan requests");
         if let Some(id) = &delivery_id
-            && let Ok(store) = super::store(services).await
+            && let Ok(store) = services.database().await
             && let Err(forget) = store.forget_delivery(id).await
         {
             tracing::warn!(error = %forget, "cannot forget the delivery id");

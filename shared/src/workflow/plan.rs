@@ -14,17 +14,17 @@ use serde::Serialize;
 use tracing::Instrument;
 use uuid::Uuid;
 
-use super::source::{self, commit_of};
 use crate::config::TargetSettings;
 use crate::diagnostic::{self, Diagnostic};
-use crate::incremental::{self, ScanMode, ScanOptions};
 use crate::manifest::Limits;
 use crate::message::{self, ApplyRequest, PlanRequest};
 use crate::metrics::{Metric, MetricsBatch};
 use crate::model::Revision;
-use crate::notify::{self, Event};
+use crate::notify::Event;
 use crate::plan::{Plan, Summary};
 use crate::services::Services;
+use crate::source::incremental::{self, ScanMode, ScanOptions};
+use crate::source::spec::{self as source, commit_of};
 use crate::store::{NewRun, NewTarget, RunStatus, StoreError, TargetState, Trigger};
 use crate::{Error, Result, telemetry};
 
@@ -246,7 +246,7 @@ impl Planning<'_> {
             Err(error) => {
                 let failure = Failure {
                     revision: self.request.revision.clone(),
-                    error: super::error_chain(&error),
+                    error: crate::telemetry::error_chain(&error),
                     detail: PlanDetail {
                         revision: None,
                         plan: None,
@@ -275,7 +275,7 @@ impl Planning<'_> {
             return Ok(Admission::Skip(SkipReason::Disabled));
         }
         let state = {
-            let store = super::store(self.services).await?;
+            let store = self.services.database().await?;
             let registration = NewTarget {
                 name: self.target.name.clone(),
                 repo_url: self.target.repo_url.clone(),
@@ -354,7 +354,7 @@ impl Planning<'_> {
         }
 
         let checks = self.services.checks().await?;
-        let store = super::store(self.services).await?;
+        let store = self.services.database().await?;
         let scan = ScanOptions {
             // A drift request exists to restore Git's state over rows changed outside a sync:
             // it reads everything, whatever the store says about drift by the time it runs.
@@ -486,16 +486,19 @@ impl Planning<'_> {
             return Err(Error::Internal("a recorded plan has no plan".into()));
         };
         let sync_id = {
-            let store = super::store(self.services).await?;
+            let store = self.services.database().await?;
             let sync_id = store
                 .begin_run(&self.new_run(Some(plan.revision.to_string())))
                 .await?;
             tracing::Span::current().record("sync_id", sync_id.to_string().as_str());
             if let Err(error) = store.record_plan(sync_id, plan, status).await {
                 // Leave no run stuck in `planning`: the retry records a new one.
-                let reason = format!("planning was interrupted: {}", super::error_chain(&error));
+                let reason = format!(
+                    "planning was interrupted: {}",
+                    crate::telemetry::error_chain(&error)
+                );
                 if let Err(fail) = store.fail_run(sync_id, &reason, &[]).await {
-                    tracing::warn!(error = %super::error_chain(&fail), "could not mark the run failed");
+                    tracing::warn!(error = %crate::telemetry::error_chain(&fail), "could not mark the run failed");
                 }
                 return Err(error.into());
             }
@@ -531,7 +534,7 @@ impl Planning<'_> {
                 reason: approval_reason.clone(),
                 summary: summary.to_string(),
             };
-            notify::notify(self.services, &event).await;
+            super::announce::announce(self.services, &event).await;
         }
         Ok(PlanRequestOutcome::Planned {
             target: self.target.name.clone(),
@@ -573,7 +576,7 @@ impl Planning<'_> {
             });
         }
         let sync_id = {
-            let store = super::store(self.services).await?;
+            let store = self.services.database().await?;
             let sync_id = store.begin_run(&self.new_run(revision.clone())).await?;
             tracing::Span::current().record("sync_id", sync_id.to_string().as_str());
             store.fail_run(sync_id, &error, &detail.diagnostics).await?;
@@ -597,7 +600,7 @@ impl Planning<'_> {
                 .map(ToString::to_string)
                 .collect(),
         };
-        notify::notify(self.services, &event).await;
+        super::announce::announce(self.services, &event).await;
         Ok(PlanRequestOutcome::Failed {
             target: self.target.name.clone(),
             sync_id,
@@ -643,7 +646,7 @@ async fn already_done(
     state: &TargetState,
     commit: &str,
 ) -> Result<Option<SkipReason>> {
-    let store = super::store(services).await?;
+    let store = services.database().await?;
     if follows_branch(trigger)
         && state.last_applied_commit.as_deref() == Some(commit)
         && store.drift(&target.name).await?.is_empty()

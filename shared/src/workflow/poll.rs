@@ -9,13 +9,13 @@ use chrono::{DateTime, Utc};
 use futures_util::StreamExt;
 use serde::Serialize;
 
-use super::source::{self, revision};
-use super::workers::Shutdown;
 use crate::config::TargetSettings;
 use crate::message::{PlanRequest, Trigger};
 use crate::metrics::{Metric, MetricsBatch};
-use crate::notify::{self, Event};
+use crate::notify::Event;
+use crate::queue::workers::Shutdown;
 use crate::services::Services;
+use crate::source::spec::{self as source, revision};
 use crate::store::{DriftRecord, TargetState};
 use crate::{Error, Result};
 
@@ -103,7 +103,7 @@ pub async fn poll_targets(services: &Services) -> Result<PollReport> {
     }
     let mut drift: Vec<Vec<DriftRecord>> = Vec::new();
     let states = {
-        let store = super::store(services).await?;
+        let store = services.database().await?;
         let mut states = Vec::new();
         for target in &services.settings.targets {
             states.push(
@@ -217,7 +217,7 @@ async fn check_target(
     let head = match head_of(services, target).await {
         Ok(head) => head,
         Err(error) => {
-            let error = super::error_chain(&error);
+            let error = crate::telemetry::error_chain(&error);
             tracing::warn!(target = %name, %error, "cannot read the remote head");
             return (
                 PolledTarget::Error {
@@ -235,12 +235,12 @@ async fn check_target(
         (false, false) => return (PolledTarget::UpToDate { target: name, head }, None),
     };
     if trigger == Trigger::Schedule && !drifted {
-        match super::store(services).await {
+        match services.database().await {
             Ok(store) => match store.commit_was_handled(&name, &head, target.dry_run).await {
                 Ok(true) => return (PolledTarget::AlreadyHandled { target: name, head }, None),
                 Ok(false) => {}
                 Err(error) => {
-                    let error = super::error_chain(&error);
+                    let error = crate::telemetry::error_chain(&error);
                     return (
                         PolledTarget::Error {
                             target: name,
@@ -251,7 +251,7 @@ async fn check_target(
                 }
             },
             Err(error) => {
-                let error = super::error_chain(&error);
+                let error = crate::telemetry::error_chain(&error);
                 return (
                     PolledTarget::Error {
                         target: name,
@@ -321,7 +321,7 @@ async fn report_drift(
         resources: fresh,
         self_heal: target.self_heal,
     };
-    notify::notify(services, &event).await;
+    super::announce::announce(services, &event).await;
 }
 
 async fn head_of(services: &Services, target: &TargetSettings) -> Result<String> {
@@ -343,7 +343,7 @@ pub async fn run_poller_loop(services: Arc<Services>, every: Duration, mut shutd
         }
         if let Err(error) = poll_targets(&services).await {
             let error: &Error = &error;
-            tracing::warn!(error = %super::error_chain(error), "poll tick failed");
+            tracing::warn!(error = %crate::telemetry::error_chain(error), "poll tick failed");
         }
     }
 }

@@ -24,7 +24,7 @@
 //! A full scan runs when asked (`--full`), for a working tree, without a last applied commit,
 //! after the target's repository, branch or path changed, with drift recorded, or when the base
 //! commit is gone from the repository even after deepening (force-push and gc). Does not record
-//! runs or apply: the plan step (`pipeline::plan_revision`) does.
+//! runs or apply: the plan step (`workflow::plan_revision`) does.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
@@ -33,8 +33,10 @@ use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
+use super::{Checked, Checks, SourceSpec};
 use crate::config::TargetSettings;
 use crate::crypto::CredentialKeys;
+use crate::crypto::secret_refs::SecretRefChecker;
 use crate::diagnostic::{self, Code, Diagnostic};
 use crate::git::{self, ChangeKind, GitCache, GitError, RepoLocation, Snapshot};
 use crate::hash::HASH_VERSION;
@@ -42,10 +44,8 @@ use crate::manifest::{self, FileContent, Limits, Manifest, SourceFile, did_you_m
 use crate::model::{DesiredResource, Kind, ResourceId, Revision};
 use crate::parallel;
 use crate::plan::{self, Plan, PlanBase};
-use crate::secret_refs::SecretRefChecker;
 use crate::store::{AppliedBase, PlanningState, Store};
 use crate::validate::{self, ValidationContext};
-use crate::workflow::{self, Checked, Checks, SourceSpec};
 use crate::{Error, Result};
 
 /// Why a plan scanned the whole tree.
@@ -359,7 +359,7 @@ pub async fn plan_located(
     };
     let LocatedSource { head, fetch } = located;
     if source.worktree {
-        let snapshot = workflow::read_source(source, *limits).await?;
+        let snapshot = super::read_source(source, *limits).await?;
         return context
             .full_scan(snapshot, FullScanReason::WorkingTree)
             .await;
@@ -643,7 +643,7 @@ impl Context<'_> {
                 known: &|_| false,
             },
         ));
-        diagnostics.extend(workflow::verify_secrets(&manifest, self.keys, self.refs).await);
+        diagnostics.extend(super::verify_secrets(&manifest, self.keys, self.refs).await);
         manifest::resolve_positions(&mut diagnostics, &files, &limits);
         diagnostic::sort(&mut diagnostics);
         Ok(Checked {
@@ -842,7 +842,7 @@ impl Context<'_> {
                 .collect();
             self.suggest_from_all(&mut diagnostics, &manifest, &untouched_ids);
         }
-        diagnostics.extend(workflow::verify_secrets(&manifest, self.keys, self.refs).await);
+        diagnostics.extend(super::verify_secrets(&manifest, self.keys, self.refs).await);
         manifest::resolve_positions(&mut diagnostics, &files, self.limits);
         diagnostic::sort(&mut diagnostics);
 

@@ -1,6 +1,6 @@
 //! Consuming the FIFO queues, the same way in the Lambda functions and in `ritmo serve`:
-//! decode each message, call exactly one pipeline function, and sort the result into done,
-//! retry later, or drop.
+//! hand each message to its queue's [`Consumer`] (the workflow step that owns the queue), and
+//! sort the result into done, retry later, or drop. Knows queues, not what the messages mean.
 //!
 //! - retryable errors → the message is a batch item failure, made visible again after
 //!   [`retry_delay`] (5 s doubling per receive up to 3 min; the queue's redrive policy moves it
@@ -19,10 +19,7 @@ use aws_sdk_sqs::types::{
     MessageSystemAttributeName,
 };
 
-use super::{handle_apply_request, handle_plan_request};
-use crate::message::{ApplyRequest, PlanRequest};
-use crate::services::Services;
-use crate::{Error, Result};
+use super::QueueError;
 
 /// First retry delay; each further receive doubles it.
 pub const FIRST_RETRY_DELAY: Duration = Duration::from_secs(5);
@@ -65,42 +62,19 @@ pub struct Handled {
     pub disposition: Disposition,
 }
 
-/// The two queues a worker can consume.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum QueueKind {
-    Plan,
-    Apply,
-}
-
-/// A queue as a type, for the functions that consume only that one: choosing the handler at
-/// compile time lets the applier's binary leave out the planner's git, YAML and validation code
-/// (issue 7's size budget).
+/// A queue as a type: what handles its messages, and where they come from. Choosing the
+/// handler at compile time lets the applier's binary leave out the planner's git, YAML and
+/// validation code (issue 7's size budget).
 pub trait Consumer {
-    const KIND: QueueKind;
+    /// What handling a message needs (the process's services).
+    type Context: Sync;
 
-    fn handle(services: &Services, body: &str) -> impl Future<Output = Disposition> + Send;
-}
+    /// Handles one message body.
+    fn handle(context: &Self::Context, body: &str) -> impl Future<Output = Disposition> + Send;
 
-/// The plan queue, consumed by the planner function.
-pub enum PlanQueue {}
-
-/// The apply queue, consumed by the applier function.
-pub enum ApplyQueue {}
-
-impl Consumer for PlanQueue {
-    const KIND: QueueKind = QueueKind::Plan;
-
-    fn handle(services: &Services, body: &str) -> impl Future<Output = Disposition> + Send {
-        plan_message(services, body)
-    }
-}
-
-impl Consumer for ApplyQueue {
-    const KIND: QueueKind = QueueKind::Apply;
-
-    fn handle(services: &Services, body: &str) -> impl Future<Output = Disposition> + Send {
-        apply_message(services, body)
-    }
+    /// The SQS queue the messages come from, when they come from SQS: failed messages are
+    /// delayed there.
+    fn sqs_queue(context: &Self::Context) -> Option<(&aws_sdk_sqs::Client, &str)>;
 }
 
 /// How long a message that failed on its `receive_count`-th receive stays invisible.
@@ -144,65 +118,6 @@ where
     handled
 }
 
-/// Handles one plan-queue message body.
-pub async fn plan_message(services: &Services, body: &str) -> Disposition {
-    let request = match PlanRequest::from_json(body) {
-        Ok(request) => request,
-        Err(error) => {
-            tracing::error!(%error, "malformed plan request dropped");
-            return Disposition::Drop {
-                reason: error.to_string(),
-            };
-        }
-    };
-    match handle_plan_request(services, &request).await {
-        Ok(outcome) => {
-            tracing::debug!(?outcome, "plan request handled");
-            Disposition::Done
-        }
-        Err(error) => classify(&error, "plan request"),
-    }
-}
-
-/// Handles one apply-queue message body.
-pub async fn apply_message(services: &Services, body: &str) -> Disposition {
-    let request = match ApplyRequest::from_json(body) {
-        Ok(request) => request,
-        Err(error) => {
-            tracing::error!(%error, "malformed apply request dropped");
-            return Disposition::Drop {
-                reason: error.to_string(),
-            };
-        }
-    };
-    match handle_apply_request(services, &request).await {
-        Ok(outcome) => {
-            tracing::debug!(?outcome, "apply request handled");
-            Disposition::Done
-        }
-        Err(error) => classify(&error, "apply request"),
-    }
-}
-
-/// Handles one message of `kind`.
-pub async fn handle_message(services: &Services, kind: QueueKind, body: &str) -> Disposition {
-    match kind {
-        QueueKind::Plan => plan_message(services, body).await,
-        QueueKind::Apply => apply_message(services, body).await,
-    }
-}
-
-fn classify(error: &Error, what: &str) -> Disposition {
-    let reason = super::error_chain(error);
-    if error.is_retryable() {
-        tracing::warn!(error = %reason, "{what} failed; it will be retried");
-        Disposition::Retry { reason }
-    } else {
-        tracing::error!(error = %reason, "{what} failed permanently; acknowledged");
-        Disposition::Drop { reason }
-    }
-}
-
 /// Makes the failed messages visible again after their [`retry_delay`]. Best effort: a
 /// message whose visibility cannot be changed comes back after the queue's own timeout.
 pub async fn back_off(client: &aws_sdk_sqs::Client, queue_url: &str, handled: &[Handled]) {
@@ -242,7 +157,7 @@ pub async fn delete_finished(
     client: &aws_sdk_sqs::Client,
     queue_url: &str,
     handled: &[Handled],
-) -> Result<()> {
+) -> Result<(), QueueError> {
     let entries: Vec<DeleteMessageBatchRequestEntry> = handled
         .iter()
         .filter(|h| !h.disposition.is_failure())
@@ -262,7 +177,7 @@ pub async fn delete_finished(
             .set_entries(Some(chunk.to_vec()))
             .send()
             .await
-            .map_err(|e| crate::queue::QueueError::Send {
+            .map_err(|e| QueueError::Send {
                 queue: queue_url.to_string(),
                 message: aws_sdk_sqs::error::DisplayErrorContext(&e).to_string(),
             })?;
@@ -281,23 +196,14 @@ pub async fn delete_finished(
 /// failed ones (on SQS), and returns every message with its disposition; the caller reports
 /// the failures as `batchItemFailures` and Lambda deletes the rest.
 pub async fn handle_batch<C: Consumer>(
-    services: &Services,
+    context: &C::Context,
     messages: Vec<QueueMessage>,
 ) -> Vec<Handled> {
     let handled = process_messages(messages, |message| async move {
-        C::handle(services, &message.body).await
+        C::handle(context, &message.body).await
     })
     .await;
-    if let crate::queue::Queues::Sqs {
-        client,
-        plan_queue_url,
-        apply_queue_url,
-    } = &services.queues
-    {
-        let queue_url = match C::KIND {
-            QueueKind::Plan => plan_queue_url,
-            QueueKind::Apply => apply_queue_url,
-        };
+    if let Some((client, queue_url)) = C::sqs_queue(context) {
         back_off(client, queue_url, &handled).await;
     }
     handled
@@ -305,13 +211,12 @@ pub async fn handle_batch<C: Consumer>(
 
 /// Receives one batch from `queue_url` (long polling up to `wait`), handles it, deletes what
 /// is finished and delays what failed. Returns what happened to each message.
-pub async fn receive_and_handle(
-    services: &Services,
+pub async fn receive_and_handle<C: Consumer>(
+    context: &C::Context,
     client: &aws_sdk_sqs::Client,
     queue_url: &str,
-    kind: QueueKind,
     wait: Duration,
-) -> Result<Vec<Handled>> {
+) -> Result<Vec<Handled>, QueueError> {
     let output = client
         .receive_message()
         .queue_url(queue_url)
@@ -321,7 +226,7 @@ pub async fn receive_and_handle(
         .message_system_attribute_names(MessageSystemAttributeName::MessageGroupId)
         .send()
         .await
-        .map_err(|e| crate::queue::QueueError::Send {
+        .map_err(|e| QueueError::Send {
             queue: queue_url.to_string(),
             message: aws_sdk_sqs::error::DisplayErrorContext(&e).to_string(),
         })?;
@@ -347,7 +252,7 @@ pub async fn receive_and_handle(
         return Ok(Vec::new());
     }
     let handled = process_messages(messages, |message| async move {
-        handle_message(services, kind, &message.body).await
+        C::handle(context, &message.body).await
     })
     .await;
     delete_finished(client, queue_url, &handled).await?;
@@ -359,13 +264,13 @@ pub async fn receive_and_handle(
 /// [`handle_batch`] does, and answer with the partial batch failures
 /// (`ReportBatchItemFailures`) so only those return to the queue.
 pub async fn handle_lambda_batch<C: Consumer>(
-    services: &Services,
+    context: &C::Context,
     event: aws_lambda_events::event::sqs::SqsEvent,
 ) -> aws_lambda_events::event::sqs::SqsBatchResponse {
     use aws_lambda_events::event::sqs::{BatchItemFailure, SqsBatchResponse};
 
     let messages = event.records.iter().map(lambda_record).collect();
-    let handled = handle_batch::<C>(services, messages).await;
+    let handled = handle_batch::<C>(context, messages).await;
     let mut response = SqsBatchResponse::default();
     response.batch_item_failures = handled
         .into_iter()

@@ -2,10 +2,10 @@
 //! `cache_dir/<target>`, read by `incremental::locate`), revision strings, and the remote head
 //! the poller asks for.
 
+use super::SourceSpec;
 use crate::config::TargetSettings;
 use crate::git::{self, NetworkOptions, RepoLocation};
 use crate::model::Revision;
-use crate::workflow::{self, SourceSpec};
 use crate::{Error, Result};
 
 /// The source of `target` as the planner reads it: its branch (HEAD when it names none), or
@@ -24,7 +24,7 @@ pub(crate) async fn source_spec(
         branch: (!target.branch.is_empty()).then(|| target.branch.clone()),
         path: target.path.clone(),
         worktree: worktree || plain_directory,
-        auth: workflow::git_auth(&target.auth).await?,
+        auth: super::git_auth(&target.auth).await?,
         cache_dir: settings.cache_dir.join(&target.name),
     })
 }
