@@ -708,30 +708,51 @@ async fn export(ctx: &Session, args: &ExportArgs) -> Result<u8> {
             dir.display()
         );
     }
+    std::fs::create_dir_all(dir).with_context(|| format!("cannot create `{}`", dir.display()))?;
+    let output = ritmo::export::ExportDir::new(dir);
     let mut written = 0;
+    // Rows whose name cannot be a file name are reported and skipped; the rest still export.
+    let mut skipped = Vec::new();
     for resource in &resources {
-        let path = dir.join(ritmo::export::export_path(resource));
-        if let Some(parent) = path.parent() {
-            std::fs::create_dir_all(parent)?;
-        }
+        let relative = match ritmo::export::export_path(resource) {
+            Ok(relative) => relative,
+            Err(error) => {
+                eprintln!("error: {error}");
+                skipped.push(json!({
+                    "kind": resource.kind.as_str(),
+                    "name": resource.name,
+                    "reason": error.to_string(),
+                }));
+                continue;
+            }
+        };
         let yaml = ritmo::export::export_document(resource).with_context(|| {
             format!(
                 "cannot render {} `{}` as YAML",
                 resource.kind, resource.name
             )
         })?;
-        std::fs::write(&path, yaml)
-            .with_context(|| format!("cannot write `{}`", path.display()))?;
+        output.write(&relative, yaml.as_bytes())?;
         written += 1;
     }
     let mut out = ctx.out();
     match ctx.output {
-        Output::Json => {
-            render::json_line(&mut out, &json!({"written": written, "output_dir": dir}))?
+        Output::Json => render::json_line(
+            &mut out,
+            &json!({"written": written, "output_dir": dir, "skipped": skipped}),
+        )?,
+        Output::Text => {
+            writeln!(out, "Wrote {written} resources to {}", dir.display())?;
+            if !skipped.is_empty() {
+                writeln!(
+                    out,
+                    "Skipped {} resources whose stored names cannot be exported (see the errors above).",
+                    skipped.len()
+                )?;
+            }
         }
-        Output::Text => writeln!(out, "Wrote {written} resources to {}", dir.display())?,
     }
-    Ok(OK)
+    Ok(if skipped.is_empty() { OK } else { CONFIG_WRONG })
 }
 
 fn read_value(args: &CredentialArgs) -> Result<secrecy::SecretString> {

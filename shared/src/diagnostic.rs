@@ -39,9 +39,10 @@ pub enum Code {
     E103,
     /// A mapping repeats a key.
     E104,
-    /// A symlink, submodule or other non-regular file sits in a resource directory.
+    /// A symlink, submodule or other non-regular file sits in a resource directory, or in place
+    /// of one (a kind directory that is not a directory).
     E105,
-    /// The repository holds more resource files than the limit.
+    /// The config path holds more resource files than the limit: nothing was read.
     E106,
     // schema (E2xx)
     /// `apiVersion` missing or not `ritmo.dev/v1`.

@@ -317,6 +317,102 @@ pub fn plan_overlay(
     }
 }
 
+/// Kinds the plan deletes resources of and creates none of: the kinds it may leave empty (see
+/// [`hold_unexplained_emptying`]), so that a caller asks its source about these only.
+pub fn kinds_losing_resources(plan: &Plan) -> BTreeSet<Kind> {
+    let created: BTreeSet<Kind> = plan
+        .actions
+        .iter()
+        .filter(|action| matches!(action, Action::Create { .. }))
+        .map(|action| action.id().kind)
+        .collect();
+    plan.actions
+        .iter()
+        .filter(|action| matches!(action, Action::Delete { .. }))
+        .map(|action| action.id().kind)
+        .filter(|kind| !created.contains(kind))
+        .collect()
+}
+
+/// How many of `ids` are of each kind: the `managed` counts of
+/// [`hold_unexplained_emptying`], over the target's whole inventory.
+pub fn count_by_kind<'a>(ids: impl IntoIterator<Item = &'a ResourceId>) -> BTreeMap<Kind, usize> {
+    let mut counts = BTreeMap::new();
+    for id in ids {
+        *counts.entry(id.kind).or_insert(0) += 1;
+    }
+    counts
+}
+
+/// Makes `plan` wait for approval when it empties a kind for a reason other than the ordinary
+/// removal of that kind's files.
+///
+/// The plan empties a kind when it deletes every resource of it that the target manages
+/// (`managed`: counts over the whole inventory, see [`count_by_kind`]) and creates none. That
+/// is an ordinary removal when the source listed nothing for the kind at the planned revision
+/// (`listed`, see [`crate::manifest::kinds_listed`]): its directory is gone, which is what
+/// deleting every file of it does in Git, or holds only files that are not resource files. When
+/// the source still listed something there (resource files that now define nothing, or an
+/// entry it refused to read such as a symlink in place of the directory), the resources did not
+/// leave because their files were removed, and a person confirms before all of them go.
+///
+/// Both inputs are facts of the revision and the inventory, not of how the plan was computed,
+/// so a full scan and an incremental plan hold the same plans.
+pub fn hold_unexplained_emptying(
+    plan: &mut Plan,
+    managed: &BTreeMap<Kind, usize>,
+    listed: &BTreeSet<Kind>,
+) {
+    let mut reasons = Vec::new();
+    for kind in kinds_losing_resources(plan) {
+        if !listed.contains(&kind) {
+            continue;
+        }
+        let deleted: BTreeSet<&str> = plan
+            .actions
+            .iter()
+            .filter(|action| matches!(action, Action::Delete { .. }) && action.id().kind == kind)
+            .map(|action| action.id().name.as_str())
+            .collect();
+        if deleted.len() < managed.get(&kind).copied().unwrap_or(0) {
+            continue;
+        }
+        let shown = 5;
+        let mut names = deleted
+            .iter()
+            .take(shown)
+            .copied()
+            .collect::<Vec<_>>()
+            .join(", ");
+        if deleted.len() > shown {
+            names.push_str(&format!(" and {} more", deleted.len() - shown));
+        }
+        let dir = kind.directory();
+        reasons.push(format!(
+            "the plan deletes every {} the target manages ({}: {names}) although `{dir}` still \
+             holds entries that define none of them (resource files left empty, or entries that \
+             are not read, such as a symlink): check `{dir}`, and approve the plan only if \
+             removing all of them is intended",
+            kind.slug(),
+            deleted.len(),
+        ));
+    }
+    if reasons.is_empty() {
+        return;
+    }
+    plan.diagnostics.extend(
+        reasons
+            .iter()
+            .map(|reason| Diagnostic::global(Code::W500, reason.clone())),
+    );
+    diagnostic::sort(&mut plan.diagnostics);
+    let reasons = reasons.join("; ");
+    plan.approval_reason = Some(match plan.approval_reason.take() {
+        Some(earlier) => format!("{earlier}; {reasons}"),
+        None => reasons,
+    });
+}
+
 fn approval_reason(
     deletes: &[Action],
     inventory_size: usize,
@@ -678,6 +774,173 @@ mod tests {
         assert!(!plan.has_errors(), "{:?}", plan.diagnostics);
         assert_eq!(lines(&plan), ["- job/a"]);
         assert_eq!(plan.unchanged, 3);
+    }
+
+    /// Eight jobs and two webhooks, applied.
+    fn jobs_and_webhooks() -> Vec<DesiredResource> {
+        (0..8)
+            .map(|i| desired(Kind::Job, &format!("j{i}"), json!({})))
+            .chain((0..2).map(|i| desired(Kind::Webhook, &format!("w{i}"), json!({}))))
+            .collect()
+    }
+
+    fn held(plan: Plan, before: &[DesiredResource], listed: &[Kind]) -> Plan {
+        let mut plan = plan;
+        let managed = count_by_kind(before.iter().map(|d| &d.id));
+        hold_unexplained_emptying(&mut plan, &managed, &listed.iter().copied().collect());
+        plan
+    }
+
+    // Issue 22, finding 1: `webhooks` replaced by a symlink deleted every webhook (2 of 10
+    // resources, under the 25% threshold) with no approval.
+    #[test]
+    fn emptying_a_kind_whose_directory_still_lists_entries_waits_for_approval() {
+        let before = jobs_and_webhooks();
+        let live = owned(&before);
+
+        let plan = held(
+            run(before[..8].to_vec(), &live, &PlanPolicy::default()),
+            &before,
+            &[Kind::Job, Kind::Webhook],
+        );
+
+        let reason = plan.approval_reason.clone().unwrap_or_default();
+        assert!(
+            reason.starts_with("the plan deletes every webhook the target manages (2: w0, w1)"),
+            "{reason}"
+        );
+        assert!(
+            reason.contains("`webhooks` still holds entries"),
+            "{reason}"
+        );
+        assert!(
+            plan.diagnostics
+                .iter()
+                .any(|d| d.code == Code::W500 && d.message == reason)
+        );
+        assert!(!plan.has_errors());
+    }
+
+    #[test]
+    fn emptying_a_kind_whose_directory_is_gone_is_an_ordinary_removal() {
+        let before = jobs_and_webhooks();
+        let live = owned(&before);
+
+        let plan = held(
+            run(before[..8].to_vec(), &live, &PlanPolicy::default()),
+            &before,
+            &[Kind::Job],
+        );
+
+        assert_eq!(plan.approval_reason, None);
+        assert_eq!(lines(&plan), ["- webhook/w1", "- webhook/w0"]);
+    }
+
+    #[test]
+    fn deleting_some_of_a_kind_or_renaming_all_of_it_does_not_empty_it() {
+        let before = jobs_and_webhooks();
+        let live = owned(&before);
+        let mut renamed = before[..8].to_vec();
+        renamed.push(desired(Kind::Webhook, "w-new", json!({})));
+        let listed = [Kind::Job, Kind::Webhook];
+
+        let one_left = held(
+            run(before[..9].to_vec(), &live, &PlanPolicy::default()),
+            &before,
+            &listed,
+        );
+        let rename = held(
+            run(renamed, &live, &PlanPolicy::default()),
+            &before,
+            &listed,
+        );
+
+        assert_eq!(one_left.approval_reason, None);
+        assert_eq!(rename.approval_reason, None);
+        assert_eq!(
+            kinds_losing_resources(&one_left),
+            BTreeSet::from([Kind::Webhook])
+        );
+        assert!(kinds_losing_resources(&rename).is_empty());
+    }
+
+    #[test]
+    fn with_prune_off_nothing_is_emptied() {
+        let before = jobs_and_webhooks();
+        let live = owned(&before);
+        let policy = PlanPolicy {
+            prune: false,
+            ..PlanPolicy::default()
+        };
+
+        let plan = held(
+            run(before[..8].to_vec(), &live, &policy),
+            &before,
+            &[Kind::Webhook],
+        );
+
+        assert_eq!(plan.approval_reason, None);
+    }
+
+    #[test]
+    fn an_emptied_kind_adds_its_reason_to_the_threshold_one() {
+        let before = jobs_and_webhooks();
+        let live = owned(&before);
+
+        let plan = held(
+            run(before[5..8].to_vec(), &live, &PlanPolicy::default()),
+            &before,
+            &[Kind::Job, Kind::Webhook],
+        );
+
+        let reason = plan.approval_reason.unwrap_or_default();
+        assert!(reason.starts_with("the plan deletes 7 of 10"), "{reason}");
+        assert!(
+            reason.contains("; the plan deletes every webhook"),
+            "{reason}"
+        );
+        let held_for: Vec<&Diagnostic> = plan
+            .diagnostics
+            .iter()
+            .filter(|d| d.code == Code::W500)
+            .collect();
+        assert_eq!(held_for.len(), 2);
+    }
+
+    #[test]
+    fn an_incremental_plan_is_held_exactly_as_the_full_plan() {
+        let before = jobs_and_webhooks();
+        let live = owned(&before);
+        let mut webhooks_only = live.clone();
+        webhooks_only
+            .inventory
+            .retain(|id, _| id.kind == Kind::Webhook);
+        webhooks_only
+            .resources
+            .retain(|id, _| id.kind == Kind::Webhook);
+        let listed = [Kind::Job, Kind::Webhook];
+
+        let full = held(
+            run(before[..8].to_vec(), &live, &PlanPolicy::default()),
+            &before,
+            &listed,
+        );
+        let overlay = held(
+            plan_overlay(
+                "default",
+                Revision::Worktree,
+                PlanBase::default(),
+                Vec::new(),
+                &webhooks_only,
+                8,
+                &PlanPolicy::default(),
+            ),
+            &before,
+            &listed,
+        );
+
+        assert_eq!(overlay, full);
+        assert!(full.approval_reason.is_some());
     }
 
     #[test]

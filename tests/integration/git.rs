@@ -294,26 +294,6 @@ fn a_plain_directory_is_not_a_git_repository() {
     assert!(real);
 }
 
-#[test]
-fn too_many_files_is_an_error() {
-    let repo = TestRepo::new();
-    for i in 0..5 {
-        repo.write(&format!("jobs/{i}.yaml"), "x");
-    }
-    repo.commit("initial");
-    let limits = Limits {
-        max_files: 4,
-        ..Limits::default()
-    };
-
-    let err = read_commit(&location(&repo), Some("main"), "/", &limits).unwrap_err();
-
-    assert!(
-        matches!(err, GitError::TooManyFiles { limit: 4, .. }),
-        "{err:?}"
-    );
-}
-
 mod remote {
     use std::num::NonZeroU32;
 

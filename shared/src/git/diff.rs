@@ -15,7 +15,9 @@ use gix::objs::tree::EntryKind;
 use super::GitError;
 use super::cache::parse_commit;
 use super::config_path::ConfigPath;
-use super::tree::{EntryClass, blob_content, classify, config_root, object_error, open_local};
+use super::tree::{
+    EntryClass, blob_content, classify, config_root, object_error, open_local, too_many_files,
+};
 use crate::manifest::{FileContent, Limits, SourceFile};
 use crate::model::{Kind, Revision};
 
@@ -36,7 +38,7 @@ pub struct PathChange {
 
 /// The paths that a [`Snapshot`](super::Snapshot) of `config_path` would list differently at
 /// `to_commit` than at `from_commit`: resource files, and symlinks or submodules under (or in
-/// place of) a kind directory. Sorted by path.
+/// place of) a kind directory, or a file in place of one. Sorted by path.
 ///
 /// `repo` is a local repository or a [`GitCache`](super::GitCache)'s repository path.
 pub fn changed_paths(
@@ -96,7 +98,8 @@ pub fn changed_paths(
 
 /// Reads the given paths (relative to `config_path`) at `commit`, with the same rules as
 /// [`read_commit`](super::read_commit): what [`changed_paths`] reports as added or modified,
-/// for an incremental plan. A path that is absent at `commit` is skipped.
+/// for an incremental plan. A path that is absent at `commit` is skipped. More paths than
+/// `limits.max_files` read nothing and give the snapshot's `TooManyFiles` entry.
 pub fn read_files(
     repo: &Path,
     commit: &str,
@@ -105,6 +108,9 @@ pub fn read_files(
     limits: &Limits,
 ) -> Result<Vec<SourceFile>, GitError> {
     let config = ConfigPath::parse(config_path)?;
+    if paths.len() > limits.max_files {
+        return Ok(too_many_files(limits, &config));
+    }
     let location = repo.display().to_string();
     let repository = open_local(repo, &location)?;
     let id = parse_commit(&repository, &location, commit)?;
@@ -128,6 +134,7 @@ pub fn read_files(
             }
             EntryClass::Symlink => FileContent::Symlink,
             EntryClass::Submodule => FileContent::Submodule,
+            EntryClass::NotADirectory => FileContent::NotADirectory,
             EntryClass::Directory | EntryClass::Ignored => continue,
         };
         files.push(SourceFile {
@@ -137,6 +144,41 @@ pub fn read_files(
     }
     files.sort_by(|a, b| a.path.cmp(&b.path));
     Ok(files)
+}
+
+/// Which of `kinds` a [`Snapshot`](super::Snapshot) of `config_path` at `commit` would list
+/// anything for (see [`manifest::kinds_listed`](crate::manifest::kinds_listed)), walking each
+/// kind directory only until its first listed entry: what a full scan knows from its snapshot,
+/// for an incremental plan that empties a kind.
+pub fn kinds_listed_at(
+    repo: &Path,
+    commit: &str,
+    config_path: &str,
+    kinds: &BTreeSet<Kind>,
+) -> Result<BTreeSet<Kind>, GitError> {
+    let config = ConfigPath::parse(config_path)?;
+    let location = repo.display().to_string();
+    let repository = open_local(repo, &location)?;
+    let id = parse_commit(&repository, &location, commit)?;
+    let revision = Revision::Commit {
+        branch: "read".into(),
+        commit: id.to_string(),
+    };
+    let root = config_root(&repository, &location, id, &config, &revision)?;
+    let differ = Differ {
+        repository: &repository,
+        location: &location,
+    };
+    let dirs = differ.children(root)?;
+    let mut listed = BTreeSet::new();
+    for kind in kinds {
+        if let Some(entry) = dirs.get(kind.directory())
+            && differ.lists_anything(kind.directory(), *entry)?
+        {
+            listed.insert(*kind);
+        }
+    }
+    Ok(listed)
 }
 
 /// Whether `ancestor` is `descendant` or one of its ancestors. `false` after a force-push.
@@ -238,6 +280,26 @@ impl Differ<'_> {
         Ok(())
     }
 
+    /// Whether the entry at `path` stands for any snapshot path (see [`Differ::listed`]).
+    fn lists_anything(&self, path: &str, entry: Entry) -> Result<bool, GitError> {
+        let mut pending = vec![(path.to_string(), entry)];
+        while let Some((path, (kind, id))) = pending.pop() {
+            match classify(kind, &path) {
+                EntryClass::Directory => {
+                    for (name, child) in self.children(id)? {
+                        pending.push((format!("{path}/{name}"), child));
+                    }
+                }
+                EntryClass::Ignored => {}
+                EntryClass::Resource
+                | EntryClass::Symlink
+                | EntryClass::Submodule
+                | EntryClass::NotADirectory => return Ok(true),
+            }
+        }
+        Ok(false)
+    }
+
     /// The snapshot paths an entry at `path` stands for.
     fn listed(&self, path: &str, entry: Option<Entry>) -> Result<BTreeSet<String>, GitError> {
         let mut listed = BTreeSet::new();
@@ -253,7 +315,10 @@ impl Differ<'_> {
                     }
                 }
                 EntryClass::Ignored => {}
-                EntryClass::Resource | EntryClass::Symlink | EntryClass::Submodule => {
+                EntryClass::Resource
+                | EntryClass::Symlink
+                | EntryClass::Submodule
+                | EntryClass::NotADirectory => {
                     listed.insert(path);
                 }
             }

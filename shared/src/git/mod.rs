@@ -7,7 +7,8 @@
 //! - [`remote_head`]: where a remote branch points, with one ls-refs request (protocol v2).
 //! - [`GitCache`]: fetch a branch into a per-target bare cache (shallow at first, deepened when
 //!   an older commit is needed) and read snapshots from it.
-//! - [`changed_paths`] / [`read_files`] / [`is_ancestor`]: what an incremental plan needs.
+//! - [`changed_paths`] / [`read_files`] / [`is_ancestor`] / [`kinds_listed_at`]: what an
+//!   incremental plan needs.
 //!
 //! Everything here is blocking (gix is): async callers run it in `tokio::task::spawn_blocking`.
 //! Transports: https needs no external program; `file://` runs `git-upload-pack` and ssh runs
@@ -33,7 +34,7 @@ mod worktree;
 pub use cache::{FetchOutcome, FoundCommit, GitCache};
 pub use config_path::ConfigPath;
 pub use credentials::SecretSource;
-pub use diff::{ChangeKind, PathChange, changed_paths, is_ancestor, read_files};
+pub use diff::{ChangeKind, PathChange, changed_paths, is_ancestor, kinds_listed_at, read_files};
 pub use error::GitError;
 pub use github_app::{Claims as GitHubAppClaims, GitHubApp, GitHubAppError, sign_jwt};
 pub use location::{RemoteScheme, RemoteUrl, RepoLocation};

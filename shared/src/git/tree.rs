@@ -17,8 +17,9 @@ use crate::parallel;
 ///
 /// Only the six kind directories are walked (at any depth). Regular blobs that are resource
 /// files become `Bytes` (or `TooLarge` from the object header, unread); symlinks and submodule
-/// commits anywhere under a kind directory, or in place of one, are reported as such so the
-/// validator can refuse them rather than silently drop what they hide.
+/// commits anywhere under a kind directory, or in place of one, and a file in place of one, are
+/// reported as such so the validator can refuse them rather than silently drop what they hide.
+/// Past `limits.max_files` the snapshot is a single `TooManyFiles` entry (E106), not an error.
 ///
 /// Blocking: call it from `spawn_blocking` in async code.
 pub fn read_commit(
@@ -180,7 +181,7 @@ pub(crate) fn snapshot_at(
         commit: commit.to_string(),
     };
     let root = config_root(repository, location, commit, config, &revision)?;
-    let files = collect_files(repository, location, root, limits, &revision)?;
+    let files = collect_files(repository, location, root, limits, config)?;
     Ok(Snapshot { revision, files })
 }
 
@@ -224,21 +225,29 @@ pub(crate) fn config_root(
     Ok(entry.object_id())
 }
 
-/// What a tree entry under a kind directory becomes, if anything. Shared with the diff.
+/// What a tree entry in or in place of a kind directory becomes, if anything. Shared with the
+/// diff.
 pub(crate) enum EntryClass {
     Directory,
     /// A resource blob: read it (subject to the size limit).
     Resource,
     Symlink,
     Submodule,
+    /// A blob where a kind directory belongs.
+    NotADirectory,
     Ignored,
 }
 
+/// `path` is a kind directory (`webhooks`) or under one (`webhooks/a.yaml`).
 pub(crate) fn classify(kind: EntryKind, path: &str) -> EntryClass {
+    let is_kind_directory = !path.contains('/');
     match kind {
         EntryKind::Tree => EntryClass::Directory,
         EntryKind::Link => EntryClass::Symlink,
         EntryKind::Commit => EntryClass::Submodule,
+        EntryKind::Blob | EntryKind::BlobExecutable if is_kind_directory => {
+            EntryClass::NotADirectory
+        }
         EntryKind::Blob | EntryKind::BlobExecutable => {
             if resource_kind_for_path(path).is_some() {
                 EntryClass::Resource
@@ -247,6 +256,18 @@ pub(crate) fn classify(kind: EntryKind, path: &str) -> EntryClass {
             }
         }
     }
+}
+
+/// The snapshot of a source that stopped listing past the file limit: nothing read, one entry
+/// the loader turns into E106.
+pub(crate) fn too_many_files(limits: &Limits, config: &ConfigPath) -> Vec<SourceFile> {
+    vec![SourceFile {
+        path: String::new(),
+        content: FileContent::TooManyFiles {
+            limit: limits.max_files,
+            config_path: config.display(),
+        },
+    }]
 }
 
 /// The content of one blob: `TooLarge` from the header alone, else the bytes.
@@ -269,13 +290,14 @@ pub(crate) fn blob_content(
     Ok(FileContent::Bytes(blob.take_data()))
 }
 
-/// Every file that matters under the kind directories of the tree `root`, sorted by path.
+/// Every file that matters under the kind directories of the tree `root`, sorted by path; past
+/// the file limit, only [`too_many_files`].
 fn collect_files(
     repository: &gix::Repository,
     location: &str,
     root: ObjectId,
     limits: &Limits,
-    revision: &Revision,
+    config: &ConfigPath,
 ) -> Result<Vec<SourceFile>, GitError> {
     let root_tree = repository
         .find_tree(root)
@@ -289,19 +311,20 @@ fn collect_files(
         let Some(entry) = root_tree.find_entry(dir) else {
             continue;
         };
-        match entry.mode().kind() {
-            EntryKind::Tree => pending.push((dir.to_string(), entry.object_id())),
-            EntryKind::Link => files.push(SourceFile {
-                path: dir.to_string(),
-                content: FileContent::Symlink,
-            }),
-            EntryKind::Commit => files.push(SourceFile {
-                path: dir.to_string(),
-                content: FileContent::Submodule,
-            }),
-            // A file named like a kind directory holds no resources.
-            EntryKind::Blob | EntryKind::BlobExecutable => {}
-        }
+        let content = match classify(entry.mode().kind(), dir) {
+            EntryClass::Directory => {
+                pending.push((dir.to_string(), entry.object_id()));
+                continue;
+            }
+            EntryClass::Symlink => FileContent::Symlink,
+            EntryClass::Submodule => FileContent::Submodule,
+            EntryClass::NotADirectory => FileContent::NotADirectory,
+            EntryClass::Resource | EntryClass::Ignored => continue,
+        };
+        files.push(SourceFile {
+            path: dir.to_string(),
+            content,
+        });
     }
     while let Some((prefix, tree_id)) = pending.pop() {
         let tree = repository
@@ -316,19 +339,18 @@ fn collect_files(
                     continue;
                 }
                 EntryClass::Ignored => continue,
-                EntryClass::Symlink => FileContent::Symlink,
-                EntryClass::Submodule => FileContent::Submodule,
                 EntryClass::Resource => {
                     blobs.push((files.len(), entry.object_id()));
                     FileContent::Bytes(Vec::new())
                 }
+                EntryClass::Symlink => FileContent::Symlink,
+                EntryClass::Submodule => FileContent::Submodule,
+                EntryClass::NotADirectory => FileContent::NotADirectory,
             };
             files.push(SourceFile { path, content });
             if files.len() > limits.max_files {
-                return Err(GitError::TooManyFiles {
-                    limit: limits.max_files,
-                    revision: revision.to_string(),
-                });
+                // Nothing more is listed or read: the loader reports E106 for the whole tree.
+                return Ok(too_many_files(limits, config));
             }
         }
     }

@@ -15,8 +15,9 @@ use crate::model::{Kind, Revision};
 
 /// Reads the resource files of `config_path` inside `dir` as they are on disk, labelled
 /// `Revision::Worktree`. Same rules as [`super::read_commit`]: only the kind directories are
-/// walked; symlinks become `Symlink`, FIFOs, sockets and devices `NonRegular`, big files
-/// `TooLarge` without being read.
+/// walked; symlinks become `Symlink`, FIFOs, sockets and devices `NonRegular`, a file in place
+/// of a kind directory `NotADirectory`, big files `TooLarge` without being read; past
+/// `limits.max_files`, the snapshot is a single `TooManyFiles` entry.
 pub fn read_worktree(dir: &Path, config_path: &str, limits: &Limits) -> Result<Snapshot, GitError> {
     let config = ConfigPath::parse(config_path)?;
     let revision = Revision::Worktree;
@@ -39,10 +40,14 @@ pub fn read_worktree(dir: &Path, config_path: &str, limits: &Limits) -> Result<S
                 path: name.to_string(),
                 content: FileContent::Symlink,
             });
-        } else if !file_type.is_file() {
+        } else {
             files.push(SourceFile {
                 path: name.to_string(),
-                content: FileContent::NonRegular,
+                content: if file_type.is_file() {
+                    FileContent::NotADirectory
+                } else {
+                    FileContent::NonRegular
+                },
             });
         }
     }
@@ -72,9 +77,9 @@ pub fn read_worktree(dir: &Path, config_path: &str, limits: &Limits) -> Result<S
                 content,
             });
             if files.len() > limits.max_files {
-                return Err(GitError::TooManyFiles {
-                    limit: limits.max_files,
-                    revision: revision.to_string(),
+                return Ok(Snapshot {
+                    revision,
+                    files: super::tree::too_many_files(limits, &config),
                 });
             }
         }
@@ -249,22 +254,58 @@ mod tests {
         );
     }
 
+    // Issue 22, finding 3: this was an error (exit 2), not the E106 diagnostic (exit 1).
     #[test]
-    fn too_many_files_is_an_error() {
+    fn too_many_files_is_one_entry_the_loader_reports_with_the_config_path() {
         let dir = tempfile::tempdir().unwrap();
         for i in 0..3 {
-            write(dir.path(), &format!("jobs/{i}.yaml"), "x");
+            write(dir.path(), &format!("config/jobs/{i}.yaml"), "x");
         }
         let limits = Limits {
             max_files: 2,
             ..Limits::default()
         };
 
-        let err = read_worktree(dir.path(), "", &limits).unwrap_err();
+        let snapshot = read_worktree(dir.path(), "config", &limits).unwrap();
 
-        assert!(
-            matches!(err, GitError::TooManyFiles { limit: 2, .. }),
-            "{err}"
+        assert_eq!(
+            snapshot.files,
+            [SourceFile {
+                path: String::new(),
+                content: FileContent::TooManyFiles {
+                    limit: 2,
+                    config_path: "config".into()
+                }
+            }]
+        );
+    }
+
+    // Issue 22, finding 1: a kind directory that is not a directory must be listed, so that it
+    // is refused, never read as "no resources of this kind".
+    #[test]
+    fn a_file_or_fifo_in_place_of_a_kind_directory_is_listed() {
+        let dir = tempfile::tempdir().unwrap();
+        write(dir.path(), "webhooks", "not a directory");
+        let fifo = std::process::Command::new("mkfifo")
+            .arg(dir.path().join("jobs"))
+            .status()
+            .unwrap();
+        assert!(fifo.success());
+
+        let snapshot = read_worktree(dir.path(), "", &Limits::default()).unwrap();
+
+        assert_eq!(
+            snapshot.files,
+            [
+                SourceFile {
+                    path: "jobs".into(),
+                    content: FileContent::NonRegular
+                },
+                SourceFile {
+                    path: "webhooks".into(),
+                    content: FileContent::NotADirectory
+                },
+            ]
         );
     }
 }

@@ -5,7 +5,9 @@ use std::collections::BTreeMap;
 use super::event_tree;
 use super::schema::{self, Checked};
 use super::yaml::{self, ParseError, Spans};
-use super::{Document, FileContent, Limits, Manifest, SourceFile, resource_kind_for_path};
+use super::{
+    Document, FileContent, Limits, Manifest, SourceFile, kind_directory_of, resource_kind_for_path,
+};
 use crate::diagnostic::{self, Code, Diagnostic};
 use crate::model::{Kind, SourceLocation};
 
@@ -60,16 +62,32 @@ fn position_table(files: &[SourceFile], path: &str, limits: &Limits) -> Vec<(u32
 }
 
 fn load_here(files: &[SourceFile], limits: &Limits, spans: Spans) -> Manifest {
+    let mut manifest = Manifest::default();
+    if let Some((limit, config_path)) = files.iter().find_map(|file| match &file.content {
+        FileContent::TooManyFiles { limit, config_path } => Some((*limit, config_path)),
+        _ => None,
+    }) {
+        manifest.diagnostics.push(Diagnostic::global(
+            Code::E106,
+            format!(
+                "the config path `{config_path}` holds more than {limit} resource files, the most \
+                 one target reads, so none was read: point the target's `path` at a smaller \
+                 directory, or split the configuration across several targets"
+            ),
+        ));
+        return manifest;
+    }
     let resource_files: Vec<(&SourceFile, Kind)> = files
         .iter()
-        .filter_map(|file| resource_kind_for_path(&file.path).map(|kind| (file, kind)))
+        .filter_map(|file| checked_kind(file).map(|kind| (file, kind)))
         .collect();
-    let mut manifest = Manifest::default();
     if resource_files.len() > limits.max_files {
         manifest.diagnostics.push(Diagnostic::global(
             Code::E106,
             format!(
-                "the repository holds {} resource files, more than the limit of {}: point the target at a smaller path or raise the limit",
+                "the config path holds {} resource files, more than the {} one target reads, so \
+                 none was read: point the target's `path` at a smaller directory, or split the \
+                 configuration across several targets",
                 resource_files.len(),
                 limits.max_files
             ),
@@ -84,6 +102,33 @@ fn load_here(files: &[SourceFile], limits: &Limits, spans: Spans) -> Manifest {
     manifest
 }
 
+/// The kind a listed file is checked as. Files with content count when they are resource files
+/// (`.yaml`/`.yml`); an entry that cannot be read counts whatever its name as soon as it sits
+/// in, or in place of, a kind directory: a symlinked `webhooks` directory (or `jobs/team`
+/// subdirectory) hides resources, and dropping it silently would prune them.
+fn checked_kind(file: &SourceFile) -> Option<Kind> {
+    match file.content {
+        FileContent::Bytes(_) | FileContent::TooLarge { .. } => resource_kind_for_path(&file.path),
+        FileContent::Symlink
+        | FileContent::Submodule
+        | FileContent::NonRegular
+        | FileContent::NotADirectory => kind_directory_of(&file.path),
+        FileContent::TooManyFiles { .. } => None,
+    }
+}
+
+/// E105 for an entry in place of a kind directory: nothing of that kind can be read.
+fn not_a_kind_directory(path: &str, what: &str, fix: &str) -> Diagnostic {
+    Diagnostic::in_file(
+        Code::E105,
+        path,
+        format!(
+            "`{path}` is {what}, not a directory: none of the resources this kind directory \
+             should hold can be read, and a sync would delete every one the target manages: {fix}"
+        ),
+    )
+}
+
 fn load_file(
     file: &SourceFile,
     kind: Kind,
@@ -93,13 +138,43 @@ fn load_file(
     manifest: &mut Manifest,
 ) {
     let path = file.path.as_str();
+    let is_kind_directory = !path.contains('/');
     let bytes = match &file.content {
         FileContent::Bytes(bytes) => bytes,
+        FileContent::Symlink if is_kind_directory => {
+            return manifest.diagnostics.push(not_a_kind_directory(
+                path,
+                "a symlink",
+                "symlinks are not followed: commit the directory and its files instead of the link",
+            ));
+        }
+        FileContent::Submodule if is_kind_directory => {
+            return manifest.diagnostics.push(not_a_kind_directory(
+                path,
+                "a git submodule",
+                "submodules are not followed: commit the files themselves in this repository",
+            ));
+        }
+        FileContent::NotADirectory if is_kind_directory => {
+            return manifest.diagnostics.push(not_a_kind_directory(
+                path,
+                "a file",
+                "make it a directory of resource files, or remove it",
+            ));
+        }
+        FileContent::NonRegular if is_kind_directory => {
+            return manifest.diagnostics.push(not_a_kind_directory(
+                path,
+                "a FIFO, socket or device",
+                "make it a directory of resource files, or remove it",
+            ));
+        }
         FileContent::Symlink => {
             return manifest.diagnostics.push(Diagnostic::in_file(
                 Code::E105,
                 path,
-                "this is a symlink: symlinks are not followed: commit the file itself",
+                "this is a symlink: symlinks are not followed: commit the file itself (or the \
+                 directory it points to)",
             ));
         }
         FileContent::Submodule => {
@@ -109,7 +184,7 @@ fn load_file(
                 "this is a git submodule: submodules are not followed: commit the files themselves",
             ));
         }
-        FileContent::NonRegular => {
+        FileContent::NonRegular | FileContent::NotADirectory => {
             return manifest.diagnostics.push(Diagnostic::in_file(
                 Code::E105,
                 path,
@@ -121,6 +196,8 @@ fn load_file(
                 .diagnostics
                 .push(too_large(path, *size, limits.max_file_bytes));
         }
+        // Handled for the whole load in `load_here`.
+        FileContent::TooManyFiles { .. } => return,
     };
     let size = u64::try_from(bytes.len()).unwrap_or(u64::MAX);
     if size > limits.max_file_bytes {
@@ -1023,6 +1100,93 @@ mod tests {
             manifest.diagnostics[0]
                 .message
                 .contains("symlinks are not followed: commit the file itself")
+        );
+    }
+
+    // Issue 22, finding 1: a `webhooks` directory replaced by a symlink was reported by the
+    // reader, dropped here for not being a `.yaml` path, and the sync deleted every webhook.
+    #[test]
+    fn a_kind_directory_that_is_not_a_directory_is_refused_naming_it() {
+        let entries = [
+            ("jobs", FileContent::Submodule),
+            ("plugins", FileContent::NotADirectory),
+            ("webhooks", FileContent::Symlink),
+            ("workers", FileContent::NonRegular),
+        ]
+        .map(|(path, content)| SourceFile {
+            path: path.into(),
+            content,
+        });
+
+        let manifest = load(&entries, &Limits::default());
+
+        let paths: Vec<&str> = manifest
+            .diagnostics
+            .iter()
+            .map(|d| d.path.as_str())
+            .collect();
+        assert_eq!(paths, ["jobs", "plugins", "webhooks", "workers"]);
+        assert!(manifest.diagnostics.iter().all(|d| d.code == Code::E105));
+        let webhooks = &manifest.diagnostics[2].message;
+        assert!(
+            webhooks.starts_with("`webhooks` is a symlink, not a directory"),
+            "{webhooks}"
+        );
+        assert!(webhooks.contains("would delete every one"), "{webhooks}");
+    }
+
+    #[test]
+    fn an_unreadable_entry_under_a_kind_directory_is_refused_whatever_its_name() {
+        let entries = [
+            ("jobs/team", FileContent::Symlink),
+            ("jobs/vendored", FileContent::Submodule),
+            ("README.md", FileContent::Symlink),
+        ]
+        .map(|(path, content)| SourceFile {
+            path: path.into(),
+            content,
+        });
+
+        let manifest = load(&entries, &Limits::default());
+
+        let found: Vec<(&str, Code)> = manifest
+            .diagnostics
+            .iter()
+            .map(|d| (d.path.as_str(), d.code))
+            .collect();
+        assert_eq!(
+            found,
+            [("jobs/team", Code::E105), ("jobs/vendored", Code::E105)]
+        );
+    }
+
+    // Issue 22, finding 3: past the file limit the readers failed with an error (exit 2)
+    // instead of this diagnostic.
+    #[test]
+    fn a_source_that_stopped_at_the_file_limit_is_one_diagnostic_naming_path_and_limit() {
+        let files = [SourceFile {
+            path: String::new(),
+            content: FileContent::TooManyFiles {
+                limit: 100_000,
+                config_path: "config/prod".into(),
+            },
+        }];
+
+        let manifest = load(&files, &Limits::default());
+
+        assert_eq!(manifest.diagnostics.len(), 1);
+        let diagnostic = &manifest.diagnostics[0];
+        assert_eq!(
+            (diagnostic.code, diagnostic.path.as_str()),
+            (Code::E106, "")
+        );
+        assert!(diagnostic.is_error());
+        assert!(
+            diagnostic.message.contains("`config/prod`")
+                && diagnostic.message.contains("100000")
+                && diagnostic.message.contains("point the target's `path`"),
+            "{}",
+            diagnostic.message
         );
     }
 

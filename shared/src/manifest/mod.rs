@@ -14,6 +14,8 @@ pub(crate) use schema::did_you_mean;
 /// The pinned parser setup, for measuring serde-saphyr on its own (the benchmark).
 pub use yaml::parser_options;
 
+use std::collections::BTreeSet;
+
 use crate::diagnostic::Diagnostic;
 use crate::model::{DesiredResource, Kind, ResourceId, SourceLocation};
 
@@ -34,8 +36,17 @@ pub enum FileContent {
     Submodule,
     /// A FIFO, socket, device or other entry that is not a regular file.
     NonRegular,
+    /// A file where a kind directory belongs (`webhooks` committed as a file).
+    NotADirectory,
     TooLarge {
         size: u64,
+    },
+    /// The source stopped listing past `limit` files and read none of them: a snapshot that
+    /// holds this holds nothing else (path `""`, the config root). `config_path` is the
+    /// target's path as the user wrote it in the repository (`/` for the root).
+    TooManyFiles {
+        limit: usize,
+        config_path: String,
     },
 }
 
@@ -69,6 +80,23 @@ pub fn resource_kind_for_path(path: &str) -> Option<Kind> {
     let kind = Kind::from_directory(dir)?;
     let is_yaml = rest.ends_with(".yaml") || rest.ends_with(".yml");
     is_yaml.then_some(kind)
+}
+
+/// The kind whose directory is `path` or holds it: every path a source lists (resource files,
+/// and symlinks, submodules or other entries in or in place of a kind directory) has one.
+pub fn kind_directory_of(path: &str) -> Option<Kind> {
+    let dir = path.split('/').next()?;
+    Kind::from_directory(dir)
+}
+
+/// The kinds whose directory the source listed anything for: a resource file, or an entry it
+/// refused to read (a symlink, a submodule, a file in place of the directory). A kind whose
+/// directory is gone, or holds only files that are not resource files, is not among them.
+pub fn kinds_listed(files: &[SourceFile]) -> BTreeSet<Kind> {
+    files
+        .iter()
+        .filter_map(|file| kind_directory_of(&file.path))
+        .collect()
 }
 
 /// A reference from one resource to another, with where it was written.
@@ -141,5 +169,31 @@ mod tests {
         assert_eq!(resource_kind_for_path("jobs/notes.md"), None);
         assert_eq!(resource_kind_for_path(".github/workflows/ci.yaml"), None);
         assert_eq!(resource_kind_for_path("a.yaml"), None);
+    }
+
+    #[test]
+    fn kind_directories_and_everything_under_them_belong_to_their_kind() {
+        assert_eq!(kind_directory_of("webhooks"), Some(Kind::Webhook));
+        assert_eq!(kind_directory_of("jobs/team"), Some(Kind::Job));
+        assert_eq!(kind_directory_of("jobs/notes.md"), Some(Kind::Job));
+        assert_eq!(kind_directory_of("webhook/a.yaml"), None);
+        assert_eq!(kind_directory_of(""), None);
+    }
+
+    #[test]
+    fn the_kinds_listed_are_those_with_any_entry_under_their_directory() {
+        let file = |path: &str, content| SourceFile {
+            path: path.into(),
+            content,
+        };
+        let files = [
+            file("jobs/a.yaml", FileContent::Bytes(Vec::new())),
+            file("webhooks", FileContent::Symlink),
+            file("README.md", FileContent::Bytes(Vec::new())),
+        ];
+
+        let listed = kinds_listed(&files);
+
+        assert_eq!(listed, BTreeSet::from([Kind::Job, Kind::Webhook]));
     }
 }

@@ -584,6 +584,7 @@ impl Context<'_> {
 
     async fn full_scan(&self, snapshot: Snapshot, reason: FullScanReason) -> Result<PlannedTarget> {
         let mut laps = Laps::start();
+        let listed = manifest::kinds_listed(&snapshot.files);
         let mut checked = self.check_all(snapshot).await?;
         laps.lap("parse and validate");
         let mode = ScanMode::Full { reason };
@@ -606,7 +607,7 @@ impl Context<'_> {
         self.record_moves(&state, &checked.desired).await?;
         laps.lap("record moves");
         // Moved, not cloned: at 10,000 resources the specs are the largest thing alive.
-        let plan = plan::plan(
+        let mut plan = plan::plan(
             &self.target.name,
             checked.revision.clone(),
             self.plan_base(),
@@ -614,6 +615,8 @@ impl Context<'_> {
             &state.live,
             &self.target.policy,
         );
+        let managed = plan::count_by_kind(state.live.inventory.keys());
+        plan::hold_unexplained_emptying(&mut plan, &managed, &listed);
         laps.lap("plan");
         Ok(PlannedTarget {
             mode,
@@ -872,7 +875,7 @@ impl Context<'_> {
         }
 
         laps.lap("validate");
-        let plan = plan::plan_overlay(
+        let mut plan = plan::plan_overlay(
             &self.target.name,
             checked.revision.clone(),
             self.plan_base(),
@@ -881,6 +884,8 @@ impl Context<'_> {
             untouched,
             &self.target.policy,
         );
+        self.hold_unexplained_emptying(&mut plan, head, config_path)
+            .await?;
         laps.lap("plan");
         self.record_moves(&state, &checked.desired).await?;
         laps.lap("record moves");
@@ -891,6 +896,36 @@ impl Context<'_> {
             fetch: Duration::ZERO,
             stages: laps.laps,
         }))
+    }
+
+    /// [`plan::hold_unexplained_emptying`] for an overlay, which knows neither the whole
+    /// inventory nor the whole tree: both are asked only about the kinds the plan may empty.
+    async fn hold_unexplained_emptying(
+        &self,
+        plan: &mut Plan,
+        head: &Head,
+        config_path: &str,
+    ) -> Result<()> {
+        let losing = plan::kinds_losing_resources(plan);
+        if losing.is_empty() {
+            return Ok(());
+        }
+        let listed = {
+            let repo = head.repo.clone();
+            let commit = head.commit().to_string();
+            let config_path = config_path.to_string();
+            blocking(move || git::kinds_listed_at(&repo, &commit, &config_path, &losing)).await?
+        };
+        if listed.is_empty() {
+            return Ok(());
+        }
+        let kinds: Vec<Kind> = listed.iter().copied().collect();
+        let managed = self
+            .store
+            .inventory_count_by_kind(&self.target.name, &kinds)
+            .await?;
+        plan::hold_unexplained_emptying(plan, &managed, &listed);
+        Ok(())
     }
 
     /// No resource file changed: every managed row stays as it is; only their number is read.

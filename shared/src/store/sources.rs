@@ -299,6 +299,32 @@ impl Store {
         Ok(usize::try_from(get::<i64>(&row, 0)?).unwrap_or(0))
     }
 
+    /// How many resources of each of `kinds` the target's inventory holds (kinds it holds none
+    /// of are absent): what `plan::hold_unexplained_emptying` needs of the inventory an
+    /// incremental plan does not read.
+    pub async fn inventory_count_by_kind(
+        &self,
+        target: &str,
+        kinds: &[Kind],
+    ) -> Result<BTreeMap<Kind, usize>, StoreError> {
+        let kinds: Vec<&str> = kinds.iter().map(|kind| kind.as_str()).collect();
+        let rows = self
+            .db()
+            .query(
+                "SELECT kind, count(*) FROM inventory
+                 WHERE target = $1 AND kind = ANY($2) GROUP BY kind",
+                &[&target, &kinds],
+            )
+            .await
+            .map_err(StoreError::query("count the inventory by kind"))?;
+        rows.iter()
+            .map(|row| {
+                let count = usize::try_from(get::<i64>(row, 1)?).unwrap_or(0);
+                Ok((parse::<Kind>(row, 0, "inventory")?, count))
+            })
+            .collect()
+    }
+
     /// Ids of the target's inventory whose stored spec mentions any of `names` as a JSON string
     /// (a superset of the resources that refer to them), with their source path.
     pub async fn mentioning(
