@@ -8,15 +8,15 @@ use std::collections::BTreeSet;
 use ritmo::apply::{ApplyOutcome, apply_plan};
 use ritmo::config::{GitAuth, TargetSettings};
 use ritmo::crypto::CredentialKeys;
+use ritmo::crypto::secret_refs::SecretRefChecker;
 use ritmo::diagnostic::{Code, Diagnostic};
 use ritmo::git::{Auth, RepoLocation, kinds_listed_at, read_commit};
-use ritmo::incremental::{PlannedTarget, ScanMode, plan_target};
 use ritmo::manifest::{FileContent, Limits, SourceFile};
 use ritmo::model::Kind;
 use ritmo::plan::PlanPolicy;
-use ritmo::secret_refs::SecretRefChecker;
+use ritmo::source::incremental::{PlannedTarget, ScanMode, ScanOptions, plan_target};
+use ritmo::source::{Checks, SourceSpec};
 use ritmo::store::{NewRun, NewTarget, RunStatus, Store, Trigger};
-use ritmo::workflow::{Checks, SourceSpec};
 use ritmo_tests::db::TestDb;
 use ritmo_tests::git_http::TestRepo;
 
@@ -136,7 +136,10 @@ impl Applied {
                 builtin_plugins: &BTreeSet::new(),
             },
             limits,
-            full,
+            ScanOptions {
+                full,
+                ..ScanOptions::default()
+            },
         )
         .await
         .unwrap();
