@@ -121,6 +121,10 @@ pub struct Settings {
     pub webhook_secret_id: Option<String>,
     /// Path the webhook is served on (`/webhooks/gitops`).
     pub webhook_path: String,
+    /// `webhook.enabled: false` (or `RITMO_GITOPS_WEBHOOK_ENABLED=false`): every delivery is
+    /// refused as disabled, whatever secret is set. Kept as "disabled" so that a
+    /// `Settings::default()` has the webhook on, as an unset `enabled` does.
+    pub webhook_disabled: bool,
     pub master_key: Option<SecretString>,
     pub master_key_secret_id: Option<String>,
     pub kms_key_id: Option<String>,
@@ -581,6 +585,10 @@ fn from_bootstrap(
             .map(SecretString::from),
         webhook_secret_id: var("RITMO_GITOPS_WEBHOOK_SECRET_ARN").or(webhook.secret_token_secret),
         webhook_path: webhook.path.unwrap_or_else(|| "/webhooks/gitops".into()),
+        webhook_disabled: !match var("RITMO_GITOPS_WEBHOOK_ENABLED") {
+            Some(value) => parse_bool("RITMO_GITOPS_WEBHOOK_ENABLED", &value)?,
+            None => webhook.enabled.unwrap_or(true),
+        },
         master_key: var("RITMO_MASTER_ENCRYPTION_KEY")
             .or(encryption.master_key)
             .map(SecretString::from),
@@ -1015,6 +1023,30 @@ gitops:
         assert_eq!(settings.targets[0].path, "prod");
         assert!(!settings.targets[0].auto_apply);
         assert!(settings.database_url.is_some());
+    }
+
+    #[test]
+    fn the_webhook_is_on_unless_the_file_or_a_variable_switches_it_off() {
+        let load = |file: &str, vars: &[(&str, &str)]| {
+            from_bootstrap(
+                parse_bootstrap("b.yaml", file, &env(vars)).unwrap(),
+                &env(vars),
+            )
+            .unwrap()
+        };
+        let secret = [("RITMO_GITOPS_WEBHOOK_SECRET", "hook")];
+
+        assert!(!load("", &[]).webhook_disabled);
+        assert!(!Settings::default().webhook_disabled);
+        assert!(load("gitops:\n  webhook: {enabled: false}\n", &secret).webhook_disabled);
+        assert!(load("", &[("RITMO_GITOPS_WEBHOOK_ENABLED", "false")]).webhook_disabled);
+        assert!(
+            !load(
+                "gitops:\n  webhook: {enabled: false}\n",
+                &[("RITMO_GITOPS_WEBHOOK_ENABLED", "true")]
+            )
+            .webhook_disabled
+        );
     }
 
     #[test]

@@ -30,7 +30,7 @@ pub use applier::{ApplyRequestOutcome, handle_apply_request};
 pub use planner::{PlanRequestOutcome, SkipReason, handle_plan_request};
 pub use poller::{PollReport, PolledTarget, poll_targets, run_poller_loop};
 pub use requests::{ApproveOutcome, approve_plan, request_sync, resume, rollback};
-pub use webhook::{WebhookReply, accept_webhook};
+pub use webhook::{WebhookFailure, WebhookOutcome, accept_webhook};
 pub use workers::{Shutdown, lambda_services, run_local_workers, run_sqs_workers};
 
 use crate::Result;
