@@ -38,6 +38,10 @@ dev: build example-repo
 	  $(RITMO) gitops status && \
 	  $(RITMO) get jobs && \
 	  echo && \
+	  { [ -s .dev/api-token ] || (umask 077; head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n' > .dev/api-token); } && \
+	  export RITMO_API_TOKEN="$$(cat .dev/api-token)" && \
+	  echo "API token (.dev/api-token): $$RITMO_API_TOKEN" && \
+	  echo "  curl -X POST -H \"Authorization: Bearer $$(cat .dev/api-token)\" -H 'Content-Type: application/json' http://$(LISTEN)/api/v1/gitops/sync" && \
 	  RITMO_GITOPS_WEBHOOK_SECRET="$${RITMO_GITOPS_WEBHOOK_SECRET:-ritmo-dev-webhook-secret}" \
 	  exec $(RITMO) serve --listen "$(LISTEN)"
 

@@ -53,7 +53,7 @@ pub enum Command {
 
     /// Serve the webhook and the API on one port, with the poller, planner and applier in-process
     #[command(
-        after_help = "Examples:\n  DATABASE_URL=postgres://postgres@127.0.0.1/ritmo RITMO_GITOPS_REPO_URL=https://github.com/acme/ritmo-config.git ritmo serve\n  ritmo serve --listen 0.0.0.0:8080 --config gitops-bootstrap.yaml\n  AWS_ENDPOINT_URL=http://127.0.0.1:5000 ritmo serve   # SQS queues on moto\n\nThen:\n  curl -X POST http://127.0.0.1:8080/api/v1/gitops/sync\n  curl http://127.0.0.1:8080/api/v1/gitops/status"
+        after_help = "Examples:\n  DATABASE_URL=postgres://postgres@127.0.0.1/ritmo RITMO_GITOPS_REPO_URL=https://github.com/acme/ritmo-config.git ritmo serve\n  ritmo serve --listen 0.0.0.0:8080 --config gitops-bootstrap.yaml\n  AWS_ENDPOINT_URL=http://127.0.0.1:5000 ritmo serve   # SQS queues on moto\n\nThen (state changes need the token; see README.md, Security):\n  curl -X POST -H \"Authorization: Bearer $RITMO_API_TOKEN\" -H 'Content-Type: application/json' http://127.0.0.1:8080/api/v1/gitops/sync\n  curl http://127.0.0.1:8080/api/v1/gitops/status"
     )]
     Serve(ServeArgs),
 
@@ -374,4 +374,28 @@ pub struct ServeArgs {
     /// Seconds between poller ticks (default: the shortest target interval; at least 5)
     #[arg(long, value_name = "SECONDS")]
     pub poll_interval: Option<u64>,
+    /// Allow state changes without a token (no RITMO_API_TOKEN): loopback addresses only, and
+    /// any local process (or user) may then sync, approve, roll back and resume
+    #[arg(long)]
+    pub insecure_local: bool,
+    /// Let web pages from this origin call the API (e.g. https://ops.example.com; repeatable;
+    /// also RITMO_API_ALLOWED_ORIGINS)
+    #[arg(long = "allow-origin", value_name = "ORIGIN", value_parser = origin_arg)]
+    pub allow_origins: Vec<String>,
+    /// Answer under this host name too, besides the listen address and localhost (a DNS name,
+    /// a reverse proxy's; repeatable; also RITMO_API_ALLOWED_HOSTS)
+    #[arg(long = "allow-host", value_name = "NAME", value_parser = host_arg)]
+    pub allow_hosts: Vec<String>,
+}
+
+fn origin_arg(text: &str) -> Result<String, String> {
+    ritmo::config::parse_origin(text).ok_or_else(|| {
+        format!("`{text}` is not an origin: give scheme and host, e.g. https://ops.example.com")
+    })
+}
+
+fn host_arg(text: &str) -> Result<String, String> {
+    ritmo::config::parse_host_name(text).ok_or_else(|| {
+        format!("`{text}` is not a host name: give the name alone, e.g. ritmo.internal")
+    })
 }

@@ -7,6 +7,10 @@
 //! format, on stdout) otherwise: a person at a terminal reads them, anything else (systemd, a
 //! container, CI) collects and queries them, and JSON is what those tools parse. EMF metrics
 //! are written only in the JSON case, for the same reason.
+//!
+//! The API is gated by [`gate`] (DESIGN.md §14): a bearer token for every state change, JSON
+//! bodies, `Host` and `Origin` checks. The routers inside are the Lambda functions', unchanged:
+//! on AWS, API Gateway's IAM authorisation is the gate.
 
 use std::io::IsTerminal;
 use std::net::SocketAddr;
@@ -29,6 +33,8 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use crate::args::ServeArgs;
+
+mod gate;
 
 /// The poller never ticks faster than this, whatever a target's interval says.
 pub const MIN_POLL_INTERVAL: Duration = Duration::from_secs(5);
@@ -56,9 +62,11 @@ pub fn init_logging(verbose: u8) {
 }
 
 /// The router `ritmo serve` answers with: the API's routes and fallbacks, plus the webhook's
-/// routes (its own fallback dropped: a router has one).
-pub fn router(services: Arc<Services>) -> Router {
-    api::app(services.clone()).merge(webhook::app(services).reset_fallback())
+/// routes (its own fallback dropped: a router has one), behind `gate`.
+fn router(services: Arc<Services>, gate: Arc<gate::Gate>) -> Router {
+    api::app(services.clone())
+        .merge(webhook::app(services).reset_fallback())
+        .layer(axum::middleware::from_fn_with_state(gate, gate::check))
 }
 
 /// The poller's tick: the shortest target interval, at least [`MIN_POLL_INTERVAL`].
@@ -138,6 +146,17 @@ pub async fn run(mut settings: Settings, args: &ServeArgs) -> Result<u8> {
         .await
         .with_context(|| format!("cannot listen on `{}`", args.listen))?;
     let address = listener.local_addr().unwrap_or(args.listen);
+    let gate = gate::Gate::new(
+        services.clone(),
+        address,
+        &gate::GateOptions {
+            insecure_local: args.insecure_local,
+            allow_origins: &args.allow_origins,
+            allow_hosts: &args.allow_hosts,
+        },
+    )
+    .await?;
+    let gate_text = gate.describe();
 
     let (stop, shutdown) = watch::channel(false);
     let mut tasks: Vec<JoinHandle<()>> = Vec::new();
@@ -185,10 +204,11 @@ pub async fn run(mut settings: Settings, args: &ServeArgs) -> Result<u8> {
         }
     };
 
-    print_banner(address, &services.settings, &queues_text, every);
+    print_banner(address, &services.settings, &queues_text, every, &gate_text);
     tracing::info!(url = %format!("http://{address}"), queues = %queues_text, poll_every_secs = every.as_secs(), "ritmo serve is listening");
 
-    let app = router(services.clone()).layer(axum::middleware::from_fn(log_request));
+    let app =
+        router(services.clone(), Arc::new(gate)).layer(axum::middleware::from_fn(log_request));
     let server = axum::serve(listener, app).with_graceful_shutdown(async move {
         shutdown_signal().await;
         tracing::info!("shutting down: finishing requests and the messages in hand");
@@ -287,7 +307,13 @@ async fn log_request(request: Request, next: Next) -> Response {
     response
 }
 
-fn print_banner(address: SocketAddr, settings: &Settings, queues: &str, every: Duration) {
+fn print_banner(
+    address: SocketAddr,
+    settings: &Settings,
+    queues: &str,
+    every: Duration,
+    gate: &str,
+) {
     let url = format!("http://{address}");
     let targets: Vec<&str> = settings.targets.iter().map(|t| t.name.as_str()).collect();
     let targets = if targets.is_empty() {
@@ -297,7 +323,8 @@ fn print_banner(address: SocketAddr, settings: &Settings, queues: &str, every: D
     };
     eprintln!(
         "ritmo serve: listening on {url} (targets: {targets}; {queues}; polling every {}s)\n  \
-         curl -X POST {url}/api/v1/gitops/sync\n  \
+         API: {gate}\n  \
+         curl -X POST -H \"Authorization: Bearer $RITMO_API_TOKEN\" -H 'Content-Type: application/json' {url}/api/v1/gitops/sync\n  \
          curl {url}/api/v1/gitops/status\n\
          Webhooks: POST {url}{}. Stop with Ctrl-C.",
         every.as_secs(),

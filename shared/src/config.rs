@@ -202,6 +202,10 @@ pub struct Settings {
     pub webhook_secret_id: Option<String>,
     /// Path the webhook is served on (`/webhooks/gitops`).
     pub webhook_path: String,
+    /// `webhook.enabled: false` (or `RITMO_GITOPS_WEBHOOK_ENABLED=false`): every delivery is
+    /// refused as disabled, whatever secret is set. Kept as "disabled" so that a
+    /// `Settings::default()` has the webhook on, as an unset `enabled` does.
+    pub webhook_disabled: bool,
     pub master_key: Option<SecretString>,
     pub master_key_secret_id: Option<String>,
     pub kms_key_id: Option<String>,
@@ -241,6 +245,21 @@ pub struct Settings {
     pub history_limit: Option<u32>,
     /// Where sync failures, drift and plans waiting for approval are announced.
     pub notifications: NotificationSettings,
+
+    // --- the local server's API (`ritmo serve`; on AWS, API Gateway authorises with IAM) ---
+    /// The bearer token every state change must carry: `RITMO_API_TOKEN` (the value) or
+    /// `RITMO_API_TOKEN_SECRET_ARN` (a Secrets Manager secret holding it). `None`: state
+    /// changes are refused unless `ritmo serve --insecure-local` on a loopback address.
+    pub api_token: Option<SecretSetting>,
+    /// Who a request authenticated by the token is recorded as (`approved_by`, a run's
+    /// actor) when it sends no `X-Ritmo-Actor`: `RITMO_API_ACTOR`.
+    pub api_actor: Option<String>,
+    /// Browser origins (`https://ops.example.com`) allowed to call the API:
+    /// `RITMO_API_ALLOWED_ORIGINS`, comma-separated. Any other `Origin` is refused.
+    pub api_allowed_origins: Vec<String>,
+    /// Host names the API answers under besides the listen address and `localhost` (a name
+    /// in DNS, a reverse proxy's): `RITMO_API_ALLOWED_HOSTS`, comma-separated.
+    pub api_allowed_hosts: Vec<String>,
 }
 
 /// Sync runs kept per target when `history_limit` is not set.
@@ -662,6 +681,25 @@ fn from_bootstrap(
             .map(SecretString::from),
         webhook_secret_id: var("RITMO_GITOPS_WEBHOOK_SECRET_ARN").or(webhook.secret_token_secret),
         webhook_path: webhook.path.unwrap_or_else(|| "/webhooks/gitops".into()),
+        webhook_disabled: !match var("RITMO_GITOPS_WEBHOOK_ENABLED") {
+            Some(value) => parse_bool("RITMO_GITOPS_WEBHOOK_ENABLED", &value)?,
+            None => webhook.enabled.unwrap_or(true),
+        },
+        api_token: match (var("RITMO_API_TOKEN"), var("RITMO_API_TOKEN_SECRET_ARN")) {
+            (Some(_), Some(arn)) => {
+                return Err(ConfigError::InvalidVariable {
+                    variable: "RITMO_API_TOKEN_SECRET_ARN".into(),
+                    expected: "unset when RITMO_API_TOKEN is set (give the API token one way)",
+                    value: arn,
+                });
+            }
+            (Some(token), None) => Some(SecretSetting::Value(SecretString::from(token))),
+            (None, Some(arn)) => Some(SecretSetting::SecretsManager(arn)),
+            (None, None) => None,
+        },
+        api_actor: var("RITMO_API_ACTOR"),
+        api_allowed_origins: list_of("RITMO_API_ALLOWED_ORIGINS", &var, parse_origin)?,
+        api_allowed_hosts: list_of("RITMO_API_ALLOWED_HOSTS", &var, parse_host_name)?,
         master_key: var("RITMO_MASTER_ENCRYPTION_KEY")
             .or(encryption.master_key)
             .map(SecretString::from),
@@ -962,6 +1000,54 @@ fn parse_bool(variable: &str, value: &str) -> Result<bool, ConfigError> {
     }
 }
 
+/// A comma-separated variable, each item checked by `parse`; unset is empty.
+fn list_of(
+    variable: &str,
+    var: &dyn Fn(&str) -> Option<String>,
+    parse: fn(&str) -> Option<String>,
+) -> Result<Vec<String>, ConfigError> {
+    let Some(value) = var(variable) else {
+        return Ok(Vec::new());
+    };
+    value
+        .split(',')
+        .map(str::trim)
+        .filter(|item| !item.is_empty())
+        .map(|item| {
+            parse(item).ok_or_else(|| ConfigError::InvalidVariable {
+                variable: variable.to_string(),
+                expected: if variable.ends_with("ORIGINS") {
+                    "comma-separated origins such as `https://ops.example.com` (scheme and host, no path)"
+                } else {
+                    "comma-separated host names such as `ritmo.internal` (no scheme, port or path)"
+                },
+                value: item.to_string(),
+            })
+        })
+        .collect()
+}
+
+/// An origin as browsers send it, `scheme://host[:port]`, lower-cased; `None` when it has
+/// a path, a query or no host. A trailing `/` is forgiven.
+pub fn parse_origin(text: &str) -> Option<String> {
+    let text = text.strip_suffix('/').unwrap_or(text).to_ascii_lowercase();
+    let (scheme, host) = text.split_once("://")?;
+    let valid_host = !host.is_empty()
+        && !host.contains(['/', '?', '#', '@', ' '])
+        && host.chars().all(|c| c.is_ascii_graphic());
+    (matches!(scheme, "http" | "https") && valid_host).then_some(text)
+}
+
+/// A host name (`ritmo.internal`), lower-cased; `None` for anything with a scheme, a port, a
+/// path or characters no host name has.
+pub fn parse_host_name(text: &str) -> Option<String> {
+    let valid = !text.is_empty()
+        && text
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '.');
+    valid.then(|| text.to_ascii_lowercase())
+}
+
 /// `/`, `./config/`, `config` → `/`, `config`, `config`.
 pub fn normalise_path(path: &str) -> String {
     let path = path.split('#').next().unwrap_or("").trim();
@@ -1096,6 +1182,102 @@ gitops:
         assert_eq!(settings.targets[0].path, "prod");
         assert!(!settings.targets[0].auto_apply);
         assert!(settings.database_url.is_some());
+    }
+
+    #[test]
+    fn the_webhook_is_on_unless_the_file_or_a_variable_switches_it_off() {
+        let load = |file: &str, vars: &[(&str, &str)]| {
+            from_bootstrap(
+                parse_bootstrap("b.yaml", file, &env(vars)).unwrap(),
+                &env(vars),
+            )
+            .unwrap()
+        };
+        let secret = [("RITMO_GITOPS_WEBHOOK_SECRET", "hook")];
+
+        assert!(!load("", &[]).webhook_disabled);
+        assert!(!Settings::default().webhook_disabled);
+        assert!(load("gitops:\n  webhook: {enabled: false}\n", &secret).webhook_disabled);
+        assert!(load("", &[("RITMO_GITOPS_WEBHOOK_ENABLED", "false")]).webhook_disabled);
+        assert!(
+            !load(
+                "gitops:\n  webhook: {enabled: false}\n",
+                &[("RITMO_GITOPS_WEBHOOK_ENABLED", "true")]
+            )
+            .webhook_disabled
+        );
+    }
+
+    #[test]
+    fn the_api_token_comes_from_a_variable_or_a_secret_never_both() {
+        let token = from_bootstrap(
+            Bootstrap::default(),
+            &env(&[("RITMO_API_TOKEN", "0123456789abcdef0123")]),
+        )
+        .unwrap();
+        let managed = from_bootstrap(
+            Bootstrap::default(),
+            &env(&[("RITMO_API_TOKEN_SECRET_ARN", "ritmo/api-token")]),
+        )
+        .unwrap();
+        let both = from_bootstrap(
+            Bootstrap::default(),
+            &env(&[
+                ("RITMO_API_TOKEN", "0123456789abcdef0123"),
+                ("RITMO_API_TOKEN_SECRET_ARN", "ritmo/api-token"),
+            ]),
+        )
+        .unwrap_err();
+
+        assert!(matches!(
+            token.api_token,
+            Some(SecretSetting::Value(ref value)) if value.expose_secret() == "0123456789abcdef0123"
+        ));
+        assert!(matches!(
+            managed.api_token,
+            Some(SecretSetting::SecretsManager(ref id)) if id == "ritmo/api-token"
+        ));
+        assert!(!format!("{token:?}").contains("0123456789abcdef0123"));
+        let both = both.to_string();
+        assert!(both.contains("RITMO_API_TOKEN_SECRET_ARN"), "{both}");
+        assert!(!both.contains("0123456789abcdef0123"), "{both}");
+    }
+
+    #[test]
+    fn allowed_origins_and_hosts_are_checked_and_lower_cased() {
+        let settings = from_bootstrap(
+            Bootstrap::default(),
+            &env(&[
+                (
+                    "RITMO_API_ALLOWED_ORIGINS",
+                    "https://Ops.Example.com/, http://localhost:3000",
+                ),
+                ("RITMO_API_ALLOWED_HOSTS", "Ritmo.Internal,proxy"),
+                ("RITMO_API_ACTOR", "ops-bot"),
+            ]),
+        )
+        .unwrap();
+        let bad_origin = from_bootstrap(
+            Bootstrap::default(),
+            &env(&[("RITMO_API_ALLOWED_ORIGINS", "https://ops.example.com/app")]),
+        )
+        .unwrap_err();
+        let bad_host = from_bootstrap(
+            Bootstrap::default(),
+            &env(&[("RITMO_API_ALLOWED_HOSTS", "https://ritmo.internal")]),
+        )
+        .unwrap_err();
+
+        assert_eq!(
+            settings.api_allowed_origins,
+            ["https://ops.example.com", "http://localhost:3000"]
+        );
+        assert_eq!(settings.api_allowed_hosts, ["ritmo.internal", "proxy"]);
+        assert_eq!(settings.api_actor.as_deref(), Some("ops-bot"));
+        assert!(bad_origin.to_string().contains("no path"), "{bad_origin}");
+        assert!(bad_host.to_string().contains("host names"), "{bad_host}");
+        assert_eq!(parse_origin("null"), None);
+        assert_eq!(parse_origin("ftp://x"), None);
     }
 
     #[test]

@@ -9,7 +9,8 @@
 //! status, history, plan and credential reads; then the same pipeline runs in-process on
 //! queues nobody consumes, so every plan and apply message can be read back (queues and
 //! DLQs). None of the planted values, nor their base64 or hex forms, may appear in any stdout,
-//! stderr, log line, error message, API answer, queued message, or row of any table.
+//! stderr, log line, error message, API answer, queued message, or row of any table. `ritmo
+//! serve`'s API token is planted too.
 //!
 //! The CLI is `target/debug/ritmo`, next to this test binary's directory: build it first
 //! (`cargo build -p ritmo-cli`); the test says so when it is missing.
@@ -46,6 +47,8 @@ const NEW_MASTER_KEY: &str = "planted-newer-master-key-0123456";
 const WRONG_MASTER_KEY: &str = "planted-wrong-master-key-0123456";
 const PLAINTEXT: &str = "planted-credential-plaintext-6c2e";
 const DB_PASSWORD: &str = "planted-db-password-a07d";
+/// The bearer token `ritmo serve`'s API requires for state changes.
+const API_TOKEN: &str = "planted-api-token-9e3b27c4d1";
 
 /// Every planted value and the encodings a careless log line could use.
 fn planted_forms() -> Vec<(&'static str, String)> {
@@ -60,6 +63,7 @@ fn planted_forms() -> Vec<(&'static str, String)> {
         ("wrong master key", WRONG_MASTER_KEY),
         ("credential plaintext", PLAINTEXT),
         ("database password", DB_PASSWORD),
+        ("api token", API_TOKEN),
     ] {
         forms.push((name, value.to_owned()));
         forms.push((name, STANDARD.encode(value)));
@@ -757,6 +761,7 @@ fn serve_env(
         ("LEAK_WRONG_GIT_TOKEN", WRONG_GIT_TOKEN),
         ("RITMO_MASTER_ENCRYPTION_KEY", MASTER_KEY),
         ("RITMO_GITOPS_WEBHOOK_SECRET_ARN", WEBHOOK_SECRET_ID),
+        ("RITMO_API_TOKEN", API_TOKEN),
         ("RITMO_GITOPS_CACHE_DIR", cache.to_str().unwrap()),
         ("DATABASE_URL", database_url),
         ("AWS_ENDPOINT_URL", moto.endpoint()),
@@ -972,7 +977,10 @@ async fn no_planted_secret_reaches_serve_output_api_answers_or_queued_messages()
         "webhook signed with the previous secret",
         served.post(WEBHOOK_PATH, &headers, &body),
     ));
-    let json = vec![("Content-Type".to_owned(), "application/json".to_owned())];
+    let json = vec![
+        ("Content-Type".to_owned(), "application/json".to_owned()),
+        ("Authorization".to_owned(), format!("Bearer {API_TOKEN}")),
+    ];
     answers.push((
         "manual sync with the wrong token",
         served.post("/api/v1/gitops/sync", &json, br#"{"target":"locked"}"#),
@@ -1088,17 +1096,14 @@ async fn no_planted_secret_reaches_serve_output_api_answers_or_queued_messages()
         <ritmo::workflow::ApplyQueue as Consumer>::handle(&services, body).await;
     }
 
-    assert_eq!(accepted.status, 202, "{:?}", accepted.body);
+    assert_eq!(accepted.code(), "accepted", "{accepted:?}");
     assert_eq!(requested.len(), 2);
     assert_eq!(plan_messages.len(), 3, "{plan_messages:#?}");
     assert!(
         !apply_messages.is_empty(),
         "the good target's plans are queued for apply"
     );
-    texts.push((
-        "in-process webhook answer".into(),
-        accepted.body.to_string(),
-    ));
+    texts.push(("in-process webhook answer".into(), format!("{accepted:?}")));
     for message in plan_messages {
         texts.push(("pipeline plan queue".into(), message));
     }

@@ -546,9 +546,9 @@ fn ping(secret: &str) -> (Vec<(String, String)>, Vec<u8>) {
     (headers, body)
 }
 
-async fn deliver(services: &Services, secret: &str) -> u16 {
+async fn deliver(services: &Services, secret: &str) -> &'static str {
     let (headers, body) = ping(secret);
-    accept_webhook(services, &headers, &body).await.status
+    accept_webhook(services, &headers, &body).await.code()
 }
 
 /// Settings whose webhook secret is the moto secret [`WEBHOOK_SECRET_ID`].
@@ -607,16 +607,16 @@ async fn a_rotated_webhook_secret_is_accepted_at_once_and_the_previous_one_still
     let previous_secret = deliver(&services, "whsec-before-rotation").await;
     let wrong_secret = deliver(&services, "whsec-never-configured").await;
 
-    assert_eq!(before_rotation, 200);
+    assert_eq!(before_rotation, "ping");
     assert_eq!(
-        new_secret, 200,
+        new_secret, "ping",
         "the new secret is accepted before the TTL runs out"
     );
     assert_eq!(
-        previous_secret, 200,
+        previous_secret, "ping",
         "the previous secret is still accepted"
     );
-    assert_eq!(wrong_secret, 401);
+    assert_eq!(wrong_secret, "bad_signature");
     // AWSCURRENT and AWSPREVIOUS once at start, once more on the first mismatch, and not
     // again for the wrong signature within the refresh interval.
     assert_eq!(reads_before_rotation, 2);
@@ -651,7 +651,7 @@ async fn the_master_key_is_read_on_first_use_not_when_a_function_starts() {
     create_secret(&moto, "us-east-1", "ritmo/master-key", &keyring.to_string()).await;
     let loaded = services.keys().await.map(|keys| keys.master.is_some());
 
-    assert_eq!(delivered, 200);
+    assert_eq!(delivered, "ping");
     // The webhook secret's AWSCURRENT and AWSPREVIOUS, and nothing else.
     assert_eq!(reads_before_checks, 2);
     let unreadable = unreadable.unwrap_or_default();
@@ -677,10 +677,10 @@ async fn a_burst_of_bad_signatures_reads_the_webhook_secret_again_at_most_once()
         let services = services.clone();
         burst.spawn(async move { deliver(&services, &format!("whsec-forged-{n}")).await });
     }
-    let statuses: Vec<u16> = burst.join_all().await;
+    let outcomes: Vec<&str> = burst.join_all().await;
 
-    assert_eq!(warm, 200);
-    assert_eq!(statuses, vec![401; 24]);
+    assert_eq!(warm, "ping");
+    assert_eq!(outcomes, vec!["bad_signature"; 24]);
     // One re-read is AWSCURRENT plus AWSPREVIOUS: two calls, whatever the burst's size.
     assert_eq!(secrets.get_secret_value_calls() - reads_when_warm, 2);
 }

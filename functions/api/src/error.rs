@@ -5,6 +5,7 @@
 use axum::extract::rejection::BytesRejection;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
+use ritmo::git::GitError;
 use ritmo::store::StoreError;
 use serde_json::json;
 
@@ -93,6 +94,15 @@ impl From<ritmo::Error> for ApiError {
             // The pipeline says what the caller asked for cannot be done (a rollback to
             // something that is not a commit, a run of another target).
             ritmo::Error::InvalidRequest(message) => ApiError::bad_request(message),
+            // A rollback to a commit the target's branch does not have: the request names
+            // something that is not there, and nothing was pinned.
+            ritmo::Error::Git(error @ GitError::CommitNotFound { .. }) => ApiError::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "unknown_commit",
+                format!(
+                    "{error}: nothing was pinned; give a commit of the target's branch or the id of an earlier sync run"
+                ),
+            ),
             error if error.is_retryable() => ApiError::unavailable(error.to_string()),
             error => internal(&error),
         }

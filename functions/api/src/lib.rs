@@ -51,22 +51,45 @@ pub fn app(services: Arc<Services>) -> Router {
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(axum::extract::DefaultBodyLimit::max(BODY_LIMIT))
+        .layer(axum::middleware::from_fn(refuse_nul))
         .with_state(services)
 }
 
-/// Who is calling: the IAM principal API Gateway authenticated (`userArn` of a REST API's
-/// `requestContext.identity`, or of an HTTP API's `authorizer.iam`), else `api` (a local
-/// `ritmo serve`, which has no authentication of its own).
+/// Refuses a path or query carrying a NUL byte (`%00`) with 400, before any route reads it:
+/// no name has one, and PostgreSQL refuses it in text, which would surface as a server error.
+async fn refuse_nul(request: axum::extract::Request, next: axum::middleware::Next) -> Response {
+    let uri = request.uri();
+    let has_nul = |text: &str| {
+        text.as_bytes()
+            .windows(3)
+            .any(|w| w[0] == b'%' && w[1] == b'0' && w[2] == b'0')
+    };
+    if has_nul(uri.path()) || uri.query().is_some_and(has_nul) {
+        return ApiError::bad_request(
+            "the path or query contains a NUL byte (`%00`): no name or parameter can hold one",
+        )
+        .into_response();
+    }
+    next.run(request).await
+}
+
+/// Who is calling: the caller the server in front of the router authenticated (an `Actor`
+/// request extension: `ritmo serve` inserts one for a bearer token), else the IAM principal
+/// API Gateway authenticated (`userArn` of a REST API's `requestContext.identity`, or of an
+/// HTTP API's `authorizer.iam`), else [`ANONYMOUS_ACTOR`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Actor(pub String);
 
-/// The actor recorded when the request carries no IAM identity.
+/// The actor recorded when the request carries no identity.
 pub const ANONYMOUS_ACTOR: &str = "api";
 
 impl<S: Send + Sync> FromRequestParts<S> for Actor {
     type Rejection = std::convert::Infallible;
 
     async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
+        if let Some(actor) = parts.extensions.get::<Actor>() {
+            return Ok(actor.clone());
+        }
         let arn = match parts.extensions.request_context_ref() {
             Some(RequestContext::ApiGatewayV1(context)) => context.identity.user_arn.clone(),
             Some(RequestContext::ApiGatewayV2(context)) => context
@@ -193,9 +216,12 @@ struct ResumeBody {
 /// `POST /api/v1/gitops/resume` `{"target"}`: lift a rollback pin or a suspension.
 async fn resume(
     State(services): State<Arc<Services>>,
+    Actor(actor): Actor,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
     let body: ResumeBody = required_json(body)?;
+    let target = &body.target;
+    tracing::info!(%target, %actor, "resume requested");
     workflow::resume(&services, &body.target).await?;
     Ok(axum::Json(json!({ "target": body.target, "resumed": true })).into_response())
 }

@@ -202,17 +202,16 @@ async fn every_api_event_in_the_events_folder_gets_its_documented_answer() {
                 assert!(queued.is_empty());
             }
             "rollback" => {
-                assert_eq!(status, StatusCode::ACCEPTED, "{name}: {body}");
-                assert_eq!(queued.len(), 1, "{name}: {queued:?}");
-                assert_eq!(queued[0].trigger, Trigger::Rollback);
-                assert_eq!(queued[0].actor.as_deref(), Some(JANE));
+                // The sample's commit is not in this repository: refused, nothing pinned.
+                assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{name}: {body}");
+                assert_error(&body, "unknown_commit");
                 assert!(
-                    queued[0]
-                        .revision
-                        .as_deref()
-                        .is_some_and(|r| r.contains(ROLLBACK_COMMIT)),
-                    "{queued:?}"
+                    body["message"]
+                        .as_str()
+                        .is_some_and(|m| m.contains(ROLLBACK_COMMIT)),
+                    "{body}"
                 );
+                assert!(queued.is_empty(), "{name}: {queued:?}");
             }
             "jobs" => {
                 assert_eq!(status, StatusCode::OK, "{name}: {body}");
@@ -241,7 +240,7 @@ async fn every_api_event_in_the_events_folder_gets_its_documented_answer() {
                 }
             }
         }
-        if !matches!(route, "sync" | "rollback") {
+        if route != "sync" {
             assert!(queued.is_empty(), "{name} queued {queued:?}");
         }
     }
@@ -616,4 +615,111 @@ async fn unknown_routes_and_methods_answer_json_errors() {
     assert_error(&missing_body, "not_found");
     assert_eq!(method, StatusCode::METHOD_NOT_ALLOWED);
     assert_error(&method_body, "method_not_allowed");
+}
+
+// Regression (issue 22, finding 3): a rollback pinned a commit that does not exist
+// (`0000000`) before checking it, and the target then stopped syncing until someone resumed it.
+#[tokio::test]
+async fn a_rollback_to_a_commit_not_on_the_branch_is_422_and_pins_nothing() {
+    let mut harness = harness().await;
+    harness.sync().await;
+    harness.repo.checkout("elsewhere");
+    let other_branch = harness.repo.commit("a commit main never had");
+    harness.repo.checkout("main");
+
+    let mut answers = Vec::new();
+    for to in ["0000000", &"0".repeat(40), &other_branch] {
+        answers.push(
+            harness
+                .post(
+                    "/api/v1/gitops/rollback",
+                    Some(json!({"target": "prod", "to": to})),
+                )
+                .await,
+        );
+    }
+    let (_, status) = harness.get("/api/v1/gitops/status?target=prod").await;
+
+    for (code, body) in &answers {
+        assert_eq!(*code, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
+        assert_error(body, "unknown_commit");
+        assert!(
+            body["message"]
+                .as_str()
+                .unwrap()
+                .contains("nothing was pinned"),
+            "{body}"
+        );
+    }
+    assert_eq!(
+        status["targets"][0]["pinned_commit"],
+        Value::Null,
+        "{status}"
+    );
+    assert!(drain_plans(&mut harness.receivers).is_empty());
+}
+
+#[tokio::test]
+async fn a_rollback_by_abbreviated_commit_pins_the_full_id() {
+    let mut harness = harness().await;
+    let first = harness.repo.head();
+    harness.sync().await;
+    harness.repo.write("jobs/extra.yaml", "apiVersion: ritmo.dev/v1\nkind: Job\nmetadata:\n  name: extra\nspec:\n  description: one more\n");
+    harness.repo.commit("one more job");
+
+    let (rolled, body) = harness
+        .post(
+            "/api/v1/gitops/rollback",
+            Some(json!({"target": "prod", "to": &first[..10]})),
+        )
+        .await;
+    let (_, status) = harness.get("/api/v1/gitops/status?target=prod").await;
+
+    assert_eq!(rolled, StatusCode::ACCEPTED, "{body}");
+    assert_eq!(status["targets"][0]["pinned_commit"], first.as_str());
+    let queued = drain_plans(&mut harness.receivers);
+    assert!(
+        queued[0]
+            .revision
+            .as_deref()
+            .is_some_and(|r| r.ends_with(&first)),
+        "{queued:?}"
+    );
+}
+
+// Regression (issue 22, finding 6): `GET /api/v1/jobs/x%00` answered 500 (PostgreSQL refuses
+// NUL in text).
+#[tokio::test]
+async fn a_nul_byte_in_a_path_or_query_is_400_not_500() {
+    let harness = harness().await;
+
+    for uri in [
+        "/api/v1/jobs/x%00",
+        "/api/v1/jobs/%00",
+        "/api/v1/gitops/status?target=prod%00",
+        "/api/v1/gitops/sync/history?target=%00",
+    ] {
+        let (status, body) = harness.get(uri).await;
+
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{uri}: {body}");
+        assert_error(&body, "bad_request");
+    }
+}
+
+#[tokio::test]
+async fn an_actor_set_by_the_server_in_front_is_recorded_over_the_anonymous_one() {
+    let mut harness = harness().await;
+    let mut request = Request::post("/api/v1/gitops/sync")
+        .header("content-type", "application/json")
+        .body(Body::empty())
+        .unwrap();
+    request
+        .extensions_mut()
+        .insert(api::Actor("alice".to_owned()));
+
+    let (status, body) = call(&harness.app, request).await;
+
+    assert_eq!(status, StatusCode::ACCEPTED, "{body}");
+    let queued = drain_plans(&mut harness.receivers);
+    assert_eq!(queued[0].actor.as_deref(), Some("alice"));
 }

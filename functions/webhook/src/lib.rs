@@ -1,8 +1,10 @@
 //! The `webhook` function as an axum router: `POST /webhooks/gitops` (and the configured
 //! `webhook.path`) hands the raw body and the headers to [`ritmo::workflow::accept_webhook`],
-//! which verifies the signature, records the delivery id and queues the plan requests.
+//! which verifies the signature, records the delivery id and queues the plan requests, and
+//! answers the [`WebhookOutcome`] it returns as HTTP ([`response`]).
 //!
-//! This crate owns only the HTTP edge: routing, the body size limit and JSON error bodies.
+//! This crate owns only the HTTP edge: routing, the body size limit, the outcome's status and
+//! JSON body.
 //! Lambda runs the router with `lambda_http` (REST v1, HTTP API v2, base64 bodies decoded by the
 //! runtime before the router sees them); `ritmo serve` runs the same router on a local port.
 
@@ -16,8 +18,9 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use ritmo::services::Services;
-use ritmo::workflow;
-use serde_json::json;
+use ritmo::webhook::WebhookError;
+use ritmo::workflow::{self, WebhookOutcome};
+use serde_json::{Value, json};
 
 /// The path every provider is configured with.
 pub const WEBHOOK_PATH: &str = "/webhooks/gitops";
@@ -50,9 +53,85 @@ async fn receive(
         Err(rejection) => return body_rejected(&rejection),
     };
     let headers = header_pairs(&headers);
-    let reply = workflow::accept_webhook(&services, &headers, &body).await;
-    let status = StatusCode::from_u16(reply.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-    (status, axum::Json(reply.body)).into_response()
+    let outcome = workflow::accept_webhook(&services, &headers, &body).await;
+    let (status, body) = response(&outcome);
+    (status, axum::Json(body)).into_response()
+}
+
+/// The HTTP answer to an outcome: a status and a JSON body, `{"status", …}` when the delivery
+/// was taken (even if it leads to nothing) and `{"error", "message"}` when it was refused.
+///
+/// Configuration states are 4xx, never 5xx: a switched-off webhook is 404 (there is nothing
+/// to deliver to), a missing secret 403 (nothing can be verified). A 5xx means only that the
+/// sender should retry: a 503 may pass later, a 500 needs a person (a secret that cannot be
+/// read).
+pub fn response(outcome: &WebhookOutcome) -> (StatusCode, Value) {
+    match outcome {
+        WebhookOutcome::Accepted {
+            targets,
+            revision,
+            delivery_id,
+        } => (
+            StatusCode::ACCEPTED,
+            json!({
+                "status": "accepted",
+                "targets": targets,
+                "revision": revision,
+                "delivery_id": delivery_id,
+            }),
+        ),
+        WebhookOutcome::Duplicate { delivery_id } => (
+            StatusCode::OK,
+            json!({"status": "duplicate", "delivery_id": delivery_id}),
+        ),
+        WebhookOutcome::Ping => (StatusCode::OK, json!({"status": "ok", "event": "ping"})),
+        WebhookOutcome::Ignored { reason } => (
+            StatusCode::ACCEPTED,
+            json!({"status": "ignored", "reason": reason}),
+        ),
+        WebhookOutcome::Disabled => (
+            StatusCode::OK,
+            json!({
+                "status": "disabled",
+                "reason": "gitops is disabled (`gitops.enabled: false` or RITMO_GITOPS_ENABLED=false): nothing is queued",
+            }),
+        ),
+        WebhookOutcome::WebhookDisabled => error_body(
+            StatusCode::NOT_FOUND,
+            "webhook_disabled",
+            "the webhook is disabled (`webhook.enabled: false` or RITMO_GITOPS_WEBHOOK_ENABLED=false): enable it to accept pushes",
+        ),
+        WebhookOutcome::NoSecret => error_body(
+            StatusCode::FORBIDDEN,
+            WebhookError::NoSecretConfigured.code(),
+            &WebhookError::NoSecretConfigured.to_string(),
+        ),
+        WebhookOutcome::Rejected(error) => {
+            let status = match error {
+                WebhookError::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+                WebhookError::MissingSignature { .. } | WebhookError::BadSignature { .. } => {
+                    StatusCode::UNAUTHORIZED
+                }
+                WebhookError::NoSecretConfigured => StatusCode::FORBIDDEN,
+                WebhookError::UnknownProvider | WebhookError::InvalidPayload { .. } => {
+                    StatusCode::BAD_REQUEST
+                }
+            };
+            error_body(status, error.code(), &error.to_string())
+        }
+        WebhookOutcome::Failed(failure) => {
+            let status = if failure.is_retryable() {
+                StatusCode::SERVICE_UNAVAILABLE
+            } else {
+                StatusCode::INTERNAL_SERVER_ERROR
+            };
+            error_body(status, failure.code(), failure.message())
+        }
+    }
+}
+
+fn error_body(status: StatusCode, code: &str, message: &str) -> (StatusCode, Value) {
+    (status, json!({ "error": code, "message": message }))
 }
 
 /// Headers as `(lower-case name, value)` pairs; a value that is not UTF-8 is kept lossily (no
@@ -99,9 +178,60 @@ async fn method_not_allowed() -> Response {
 }
 
 fn error(status: StatusCode, code: &str, message: &str) -> Response {
-    (
-        status,
-        axum::Json(json!({ "error": code, "message": message })),
-    )
-        .into_response()
+    let (status, body) = error_body(status, code, message);
+    (status, axum::Json(body)).into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use ritmo::workflow::WebhookFailure;
+
+    use super::*;
+
+    #[test]
+    fn configuration_states_are_4xx_and_only_failures_are_5xx() {
+        let status = |outcome: WebhookOutcome| response(&outcome).0;
+
+        assert_eq!(status(WebhookOutcome::Disabled), StatusCode::OK);
+        assert_eq!(
+            status(WebhookOutcome::WebhookDisabled),
+            StatusCode::NOT_FOUND
+        );
+        assert_eq!(status(WebhookOutcome::NoSecret), StatusCode::FORBIDDEN);
+        assert_eq!(
+            status(WebhookOutcome::Rejected(WebhookError::PayloadTooLarge {
+                limit: 1
+            })),
+            StatusCode::PAYLOAD_TOO_LARGE
+        );
+        assert_eq!(
+            status(WebhookOutcome::Rejected(WebhookError::UnknownProvider)),
+            StatusCode::BAD_REQUEST
+        );
+        assert_eq!(
+            status(WebhookOutcome::Failed(WebhookFailure::NotQueued)),
+            StatusCode::SERVICE_UNAVAILABLE
+        );
+        assert_eq!(
+            status(WebhookOutcome::Failed(WebhookFailure::SecretUnreadable {
+                retryable: false
+            })),
+            StatusCode::INTERNAL_SERVER_ERROR
+        );
+    }
+
+    #[test]
+    fn every_refusal_answers_its_code_and_a_message() {
+        for outcome in [
+            WebhookOutcome::WebhookDisabled,
+            WebhookOutcome::NoSecret,
+            WebhookOutcome::Rejected(WebhookError::UnknownProvider),
+            WebhookOutcome::Failed(WebhookFailure::NotRecorded),
+        ] {
+            let (_, body) = response(&outcome);
+
+            assert_eq!(body["error"], outcome.code(), "{body}");
+            assert!(body["message"].as_str().is_some_and(|m| !m.is_empty()));
+        }
+    }
 }

@@ -299,3 +299,169 @@ async fn a_rejected_webhook_answers_json_that_names_no_secret() {
     let text = Value::to_string(&body);
     assert!(!text.contains(TEST_SECRET), "{text}");
 }
+
+/// The router on settings read from a bootstrap file and variables, as Lambda and
+/// `ritmo serve` read them (one target, `gitlab`, tracking the samples' repository).
+async fn harness_from_bootstrap(file: &str, variables: &[(&str, &str)]) -> Harness {
+    let db = TestDb::new().await;
+    let dir = tempfile::tempdir().unwrap();
+    let bootstrap = dir.path().join("gitops-bootstrap.yaml");
+    std::fs::write(&bootstrap, file).unwrap();
+    let mut env: std::collections::BTreeMap<String, String> = variables
+        .iter()
+        .map(|(name, value)| ((*name).to_owned(), (*value).to_owned()))
+        .collect();
+    env.insert("DATABASE_URL".into(), db.url.clone());
+    env.insert(
+        "RITMO_GITOPS_REPO_URL".into(),
+        "https://gitlab.com/acme/ritmo-config.git".into(),
+    );
+    let settings = Settings::load(Some(&bootstrap), &ritmo::config::env_from_map(env)).unwrap();
+    let (queues, receivers) = Queues::local();
+    let services = Arc::new(
+        Services::connect(settings, queues, MetricsSink::capture())
+            .await
+            .unwrap(),
+    );
+    Harness {
+        app: webhook::app(services.clone()),
+        receivers,
+        _services: services,
+        _db: db,
+    }
+}
+
+/// The sample GitLab push (its token header is the test secret itself, so a test can change
+/// any other header and the delivery still verifies).
+fn gitlab_push() -> lambda_http::Request {
+    support::request_from_event(&event("webhook-gitlab-push-apigw-v2.json"))
+}
+
+// Regression (issue 21): `webhook.enabled: false` in the bootstrap file still accepted pushes
+// (202) while a secret was set in the environment.
+#[tokio::test]
+async fn a_switched_off_webhook_answers_404_and_queues_nothing_though_a_secret_is_set() {
+    let mut harness = harness_from_bootstrap(
+        "gitops:\n  webhook:\n    enabled: false\n",
+        &[("RITMO_GITOPS_WEBHOOK_SECRET", TEST_SECRET)],
+    )
+    .await;
+
+    let (status, body) = call(&harness.app, gitlab_push().map(Body::new)).await;
+
+    assert_eq!(status, StatusCode::NOT_FOUND, "{body}");
+    assert_error(&body, "webhook_disabled");
+    assert!(
+        body["message"]
+            .as_str()
+            .unwrap()
+            .contains("webhook.enabled")
+    );
+    assert!(drain_plans(&mut harness.receivers).is_empty());
+}
+
+// Regression (issue 21): with no secret configured the webhook answered 500
+// `no_secret_configured`, a server fault, for what is a configuration state.
+#[tokio::test]
+async fn with_no_secret_configured_a_push_is_refused_with_403_naming_the_setting() {
+    let mut harness = harness_from_bootstrap("gitops:\n  enabled: true\n", &[]).await;
+
+    let (status, body) = call(&harness.app, gitlab_push().map(Body::new)).await;
+
+    assert_eq!(status, StatusCode::FORBIDDEN, "{body}");
+    assert_error(&body, "no_secret_configured");
+    assert!(
+        body["message"]
+            .as_str()
+            .unwrap()
+            .contains("RITMO_GITOPS_WEBHOOK_SECRET"),
+        "{body}"
+    );
+    assert!(drain_plans(&mut harness.receivers).is_empty());
+}
+
+// Regression (issue 21): `gitops.enabled: false` was parsed and never read, so a push was
+// queued (202) as if GitOps were on.
+#[tokio::test]
+async fn with_gitops_disabled_a_signed_push_answers_disabled_and_queues_nothing() {
+    for (file, variables) in [
+        (
+            "gitops:\n  enabled: false\n",
+            vec![("RITMO_GITOPS_WEBHOOK_SECRET", TEST_SECRET)],
+        ),
+        (
+            "gitops:\n  enabled: true\n",
+            vec![
+                ("RITMO_GITOPS_WEBHOOK_SECRET", TEST_SECRET),
+                ("RITMO_GITOPS_ENABLED", "false"),
+            ],
+        ),
+    ] {
+        let mut harness = harness_from_bootstrap(file, &variables).await;
+
+        let (status, body) = call(&harness.app, gitlab_push().map(Body::new)).await;
+
+        assert_eq!(status, StatusCode::OK, "{file}: {body}");
+        assert_eq!(body["status"], "disabled", "{body}");
+        assert!(drain_plans(&mut harness.receivers).is_empty(), "{file}");
+    }
+}
+
+#[tokio::test]
+async fn with_gitops_disabled_a_bad_signature_is_still_refused_with_401() {
+    let harness = harness_from_bootstrap(
+        "gitops:\n  enabled: false\n",
+        &[("RITMO_GITOPS_WEBHOOK_SECRET", TEST_SECRET)],
+    )
+    .await;
+    let mut request = gitlab_push();
+    request
+        .headers_mut()
+        .insert("x-gitlab-token", "not-the-secret".parse().unwrap());
+
+    let (status, body) = call(&harness.app, request.map(Body::new)).await;
+
+    assert_eq!(status, StatusCode::UNAUTHORIZED, "{body}");
+    assert_error(&body, "bad_signature");
+}
+
+// Regression (issue 22, finding 6): a validly signed delivery whose id is 8,000 characters
+// answered 503 "retry later", though no retry could pass: the id was stored as the primary
+// key of `webhook_deliveries`, past the btree index's row limit.
+#[tokio::test]
+async fn a_signed_push_with_an_8000_character_delivery_id_is_accepted_once_then_a_duplicate() {
+    let mut harness = harness().await;
+    let long_id = incompressible_id(8000);
+    let push = || {
+        let mut request = gitlab_push();
+        request
+            .headers_mut()
+            .insert("idempotency-key", long_id.parse().unwrap());
+        request.map(Body::new)
+    };
+
+    let (first, first_body) = call(&harness.app, push()).await;
+    let (second, second_body) = call(&harness.app, push()).await;
+
+    assert_eq!(first, StatusCode::ACCEPTED, "{first_body}");
+    assert_eq!(first_body["status"], "accepted");
+    assert_eq!(second, StatusCode::OK, "{second_body}");
+    assert_eq!(second_body["status"], "duplicate");
+    let queued = drain_plans(&mut harness.receivers);
+    assert_eq!(queued.len(), 1, "{queued:?}");
+    assert_eq!(queued[0].target, "gitlab");
+}
+
+/// `length` hex digits no compressor shrinks (xorshift64): PostgreSQL compresses a long
+/// repetitive value below the index row limit, which a real random id never is.
+fn incompressible_id(length: usize) -> String {
+    let mut state: u64 = 0x9E37_79B9_7F4A_7C15;
+    (0..length)
+        .map(|_| {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            char::from(b"0123456789abcdef"[(state >> 60) as usize])
+        })
+        .collect()
+}

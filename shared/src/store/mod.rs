@@ -519,7 +519,8 @@ impl Store {
             .map_err(StoreError::query("prune sync run history"))
     }
 
-    /// Records a webhook delivery id; false when it was seen before (a replay).
+    /// Records a webhook delivery id (as its [`delivery_key`]); false when it was seen before
+    /// (a replay).
     ///
     /// Committed without waiting for the WAL flush (`synchronous_commit` off for this one
     /// statement): the flush wait was nearly half of the statement's time. The id only turns
@@ -538,12 +539,31 @@ impl Store {
                  SELECT $1::text, $2::text FROM no_flush_wait
                  ON CONFLICT (delivery_id) DO NOTHING
                  RETURNING 1",
-                &[&delivery_id, &target],
+                &[&delivery_key(delivery_id).as_ref(), &target],
             )
             .await
             .map_err(StoreError::query("record a webhook delivery"))?;
         Ok(inserted.len() == 1)
     }
+}
+
+/// The longest delivery id stored as it is. Providers send UUIDs (36 characters); a btree
+/// index row cannot hold much over 2,700 bytes, so a longer id could never be recorded.
+pub const MAX_STORED_DELIVERY_ID: usize = 200;
+
+/// How a webhook delivery id is kept in `webhook_deliveries`: as it is up to
+/// [`MAX_STORED_DELIVERY_ID`] bytes, so the ids operators look up stay readable; longer ones
+/// as `sha256:<hex>` of the id, so replay protection holds for an id of any length. (No
+/// provider's id looks like `sha256:` followed by 64 hex digits, so the two never collide.)
+pub fn delivery_key(delivery_id: &str) -> std::borrow::Cow<'_, str> {
+    use sha2::{Digest, Sha256};
+    if delivery_id.len() <= MAX_STORED_DELIVERY_ID {
+        return std::borrow::Cow::Borrowed(delivery_id);
+    }
+    std::borrow::Cow::Owned(format!(
+        "sha256:{}",
+        hex::encode(Sha256::digest(delivery_id.as_bytes()))
+    ))
 }
 
 /// Refuses repository URLs that carry credentials: they would be stored in plaintext.
@@ -674,6 +694,22 @@ mod tests {
             branch: "main".into(),
             path: String::new(),
         }
+    }
+
+    #[test]
+    fn a_delivery_id_too_long_for_the_index_is_kept_as_its_hash() {
+        let short = "72d3162e-cc78-11e3-81ab-4c9367dc0958";
+        let long = "d".repeat(8000);
+
+        assert_eq!(delivery_key(short), short);
+        let key = delivery_key(&long);
+        assert!(key.starts_with("sha256:") && key.len() == 7 + 64, "{key}");
+        assert_eq!(key, delivery_key(&long));
+        assert_ne!(key, delivery_key(&"d".repeat(8001)));
+        assert_eq!(
+            delivery_key(&"x".repeat(MAX_STORED_DELIVERY_ID)).len(),
+            MAX_STORED_DELIVERY_ID
+        );
     }
 
     #[test]

@@ -106,7 +106,7 @@ impl Store {
         self.db()
             .execute(
                 "DELETE FROM webhook_deliveries WHERE delivery_id = $1",
-                &[&delivery_id],
+                &[&crate::store::delivery_key(delivery_id).as_ref()],
             )
             .await
             .map_err(StoreError::query("forget a webhook delivery"))?;

@@ -54,8 +54,13 @@ pub enum WebhookError {
         header: &'static str,
     },
     /// No non-empty secret is configured, so nothing can be verified: every request is refused.
-    #[error("no webhook secret is configured: every webhook is refused")]
+    #[error(
+        "no webhook secret is configured, so no delivery can be verified: set `webhook.secret_token` (RITMO_GITOPS_WEBHOOK_SECRET) or RITMO_GITOPS_WEBHOOK_SECRET_ARN"
+    )]
     NoSecretConfigured,
+    /// The body is larger than the receiver reads ([`MAX_BODY_BYTES`]).
+    #[error("the body is over the {limit}-byte limit")]
+    PayloadTooLarge { limit: usize },
     /// The body is not a payload we can read (not JSON, no `payload=` form field, a push
     /// without `ref` or `after`, …).
     #[error("invalid {provider} webhook payload: {reason}")]
@@ -69,15 +74,6 @@ impl WebhookError {
         false
     }
 
-    /// The HTTP status the webhook endpoint answers with.
-    pub fn status_code(&self) -> u16 {
-        match self {
-            WebhookError::UnknownProvider | WebhookError::InvalidPayload { .. } => 400,
-            WebhookError::MissingSignature { .. } | WebhookError::BadSignature { .. } => 401,
-            WebhookError::NoSecretConfigured => 500,
-        }
-    }
-
     /// A stable machine-readable code for JSON error bodies and metrics.
     pub fn code(&self) -> &'static str {
         match self {
@@ -86,6 +82,7 @@ impl WebhookError {
             WebhookError::BadSignature { .. } => "bad_signature",
             WebhookError::NoSecretConfigured => "no_secret_configured",
             WebhookError::InvalidPayload { .. } => "invalid_payload",
+            WebhookError::PayloadTooLarge { .. } => "payload_too_large",
         }
     }
 }

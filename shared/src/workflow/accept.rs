@@ -1,10 +1,10 @@
 //! Webhook intake: verify, detect, refuse replays, and turn a push into one plan request per
-//! target tracking the pushed repository and branch. The HTTP adapters (Lambda, `ritmo serve`)
-//! only move headers, body and the [`WebhookReply`] in and out.
+//! target tracking the pushed repository and branch. The answer is a [`WebhookOutcome`]; the
+//! HTTP adapters (the `webhook` function's router, which Lambda and `ritmo serve` both run)
+//! map it to a status and a body. Nothing here speaks HTTP.
 
 use chrono::Utc;
 use secrecy::{ExposeSecret, SecretString};
-use serde_json::{Value, json};
 
 use crate::crypto::{self, SecretsManager};
 use crate::message::{PlanRequest, Trigger};
@@ -12,84 +12,168 @@ use crate::metrics::{Metric, MetricsBatch, UNKNOWN_TARGET};
 use crate::services::Services;
 use crate::webhook::{self, Delivery, MAX_BODY_BYTES, WebhookError, matching_targets};
 
-/// The HTTP answer to a webhook delivery: a status and a JSON body.
-#[derive(Debug, Clone, PartialEq)]
-pub struct WebhookReply {
-    pub status: u16,
-    pub body: serde_json::Value,
+/// What became of one webhook delivery.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum WebhookOutcome {
+    /// A push tracked by targets: one plan request queued for each.
+    Accepted {
+        targets: Vec<String>,
+        /// The first request's `branch@sha1:<commit>`.
+        revision: Option<String>,
+        delivery_id: Option<String>,
+    },
+    /// A delivery id seen before (a replay, or the sender's retry of a delivery already
+    /// taken): nothing queued.
+    Duplicate { delivery_id: String },
+    /// The provider's connectivity test (GitHub's `ping`, Bitbucket's `diagnostics:ping`).
+    Ping,
+    /// Verified, but nothing to plan: a tag push, a deleted branch, another event, a branch
+    /// or repository no target tracks.
+    Ignored { reason: String },
+    /// Verified, but GitOps is switched off (`gitops.enabled: false`,
+    /// `RITMO_GITOPS_ENABLED=false`): nothing recorded or queued.
+    Disabled,
+    /// The webhook is switched off (`webhook.enabled: false`,
+    /// `RITMO_GITOPS_WEBHOOK_ENABLED=false`): refused before the request is read.
+    WebhookDisabled,
+    /// No secret is configured, so no delivery can be verified: refused. A configuration
+    /// state, not a fault of the request or of the service.
+    NoSecret,
+    /// The request is wrong, and sending it again cannot make it pass: over the size limit,
+    /// no known provider, a missing or wrong signature, a payload that cannot be read.
+    Rejected(WebhookError),
+    /// Something the intake depends on failed; see [`WebhookFailure::is_retryable`].
+    Failed(WebhookFailure),
 }
 
-impl WebhookReply {
-    fn new(status: u16, body: Value) -> Self {
-        WebhookReply { status, body }
+/// Why an accepted-looking delivery could not be taken.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WebhookFailure {
+    /// The webhook secret could not be read (Secrets Manager); `retryable` when the cause is
+    /// passing (throttling, the network) rather than a denied or missing secret.
+    SecretUnreadable { retryable: bool },
+    /// The delivery id could not be recorded (the database).
+    NotRecorded,
+    /// The plan requests could not be queued; the delivery id was forgotten again, so the
+    /// sender's retry is not taken for a replay.
+    NotQueued,
+}
+
+impl WebhookFailure {
+    /// Whether the sender's retry may pass without anyone changing anything.
+    pub fn is_retryable(self) -> bool {
+        match self {
+            WebhookFailure::SecretUnreadable { retryable } => retryable,
+            WebhookFailure::NotRecorded | WebhookFailure::NotQueued => true,
+        }
     }
 
-    fn error(status: u16, code: &str, message: impl Into<String>) -> Self {
-        WebhookReply::new(status, json!({"error": code, "message": message.into()}))
+    /// A stable machine-readable code.
+    pub fn code(self) -> &'static str {
+        match self {
+            WebhookFailure::SecretUnreadable { .. } => "secret_unavailable",
+            WebhookFailure::NotRecorded | WebhookFailure::NotQueued => "unavailable",
+        }
     }
 
-    fn ignored(reason: impl Into<String>) -> Self {
-        WebhookReply::new(202, json!({"status": "ignored", "reason": reason.into()}))
+    /// What to tell the sender (never a cause that could carry a secret).
+    pub fn message(self) -> &'static str {
+        match self {
+            WebhookFailure::SecretUnreadable { .. } => "the webhook secret cannot be read",
+            WebhookFailure::NotRecorded => "the delivery could not be recorded; retry later",
+            WebhookFailure::NotQueued => "the plan request could not be queued; retry later",
+        }
     }
 }
 
-/// Verifies and accepts one webhook delivery (see `ritmo::webhook` for the providers).
+impl WebhookOutcome {
+    /// A stable machine-readable name: the outcome's (`accepted`, `duplicate`, `ping`,
+    /// `ignored`, `disabled`, `webhook_disabled`, `no_secret_configured`), or the refusal's
+    /// or failure's code.
+    pub fn code(&self) -> &'static str {
+        match self {
+            WebhookOutcome::Accepted { .. } => "accepted",
+            WebhookOutcome::Duplicate { .. } => "duplicate",
+            WebhookOutcome::Ping => "ping",
+            WebhookOutcome::Ignored { .. } => "ignored",
+            WebhookOutcome::Disabled => "disabled",
+            WebhookOutcome::WebhookDisabled => "webhook_disabled",
+            WebhookOutcome::NoSecret => WebhookError::NoSecretConfigured.code(),
+            WebhookOutcome::Rejected(error) => error.code(),
+            WebhookOutcome::Failed(failure) => failure.code(),
+        }
+    }
+
+    fn metric(&self) -> Metric {
+        match self {
+            WebhookOutcome::Accepted { .. } => Metric::WebhookAccepted,
+            WebhookOutcome::Duplicate { .. }
+            | WebhookOutcome::Ping
+            | WebhookOutcome::Ignored { .. }
+            | WebhookOutcome::Disabled => Metric::WebhookIgnored,
+            WebhookOutcome::WebhookDisabled
+            | WebhookOutcome::NoSecret
+            | WebhookOutcome::Rejected(_)
+            | WebhookOutcome::Failed(_) => Metric::WebhookRejected,
+        }
+    }
+}
+
+/// Verifies and accepts one webhook delivery (see `ritmo::webhook` for the providers), in
+/// this order:
 ///
-/// - body over the limit → 413; no secret configured → 500; unknown provider or malformed
-///   body → 400; missing or wrong signature → 401; all with `{"error", "message"}`;
+/// - the webhook switched off → [`WebhookOutcome::WebhookDisabled`];
+/// - body over the limit, unknown provider, missing or wrong signature, malformed body →
+///   [`WebhookOutcome::Rejected`]; no secret configured → [`WebhookOutcome::NoSecret`];
 /// - a signature matching neither the current nor the previous version of a Secrets Manager
 ///   secret → the secret is read again past the cache (at most once per refresh interval per
 ///   process, so forged requests cannot drive AWS calls) and the delivery checked once more;
-/// - a delivery id seen before → 200 `{"status": "duplicate"}`, nothing queued;
-/// - ping → 200 `{"status": "ok"}`;
-/// - tag push, branch deletion, other event, other branch, unknown repository → 202
-///   `{"status": "ignored", "reason"}`;
-/// - a push tracked by targets → one plan request each → 202
-///   `{"status": "accepted", "targets": [...], "revision"}`;
-/// - the queue unreachable → 503 (the sender retries; the delivery id is forgotten so the
-///   retry is not taken for a replay).
+/// - GitOps switched off → [`WebhookOutcome::Disabled`], nothing recorded or queued;
+/// - a delivery id seen before → [`WebhookOutcome::Duplicate`], nothing queued;
+/// - ping → [`WebhookOutcome::Ping`];
+/// - tag push, branch deletion, other event, other branch, unknown repository →
+///   [`WebhookOutcome::Ignored`];
+/// - a push tracked by targets → one plan request each → [`WebhookOutcome::Accepted`];
+/// - the secret store, the database or the queue unreachable → [`WebhookOutcome::Failed`]
+///   (when the queue fails, the delivery id is forgotten so the retry is not a replay).
 pub async fn accept_webhook(
     services: &Services,
     headers: &[(String, String)],
     body: &[u8],
-) -> WebhookReply {
-    let reply = accept(services, headers, body).await;
-    let metric = match reply.status {
-        200 | 202 if reply.body["status"] == "accepted" => Metric::WebhookAccepted,
-        200 | 202 => Metric::WebhookIgnored,
-        _ => Metric::WebhookRejected,
+) -> WebhookOutcome {
+    let outcome = accept(services, headers, body).await;
+    let metric = outcome.metric();
+    let targets: &[String] = match &outcome {
+        WebhookOutcome::Accepted { targets, .. } => targets,
+        _ => &[],
     };
-    let targets: Vec<String> = reply.body["targets"]
-        .as_array()
-        .map(|names| {
-            names
-                .iter()
-                .filter_map(|n| n.as_str().map(str::to_owned))
-                .collect()
-        })
-        .unwrap_or_default();
     if targets.is_empty() {
         MetricsBatch::new(UNKNOWN_TARGET)
             .put(metric, 1.0)
             .emit_to(&services.metrics);
     }
-    for target in &targets {
+    for target in targets {
         MetricsBatch::new(target)
             .put(metric, 1.0)
             .emit_to(&services.metrics);
     }
-    reply
+    outcome
 }
 
-async fn accept(services: &Services, headers: &[(String, String)], body: &[u8]) -> WebhookReply {
+async fn accept(services: &Services, headers: &[(String, String)], body: &[u8]) -> WebhookOutcome {
+    if services.settings.webhook_disabled {
+        return WebhookOutcome::WebhookDisabled;
+    }
     if body.len() > MAX_BODY_BYTES {
-        return WebhookReply::error(
-            413,
-            "payload_too_large",
-            format!("the body is over the {MAX_BODY_BYTES}-byte limit"),
-        );
+        return WebhookOutcome::Rejected(WebhookError::PayloadTooLarge {
+            limit: MAX_BODY_BYTES,
+        });
     }
     let source = WebhookSecret::of(services).await;
+    if matches!(source, WebhookSecret::Missing) {
+        tracing::warn!("webhook refused: no webhook secret is configured");
+        return WebhookOutcome::NoSecret;
+    }
     let secrets = match source.values().await {
         Ok(secrets) => secrets,
         Err(error) => return secret_unavailable(&error),
@@ -105,30 +189,25 @@ async fn accept(services: &Services, headers: &[(String, String)], body: &[u8]) 
                         );
                         delivery
                     }
-                    Err(error) => {
-                        tracing::warn!(code = error.code(), %error, "webhook refused");
-                        return reject(&error);
-                    }
+                    Err(error) => return reject(error),
                 },
-                Ok(None) => {
-                    tracing::warn!(code = mismatch.code(), error = %mismatch, "webhook refused");
-                    return reject(&mismatch);
-                }
+                Ok(None) => return reject(mismatch),
                 Err(error) => {
                     // The signature matched nothing we know; the sender learns only that.
                     tracing::error!(%error, "cannot read the webhook secret again");
-                    return reject(&mismatch);
+                    return reject(mismatch);
                 }
             }
         }
-        Err(error) => {
-            tracing::warn!(code = error.code(), %error, "webhook refused");
-            return reject(&error);
-        }
+        Err(error) => return reject(error),
     };
     let provider = delivery.envelope.provider;
     let delivery_id = delivery.envelope.delivery_id.clone();
     tracing::info!(%provider, event = %delivery.envelope.event, delivery_id = delivery_id.as_deref().unwrap_or(""), "webhook verified");
+    if !services.settings.enabled {
+        tracing::info!("webhook ignored: gitops is disabled");
+        return WebhookOutcome::Disabled;
+    }
 
     let plans = plan_requests(services, &delivery);
     let first_target = plans.first().map(|r| r.target.as_str());
@@ -146,24 +225,24 @@ async fn accept(services: &Services, headers: &[(String, String)], body: &[u8]) 
             Ok(true) => {}
             Ok(false) => {
                 tracing::info!(delivery_id = %id, "webhook delivery seen before: ignored");
-                return WebhookReply::new(200, json!({"status": "duplicate", "delivery_id": id}));
+                return WebhookOutcome::Duplicate {
+                    delivery_id: id.clone(),
+                };
             }
             Err(error) => {
                 tracing::error!(error = %crate::telemetry::error_chain(&error), "cannot record the webhook delivery");
-                return WebhookReply::error(
-                    503,
-                    "unavailable",
-                    "the delivery could not be recorded; retry later",
-                );
+                return WebhookOutcome::Failed(WebhookFailure::NotRecorded);
             }
         }
     }
 
     if delivery.is_ping() {
-        return WebhookReply::new(200, json!({"status": "ok", "event": "ping"}));
+        return WebhookOutcome::Ping;
     }
     if plans.is_empty() {
-        return WebhookReply::ignored(ignore_reason(services, &delivery));
+        return WebhookOutcome::Ignored {
+            reason: ignore_reason(services, &delivery),
+        };
     }
     if let Err(error) = services.queues.send_plans(&plans).await {
         tracing::error!(%error, "cannot queue the plan requests");
@@ -173,28 +252,23 @@ async fn accept(services: &Services, headers: &[(String, String)], body: &[u8]) 
         {
             tracing::warn!(error = %forget, "cannot forget the delivery id");
         }
-        return WebhookReply::error(
-            503,
-            "unavailable",
-            "the plan request could not be queued; retry later",
-        );
+        return WebhookOutcome::Failed(WebhookFailure::NotQueued);
     }
-    let targets: Vec<&str> = plans.iter().map(|r| r.target.as_str()).collect();
-    let revisions: Vec<&str> = plans.iter().filter_map(|r| r.revision.as_deref()).collect();
+    let targets: Vec<String> = plans.iter().map(|r| r.target.clone()).collect();
     tracing::info!(?targets, "webhook accepted");
-    WebhookReply::new(
-        202,
-        json!({
-            "status": "accepted",
-            "targets": targets,
-            "revision": revisions.first(),
-            "delivery_id": delivery_id,
-        }),
-    )
+    WebhookOutcome::Accepted {
+        revision: plans.iter().find_map(|r| r.revision.clone()),
+        targets,
+        delivery_id,
+    }
 }
 
-fn reject(error: &WebhookError) -> WebhookReply {
-    WebhookReply::error(error.status_code(), error.code(), error.to_string())
+fn reject(error: WebhookError) -> WebhookOutcome {
+    tracing::warn!(code = error.code(), %error, "webhook refused");
+    match error {
+        WebhookError::NoSecretConfigured => WebhookOutcome::NoSecret,
+        error => WebhookOutcome::Rejected(error),
+    }
 }
 
 /// One plan request per (push, tracking target).
@@ -252,14 +326,11 @@ fn ignore_reason(services: &Services, delivery: &Delivery) -> String {
     }
 }
 
-fn secret_unavailable(error: &crypto::CryptoError) -> WebhookReply {
+fn secret_unavailable(error: &crypto::CryptoError) -> WebhookOutcome {
     tracing::error!(%error, "cannot read the webhook secret");
-    let status = if error.is_retryable() { 503 } else { 500 };
-    WebhookReply::error(
-        status,
-        "secret_unavailable",
-        "the webhook secret cannot be read",
-    )
+    WebhookOutcome::Failed(WebhookFailure::SecretUnreadable {
+        retryable: error.is_retryable(),
+    })
 }
 
 /// Where the webhook secret comes from: the settings (fixed), Secrets Manager, or nowhere.

@@ -21,7 +21,7 @@ mod poll;
 mod queues;
 mod requests;
 
-pub use accept::{WebhookReply, accept_webhook};
+pub use accept::{WebhookFailure, WebhookOutcome, accept_webhook};
 pub use apply::{ApplyRequestOutcome, PRUNE_EVERY, handle_apply_request};
 pub use inline::{Drained, InlineSync, drain, sync_inline};
 pub use plan::{

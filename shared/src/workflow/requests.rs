@@ -5,9 +5,13 @@ use chrono::Utc;
 use serde::Serialize;
 use uuid::Uuid;
 
+use crate::config::TargetSettings;
+use crate::git::{self, GitCache, GitError, RepoLocation};
 use crate::message::{ApplyRequest, PlanRequest, Trigger};
+use crate::model::Revision;
 use crate::services::Services;
-use crate::source::spec::{is_commit_id, revision};
+use crate::source::incremental;
+use crate::source::spec::{is_commit_id, revision, source_spec};
 use crate::store::{RunStatus, StoreError};
 use crate::{Error, Result};
 
@@ -130,6 +134,11 @@ pub async fn approve_plan(
 /// Pins `target` at `to` (a commit id, or the id of a sync run whose commit to go back to) and
 /// queues a rollback plan of that commit. Automatic syncs leave the target there until
 /// [`resume`].
+///
+/// The commit must be on the target's branch (its head or an ancestor), checked in the
+/// repository before anything is written: a pin on a commit that does not exist would stop the
+/// target's syncs until someone resumes it. Otherwise `Error::Git(GitError::CommitNotFound)`
+/// and nothing is pinned or queued.
 pub async fn rollback(
     services: &Services,
     target: &str,
@@ -140,9 +149,9 @@ pub async fn rollback(
         .settings
         .target(target)
         .ok_or_else(|| StoreError::UnknownTarget(target.to_string()))?;
-    let store = services.database().await?;
     let to = to.trim();
-    let commit = if let Ok(sync_id) = Uuid::parse_str(to) {
+    let requested = if let Ok(sync_id) = Uuid::parse_str(to) {
+        let store = services.database().await?;
         let run = store
             .run(sync_id)
             .await?
@@ -165,6 +174,9 @@ pub async fn rollback(
             "cannot roll back to `{to}`: give a commit id (hex) or a sync run id"
         )));
     };
+    // Read without holding the database: fetching may take a while.
+    let commit = commit_on_branch(services, settings, &requested).await?;
+    let store = services.database().await?;
     store
         .ensure_target(&crate::store::NewTarget {
             name: settings.name.clone(),
@@ -181,6 +193,54 @@ pub async fn rollback(
     services.queues.send_plan(&request).await?;
     tracing::info!(%target, %commit, %actor, "target pinned for rollback");
     Ok(request)
+}
+
+/// The full id of `commit` (full or abbreviated) when it is the head of `target`'s branch or
+/// one of its ancestors, reading the repository as the planner does (a remote one fetched
+/// into the target's cache, deepening a shallow history as far as needed).
+async fn commit_on_branch(
+    services: &Services,
+    target: &TargetSettings,
+    commit: &str,
+) -> Result<String> {
+    let not_on_branch = || {
+        Error::Git(GitError::CommitNotFound {
+            location: format!("branch {} of {}", target.branch, target.repo_url),
+            commit: commit.to_string(),
+        })
+    };
+    let source = source_spec(&services.settings, target, false).await?;
+    // The commit first, then the head: a head read second is at least as new as the commit.
+    let found = match incremental::locate(&source, Some(commit)).await {
+        Ok(found) => found,
+        Err(Error::Git(GitError::CommitNotFound { .. })) => return Err(not_on_branch()),
+        Err(error) => return Err(error),
+    };
+    let head = incremental::locate(&source, None).await?;
+    let (Revision::Commit { commit: found, .. }, Revision::Commit { commit: head, .. }) =
+        (found.revision().clone(), head.revision().clone())
+    else {
+        return Err(Error::Internal(format!(
+            "target `{}` located no commit on branch `{}`",
+            target.name, target.branch
+        )));
+    };
+    let repository = match &source.location {
+        RepoLocation::Local(path) => path.clone(),
+        RepoLocation::Remote(_) => GitCache::new(&source.cache_dir).repository_path(),
+    };
+    let ancestor = found.clone();
+    let reachable =
+        tokio::task::spawn_blocking(move || git::is_ancestor(&repository, &ancestor, &head))
+            .await
+            .map_err(|join| Error::Internal(format!("the commit check stopped: {join}")))?;
+    match reachable {
+        Ok(true) => Ok(found),
+        // Not reached from the head: another branch, or a commit force-pushed away that a
+        // cache still holds (a shallow history that cannot answer is the same answer).
+        Ok(false) | Err(GitError::DiffBaseUnavailable { .. }) => Err(not_on_branch()),
+        Err(error) => Err(error.into()),
+    }
 }
 
 /// Unpins (and un-suspends) `target` and queues a fresh plan of its branch head.
