@@ -135,7 +135,7 @@ async fn a_webhooks_directory_replaced_by_a_symlink_is_e105_and_prunes_nothing()
     );
     assert_exit(&sync, 1);
     assert!(
-        stdout(&sync).contains("Failed: nothing applied."),
+        stdout(&sync).contains("Failed: the repository has validation errors; nothing applied."),
         "{}",
         stdout(&sync)
     );

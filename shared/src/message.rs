@@ -62,6 +62,29 @@ pub enum Trigger {
 }
 
 impl Trigger {
+    /// Every trigger a run can be stored with ([`Trigger::Unknown`] is only ever decoded).
+    pub const ALL: [Trigger; 6] = [
+        Trigger::Webhook,
+        Trigger::Schedule,
+        Trigger::Manual,
+        Trigger::Drift,
+        Trigger::Rollback,
+        Trigger::Cli,
+    ];
+
+    /// A trigger the store can record: an unknown one (from a newer sender) is handled as a
+    /// manual request.
+    pub fn known(self) -> Trigger {
+        match self {
+            Trigger::Unknown => {
+                tracing::warn!("a plan request with an unknown trigger is handled as manual");
+                Trigger::Manual
+            }
+            known => known,
+        }
+    }
+
+    /// The name in messages and in `sync_runs.trigger`.
     pub fn as_str(self) -> &'static str {
         match self {
             Trigger::Webhook => "webhook",
@@ -80,6 +103,22 @@ impl fmt::Display for Trigger {
         f.write_str(self.as_str())
     }
 }
+
+impl std::str::FromStr for Trigger {
+    type Err = UnknownTrigger;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Trigger::ALL
+            .into_iter()
+            .find(|trigger| trigger.as_str() == s)
+            .ok_or_else(|| UnknownTrigger(s.to_string()))
+    }
+}
+
+/// A stored trigger name this build does not know.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("unknown trigger `{0}`")]
+pub struct UnknownTrigger(pub String);
 
 /// Plan this target (at this revision, when known).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

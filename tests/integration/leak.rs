@@ -712,13 +712,6 @@ fn dechunk(mut rest: &str) -> String {
     body
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|listener| listener.local_addr())
-        .map(|addr| addr.port())
-        .unwrap()
-}
-
 /// The bootstrap file of the serve scenario: target `good` on an open server with the git
 /// token, target `locked` on a server demanding another token, given the wrong one. The
 /// tokens come from the environment through `${…}`, as an operator's file would take them.
@@ -786,7 +779,7 @@ struct Served {
 
 impl Served {
     fn start(env: &[(String, String)], logs: &Path) -> Served {
-        let port = free_port();
+        let port = ritmo_tests::free_port();
         let stdout = logs.join("serve.stdout");
         let stderr = logs.join("serve.stderr");
         let mut command = Command::new(ritmo_binary());

@@ -487,7 +487,7 @@ async fn a_request_for_the_applied_commit_is_skipped_without_recording_a_run() {
     workflow::handle_apply_request(&stack.services, &apply)
         .await
         .unwrap();
-    let webhook = PlanRequest::new(TARGET, ritmo::message::Trigger::Webhook, chrono_now())
+    let webhook = PlanRequest::new(TARGET, ritmo::message::Trigger::Webhook, chrono::Utc::now())
         .with_revision(format!("main@sha1:{commit}"));
 
     let outcome = workflow::handle_plan_request(&stack.services, &webhook)
@@ -535,7 +535,7 @@ async fn a_rollback_pins_the_target_until_it_is_resumed() {
     workflow::handle_apply_request(&stack.services, &apply)
         .await
         .unwrap();
-    let webhook = PlanRequest::new(TARGET, ritmo::message::Trigger::Webhook, chrono_now())
+    let webhook = PlanRequest::new(TARGET, ritmo::message::Trigger::Webhook, chrono::Utc::now())
         .with_revision(format!("main@sha1:{second}"));
     let while_pinned = workflow::handle_plan_request(&stack.services, &webhook)
         .await
@@ -681,10 +681,6 @@ async fn webhooks_that_must_not_plan_are_refused_or_ignored() {
     assert_eq!(rejected, 3);
 }
 
-fn chrono_now() -> chrono::DateTime<chrono::Utc> {
-    chrono::Utc::now()
-}
-
 /// Waits (bounded) until `sql` counts at least `n`, re-querying every 100 ms.
 async fn wait_for_count(db: &TestDb, sql: &str, n: i64) -> i64 {
     let mut last = 0;
@@ -791,7 +787,7 @@ async fn a_dry_run_target_plans_a_commit_once_and_never_applies() {
         PlanRequest::new(
             TARGET,
             ritmo::message::Trigger::Schedule,
-            chrono_now() + chrono::Duration::seconds(at),
+            chrono::Utc::now() + chrono::Duration::seconds(at),
         )
         .with_revision(format!("main@sha1:{commit}"))
     };

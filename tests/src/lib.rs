@@ -2,6 +2,7 @@
 //! repositories made on the spot, a smart-HTTP git server and a moto server.
 
 pub mod db;
+pub mod events;
 pub mod git_http;
 pub mod moto;
 

@@ -4,9 +4,6 @@
 //! `ritmo::source::sync_target`.
 #![allow(clippy::unwrap_used, clippy::expect_used)] // a test: a failed unwrap is a failed test
 
-#[path = "../../webhook/tests/support/mod.rs"]
-mod support;
-
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::Arc;
@@ -27,7 +24,9 @@ use serde_json::{Value, json};
 use tempfile::TempDir;
 use uuid::Uuid;
 
-use support::{assert_error, call, drain_plans, event_files, events_dir, file_name, replay};
+use ritmo_tests::events::{
+    assert_error, call, drain_plans, event_files, events_dir, file_name, replay,
+};
 
 const EXAMPLE_KEY: &str = "ritmo-example-master-key-32bytes";
 /// The IAM caller the `api-*` events carry.
@@ -503,7 +502,8 @@ async fn approving_a_waiting_plan_records_the_iam_caller_and_queues_the_apply() 
     let waiting = harness.sync().await;
     assert_eq!(waiting.status, RunStatus::PendingApproval);
     let sync_id = waiting.sync_id;
-    let mut request = support::request_from_event(&events_dir().join("api-plan-approve.json"));
+    let mut request =
+        ritmo_tests::events::request_from_event(&events_dir().join("api-plan-approve.json"));
     *request.uri_mut() = format!("/api/v1/gitops/plans/{sync_id}/approve")
         .parse()
         .unwrap();

@@ -16,6 +16,16 @@ pub async fn handle(
     Ok(consume::handle_lambda_batch::<ApplyQueue>(services, event.payload).await)
 }
 
+/// Serves invocations with `services`, built once per cold start, until the runtime stops.
+pub async fn run(services: Services) -> Result<(), lambda_runtime::Error> {
+    let services = std::sync::Arc::new(services);
+    lambda_runtime::run(lambda_runtime::service_fn(move |event| {
+        let services = services.clone();
+        async move { handle(&services, event).await }
+    }))
+    .await
+}
+
 #[cfg(test)]
 mod tests {
     use lambda_runtime::Context;
@@ -97,7 +107,7 @@ mod tests {
         let (services, mut receivers) = services(&db, &repo).await;
         ritmo::workflow::handle_plan_request(
             &services,
-            &PlanRequest::new("prod", Trigger::Manual, chrono_now()),
+            &PlanRequest::new("prod", Trigger::Manual, chrono::Utc::now()),
         )
         .await
         .unwrap();
@@ -124,9 +134,5 @@ mod tests {
         assert_eq!(run.summary.create, 1);
         let target = store.target("prod").await.unwrap().unwrap();
         assert_eq!(target.generation, 1);
-    }
-
-    fn chrono_now() -> chrono::DateTime<chrono::Utc> {
-        chrono::Utc::now()
     }
 }

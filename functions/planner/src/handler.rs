@@ -16,6 +16,16 @@ pub async fn handle(
     Ok(consume::handle_lambda_batch::<PlanQueue>(services, event.payload).await)
 }
 
+/// Serves invocations with `services`, built once per cold start, until the runtime stops.
+pub async fn run(services: Services) -> Result<(), lambda_runtime::Error> {
+    let services = std::sync::Arc::new(services);
+    lambda_runtime::run(lambda_runtime::service_fn(move |event| {
+        let services = services.clone();
+        async move { handle(&services, event).await }
+    }))
+    .await
+}
+
 #[cfg(test)]
 mod tests {
     use std::collections::BTreeSet;

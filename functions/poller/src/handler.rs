@@ -15,6 +15,16 @@ pub async fn handle(
     Ok(workflow::poll_targets(services).await?)
 }
 
+/// Serves invocations with `services`, built once per cold start, until the runtime stops.
+pub async fn run(services: Services) -> Result<(), lambda_runtime::Error> {
+    let services = std::sync::Arc::new(services);
+    lambda_runtime::run(lambda_runtime::service_fn(move |event| {
+        let services = services.clone();
+        async move { handle(&services, event).await }
+    }))
+    .await
+}
+
 #[cfg(test)]
 mod tests {
     use lambda_runtime::Context;

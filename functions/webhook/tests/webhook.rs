@@ -3,8 +3,6 @@
 //! not cover (replays, missing signatures, other branches, oversized bodies, routing).
 #![allow(clippy::unwrap_used, clippy::expect_used)] // a test: a failed unwrap is a failed test
 
-mod support;
-
 use std::sync::Arc;
 
 use axum::Router;
@@ -19,7 +17,9 @@ use ritmo_tests::db::TestDb;
 use secrecy::SecretString;
 use serde_json::Value;
 
-use support::{assert_error, call, drain_plans, event_files, events_dir, file_name, replay};
+use ritmo_tests::events::{
+    assert_error, call, drain_plans, event_files, events_dir, file_name, replay,
+};
 
 /// The secret every `events/webhook-*` file is signed with (events/README.md).
 const TEST_SECRET: &str = "ritmo-test-webhook-secret";
@@ -193,7 +193,8 @@ async fn the_same_delivery_twice_answers_duplicate_and_queues_nothing_more() {
 #[tokio::test]
 async fn a_push_without_a_signature_is_refused_with_401() {
     let mut harness = harness().await;
-    let mut request = support::request_from_event(&event("webhook-github-push-apigw-v2.json"));
+    let mut request =
+        ritmo_tests::events::request_from_event(&event("webhook-github-push-apigw-v2.json"));
     request.headers_mut().remove("x-hub-signature-256");
     request.headers_mut().remove("x-hub-signature");
 
@@ -252,7 +253,8 @@ async fn a_body_at_the_limit_reaches_the_signature_check() {
 #[tokio::test]
 async fn the_configured_webhook_path_is_served_as_well_as_the_standard_one() {
     let mut harness = harness_with(provider_targets("main"), "/hooks/ritmo").await;
-    let mut request = support::request_from_event(&event("webhook-github-push-apigw-v2.json"));
+    let mut request =
+        ritmo_tests::events::request_from_event(&event("webhook-github-push-apigw-v2.json"));
     *request.uri_mut() = "/hooks/ritmo".parse().unwrap();
 
     let (status, body) = call(&harness.app, request.map(Body::new)).await;
@@ -334,7 +336,7 @@ async fn harness_from_bootstrap(file: &str, variables: &[(&str, &str)]) -> Harne
 /// The sample GitLab push (its token header is the test secret itself, so a test can change
 /// any other header and the delivery still verifies).
 fn gitlab_push() -> lambda_http::Request {
-    support::request_from_event(&event("webhook-gitlab-push-apigw-v2.json"))
+    ritmo_tests::events::request_from_event(&event("webhook-gitlab-push-apigw-v2.json"))
 }
 
 // Regression (issue 21): `webhook.enabled: false` in the bootstrap file still accepted pushes

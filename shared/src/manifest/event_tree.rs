@@ -246,6 +246,14 @@ mod tests {
         built
     }
 
+    /// Whether serde-saphyr refuses `text` (the generators may write invalid YAML).
+    fn invalid(text: &str) -> bool {
+        let limits = Limits::default();
+        yaml::with_parser_stack(&limits, || {
+            yaml::parse_with_serde_saphyr(text, &limits, Spans::Every).is_err()
+        })
+    }
+
     fn built(text: &str) -> bool {
         build_and_parse(text, &Limits::default()).is_some()
     }
@@ -359,6 +367,55 @@ mod tests {
         ]
     }
 
+    /// Whether `text`, written as a plain scalar, is one [`scalar`] leaves to serde-saphyr.
+    fn declined(text: &str) -> bool {
+        let quoted = text.starts_with(['\'', '"', '|']);
+        !quoted && (structural(text) || scalar(text, ScalarStyle::Plain).is_none())
+    }
+
+    /// Text that YAML reads as structure rather than as one plain scalar (a `key: value` pair,
+    /// an empty key, a sequence entry), which the generator may write by chance.
+    fn structural(text: &str) -> bool {
+        text.starts_with(':')
+            || text.ends_with(':')
+            || text.contains(": ")
+            || text.starts_with("- ")
+            || text == "-"
+    }
+
+    /// Whether `text`, written as a key, is one this module leaves to serde-saphyr: declined,
+    /// or typed as something other than a string.
+    fn declined_key(text: &str) -> bool {
+        let quoted = text.starts_with(['\'', '"']);
+        let block = text.starts_with('|');
+        block
+            || (!quoted
+                && (structural(text)
+                    || !matches!(scalar(text, ScalarStyle::Plain), Some(NodeValue::String(_)))))
+    }
+
+    fn keys(tree: &Tree) -> Vec<&str> {
+        match tree {
+            Tree::Leaf(_) => Vec::new(),
+            Tree::Map(entries) => entries
+                .iter()
+                .flat_map(|(key, value)| std::iter::once(key.as_str()).chain(keys(value)))
+                .collect(),
+            Tree::Seq(items) => items.iter().flat_map(keys).collect(),
+        }
+    }
+
+    fn leaves(tree: &Tree) -> Vec<&str> {
+        match tree {
+            Tree::Leaf(text) => vec![text.as_str()],
+            Tree::Map(entries) => entries
+                .iter()
+                .flat_map(|(_, value)| leaves(value))
+                .collect(),
+            Tree::Seq(items) => items.iter().flat_map(leaves).collect(),
+        }
+    }
+
     #[derive(Debug, Clone)]
     enum Tree {
         Leaf(String),
@@ -441,14 +498,32 @@ mod tests {
             key in scalar_text(),
             value in scalar_text(),
         ) {
-            build_and_parse(&format!("{key}: {value}\nlist: [{value}]\n"), &Limits::default());
+            let text = format!("{key}: {value}\nlist: [{value}]\n");
+
+            let built = build_and_parse(&text, &Limits::default());
+
+            // A file is left to serde-saphyr only when it is not valid YAML, for a scalar this
+            // module declines to type, or for a key that is not a string.
+            prop_assert!(
+                built.is_some() || invalid(&text) || declined(&value) || declined_key(&key),
+                "declined without a declined scalar: {text:?}"
+            );
         }
 
         #[test]
         fn any_nesting_built_is_the_tree_serde_saphyr_parses(tree in tree(), flow_from in 1usize..6) {
             let mut text = String::new();
             render(&tree, 0, flow_from, &mut text);
-            build_and_parse(&text, &Limits::default());
+
+            let built = build_and_parse(&text, &Limits::default());
+
+            // A scalar document is left to serde-saphyr (and is an error for the loader).
+            let scalar_root = matches!(tree, Tree::Leaf(_));
+            prop_assert!(
+                built.is_some() || invalid(&text) || scalar_root || leaves(&tree).iter().any(|s| declined(s))
+                    || keys(&tree).iter().any(|k| declined_key(k)),
+                "declined without a declined scalar: {text:?}"
+            );
         }
     }
 }

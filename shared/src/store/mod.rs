@@ -24,9 +24,10 @@ pub use connect::{DatabaseSecret, DatabaseSettings, is_auth_failure, with_refres
 pub use error::{ConnectError, StoreError, is_retryable_pg, redact_url};
 
 pub use crate::config::SslMode;
+pub use crate::message::Trigger;
 pub use records::{
     DriftRecord, NewRun, NewTarget, RevisionAction, RevisionRecord, RunRecord, RunStatus,
-    StoredResource, TargetState, Trigger, UnknownValue,
+    StoredResource, TargetState, UnknownValue,
 };
 pub use sources::{AppliedBase, PlanningState};
 pub(crate) use statements::{Prepared, StatementCache};

@@ -10,6 +10,7 @@ use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use crate::diagnostic::Diagnostic;
+use crate::message::Trigger;
 use crate::model::Kind;
 use crate::plan::Summary;
 
@@ -72,58 +73,6 @@ impl FromStr for RunStatus {
         RunStatus::ALL
             .into_iter()
             .find(|status| status.as_str() == s)
-            .ok_or_else(|| UnknownValue(s.to_string()))
-    }
-}
-
-/// What started a sync run.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Trigger {
-    Webhook,
-    Schedule,
-    Manual,
-    Drift,
-    Rollback,
-    Cli,
-}
-
-impl Trigger {
-    pub const ALL: [Trigger; 6] = [
-        Trigger::Webhook,
-        Trigger::Schedule,
-        Trigger::Manual,
-        Trigger::Drift,
-        Trigger::Rollback,
-        Trigger::Cli,
-    ];
-
-    /// The value stored in `sync_runs.trigger`.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Trigger::Webhook => "webhook",
-            Trigger::Schedule => "schedule",
-            Trigger::Manual => "manual",
-            Trigger::Drift => "drift",
-            Trigger::Rollback => "rollback",
-            Trigger::Cli => "cli",
-        }
-    }
-}
-
-impl fmt::Display for Trigger {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-impl FromStr for Trigger {
-    type Err = UnknownValue;
-
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        Trigger::ALL
-            .into_iter()
-            .find(|trigger| trigger.as_str() == s)
             .ok_or_else(|| UnknownValue(s.to_string()))
     }
 }

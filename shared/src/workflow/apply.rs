@@ -11,7 +11,7 @@ use crate::metrics::{Metric, MetricsBatch};
 use crate::notify::Event;
 use crate::services::Services;
 use crate::store::{RunRecord, RunStatus, Store, StoreError, Trigger};
-use crate::{Error, Result, message, telemetry};
+use crate::{Error, Result, telemetry};
 
 /// What the applier did with one request.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -187,12 +187,10 @@ async fn prune_history(store: &Store, generation: i64, limit: Option<u32>) {
 /// branch-following runs re-read the head under a delivery id naming the run; the others ask
 /// again at the run's start time (a rollback becomes a manual sync, which plans the pin).
 fn replan_request(run: &RunRecord) -> PlanRequest {
+    // A rollback's replan is a manual sync, which plans the pin.
     let trigger = match run.trigger {
-        Trigger::Webhook => message::Trigger::Webhook,
-        Trigger::Schedule => message::Trigger::Schedule,
-        Trigger::Drift => message::Trigger::Drift,
-        Trigger::Cli => message::Trigger::Cli,
-        Trigger::Manual | Trigger::Rollback => message::Trigger::Manual,
+        Trigger::Rollback | Trigger::Unknown => Trigger::Manual,
+        other => other,
     };
     let mut request = PlanRequest::new(run.target.clone(), trigger, run.started_at)
         .with_delivery_id(format!("superseded:{}", run.id));

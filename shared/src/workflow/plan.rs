@@ -17,7 +17,7 @@ use uuid::Uuid;
 use crate::config::TargetSettings;
 use crate::diagnostic::{self, Diagnostic};
 use crate::manifest::Limits;
-use crate::message::{self, ApplyRequest, PlanRequest};
+use crate::message::{ApplyRequest, PlanRequest};
 use crate::metrics::{Metric, MetricsBatch};
 use crate::model::Revision;
 use crate::notify::Event;
@@ -152,7 +152,7 @@ pub async fn plan_revision(
         .settings
         .target(&request.target)
         .ok_or_else(|| StoreError::UnknownTarget(request.target.clone()))?;
-    let trigger = store_trigger(request.trigger);
+    let trigger = request.trigger.known();
     let span = telemetry::sync_span(
         &target.name,
         "",
@@ -173,21 +173,6 @@ pub async fn plan_revision(
         started: Instant::now(),
     };
     planning.run().instrument(span).await
-}
-
-fn store_trigger(trigger: message::Trigger) -> Trigger {
-    match trigger {
-        message::Trigger::Webhook => Trigger::Webhook,
-        message::Trigger::Schedule => Trigger::Schedule,
-        message::Trigger::Manual => Trigger::Manual,
-        message::Trigger::Drift => Trigger::Drift,
-        message::Trigger::Rollback => Trigger::Rollback,
-        message::Trigger::Cli => Trigger::Cli,
-        message::Trigger::Unknown => {
-            tracing::warn!("a plan request with an unknown trigger is handled as manual");
-            Trigger::Manual
-        }
-    }
 }
 
 /// Whether a trigger is automatic (follows the branch) rather than asked for by a person.

@@ -1,6 +1,6 @@
-//! Replaying `events/*.json` against a router, shared by the `webhook` and `api` tests (the
-//! api tests include this file by path).
-#![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
+//! Replaying `events/*.json` against a router, as API Gateway delivers them to `lambda_http`:
+//! the `webhook` and `api` tests share it.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test support: a failed unwrap is a failed test
 
 use std::path::{Path, PathBuf};
 
@@ -15,7 +15,7 @@ use serde_json::Value;
 use tower::ServiceExt;
 
 pub fn events_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../events")
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../events")
 }
 
 /// Every `events/<prefix>*.json`, sorted: a new event file is replayed without touching the
