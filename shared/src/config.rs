@@ -1,6 +1,7 @@
 //! Bootstrap configuration: the seed's `gitops-bootstrap.yaml` plus `RITMO_GITOPS_*` variables
-//! → `Settings`. The only module that reads the environment; it takes the environment as a
-//! function so tests never touch the process's own.
+//! → `Settings`. The one reader of the service's settings from the environment (logging,
+//! metrics and the ssh client read their own runtime variables); it takes the environment as
+//! a function so tests never touch the process's own.
 //!
 //! Precedence: a variable overrides the file, and `${VAR}` in the file is replaced by the
 //! variable's value before parsing. The file's single `repository:` block is the target named

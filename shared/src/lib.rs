@@ -1,7 +1,8 @@
 //! Ritmo GitOps core: keep Ritmo's configuration in PostgreSQL identical to a Git repository.
 //!
-//! `model`, `manifest`, `validate` and `plan` are pure; `git`, `store`, `apply` and `crypto`
-//! do IO; `workflow` wires them into the operations the CLI and the Lambda functions expose.
+//! `model`, `hash`, `diagnostic`, `message`, `manifest`, `validate` and `plan` are pure;
+//! `source`, `git`, `store`, `apply`, `crypto`, `queue` and `config` do IO; `workflow` holds the
+//! steps of a sync, which the Lambda functions, `ritmo serve`, the CLI and the bench all call.
 
 pub mod apply;
 pub mod aws;

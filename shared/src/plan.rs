@@ -1,4 +1,4 @@
-//! The planner: pair desired resources (Git) with live ones (PostgreSQL) and decide what to do.
+//! Planning, pure: pair desired resources (Git) with live ones (PostgreSQL) and decide what to do.
 //!
 //! Pure: no IO, no clock. Ownership comes from the target's inventory, never from labels, so a
 //! row this target did not create is never updated or deleted by it.
