@@ -8,12 +8,13 @@ RITMO := target/debug/ritmo
 # Where `make dev` serves the webhook and the API.
 LISTEN ?= 127.0.0.1:8080
 
-.PHONY: help dev test lint build example-repo tools clean-dev bench bench-smoke
+.PHONY: help dev test lint build example-repo tools clean-dev bench bench-smoke test-faults
 
 help:
 	@echo "make dev   - start PostgreSQL if needed, sync examples/ritmo-config into it, show plan and status,"
 	@echo "             then run \`ritmo serve\` on $(LISTEN) until Ctrl-C"
 	@echo "make test  - install what the tests need (PostgreSQL check, moto, cfn-lint) and run every check"
+	@echo "make test-faults - kill ritmo and PostgreSQL mid-apply on a throwaway cluster (a few minutes)"
 
 build:
 	cargo build -p ritmo-cli
@@ -59,6 +60,12 @@ test: tools lint
 	  set -o pipefail; cargo test --workspace --no-fail-fast 2>&1 | tee .dev/test.log; status=$$?; \
 	  awk '/^test result:/ { passed += $$4; failed += $$6 } END { printf "tests: %d passed, %d failed\n", passed, failed }' .dev/test.log; \
 	  exit $$status
+
+# The fault-injection suite (issue 22, tests/faults/, docs/faults.md): `ritmo` killed and
+# PostgreSQL stopped at once in the middle of 10,000-resource applies, on a throwaway cluster it
+# starts itself. FAULTS_SEED=N replays a run; FAULTS_ONLY=NAME runs one scenario.
+test-faults: build
+	cargo test -p ritmo-tests --test faults
 
 # The performance suite of docs/benchmarks.md on the local PostgreSQL (BENCH_ARGS, e.g.
 # `--resources 100000` or `--parse-only`); `bench-smoke` is CI's quick run of the same code.

@@ -141,23 +141,30 @@ pub async fn apply_plan(
             target: plan.target.clone(),
         });
     }
-    match apply_in_transaction(store, sync_id, plan).await {
-        Ok(outcome) => Ok(outcome),
-        Err(error) => {
-            // The transaction was dropped, hence rolled back, before we get here.
-            if error.fails_the_run() {
-                let reason = crate::telemetry::error_chain(&error);
-                if let Err(record_error) = store.fail_run(sync_id, &reason, &[]).await {
-                    tracing::warn!(
-                        %sync_id,
-                        error = %crate::telemetry::error_chain(&record_error),
-                        "could not mark the sync run failed"
-                    );
-                }
-            }
-            Err(error)
+    let applied = apply_in_transaction(store, sync_id, plan).await;
+    if let Err(error) = &applied
+        && error.fails_the_run()
+    {
+        // The transaction was dropped, hence rolled back, before we get here.
+        let reason = crate::telemetry::error_chain(error);
+        if let Err(record_error) = store.fail_run(sync_id, &reason, &[]).await {
+            tracing::warn!(
+                %sync_id,
+                error = %crate::telemetry::error_chain(&record_error),
+                "could not mark the sync run failed"
+            );
         }
     }
+    // The CLI's own sync owns its `applying` run until here (see `store::owners`); now it is
+    // finished, or left for another attempt that needs no owner.
+    if let Err(error) = store.release_run(sync_id).await {
+        tracing::warn!(
+            %sync_id,
+            error = %crate::telemetry::error_chain(&error),
+            "could not release the sync run"
+        );
+    }
+    applied
 }
 
 async fn apply_in_transaction(
@@ -217,7 +224,10 @@ async fn apply_in_transaction(
             plan_target: plan.target.clone(),
         });
     }
-    if status == RunStatus::Succeeded || status == RunStatus::Superseded {
+    if matches!(
+        status,
+        RunStatus::Succeeded | RunStatus::Superseded | RunStatus::Abandoned
+    ) {
         return Ok(ApplyOutcome::AlreadyFinished { status });
     }
     if matches!(status, RunStatus::Planning | RunStatus::PendingApproval) {

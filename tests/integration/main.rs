@@ -9,4 +9,5 @@ mod leak;
 mod operations;
 mod pipeline;
 mod secrets;
+mod stuck_runs;
 mod tree_safety;

@@ -49,6 +49,7 @@ use tokio_postgres::error::SqlState;
 use tokio_postgres_rustls::MakeRustlsConnect;
 use zeroize::Zeroize;
 
+use super::owners::OwnedRuns;
 use super::{ConnectError, StatementCache, Store, StoreError};
 use crate::config::{Settings, SslMode};
 use crate::crypto::SecretsManager;
@@ -609,8 +610,12 @@ impl Store {
         let mut store = Store {
             client,
             statements: StatementCache::default(),
+            owned: OwnedRuns::default(),
         };
         store.migrate().await?;
+        // Every process that connects finishes the runs of processes that died: `status`
+        // then shows them abandoned, and no sync waits for them.
+        store.abandon_ownerless_runs(None).await?;
         Ok(store)
     }
 }

@@ -91,6 +91,12 @@ pub enum StoreError {
     InvalidTarget { name: String, reason: String },
     #[error("sync run `{0}` does not exist")]
     RunNotFound(Uuid),
+    /// The run's owner lost its database session, and another process marked the run
+    /// abandoned (see `store::owners`); a retry starts a new run.
+    #[error(
+        "sync run `{0}` was abandoned: this process lost its database session while working on it"
+    )]
+    RunAbandoned(Uuid),
     #[error("unexpected data in table `{table}`: {reason}")]
     Corrupt { table: &'static str, reason: String },
 }
@@ -104,6 +110,7 @@ impl StoreError {
                 is_retryable_pg(source)
             }
             StoreError::Settings(error) => error.is_retryable(),
+            StoreError::RunAbandoned(_) => true,
             StoreError::Migrate(_)
             | StoreError::InvalidUrl { .. }
             | StoreError::UnknownTarget(_)

@@ -7,10 +7,12 @@
 
 mod connect;
 mod error;
+mod owners;
 mod queries;
 mod records;
 mod sources;
 mod statements;
+mod text;
 
 use std::collections::BTreeMap;
 use std::str::FromStr;
@@ -22,6 +24,7 @@ use uuid::Uuid;
 
 pub use connect::{DatabaseSecret, DatabaseSettings, is_auth_failure, with_refresh};
 pub use error::{ConnectError, StoreError, is_retryable_pg, redact_url};
+pub use owners::AbandonedRun;
 
 pub use crate::config::SslMode;
 pub use crate::message::Trigger;
@@ -31,6 +34,7 @@ pub use records::{
 };
 pub use sources::{AppliedBase, PlanningState};
 pub(crate) use statements::{Prepared, StatementCache};
+pub(crate) use text::{storable, storable_json, storable_opt};
 
 use crate::diagnostic::Diagnostic;
 use crate::hash::SpecHash;
@@ -49,6 +53,8 @@ const MIGRATION_LOCK: i64 = 0x7269_746d_6f2d_6d67;
 pub struct Store {
     pub(crate) client: Client,
     pub(crate) statements: StatementCache,
+    /// The runs this session owns (see `owners`).
+    owned: owners::OwnedRuns,
 }
 
 impl std::fmt::Debug for Store {
@@ -224,10 +230,15 @@ impl Store {
         Ok(live)
     }
 
-    /// Starts a sync run in status `planning` and returns its id (a UUIDv7, so ids sort by
-    /// start time).
+    /// Starts a sync run in status `planning`, owned by this session until it is planned or
+    /// fails (see `owners`), and returns its id (a UUIDv7, so ids sort by start time).
+    ///
+    /// Runs of the target whose process died are marked `abandoned` first.
     pub async fn begin_run(&self, run: &NewRun) -> Result<Uuid, StoreError> {
+        self.abandon_ownerless_runs(Some(&run.target)).await?;
         let id = Uuid::now_v7();
+        // Owned before the row exists, so no one ever sees it `planning` without an owner.
+        self.own_run(id).await?;
         let result = self
             .db()
             .execute(
@@ -237,12 +248,17 @@ impl Store {
                     &id,
                     &run.target,
                     &run.trigger.as_str(),
-                    &run.actor,
-                    &run.revision,
+                    &storable_opt(run.actor.as_deref()),
+                    &storable_opt(run.revision.as_deref()),
                     &run.dry_run,
                 ],
             )
             .await;
+        if result.is_err()
+            && let Err(error) = self.release_run(id).await
+        {
+            tracing::warn!(error = %crate::telemetry::error_chain(&error), "cannot release a run never started");
+        }
         match result {
             Ok(_) => Ok(id),
             Err(error)
@@ -257,7 +273,9 @@ impl Store {
 
     /// Stores the plan of run `sync_id` (specs included, so any process can apply it) with
     /// its counts and diagnostics, and moves the run to `status`: usually `planned` or
-    /// `pending_approval`; `succeeded`, `failed` and `superseded` also finish the run.
+    /// `pending_approval`; `succeeded`, `failed` and `superseded` also finish the run. Every
+    /// status but `applying` ends this session's ownership of the run; an abandoned run stays
+    /// abandoned ([`StoreError::RunAbandoned`]).
     pub async fn record_plan(
         &self,
         sync_id: Uuid,
@@ -276,12 +294,13 @@ impl Store {
                      approval_reason = $13, planned_at = clock_timestamp(),
                      plan_ms = (extract(epoch FROM clock_timestamp() - started_at) * 1000)::bigint,
                      finished_at = CASE WHEN $14 THEN clock_timestamp() ELSE finished_at END
-                 WHERE id = $1",
+                 WHERE id = $1 AND status <> 'abandoned'",
                 &[
                     &sync_id,
                     &status.as_str(),
+                    // `json`, not `jsonb`: it stores `\u0000` as sent, so specs stay exact.
                     &Json(plan),
-                    &revision,
+                    &storable(&revision),
                     &plan.revision.commit(),
                     &plan.base.commit,
                     &plan.base.generation,
@@ -289,21 +308,29 @@ impl Store {
                     &count(summary.update),
                     &count(summary.delete),
                     &count(summary.unchanged),
-                    &Json(&plan.diagnostics),
-                    &plan.approval_reason,
+                    &Json(storable_json(&plan.diagnostics)?),
+                    &storable_opt(plan.approval_reason.as_deref()),
                     &status.is_finished(),
                 ],
             )
             .await
             .map_err(StoreError::query("record a plan"))?;
         if updated == 0 {
-            return Err(StoreError::RunNotFound(sync_id));
+            return Err(match self.run(sync_id).await? {
+                Some(_) => StoreError::RunAbandoned(sync_id),
+                None => StoreError::RunNotFound(sync_id),
+            });
+        }
+        if status != RunStatus::Applying {
+            self.release_run(sync_id).await?;
         }
         Ok(())
     }
 
-    /// Marks run `sync_id` failed with `error` (and `diagnostics`, when given). A run that
-    /// already succeeded or was superseded keeps its status.
+    /// Marks run `sync_id` failed with `error` (and `diagnostics`, when given), and ends this
+    /// session's ownership of it. A run that already succeeded, was superseded or was
+    /// abandoned keeps its status. Both are stored with NUL escaped (see `text`): a failure
+    /// quoting bad input is still recorded.
     pub async fn fail_run(
         &self,
         sync_id: Uuid,
@@ -316,11 +343,11 @@ impl Store {
                 "UPDATE sync_runs SET status = 'failed', error = $2,
                      diagnostics = CASE WHEN $4 THEN diagnostics ELSE $3 END,
                      finished_at = clock_timestamp()
-                 WHERE id = $1 AND status NOT IN ('succeeded', 'superseded')",
+                 WHERE id = $1 AND status NOT IN ('succeeded', 'superseded', 'abandoned')",
                 &[
                     &sync_id,
-                    &error,
-                    &Json(diagnostics),
+                    &storable(error),
+                    &Json(storable_json(diagnostics)?),
                     &diagnostics.is_empty(),
                 ],
             )
@@ -329,6 +356,7 @@ impl Store {
         if updated == 0 && self.run(sync_id).await?.is_none() {
             return Err(StoreError::RunNotFound(sync_id));
         }
+        self.release_run(sync_id).await?;
         Ok(())
     }
 
@@ -512,7 +540,7 @@ impl Store {
                      FROM sync_runs
                  ) ranked
                  WHERE s.id = ranked.id AND ranked.n > $1
-                   AND s.status IN ('succeeded', 'failed', 'superseded')
+                   AND s.status IN ('succeeded', 'failed', 'superseded', 'abandoned')
                    AND NOT EXISTS (SELECT 1 FROM targets t WHERE t.last_sync_id = s.id)",
                 &[&keep.max(0)],
             )

@@ -8,8 +8,9 @@ use uuid::Uuid;
 
 use super::{RunStatus, Store, StoreError};
 
-/// A run of a target at a commit that is still going somewhere (planned, applying, waiting
-/// for approval) and was computed against the target's current generation.
+/// A run of a target at a commit that is still going somewhere (planned, waiting for
+/// approval, or applying by a live process) and was computed against the target's current
+/// generation.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct OpenRun {
     pub id: Uuid,
@@ -19,18 +20,24 @@ pub(crate) struct OpenRun {
 impl Store {
     /// The newest open run of `target` at `commit` (see [`OpenRun`]), among dry runs or
     /// real ones as `dry_run` says.
+    ///
+    /// Runs of the target whose process died are marked abandoned first, and an `applying`
+    /// run counts only while its owner lives: a killed `ritmo gitops sync` must not hold
+    /// every later sync of its commit back (issue 22).
     pub(crate) async fn open_run_for_commit(
         &self,
         target: &str,
         commit: &str,
         dry_run: bool,
     ) -> Result<Option<OpenRun>, StoreError> {
+        self.abandon_ownerless_runs(Some(target)).await?;
         let row = self
             .db()
             .query_opt(
                 "SELECT s.id, s.status FROM sync_runs s JOIN targets t ON t.name = s.target
                  WHERE s.target = $1 AND s.git_commit = $2 AND s.dry_run = $3
                    AND s.status IN ('planned', 'applying', 'pending_approval')
+                   AND (s.status <> 'applying' OR ritmo_run_has_owner(s.id))
                    AND s.base_generation = t.generation
                  ORDER BY s.started_at DESC LIMIT 1",
                 &[&target, &commit, &dry_run],
@@ -55,7 +62,11 @@ impl Store {
 
     /// Whether a run of `target` at `commit` (a dry run or a real one, as `dry_run` says)
     /// already ended in a way a retry would only repeat (failed on the repository's content,
-    /// or is waiting/planned), so the poller need not ask again.
+    /// waiting for approval, or a dry run's plan), so the poller need not ask again.
+    ///
+    /// A real `planned` run is not enough: its apply request may have died with the process
+    /// that queued it (`ritmo serve`'s queues live in memory), and only a new plan request
+    /// sends it again (see the planner's `already_done`). An abandoned run never counts.
     pub(crate) async fn commit_was_handled(
         &self,
         target: &str,
@@ -67,7 +78,8 @@ impl Store {
             .query_one(
                 "SELECT EXISTS (SELECT 1 FROM sync_runs
                  WHERE target = $1 AND git_commit = $2 AND dry_run = $3
-                   AND status IN ('failed', 'pending_approval', 'planned', 'applying'))",
+                   AND (status IN ('failed', 'pending_approval')
+                        OR (status = 'planned' AND $3)))",
                 &[&target, &commit, &dry_run],
             )
             .await

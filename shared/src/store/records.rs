@@ -25,10 +25,14 @@ pub enum RunStatus {
     Succeeded,
     Failed,
     Superseded,
+    /// The process working on the run ended (killed, its connection lost, the database
+    /// restarted) before the run finished; nothing of it was applied. The reason is in the
+    /// run's `error`.
+    Abandoned,
 }
 
 impl RunStatus {
-    pub const ALL: [RunStatus; 7] = [
+    pub const ALL: [RunStatus; 8] = [
         RunStatus::Planning,
         RunStatus::Planned,
         RunStatus::PendingApproval,
@@ -36,6 +40,7 @@ impl RunStatus {
         RunStatus::Succeeded,
         RunStatus::Failed,
         RunStatus::Superseded,
+        RunStatus::Abandoned,
     ];
 
     /// The value stored in `sync_runs.status`.
@@ -48,14 +53,16 @@ impl RunStatus {
             RunStatus::Succeeded => "succeeded",
             RunStatus::Failed => "failed",
             RunStatus::Superseded => "superseded",
+            RunStatus::Abandoned => "abandoned",
         }
     }
 
-    /// Succeeded, failed and superseded runs are over: nothing more happens to them.
+    /// Succeeded, failed, superseded and abandoned runs are over: nothing more happens to
+    /// them.
     pub fn is_finished(self) -> bool {
         matches!(
             self,
-            RunStatus::Succeeded | RunStatus::Failed | RunStatus::Superseded
+            RunStatus::Succeeded | RunStatus::Failed | RunStatus::Superseded | RunStatus::Abandoned
         )
     }
 }
@@ -290,7 +297,7 @@ mod tests {
     }
 
     #[test]
-    fn only_succeeded_failed_and_superseded_runs_are_finished() {
+    fn only_succeeded_failed_superseded_and_abandoned_runs_are_finished() {
         let finished: Vec<RunStatus> = RunStatus::ALL
             .into_iter()
             .filter(|status| status.is_finished())
@@ -301,7 +308,8 @@ mod tests {
             [
                 RunStatus::Succeeded,
                 RunStatus::Failed,
-                RunStatus::Superseded
+                RunStatus::Superseded,
+                RunStatus::Abandoned
             ]
         );
     }
