@@ -8,7 +8,7 @@ RITMO := target/debug/ritmo
 # Where `make dev` serves the webhook and the API.
 LISTEN ?= 127.0.0.1:8080
 
-.PHONY: help dev test lint build example-repo tools clean-dev bench bench-smoke
+.PHONY: help dev test lint build example-repo tools clean-dev bench bench-smoke fuzz-smoke
 
 help:
 	@echo "make dev   - start PostgreSQL if needed, sync examples/ritmo-config into it, show plan and status,"
@@ -63,6 +63,21 @@ bench:
 bench-smoke:
 	@export DATABASE_URL="$$(scripts/ensure-postgres.sh)" || exit 2; \
 	  cargo run -p ritmo-bench -- --resources 1000 --repeat 1 --webhook-iterations 100
+
+# Issue 22: each fuzz target for FUZZ_SECONDS from its committed corpus (fuzz/corpus/), new
+# inputs kept in .dev/fuzz; fails on any crash, hang over 1 s or RSS over 512 MB. The crash
+# file is under fuzz/artifacts/. docs/fuzzing.md has the targets and the long runs.
+FUZZ_TARGETS := manifest_load webhook_receive ciphertext_decode bootstrap_config git_validators
+FUZZ_SECONDS ?= 60
+fuzz-smoke:
+	@command -v cargo-fuzz >/dev/null 2>&1 || cargo install cargo-fuzz --locked
+	@set -e; cd fuzz; unset CARGO_TARGET_DIR; \
+	  for target in $(FUZZ_TARGETS); do \
+	    mkdir -p ../.dev/fuzz/$$target; \
+	    echo "fuzz-smoke: $$target for $(FUZZ_SECONDS) s"; \
+	    cargo fuzz run --sanitizer none $$target ../.dev/fuzz/$$target corpus/$$target -- \
+	      -max_total_time=$(FUZZ_SECONDS) -timeout=1 -rss_limit_mb=512 -print_final_stats=1; \
+	  done
 
 clean-dev:
 	rm -rf .dev

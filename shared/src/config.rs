@@ -192,17 +192,27 @@ impl Settings {
     ) -> Result<Settings, ConfigError> {
         let default_path = Path::new(DEFAULT_BOOTSTRAP_PATH);
         let file = file.or_else(|| default_path.exists().then_some(default_path));
-        let bootstrap = match file {
+        match file {
             Some(path) => {
                 let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
                     path: path.to_path_buf(),
                     source,
                 })?;
-                parse_bootstrap(&path.display().to_string(), &text, env)?
+                Settings::from_text(&path.display().to_string(), &text, env)
             }
-            None => Bootstrap::default(),
-        };
-        from_bootstrap(bootstrap, env)
+            None => from_bootstrap(Bootstrap::default(), env),
+        }
+    }
+
+    /// [`Settings::load`] of a bootstrap file already read: `text` is its content and `path`
+    /// names it in errors. Public so the parser can be fuzzed without a file or the process's
+    /// environment.
+    pub fn from_text(
+        path: &str,
+        text: &str,
+        env: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<Settings, ConfigError> {
+        from_bootstrap(parse_bootstrap(path, text, env)?, env)
     }
 
     /// Settings from the process environment and the bootstrap file it names
