@@ -66,7 +66,8 @@ bench-smoke:
 
 # Issue 22: each fuzz target for FUZZ_SECONDS from its committed corpus (fuzz/corpus/), new
 # inputs kept in .dev/fuzz; fails on any crash, hang over 1 s or RSS over 512 MB. The crash
-# file is under fuzz/artifacts/. docs/fuzzing.md has the targets and the long runs.
+# file is under fuzz/artifacts/. No ASan (stable toolchain); -a keeps overflow checks; 16 codegen
+# units because the build is most of the smoke's time. docs/fuzzing.md has the long runs.
 FUZZ_TARGETS := manifest_load webhook_receive ciphertext_decode bootstrap_config git_validators
 FUZZ_SECONDS ?= 60
 fuzz-smoke:
@@ -75,7 +76,7 @@ fuzz-smoke:
 	  for target in $(FUZZ_TARGETS); do \
 	    mkdir -p ../.dev/fuzz/$$target; \
 	    echo "fuzz-smoke: $$target for $(FUZZ_SECONDS) s"; \
-	    cargo fuzz run --sanitizer none $$target ../.dev/fuzz/$$target corpus/$$target -- \
+	    cargo fuzz run --sanitizer none -a --codegen-units 16 $$target ../.dev/fuzz/$$target corpus/$$target -- \
 	      -max_total_time=$(FUZZ_SECONDS) -timeout=1 -rss_limit_mb=512 -print_final_stats=1; \
 	  done
 
