@@ -8,7 +8,7 @@ RITMO := target/debug/ritmo
 # Where `make dev` serves the webhook and the API.
 LISTEN ?= 127.0.0.1:8080
 
-.PHONY: help dev test lint build example-repo tools clean-dev bench bench-smoke test-faults
+.PHONY: help dev test lint build example-repo tools clean-dev bench bench-smoke test-faults fuzz-smoke
 
 help:
 	@echo "make dev   - start PostgreSQL if needed, sync examples/ritmo-config into it, show plan and status,"
@@ -76,6 +76,22 @@ bench:
 bench-smoke:
 	@export DATABASE_URL="$$(scripts/ensure-postgres.sh)" || exit 2; \
 	  cargo run -p ritmo-bench -- --resources 1000 --repeat 1 --webhook-iterations 100
+
+# Issue 22: each fuzz target for FUZZ_SECONDS from its committed corpus (fuzz/corpus/), new
+# inputs kept in .dev/fuzz; fails on any crash, hang over 1 s or RSS over 512 MB. The crash
+# file is under fuzz/artifacts/. No ASan (stable toolchain); -a keeps overflow checks; 16 codegen
+# units because the build is most of the smoke's time. docs/fuzzing.md has the long runs.
+FUZZ_TARGETS := manifest_load webhook_receive ciphertext_decode bootstrap_config git_validators
+FUZZ_SECONDS ?= 60
+fuzz-smoke:
+	@command -v cargo-fuzz >/dev/null 2>&1 || cargo install cargo-fuzz --locked
+	@set -e; cd fuzz; unset CARGO_TARGET_DIR; \
+	  for target in $(FUZZ_TARGETS); do \
+	    mkdir -p ../.dev/fuzz/$$target; \
+	    echo "fuzz-smoke: $$target for $(FUZZ_SECONDS) s"; \
+	    cargo fuzz run --sanitizer none -a --codegen-units 16 $$target ../.dev/fuzz/$$target corpus/$$target -- \
+	      -max_total_time=$(FUZZ_SECONDS) -timeout=1 -rss_limit_mb=512 -print_final_stats=1; \
+	  done
 
 clean-dev:
 	rm -rf .dev

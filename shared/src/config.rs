@@ -293,17 +293,27 @@ impl Settings {
     ) -> Result<Settings, ConfigError> {
         let default_path = Path::new(DEFAULT_BOOTSTRAP_PATH);
         let file = file.or_else(|| default_path.exists().then_some(default_path));
-        let bootstrap = match file {
+        match file {
             Some(path) => {
                 let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
                     path: path.to_path_buf(),
                     source,
                 })?;
-                parse_bootstrap(&path.display().to_string(), &text, env)?
+                Settings::from_text(&path.display().to_string(), &text, env)
             }
-            None => Bootstrap::default(),
-        };
-        from_bootstrap(bootstrap, env)
+            None => from_bootstrap(Bootstrap::default(), env),
+        }
+    }
+
+    /// [`Settings::load`] of a bootstrap file already read: `text` is its content and `path`
+    /// names it in errors. Public so the parser can be fuzzed without a file or the process's
+    /// environment.
+    pub fn from_text(
+        path: &str,
+        text: &str,
+        env: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<Settings, ConfigError> {
+        from_bootstrap(parse_bootstrap(path, text, env)?, env)
     }
 
     /// Settings from the process environment and the bootstrap file it names
@@ -490,12 +500,41 @@ fn parse_bootstrap(
     text: &str,
     env: &dyn Fn(&str) -> Option<String>,
 ) -> Result<Bootstrap, ConfigError> {
-    let text = interpolate(path, text, env)?;
-    let options = serde_saphyr::options! { strict_booleans: true };
-    serde_saphyr::from_str_with_options(&text, options).map_err(|error| ConfigError::Parse {
-        path: path.to_string(),
-        message: error.to_string(),
+    let interpolated = interpolate(path, text, env)?;
+    // No snippet: it quotes the lines around the error from the interpolated text, which hold
+    // the values of `${RITMO_GITOPS_TOKEN}` and the like (found by fuzzing, docs/fuzzing.md).
+    let options = serde_saphyr::options! {
+        strict_booleans: true,
+        with_snippet: false,
+        crop_radius: 0,
+    };
+    serde_saphyr::from_str_with_options(&interpolated, options).map_err(|error| {
+        ConfigError::Parse {
+            path: path.to_string(),
+            message: redact_interpolated(error.to_string(), text, env),
+        }
     })
+}
+
+/// `message` with the value of every `${VAR}` of `text` of at least 8 bytes replaced by `***`:
+/// a parser message may still quote a scalar, and an interpolated one may be a secret. Shorter
+/// values are left alone: they are no credentials, and would mangle line and column numbers.
+fn redact_interpolated(
+    mut message: String,
+    text: &str,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> String {
+    for reference in text.split("${").skip(1) {
+        let Some((variable, _)) = reference.split_once('}') else {
+            continue;
+        };
+        if let Some(value) = env(variable).filter(|value| value.len() >= 8)
+            && message.contains(value.as_str())
+        {
+            message = message.replace(value.as_str(), "***");
+        }
+    }
+    message
 }
 
 /// Replaces `${VAR}` by the variable's value; `$${` stays a literal `${`. Comments are
@@ -1140,6 +1179,36 @@ gitops:
                 .map(|s| s.expose_secret().to_string()),
             Some("hook".into())
         );
+    }
+
+    /// Fuzzing finding (bootstrap_config, crash-307b50de, docs/fuzzing.md): a syntax error
+    /// anywhere in the file quoted the lines around it from the interpolated text, so the value
+    /// of `${RITMO_GITOPS_TOKEN}` reached the error message and every log line printing it.
+    #[test]
+    fn a_syntax_error_never_shows_an_interpolated_secret() {
+        let env = env(&[("RITMO_GITOPS_TOKEN", "ghp_Fuzz0Token1Value2Abc")]);
+        let file = "gitops:\n  authentication:\n    token: ${RITMO_GITOPS_TOKEN}\nrs ei optory: { url: x }\n  authentication:\n    type: token\n";
+
+        let error = parse_bootstrap("b.yaml", file, &env).unwrap_err();
+
+        let message = error.to_string();
+        assert!(matches!(error, ConfigError::Parse { .. }), "{error:?}");
+        assert!(!message.contains("ghp_Fuzz0Token1Value2Abc"), "{message}");
+        assert!(
+            message.starts_with("bootstrap file `b.yaml`: "),
+            "{message}"
+        );
+    }
+
+    #[test]
+    fn an_interpolated_value_quoted_by_the_parser_is_redacted() {
+        let env = env(&[("SYNC_EVERY", "every-ghp_Fuzz0Token1Value2Abc")]);
+        let text = "gitops:\n  sync:\n    interval: ${SYNC_EVERY}\n";
+        let message = "invalid value `every-ghp_Fuzz0Token1Value2Abc` at line 3".to_string();
+
+        let redacted = redact_interpolated(message, text, &env);
+
+        assert_eq!(redacted, "invalid value `***` at line 3");
     }
 
     #[test]

@@ -95,13 +95,29 @@ pub async fn encrypt_kms(
     Ok(format!("{KMS_ENVELOPE_PREFIX}{}", STANDARD.encode(bytes)))
 }
 
-/// Decrypts a `KMS:` or `KMS:v2:` value for `credential`. A value made for another
-/// credential, with another key or altered fails with [`CryptoError::DoesNotDecrypt`].
-pub async fn decrypt_kms(
-    client: &Client,
-    credential: &str,
-    value: &str,
-) -> Result<Decrypted, CryptoError> {
+/// A `KMS:` or `KMS:v2:` value taken apart, before anything is sent to KMS.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum KmsCiphertext {
+    /// `KMS:`: the blob KMS `Decrypt` takes.
+    Direct { blob: Vec<u8> },
+    /// `KMS:v2:`: the data key as KMS wrapped it, and nonce ‖ ciphertext ‖ tag under that key.
+    Envelope { wrapped: Vec<u8>, sealed: Vec<u8> },
+}
+
+impl KmsCiphertext {
+    /// The format the value had.
+    pub fn format(&self) -> Format {
+        match self {
+            KmsCiphertext::Direct { .. } => Format::Kms,
+            KmsCiphertext::Envelope { .. } => Format::KmsEnvelope,
+        }
+    }
+}
+
+/// Takes a `KMS:` or `KMS:v2:` value for `credential` apart (prefix, base64, the envelope's
+/// length-prefixed wrapped key) without calling KMS, so every malformed value is refused
+/// before a request is made. Public so the decoder can be fuzzed on its own.
+pub fn decode_kms(credential: &str, value: &str) -> Result<KmsCiphertext, CryptoError> {
     let value = value.trim();
     let malformed = |reason| CryptoError::Malformed {
         credential: Some(credential.to_owned()),
@@ -122,17 +138,9 @@ pub async fn decrypt_kms(
     if bytes.is_empty() {
         return Err(malformed("empty ciphertext blob"));
     }
-
     if format == Format::Kms {
-        let plaintext = kms_decrypt(client, credential, bytes).await?;
-        return Ok(Decrypted {
-            plaintext: SecretBox::new(Box::from(&plaintext[..])),
-            format,
-            bound: true,
-            key_id: None,
-        });
+        return Ok(KmsCiphertext::Direct { blob: bytes });
     }
-
     let (len, rest) = bytes
         .split_first_chunk::<2>()
         .ok_or_else(|| malformed("too short for the wrapped key length"))?;
@@ -141,13 +149,46 @@ pub async fn decrypt_kms(
         return Err(malformed("too short for wrapped key, nonce and tag"));
     }
     let (wrapped, sealed) = rest.split_at(wrapped_len);
-    let data_key = kms_decrypt(client, credential, wrapped.to_vec()).await?;
-    let data_key = data_key_array(&data_key, "Decrypt", credential)?;
-    let plaintext = open(&data_key, &associated_data(credential), sealed).ok_or_else(|| {
+    Ok(KmsCiphertext::Envelope {
+        wrapped: wrapped.to_vec(),
+        sealed: sealed.to_vec(),
+    })
+}
+
+/// Opens the sealed part of a `KMS:v2:` value with the data key KMS unwrapped (`data_key`,
+/// any length: anything but 32 bytes is KMS misbehaving and reported as such).
+pub fn open_envelope(
+    credential: &str,
+    data_key: &[u8],
+    sealed: &[u8],
+) -> Result<SecretBox<[u8]>, CryptoError> {
+    let data_key = data_key_array(data_key, "Decrypt", credential)?;
+    open(&data_key, &associated_data(credential), sealed).ok_or_else(|| {
         CryptoError::DoesNotDecrypt {
             credential: Some(credential.to_owned()),
         }
-    })?;
+    })
+}
+
+/// Decrypts a `KMS:` or `KMS:v2:` value for `credential`. A value made for another
+/// credential, with another key or altered fails with [`CryptoError::DoesNotDecrypt`].
+pub async fn decrypt_kms(
+    client: &Client,
+    credential: &str,
+    value: &str,
+) -> Result<Decrypted, CryptoError> {
+    let decoded = decode_kms(credential, value)?;
+    let format = decoded.format();
+    let plaintext = match decoded {
+        KmsCiphertext::Direct { blob } => {
+            let plaintext = kms_decrypt(client, credential, blob).await?;
+            SecretBox::new(Box::from(&plaintext[..]))
+        }
+        KmsCiphertext::Envelope { wrapped, sealed } => {
+            let data_key = kms_decrypt(client, credential, wrapped).await?;
+            open_envelope(credential, &data_key, &sealed)?
+        }
+    };
     Ok(Decrypted {
         plaintext,
         format,

@@ -41,7 +41,8 @@ pub use decrypted::{Decrypted, VerifyOutcome};
 pub use error::CryptoError;
 pub use keys::{CredentialKeys, credential_keys};
 pub use kms::{
-    CONTEXT_KEY as KMS_CONTEXT_KEY, KMS_DIRECT_LIMIT, decrypt_kms, encrypt_kms, encryption_context,
+    CONTEXT_KEY as KMS_CONTEXT_KEY, KMS_DIRECT_LIMIT, KmsCiphertext, decode_kms, decrypt_kms,
+    encrypt_kms, encryption_context, open_envelope,
 };
 pub use master::{MAX_PLAINTEXT, MasterKey, MasterKeyring, associated_data};
 pub use secrecy::{ExposeSecret, SecretBox, SecretSlice, SecretString};

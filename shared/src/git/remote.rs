@@ -202,6 +202,13 @@ pub(crate) struct Remote {
     options: NetworkOptions,
 }
 
+/// Whether `branch` is a name git accepts after `refs/heads/` (`main`, `release/1.2`; not
+/// `bad..name`, `a b`, `x.lock`, ``). Checked before any network call. Public so the check can
+/// be fuzzed on its own.
+pub fn is_valid_branch_name(branch: &str) -> bool {
+    !branch.is_empty() && gix::validate::reference::name_partial(branch.into()).is_ok()
+}
+
 /// Credentials read for one attempt.
 enum Resolved {
     Http(Option<(String, SecretString)>),
@@ -216,7 +223,7 @@ impl Remote {
         options: &NetworkOptions,
     ) -> Result<Self, GitError> {
         let display = location.to_string();
-        if branch.is_empty() || gix::validate::reference::name_partial(branch.into()).is_err() {
+        if !is_valid_branch_name(branch) {
             return Err(GitError::BranchNotFound {
                 location: display,
                 branch: branch.to_string(),
