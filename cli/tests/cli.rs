@@ -62,23 +62,10 @@ fn git(dir: &Path, args: &[&str]) {
     assert!(status.success(), "git {args:?} failed");
 }
 
-fn copy_dir(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for entry in std::fs::read_dir(from).unwrap() {
-        let entry = entry.unwrap();
-        let target = to.join(entry.file_name());
-        if entry.file_type().unwrap().is_dir() {
-            copy_dir(&entry.path(), &target);
-        } else {
-            std::fs::copy(entry.path(), target).unwrap();
-        }
-    }
-}
-
 /// A git repository holding a copy of `fixture`, committed on `main`.
 fn repo_from(fixture: &Path) -> tempfile::TempDir {
     let dir = tempfile::tempdir().unwrap();
-    copy_dir(fixture, dir.path());
+    ritmo_tests::copy_dir(fixture, dir.path());
     git(dir.path(), &["init", "-q", "-b", "main"]);
     git(dir.path(), &["add", "-A"]);
     git(dir.path(), &["commit", "-qm", "config"]);

@@ -18,6 +18,7 @@ use ritmo::queue::Queues;
 use ritmo::services::Services;
 use ritmo::workflow::{self, ApproveOutcome};
 use ritmo_tests::db::TestDb;
+use ritmo_tests::example_repo;
 use ritmo_tests::git_http::TestRepo;
 use ritmo_tests::moto::Moto;
 use serde_json::{Value, json};
@@ -25,31 +26,6 @@ use uuid::Uuid;
 
 const EXAMPLE_KEY: &str = "ritmo-example-master-key-32bytes";
 const TARGET: &str = "default";
-
-fn example_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/ritmo-config")
-}
-
-fn copy_dir(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for entry in std::fs::read_dir(from).unwrap() {
-        let entry = entry.unwrap();
-        let target = to.join(entry.file_name());
-        if entry.file_type().unwrap().is_dir() {
-            copy_dir(&entry.path(), &target);
-        } else {
-            std::fs::copy(entry.path(), target).unwrap();
-        }
-    }
-}
-
-/// A copy of the example repository, committed on `main`.
-fn example_repo() -> TestRepo {
-    let repo = TestRepo::new();
-    copy_dir(&example_dir(), repo.path());
-    repo.commit("example config");
-    repo
-}
 
 /// A bootstrap file naming `repo`'s `main` as target `default`.
 fn bootstrap(dir: &Path, repo: &TestRepo, auto_apply: bool) -> PathBuf {

@@ -58,24 +58,11 @@ fn sh(dir: &Path, script: &str) {
     assert!(status.success(), "`{script}` failed");
 }
 
-fn copy_dir(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for entry in std::fs::read_dir(from).unwrap() {
-        let entry = entry.unwrap();
-        let target = to.join(entry.file_name());
-        if entry.file_type().unwrap().is_dir() {
-            copy_dir(&entry.path(), &target);
-        } else {
-            std::fs::copy(entry.path(), target).unwrap();
-        }
-    }
-}
-
 /// The example repository, committed on `main`, synced into `db`.
 fn synced_example(db: &TestDb) -> tempfile::TempDir {
     let example = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/ritmo-config");
     let repo = tempfile::tempdir().unwrap();
-    copy_dir(&example, repo.path());
+    ritmo_tests::copy_dir(&example, repo.path());
     sh(
         repo.path(),
         "git init -q -b main && git add -A && git commit -qm config",

@@ -25,19 +25,6 @@ const WEBHOOK_SECRET: &str = "ritmo-test-webhook-secret";
 /// What a person or a bot may wait for: a deadline to stop waiting, not a speed assertion.
 const DEADLINE: Duration = Duration::from_secs(60);
 
-fn copy_dir(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for entry in std::fs::read_dir(from).unwrap() {
-        let entry = entry.unwrap();
-        let target = to.join(entry.file_name());
-        if entry.file_type().unwrap().is_dir() {
-            copy_dir(&entry.path(), &target);
-        } else {
-            std::fs::copy(entry.path(), target).unwrap();
-        }
-    }
-}
-
 /// One HTTP/1.1 request with `Host` set to the server's address; the status and the JSON body.
 fn http(address: &str, method: &str, path: &str) -> (u16, Value) {
     let (status, _, body) = request(address, method, path, &[("Host", address)], "");
@@ -203,7 +190,7 @@ fn serve_command(env: &[(&str, &str)], args: &[&str]) -> Command {
 /// A copy of `examples/ritmo-config`, committed on `main`.
 fn example_repo() -> (TestRepo, String) {
     let repo = TestRepo::new();
-    copy_dir(
+    ritmo_tests::copy_dir(
         &Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/ritmo-config"),
         repo.path(),
     );

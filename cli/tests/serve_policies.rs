@@ -10,23 +10,10 @@ use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use ritmo_tests::db::TestDb;
+use ritmo_tests::example_repo;
 use ritmo_tests::git_http::TestRepo;
 
 const EXAMPLE_KEY: &str = "ritmo-example-master-key-32bytes";
-
-fn example_repo() -> TestRepo {
-    let repo = TestRepo::new();
-    let from = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/ritmo-config");
-    let status = Command::new("cp")
-        .arg("-R")
-        .arg(format!("{}/.", from.display()))
-        .arg(repo.path())
-        .status()
-        .unwrap();
-    assert!(status.success());
-    repo.commit("example config");
-    repo
-}
 
 /// `ritmo serve` on a free port, its log lines (stdout, JSON) collected.
 struct Serve {

@@ -51,25 +51,12 @@ struct Harness {
     db: Option<TestDb>,
 }
 
-fn copy_dir(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for entry in std::fs::read_dir(from).unwrap() {
-        let entry = entry.unwrap();
-        let target = to.join(entry.file_name());
-        if entry.file_type().unwrap().is_dir() {
-            copy_dir(&entry.path(), &target);
-        } else {
-            std::fs::copy(entry.path(), target).unwrap();
-        }
-    }
-}
-
 /// Target `prod` (the one the sample events name) tracking `main` of a copy of the example
 /// repository.
 async fn harness() -> Harness {
     let db = TestDb::new().await;
     let repo = TestRepo::new();
-    copy_dir(
+    ritmo_tests::copy_dir(
         &Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/ritmo-config"),
         repo.path(),
     );
