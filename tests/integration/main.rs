@@ -9,3 +9,4 @@ mod leak;
 mod operations;
 mod pipeline;
 mod secrets;
+mod startup;
