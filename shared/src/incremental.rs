@@ -38,7 +38,7 @@ use crate::crypto::CredentialKeys;
 use crate::diagnostic::{self, Code, Diagnostic};
 use crate::git::{self, ChangeKind, GitCache, GitError, RepoLocation, Snapshot};
 use crate::hash::HASH_VERSION;
-use crate::manifest::{self, FileContent, Limits, Manifest, SourceFile, did_you_mean};
+use crate::manifest::{self, Limits, Manifest, SourceFile, did_you_mean};
 use crate::model::{DesiredResource, Kind, ResourceId, Revision};
 use crate::parallel;
 use crate::plan::{self, Plan, PlanBase};
@@ -1067,6 +1067,7 @@ fn pulled_mismatch(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::manifest::FileContent;
 
     fn job_file(path: &str, names: &[&str]) -> SourceFile {
         let docs: Vec<String> = names
