@@ -9,5 +9,6 @@ mod leak;
 mod operations;
 mod pipeline;
 mod secrets;
+mod startup;
 mod stuck_runs;
 mod tree_safety;

@@ -40,7 +40,7 @@ use crate::crypto::secret_refs::SecretRefChecker;
 use crate::diagnostic::{self, Code, Diagnostic};
 use crate::git::{self, ChangeKind, GitCache, GitError, RepoLocation, Snapshot};
 use crate::hash::HASH_VERSION;
-use crate::manifest::{self, FileContent, Limits, Manifest, SourceFile, did_you_mean};
+use crate::manifest::{self, Limits, Manifest, SourceFile, did_you_mean};
 use crate::model::{DesiredResource, Kind, ResourceId, Revision};
 use crate::parallel;
 use crate::plan::{self, Plan, PlanBase};
@@ -633,7 +633,7 @@ impl Context<'_> {
         let limits = *self.limits;
         let Snapshot { revision, files } = snapshot;
         let (manifest, files) = tokio::task::spawn_blocking(move || {
-            let manifest = load_parallel(&files, &limits);
+            let manifest = parallel::load_manifest(&files, &limits);
             (manifest, files)
         })
         .await
@@ -1067,55 +1067,6 @@ fn read_diff(
     }))
 }
 
-/// `manifest::load` split over the available cores: each file loads on its own, so chunks
-/// loaded in parallel and joined in order give the same manifest.
-fn load_parallel(files: &[SourceFile], limits: &Limits) -> Manifest {
-    let threads = parallel::threads();
-    let resource_files = files
-        .iter()
-        .filter(|file| manifest::resource_kind_for_path(&file.path).is_some())
-        .count();
-    // Over the file limit, one load reports it.
-    if threads < 2 || files.len() < 64 || resource_files > limits.max_files {
-        return manifest::load(files, limits);
-    }
-    let parts = parallel::map_parts(balanced_chunks(files, threads), |part| {
-        manifest::load(part, limits)
-    });
-    let mut manifest = Manifest::default();
-    for part in parts {
-        manifest.documents.extend(part.documents);
-        manifest.diagnostics.extend(part.diagnostics);
-    }
-    diagnostic::sort(&mut manifest.diagnostics);
-    manifest
-}
-
-/// `files` cut into `parts` runs of about equal parse work (bytes, plus a little per file).
-/// Equal counts would not do: files sort by kind directory, and jobs are larger than the
-/// rest, so the first half of a repository can hold 60 % of its text.
-fn balanced_chunks(files: &[SourceFile], parts: usize) -> Vec<&[SourceFile]> {
-    let weight = |file: &SourceFile| match &file.content {
-        FileContent::Bytes(bytes) => bytes.len() + 256,
-        _ => 256,
-    };
-    let total: usize = files.iter().map(weight).sum();
-    let share = total.div_ceil(parts.max(1)).max(1);
-    let mut chunks = Vec::with_capacity(parts);
-    let (mut start, mut filled) = (0, 0);
-    for (index, file) in files.iter().enumerate() {
-        filled += weight(file);
-        if filled >= share && chunks.len() + 1 < parts {
-            chunks.push(&files[start..=index]);
-            (start, filled) = (index + 1, 0);
-        }
-    }
-    if start < files.len() {
-        chunks.push(&files[start..]);
-    }
-    chunks
-}
-
 /// The first pulled-in file whose documents are not exactly the ids the store places in it.
 fn pulled_mismatch(
     manifest: &Manifest,
@@ -1151,6 +1102,7 @@ fn pulled_mismatch(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::manifest::FileContent;
 
     fn job_file(path: &str, names: &[&str]) -> SourceFile {
         let docs: Vec<String> = names
@@ -1214,43 +1166,6 @@ mod tests {
         let mismatch = pulled_mismatch(&manifest, &pulled, &state, &kept);
 
         assert_eq!(mismatch, None);
-    }
-
-    #[test]
-    fn loading_on_every_core_gives_the_manifest_of_one_load() {
-        let mut files: Vec<SourceFile> = (0..150)
-            .map(|i| job_file(&format!("jobs/j{i:03}.yaml"), &[&format!("job-{i}")]))
-            .collect();
-        files[7].content = FileContent::Bytes(b"kind: [unclosed\n".to_vec());
-        files[120] = job_file("jobs/j120.yaml", &["job-3"]);
-
-        let parallel = load_parallel(&files, &Limits::default());
-
-        assert_eq!(parallel, manifest::load(&files, &Limits::default()));
-        assert_eq!(parallel.documents.len(), 149);
-    }
-
-    #[test]
-    fn chunks_share_the_text_evenly_and_keep_every_file_in_order() {
-        let mut files: Vec<SourceFile> = (0..90)
-            .map(|i| job_file(&format!("jobs/j{i:03}.yaml"), &[&format!("job-{i}")]))
-            .collect();
-        for file in &mut files[..30] {
-            file.content = FileContent::Bytes(vec![b'#'; 4_000]);
-        }
-
-        let chunks = balanced_chunks(&files, 2);
-
-        assert_eq!(chunks.len(), 2);
-        assert!(chunks[0].len() < 30, "{}", chunks[0].len());
-        let rejoined: Vec<&str> = chunks
-            .iter()
-            .flat_map(|c| c.iter())
-            .map(|f| f.path.as_str())
-            .collect();
-        let all: Vec<&str> = files.iter().map(|f| f.path.as_str()).collect();
-        assert_eq!(rejoined, all);
-        assert_eq!(balanced_chunks(&files[..1], 4).concat().len(), 1);
     }
 
     #[test]

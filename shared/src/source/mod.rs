@@ -95,7 +95,7 @@ pub async fn check(snapshot: Snapshot, checks: Checks<'_>, limits: &Limits) -> C
         refs,
         builtin_plugins,
     } = checks;
-    let loaded = manifest::load(&snapshot.files, limits);
+    let loaded = crate::parallel::load_manifest(&snapshot.files, limits);
     let mut diagnostics = loaded.diagnostics.clone();
     let no_outside_resources = |_: &ResourceId| false;
     diagnostics.extend(validate::validate(

@@ -49,6 +49,10 @@ mod embedded {
 /// not race to create the schema ("ritmo-mg" in ASCII).
 const MIGRATION_LOCK: i64 = 0x7269_746d_6f2d_6d67;
 
+/// The highest version under `migrations/`: a database recording it needs nothing from
+/// refinery. (A unit test keeps the two equal.)
+const SCHEMA_VERSION: i64 = 5;
+
 /// A connection to the Ritmo database with the schema migrated.
 pub struct Store {
     pub(crate) client: Client,
@@ -79,7 +83,16 @@ impl Store {
         Store::connect_with(&DatabaseSettings::from_url(database_url), None).await
     }
 
+    /// Brings the schema to [`SCHEMA_VERSION`]. A database already there (every start but the
+    /// first after a release) costs one query: refinery's run (the advisory lock, `CREATE
+    /// TABLE IF NOT EXISTS`, reading and checking the whole history, the unlock) is five round
+    /// trips, taken only when the schema is missing, behind, or ahead of this binary (refinery
+    /// then refuses it, as it always did). Concurrent first starts all take the slow path and
+    /// meet at the advisory lock, where refinery reads the history again.
     async fn migrate(&mut self) -> Result<(), StoreError> {
+        if self.schema_version().await? == Some(SCHEMA_VERSION) {
+            return Ok(());
+        }
         self.client
             .execute("SELECT pg_advisory_lock($1)", &[&MIGRATION_LOCK])
             .await
@@ -94,6 +107,30 @@ impl Store {
         migrated.map_err(StoreError::Migrate)?;
         unlocked.map_err(StoreError::query("unlock the schema after migration"))?;
         Ok(())
+    }
+
+    /// The highest migration the database records; `None` before the first migration (no
+    /// history table, or an empty one).
+    async fn schema_version(&self) -> Result<Option<i64>, StoreError> {
+        let messages = match self
+            .client
+            .simple_query("SELECT max(version) FROM refinery_schema_history")
+            .await
+        {
+            Ok(messages) => messages,
+            Err(error)
+                if error.code() == Some(&tokio_postgres::error::SqlState::UNDEFINED_TABLE) =>
+            {
+                return Ok(None);
+            }
+            Err(error) => return Err(StoreError::query("read the schema version")(error)),
+        };
+        Ok(messages.iter().find_map(|message| match message {
+            tokio_postgres::SimpleQueryMessage::Row(row) => {
+                row.get(0).and_then(|version| version.parse().ok())
+            }
+            _ => None,
+        }))
     }
 
     /// Whether the connection has been lost (the store must then be rebuilt).
@@ -739,6 +776,17 @@ mod tests {
             delivery_key(&"x".repeat(MAX_STORED_DELIVERY_ID)).len(),
             MAX_STORED_DELIVERY_ID
         );
+    }
+
+    #[test]
+    fn the_schema_version_is_the_highest_embedded_migration() {
+        let highest = embedded::migrations::runner()
+            .get_migrations()
+            .iter()
+            .map(|migration| i64::from(migration.version()))
+            .max();
+
+        assert_eq!(highest, Some(SCHEMA_VERSION));
     }
 
     #[test]
