@@ -1,8 +1,10 @@
 //! The bootstrap config parser: the text of `gitops-bootstrap.yaml` → `Settings`, with the
-//! environment fixed by the input's own `#env NAME=value` lines (YAML comments), so nothing
-//! reads the process's environment. Each target's repository and path then go through the
+//! environment fixed by the input's own `#env NAME=value` lines (taken out of the text before
+//! parsing), so nothing reads the process's environment. Each target's repository and path then go through the
 //! parsers the sync hands them to.
 #![no_main]
+
+use std::collections::BTreeMap;
 
 use libfuzzer_sys::fuzz_target;
 use ritmo::config::{self, Settings};
@@ -18,25 +20,37 @@ const SECRET_VARIABLES: &[&str] = &[
     "RITMO_GITOPS_APP_PRIVATE_KEY",
 ];
 
-/// A value a leak check can trust: long, mixed, and written once in the input, so finding it
-/// in an output means the output carries it rather than something that happens to match.
-fn distinctive(value: &str, input: &str) -> bool {
+/// A value a leak check can trust: long, mixed, and found neither in the file's text nor in
+/// another variable, so finding it in an output means the environment put it there.
+fn distinctive(value: &str, text: &str, variables: &BTreeMap<String, String>) -> bool {
     value.len() >= 16
         && value.bytes().any(|b| b.is_ascii_digit())
         && value.bytes().any(|b| b.is_ascii_lowercase())
         && value.bytes().any(|b| b.is_ascii_uppercase())
-        && input.matches(value).count() == 1
+        && !text.contains(value)
+        && variables
+            .values()
+            .filter(|other| other.contains(value))
+            .count()
+            == 1
 }
 
 fuzz_target!(|data: &[u8]| {
-    let Ok(text) = std::str::from_utf8(data) else {
+    let Ok(input) = std::str::from_utf8(data) else {
         return;
     };
-    let variables = env_lines(text);
+    let variables = env_lines(input);
+    // The `#env` lines are comments to the parser; leaving them out keeps the environment's
+    // values out of the file's text, which errors may quote.
+    let text: String = input
+        .split_inclusive('\n')
+        .filter(|line| !line.starts_with("#env "))
+        .collect();
+    let text = text.as_str();
     let secrets: Vec<String> = SECRET_VARIABLES
         .iter()
         .filter_map(|name| variables.get(*name))
-        .filter(|value| distinctive(value, text))
+        .filter(|value| distinctive(value, text, &variables))
         .cloned()
         .collect();
     let env = config::env_from_map(variables);
