@@ -127,13 +127,26 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(run()) {
+    match runtime.block_on(run_until_interrupted()) {
         Ok(true) => ExitCode::SUCCESS,
         Ok(false) => ExitCode::FAILURE,
         Err(error) => {
             eprintln!("fault suite could not run: {error:#}");
             ExitCode::FAILURE
         }
+    }
+}
+
+/// [`run`], stopped by SIGINT or SIGTERM: dropping it kills the `ritmo` processes and stops
+/// and removes the cluster, which exiting on the signal would leave behind.
+async fn run_until_interrupted() -> Result<bool> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut interrupt = signal(SignalKind::interrupt())?;
+    let mut terminate = signal(SignalKind::terminate())?;
+    tokio::select! {
+        result = run() => result,
+        _ = interrupt.recv() => bail!("interrupted"),
+        _ = terminate.recv() => bail!("terminated"),
     }
 }
 
