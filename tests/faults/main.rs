@@ -385,7 +385,7 @@ impl Suite {
         let mut apply_ms = [0; 3];
         for (step, commit) in [0, 1, 0].into_iter().enumerate() {
             self.repo.point_main_at(&self.repo.commits[commit]);
-            let sync = ["sync", "--repo-path", path_str(&self.repo_path)?];
+            let sync = ["sync"];
             ritmo
                 .run(&format!("calibration-{step}"), &sync, SYNC_WITHIN)
                 .await?;
@@ -560,7 +560,7 @@ impl Suite {
 
         match (scenario.recovery, survivor) {
             (Runner::Cli, _) => {
-                let sync = ["sync", "--repo-path", path_str(&self.repo_path)?];
+                let sync = ["sync"];
                 if let Err(error) = ritmo
                     .run(&format!("{tag}-recover"), &sync, SYNC_WITHIN)
                     .await
@@ -693,11 +693,6 @@ fn describe(runs: &[fixture::OpenRun]) -> String {
         })
         .collect::<Vec<_>>()
         .join(", ")
-}
-
-fn path_str(path: &std::path::Path) -> Result<&str> {
-    path.to_str()
-        .with_context(|| format!("`{}` is not UTF-8", path.display()))
 }
 
 /// SplitMix64: enough to spread fault times, and the same sequence for the same seed.

@@ -59,6 +59,10 @@ impl Ritmo {
                 "RITMO_MASTER_ENCRYPTION_KEY",
                 "ritmo-faults-master-key-32-bytes",
             )
+            // One configured target for the CLI and `serve`, as `make dev` sets it: a target's
+            // settings have one owner, so a CLI flag that disagreed with serve's would be refused.
+            .env("RITMO_GITOPS_REPO_URL", &self.repo)
+            .env("RITMO_GITOPS_REPO_BRANCH", "main")
             .env("RUST_LOG", "info")
             .stdin(Stdio::null())
             .stdout(out)
@@ -67,12 +71,10 @@ impl Ritmo {
         Ok((command, log))
     }
 
-    /// Starts `ritmo gitops sync --repo-path REPO`.
+    /// Starts `ritmo gitops sync` of the configured target.
     pub fn spawn_sync(&self, log_name: &str) -> Result<Process> {
         let (mut command, log) = self.command(log_name, "cache-cli")?;
-        command
-            .args(["gitops", "sync", "--repo-path"])
-            .arg(&self.repo);
+        command.args(["gitops", "sync"]);
         let child = command.spawn().context("start ritmo gitops sync")?;
         Ok(Process { child, log })
     }
@@ -102,8 +104,6 @@ impl Ritmo {
         let (mut command, log) = self.command(log_name, "cache-serve")?;
         let listen = format!("127.0.0.1:{}", ritmo_tests::free_port());
         command
-            .env("RITMO_GITOPS_REPO_URL", &self.repo)
-            .env("RITMO_GITOPS_REPO_BRANCH", "main")
             .env("RITMO_GITOPS_SYNC_INTERVAL", "5")
             .env("RITMO_GITOPS_WEBHOOK_SECRET", "ritmo-faults-webhook-secret")
             .env("RITMO_API_TOKEN", "ritmo-faults-api-token")
