@@ -8,7 +8,7 @@ RITMO := target/debug/ritmo
 # Where `make dev` serves the webhook and the API.
 LISTEN ?= 127.0.0.1:8080
 
-.PHONY: help dev test lint build example-repo tools clean-dev bench bench-smoke test-faults fuzz-smoke
+.PHONY: help dev test lint build example-repo tools clean-dev bench bench-process bench-smoke test-faults fuzz-smoke
 
 help:
 	@echo "make dev   - start PostgreSQL if needed, sync examples/ritmo-config into it, show plan and status,"
@@ -72,6 +72,17 @@ test-faults: build
 bench:
 	@export DATABASE_URL="$$(scripts/ensure-postgres.sh)" || exit 2; \
 	  cargo run --profile profiling -p ritmo-bench -- $(BENCH_ARGS)
+
+# The release binaries as whole processes (issues 22 and 26, docs/benchmarks.md): validate and
+# full/no-op/1/100-file syncs over file:// and smart HTTP beside their floors, then incremental
+# syncs by number of changed files beside --full. `make bench-process RESOURCES=100000` to
+# see growth.
+RESOURCES ?= 10000
+bench-process:
+	@export DATABASE_URL="$$(scripts/ensure-postgres.sh)" || exit 2; \
+	  cargo build --release -p ritmo-cli -p ritmo-bench && \
+	  target/release/ritmo-bench --resources $(RESOURCES) --repeat 5 --whole-process \
+	    --incremental-changes 1000,4000,10000
 
 bench-smoke:
 	@export DATABASE_URL="$$(scripts/ensure-postgres.sh)" || exit 2; \

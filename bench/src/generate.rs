@@ -3,7 +3,9 @@
 //! webhooks, every reference resolving. Jobs and webhooks sit in 50 team directories.
 
 use std::fmt::Write as _;
-use std::path::Path;
+use std::path::{Path, PathBuf};
+
+use ritmo_tests::git_http::run_git;
 
 /// How many resources of each kind a repository of `total` holds.
 #[derive(Debug, Clone, Copy)]
@@ -66,12 +68,32 @@ pub fn files(shape: Shape) -> Vec<(String, String)> {
     out
 }
 
-/// Writes every file of the repository under `root`.
-pub fn write_repository(root: &Path, shape: Shape) -> std::io::Result<()> {
+/// A git repository at `work/config` holding every file of the repository, committed on
+/// `main`; returns its path.
+pub fn commit_repository(work: &Path, shape: Shape) -> std::io::Result<PathBuf> {
+    let repo = work.join("config");
+    std::fs::create_dir_all(&repo)?;
+    run_git(&repo, &["init", "--quiet", "--initial-branch=main"]);
     for (relative, text) in files(shape) {
-        write(root, &relative, &text)?;
+        write(&repo, &relative, &text)?;
     }
-    Ok(())
+    commit(&repo, "generated");
+    Ok(repo)
+}
+
+/// Commits everything in the working tree of `repo`.
+pub fn commit(repo: &Path, message: &str) {
+    run_git(repo, &["add", "--all"]);
+    run_git(repo, &["commit", "--quiet", "-m", message]);
+}
+
+/// `text` (any generated resource file) edited: its description, or a webhook's events.
+pub fn revised(text: &str) -> String {
+    if text.contains("  description: ") {
+        text.replacen("  description: ", "  description: Revised ", 1)
+    } else {
+        text.replacen("events: [push, pull_request]", "events: [push]", 1)
+    }
 }
 
 fn write(root: &Path, relative: &str, text: &str) -> std::io::Result<()> {

@@ -7,9 +7,13 @@
 //! cargo run --profile profiling -p ritmo-bench -- --resources 1000,10000
 //! ```
 
+mod floor;
 mod generate;
+mod incremental;
 mod parse;
+mod process;
 mod webhook;
+mod whole;
 
 use std::path::Path;
 use std::process::Command;
@@ -17,19 +21,18 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, Result, bail};
 use clap::Parser;
-use ritmo::apply::row_labels;
 use ritmo::config::{Settings, TargetSettings};
 use ritmo::git::{self, Auth, NetworkOptions, RepoLocation};
 use ritmo::message::{PlanRequest, Trigger};
 use ritmo::metrics::MetricsSink;
-use ritmo::plan::{Action, Plan};
+use ritmo::plan::Plan;
 use ritmo::queue::{LocalReceivers, Queues};
 use ritmo::services::Services;
 use ritmo::source::incremental::ScanMode;
 use ritmo::store::Store;
 use ritmo::workflow::{self, InlineSync, PlanOptions, PlanRequestOutcome};
 use ritmo_tests::db::TestDb;
-use ritmo_tests::git_http::{GitHttpServer, run_git};
+use ritmo_tests::git_http::GitHttpServer;
 use secrecy::SecretString;
 
 use generate::Shape;
@@ -58,12 +61,31 @@ struct Args {
     /// does, print the peak RSS, and exit (the parent measures the planner in isolation).
     #[arg(long, hide = true, num_args = 2, value_names = ["REPO_URL", "DATABASE_URL"])]
     plan_child: Option<Vec<String>>,
+    /// Instead of the suite: incremental syncs of this many changed files (comma-separated),
+    /// creates then updates, each beside `--full` of the same commit, on a repository of the
+    /// first `--resources` size, all as whole `ritmo` processes.
+    #[arg(long, value_delimiter = ',', value_name = "FILES")]
+    incremental_changes: Vec<usize>,
+    /// Instead of the suite: the release `ritmo` binary as whole processes (validate; full,
+    /// no-op, 1-file and 100-file syncs over file:// and smart HTTP, beside their floors) on a
+    /// repository of the first `--resources` size.
+    #[arg(long)]
+    whole_process: bool,
+    /// The `ritmo` binary the whole-process measurements run.
+    #[arg(long, value_name = "PATH")]
+    ritmo_bin: Option<std::path::PathBuf>,
+    /// Internal: run this program, then print its wall time and peak RSS (see `process::run`).
+    #[arg(long, hide = true, num_args = 1.., allow_hyphen_values = true, value_name = "PROGRAM")]
+    rusage_of: Vec<String>,
 }
 
 const TARGET: &str = "bench";
 
-fn main() -> Result<()> {
+fn main() -> Result<std::process::ExitCode> {
     let args = Args::parse();
+    if !args.rusage_of.is_empty() {
+        return process::rusage_of(&args.rusage_of);
+    }
     if let Some(child) = &args.plan_child {
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
@@ -71,13 +93,36 @@ fn main() -> Result<()> {
             .build()?;
         let kib = runtime.block_on(plan_child(&child[0], &child[1]))?;
         println!("VmHWM {kib}");
-        return Ok(());
+        return Ok(std::process::ExitCode::SUCCESS);
     }
     if args.parse_only {
         for &n in &args.resources {
             parse::run(n, args.repeat.max(1))?;
         }
-        return Ok(());
+        return Ok(std::process::ExitCode::SUCCESS);
+    }
+    if !args.incremental_changes.is_empty() || args.whole_process {
+        let ritmo = match &args.ritmo_bin {
+            Some(path) => path.clone(),
+            None => process::binary("release", "ritmo")?,
+        };
+        let resources = args.resources.first().copied().unwrap_or(10_000);
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()?;
+        if args.whole_process {
+            runtime.block_on(whole::run(&ritmo, resources, args.repeat))?;
+        }
+        if !args.incremental_changes.is_empty() {
+            runtime.block_on(incremental::run(
+                &ritmo,
+                resources,
+                &args.incremental_changes,
+                args.repeat,
+            ))?;
+        }
+        return Ok(std::process::ExitCode::SUCCESS);
     }
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -97,7 +142,7 @@ fn main() -> Result<()> {
     let binaries = function_sizes(args.build_functions)?;
     print_table(&reports);
     print_extras(webhook, &binaries);
-    Ok(())
+    Ok(std::process::ExitCode::SUCCESS)
 }
 
 const FUNCTIONS: [&str; 5] = ["api", "applier", "planner", "poller", "webhook"];
@@ -194,11 +239,7 @@ struct SyncTimes {
 async fn run(n: usize, repeat: usize) -> Result<Report> {
     let shape = Shape::of(n);
     let work = tempfile::tempdir()?;
-    let repo = work.path().join("config");
-    std::fs::create_dir_all(&repo)?;
-    run_git(&repo, &["init", "--quiet", "--initial-branch=main"]);
-    generate::write_repository(&repo, shape)?;
-    commit(&repo, "generated");
+    let repo = generate::commit_repository(work.path(), shape)?;
     let server = GitHttpServer::start(&repo, None);
     let url = server.url(".git");
     let location = RepoLocation::parse(&url)?;
@@ -254,13 +295,13 @@ async fn run(n: usize, repeat: usize) -> Result<Report> {
 
     eprintln!("one-file syncs");
     let floor_clone = work.path().join("fetch-floor.git");
-    git_clone_shallow_bare(&url, &floor_clone)?;
+    floor::git_clone_shallow_bare(&url, &floor_clone)?;
     let mut singles = Vec::new();
     let mut floor_fetches = Vec::new();
     for round in 1..=repeat {
         let path = generate::job_path(round);
         std::fs::write(repo.join(&path), generate::job(round, round, shape))?;
-        commit(&repo, "edit one job");
+        generate::commit(&repo, "edit one job");
         let started = Instant::now();
         let status = Command::new("git")
             .arg("-C")
@@ -286,7 +327,7 @@ async fn run(n: usize, repeat: usize) -> Result<Report> {
                 generate::job(index, 1000 + round, shape),
             )?;
         }
-        commit(&repo, "edit a hundred jobs");
+        generate::commit(&repo, "edit a hundred jobs");
         hundreds.push(sync(&services, &mut receivers).await?.0);
     }
     report.hundred_files = median_times(hundreds);
@@ -296,7 +337,7 @@ async fn run(n: usize, repeat: usize) -> Result<Report> {
     for round in 0..repeat {
         let dir = work.path().join(format!("clone-{round}"));
         let started = Instant::now();
-        git_clone_shallow_bare(&url, &dir)?;
+        floor::git_clone_shallow_bare(&url, &dir)?;
         clones.push(started.elapsed());
     }
     report.clone_floor = median(clones);
@@ -304,16 +345,11 @@ async fn run(n: usize, repeat: usize) -> Result<Report> {
     eprintln!("floor: psql \\copy");
     let mut copies = Vec::new();
     for _ in 0..repeat {
-        copies.push(copy_floor(&full_plan, work.path()).await?);
+        copies.push(floor::copy_floor(&full_plan, TARGET, work.path()).await?);
     }
     report.copy_floor = median(copies);
     drop(server);
     Ok(report)
-}
-
-fn commit(repo: &Path, message: &str) {
-    run_git(repo, &["add", "--all"]);
-    run_git(repo, &["commit", "--quiet", "-m", message]);
 }
 
 /// The services of one benchmark database: the bench target, in-process queues, no metrics,
@@ -400,119 +436,6 @@ async fn sync(services: &Services, receivers: &mut LocalReceivers) -> Result<(Sy
         },
         plan,
     ))
-}
-
-fn git_clone_shallow_bare(url: &str, dir: &Path) -> Result<()> {
-    let status = Command::new("git")
-        .args(["clone", "--quiet", "--depth", "1", "--bare", url])
-        .arg(dir)
-        .status()?;
-    if !status.success() {
-        bail!("git clone failed");
-    }
-    Ok(())
-}
-
-/// `psql \copy` of the rows the full sync wrote (resources, inventory, revisions) into a
-/// fresh database with the same schema, in one transaction. The drift trigger is disabled:
-/// the floor is the cost of moving the rows, not of the product's bookkeeping.
-async fn copy_floor(plan: &Plan, dir: &Path) -> Result<Duration> {
-    let db = TestDb::new().await;
-    drop(Store::connect(&db.url).await?);
-    db.client()
-        .await
-        .batch_execute("ALTER TABLE resources DISABLE TRIGGER resources_drift")
-        .await?;
-    let commit = plan.revision.commit().unwrap_or_default();
-    let sync_id = "00000000-0000-7000-8000-000000000000";
-    let mut resources = String::new();
-    let mut inventory = String::new();
-    let mut revisions = String::new();
-    for action in &plan.actions {
-        let Action::Create { desired } = action else {
-            continue;
-        };
-        let kind = desired.id.kind.as_str();
-        let name = &desired.id.name;
-        let hash = desired.hash.as_str();
-        let labels = row_labels(desired, TARGET, commit).to_string();
-        let spec = desired.spec.as_json().to_string();
-        resources.push_str(&csv(&[
-            kind,
-            name,
-            &spec,
-            hash,
-            "1",
-            &labels,
-            &desired.source.path,
-            commit,
-            TARGET,
-        ]));
-        inventory.push_str(&csv(&[TARGET, kind, name, hash, commit]));
-        revisions.push_str(&csv(&[
-            sync_id, TARGET, kind, name, "created", hash, commit,
-        ]));
-    }
-    let files = [
-        ("resources.csv", resources),
-        ("inventory.csv", inventory),
-        ("revisions.csv", revisions),
-    ];
-    for (name, text) in &files {
-        std::fs::write(dir.join(name), text)?;
-    }
-    let copy = |table: &str, columns: &str, file: &str| {
-        format!(
-            "\\copy {table} ({columns}) FROM '{}' WITH (FORMAT csv)",
-            dir.join(file).display()
-        )
-    };
-    let started = Instant::now();
-    let output = Command::new("psql")
-        .arg(&db.url)
-        .args(["-q", "-v", "ON_ERROR_STOP=1", "-c", "BEGIN", "-c"])
-        .arg(copy(
-            "resources",
-            "kind, name, spec, spec_hash, hash_version, labels, source_path, git_commit, target",
-            "resources.csv",
-        ))
-        .arg("-c")
-        .arg(copy(
-            "inventory",
-            "target, kind, name, spec_hash, git_commit",
-            "inventory.csv",
-        ))
-        .arg("-c")
-        .arg(copy(
-            "revisions",
-            "sync_id, target, kind, name, action, new_hash, git_commit",
-            "revisions.csv",
-        ))
-        .args(["-c", "COMMIT"])
-        .output()
-        .context("run psql")?;
-    let elapsed = started.elapsed();
-    if !output.status.success() {
-        bail!(
-            "psql \\copy failed: {}",
-            String::from_utf8_lossy(&output.stderr)
-        );
-    }
-    Ok(elapsed)
-}
-
-fn csv(fields: &[&str]) -> String {
-    let mut line = String::new();
-    for (i, field) in fields.iter().enumerate() {
-        if i > 0 {
-            line.push(',');
-        }
-        line.push('"');
-        line.push_str(&field.replace('"', "\"\""));
-        line.push('"');
-    }
-    line.push('\n');
-    line
 }
 
 /// The process's peak resident set (VmHWM), in KiB.

@@ -16,9 +16,9 @@ use super::GitError;
 use super::cache::parse_commit;
 use super::config_path::ConfigPath;
 use super::tree::{
-    EntryClass, blob_content, classify, config_root, object_error, open_local, too_many_files,
+    EntryClass, classify, config_root, object_error, open_local, read_blobs, too_many_files,
 };
-use crate::manifest::{FileContent, Limits, SourceFile};
+use crate::manifest::{Limits, SourceFile};
 use crate::model::{Kind, Revision};
 
 /// How a path changed.
@@ -47,6 +47,19 @@ pub fn changed_paths(
     to_commit: &str,
     config_path: &str,
 ) -> Result<Vec<PathChange>, GitError> {
+    changed_paths_up_to(repo, from_commit, to_commit, config_path, usize::MAX)
+        .map(Option::unwrap_or_default)
+}
+
+/// [`changed_paths`], or `None` as soon as more than `most` paths changed: the caller scans
+/// the whole tree then, and the rest of the diff would be wasted.
+pub fn changed_paths_up_to(
+    repo: &Path,
+    from_commit: &str,
+    to_commit: &str,
+    config_path: &str,
+    most: usize,
+) -> Result<Option<Vec<PathChange>>, GitError> {
     let config = ConfigPath::parse(config_path)?;
     let location = repo.display().to_string();
     let repository = open_local(repo, &location)?;
@@ -76,6 +89,7 @@ pub fn changed_paths(
     let differ = Differ {
         repository: &repository,
         location: &location,
+        most,
     };
     let old_dirs = match from_root {
         Some(root) => differ.children(root)?,
@@ -91,15 +105,22 @@ pub fn changed_paths(
             new_dirs.get(dir).copied(),
             &mut changes,
         )?;
+        if changes.len() > most {
+            return Ok(None);
+        }
     }
     changes.sort();
-    Ok(changes)
+    Ok(Some(changes))
 }
 
 /// Reads the given paths (relative to `config_path`) at `commit`, with the same rules as
 /// [`read_commit`](super::read_commit): what [`changed_paths`] reports as added or modified,
 /// for an incremental plan. A path that is absent at `commit` is skipped. More paths than
 /// `limits.max_files` read nothing and give the snapshot's `TooManyFiles` entry.
+///
+/// One walk: each tree on the way to a wanted path is decoded once, however many wanted paths
+/// it holds, so the cost follows the paths read (a lookup per path would decode a directory of
+/// n files once per file in it).
 pub fn read_files(
     repo: &Path,
     commit: &str,
@@ -119,28 +140,55 @@ pub fn read_files(
         commit: id.to_string(),
     };
     let root = config_root(&repository, &location, id, &config, &revision)?;
-    let root_tree = repository
-        .find_tree(root)
-        .map_err(|err| object_error(&location, &root.to_string(), err))?;
+    let components: Vec<Vec<&str>> = paths
+        .iter()
+        .map(|path| path.split('/').filter(|part| !part.is_empty()).collect())
+        .collect();
     let mut files = Vec::new();
-    for path in paths {
-        let entry = root_tree
-            .lookup_entry(path.split('/').filter(|part| !part.is_empty()))
-            .map_err(|err| object_error(&location, &root.to_string(), err))?;
-        let Some(entry) = entry else { continue };
-        let content = match classify(entry.mode().kind(), path) {
-            EntryClass::Resource => {
-                blob_content(&repository, &location, entry.object_id(), limits)?
+    // (index in `files`, blob): read once the walk is done, on every core.
+    let mut blobs: Vec<(usize, ObjectId)> = Vec::new();
+    // A tree to visit, its depth below the root, and the indices of the paths that go through it.
+    let mut pending: Vec<(ObjectId, usize, Vec<usize>)> =
+        vec![(root, 0, (0..paths.len()).collect())];
+    while let Some((tree_id, depth, wanted)) = pending.pop() {
+        let mut by_name: BTreeMap<&[u8], Vec<usize>> = BTreeMap::new();
+        for index in wanted {
+            if let Some(name) = components[index].get(depth) {
+                by_name.entry(name.as_bytes()).or_default().push(index);
             }
-            EntryClass::Symlink => FileContent::Symlink,
-            EntryClass::Submodule => FileContent::Submodule,
-            EntryClass::NotADirectory => FileContent::NotADirectory,
-            EntryClass::Directory | EntryClass::Ignored => continue,
-        };
-        files.push(SourceFile {
-            path: path.clone(),
-            content,
-        });
+        }
+        let tree = repository
+            .find_tree(tree_id)
+            .map_err(|err| object_error(&location, &tree_id.to_string(), err))?;
+        for entry in tree.iter() {
+            let entry = entry.map_err(|err| object_error(&location, &tree_id.to_string(), err))?;
+            let Some(through) = by_name.remove(entry.filename().as_ref() as &[u8]) else {
+                continue;
+            };
+            let (ends_here, deeper): (Vec<usize>, Vec<usize>) = through
+                .into_iter()
+                .partition(|&index| components[index].len() == depth + 1);
+            if !deeper.is_empty() && entry.mode().kind() == EntryKind::Tree {
+                pending.push((entry.object_id(), depth + 1, deeper));
+            }
+            for index in ends_here {
+                let path = &paths[index];
+                let class = classify(entry.mode().kind(), path);
+                let Some(content) = class.listed() else {
+                    continue;
+                };
+                if matches!(class, EntryClass::Resource) {
+                    blobs.push((files.len(), entry.object_id()));
+                }
+                files.push(SourceFile {
+                    path: path.clone(),
+                    content,
+                });
+            }
+        }
+    }
+    for (index, content) in read_blobs(&repository, &location, &blobs, limits)? {
+        files[index].content = content;
     }
     files.sort_by(|a, b| a.path.cmp(&b.path));
     Ok(files)
@@ -168,6 +216,7 @@ pub fn kinds_listed_at(
     let differ = Differ {
         repository: &repository,
         location: &location,
+        most: usize::MAX,
     };
     let dirs = differ.children(root)?;
     let mut listed = BTreeSet::new();
@@ -213,6 +262,8 @@ pub fn is_ancestor(repo: &Path, ancestor: &str, descendant: &str) -> Result<bool
 struct Differ<'a> {
     repository: &'a gix::Repository,
     location: &'a str,
+    /// [`Differ::compare`] stops once more paths than this changed.
+    most: usize,
 }
 
 type Entry = (EntryKind, ObjectId);
@@ -249,6 +300,9 @@ impl Differ<'_> {
             let new_children = self.children(new_id)?;
             let names: BTreeSet<&String> = old_children.keys().chain(new_children.keys()).collect();
             for name in names {
+                if changes.len() > self.most {
+                    break;
+                }
                 self.compare(
                     &format!("{path}/{name}"),
                     old_children.get(name).copied(),

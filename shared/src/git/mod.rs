@@ -34,7 +34,10 @@ mod worktree;
 pub use cache::{FetchOutcome, FoundCommit, GitCache};
 pub use config_path::ConfigPath;
 pub use credentials::SecretSource;
-pub use diff::{ChangeKind, PathChange, changed_paths, is_ancestor, kinds_listed_at, read_files};
+pub use diff::{
+    ChangeKind, PathChange, changed_paths, changed_paths_up_to, is_ancestor, kinds_listed_at,
+    read_files,
+};
 pub use error::GitError;
 pub use github_app::{Claims as GitHubAppClaims, GitHubApp, GitHubAppError, sign_jwt};
 pub use location::{RemoteScheme, RemoteUrl, RepoLocation};

@@ -238,6 +238,20 @@ pub(crate) enum EntryClass {
     Ignored,
 }
 
+impl EntryClass {
+    /// What a snapshot lists for a file-like entry, its blob's content left empty to be read
+    /// later (`None` for a directory or an ignored entry).
+    pub(crate) fn listed(&self) -> Option<FileContent> {
+        match self {
+            EntryClass::Resource => Some(FileContent::Bytes(Vec::new())),
+            EntryClass::Symlink => Some(FileContent::Symlink),
+            EntryClass::Submodule => Some(FileContent::Submodule),
+            EntryClass::NotADirectory => Some(FileContent::NotADirectory),
+            EntryClass::Directory | EntryClass::Ignored => None,
+        }
+    }
+}
+
 /// `path` is a kind directory (`webhooks`) or under one (`webhooks/a.yaml`).
 pub(crate) fn classify(kind: EntryKind, path: &str) -> EntryClass {
     let is_kind_directory = !path.contains('/');
@@ -271,7 +285,7 @@ pub(crate) fn too_many_files(limits: &Limits, config: &ConfigPath) -> Vec<Source
 }
 
 /// The content of one blob: `TooLarge` from the header alone, else the bytes.
-pub(crate) fn blob_content(
+fn blob_content(
     repository: &gix::Repository,
     location: &str,
     id: ObjectId,
@@ -333,20 +347,17 @@ fn collect_files(
         for entry in tree.iter() {
             let entry = entry.map_err(|err| object_error(location, &tree_id.to_string(), err))?;
             let path = format!("{prefix}/{}", entry.filename());
-            let content = match classify(entry.mode().kind(), &path) {
-                EntryClass::Directory => {
-                    pending.push((path, entry.object_id()));
-                    continue;
-                }
-                EntryClass::Ignored => continue,
-                EntryClass::Resource => {
-                    blobs.push((files.len(), entry.object_id()));
-                    FileContent::Bytes(Vec::new())
-                }
-                EntryClass::Symlink => FileContent::Symlink,
-                EntryClass::Submodule => FileContent::Submodule,
-                EntryClass::NotADirectory => FileContent::NotADirectory,
+            let class = classify(entry.mode().kind(), &path);
+            if matches!(class, EntryClass::Directory) {
+                pending.push((path, entry.object_id()));
+                continue;
+            }
+            let Some(content) = class.listed() else {
+                continue;
             };
+            if matches!(class, EntryClass::Resource) {
+                blobs.push((files.len(), entry.object_id()));
+            }
             files.push(SourceFile { path, content });
             if files.len() > limits.max_files {
                 // Nothing more is listed or read: the loader reports E106 for the whole tree.
@@ -364,7 +375,7 @@ fn collect_files(
 /// The content of each of `blobs`, with its index, read on every core: at 10,000 files
 /// reading is a tenth of a full sync. Thread `t` of `n` reads blobs `t`, `t + n`, ... (larger
 /// and smaller files sit in runs by directory, so runs would not share the work evenly).
-fn read_blobs(
+pub(crate) fn read_blobs(
     repository: &gix::Repository,
     location: &str,
     blobs: &[(usize, ObjectId)],

@@ -75,6 +75,9 @@ pub enum FullScanReason {
     BaseUnreadable { path: String },
     /// The rows were hashed by another version of the canonical form: all are rewritten.
     HashVersionChanged,
+    /// So many files changed that the whole tree costs less to read than the diff, which
+    /// reads and parses each changed file twice (before and after).
+    ManyChanges { most: usize },
 }
 
 impl fmt::Display for FullScanReason {
@@ -94,6 +97,10 @@ impl fmt::Display for FullScanReason {
             FullScanReason::SourcePathsOutOfDate { path } => {
                 write!(f, "the stored source paths of `{path}` are out of date")
             }
+            FullScanReason::ManyChanges { most } => write!(
+                f,
+                "more than {most} files changed: the whole tree costs less to read"
+            ),
             FullScanReason::HashVersionChanged => {
                 f.write_str("the rows were hashed with another canonical form")
             }
@@ -346,6 +353,7 @@ pub async fn plan_located(
             drift_recorded: false,
             kept_stale: false,
             sample_hash_version: None,
+            inventory_size: 0,
         });
     let context = Context {
         store,
@@ -675,7 +683,8 @@ impl Context<'_> {
             let to = head.commit().to_string();
             let config_path = config_path.to_string();
             let limits = *self.limits;
-            blocking(move || read_diff(&repo, &from, &to, &config_path, &limits)).await?
+            let most = most_changed_files(self.base.inventory_size);
+            blocking(move || read_diff(&repo, &from, &to, &config_path, &limits, most)).await?
         };
         let diff = match diff {
             Ok(diff) => diff,
@@ -686,7 +695,12 @@ impl Context<'_> {
             return self.nothing_changed(head, base_commit).await;
         }
         laps.lap("diff and read");
-        let old = manifest::load(&diff.old_files, self.limits);
+        let Diff {
+            changed,
+            old_files,
+            new_files: mut files,
+        } = diff;
+        let old = manifest::load(&old_files, self.limits);
         if let Some(broken) = old.diagnostics.iter().find(|d| d.is_error()) {
             return Ok(Err(FullScanReason::BaseUnreadable {
                 path: broken.path.clone(),
@@ -697,7 +711,10 @@ impl Context<'_> {
             .iter()
             .map(|d| d.resource.id.clone())
             .collect();
-        let mut files = diff.new_files;
+        // Only the ids were needed: the old files and their documents would otherwise stay
+        // until the plan is made, beside the new ones.
+        drop(old);
+        drop(old_files);
         let changed_manifest = manifest::load(&files, self.limits);
         let parsed_ids: BTreeSet<&ResourceId> = changed_manifest
             .documents
@@ -745,7 +762,7 @@ impl Context<'_> {
         );
         for (id, path) in pull.into_iter().filter(|(id, _)| !taken_out(id)) {
             match path {
-                Some(path) if !diff.changed.contains(&path) => {
+                Some(path) if !changed.contains(&path) => {
                     pulled.insert(path);
                 }
                 Some(path) => return Ok(Err(FullScanReason::SourcePathsOutOfDate { path })),
@@ -851,7 +868,7 @@ impl Context<'_> {
 
         let mode = ScanMode::Incremental {
             base_commit: base_commit.to_string(),
-            changed_files: diff.changed.len(),
+            changed_files: changed.len(),
             parsed_files: files.len(),
         };
         let parsed: Vec<DesiredResource> = manifest
@@ -1023,6 +1040,17 @@ impl Context<'_> {
     }
 }
 
+/// The most changed files an incremental plan of a target managing `inventory_size` resources
+/// reads; past it a full scan costs less time and memory (docs/benchmarks.md, "Incremental
+/// syncs by number of changed files"). Up to [`MIN_MOST_CHANGED_FILES`] are always read
+/// incrementally: a repository that small is cheap to plan either way.
+fn most_changed_files(inventory_size: i64) -> usize {
+    let inventory = usize::try_from(inventory_size).unwrap_or(0);
+    (inventory / 4).max(MIN_MOST_CHANGED_FILES)
+}
+
+const MIN_MOST_CHANGED_FILES: usize = 100;
+
 /// Diffs and reads the changed files (blocking), or says why a full scan is needed.
 fn read_diff(
     repo: &Path,
@@ -1030,9 +1058,11 @@ fn read_diff(
     to: &str,
     config_path: &str,
     limits: &Limits,
+    most: usize,
 ) -> Result<Result<Diff, FullScanReason>, GitError> {
-    let changes = match git::changed_paths(repo, from, to, config_path) {
-        Ok(changes) => changes,
+    let changes = match git::changed_paths_up_to(repo, from, to, config_path, most) {
+        Ok(Some(changes)) => changes,
+        Ok(None) => return Ok(Err(FullScanReason::ManyChanges { most })),
         Err(error) if error.needs_full_scan() => {
             return Ok(Err(FullScanReason::BaseUnavailable {
                 detail: error.to_string(),
