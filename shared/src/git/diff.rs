@@ -336,27 +336,32 @@ impl Differ<'_> {
 
     /// Whether the entry at `path` stands for any snapshot path (see [`Differ::listed`]).
     fn lists_anything(&self, path: &str, entry: Entry) -> Result<bool, GitError> {
-        let mut pending = vec![(path.to_string(), entry)];
-        while let Some((path, (kind, id))) = pending.pop() {
-            match classify(kind, &path) {
-                EntryClass::Directory => {
-                    for (name, child) in self.children(id)? {
-                        pending.push((format!("{path}/{name}"), child));
-                    }
-                }
-                EntryClass::Ignored => {}
-                EntryClass::Resource
-                | EntryClass::Symlink
-                | EntryClass::Submodule
-                | EntryClass::NotADirectory => return Ok(true),
-            }
-        }
-        Ok(false)
+        let mut found = false;
+        self.walk_listed(path, Some(entry), |_| {
+            found = true;
+            false
+        })?;
+        Ok(found)
     }
 
     /// The snapshot paths an entry at `path` stands for.
     fn listed(&self, path: &str, entry: Option<Entry>) -> Result<BTreeSet<String>, GitError> {
         let mut listed = BTreeSet::new();
+        self.walk_listed(path, entry, |path| {
+            listed.insert(path);
+            true
+        })?;
+        Ok(listed)
+    }
+
+    /// Hands each snapshot path the entry at `path` stands for to `visit`, until it returns
+    /// false.
+    fn walk_listed(
+        &self,
+        path: &str,
+        entry: Option<Entry>,
+        mut visit: impl FnMut(String) -> bool,
+    ) -> Result<(), GitError> {
         let mut pending = match entry {
             Some(entry) => vec![(path.to_string(), entry)],
             None => Vec::new(),
@@ -373,10 +378,12 @@ impl Differ<'_> {
                 | EntryClass::Symlink
                 | EntryClass::Submodule
                 | EntryClass::NotADirectory => {
-                    listed.insert(path);
+                    if !visit(path) {
+                        return Ok(());
+                    }
                 }
             }
         }
-        Ok(listed)
+        Ok(())
     }
 }
