@@ -73,16 +73,17 @@ bench:
 	@export DATABASE_URL="$$(scripts/ensure-postgres.sh)" || exit 2; \
 	  cargo run --profile profiling -p ritmo-bench -- $(BENCH_ARGS)
 
-# The release binaries as whole processes (issues 22 and 26, docs/benchmarks.md): validate and
-# full/no-op/1/100-file syncs over file:// and smart HTTP beside their floors, then incremental
-# syncs by number of changed files beside --full. `make bench-process RESOURCES=100000` to
+# The release binaries as whole processes (issues 22 and 26, docs/benchmarks.md): each
+# function's cold start; validate and full/no-op/1/100-file syncs over file:// and smart HTTP
+# beside their floors; incremental syncs by number of changed files beside --full. `make bench-process RESOURCES=100000` to
 # see growth.
 RESOURCES ?= 10000
 bench-process:
 	@export DATABASE_URL="$$(scripts/ensure-postgres.sh)" || exit 2; \
-	  cargo build --release -p ritmo-cli -p ritmo-bench && \
-	  target/release/ritmo-bench --resources $(RESOURCES) --repeat 5 --whole-process \
-	    --incremental-changes 1000,4000,10000
+	  cargo build --release -p ritmo-cli -p ritmo-bench -p api -p applier -p planner -p poller \
+	    -p webhook && \
+	  target/release/ritmo-bench --resources $(RESOURCES) --repeat 5 --cold-starts \
+	    --whole-process --incremental-changes 1000,4000,10000
 
 bench-smoke:
 	@export DATABASE_URL="$$(scripts/ensure-postgres.sh)" || exit 2; \

@@ -7,6 +7,7 @@
 //! cargo run --profile profiling -p ritmo-bench -- --resources 1000,10000
 //! ```
 
+mod cold_start;
 mod floor;
 mod generate;
 mod incremental;
@@ -71,6 +72,14 @@ struct Args {
     /// repository of the first `--resources` size.
     #[arg(long)]
     whole_process: bool,
+    /// Instead of the suite: each function's cold start, exec of target/release/FUNCTION to
+    /// its first Runtime API `next` request (build them first).
+    #[arg(long)]
+    cold_starts: bool,
+    /// Instead of the suite: write the generated repository of the first `--resources` size
+    /// to this directory as a git repository on `main`, and exit (for profiling by hand).
+    #[arg(long, value_name = "DIR")]
+    write_repository: Option<std::path::PathBuf>,
     /// The `ritmo` binary the whole-process measurements run.
     #[arg(long, value_name = "PATH")]
     ritmo_bin: Option<std::path::PathBuf>,
@@ -100,6 +109,23 @@ fn main() -> Result<std::process::ExitCode> {
             parse::run(n, args.repeat.max(1))?;
         }
         return Ok(std::process::ExitCode::SUCCESS);
+    }
+    if let Some(dir) = &args.write_repository {
+        let shape = Shape::of(args.resources.first().copied().unwrap_or(10_000));
+        let repo = generate::commit_repository(dir, shape)?;
+        println!("{}", repo.display());
+        return Ok(std::process::ExitCode::SUCCESS);
+    }
+    if args.cold_starts {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()?;
+        let figures = runtime.block_on(cold_start::run(args.repeat))?;
+        cold_start::print(args.repeat, &figures);
+        if args.incremental_changes.is_empty() && !args.whole_process {
+            return Ok(std::process::ExitCode::SUCCESS);
+        }
     }
     if !args.incremental_changes.is_empty() || args.whole_process {
         let ritmo = match &args.ritmo_bin {

@@ -112,7 +112,8 @@ pub fn binary(profile: &str, name: &str) -> Result<PathBuf> {
     let path = target.join(profile).join(name);
     if !path.exists() {
         bail!(
-            "`{}` does not exist: build it first (cargo build --profile {profile} -p ritmo-cli)",
+            "`{}` does not exist: build it first (cargo build --profile {profile} -p ritmo-cli, \
+             and -p api -p applier -p planner -p poller -p webhook for the functions)",
             path.display()
         );
     }

@@ -1,6 +1,8 @@
 //! The applier: one apply request → the stored plan applied in one transaction, or, when the
 //! target moved on since the plan, the run superseded and a fresh plan request queued.
 
+use std::borrow::Cow;
+
 use serde::Serialize;
 use tracing::Instrument;
 use uuid::Uuid;
@@ -9,6 +11,7 @@ use crate::apply::{self, ApplyOutcome, ApplyReport};
 use crate::message::{ApplyRequest, PlanRequest};
 use crate::metrics::{Metric, MetricsBatch};
 use crate::notify::Event;
+use crate::plan::Plan;
 use crate::services::Services;
 use crate::store::{RunRecord, RunStatus, Store, StoreError, Trigger};
 use crate::{Error, Result, telemetry};
@@ -42,6 +45,25 @@ pub async fn handle_apply_request(
     services: &Services,
     request: &ApplyRequest,
 ) -> Result<ApplyRequestOutcome> {
+    apply_request(services, request, None).await
+}
+
+/// [`handle_apply_request`] for a run this process planned and recorded itself (the CLI's
+/// inline sync), given the plan it recorded: the same steps, without reading back and
+/// decoding what it just wrote (at 10,000 creates, 9 MB of JSON and a sixth of the sync's CPU).
+pub(super) async fn handle_apply_request_of(
+    services: &Services,
+    request: &ApplyRequest,
+    recorded: &Plan,
+) -> Result<ApplyRequestOutcome> {
+    apply_request(services, request, Some(recorded)).await
+}
+
+async fn apply_request(
+    services: &Services,
+    request: &ApplyRequest,
+    recorded: Option<&Plan>,
+) -> Result<ApplyRequestOutcome> {
     let sync_id = request.sync_id;
     let (run, plan) = {
         let store = services.database().await?;
@@ -49,7 +71,10 @@ pub async fn handle_apply_request(
             .run(sync_id)
             .await?
             .ok_or(StoreError::RunNotFound(sync_id))?;
-        let plan = store.load_plan(sync_id).await?;
+        let plan = match recorded {
+            Some(plan) => Some(Cow::Borrowed(plan)),
+            None => store.load_plan(sync_id).await?.map(Cow::Owned),
+        };
         (run, plan)
     };
     let span = telemetry::sync_span(

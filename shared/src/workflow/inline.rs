@@ -7,7 +7,7 @@
 use serde::Serialize;
 use uuid::Uuid;
 
-use super::apply::{ApplyRequestOutcome, handle_apply_request};
+use super::apply::{ApplyRequestOutcome, handle_apply_request, handle_apply_request_of};
 use super::plan::{PlanOptions, PlanRequestOutcome, plan_revision};
 use super::requests::{ApproveOutcome, approve_plan};
 use crate::Result;
@@ -127,7 +127,17 @@ async fn drain_into(
         }
         while let Ok(request) = receivers.applies.try_recv() {
             handled = true;
-            match handle_apply_request(services, &request).await {
+            let recorded = drained.plans.iter().find_map(|outcome| match outcome {
+                PlanRequestOutcome::Planned {
+                    sync_id, detail, ..
+                } if *sync_id == request.sync_id => detail.plan.as_ref(),
+                _ => None,
+            });
+            let outcome = match recorded {
+                Some(plan) => handle_apply_request_of(services, &request, plan).await,
+                None => handle_apply_request(services, &request).await,
+            };
+            match outcome {
                 Ok(outcome) => drained.applies.push(outcome),
                 Err(error) => {
                     drained.error = Some(crate::telemetry::error_chain(&error));
