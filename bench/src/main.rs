@@ -12,6 +12,7 @@ mod generate;
 mod incremental;
 mod parse;
 mod process;
+mod targets;
 mod webhook;
 mod whole;
 
@@ -71,6 +72,17 @@ struct Args {
     /// repository of the first `--resources` size.
     #[arg(long)]
     whole_process: bool,
+    /// Instead of the suite: the poller's tick (`workflow::poll_targets`) over this many
+    /// targets, each its own small repository behind one local smart-HTTP server.
+    #[arg(long, value_name = "TARGETS")]
+    targets: Option<usize>,
+    /// With `--targets`: how long the server holds each request (ms, comma-separated), to
+    /// stand in for a distant git host.
+    #[arg(long, value_delimiter = ',', default_value = "0,100")]
+    head_delay_ms: Vec<u64>,
+    /// With `--targets`: the poller's `poll_concurrency` settings to measure, comma-separated.
+    #[arg(long, value_delimiter = ',', default_value = "8,64")]
+    poll_concurrency: Vec<u32>,
     /// The `ritmo` binary the whole-process measurements run.
     #[arg(long, value_name = "PATH")]
     ritmo_bin: Option<std::path::PathBuf>,
@@ -99,6 +111,19 @@ fn main() -> Result<std::process::ExitCode> {
         for &n in &args.resources {
             parse::run(n, args.repeat.max(1))?;
         }
+        return Ok(std::process::ExitCode::SUCCESS);
+    }
+    if let Some(targets) = args.targets {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()?;
+        runtime.block_on(targets::run(
+            targets,
+            &args.head_delay_ms,
+            &args.poll_concurrency,
+            args.repeat,
+        ))?;
         return Ok(std::process::ExitCode::SUCCESS);
     }
     if !args.incremental_changes.is_empty() || args.whole_process {
