@@ -1502,6 +1502,35 @@ gitops:
     }
 
     #[test]
+    fn poll_concurrency_comes_from_the_file_or_the_environment() {
+        let file = "gitops:\n  poll_concurrency: 16\n";
+        let none = env(&[]);
+        let from_file =
+            from_bootstrap(parse_bootstrap("b.yaml", file, &none).unwrap(), &none).unwrap();
+        let env_wins = env(&[("RITMO_GITOPS_POLL_CONCURRENCY", "200")]);
+        let from_env = from_bootstrap(
+            parse_bootstrap("b.yaml", file, &env_wins).unwrap(),
+            &env_wins,
+        )
+        .unwrap();
+
+        assert_eq!(from_file.poll_concurrency(), 16);
+        assert_eq!(from_env.poll_concurrency(), 200);
+        assert_eq!(
+            Settings::default().poll_concurrency(),
+            DEFAULT_POLL_CONCURRENCY as usize
+        );
+        for refused in ["0", "-1", "many"] {
+            let pairs = [("RITMO_GITOPS_POLL_CONCURRENCY", refused)];
+            let env = env(&pairs);
+            let error = from_bootstrap(parse_bootstrap("b.yaml", file, &env).unwrap(), &env)
+                .unwrap_err()
+                .to_string();
+            assert!(error.contains("RITMO_GITOPS_POLL_CONCURRENCY"), "{error}");
+        }
+    }
+
+    #[test]
     fn ssh_authentication_takes_a_secret_known_hosts_and_a_program() {
         let file = r#"
 gitops:
