@@ -8,7 +8,7 @@ RITMO := target/debug/ritmo
 # Where `make dev` serves the webhook and the API.
 LISTEN ?= 127.0.0.1:8080
 
-.PHONY: help dev test lint build example-repo tools clean-dev bench bench-process bench-smoke test-faults fuzz-smoke
+.PHONY: help dev test lint build example-repo tools clean-dev bench bench-process bench-targets bench-smoke test-faults fuzz-smoke
 
 help:
 	@echo "make dev   - start PostgreSQL if needed, sync examples/ritmo-config into it, show plan and status,"
@@ -84,6 +84,17 @@ bench-process:
 	    -p webhook && \
 	  target/release/ritmo-bench --resources $(RESOURCES) --repeat 5 --cold-starts \
 	    --whole-process --incremental-changes 1000,4000,10000
+
+# The poller's tick over many targets (issue 26, docs/scaling.md): TARGETS small repositories
+# behind one local smart-HTTP server, each request held HEAD_DELAY_MS (0 = loopback; 100 stands
+# in for GitHub), at each POLL_CONCURRENCY.
+TARGETS ?= 1000
+HEAD_DELAY_MS ?= 0,100
+POLL_CONCURRENCY ?= 8,64
+bench-targets:
+	@export DATABASE_URL="$$(scripts/ensure-postgres.sh)" || exit 2; \
+	  cargo run --profile profiling -p ritmo-bench -- --targets $(TARGETS) --repeat 3 \
+	    --head-delay-ms $(HEAD_DELAY_MS) --poll-concurrency $(POLL_CONCURRENCY)
 
 bench-smoke:
 	@export DATABASE_URL="$$(scripts/ensure-postgres.sh)" || exit 2; \

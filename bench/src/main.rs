@@ -13,6 +13,7 @@ mod generate;
 mod incremental;
 mod parse;
 mod process;
+mod targets;
 mod webhook;
 mod whole;
 
@@ -80,6 +81,17 @@ struct Args {
     /// to this directory as a git repository on `main`, and exit (for profiling by hand).
     #[arg(long, value_name = "DIR")]
     write_repository: Option<std::path::PathBuf>,
+    /// Instead of the suite: the poller's tick (`workflow::poll_targets`) over this many
+    /// targets, each its own small repository behind one local smart-HTTP server.
+    #[arg(long, value_name = "TARGETS")]
+    targets: Option<usize>,
+    /// With `--targets`: how long the server holds each request (ms, comma-separated), to
+    /// stand in for a distant git host.
+    #[arg(long, value_delimiter = ',', default_value = "0,100")]
+    head_delay_ms: Vec<u64>,
+    /// With `--targets`: the poller's `poll_concurrency` settings to measure, comma-separated.
+    #[arg(long, value_delimiter = ',', default_value = "8,64")]
+    poll_concurrency: Vec<u32>,
     /// The `ritmo` binary the whole-process measurements run.
     #[arg(long, value_name = "PATH")]
     ritmo_bin: Option<std::path::PathBuf>,
@@ -116,44 +128,44 @@ fn main() -> Result<std::process::ExitCode> {
         println!("{}", repo.display());
         return Ok(std::process::ExitCode::SUCCESS);
     }
-    if args.cold_starts {
-        let runtime = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .enable_all()
-            .build()?;
-        let figures = runtime.block_on(cold_start::run(args.repeat))?;
-        cold_start::print(args.repeat, &figures);
-        if args.incremental_changes.is_empty() && !args.whole_process {
-            return Ok(std::process::ExitCode::SUCCESS);
-        }
-    }
-    if !args.incremental_changes.is_empty() || args.whole_process {
-        let ritmo = match &args.ritmo_bin {
-            Some(path) => path.clone(),
-            None => process::binary("release", "ritmo")?,
-        };
-        let resources = args.resources.first().copied().unwrap_or(10_000);
-        let runtime = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .enable_all()
-            .build()?;
-        if args.whole_process {
-            runtime.block_on(whole::run(&ritmo, resources, args.repeat))?;
-        }
-        if !args.incremental_changes.is_empty() {
-            runtime.block_on(incremental::run(
-                &ritmo,
-                resources,
-                &args.incremental_changes,
-                args.repeat,
-            ))?;
-        }
-        return Ok(std::process::ExitCode::SUCCESS);
-    }
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
         .build()?;
+    if let Some(targets) = args.targets {
+        runtime.block_on(targets::run(
+            targets,
+            &args.head_delay_ms,
+            &args.poll_concurrency,
+            args.repeat,
+        ))?;
+        return Ok(std::process::ExitCode::SUCCESS);
+    }
+    if args.cold_starts || args.whole_process || !args.incremental_changes.is_empty() {
+        let resources = args.resources.first().copied().unwrap_or(10_000);
+        if args.cold_starts {
+            let figures = runtime.block_on(cold_start::run(args.repeat))?;
+            cold_start::print(args.repeat, &figures);
+        }
+        if args.whole_process || !args.incremental_changes.is_empty() {
+            let ritmo = match &args.ritmo_bin {
+                Some(path) => path.clone(),
+                None => process::binary("release", "ritmo")?,
+            };
+            if args.whole_process {
+                runtime.block_on(whole::run(&ritmo, resources, args.repeat))?;
+            }
+            if !args.incremental_changes.is_empty() {
+                runtime.block_on(incremental::run(
+                    &ritmo,
+                    resources,
+                    &args.incremental_changes,
+                    args.repeat,
+                ))?;
+            }
+        }
+        return Ok(std::process::ExitCode::SUCCESS);
+    }
     let mut reports = Vec::new();
     for &n in &args.resources {
         eprintln!("== {n} resources");

@@ -246,6 +246,9 @@ pub struct Settings {
     pub history_limit: Option<u32>,
     /// Where sync failures, drift and plans waiting for approval are announced.
     pub notifications: NotificationSettings,
+    /// Remote head checks a poller tick runs at once (`poll_concurrency`,
+    /// `RITMO_GITOPS_POLL_CONCURRENCY`); `None` keeps [`DEFAULT_POLL_CONCURRENCY`].
+    pub poll_concurrency: Option<u32>,
 
     // --- the local server's API (`ritmo serve`; on AWS, API Gateway authorises with IAM) ---
     /// The bearer token every state change must carry: `RITMO_API_TOKEN` (the value) or
@@ -265,6 +268,11 @@ pub struct Settings {
 
 /// Sync runs kept per target when `history_limit` is not set.
 pub const DEFAULT_HISTORY_LIMIT: u32 = 100;
+
+/// Head checks at once when `poll_concurrency` is not set: 1,000 targets at GitHub's 100–250 ms
+/// per check take 1.6–3.9 s of a one-minute tick (docs/scaling.md), while each check holds a
+/// mostly idle blocking thread, so a small Lambda is not crowded.
+pub const DEFAULT_POLL_CONCURRENCY: u32 = 64;
 
 /// `notifications:` in the bootstrap file, `RITMO_GITOPS_SNS_TOPIC_ARN` and
 /// `RITMO_GITOPS_SLACK_CREDENTIAL` in the environment.
@@ -347,6 +355,13 @@ impl Settings {
     pub fn history_limit(&self) -> u32 {
         self.history_limit.unwrap_or(DEFAULT_HISTORY_LIMIT)
     }
+
+    /// Remote head checks a poller tick runs at once (at least one).
+    pub fn poll_concurrency(&self) -> usize {
+        usize::try_from(self.poll_concurrency.unwrap_or(DEFAULT_POLL_CONCURRENCY))
+            .unwrap_or(usize::MAX)
+            .max(1)
+    }
 }
 
 /// Whether `branch` matches `pattern`, where `*` stands for any run of characters (`/`
@@ -397,6 +412,7 @@ struct GitopsSection {
     #[serde(default)]
     encryption: EncryptionSection,
     history_limit: Option<u32>,
+    poll_concurrency: Option<u32>,
     #[serde(default)]
     notifications: NotificationsSection,
 }
@@ -681,6 +697,21 @@ fn from_bootstrap(
         ),
         None => gitops.history_limit,
     };
+    let poll_concurrency = match var("RITMO_GITOPS_POLL_CONCURRENCY") {
+        Some(value) => Some(
+            value
+                .trim()
+                .parse()
+                .ok()
+                .filter(|&checks: &u32| checks > 0)
+                .ok_or_else(|| ConfigError::InvalidVariable {
+                    variable: "RITMO_GITOPS_POLL_CONCURRENCY".into(),
+                    expected: "a positive number of head checks",
+                    value: value.clone(),
+                })?,
+        ),
+        None => gitops.poll_concurrency,
+    };
     let notifications = NotificationSettings {
         sns_topic_arn: var("RITMO_GITOPS_SNS_TOPIC_ARN").or(gitops.notifications.sns_topic_arn),
         slack_webhook_credential: var("RITMO_GITOPS_SLACK_CREDENTIAL")
@@ -713,6 +744,7 @@ fn from_bootstrap(
         check_secret_refs,
         approval_branches,
         history_limit,
+        poll_concurrency,
         notifications,
         webhook_secret: var("RITMO_GITOPS_WEBHOOK_SECRET")
             .or(webhook
@@ -1467,6 +1499,35 @@ gitops:
         );
         assert_eq!(Settings::default().history_limit(), DEFAULT_HISTORY_LIMIT);
         assert!(!Settings::default().notifications.is_enabled());
+    }
+
+    #[test]
+    fn poll_concurrency_comes_from_the_file_or_the_environment() {
+        let file = "gitops:\n  poll_concurrency: 16\n";
+        let none = env(&[]);
+        let from_file =
+            from_bootstrap(parse_bootstrap("b.yaml", file, &none).unwrap(), &none).unwrap();
+        let env_wins = env(&[("RITMO_GITOPS_POLL_CONCURRENCY", "200")]);
+        let from_env = from_bootstrap(
+            parse_bootstrap("b.yaml", file, &env_wins).unwrap(),
+            &env_wins,
+        )
+        .unwrap();
+
+        assert_eq!(from_file.poll_concurrency(), 16);
+        assert_eq!(from_env.poll_concurrency(), 200);
+        assert_eq!(
+            Settings::default().poll_concurrency(),
+            DEFAULT_POLL_CONCURRENCY as usize
+        );
+        for refused in ["0", "-1", "many"] {
+            let pairs = [("RITMO_GITOPS_POLL_CONCURRENCY", refused)];
+            let env = env(&pairs);
+            let error = from_bootstrap(parse_bootstrap("b.yaml", file, &env).unwrap(), &env)
+                .unwrap_err()
+                .to_string();
+            assert!(error.contains("RITMO_GITOPS_POLL_CONCURRENCY"), "{error}");
+        }
     }
 
     #[test]

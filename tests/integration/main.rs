@@ -2,6 +2,7 @@
 
 mod apply;
 mod crypto;
+mod fleet;
 mod git;
 mod git_auth;
 mod incremental;

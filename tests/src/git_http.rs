@@ -149,6 +149,8 @@ pub struct LoggedRequest {
     /// Whether an `Authorization` header was present at all.
     pub sent_credentials: bool,
     pub status: u16,
+    /// When the response was written (after any [`GitHttpServer::set_delay`]).
+    pub answered_at: std::time::Instant,
 }
 
 struct ServerConfig {
@@ -156,6 +158,9 @@ struct ServerConfig {
     /// Changed by [`GitHttpServer::set_credentials`] (a rotated secret).
     expected_authorization: std::sync::Mutex<Option<String>>,
     backend: PathBuf,
+    /// Changed by [`GitHttpServer::set_delay`]: how long each request waits before it is
+    /// answered, to stand in for a distant git host.
+    delay: std::sync::Mutex<std::time::Duration>,
 }
 
 impl GitHttpServer {
@@ -171,6 +176,7 @@ impl GitHttpServer {
             project_root: project_root.to_path_buf(),
             expected_authorization: std::sync::Mutex::new(credentials.map(basic_authorization)),
             backend: git_exec_path().join("git-http-backend"),
+            delay: std::sync::Mutex::new(std::time::Duration::ZERO),
         });
         let stop = Arc::new(AtomicBool::new(false));
         let log = Arc::new(Mutex::new(Vec::new()));
@@ -215,6 +221,12 @@ impl GitHttpServer {
             .expected_authorization
             .lock()
             .expect("credentials lock") = credentials.map(basic_authorization);
+    }
+
+    /// From now on, hold every request this long before answering it (each on its own thread,
+    /// so concurrent requests wait together), as a git host's round trips would.
+    pub fn set_delay(&self, delay: std::time::Duration) {
+        *self.config.delay.lock().expect("delay lock") = delay;
     }
 
     /// Every request answered so far.
@@ -267,6 +279,10 @@ fn serve(stream: std::net::TcpStream, config: &ServerConfig) -> Option<LoggedReq
         Some((path, query)) => (path.to_string(), query.to_string()),
         None => (target.clone(), String::new()),
     };
+    let delay = *config.delay.lock().expect("delay lock");
+    if !delay.is_zero() {
+        std::thread::sleep(delay);
+    }
     let authorization = header("authorization");
     let mut entry = LoggedRequest {
         method: method.clone(),
@@ -275,6 +291,7 @@ fn serve(stream: std::net::TcpStream, config: &ServerConfig) -> Option<LoggedReq
         git_protocol: header("git-protocol"),
         sent_credentials: authorization.is_some(),
         status: 0,
+        answered_at: std::time::Instant::now(),
     };
     let mut out = stream;
     let expected_authorization = config
@@ -292,6 +309,7 @@ fn serve(stream: std::net::TcpStream, config: &ServerConfig) -> Option<LoggedReq
             "HTTP/1.1 401 Unauthorized\r\nWWW-Authenticate: Basic realm=\"git\"\r\nContent-Type: text/plain\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
             body.len()
         );
+        entry.answered_at = std::time::Instant::now();
         return Some(entry);
     }
     let mut command = std::process::Command::new(&config.backend);
@@ -344,6 +362,7 @@ fn serve(stream: std::net::TcpStream, config: &ServerConfig) -> Option<LoggedReq
     let _ = out.write_all(head.as_bytes());
     let _ = out.write_all(response_body);
     let _ = out.flush();
+    entry.answered_at = std::time::Instant::now();
     Some(entry)
 }
 

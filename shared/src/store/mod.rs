@@ -7,6 +7,7 @@
 
 mod connect;
 mod error;
+mod fleet;
 mod owners;
 mod queries;
 mod records;
@@ -24,6 +25,7 @@ use uuid::Uuid;
 
 pub use connect::{DatabaseSecret, DatabaseSettings, is_auth_failure, with_refresh};
 pub use error::{ConnectError, StoreError, is_retryable_pg, redact_url};
+pub(crate) use fleet::CommitCheck;
 pub use owners::AbandonedRun;
 
 pub use crate::config::SslMode;
@@ -552,19 +554,7 @@ impl Store {
             )
             .await
             .map_err(StoreError::query("list drift events"))?;
-        rows.iter()
-            .map(|row| {
-                Ok(DriftRecord {
-                    id: get(row, 0)?,
-                    target: get(row, 1)?,
-                    kind: parse(row, 2, "drift_events")?,
-                    name: get(row, 3)?,
-                    operation: get(row, 4)?,
-                    detected_at: get(row, 5)?,
-                    resolved_sync_id: get(row, 6)?,
-                })
-            })
-            .collect()
+        rows.iter().map(drift_from_row).collect()
     }
 
     /// Deletes finished sync runs beyond the newest `keep` of each target (never a target's
@@ -698,6 +688,20 @@ fn labels_from_json(value: serde_json::Value) -> BTreeMap<String, String> {
             .collect(),
         _ => BTreeMap::new(),
     }
+}
+
+/// A `drift_events` row read as `id, target, kind, name, operation, detected_at,
+/// resolved_sync_id`.
+fn drift_from_row(row: &Row) -> Result<DriftRecord, StoreError> {
+    Ok(DriftRecord {
+        id: get(row, 0)?,
+        target: get(row, 1)?,
+        kind: parse(row, 2, "drift_events")?,
+        name: get(row, 3)?,
+        operation: get(row, 4)?,
+        detected_at: get(row, 5)?,
+        resolved_sync_id: get(row, 6)?,
+    })
 }
 
 fn target_from_row(row: &Row) -> Result<TargetState, StoreError> {

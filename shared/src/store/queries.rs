@@ -1,5 +1,6 @@
-//! The queries of the workflow's duplicate checks: an open run for a commit, a handled
-//! commit, the last run of each target, forgetting a delivery.
+//! The queries of the workflow's duplicate checks: an open run for a commit, the last run of
+//! each target, forgetting a delivery (handled commits are asked for all targets at once, in
+//! `fleet`).
 
 use std::collections::HashMap;
 
@@ -58,34 +59,6 @@ impl Store {
             reason: format!("unknown status `{status}`"),
         })?;
         Ok(Some(OpenRun { id, status }))
-    }
-
-    /// Whether a run of `target` at `commit` (a dry run or a real one, as `dry_run` says)
-    /// already ended in a way a retry would only repeat (failed on the repository's content,
-    /// waiting for approval, or a dry run's plan), so the poller need not ask again.
-    ///
-    /// A real `planned` run is not enough: its apply request may have died with the process
-    /// that queued it (`ritmo serve`'s queues live in memory), and only a new plan request
-    /// sends it again (see the planner's `already_done`). An abandoned run never counts.
-    pub(crate) async fn commit_was_handled(
-        &self,
-        target: &str,
-        commit: &str,
-        dry_run: bool,
-    ) -> Result<bool, StoreError> {
-        let row = self
-            .db()
-            .query_one(
-                "SELECT EXISTS (SELECT 1 FROM sync_runs
-                 WHERE target = $1 AND git_commit = $2 AND dry_run = $3
-                   AND (status IN ('failed', 'pending_approval')
-                        OR (status = 'planned' AND $3)))",
-                &[&target, &commit, &dry_run],
-            )
-            .await
-            .map_err(StoreError::query("look for earlier runs of a commit"))?;
-        row.try_get(0)
-            .map_err(StoreError::query("decode an existence check"))
     }
 
     /// When each target's newest run started.

@@ -2,6 +2,7 @@
 //! objects fetched) and queue a plan request when it moved; queue a drift sync for targets
 //! with out-of-band changes and self-heal on. One batch of sends per tick.
 
+use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -16,11 +17,9 @@ use crate::notify::Event;
 use crate::queue::workers::Shutdown;
 use crate::services::Services;
 use crate::source::spec::{self as source, revision};
-use crate::store::{DriftRecord, TargetState};
+use crate::store::{CommitCheck, DriftRecord, NewTarget, TargetState};
 use crate::{Error, Result};
 
-/// Targets checked at once.
-const CONCURRENCY: usize = 8;
 /// Bound on one remote head check.
 const HEAD_TIMEOUT: Duration = Duration::from_secs(20);
 /// Drift events younger than this are announced: the schedule ticks every minute, so each
@@ -101,52 +100,40 @@ pub async fn poll_targets(services: &Services) -> Result<PollReport> {
             enqueued: 0,
         });
     }
-    let mut drift: Vec<Vec<DriftRecord>> = Vec::new();
-    let states = {
+    let configured = &services.settings.targets;
+    // Three statements whatever the number of targets: per-target queries made the database
+    // part of a 1,000-target tick thousands of round trips (docs/scaling.md).
+    let (states, last_runs, mut drift_by_target) = {
         let store = services.database().await?;
-        let mut states = Vec::new();
-        for target in &services.settings.targets {
-            states.push(
-                store
-                    .ensure_target(&crate::store::NewTarget {
-                        name: target.name.clone(),
-                        repo_url: target.repo_url.clone(),
-                        branch: target.branch.clone(),
-                        path: target.path.clone(),
-                    })
-                    .await?,
-            );
-        }
+        let registered: Vec<NewTarget> = configured.iter().map(new_target).collect();
+        let states = store.ensure_targets(&registered).await?;
         let last_runs = store.last_run_started().await?;
-        let mut with_drift = Vec::new();
-        for target in &services.settings.targets {
-            let events = store.drift(&target.name).await?;
-            with_drift.push(target.self_heal && !events.is_empty());
-            drift.push(events);
-        }
-        states
-            .into_iter()
-            .zip(with_drift)
-            .map(|(state, drifted)| {
-                let last = last_runs.get(&state.name).copied();
-                (state, drifted, last)
-            })
-            .collect::<Vec<_>>()
-    };
-
-    let checks =
-        services
-            .settings
-            .targets
+        let names: Vec<&str> = configured
             .iter()
-            .zip(states)
-            .map(|(target, (state, drifted, last_run))| {
-                check_target(services, target, state, drifted, last_run, now)
-            });
-    let results: Vec<(PolledTarget, Option<PlanRequest>)> = futures_util::stream::iter(checks)
-        .buffer_unordered(CONCURRENCY)
+            .map(|target| target.name.as_str())
+            .collect();
+        let drift = store.drift_of(&names).await?;
+        (states, last_runs, drift)
+    };
+    let drift: Vec<Vec<DriftRecord>> = configured
+        .iter()
+        .map(|target| drift_by_target.remove(&target.name).unwrap_or_default())
+        .collect();
+
+    let checks = configured
+        .iter()
+        .zip(states)
+        .zip(&drift)
+        .map(|((target, state), events)| {
+            let drifted = target.self_heal && !events.is_empty();
+            let last_run = last_runs.get(&state.name).copied();
+            check_target(services, target, state, drifted, last_run, now)
+        });
+    let checked: Vec<Checked<'_>> = futures_util::stream::iter(checks)
+        .buffer_unordered(services.settings.poll_concurrency())
         .collect()
         .await;
+    let results = settle_moved(services, checked, now).await;
 
     let mut targets: Vec<PolledTarget> = Vec::new();
     let mut requests: Vec<PlanRequest> = Vec::new();
@@ -158,7 +145,7 @@ pub async fn poll_targets(services: &Services) -> Result<PollReport> {
     if !requests.is_empty() {
         services.queues.send_plans(&requests).await?;
     }
-    for (target, events) in services.settings.targets.iter().zip(&drift) {
+    for (target, events) in configured.iter().zip(&drift) {
         report_drift(services, target, events, now).await;
     }
     tracing::info!(
@@ -173,17 +160,28 @@ pub async fn poll_targets(services: &Services) -> Result<PollReport> {
     })
 }
 
-async fn check_target(
+/// What the concurrent part of a target's check leaves: its result, or a branch that moved,
+/// whose earlier runs [`settle_moved`] looks up for every such target in one query.
+enum Checked<'a> {
+    Done(PolledTarget, Option<PlanRequest>),
+    Moved {
+        target: &'a TargetSettings,
+        head: String,
+        last_run: Option<DateTime<Utc>>,
+    },
+}
+
+async fn check_target<'a>(
     services: &Services,
-    target: &TargetSettings,
+    target: &'a TargetSettings,
     state: TargetState,
     drifted: bool,
     last_run: Option<DateTime<Utc>>,
     now: DateTime<Utc>,
-) -> (PolledTarget, Option<PlanRequest>) {
+) -> Checked<'a> {
     let name = target.name.clone();
     if state.suspended {
-        return (PolledTarget::Suspended { target: name }, None);
+        return Checked::Done(PolledTarget::Suspended { target: name }, None);
     }
     let interval = chrono::Duration::seconds(i64::try_from(target.interval_secs).unwrap_or(60));
     let due = last_run.is_none_or(|started| now - started >= interval);
@@ -193,7 +191,7 @@ async fn check_target(
             let request = PlanRequest::new(&name, Trigger::Drift, now)
                 .with_revision(revision(&target.branch, pinned))
                 .with_actor("poller");
-            return (
+            return Checked::Done(
                 PolledTarget::Enqueued {
                     target: name,
                     head: pinned.clone(),
@@ -202,7 +200,7 @@ async fn check_target(
                 Some(request),
             );
         }
-        return (
+        return Checked::Done(
             PolledTarget::Pinned {
                 target: name,
                 pinned_commit: pinned.clone(),
@@ -211,7 +209,7 @@ async fn check_target(
         );
     }
     if !due && !drifted {
-        return (PolledTarget::NotDue { target: name }, None);
+        return Checked::Done(PolledTarget::NotDue { target: name }, None);
     }
 
     let head = match head_of(services, target).await {
@@ -219,7 +217,7 @@ async fn check_target(
         Err(error) => {
             let error = crate::telemetry::error_chain(&error);
             tracing::warn!(target = %name, %error, "cannot read the remote head");
-            return (
+            return Checked::Done(
                 PolledTarget::Error {
                     target: name,
                     error,
@@ -229,60 +227,134 @@ async fn check_target(
         }
     };
     let moved = state.last_applied_commit.as_deref() != Some(head.as_str());
-    let trigger = match (moved, drifted) {
-        (true, _) => Trigger::Schedule,
-        (false, true) => Trigger::Drift,
-        (false, false) => return (PolledTarget::UpToDate { target: name, head }, None),
-    };
-    if trigger == Trigger::Schedule && !drifted {
-        match services.database().await {
-            Ok(store) => match store.commit_was_handled(&name, &head, target.dry_run).await {
-                Ok(true) => return (PolledTarget::AlreadyHandled { target: name, head }, None),
-                Ok(false) => {}
-                Err(error) => {
-                    let error = crate::telemetry::error_chain(&error);
-                    return (
-                        PolledTarget::Error {
-                            target: name,
-                            error,
-                        },
-                        None,
-                    );
-                }
+    match (moved, drifted) {
+        (true, false) => Checked::Moved {
+            target,
+            head,
+            last_run,
+        },
+        (true, true) => Checked::Done(
+            PolledTarget::Enqueued {
+                target: name.clone(),
+                head: head.clone(),
+                trigger: Trigger::Schedule,
             },
-            Err(error) => {
-                let error = crate::telemetry::error_chain(&error);
-                return (
+            Some(plan_request(target, &head, Trigger::Schedule, now)),
+        ),
+        (false, true) => {
+            MetricsBatch::new(&name)
+                .put(Metric::DriftDetected, 1.0)
+                .emit_to(&services.metrics);
+            let request = plan_request(target, &head, Trigger::Drift, now);
+            Checked::Done(
+                PolledTarget::Enqueued {
+                    target: name,
+                    head,
+                    trigger: Trigger::Drift,
+                },
+                Some(request),
+            )
+        }
+        (false, false) => Checked::Done(PolledTarget::UpToDate { target: name, head }, None),
+    }
+}
+
+/// Turns each moved branch into a plan request, or `AlreadyHandled` when a run of that commit
+/// already ended in a way a retry would only repeat (`Store::handled_commits`, one query for
+/// all). When the database cannot answer, each moved target reports the error, as a remote
+/// that cannot be asked does, and is asked again next tick.
+async fn settle_moved(
+    services: &Services,
+    checked: Vec<Checked<'_>>,
+    now: DateTime<Utc>,
+) -> Vec<(PolledTarget, Option<PlanRequest>)> {
+    let questions: Vec<CommitCheck> = checked
+        .iter()
+        .filter_map(|checked| match checked {
+            Checked::Moved { target, head, .. } => Some(CommitCheck {
+                target: target.name.clone(),
+                commit: head.clone(),
+                dry_run: target.dry_run,
+            }),
+            Checked::Done(..) => None,
+        })
+        .collect();
+    let handled: std::result::Result<HashSet<String>, String> = if questions.is_empty() {
+        Ok(HashSet::new())
+    } else {
+        match services.database().await {
+            Ok(store) => store
+                .handled_commits(&questions)
+                .await
+                .map_err(|error| crate::telemetry::error_chain(&error)),
+            Err(error) => Err(crate::telemetry::error_chain(&error)),
+        }
+    };
+    checked
+        .into_iter()
+        .map(|checked| match checked {
+            Checked::Done(polled, request) => (polled, request),
+            Checked::Moved {
+                target,
+                head,
+                last_run,
+            } => match &handled {
+                Err(error) => (
                     PolledTarget::Error {
-                        target: name,
-                        error,
+                        target: target.name.clone(),
+                        error: error.clone(),
                     },
                     None,
-                );
-            }
-        }
-        if let Some(last) = last_run {
-            MetricsBatch::new(&name)
-                .put_duration(Metric::PollerLag, (now - last).to_std().unwrap_or_default())
-                .emit_to(&services.metrics);
-        }
+                ),
+                Ok(handled) if handled.contains(&target.name) => (
+                    PolledTarget::AlreadyHandled {
+                        target: target.name.clone(),
+                        head,
+                    },
+                    None,
+                ),
+                Ok(_) => {
+                    if let Some(last) = last_run {
+                        MetricsBatch::new(&target.name)
+                            .put_duration(
+                                Metric::PollerLag,
+                                (now - last).to_std().unwrap_or_default(),
+                            )
+                            .emit_to(&services.metrics);
+                    }
+                    let request = plan_request(target, &head, Trigger::Schedule, now);
+                    (
+                        PolledTarget::Enqueued {
+                            target: target.name.clone(),
+                            head,
+                            trigger: Trigger::Schedule,
+                        },
+                        Some(request),
+                    )
+                }
+            },
+        })
+        .collect()
+}
+
+fn plan_request(
+    target: &TargetSettings,
+    head: &str,
+    trigger: Trigger,
+    now: DateTime<Utc>,
+) -> PlanRequest {
+    PlanRequest::new(&target.name, trigger, now)
+        .with_revision(revision(&target.branch, head))
+        .with_actor("poller")
+}
+
+fn new_target(target: &TargetSettings) -> NewTarget {
+    NewTarget {
+        name: target.name.clone(),
+        repo_url: target.repo_url.clone(),
+        branch: target.branch.clone(),
+        path: target.path.clone(),
     }
-    if trigger == Trigger::Drift {
-        MetricsBatch::new(&name)
-            .put(Metric::DriftDetected, 1.0)
-            .emit_to(&services.metrics);
-    }
-    let request = PlanRequest::new(&name, trigger, now)
-        .with_revision(revision(&target.branch, &head))
-        .with_actor("poller");
-    (
-        PolledTarget::Enqueued {
-            target: name,
-            head,
-            trigger,
-        },
-        Some(request),
-    )
 }
 
 /// Reports a target's unresolved drift: without self-heal, the `DriftDetected` metric at every
