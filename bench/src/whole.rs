@@ -192,10 +192,10 @@ fn print(repeat: usize, lines: &[Line]) {
         let compared = match line.against {
             Some((other, what)) if !other.is_zero() => {
                 let ratio = median.as_secs_f64() / other.as_secs_f64();
-                if ratio >= 1.0 {
-                    format!("{ratio:.2}× the {what}")
-                } else {
-                    format!("1/{:.0} of the {what}", 1.0 / ratio)
+                match 1.0 / ratio {
+                    _ if ratio >= 0.5 => format!("{ratio:.2}× the {what}"),
+                    inverse if inverse < 10.0 => format!("1/{inverse:.1} of the {what}"),
+                    inverse => format!("1/{inverse:.0} of the {what}"),
                 }
             }
             _ => String::new(),
