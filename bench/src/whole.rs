@@ -56,13 +56,11 @@ pub async fn run(ritmo: &Path, resources: usize, repeat: usize) -> Result<()> {
     let file_url = format!("file://{}", repo.display());
     let http_url = server.url(".git");
     let mut edits = 0;
-    for (transport, url) in [("file://", file_url), ("http", http_url)] {
+    for (transport, name, url) in [("file://", "file", file_url), ("http", "http", http_url)] {
         eprintln!("== {transport}: floors");
         let mut clones = Vec::new();
         for round in 0..repeat {
-            let dir = work
-                .path()
-                .join(format!("clone-{transport}-{round}").replace(':', ""));
+            let dir = work.path().join(format!("clone-{name}-{round}"));
             let started = std::time::Instant::now();
             floor::git_clone_shallow_bare(&url, &dir)?;
             clones.push(started.elapsed());
@@ -74,7 +72,8 @@ pub async fn run(ritmo: &Path, resources: usize, repeat: usize) -> Result<()> {
         for round in 0..repeat {
             drop(last.take());
             let db = TestDb::copy_of(&empty).await;
-            let cache = work.path().join(format!("cache-{}-{round}", fulls.len()));
+            // A cache of its own per run and transport: the full sync's fetch starts empty.
+            let cache = work.path().join(format!("cache-{name}-{round}"));
             fulls.push(sync(ritmo, &url, &db, &cache)?);
             last = Some((db, cache));
         }
