@@ -146,32 +146,12 @@ impl Store {
     }
 
     /// Registers `target`, or updates its repository, branch and path; its generation,
-    /// history and pin are kept.
+    /// history and pin are kept (the one-target case of [`Store::ensure_targets`]).
     pub async fn ensure_target(&self, target: &NewTarget) -> Result<TargetState, StoreError> {
-        check_target(target)?;
-        let sql = format!(
-            "INSERT INTO targets (name, repo_url, branch, path) VALUES ($1, $2, $3, $4)
-             ON CONFLICT (name) DO UPDATE SET
-                 repo_url = EXCLUDED.repo_url, branch = EXCLUDED.branch, path = EXCLUDED.path,
-                 updated_at = CASE
-                     WHEN (targets.repo_url, targets.branch, targets.path)
-                          IS DISTINCT FROM (EXCLUDED.repo_url, EXCLUDED.branch, EXCLUDED.path)
-                     THEN now() ELSE targets.updated_at END,
-                 source_changed_at = CASE
-                     WHEN (targets.repo_url, targets.branch, targets.path)
-                          IS DISTINCT FROM (EXCLUDED.repo_url, EXCLUDED.branch, EXCLUDED.path)
-                     THEN now() ELSE targets.source_changed_at END
-             RETURNING {TARGET_COLUMNS}"
-        );
-        let row = self
-            .db()
-            .query_one(
-                &sql,
-                &[&target.name, &target.repo_url, &target.branch, &target.path],
-            )
-            .await
-            .map_err(StoreError::query("register a target"))?;
-        target_from_row(&row)
+        self.ensure_targets(std::slice::from_ref(target))
+            .await?
+            .pop()
+            .ok_or_else(|| StoreError::UnknownTarget(target.name.clone()))
     }
 
     pub async fn target(&self, name: &str) -> Result<Option<TargetState>, StoreError> {
