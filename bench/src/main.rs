@@ -10,6 +10,7 @@
 mod cold_start;
 mod floor;
 mod generate;
+mod handlers;
 mod incremental;
 mod parse;
 mod process;
@@ -77,6 +78,11 @@ struct Args {
     /// its first Runtime API `next` request (build them first).
     #[arg(long)]
     cold_starts: bool,
+    /// Instead of the suite: the release planner and applier, each started cold and handed
+    /// one SQS event by a local Runtime API (a full plan of the first `--resources` size over
+    /// file://, then its apply), beside their floors (build them first).
+    #[arg(long)]
+    handlers: bool,
     /// Instead of the suite: write the generated repository of the first `--resources` size
     /// to this directory as a git repository on `main`, and exit (for profiling by hand).
     #[arg(long, value_name = "DIR")]
@@ -141,11 +147,18 @@ fn main() -> Result<std::process::ExitCode> {
         ))?;
         return Ok(std::process::ExitCode::SUCCESS);
     }
-    if args.cold_starts || args.whole_process || !args.incremental_changes.is_empty() {
+    if args.cold_starts
+        || args.handlers
+        || args.whole_process
+        || !args.incremental_changes.is_empty()
+    {
         let resources = args.resources.first().copied().unwrap_or(10_000);
         if args.cold_starts {
             let figures = runtime.block_on(cold_start::run(args.repeat))?;
             cold_start::print(args.repeat, &figures);
+        }
+        if args.handlers {
+            runtime.block_on(handlers::run(resources, args.repeat))?;
         }
         if args.whole_process || !args.incremental_changes.is_empty() {
             let ritmo = match &args.ritmo_bin {

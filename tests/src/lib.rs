@@ -5,6 +5,7 @@ pub mod db;
 pub mod events;
 pub mod git_http;
 pub mod moto;
+pub mod runtime_api;
 
 /// A loopback port nothing listens on right now, for a server the test starts.
 pub fn free_port() -> u16 {
