@@ -42,9 +42,13 @@ pub const BODY_LIMIT: usize = 1024 * 1024;
 /// environment and bounds them with the function's reserved concurrency instead.
 pub const MAX_IN_FLIGHT: usize = 32;
 
-/// Seconds a refused sender is asked to wait before redelivering: long enough for a burst's
-/// in-flight deliveries (tens of milliseconds each) to finish.
+/// Seconds a refused sender is asked to wait before redelivering, at least: long enough for a
+/// burst's in-flight deliveries to finish.
 pub const RETRY_AFTER_SECS: u64 = 5;
+
+/// Up to this many seconds are added to [`RETRY_AFTER_SECS`] at random, so the senders a
+/// burst refused do not all come back in the same second and collide again.
+pub const RETRY_AFTER_JITTER_SECS: u64 = 5;
 
 /// The webhook router: [`WEBHOOK_PATH`] and, when different, `settings.webhook_path`, with
 /// at most [`MAX_IN_FLIGHT`] deliveries in flight.
@@ -105,11 +109,12 @@ async fn receive(
     }
 }
 
-/// Adds `Retry-After` (GitHub, GitLab and Gitea redeliver; a client of ours reads it).
+/// Adds `Retry-After`: [`RETRY_AFTER_SECS`] plus up to [`RETRY_AFTER_JITTER_SECS`].
 fn retry_later(mut reply: Response) -> Response {
+    let seconds = RETRY_AFTER_SECS + fastrand::u64(0..=RETRY_AFTER_JITTER_SECS);
     reply
         .headers_mut()
-        .insert(header::RETRY_AFTER, HeaderValue::from(RETRY_AFTER_SECS));
+        .insert(header::RETRY_AFTER, HeaderValue::from(seconds));
     reply
 }
 
