@@ -52,12 +52,11 @@ const SECRET: &str = "ritmo-storm-webhook-secret";
 const REPO_URL: &str = "https://github.com/acme/ritmo-config.git";
 /// Planners holding their connection through the storm (the SQS pollers' steady state).
 const PLANNERS: usize = 2;
-/// API environments cold-starting again and again, each with a fresh connection.
+/// API environments cold-starting again and again, each with a fresh connection. Each waits
+/// until its previous connection's server process has ended before the next cold start, as
+/// Lambda replaces an environment only after the old one is gone (on AWS the proxy's borrow
+/// timeout would absorb an overlap; here nothing would).
 const API_COLD_STARTS: usize = 2;
-/// Connections one cold-starting environment may hold: its new one, and for a moment the one
-/// it dropped, whose server process is still ending (on AWS the proxy's borrow timeout
-/// absorbs that moment; here nothing does).
-const CONNECTIONS_PER_COLD_START: usize = 2;
 /// The sampler's own connection.
 const MONITOR: usize = 1;
 /// Bounds on waiting, so a hang fails the run instead of stalling CI; not assertions on speed.
@@ -98,14 +97,13 @@ async fn run() -> Result<()> {
     let deliveries = setting("STORM_DELIVERIES", 1000)?;
     let at_once = setting("STORM_AT_ONCE", 200)?;
     let environments = setting("STORM_WEBHOOK_ENVIRONMENTS", 8)?;
-    let budget = environments + PLANNERS + API_COLD_STARTS * CONNECTIONS_PER_COLD_START + MONITOR;
+    let budget = environments + PLANNERS + API_COLD_STARTS + MONITOR;
     let max_connections = setting("STORM_MAX_CONNECTIONS", budget)?;
     println!(
         "storm: {deliveries} signed pushes, {at_once} at once, into {environments} webhook \
          environments; {PLANNERS} planners and {API_COLD_STARTS} cold-starting API \
          environments meanwhile; max_connections = {max_connections} (budget {environments} + \
-         {PLANNERS} + {API_COLD_STARTS} x {CONNECTIONS_PER_COLD_START} + {MONITOR} sampler = \
-         {budget})"
+         {PLANNERS} + {API_COLD_STARTS} + {MONITOR} sampler = {budget})"
     );
 
     let cluster = Cluster::start_with_max_connections(u32::try_from(max_connections)?)?;
@@ -156,9 +154,9 @@ async fn run() -> Result<()> {
 
     let stop = Arc::new(AtomicBool::new(false));
     let peak = Arc::new(AtomicUsize::new(0));
+    let monitor = Arc::new(ritmo_tests::db::connect(&url).await?);
     let sampler = {
-        let (stop, peak) = (stop.clone(), peak.clone());
-        let monitor = ritmo_tests::db::connect(&url).await?;
+        let (stop, peak, monitor) = (stop.clone(), peak.clone(), monitor.clone());
         tokio::spawn(async move {
             while !stop.load(Ordering::Relaxed) {
                 let row = monitor
@@ -197,11 +195,15 @@ async fn run() -> Result<()> {
                 }
                 tokio::time::sleep(OTHERS_EVERY).await;
             }
+            anyhow::Ok(())
         }));
     }
-    for _ in 0..API_COLD_STARTS {
+    for api in 0..API_COLD_STARTS {
         let (stop, ops, errors) = (stop.clone(), other_ops.clone(), other_errors.clone());
-        let (settings, sqs) = (settings.clone(), sqs.clone());
+        let (mut settings, sqs, monitor) = (settings.clone(), sqs.clone(), monitor.clone());
+        // Named, so the loop can see when its connection's server process has ended.
+        let name = format!("ritmo-storm-api-{api}");
+        settings.database_url = Some(SecretString::from(format!("{url}?application_name={name}")));
         let (plan_queue, apply_queue) = (plan_queue.clone(), apply_queue.clone());
         others.push(tokio::spawn(async move {
             while !stop.load(Ordering::Relaxed) {
@@ -213,6 +215,19 @@ async fn run() -> Result<()> {
                     Ok(store.targets().await?)
                 }
                 .await;
+                // The environment (and its connection) is dropped; wait for its server process.
+                let connections = || async {
+                    let row = monitor
+                        .query_one(
+                            "SELECT count(*) FROM pg_stat_activity WHERE application_name = $1",
+                            &[&name],
+                        )
+                        .await?;
+                    anyhow::Ok(row.get::<_, i64>(0))
+                };
+                while connections().await? > 0 {
+                    tokio::time::sleep(Duration::from_millis(2)).await;
+                }
                 match cold_start {
                     Ok(_) => {
                         ops.fetch_add(1, Ordering::Relaxed);
@@ -224,6 +239,7 @@ async fn run() -> Result<()> {
                 }
                 tokio::time::sleep(OTHERS_EVERY).await;
             }
+            anyhow::Ok(())
         }));
     }
 
@@ -289,7 +305,7 @@ async fn run() -> Result<()> {
     let elapsed = started.elapsed();
     stop.store(true, Ordering::Relaxed);
     for other in others {
-        other.await?;
+        other.await??;
     }
     sampler.await??;
     match finished {
