@@ -8,13 +8,14 @@ RITMO := target/debug/ritmo
 # Where `make dev` serves the webhook and the API.
 LISTEN ?= 127.0.0.1:8080
 
-.PHONY: help dev test lint build example-repo tools clean-dev bench bench-process bench-targets bench-smoke test-faults fuzz-smoke
+.PHONY: help dev test lint build example-repo tools clean-dev bench bench-process bench-targets bench-smoke test-faults fuzz-smoke storm
 
 help:
 	@echo "make dev   - start PostgreSQL if needed, sync examples/ritmo-config into it, show plan and status,"
 	@echo "             then run \`ritmo serve\` on $(LISTEN) until Ctrl-C"
 	@echo "make test  - install what the tests need (PostgreSQL check, moto, cfn-lint) and run every check"
 	@echo "make test-faults - kill ritmo and PostgreSQL mid-apply on a throwaway cluster (a few minutes)"
+	@echo "make storm - 1,000 signed pushes, 200 at once, into the webhook at the connection budget (docs/storm.md)"
 
 build:
 	cargo build -p ritmo-cli
@@ -66,6 +67,13 @@ test: tools lint
 # starts itself. FAULTS_SEED=N replays a run; FAULTS_ONLY=NAME runs one scenario.
 test-faults: build
 	cargo test -p ritmo-tests --test faults
+
+# The webhook storm (issue 27, docs/storm.md): 1,000 signed GitHub pushes, 200 at once, into
+# eight webhook environments on a throwaway cluster whose max_connections is the connection
+# budget, the plan queue on moto. STORM_DELIVERIES, STORM_AT_ONCE, STORM_WEBHOOK_ENVIRONMENTS,
+# STORM_MAX_CONNECTIONS change the run.
+storm: tools
+	MOTO_SERVER="$${MOTO_SERVER:-$$PWD/.venv/bin/moto_server}" cargo test -p webhook --test storm
 
 # The performance suite of docs/benchmarks.md on the local PostgreSQL (BENCH_ARGS, e.g.
 # `--resources 100000` or `--parse-only`); `bench-smoke` is CI's quick run of the same code.

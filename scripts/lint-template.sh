@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
-# Lints template.yaml with cfn-lint and `sam validate --lint`, and checks which function roles
-# may decrypt credentials; exits non-zero on any finding.
+# Lints template.yaml with cfn-lint and `sam validate --lint`, checks which function roles
+# may decrypt credentials, and checks the template's properties after the SAM transform
+# (scoped IAM, the connection budget, alarm actions, DLQs, log retention, access logs, the
+# database proxy; scripts/check-template-properties.py); exits non-zero on any finding.
 #
 # Uses the tools from .venv at the repository root, creating it when they are missing
 # (python3 -m venv; cfn-lint and aws-sam-cli from PyPI). Both run offline. Set
@@ -41,5 +43,10 @@ fi
 
 echo "== credential access of the function roles"
 "$venv/bin/python" "$root/scripts/check-template-access.py" "$template" || status=1
+
+echo "== template properties (after the SAM transform)"
+"$venv/bin/python" "$root/scripts/check-template-properties.py" "$template" || status=1
+echo "== each property check catches its breakage"
+"$venv/bin/python" "$root/scripts/check-template-properties.py" --mutations "$template" || status=1
 
 exit "$status"

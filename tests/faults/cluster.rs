@@ -19,11 +19,19 @@ pub struct Cluster {
     bin: PathBuf,
     run_as: Option<String>,
     pub port: u16,
+    /// The server's `max_connections` (the storm test lowers it to its connection budget).
+    max_connections: u32,
 }
 
 impl Cluster {
     /// initdb + start. Errors say what is missing (binaries, the user to run them as).
+    #[allow(dead_code)] // the storm test (functions/webhook/tests/storm.rs) compiles this file too
     pub fn start() -> Result<Cluster> {
+        Cluster::start_with_max_connections(40)
+    }
+
+    /// [`start`](Self::start) with the server's `max_connections` set to `max_connections`.
+    pub fn start_with_max_connections(max_connections: u32) -> Result<Cluster> {
         let bin = server_binaries()?;
         let dir = tempfile::Builder::new()
             .prefix("ritmo-faults-pg-")
@@ -42,6 +50,7 @@ impl Cluster {
             bin,
             run_as,
             port: ritmo_tests::free_port(),
+            max_connections,
         };
         cluster.run(
             "initdb",
@@ -78,9 +87,10 @@ impl Cluster {
     /// when the last stop was immediate).
     pub fn start_server(&self) -> Result<()> {
         let options = format!(
-            "-p {} -c listen_addresses=127.0.0.1 -k {} -c max_connections=40",
+            "-p {} -c listen_addresses=127.0.0.1 -k {} -c max_connections={}",
             self.port,
-            self.dir.path().display()
+            self.dir.path().display(),
+            self.max_connections
         );
         self.run(
             "pg_ctl",

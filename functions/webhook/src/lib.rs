@@ -3,8 +3,14 @@
 //! which verifies the signature, records the delivery id and queues the plan requests, and
 //! answers the [`WebhookOutcome`] it returns as HTTP ([`response`]).
 //!
-//! This crate owns only the HTTP edge: routing, the body size limit, the outcome's status and
-//! JSON body.
+//! This crate owns only the HTTP edge: routing, the body size limit, the bound on deliveries in
+//! flight, the outcome's status and JSON body.
+//!
+//! A storm of pushes degrades instead of piling up (infra/README.md, "Webhook storms"): a
+//! delivery over the bound is refused at once with 503 and `Retry-After`, before it waits on
+//! the database, and so is every failure the sender's retry may cure. The sender redelivers;
+//! an accepted delivery is queued once, as the plan request's FIFO deduplication id and the
+//! recorded delivery id both collapse a redelivery.
 //! Lambda runs the router with `lambda_http` (REST v1, HTTP API v2, base64 bodies decoded by the
 //! runtime before the router sees them); `ritmo serve` runs the same router on a local port.
 
@@ -13,14 +19,16 @@ use std::sync::Arc;
 use axum::Router;
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
-use axum::extract::{DefaultBodyLimit, State};
-use axum::http::{HeaderMap, StatusCode};
+use axum::extract::{DefaultBodyLimit, Request, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use ritmo::services::Services;
 use ritmo::webhook::WebhookError;
 use ritmo::workflow::{self, WebhookOutcome};
 use serde_json::{Value, json};
+use tokio::sync::Semaphore;
 
 /// The path every provider is configured with.
 pub const WEBHOOK_PATH: &str = "/webhooks/gitops";
@@ -29,18 +37,56 @@ pub const WEBHOOK_PATH: &str = "/webhooks/gitops";
 /// few kilobytes; anything near a megabyte is not a push we want to parse.
 pub const BODY_LIMIT: usize = 1024 * 1024;
 
-/// The webhook router: [`WEBHOOK_PATH`] and, when different, `settings.webhook_path`.
+/// Deliveries one router works on at once. `ritmo serve` shares one database connection
+/// between them, so more would only wait longer on it; Lambda runs one per execution
+/// environment and bounds them with the function's reserved concurrency instead.
+pub const MAX_IN_FLIGHT: usize = 32;
+
+/// Seconds a refused sender is asked to wait before redelivering, at least: long enough for a
+/// burst's in-flight deliveries to finish.
+pub const RETRY_AFTER_SECS: u64 = 5;
+
+/// Up to this many seconds are added to [`RETRY_AFTER_SECS`] at random, so the senders a
+/// burst refused do not all come back in the same second and collide again.
+pub const RETRY_AFTER_JITTER_SECS: u64 = 5;
+
+/// The webhook router: [`WEBHOOK_PATH`] and, when different, `settings.webhook_path`, with
+/// at most [`MAX_IN_FLIGHT`] deliveries in flight.
 pub fn app(services: Arc<Services>) -> Router {
+    app_with_limit(services, MAX_IN_FLIGHT)
+}
+
+/// [`app`] with at most `max_in_flight` deliveries in flight (at least one); the next is
+/// refused with 503 `busy` and `Retry-After`.
+pub fn app_with_limit(services: Arc<Services>, max_in_flight: usize) -> Router {
     let configured = services.settings.webhook_path.clone();
+    let slots = Arc::new(Semaphore::new(max_in_flight.max(1)));
     let mut router = Router::new().route(WEBHOOK_PATH, post(receive));
     if configured.starts_with('/') && configured != WEBHOOK_PATH {
         router = router.route(&configured, post(receive));
     }
     router
+        // A route layer, so a wrong path or method is answered without a slot.
+        .route_layer(axum::middleware::from_fn_with_state(slots, admit))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
         .with_state(services)
+}
+
+/// Takes a slot before the body is read, or refuses the delivery at once: waiting for one
+/// would hold the sender's connection (and, in Lambda, the execution environment) for
+/// nothing.
+async fn admit(State(slots): State<Arc<Semaphore>>, request: Request, next: Next) -> Response {
+    let Ok(_slot) = slots.try_acquire_owned() else {
+        tracing::warn!("webhook refused: too many deliveries in flight");
+        return retry_later(error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "busy",
+            "too many deliveries at once; redeliver after Retry-After seconds",
+        ));
+    };
+    next.run(request).await
 }
 
 async fn receive(
@@ -55,7 +101,21 @@ async fn receive(
     let headers = header_pairs(&headers);
     let outcome = workflow::accept_webhook(&services, &headers, &body).await;
     let (status, body) = response(&outcome);
-    (status, axum::Json(body)).into_response()
+    let reply = (status, axum::Json(body)).into_response();
+    if status == StatusCode::SERVICE_UNAVAILABLE {
+        retry_later(reply)
+    } else {
+        reply
+    }
+}
+
+/// Adds `Retry-After`: [`RETRY_AFTER_SECS`] plus up to [`RETRY_AFTER_JITTER_SECS`].
+fn retry_later(mut reply: Response) -> Response {
+    let seconds = RETRY_AFTER_SECS + fastrand::u64(0..=RETRY_AFTER_JITTER_SECS);
+    reply
+        .headers_mut()
+        .insert(header::RETRY_AFTER, HeaderValue::from(seconds));
+    reply
 }
 
 /// The HTTP answer to an outcome: a status and a JSON body, `{"status", …}` when the delivery

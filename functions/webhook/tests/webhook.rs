@@ -16,6 +16,7 @@ use ritmo::services::Services;
 use ritmo_tests::db::TestDb;
 use secrecy::SecretString;
 use serde_json::Value;
+use tower::ServiceExt;
 
 use ritmo_tests::events::{
     assert_error, call, drain_plans, event_files, events_dir, file_name, replay,
@@ -466,4 +467,62 @@ fn incompressible_id(length: usize) -> String {
             char::from(b"0123456789abcdef"[(state >> 60) as usize])
         })
         .collect()
+}
+
+// Issue 27: a burst is shed at once with Retry-After instead of piling up behind the one
+// database connection, and the refused delivery passes when it is redelivered.
+#[tokio::test]
+async fn a_delivery_over_the_in_flight_bound_answers_503_with_retry_after_and_passes_redelivered() {
+    let mut harness = harness().await;
+    let app = webhook::app_with_limit(harness._services.clone(), 1);
+    // The first delivery's body arrives only when the test says so: until then it holds the
+    // only slot (the slot is taken before the body is read).
+    let (reading_tx, reading_rx) = tokio::sync::oneshot::channel::<()>();
+    let (release_tx, release_rx) = tokio::sync::oneshot::channel::<()>();
+    let (parts, body) =
+        ritmo_tests::events::request_from_event(&event("webhook-github-push-apigw-v2.json"))
+            .into_parts();
+    let bytes = axum::body::Bytes::copy_from_slice(&body);
+    let slow_body = futures_util::stream::once(async move {
+        let _ = reading_tx.send(());
+        let _ = release_rx.await;
+        Ok::<_, std::convert::Infallible>(bytes)
+    });
+    let first = {
+        let app = app.clone();
+        let request = Request::from_parts(parts, Body::from_stream(slow_body));
+        tokio::spawn(async move { call(&app, request).await })
+    };
+    reading_rx.await.unwrap();
+
+    let refused = app
+        .clone()
+        .oneshot(gitlab_push().map(Body::new))
+        .await
+        .unwrap();
+
+    assert_eq!(refused.status(), StatusCode::SERVICE_UNAVAILABLE);
+    let retry_after: u64 = refused.headers()["retry-after"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    let latest = webhook::RETRY_AFTER_SECS + webhook::RETRY_AFTER_JITTER_SECS;
+    assert!((webhook::RETRY_AFTER_SECS..=latest).contains(&retry_after));
+    let body = axum::body::to_bytes(refused.into_body(), usize::MAX)
+        .await
+        .unwrap();
+    assert_error(&serde_json::from_slice(&body).unwrap(), "busy");
+    assert!(drain_plans(&mut harness.receivers).is_empty());
+
+    release_tx.send(()).unwrap();
+    let (first_status, first_body) = first.await.unwrap();
+    assert_eq!(first_status, StatusCode::ACCEPTED, "{first_body}");
+    let (redelivered, body) = call(&app, gitlab_push().map(Body::new)).await;
+    assert_eq!(redelivered, StatusCode::ACCEPTED, "{body}");
+    let queued: Vec<String> = drain_plans(&mut harness.receivers)
+        .into_iter()
+        .map(|plan| plan.target)
+        .collect();
+    assert_eq!(queued, ["github", "gitlab"]);
 }
