@@ -20,13 +20,16 @@ use secrecy::ExposeSecret;
 use serde_json::json;
 
 use crate::args::{
-    Cli, Command, CredentialArgs, DatabaseArgs, ExportArgs, GetArgs, Gitops, HistoryArgs, Output,
-    PlanArgs, RotateArgs, SourceArgs, SyncArgs,
+    Cli, Command, CredentialArgs, DatabaseArgs, DecryptArgs, ExportArgs, GetArgs, Gitops,
+    HistoryArgs, Output, PlanArgs, RotateArgs, SourceArgs, SyncArgs,
 };
 use crate::render::{self, Style};
 
 const OK: u8 = 0;
 const CONFIG_WRONG: u8 = 1;
+/// What the command names does not exist (`get job nope`): the input is wrong, as with a
+/// configuration error, and README.md documents it so.
+const NOT_FOUND: u8 = 1;
 
 pub async fn run(cli: Cli) -> Result<ExitCode> {
     let settings = Settings::from_process_env(cli.config.as_deref())
@@ -235,9 +238,26 @@ async fn validate(ctx: &Session, args: &SourceArgs) -> Result<u8> {
     let source = ctx.source(&target, args.worktree).await?;
     let limits = Limits::default();
     let snapshot = source::read_source(&source, limits).await?;
+    if snapshot.files.is_empty() {
+        // A wrong --repo-path or --path reads as an empty repository; "0 errors" would pass it.
+        let directories: Vec<String> = Kind::ALL
+            .iter()
+            .map(|kind| format!("{}/", kind.directory()))
+            .collect();
+        bail!(
+            "no resource files in `{}` (path `{}`, {}): looked for {}; check --repo-path and --path",
+            source.location,
+            target.path,
+            snapshot.revision,
+            directories.join(", ")
+        );
+    }
     let files = snapshot.files.len();
+    let unchecked = uncommitted_files(&source, &target, &snapshot, &limits);
+    let sources = render::Sources::from_files(&snapshot.files);
     let (keys, refs) = (ctx.keys().await?, ctx.refs().await);
-    let checked = source::check(snapshot, ctx.checks(&keys, &refs), &limits).await;
+    let mut checked = source::check(snapshot, ctx.checks(&keys, &refs), &limits).await;
+    ritmo::diagnostic::fill_spans(&mut checked.diagnostics, |path| sources.get(path));
     let (errors, warnings) = render::diagnostic_counts(&checked.diagnostics);
     let mut out = ctx.out();
     match ctx.output {
@@ -248,20 +268,51 @@ async fn validate(ctx: &Session, args: &SourceArgs) -> Result<u8> {
                 "valid": errors == 0,
                 "resources": checked.desired.len(),
                 "files": files,
+                "uncommitted_files": unchecked,
                 "diagnostics": checked.diagnostics,
             }),
         )?,
         Output::Text => {
-            render::diagnostics_text(&mut out, ctx.style, &checked.diagnostics)?;
+            render::diagnostics_text(&mut out, ctx.style, &checked.diagnostics, &sources)?;
             writeln!(
                 out,
-                "{}: {} resources in {files} files, {errors} errors, {warnings} warnings",
+                "{}: {} in {}, {}, {}",
                 checked.revision,
-                checked.desired.len()
+                render::count(checked.desired.len(), "resource", "resources"),
+                render::count(files, "file", "files"),
+                render::count(errors, "error", "errors"),
+                render::count(warnings, "warning", "warnings"),
             )?;
+            if unchecked > 0 {
+                writeln!(
+                    out,
+                    "note: {} under the config directories {} uncommitted changes and {} not \
+                     checked (this read the last commit): pass --worktree to check the files on disk",
+                    render::count(unchecked, "file", "files"),
+                    if unchecked == 1 { "has" } else { "have" },
+                    if unchecked == 1 { "was" } else { "were" },
+                )?;
+            }
         }
     }
     Ok(if errors > 0 { CONFIG_WRONG } else { OK })
+}
+
+/// How many resource files differ between the commit `snapshot` read and the working tree
+/// of the same local repository: what a commit-reading validate did not check. 0 when the
+/// working tree was read, or cannot be.
+fn uncommitted_files(
+    source: &SourceSpec,
+    target: &TargetSettings,
+    snapshot: &ritmo::git::Snapshot,
+    limits: &Limits,
+) -> usize {
+    let Some(dir) = source.location.local_path().filter(|_| !source.worktree) else {
+        return 0;
+    };
+    ritmo::git::read_worktree(dir, &target.path, limits)
+        .map(|worktree| ritmo::git::differing_files(&snapshot.files, &worktree.files))
+        .unwrap_or(0)
 }
 
 /// `ritmo gitops plan`: `sync --dry-run` under another name. Both preview: nothing is written.
@@ -442,7 +493,7 @@ fn sync_text(
 ) -> std::io::Result<()> {
     let last = drained.last_plan();
     if let Some(detail) = last.and_then(PlanRequestOutcome::detail) {
-        render::diagnostics_text(out, style, &detail.diagnostics)?;
+        render::diagnostics_text(out, style, &detail.diagnostics, &render::Sources::default())?;
         if let Some(plan) = &detail.plan {
             render::plan_text(out, style, plan)?;
         }
@@ -589,7 +640,11 @@ async fn status(ctx: &Session, args: &DatabaseArgs) -> Result<u8> {
                 if drift.is_empty() {
                     writeln!(out, "  drift: none")?;
                 } else {
-                    writeln!(out, "  drift: {} out-of-band change(s)", drift.len())?;
+                    writeln!(
+                        out,
+                        "  drift: {}",
+                        render::count(drift.len(), "out-of-band change", "out-of-band changes")
+                    )?;
                     for event in drift {
                         writeln!(
                             out,
@@ -625,11 +680,12 @@ async fn history(ctx: &Session, args: &HistoryArgs) -> Result<u8> {
             for run in &runs {
                 writeln!(
                     out,
-                    "{}  {}  {:<16} {:<8} {}  +{} ~{} -{}",
+                    "{}  {}  {:<16} {:<8} {:<16} {}  +{} ~{} -{}",
                     run.started_at.format("%Y-%m-%d %H:%M:%S"),
                     run.id,
                     run.status.as_str(),
                     run.trigger,
+                    run.actor.as_deref().unwrap_or("-"),
                     run.revision.as_deref().unwrap_or("-"),
                     run.summary.create,
                     run.summary.update,
@@ -657,12 +713,15 @@ async fn get(ctx: &Session, args: &GetArgs) -> Result<u8> {
     let resources = store.resources(Some(kind), args.name.as_deref()).await?;
     let mut out = ctx.out();
     if args.name.is_some() && resources.is_empty() {
-        eprintln!(
-            "error: no {} named `{}`",
-            kind.slug(),
-            args.name.as_deref().unwrap_or_default()
+        render::error(
+            ctx.output,
+            &format!(
+                "no {} named `{}`",
+                kind.slug(),
+                args.name.as_deref().unwrap_or_default()
+            ),
         );
-        return Ok(CONFIG_WRONG);
+        return Ok(NOT_FOUND);
     }
     match ctx.output {
         Output::Json => match (&args.name, resources.first()) {
@@ -717,7 +776,9 @@ async fn export(ctx: &Session, args: &ExportArgs) -> Result<u8> {
         let relative = match ritmo::export::export_path(resource) {
             Ok(relative) => relative,
             Err(error) => {
-                eprintln!("error: {error}");
+                if ctx.output == Output::Text {
+                    eprintln!("error: {error}");
+                }
                 skipped.push(json!({
                     "kind": resource.kind.as_str(),
                     "name": resource.name,
@@ -742,12 +803,17 @@ async fn export(ctx: &Session, args: &ExportArgs) -> Result<u8> {
             &json!({"written": written, "output_dir": dir, "skipped": skipped}),
         )?,
         Output::Text => {
-            writeln!(out, "Wrote {written} resources to {}", dir.display())?;
+            writeln!(
+                out,
+                "Wrote {} to {}",
+                render::count(written, "resource", "resources"),
+                dir.display()
+            )?;
             if !skipped.is_empty() {
                 writeln!(
                     out,
-                    "Skipped {} resources whose stored names cannot be exported (see the errors above).",
-                    skipped.len()
+                    "Skipped {} whose stored names cannot be exported (see the errors above).",
+                    render::count(skipped.len(), "resource", "resources")
                 )?;
             }
         }
@@ -755,8 +821,8 @@ async fn export(ctx: &Session, args: &ExportArgs) -> Result<u8> {
     Ok(if skipped.is_empty() { OK } else { CONFIG_WRONG })
 }
 
-fn read_value(args: &CredentialArgs) -> Result<secrecy::SecretString> {
-    if let Some(value) = &args.value {
+fn read_value(value: Option<&String>) -> Result<secrecy::SecretString> {
+    if let Some(value) = value {
         return Ok(value.clone().into());
     }
     let mut value = String::new();
@@ -770,7 +836,7 @@ fn read_value(args: &CredentialArgs) -> Result<secrecy::SecretString> {
 }
 
 async fn encrypt_credential(ctx: &Session, args: &CredentialArgs) -> Result<u8> {
-    let value = read_value(args)?;
+    let value = read_value(args.value.as_ref())?;
     let mut keys = ctx.keys().await?;
     let plaintext = value.expose_secret().as_bytes();
     let ciphertext = match (&args.kms_key_id, &args.name) {
@@ -794,14 +860,14 @@ async fn encrypt_credential(ctx: &Session, args: &CredentialArgs) -> Result<u8> 
     Ok(OK)
 }
 
-async fn decrypt_credential(ctx: &Session, args: &CredentialArgs) -> Result<u8> {
-    let value = read_value(args)?;
+async fn decrypt_credential(ctx: &Session, args: &DecryptArgs) -> Result<u8> {
+    let value = read_value(args.value.as_ref())?;
     let keys = ctx.keys().await?;
     let name = args.name.as_deref().unwrap_or_default();
     let decrypted = match keys.decrypt(name, value.expose_secret().trim()).await {
         Ok(decrypted) => decrypted,
         Err(error) if error.is_bad_value() => {
-            eprintln!("error: {error}");
+            render::error(ctx.output, &error.to_string());
             return Ok(CONFIG_WRONG);
         }
         Err(error) => return Err(error.into()),
@@ -876,7 +942,12 @@ async fn rotate_credentials(ctx: &Session, args: &RotateArgs) -> Result<u8> {
             }),
         )?,
         Output::Text => {
-            render::diagnostics_text(&mut out, ctx.style, &refused)?;
+            render::diagnostics_text(
+                &mut out,
+                ctx.style,
+                &refused,
+                &render::Sources::from_files(&snapshot.files),
+            )?;
             for rotation in &changed {
                 let names: Vec<&str> = rotation
                     .rotated
@@ -897,7 +968,8 @@ async fn rotate_credentials(ctx: &Session, args: &RotateArgs) -> Result<u8> {
             }
             writeln!(
                 out,
-                "{rotated} value(s) {} key `{}`, {current} already current, {} not rotated.{}",
+                "{} {} key `{}`, {current} already current, {} not rotated.{}",
+                render::count(rotated, "value", "values"),
                 if args.dry_run {
                     "would move to"
                 } else {
