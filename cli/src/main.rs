@@ -4,6 +4,7 @@
 mod args;
 mod commands;
 mod ops;
+mod progress;
 mod render;
 mod serve;
 

@@ -26,10 +26,6 @@ impl Style {
         }
     }
 
-    pub fn colour(self) -> bool {
-        self.colour
-    }
-
     fn paint(self, code: &str, text: &str) -> String {
         if self.colour {
             format!("\x1b[{code}m{text}\x1b[0m")

@@ -614,6 +614,9 @@ impl Context<'_> {
         laps.lap("live state");
         self.record_moves(&state, &checked.desired).await?;
         laps.lap("record moves");
+        crate::progress::report(crate::progress::Stage::Planning {
+            resources: checked.desired.len(),
+        });
         // Moved, not cloned: at 10,000 resources the specs are the largest thing alive.
         let mut plan = plan::plan(
             &self.target.name,
@@ -640,12 +643,15 @@ impl Context<'_> {
     async fn check_all(&self, snapshot: Snapshot) -> Result<Checked> {
         let limits = *self.limits;
         let Snapshot { revision, files } = snapshot;
+        let count = files.len();
+        crate::progress::report(crate::progress::Stage::Parsing { files: count });
         let (manifest, files) = tokio::task::spawn_blocking(move || {
             let manifest = parallel::load_manifest(&files, &limits);
             (manifest, files)
         })
         .await
         .map_err(|join| Error::Internal(format!("the manifest loader stopped: {join}")))?;
+        crate::progress::report(crate::progress::Stage::Validating { files: count });
         let mut diagnostics = manifest.diagnostics.clone();
         diagnostics.extend(validate::validate(
             &manifest,
