@@ -412,7 +412,7 @@ mod tests {
         assert_eq!(
             json,
             serde_json::json!({"severity": "error", "code": "E101", "path": "jobs/big.yaml",
-                "line": 1, "column": 1, "message": "too large"})
+                "line": 1, "column": 1, "message": "too large", "end_line": 1, "end_column": 1})
         );
     }
 

@@ -45,6 +45,7 @@ pub fn resolve_positions(diagnostics: &mut [Diagnostic], files: &[SourceFile], l
                 .ok()
                 .and_then(|ordinal| table.get(ordinal).copied())
                 .unwrap_or((1, 1));
+            (diagnostic.end_line, diagnostic.end_column) = (diagnostic.line, diagnostic.column);
         }
     });
 }

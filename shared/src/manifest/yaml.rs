@@ -322,7 +322,8 @@ pub(crate) fn unclosed_flow_opener(text: &str, line: u32, column: u32) -> Option
         let mut at_node_start = true;
         for (i, &c) in chars.iter().enumerate() {
             let col = u32::try_from(i + 1).unwrap_or(u32::MAX);
-            if number == line && col >= column {
+            // The character at the error counts: the parser may point at the bracket itself.
+            if number == line && col > column {
                 break;
             }
             if let Some(q) = quote {
@@ -613,6 +614,8 @@ mod unclosed_tests {
         assert_eq!(unclosed_flow_opener(text, 8, 2), Some((6, 8, '[')));
         assert_eq!(unclosed_flow_opener(text, 5, 1), None);
         assert_eq!(unclosed_flow_opener("a: [1\n", 1, 6), None);
+        // The parser pointing at the unclosed bracket itself: it is right already.
+        assert_eq!(unclosed_flow_opener("a: [\n  {b\nc: 1\n", 2, 3), None);
     }
 }
 
