@@ -237,17 +237,9 @@ async fn validate(ctx: &Session, args: &SourceArgs) -> Result<u8> {
     let target = ctx.target(args)?;
     let source = ctx.source(&target, args.worktree).await?;
     let limits = Limits::default();
-    let bar = crate::progress::start(ctx.output);
-    let snapshot = source::read_source(&source, limits).await;
-    let snapshot = match snapshot {
-        Ok(snapshot) => snapshot,
-        Err(error) => {
-            crate::progress::finish(bar);
-            return Err(error.into());
-        }
-    };
+    let progress = crate::progress::start(ctx.output);
+    let snapshot = source::read_source(&source, limits).await?;
     if snapshot.files.is_empty() {
-        crate::progress::finish(bar);
         // A wrong --repo-path or --path reads as an empty repository; "0 errors" would pass it.
         let directories: Vec<String> = Kind::ALL
             .iter()
@@ -267,7 +259,7 @@ async fn validate(ctx: &Session, args: &SourceArgs) -> Result<u8> {
     let (keys, refs) = (ctx.keys().await?, ctx.refs().await);
     let mut checked = source::check(snapshot, ctx.checks(&keys, &refs), &limits).await;
     ritmo::diagnostic::fill_spans(&mut checked.diagnostics, |path| sources.get(path));
-    crate::progress::finish(bar);
+    drop(progress);
     let (errors, warnings) = render::diagnostic_counts(&checked.diagnostics);
     let mut out = ctx.out();
     match ctx.output {
@@ -381,10 +373,9 @@ async fn run_sync(ctx: &Session, args: &PlanArgs, sync: Sync) -> Result<u8> {
         auto_approve: sync.auto_approve,
         actor: crate::ops::actor(),
     };
-    let bar = crate::progress::start(ctx.output);
-    let drained = workflow::sync_inline(&services, &mut receivers, &request, &inline).await;
-    crate::progress::finish(bar);
-    let drained = drained?;
+    let progress = crate::progress::start(ctx.output);
+    let drained = workflow::sync_inline(&services, &mut receivers, &request, &inline).await?;
+    drop(progress);
     let pinned = services
         .store
         .lock()

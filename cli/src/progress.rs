@@ -42,11 +42,22 @@ fn wanted(output: Output) -> bool {
         && std::env::var_os("CI").is_none()
 }
 
-/// Starts reporting (hidden until the delay has passed); `None` when nobody watches. Clear the
-/// bar with [`finish`] before printing the result.
-pub fn start(output: Output) -> Option<ProgressBar> {
+/// The spinner while it runs: dropping it takes it off the screen, so the result (or an
+/// error, whichever way the command leaves) prints on a clean line.
+pub struct Shown(Option<ProgressBar>);
+
+impl Drop for Shown {
+    fn drop(&mut self) {
+        if let Some(bar) = &self.0 {
+            bar.finish_and_clear();
+        }
+    }
+}
+
+/// Starts reporting, hidden until the delay has passed; shows nothing when nobody watches.
+pub fn start(output: Output) -> Shown {
     if !wanted(output) {
-        return None;
+        return Shown(None);
     }
     let delay = std::env::var("RITMO_PROGRESS_AFTER_MS")
         .ok()
@@ -57,7 +68,7 @@ pub fn start(output: Output) -> Option<ProgressBar> {
         bar.set_style(style);
     }
     if !ritmo::progress::set_reporter(Box::new(Spinner(bar.clone()))) {
-        return None;
+        return Shown(None);
     }
     let shown = bar.clone();
     std::thread::spawn(move || {
@@ -67,12 +78,5 @@ pub fn start(output: Output) -> Option<ProgressBar> {
             shown.enable_steady_tick(Duration::from_millis(120));
         }
     });
-    Some(bar)
-}
-
-/// Takes the spinner off the screen, so the result prints on a clean line.
-pub fn finish(bar: Option<ProgressBar>) {
-    if let Some(bar) = bar {
-        bar.finish_and_clear();
-    }
+    Shown(Some(bar))
 }

@@ -244,6 +244,20 @@ fn validate_on_a_terminal_shows_stages_and_a_file_count_and_nowhere_else() {
     }
 }
 
+#[tokio::test]
+async fn sync_on_a_terminal_shows_its_stages() {
+    let db = TestDb::new().await;
+    let repo = repo_from(&example_dir());
+
+    let terminal = on_a_terminal(
+        &format!("gitops sync --repo-path {}", path_str(repo.path())),
+        &[("DATABASE_URL", &db.url)],
+    );
+
+    assert!(terminal.contains("planning "), "{terminal}");
+    assert!(terminal.contains("applying "), "{terminal}");
+}
+
 // --- the rough edges ---
 
 #[test]

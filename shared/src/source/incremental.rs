@@ -242,6 +242,7 @@ impl LocatedSource {
 /// Separate from [`plan_located`] so that the caller can look at the commit (is it already
 /// applied?) before planning, and need not hold the database while the network is used.
 pub async fn locate(source: &SourceSpec, commit: Option<&str>) -> Result<LocatedSource> {
+    crate::progress::report(crate::progress::Stage::Reading);
     if source.worktree {
         if let Some(commit) = commit {
             return Err(Error::InvalidRequest(format!(
