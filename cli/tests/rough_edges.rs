@@ -394,6 +394,20 @@ fn errors_are_json_under_o_json() {
 }
 
 #[test]
+fn argument_errors_are_json_under_o_json_too() {
+    let missing = ritmo(&["gitops", "approve", "-o", "json"]);
+    let unknown = ritmo(&["gitops", "validate", "--no-such-flag", "--output=json"]);
+    let text = ritmo(&["gitops", "approve"]);
+
+    for output in [&missing, &unknown] {
+        assert_exit(output, 2);
+        assert!(json(output)["error"].is_string(), "{}", stdout(output));
+    }
+    assert_exit(&text, 2);
+    assert!(stderr(&text).starts_with("error:"), "{}", stderr(&text));
+}
+
+#[test]
 fn a_closed_pipe_ends_quietly_with_0() {
     let (reader, writer) = std::io::pipe().unwrap();
     // The reader is gone before ritmo writes: every write to stdout fails with EPIPE, as
