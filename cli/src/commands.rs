@@ -383,15 +383,25 @@ async fn run_sync(ctx: &Session, args: &PlanArgs, sync: Sync) -> Result<u8> {
         .target(&target.name)
         .await?
         .and_then(|state| state.pinned_commit);
+    let detail = drained.last_plan().and_then(PlanRequestOutcome::detail);
+    let sources = match detail {
+        Some(detail) => plan_sources(ctx, &target, args.source.worktree, detail).await,
+        None => render::Sources::default(),
+    };
     let mut out = ctx.out();
     match ctx.output {
         Output::Json => {
             let mut value = sync_json(&target, &drained, sync.preview);
             value["pinned_commit"] = json!(pinned);
+            if let Some(detail) = detail {
+                let mut diagnostics = detail.diagnostics.clone();
+                ritmo::diagnostic::fill_spans(&mut diagnostics, |path| sources.get(path));
+                value["diagnostics"] = json!(diagnostics);
+            }
             render::json_line(&mut out, &value)?
         }
         Output::Text => {
-            sync_text(&mut out, ctx.style, &target, &drained)?;
+            sync_text(&mut out, ctx.style, &target, &drained, &sources)?;
             if let Some(pin) = pinned {
                 writeln!(
                     out,
@@ -409,6 +419,32 @@ async fn run_sync(ctx: &Session, args: &PlanArgs, sync: Sync) -> Result<u8> {
             OK
         },
     )
+}
+
+/// The files a plan's diagnostics point into, for their snippets: read again only from a
+/// local repository, and only when it still is at the revision the plan read (a branch that
+/// moved since would show other lines).
+async fn plan_sources(
+    ctx: &Session,
+    target: &TargetSettings,
+    worktree: bool,
+    detail: &workflow::PlanDetail,
+) -> render::Sources {
+    if detail.diagnostics.is_empty() {
+        return render::Sources::default();
+    }
+    let Ok(source) = ctx.source(target, worktree).await else {
+        return render::Sources::default();
+    };
+    if source.location.local_path().is_none() {
+        return render::Sources::default();
+    }
+    match source::read_source(&source, Limits::default()).await {
+        Ok(snapshot) if Some(&snapshot.revision) == detail.revision.as_ref() => {
+            render::Sources::from_files(&snapshot.files)
+        }
+        _ => render::Sources::default(),
+    }
 }
 
 /// A plan request the pipeline declined for a reason the person must act on.
@@ -494,10 +530,11 @@ fn sync_text(
     style: Style,
     target: &TargetSettings,
     drained: &Drained,
+    sources: &render::Sources,
 ) -> std::io::Result<()> {
     let last = drained.last_plan();
     if let Some(detail) = last.and_then(PlanRequestOutcome::detail) {
-        render::diagnostics_text(out, style, &detail.diagnostics, &render::Sources::default())?;
+        render::diagnostics_text(out, style, &detail.diagnostics, sources)?;
         if let Some(plan) = &detail.plan {
             render::plan_text(out, style, plan)?;
         }

@@ -176,6 +176,36 @@ fn json_diagnostics_keep_their_fields_and_add_the_span_end() {
     );
 }
 
+#[tokio::test]
+async fn sync_shows_the_same_snippets_for_the_commit_it_read() {
+    let db = TestDb::new().await;
+    let repo = repo_from(&workspace_root().join("tests/fixtures/diagnostics/unknown-field"));
+
+    let text = ritmo_db(
+        &["gitops", "sync", "--repo-path", path_str(repo.path())],
+        &db,
+    );
+    let as_json = ritmo_db(
+        &[
+            "gitops",
+            "sync",
+            "--repo-path",
+            path_str(repo.path()),
+            "-o",
+            "json",
+        ],
+        &db,
+    );
+
+    assert_exit(&text, 1);
+    assert!(
+        stdout(&text).contains("7 |   timout: 30\n  |   ^^^^^^\n"),
+        "{}",
+        stdout(&text)
+    );
+    assert_eq!(json(&as_json)["diagnostics"][0]["end_column"], 9);
+}
+
 #[test]
 fn an_unclosed_bracket_is_reported_on_the_line_it_opens() {
     let path = workspace_root().join("tests/fixtures/diagnostics/unclosed-bracket");
