@@ -10,7 +10,7 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
     name = "ritmo",
     version,
     about = "Keep Ritmo's configuration in PostgreSQL identical to a Git repository",
-    after_help = "Examples:\n  ritmo gitops validate --repo-path ./ritmo-config\n  ritmo gitops plan --repo-path ./ritmo-config\n  ritmo gitops sync\n  ritmo get jobs -o json\n\nExit codes: 0 ok, 1 the configuration or plan is wrong, 2 usage or environment problem."
+    after_help = "Examples:\n  ritmo gitops validate --repo-path ./ritmo-config\n  ritmo gitops plan --repo-path ./ritmo-config\n  ritmo gitops sync\n  ritmo get jobs -o json\n\nExit codes: 0 ok; 1 the configuration or plan is wrong, or what the command\nnames does not exist; 2 usage or environment problem. With -o json, errors\nare JSON too: {\"error\": \"...\"} on stdout."
 )]
 pub struct Cli {
     /// Bootstrap file (defaults to $RITMO_GITOPS_BOOTSTRAP, then /etc/ritmo/gitops-bootstrap.yaml)
@@ -47,13 +47,13 @@ pub enum Command {
 
     /// Encrypt a credential value for `encrypted_value` (reads the value from stdin)
     #[command(
-        after_help = "Examples:\n  printf %s \"$TOKEN\" | ritmo encrypt-credential --name github-pat\n  ritmo encrypt-credential --name github-pat --value=\"ghp_...\"  # lands in shell history"
+        after_help = "Examples:\n  printf %s \"$TOKEN\" | ritmo encrypt-credential --name github-pat\n  # --value lands in shell history:\n  ritmo encrypt-credential --name github-pat --value=\"ghp_...\""
     )]
     EncryptCredential(CredentialArgs),
 
     /// Serve the webhook and the API on one port, with the poller, planner and applier in-process
     #[command(
-        after_help = "Examples:\n  DATABASE_URL=postgres://postgres@127.0.0.1/ritmo RITMO_GITOPS_REPO_URL=https://github.com/acme/ritmo-config.git ritmo serve\n  ritmo serve --listen 0.0.0.0:8080 --config gitops-bootstrap.yaml\n  AWS_ENDPOINT_URL=http://127.0.0.1:5000 ritmo serve   # SQS queues on moto\n\nThen (state changes need the token; see README.md, Security):\n  curl -X POST -H \"Authorization: Bearer $RITMO_API_TOKEN\" -H 'Content-Type: application/json' http://127.0.0.1:8080/api/v1/gitops/sync\n  curl http://127.0.0.1:8080/api/v1/gitops/status"
+        after_help = "Examples:\n  DATABASE_URL=postgres://postgres@127.0.0.1/ritmo \\\n    RITMO_GITOPS_REPO_URL=https://github.com/acme/ritmo-config.git \\\n    ritmo serve\n  ritmo serve --listen 0.0.0.0:8080 --config gitops-bootstrap.yaml\n  AWS_ENDPOINT_URL=http://127.0.0.1:5000 ritmo serve   # SQS queues on moto\n\nThen (state changes need the token; see README.md, Security):\n  curl -X POST -H \"Authorization: Bearer $RITMO_API_TOKEN\" \\\n    -H 'Content-Type: application/json' \\\n    http://127.0.0.1:8080/api/v1/gitops/sync\n  curl http://127.0.0.1:8080/api/v1/gitops/status"
     )]
     Serve(ServeArgs),
 
@@ -61,11 +61,11 @@ pub enum Command {
     #[command(
         after_help = "Example:\n  ritmo decrypt-credential --name github-pat --value=\"AES256:...\""
     )]
-    DecryptCredential(CredentialArgs),
+    DecryptCredential(DecryptArgs),
 
     /// Re-encrypt every `AES256:` credential value to the newest master key, in place
     #[command(
-        after_help = "Add the new key last in the keyring, then:\n  RITMO_MASTER_ENCRYPTION_KEY=\"old:$OLD,new:$NEW\" ritmo rotate-credentials --repo-path ./ritmo-config\n  git diff && git commit -am 'rotate credentials to key new'\n\nOnly the rotated values change in the files; commit them yourself. Values not bound to their\ncredential's name are bound on the way. Exit 1 when a value could not be rotated."
+        after_help = "Add the new key last in the keyring, then:\n  RITMO_MASTER_ENCRYPTION_KEY=\"old:$OLD,new:$NEW\" \\\n    ritmo rotate-credentials --repo-path ./ritmo-config\n  git diff && git commit -am 'rotate credentials to key new'\n\nOnly the rotated values change in the files; commit them yourself. Values not\nbound to their credential's name are bound on the way. Exit 1 when a value\ncould not be rotated."
     )]
     RotateCredentials(RotateArgs),
 }
@@ -90,7 +90,7 @@ pub struct RotateArgs {
 pub enum Gitops {
     /// Check a repository: syntax, schema, references, secrets; prints every problem with file:line
     #[command(
-        after_help = "Examples:\n  ritmo gitops validate --repo-path ./ritmo-config\n  ritmo gitops validate --repo-path . --worktree   # pre-commit: check uncommitted files\n  RITMO_GITOPS_TOKEN=... ritmo gitops validate --repo https://github.com/acme/ritmo-config.git --auth-type token\n  ritmo gitops validate --repo git@github.com:acme/ritmo-config.git --auth-type ssh --ssh-key-path ~/.ssh/deploy --ssh-known-hosts ./known_hosts\n  ritmo gitops validate --repo https://github.com/acme/ritmo-config.git --auth-type github_app --app-id 123 --installation-id 456 --app-private-key-path app.pem"
+        after_help = "Examples:\n  ritmo gitops validate --repo-path ./ritmo-config\n  # pre-commit: check uncommitted files\n  ritmo gitops validate --repo-path . --worktree\n  RITMO_GITOPS_TOKEN=... ritmo gitops validate \\\n    --repo https://github.com/acme/ritmo-config.git --auth-type token\n  ritmo gitops validate --repo git@github.com:acme/ritmo-config.git \\\n    --auth-type ssh --ssh-key-path ~/.ssh/deploy \\\n    --ssh-known-hosts ./known_hosts\n  ritmo gitops validate --repo https://github.com/acme/ritmo-config.git \\\n    --auth-type github_app --app-id 123 --installation-id 456 \\\n    --app-private-key-path app.pem\n\nNo resource files at all is an error (exit 2): a wrong --repo-path or --path."
     )]
     Validate(SourceArgs),
 
@@ -118,13 +118,13 @@ pub enum Gitops {
 
     /// Approve a plan waiting for approval and apply it now
     #[command(
-        after_help = "Example:\n  ritmo gitops history --target default   # find the pending_approval run\n  ritmo gitops approve 0190f3c2-7d1e-7a3b-9c4d-5e6f7a8b9c0d\n\nRefused (exit 1) when the target was synced since the plan was made: the plan is stale,\nrun `ritmo gitops sync` for a fresh one."
+        after_help = "Example:\n  ritmo gitops history --target default   # find the pending_approval run\n  ritmo gitops approve 0190f3c2-7d1e-7a3b-9c4d-5e6f7a8b9c0d\n\nRefused (exit 1) when the target was synced since the plan was made: the plan\nis stale, run `ritmo gitops sync` for a fresh one. A SYNC_ID that is no UUID\nis a usage error (exit 2)."
     )]
     Approve(ApproveArgs),
 
     /// Sync an earlier commit and pin the target there (automatic syncs suspended)
     #[command(
-        after_help = "Examples:\n  ritmo gitops rollback --to 8b5f2a6c1d3e4f5061728394a5b6c7d8e9f00112\n  ritmo gitops rollback --to 0190f3c2-7d1e-7a3b-9c4d-5e6f7a8b9c0d --target prod   # a sync run's commit\n\nWebhook and schedule syncs leave the target at that commit until `ritmo gitops resume`."
+        after_help = "Examples:\n  ritmo gitops rollback --to 8b5f2a6c1d3e4f5061728394a5b6c7d8e9f00112\n  # a sync run's commit:\n  ritmo gitops rollback --to 0190f3c2-7d1e-7a3b-9c4d-5e6f7a8b9c0d --target prod\n\nWebhook and schedule syncs leave the target at that commit until\n`ritmo gitops resume`."
     )]
     Rollback(RollbackArgs),
 
@@ -356,6 +356,16 @@ pub struct CredentialArgs {
 }
 
 #[derive(Debug, Args)]
+pub struct DecryptArgs {
+    /// The credential's name: a ciphertext bound to a name decrypts only under that name
+    #[arg(long)]
+    pub name: Option<String>,
+    /// The `encrypted_value` to decrypt (default: read from stdin)
+    #[arg(long, value_name = "CIPHERTEXT")]
+    pub value: Option<String>,
+}
+
+#[derive(Debug, Args)]
 pub struct ServeArgs {
     /// Address and port to listen on
     #[arg(long, default_value = "127.0.0.1:8080", value_name = "ADDR")]
@@ -363,13 +373,29 @@ pub struct ServeArgs {
     #[command(flatten)]
     pub database: DatabaseArgs,
     /// Use SQS at this endpoint (moto) instead of in-process queues
-    #[arg(long, env = "AWS_ENDPOINT_URL", value_name = "URL")]
+    // Values hidden: an exported-but-empty variable printed `[env: AWS_ENDPOINT_URL=]`.
+    #[arg(
+        long,
+        env = "AWS_ENDPOINT_URL",
+        hide_env_values = true,
+        value_name = "URL"
+    )]
     pub aws_endpoint_url: Option<String>,
     /// The plan queue's URL on that endpoint (default: create `ritmo-plan.fifo`)
-    #[arg(long, env = "RITMO_GITOPS_PLAN_QUEUE_URL", value_name = "URL")]
+    #[arg(
+        long,
+        env = "RITMO_GITOPS_PLAN_QUEUE_URL",
+        hide_env_values = true,
+        value_name = "URL"
+    )]
     pub plan_queue_url: Option<String>,
     /// The apply queue's URL on that endpoint (default: create `ritmo-apply.fifo`)
-    #[arg(long, env = "RITMO_GITOPS_APPLY_QUEUE_URL", value_name = "URL")]
+    #[arg(
+        long,
+        env = "RITMO_GITOPS_APPLY_QUEUE_URL",
+        hide_env_values = true,
+        value_name = "URL"
+    )]
     pub apply_queue_url: Option<String>,
     /// Seconds between poller ticks (default: the shortest target interval; at least 5)
     #[arg(long, value_name = "SECONDS")]

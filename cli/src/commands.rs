@@ -20,13 +20,16 @@ use secrecy::ExposeSecret;
 use serde_json::json;
 
 use crate::args::{
-    Cli, Command, CredentialArgs, DatabaseArgs, ExportArgs, GetArgs, Gitops, HistoryArgs, Output,
-    PlanArgs, RotateArgs, SourceArgs, SyncArgs,
+    Cli, Command, CredentialArgs, DatabaseArgs, DecryptArgs, ExportArgs, GetArgs, Gitops,
+    HistoryArgs, Output, PlanArgs, RotateArgs, SourceArgs, SyncArgs,
 };
 use crate::render::{self, Style};
 
 const OK: u8 = 0;
 const CONFIG_WRONG: u8 = 1;
+/// What the command names does not exist (`get job nope`): the input is wrong, as with a
+/// configuration error, and README.md documents it so.
+const NOT_FOUND: u8 = 1;
 
 pub async fn run(cli: Cli) -> Result<ExitCode> {
     let settings = Settings::from_process_env(cli.config.as_deref())
@@ -234,10 +237,29 @@ async fn validate(ctx: &Session, args: &SourceArgs) -> Result<u8> {
     let target = ctx.target(args)?;
     let source = ctx.source(&target, args.worktree).await?;
     let limits = Limits::default();
+    let progress = crate::progress::start(ctx.output);
     let snapshot = source::read_source(&source, limits).await?;
+    if snapshot.files.is_empty() {
+        // A wrong --repo-path or --path reads as an empty repository; "0 errors" would pass it.
+        let directories: Vec<String> = Kind::ALL
+            .iter()
+            .map(|kind| format!("{}/", kind.directory()))
+            .collect();
+        bail!(
+            "no resource files in `{}` (path `{}`, {}): looked for {}; check --repo-path and --path",
+            source.location,
+            target.path,
+            snapshot.revision,
+            directories.join(", ")
+        );
+    }
     let files = snapshot.files.len();
+    let unchecked = uncommitted_files(&source, &target, &snapshot, &limits);
+    let sources = render::Sources::from_files(&snapshot.files);
     let (keys, refs) = (ctx.keys().await?, ctx.refs().await);
-    let checked = source::check(snapshot, ctx.checks(&keys, &refs), &limits).await;
+    let mut checked = source::check(snapshot, ctx.checks(&keys, &refs), &limits).await;
+    ritmo::diagnostic::fill_spans(&mut checked.diagnostics, |path| sources.get(path));
+    drop(progress);
     let (errors, warnings) = render::diagnostic_counts(&checked.diagnostics);
     let mut out = ctx.out();
     match ctx.output {
@@ -248,20 +270,51 @@ async fn validate(ctx: &Session, args: &SourceArgs) -> Result<u8> {
                 "valid": errors == 0,
                 "resources": checked.desired.len(),
                 "files": files,
+                "uncommitted_files": unchecked,
                 "diagnostics": checked.diagnostics,
             }),
         )?,
         Output::Text => {
-            render::diagnostics_text(&mut out, ctx.style, &checked.diagnostics)?;
+            render::diagnostics_text(&mut out, ctx.style, &checked.diagnostics, &sources)?;
             writeln!(
                 out,
-                "{}: {} resources in {files} files, {errors} errors, {warnings} warnings",
+                "{}: {} in {}, {}, {}",
                 checked.revision,
-                checked.desired.len()
+                render::count(checked.desired.len(), "resource", "resources"),
+                render::count(files, "file", "files"),
+                render::count(errors, "error", "errors"),
+                render::count(warnings, "warning", "warnings"),
             )?;
+            if unchecked > 0 {
+                writeln!(
+                    out,
+                    "note: {} under the config directories {} uncommitted changes and {} not \
+                     checked (this read the last commit): pass --worktree to check the files on disk",
+                    render::count(unchecked, "file", "files"),
+                    if unchecked == 1 { "has" } else { "have" },
+                    if unchecked == 1 { "was" } else { "were" },
+                )?;
+            }
         }
     }
     Ok(if errors > 0 { CONFIG_WRONG } else { OK })
+}
+
+/// How many resource files differ between the commit `snapshot` read and the working tree
+/// of the same local repository: what a commit-reading validate did not check. 0 when the
+/// working tree was read, or cannot be.
+fn uncommitted_files(
+    source: &SourceSpec,
+    target: &TargetSettings,
+    snapshot: &ritmo::git::Snapshot,
+    limits: &Limits,
+) -> usize {
+    let Some(dir) = source.location.local_path().filter(|_| !source.worktree) else {
+        return 0;
+    };
+    ritmo::git::read_worktree(dir, &target.path, limits)
+        .map(|worktree| ritmo::git::differing_files(&snapshot.files, &worktree.files))
+        .unwrap_or(0)
 }
 
 /// `ritmo gitops plan`: `sync --dry-run` under another name. Both preview: nothing is written.
@@ -320,7 +373,9 @@ async fn run_sync(ctx: &Session, args: &PlanArgs, sync: Sync) -> Result<u8> {
         auto_approve: sync.auto_approve,
         actor: crate::ops::actor(),
     };
+    let progress = crate::progress::start(ctx.output);
     let drained = workflow::sync_inline(&services, &mut receivers, &request, &inline).await?;
+    drop(progress);
     let pinned = services
         .store
         .lock()
@@ -328,15 +383,25 @@ async fn run_sync(ctx: &Session, args: &PlanArgs, sync: Sync) -> Result<u8> {
         .target(&target.name)
         .await?
         .and_then(|state| state.pinned_commit);
+    let detail = drained.last_plan().and_then(PlanRequestOutcome::detail);
+    let sources = match detail {
+        Some(detail) => plan_sources(ctx, &target, args.source.worktree, detail).await,
+        None => render::Sources::default(),
+    };
     let mut out = ctx.out();
     match ctx.output {
         Output::Json => {
             let mut value = sync_json(&target, &drained, sync.preview);
             value["pinned_commit"] = json!(pinned);
+            if let Some(detail) = detail {
+                let mut diagnostics = detail.diagnostics.clone();
+                ritmo::diagnostic::fill_spans(&mut diagnostics, |path| sources.get(path));
+                value["diagnostics"] = json!(diagnostics);
+            }
             render::json_line(&mut out, &value)?
         }
         Output::Text => {
-            sync_text(&mut out, ctx.style, &target, &drained)?;
+            sync_text(&mut out, ctx.style, &target, &drained, &sources)?;
             if let Some(pin) = pinned {
                 writeln!(
                     out,
@@ -354,6 +419,32 @@ async fn run_sync(ctx: &Session, args: &PlanArgs, sync: Sync) -> Result<u8> {
             OK
         },
     )
+}
+
+/// The files a plan's diagnostics point into, for their snippets: read again only from a
+/// local repository, and only when it still is at the revision the plan read (a branch that
+/// moved since would show other lines).
+async fn plan_sources(
+    ctx: &Session,
+    target: &TargetSettings,
+    worktree: bool,
+    detail: &workflow::PlanDetail,
+) -> render::Sources {
+    if detail.diagnostics.is_empty() {
+        return render::Sources::default();
+    }
+    let Ok(source) = ctx.source(target, worktree).await else {
+        return render::Sources::default();
+    };
+    if source.location.local_path().is_none() {
+        return render::Sources::default();
+    }
+    match source::read_source(&source, Limits::default()).await {
+        Ok(snapshot) if Some(&snapshot.revision) == detail.revision.as_ref() => {
+            render::Sources::from_files(&snapshot.files)
+        }
+        _ => render::Sources::default(),
+    }
 }
 
 /// A plan request the pipeline declined for a reason the person must act on.
@@ -439,10 +530,11 @@ fn sync_text(
     style: Style,
     target: &TargetSettings,
     drained: &Drained,
+    sources: &render::Sources,
 ) -> std::io::Result<()> {
     let last = drained.last_plan();
     if let Some(detail) = last.and_then(PlanRequestOutcome::detail) {
-        render::diagnostics_text(out, style, &detail.diagnostics)?;
+        render::diagnostics_text(out, style, &detail.diagnostics, sources)?;
         if let Some(plan) = &detail.plan {
             render::plan_text(out, style, plan)?;
         }
@@ -589,7 +681,11 @@ async fn status(ctx: &Session, args: &DatabaseArgs) -> Result<u8> {
                 if drift.is_empty() {
                     writeln!(out, "  drift: none")?;
                 } else {
-                    writeln!(out, "  drift: {} out-of-band change(s)", drift.len())?;
+                    writeln!(
+                        out,
+                        "  drift: {}",
+                        render::count(drift.len(), "out-of-band change", "out-of-band changes")
+                    )?;
                     for event in drift {
                         writeln!(
                             out,
@@ -625,11 +721,12 @@ async fn history(ctx: &Session, args: &HistoryArgs) -> Result<u8> {
             for run in &runs {
                 writeln!(
                     out,
-                    "{}  {}  {:<16} {:<8} {}  +{} ~{} -{}",
+                    "{}  {}  {:<16} {:<8} {:<16} {}  +{} ~{} -{}",
                     run.started_at.format("%Y-%m-%d %H:%M:%S"),
                     run.id,
                     run.status.as_str(),
                     run.trigger,
+                    run.actor.as_deref().unwrap_or("-"),
                     run.revision.as_deref().unwrap_or("-"),
                     run.summary.create,
                     run.summary.update,
@@ -657,12 +754,15 @@ async fn get(ctx: &Session, args: &GetArgs) -> Result<u8> {
     let resources = store.resources(Some(kind), args.name.as_deref()).await?;
     let mut out = ctx.out();
     if args.name.is_some() && resources.is_empty() {
-        eprintln!(
-            "error: no {} named `{}`",
-            kind.slug(),
-            args.name.as_deref().unwrap_or_default()
+        render::error(
+            ctx.output,
+            &format!(
+                "no {} named `{}`",
+                kind.slug(),
+                args.name.as_deref().unwrap_or_default()
+            ),
         );
-        return Ok(CONFIG_WRONG);
+        return Ok(NOT_FOUND);
     }
     match ctx.output {
         Output::Json => match (&args.name, resources.first()) {
@@ -717,7 +817,9 @@ async fn export(ctx: &Session, args: &ExportArgs) -> Result<u8> {
         let relative = match ritmo::export::export_path(resource) {
             Ok(relative) => relative,
             Err(error) => {
-                eprintln!("error: {error}");
+                if ctx.output == Output::Text {
+                    eprintln!("error: {error}");
+                }
                 skipped.push(json!({
                     "kind": resource.kind.as_str(),
                     "name": resource.name,
@@ -742,12 +844,17 @@ async fn export(ctx: &Session, args: &ExportArgs) -> Result<u8> {
             &json!({"written": written, "output_dir": dir, "skipped": skipped}),
         )?,
         Output::Text => {
-            writeln!(out, "Wrote {written} resources to {}", dir.display())?;
+            writeln!(
+                out,
+                "Wrote {} to {}",
+                render::count(written, "resource", "resources"),
+                dir.display()
+            )?;
             if !skipped.is_empty() {
                 writeln!(
                     out,
-                    "Skipped {} resources whose stored names cannot be exported (see the errors above).",
-                    skipped.len()
+                    "Skipped {} whose stored names cannot be exported (see the errors above).",
+                    render::count(skipped.len(), "resource", "resources")
                 )?;
             }
         }
@@ -755,8 +862,8 @@ async fn export(ctx: &Session, args: &ExportArgs) -> Result<u8> {
     Ok(if skipped.is_empty() { OK } else { CONFIG_WRONG })
 }
 
-fn read_value(args: &CredentialArgs) -> Result<secrecy::SecretString> {
-    if let Some(value) = &args.value {
+fn read_value(value: Option<&String>) -> Result<secrecy::SecretString> {
+    if let Some(value) = value {
         return Ok(value.clone().into());
     }
     let mut value = String::new();
@@ -770,7 +877,7 @@ fn read_value(args: &CredentialArgs) -> Result<secrecy::SecretString> {
 }
 
 async fn encrypt_credential(ctx: &Session, args: &CredentialArgs) -> Result<u8> {
-    let value = read_value(args)?;
+    let value = read_value(args.value.as_ref())?;
     let mut keys = ctx.keys().await?;
     let plaintext = value.expose_secret().as_bytes();
     let ciphertext = match (&args.kms_key_id, &args.name) {
@@ -794,14 +901,14 @@ async fn encrypt_credential(ctx: &Session, args: &CredentialArgs) -> Result<u8> 
     Ok(OK)
 }
 
-async fn decrypt_credential(ctx: &Session, args: &CredentialArgs) -> Result<u8> {
-    let value = read_value(args)?;
+async fn decrypt_credential(ctx: &Session, args: &DecryptArgs) -> Result<u8> {
+    let value = read_value(args.value.as_ref())?;
     let keys = ctx.keys().await?;
     let name = args.name.as_deref().unwrap_or_default();
     let decrypted = match keys.decrypt(name, value.expose_secret().trim()).await {
         Ok(decrypted) => decrypted,
         Err(error) if error.is_bad_value() => {
-            eprintln!("error: {error}");
+            render::error(ctx.output, &error.to_string());
             return Ok(CONFIG_WRONG);
         }
         Err(error) => return Err(error.into()),
@@ -876,7 +983,12 @@ async fn rotate_credentials(ctx: &Session, args: &RotateArgs) -> Result<u8> {
             }),
         )?,
         Output::Text => {
-            render::diagnostics_text(&mut out, ctx.style, &refused)?;
+            render::diagnostics_text(
+                &mut out,
+                ctx.style,
+                &refused,
+                &render::Sources::from_files(&snapshot.files),
+            )?;
             for rotation in &changed {
                 let names: Vec<&str> = rotation
                     .rotated
@@ -897,7 +1009,8 @@ async fn rotate_credentials(ctx: &Session, args: &RotateArgs) -> Result<u8> {
             }
             writeln!(
                 out,
-                "{rotated} value(s) {} key `{}`, {current} already current, {} not rotated.{}",
+                "{} {} key `{}`, {current} already current, {} not rotated.{}",
+                render::count(rotated, "value", "values"),
                 if args.dry_run {
                     "would move to"
                 } else {

@@ -4,6 +4,7 @@
 mod args;
 mod commands;
 mod ops;
+mod progress;
 mod render;
 mod serve;
 
@@ -14,7 +15,11 @@ use clap::Parser;
 use crate::args::{Cli, Command};
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(error) => return usage_error(&error),
+    };
+    let output = cli.output;
     // People at a terminal keep credentials in profiles and SSO, which the functions'
     // environment-only configuration does not read.
     ritmo::aws::use_loader(|| {
@@ -37,11 +42,57 @@ fn main() -> ExitCode {
     };
     match runtime.block_on(commands::run(cli)) {
         Ok(code) => code,
+        // `ritmo get jobs | head -1`: the reader has what it wanted.
+        Err(error) if is_broken_pipe(&error) => ExitCode::SUCCESS,
         Err(error) => {
-            eprintln!("error: {error:#}");
+            render::error(output, &format!("{error:#}"));
             ExitCode::from(2)
         }
     }
+}
+
+/// clap's own errors (a missing or malformed argument) as JSON when the command line asks
+/// for JSON; help, version and text errors as clap prints them.
+fn usage_error(error: &clap::Error) -> ExitCode {
+    use clap::error::ErrorKind;
+    let informational = matches!(
+        error.kind(),
+        ErrorKind::DisplayHelp
+            | ErrorKind::DisplayVersion
+            | ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand
+    );
+    if informational || !asks_for_json(std::env::args().skip(1)) {
+        error.exit();
+    }
+    let text = error.render().to_string();
+    // clap's text without its usage and "--help" hint, on one line.
+    let message: Vec<&str> = text
+        .lines()
+        .take_while(|line| !line.starts_with("Usage:"))
+        .map(str::trim)
+        .filter(|line| !line.is_empty())
+        .collect();
+    let message = message.join(" ");
+    render::error(args::Output::Json, message.trim_start_matches("error: "));
+    ExitCode::from(2)
+}
+
+/// Whether the raw arguments say `-o json` in any of clap's spellings.
+fn asks_for_json(args: impl Iterator<Item = String>) -> bool {
+    let args: Vec<String> = args.collect();
+    args.iter().enumerate().any(|(i, arg)| {
+        matches!(arg.as_str(), "-ojson" | "--output=json" | "-o=json")
+            || (matches!(arg.as_str(), "-o" | "--output")
+                && args.get(i + 1).is_some_and(|next| next == "json"))
+    })
+}
+
+fn is_broken_pipe(error: &anyhow::Error) -> bool {
+    error.chain().any(|cause| {
+        cause
+            .downcast_ref::<std::io::Error>()
+            .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
+    })
 }
 
 fn init_tracing(verbose: u8) {

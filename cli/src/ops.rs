@@ -24,6 +24,7 @@ use crate::render;
 
 const OK: u8 = 0;
 const REFUSED: u8 = 1;
+const USAGE: u8 = 2;
 
 /// The services of one command: the settings' database (or `--database-url`), in-process
 /// queues, metrics dropped (there is no CloudWatch to read them), notifications as configured.
@@ -165,11 +166,16 @@ fn describe(out: &mut impl Write, drained: &Drained) -> std::io::Result<()> {
 /// `ritmo gitops approve SYNC_ID`.
 pub async fn approve(settings: &Settings, output: Output, args: &ApproveArgs) -> Result<u8> {
     let Ok(sync_id) = Uuid::parse_str(args.sync_id.trim()) else {
-        return refuse(
+        // A malformed argument is a usage error, as README.md's exit codes say.
+        refuse(
             output,
-            &format!("`{}` is not a sync run id (a UUID)", args.sync_id),
+            &format!(
+                "`{}` is not a sync run id (a UUID): `ritmo gitops history` lists them",
+                args.sync_id
+            ),
             json!({}),
-        );
+        )?;
+        return Ok(USAGE);
     };
     let (services, mut receivers) = connect(settings, &args.database).await?;
     let approved = match workflow::approve_plan(&services, sync_id, &actor()).await {

@@ -1,8 +1,13 @@
 //! How results look: Terraform-style text on a terminal (coloured only there), JSON with `-o json`.
 
+use std::collections::{HashMap, HashSet};
 use std::io::{IsTerminal, Write};
 
+// annotate-snippets renders rustc's own diagnostics: the layout Rust users read daily, no
+// runtime of its own (unlike miette's fancy handler), and plain text that snapshots well.
+use annotate_snippets::{AnnotationKind, Group, Level, Origin, Renderer, Snippet};
 use ritmo::diagnostic::{Diagnostic, Severity};
+use ritmo::manifest::{FileContent, SourceFile};
 use ritmo::model::Revision;
 use ritmo::plan::{Action, Plan, Summary};
 use serde::Serialize;
@@ -30,20 +35,156 @@ impl Style {
     }
 }
 
+/// The text of the files diagnostics point into, for their snippets.
+#[derive(Debug, Default)]
+pub struct Sources {
+    texts: HashMap<String, String>,
+}
+
+impl Sources {
+    pub fn from_files(files: &[SourceFile]) -> Self {
+        let texts = files
+            .iter()
+            .filter_map(|file| match &file.content {
+                FileContent::Bytes(bytes) => std::str::from_utf8(bytes)
+                    .ok()
+                    .map(|text| (file.path.clone(), text.to_string())),
+                _ => None,
+            })
+            .collect();
+        Self { texts }
+    }
+
+    pub fn get(&self, path: &str) -> Option<&str> {
+        self.texts.get(path).map(String::as_str)
+    }
+}
+
+/// Every diagnostic the way rustc prints its own: header, `--> path:line:column`, the line
+/// with a caret under the token, and a `help:` line. Without the file's text (a diagnostic
+/// from the planner, a symlink) the snippet is left out.
 pub fn diagnostics_text(
     out: &mut impl Write,
     style: Style,
     diagnostics: &[Diagnostic],
+    sources: &Sources,
 ) -> std::io::Result<()> {
+    let renderer = if style.colour {
+        Renderer::styled()
+    } else {
+        Renderer::plain()
+    };
+    // A line one diagnostic calls a secret is never shown, whichever diagnostic shows it.
+    let secret_lines: HashSet<(&str, u32)> = diagnostics
+        .iter()
+        .filter(|d| d.code.points_at_secret())
+        .map(|d| (d.path.as_str(), d.line))
+        .collect();
     for diagnostic in diagnostics {
-        let line = diagnostic.to_string();
-        let painted = match diagnostic.severity {
-            Severity::Error => style.paint("31", &line),
-            Severity::Warning => style.paint("33", &line),
-        };
-        writeln!(out, "{painted}")?;
+        let rendered = render_one(&renderer, diagnostic, sources, &secret_lines);
+        writeln!(out, "{rendered}\n")?;
     }
     Ok(())
+}
+
+fn render_one(
+    renderer: &Renderer,
+    diagnostic: &Diagnostic,
+    sources: &Sources,
+    secret_lines: &HashSet<(&str, u32)>,
+) -> String {
+    let level = match diagnostic.severity {
+        Severity::Error => Level::ERROR,
+        Severity::Warning => Level::WARNING,
+    };
+    let help = diagnostic.help();
+    let title = level
+        .primary_title(diagnostic.message.as_str())
+        .id(diagnostic.code.as_str());
+    let line_text = (diagnostic.line > 0)
+        .then(|| sources.get(&diagnostic.path))
+        .flatten()
+        .and_then(|text| text.lines().nth(diagnostic.line as usize - 1));
+    let group = match line_text {
+        _ if diagnostic.path.is_empty() => Group::with_title(title),
+        Some(line_text) => {
+            let secret = secret_lines.contains(&(diagnostic.path.as_str(), diagnostic.line))
+                || ritmo::validate::detect_secret(line_text).is_some();
+            let shown = if secret {
+                redact(line_text, diagnostic.column as usize)
+            } else {
+                line_text.to_string()
+            };
+            let column = diagnostic.column.max(1) as usize;
+            let length = if !secret
+                && diagnostic.end_line == diagnostic.line
+                && diagnostic.end_column > diagnostic.column
+            {
+                (diagnostic.end_column - diagnostic.column) as usize
+            } else {
+                ritmo::diagnostic::token_length(&shown, column).max(1)
+            };
+            let span = char_span(&shown, column, length);
+            Group::with_title(title).element(
+                Snippet::source(shown)
+                    .line_start(diagnostic.line as usize)
+                    .path(diagnostic.path.as_str())
+                    .annotation(AnnotationKind::Primary.span(span)),
+            )
+        }
+        None => Group::with_title(title).element(
+            Origin::path(diagnostic.path.as_str())
+                .line(diagnostic.line.max(1) as usize)
+                .char_column(diagnostic.column.max(1) as usize),
+        ),
+    };
+    renderer.render(&[group.element(Level::HELP.message(help.as_str()))])
+}
+
+/// The byte range of `length` characters from `column` (1-based, in characters) of `line`;
+/// past its end, the line's end (where a missing token belongs).
+fn char_span(line: &str, column: usize, length: usize) -> std::ops::Range<usize> {
+    let byte_at = |chars: usize| {
+        line.char_indices()
+            .nth(chars)
+            .map_or(line.len(), |(byte, _)| byte)
+    };
+    let start = byte_at(column - 1);
+    let end = byte_at(column - 1 + length).max(start);
+    start..end
+}
+
+/// `line` with its value replaced: from the value after `key: `, or from `column` when the
+/// line is no mapping entry.
+fn redact(line: &str, column: usize) -> String {
+    let indent = line.len() - line.trim_start().len();
+    let value_start = line[indent..]
+        .find(": ")
+        .map(|at| indent + at + 2)
+        .or_else(|| {
+            line.char_indices()
+                .nth(column.saturating_sub(1))
+                .map(|(b, _)| b)
+        })
+        .unwrap_or(indent);
+    format!("{}<redacted>", &line[..value_start])
+}
+
+/// `1 error`, `2 errors`: every count the CLI prints goes through here.
+pub fn count(n: usize, one: &str, many: &str) -> String {
+    format!("{n} {}", if n == 1 { one } else { many })
+}
+
+/// An error in the output format asked for: `error: …` on stderr as text; with `-o json`, a
+/// JSON object `{"error": …}` on stdout, where a script reads everything else.
+pub fn error(output: crate::args::Output, message: &str) {
+    match output {
+        crate::args::Output::Json => {
+            // A closed stdout leaves nowhere to report to.
+            let _ = json_line(&mut std::io::stdout().lock(), &json!({ "error": message }));
+        }
+        crate::args::Output::Text => eprintln!("error: {message}"),
+    }
 }
 
 pub fn diagnostic_counts(diagnostics: &[Diagnostic]) -> (usize, usize) {

@@ -146,10 +146,16 @@ fn validate_reports_every_fault_of_a_broken_repository_with_file_and_line() {
         .lines()
         .filter(|l| !l.trim().is_empty() && !l.starts_with('#'))
     {
-        // EXPECTED.txt lines read `path:line: CODE`.
+        // EXPECTED.txt lines read `path:line: CODE`; each diagnostic prints as a header
+        // `error[CODE]: …` followed by ` --> path:line:column`.
         let (place, code) = line.rsplit_once(' ').unwrap();
-        let found = printed.lines().any(|out| {
-            out.starts_with(place.trim_end_matches(':')) && out.contains(&format!("[{code}]"))
+        let lines: Vec<&str> = printed.lines().collect();
+        let found = lines.windows(2).any(|pair| {
+            pair[0].contains(&format!("[{code}]"))
+                && pair[1]
+                    .trim_start()
+                    .strip_prefix("--> ")
+                    .is_some_and(|at| at.starts_with(place))
         });
         assert!(found, "expected `{line}` in:\n{printed}");
     }

@@ -325,7 +325,8 @@ async fn approving_something_that_is_not_a_sync_id_is_refused_as_json_too() {
 
     let output = repo.ritmo(&["gitops", "approve", "not-a-uuid", "-o", "json"], &db);
 
-    assert_exit(&output, 1);
+    // A malformed argument is a usage error (README.md, exit codes).
+    assert_exit(&output, 2);
     assert!(
         json(&output)["error"]
             .as_str()

@@ -115,8 +115,12 @@ async fn a_webhooks_directory_replaced_by_a_symlink_is_e105_and_prunes_nothing()
 
     assert_exit(&validate, 1);
     assert!(
+        stdout(&validate).contains("error[E105]: `webhooks` is a symlink, not a directory"),
+        "{}",
         stdout(&validate)
-            .contains("webhooks:1:1: error[E105]: `webhooks` is a symlink, not a directory"),
+    );
+    assert!(
+        stdout(&validate).contains("--> webhooks:1:1"),
         "{}",
         stdout(&validate)
     );

@@ -141,6 +141,9 @@ pub async fn apply_plan(
             target: plan.target.clone(),
         });
     }
+    crate::progress::report(crate::progress::Stage::Applying {
+        changes: plan.summary().create + plan.summary().update + plan.summary().delete,
+    });
     let applied = apply_in_transaction(store, sync_id, plan).await;
     if let Err(error) = &applied
         && error.fails_the_run()

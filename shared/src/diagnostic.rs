@@ -142,6 +142,65 @@ impl Code {
         }
     }
 
+    /// What usually fixes a finding of this code, shown as the `help:` line under its snippet.
+    pub fn help(self) -> &'static str {
+        match self {
+            Code::E100 => {
+                "fix the YAML syntax where the caret points; an editor with YAML support shows the structure"
+            }
+            Code::E101 => "split the file into several smaller files",
+            Code::E102 => "flatten the document: fewer nested levels, nodes or aliases",
+            Code::E103 => "save the file as UTF-8",
+            Code::E104 => "keep one of the two keys",
+            Code::E105 => {
+                "replace it with a regular file or directory: symlinks and submodules are not read"
+            }
+            Code::E106 => "split the configuration over several targets (`path:`) or repositories",
+            Code::E200 => "write `apiVersion: ritmo.dev/v1`",
+            Code::E201 => "write one of Credential, Plugin, WorkerPool, Job, Webhook, Environment",
+            Code::E202 => "move the file to the directory of its kind",
+            Code::E203 => "use 1-63 lower-case letters, digits and `-`",
+            Code::E204 => "remove the field or correct its spelling",
+            Code::E205 => "add the field",
+            Code::E206 => "write a value of the expected type",
+            Code::E207 => "use a value from the allowed set or range",
+            Code::E208 => {
+                "write 5 fields: minute hour day-of-month month day-of-week, e.g. `0 2 * * *`"
+            }
+            Code::E209 => "fix the regular expression (Rust `regex` syntax)",
+            Code::E210 => "make every `depends_on` name a stage of this pipeline, without cycles",
+            Code::E211 => "rename one of them or remove the copy",
+            Code::E212 => "keep exactly one of `encrypted_value` and `secret_ref`",
+            Code::E300 => "define the resource it names, or fix the name",
+            Code::E400 => {
+                "encrypt it with `ritmo encrypt-credential --name NAME` and use `encrypted_value`, or use `secret_ref`; rotate the secret, Git keeps it"
+            }
+            Code::E401 => {
+                "move it to a credential (`ritmo encrypt-credential` or `secret_ref`) and rotate it: Git keeps it"
+            }
+            Code::E402 => "produce it again with `ritmo encrypt-credential --name NAME`",
+            Code::E403 => {
+                "set RITMO_MASTER_ENCRYPTION_KEY or RITMO_MASTER_KEY_SECRET_ARN so it can be checked"
+            }
+            Code::E404 => "create the secret in AWS Secrets Manager, or fix its name",
+            Code::E500 => {
+                "check the repository, branch and path; approve the plan if the deletes are meant"
+            }
+            Code::E501 => "remove it from this repository, or delete it from its owner's first",
+            Code::W100 => "delete it by hand, or turn prune on",
+            Code::W101 => "remove the file, or put a resource in it",
+            Code::W102 => "encrypt it again with `ritmo encrypt-credential --name NAME` to bind it",
+            Code::W103 => "run where AWS is configured (AWS_REGION) to check it",
+            Code::W500 => "review the plan, then `ritmo gitops approve SYNC_ID`",
+        }
+    }
+
+    /// Whether the line a finding of this code points at holds a secret, which no output may
+    /// repeat.
+    pub fn points_at_secret(self) -> bool {
+        matches!(self, Code::E400 | Code::E401)
+    }
+
     /// Warnings start with `W`; everything else is an error.
     pub fn severity(self) -> Severity {
         if self.as_str().starts_with('W') {
@@ -168,6 +227,12 @@ pub struct Diagnostic {
     pub line: u32,
     pub column: u32,
     pub message: String,
+    /// Where the offending token ends (exclusive column, on `end_line`): the start until
+    /// [`fill_spans`] has read the file. Defaults keep older JSON readable.
+    #[serde(default)]
+    pub end_line: u32,
+    #[serde(default)]
+    pub end_column: u32,
 }
 
 impl Diagnostic {
@@ -180,7 +245,27 @@ impl Diagnostic {
             line: at.line,
             column: at.column,
             message: message.into(),
+            end_line: at.line,
+            end_column: at.column,
         }
+    }
+
+    /// The `help:` line: the message's own "did you mean" when it has one, else the code's.
+    pub fn help(&self) -> String {
+        let suggestion = self.message.rfind("(did you mean ").and_then(|start| {
+            let rest = &self.message[start + 1..];
+            rest.find(')').map(|end| rest[..end].to_string())
+        });
+        if suggestion.is_none()
+            && self.code == Code::E100
+            && self.message.contains("mapping values are not allowed")
+        {
+            // The parser's words for a key indented differently from its siblings.
+            return "check this line's indentation: the keys of one mapping line up, and a \
+                    nested mapping starts on a line of its own"
+                .to_string();
+        }
+        suggestion.unwrap_or_else(|| self.code.help().to_string())
     }
 
     /// A diagnostic about a whole file.
@@ -239,6 +324,56 @@ pub fn sort(diagnostics: &mut [Diagnostic]) {
     });
 }
 
+/// Sets each diagnostic's span end to the end of the token it points at, reading the files
+/// through `text_of` (path to the file's text; `None` leaves the span as it is).
+pub fn fill_spans<'a>(diagnostics: &mut [Diagnostic], text_of: impl Fn(&str) -> Option<&'a str>) {
+    for diagnostic in diagnostics {
+        if diagnostic.path.is_empty() || diagnostic.line == 0 {
+            continue;
+        }
+        let Some(text) = text_of(&diagnostic.path) else {
+            continue;
+        };
+        let Some(line) = text.lines().nth(diagnostic.line as usize - 1) else {
+            continue;
+        };
+        let length = token_length(line, diagnostic.column as usize);
+        diagnostic.end_line = diagnostic.line;
+        diagnostic.end_column =
+            diagnostic.column + u32::try_from(length).unwrap_or(u32::MAX - diagnostic.column);
+    }
+}
+
+/// How many characters the YAML token starting at `column` (1-based, in characters) of
+/// `line` spans: a quoted string to its closing quote, a flow bracket alone, a key to its
+/// `:`, a plain value to the end of the line (a comment and trailing blanks excluded).
+pub fn token_length(line: &str, column: usize) -> usize {
+    let chars: Vec<char> = line.chars().skip(column.saturating_sub(1)).collect();
+    let Some(&first) = chars.first() else {
+        return 0;
+    };
+    match first {
+        '"' | '\'' => chars[1..]
+            .iter()
+            .position(|&c| c == first)
+            .map_or(chars.len(), |end| end + 2),
+        '[' | '{' | ']' | '}' | ',' => 1,
+        _ => {
+            let mut end = chars.len();
+            for (i, &c) in chars.iter().enumerate() {
+                let next_is_blank = chars.get(i + 1).is_none_or(|n| n.is_whitespace());
+                let blank_before = i > 0 && chars[i - 1].is_whitespace();
+                if (c == ':' && next_is_blank) || (c == '#' && blank_before) {
+                    end = i;
+                    break;
+                }
+            }
+            let token: String = chars[..end].iter().collect();
+            token.trim_end().chars().count().max(1)
+        }
+    }
+}
+
 /// Whether any diagnostic is an error.
 pub fn has_errors(diagnostics: &[Diagnostic]) -> bool {
     diagnostics.iter().any(Diagnostic::is_error)
@@ -277,8 +412,39 @@ mod tests {
         assert_eq!(
             json,
             serde_json::json!({"severity": "error", "code": "E101", "path": "jobs/big.yaml",
-                "line": 1, "column": 1, "message": "too large"})
+                "line": 1, "column": 1, "message": "too large", "end_line": 1, "end_column": 1})
         );
+    }
+
+    #[test]
+    fn the_span_ends_where_the_token_ends() {
+        let text = "spec:\n  timout: 10\n  schedule: \"0 25 * * *\"  # nightly\n  on: [a\n";
+        let at = |line, column| SourceLocation::new("jobs/a.yaml", line, column);
+        let mut list = vec![
+            Diagnostic::new(Code::E204, &at(2, 3), "unknown field"),
+            Diagnostic::new(Code::E208, &at(3, 13), "bad cron"),
+            Diagnostic::new(Code::E100, &at(4, 7), "unclosed"),
+            Diagnostic::global(Code::E500, "all"),
+        ];
+
+        fill_spans(&mut list, |_| Some(text));
+
+        let ends: Vec<(u32, u32)> = list.iter().map(|d| (d.end_line, d.end_column)).collect();
+        assert_eq!(ends, [(2, 9), (3, 25), (4, 8), (0, 0)]);
+    }
+
+    #[test]
+    fn help_prefers_the_messages_suggestion() {
+        let at = SourceLocation::new("jobs/a.yaml", 7, 3);
+        let typo = Diagnostic::new(
+            Code::E204,
+            &at,
+            "unknown field `spec.timout` (did you mean `timeout`?)",
+        );
+        let other = Diagnostic::new(Code::E205, &at, "missing required field `spec.tier`");
+
+        assert_eq!(typo.help(), "did you mean `timeout`?");
+        assert_eq!(other.help(), "add the field");
     }
 
     #[test]

@@ -20,6 +20,7 @@ pub mod model;
 pub mod notify;
 mod parallel;
 pub mod plan;
+pub mod progress;
 pub mod queue;
 pub mod services;
 pub mod source;

@@ -84,8 +84,13 @@ impl Event {
             Event::DriftDetected {
                 target, resources, ..
             } => format!(
-                "Ritmo GitOps: drift in `{target}` ({} resource(s))",
-                resources.len()
+                "Ritmo GitOps: drift in `{target}` ({} {})",
+                resources.len(),
+                if resources.len() == 1 {
+                    "resource"
+                } else {
+                    "resources"
+                }
             ),
             Event::PendingApproval { target, .. } => {
                 format!("Ritmo GitOps: a plan of `{target}` waits for approval")
@@ -385,6 +390,24 @@ impl Notifier {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_drift_subject_counts_in_the_singular_and_the_plural() {
+        let drift = |n: usize| Event::DriftDetected {
+            target: "default".into(),
+            resources: vec!["Job/a".into(); n],
+            self_heal: false,
+        };
+
+        assert_eq!(
+            drift(1).subject(),
+            "Ritmo GitOps: drift in `default` (1 resource)"
+        );
+        assert_eq!(
+            drift(2).subject(),
+            "Ritmo GitOps: drift in `default` (2 resources)"
+        );
+    }
 
     fn pending() -> Event {
         Event::PendingApproval {

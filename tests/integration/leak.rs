@@ -384,28 +384,38 @@ async fn no_planted_secret_reaches_output_logs_errors_or_the_database() {
         "-vv logs at debug level"
     );
     assert_eq!(run("wrong key").code(), Some(1));
+    // Diagnostics print as rustc's: `error[CODE]: message`, then ` --> path:line:column`.
+    let reported = |out: &str, header: &str, place: &str| {
+        let lines: Vec<&str> = out.lines().collect();
+        lines.windows(2).any(|pair| {
+            pair[0].starts_with(header) && pair[1].trim_start() == format!("--> {place}")
+        })
+    };
+    let wrong_key = run("wrong key").stdout();
     assert!(
-        run("wrong key")
-            .stdout()
-            .contains("credentials/registry.yaml:7:20: error[E402]")
+        reported(&wrong_key, "error[E402]", "credentials/registry.yaml:7:20"),
+        "{wrong_key}"
     );
     assert!(
-        run("wrong key")
-            .stdout()
-            .contains("credentials/other.yaml:7:20: error[E402]")
+        reported(&wrong_key, "error[E402]", "credentials/other.yaml:7:20"),
+        "{wrong_key}"
     );
     for label in ["tampered", "swapped"] {
         let out = run(label).stdout();
         assert_eq!(run(label).code(), Some(1), "{label}: {out}");
         assert!(
-            out.contains(
-                "credentials/registry.yaml:7:20: error[E402]: encrypted value of credential \
-                 `registry` does not decrypt with the configured key: wrong key, tampered, or \
-                 copied from another credential"
+            reported(
+                &out,
+                "error[E402]: encrypted value of credential `registry` does not decrypt with \
+                 the configured key: wrong key, tampered, or copied from another credential",
+                "credentials/registry.yaml:7:20"
             ),
             "{label}: {out}"
         );
-        assert!(!out.contains("other.yaml:7:20: error"), "{label}: {out}");
+        assert!(
+            !out.contains("--> credentials/other.yaml"),
+            "{label}: {out}"
+        );
     }
     assert_eq!(run("sync swapped").code(), Some(1));
     assert_eq!(run("no such database").code(), Some(2));

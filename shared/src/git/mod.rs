@@ -44,7 +44,7 @@ pub use location::{RemoteScheme, RemoteUrl, RepoLocation};
 pub use remote::{Auth, NetworkOptions, TOKEN_USERNAME, is_valid_branch_name, remote_head};
 pub use ssh::{KnownHosts, SshAuth};
 pub use tree::{is_git_repository, read_commit, read_commit_at, resolve_commit};
-pub use worktree::read_worktree;
+pub use worktree::{differing_files, read_worktree};
 
 use crate::manifest::SourceFile;
 use crate::model::Revision;

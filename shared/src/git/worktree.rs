@@ -152,8 +152,52 @@ fn io_error(path: &Path, source: std::io::Error) -> GitError {
     }
 }
 
+/// How many resource files differ between two readings of a config path (added, removed or
+/// changed): with a commit and the working tree, what is not committed yet.
+pub fn differing_files(committed: &[SourceFile], worktree: &[SourceFile]) -> usize {
+    use std::collections::HashMap;
+    let committed: HashMap<&str, &FileContent> = committed
+        .iter()
+        .map(|f| (f.path.as_str(), &f.content))
+        .collect();
+    let on_disk: HashMap<&str, &FileContent> = worktree
+        .iter()
+        .map(|f| (f.path.as_str(), &f.content))
+        .collect();
+    let changed_or_new = on_disk
+        .iter()
+        .filter(|(path, content)| committed.get(*path) != Some(content))
+        .count();
+    let removed = committed
+        .keys()
+        .filter(|path| !on_disk.contains_key(*path))
+        .count();
+    changed_or_new + removed
+}
+
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn counts_added_changed_and_removed_files() {
+        let file = |path: &str, text: &str| SourceFile {
+            path: path.into(),
+            content: FileContent::Bytes(text.as_bytes().to_vec()),
+        };
+        let committed = [
+            file("jobs/a.yaml", "a"),
+            file("jobs/b.yaml", "b"),
+            file("jobs/c.yaml", "c"),
+        ];
+        let on_disk = [
+            file("jobs/a.yaml", "a"),
+            file("jobs/b.yaml", "B"),
+            file("jobs/d.yaml", "d"),
+        ];
+
+        assert_eq!(differing_files(&committed, &on_disk), 3);
+        assert_eq!(differing_files(&committed, &committed), 0);
+    }
+
     use super::*;
 
     fn write(root: &Path, relative: &str, content: &str) {

@@ -45,6 +45,7 @@ pub fn resolve_positions(diagnostics: &mut [Diagnostic], files: &[SourceFile], l
                 .ok()
                 .and_then(|ordinal| table.get(ordinal).copied())
                 .unwrap_or((1, 1));
+            (diagnostic.end_line, diagnostic.end_column) = (diagnostic.line, diagnostic.column);
         }
     });
 }
@@ -250,7 +251,7 @@ fn load_file(
         Err(error) => {
             manifest
                 .diagnostics
-                .push(parse_diagnostic(path, &error, limits));
+                .push(parse_diagnostic(path, text, &error, limits));
             // Without a tree there are no fields, but a pasted token is still worth knowing
             // about now: it may need rotating whatever happens to the file.
             manifest.diagnostics.extend(scan_lines(path, text));
@@ -327,8 +328,23 @@ fn too_large(path: &str, size: u64, limit: u64) -> Diagnostic {
     )
 }
 
-fn parse_diagnostic(path: &str, error: &ParseError, limits: &Limits) -> Diagnostic {
+fn parse_diagnostic(path: &str, text: &str, error: &ParseError, limits: &Limits) -> Diagnostic {
     let at = SourceLocation::new(path, error.line, error.column);
+    if !error.over_budget
+        && let Some((line, column, bracket)) =
+            super::yaml::unclosed_flow_opener(text, error.line, error.column)
+    {
+        // The parser only notices a missing `]` where the next line breaks the flow; the
+        // person needs the place it opened.
+        return Diagnostic::new(
+            Code::E100,
+            &SourceLocation::new(path, line, column),
+            format!(
+                "invalid YAML: this `{bracket}` is never closed (the parser stopped at line {}, column {}: {})",
+                error.line, error.column, error.message
+            ),
+        );
+    }
     if error.over_budget {
         Diagnostic::new(
             Code::E102,
@@ -977,6 +993,25 @@ mod tests {
         assert!(diagnostic.line >= 2, "{diagnostic}");
         assert!(
             diagnostic.message.starts_with("invalid YAML: "),
+            "{diagnostic}"
+        );
+    }
+
+    #[test]
+    fn an_unclosed_flow_sequence_is_reported_where_it_opens() {
+        let manifest = load_one(
+            "jobs/a.yaml",
+            "apiVersion: ritmo.dev/v1\nkind: Job\nmetadata:\n  name: a\nspec:\n  labels: [x, y\n  timeout: 10\n",
+        );
+
+        let diagnostic = &manifest.diagnostics[0];
+        assert_eq!(
+            (diagnostic.code, diagnostic.line, diagnostic.column),
+            (Code::E100, 6, 11),
+            "{diagnostic}"
+        );
+        assert!(
+            diagnostic.message.contains("`[` is never closed"),
             "{diagnostic}"
         );
     }

@@ -296,6 +296,82 @@ fn parse_error(error: &serde_saphyr::Error) -> ParseError {
     }
 }
 
+/// The innermost flow collection (`[` or `{`) still open at `line`:`column`, if it opened on an
+/// earlier line: where a parse error with an unclosed bracket should point. A light scan, not
+/// a parser: it skips comments, quoted strings, block scalars and brackets inside plain
+/// block scalars (`image: app[1]`), which is what a hand-written file holds.
+pub(crate) fn unclosed_flow_opener(text: &str, line: u32, column: u32) -> Option<(u32, u32, char)> {
+    let mut open: Vec<(u32, u32, char)> = Vec::new();
+    let mut quote: Option<char> = None;
+    // The indentation of the key whose block scalar (`|`, `>`) is being skipped.
+    let mut block_scalar: Option<usize> = None;
+    for (index, text_line) in text.lines().enumerate() {
+        let number = u32::try_from(index + 1).unwrap_or(u32::MAX);
+        if number > line {
+            break;
+        }
+        let indent = text_line.len() - text_line.trim_start().len();
+        if let Some(key_indent) = block_scalar {
+            if text_line.trim().is_empty() || indent > key_indent {
+                continue;
+            }
+            block_scalar = None;
+        }
+        let chars: Vec<char> = text_line.chars().collect();
+        // Where a node may start: a bracket or quote elsewhere in block context is plain text.
+        let mut at_node_start = true;
+        for (i, &c) in chars.iter().enumerate() {
+            let col = u32::try_from(i + 1).unwrap_or(u32::MAX);
+            // The character at the error counts: the parser may point at the bracket itself.
+            if number == line && col > column {
+                break;
+            }
+            if let Some(q) = quote {
+                if c == q {
+                    quote = None;
+                    at_node_start = false;
+                }
+                continue;
+            }
+            let in_flow = !open.is_empty();
+            match c {
+                '#' if i == 0 || chars[i - 1].is_whitespace() => break,
+                '"' | '\'' if at_node_start || in_flow => quote = Some(c),
+                '[' | '{' if at_node_start || in_flow => {
+                    open.push((number, col, c));
+                    at_node_start = true;
+                    continue;
+                }
+                ']' | '}' if in_flow => {
+                    open.pop();
+                }
+                ',' if in_flow => {
+                    at_node_start = true;
+                    continue;
+                }
+                '|' | '>' if at_node_start && !in_flow => {
+                    let rest: String = chars[i + 1..].iter().collect();
+                    let rest = rest.split(" #").next().unwrap_or("").trim();
+                    if rest
+                        .chars()
+                        .all(|c| c.is_ascii_digit() || c == '-' || c == '+')
+                    {
+                        block_scalar = Some(indent);
+                        break;
+                    }
+                }
+                _ => {}
+            }
+            if c.is_whitespace() {
+                continue;
+            }
+            let next_is_blank = chars.get(i + 1).is_none_or(|n| n.is_whitespace());
+            at_node_start = matches!(c, ':' | '-' | '?') && next_is_blank;
+        }
+    }
+    open.pop().filter(|&(opened, _, _)| opened < line)
+}
+
 /// serde-saphyr appends " at line X column Y"; the diagnostic has its own position.
 fn clean_message(message: &str) -> String {
     let first = message.lines().next().unwrap_or(message).trim();
@@ -524,6 +600,22 @@ impl<'de> Visitor<'de> for KeyVisitor {
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<KeyValue, A::Error> {
         while map.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
         Ok(KeyValue::other("a mapping"))
+    }
+}
+
+#[cfg(test)]
+mod unclosed_tests {
+    use super::unclosed_flow_opener;
+
+    #[test]
+    fn finds_the_open_bracket_and_ignores_closed_quoted_and_plain_ones() {
+        let text = "a: [1, 2]\nb: \"[\"  # [\nc: app[1]\nd: |\n  [ text\ne: {x: [1,\n  2\nf: 1\n";
+
+        assert_eq!(unclosed_flow_opener(text, 8, 2), Some((6, 8, '[')));
+        assert_eq!(unclosed_flow_opener(text, 5, 1), None);
+        assert_eq!(unclosed_flow_opener("a: [1\n", 1, 6), None);
+        // The parser pointing at the unclosed bracket itself: it is right already.
+        assert_eq!(unclosed_flow_opener("a: [\n  {b\nc: 1\n", 2, 3), None);
     }
 }
 

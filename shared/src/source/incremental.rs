@@ -242,6 +242,7 @@ impl LocatedSource {
 /// Separate from [`plan_located`] so that the caller can look at the commit (is it already
 /// applied?) before planning, and need not hold the database while the network is used.
 pub async fn locate(source: &SourceSpec, commit: Option<&str>) -> Result<LocatedSource> {
+    crate::progress::report(crate::progress::Stage::Reading);
     if source.worktree {
         if let Some(commit) = commit {
             return Err(Error::InvalidRequest(format!(
@@ -614,6 +615,9 @@ impl Context<'_> {
         laps.lap("live state");
         self.record_moves(&state, &checked.desired).await?;
         laps.lap("record moves");
+        crate::progress::report(crate::progress::Stage::Planning {
+            resources: checked.desired.len(),
+        });
         // Moved, not cloned: at 10,000 resources the specs are the largest thing alive.
         let mut plan = plan::plan(
             &self.target.name,
@@ -640,12 +644,15 @@ impl Context<'_> {
     async fn check_all(&self, snapshot: Snapshot) -> Result<Checked> {
         let limits = *self.limits;
         let Snapshot { revision, files } = snapshot;
+        let count = files.len();
+        crate::progress::report(crate::progress::Stage::Parsing { files: count });
         let (manifest, files) = tokio::task::spawn_blocking(move || {
             let manifest = parallel::load_manifest(&files, &limits);
             (manifest, files)
         })
         .await
         .map_err(|join| Error::Internal(format!("the manifest loader stopped: {join}")))?;
+        crate::progress::report(crate::progress::Stage::Validating { files: count });
         let mut diagnostics = manifest.diagnostics.clone();
         diagnostics.extend(validate::validate(
             &manifest,

@@ -48,6 +48,7 @@ pub struct SourceSpec {
 /// Reads the repository at its branch tip (or the working tree), off the async runtime since
 /// gix is blocking.
 pub async fn read_source(source: &SourceSpec, limits: Limits) -> Result<Snapshot> {
+    crate::progress::report(crate::progress::Stage::Reading);
     let source = source.clone();
     tokio::task::spawn_blocking(move || match (&source.location, source.worktree) {
         (RepoLocation::Local(dir), true) => git::read_worktree(dir, &source.path, &limits),
@@ -95,7 +96,10 @@ pub async fn check(snapshot: Snapshot, checks: Checks<'_>, limits: &Limits) -> C
         refs,
         builtin_plugins,
     } = checks;
+    let files = snapshot.files.len();
+    crate::progress::report(crate::progress::Stage::Parsing { files });
     let loaded = crate::parallel::load_manifest(&snapshot.files, limits);
+    crate::progress::report(crate::progress::Stage::Validating { files });
     let mut diagnostics = loaded.diagnostics.clone();
     let no_outside_resources = |_: &ResourceId| false;
     diagnostics.extend(validate::validate(
