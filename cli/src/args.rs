@@ -128,9 +128,15 @@ pub enum Gitops {
     )]
     Rollback(RollbackArgs),
 
-    /// Unpin a rolled-back target and sync its branch head again
+    /// Unpin a rolled-back or suspended target and sync its branch head again
     #[command(after_help = "Example:\n  ritmo gitops resume --target prod")]
     Resume(ResumeArgs),
+
+    /// Stop webhook, schedule and self-heal syncs of a target until `ritmo gitops resume`
+    #[command(
+        after_help = "Example:\n  ritmo gitops suspend --target prod\n\nManual syncs still run. Webhooks for the target are answered 2xx and recorded as\nskipped; `ritmo gitops status` shows who suspended it and when. A target can also be\nsuspended in the bootstrap file (`sync.suspended: true`) or with RITMO_GITOPS_SUSPENDED=true."
+    )]
+    Suspend(ResumeArgs),
 }
 
 #[derive(Debug, Args)]

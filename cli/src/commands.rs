@@ -52,6 +52,9 @@ pub async fn run(cli: Cli) -> Result<ExitCode> {
         Command::Gitops(Gitops::Resume(args)) => {
             crate::ops::resume(&ctx.settings, ctx.output, &args).await?
         }
+        Command::Gitops(Gitops::Suspend(args)) => {
+            crate::ops::suspend(&ctx.settings, ctx.output, &args).await?
+        }
         Command::Get(args) => get(&ctx, &args).await?,
         Command::EncryptCredential(args) => encrypt_credential(&ctx, &args).await?,
         Command::DecryptCredential(args) => decrypt_credential(&ctx, &args).await?,
@@ -570,8 +573,27 @@ async fn status(ctx: &Session, args: &DatabaseArgs) -> Result<u8> {
                         target.name
                     )?;
                 }
-                if target.suspended {
-                    writeln!(out, "  suspended: automatic syncs are off")?;
+                let by_settings = ctx
+                    .settings
+                    .target(&target.name)
+                    .is_some_and(|t| t.controls.suspended);
+                if by_settings {
+                    writeln!(
+                        out,
+                        "  suspended: by the settings (sync.suspended / RITMO_GITOPS_SUSPENDED); \
+                         automatic syncs are off"
+                    )?;
+                } else if target.suspended {
+                    writeln!(
+                        out,
+                        "  suspended: by {} at {}; automatic syncs are off until `ritmo gitops \
+                         resume --target {}`",
+                        target.suspended_by.as_deref().unwrap_or("unknown"),
+                        target
+                            .suspended_at
+                            .map_or_else(|| "an unknown time".to_owned(), |at| at.to_rfc3339()),
+                        target.name
+                    )?;
                 }
                 match run {
                     Some(run) => writeln!(

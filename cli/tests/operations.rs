@@ -335,3 +335,63 @@ async fn approving_something_that_is_not_a_sync_id_is_refused_as_json_too() {
         stdout(&output)
     );
 }
+
+#[tokio::test]
+async fn suspend_and_resume_from_the_cli_show_who_suspended_the_target_and_when() {
+    let db = TestDb::new().await;
+    let repo = Repo::new();
+    repo.commit_plugin("1.0.0");
+    let bootstrap = repo.bootstrap("");
+    let config = bootstrap.path().to_str().unwrap();
+    assert_exit(&repo.ritmo(&["--config", config, "gitops", "sync"], &db), 0);
+
+    let suspended = repo.ritmo(&["--config", config, "gitops", "suspend"], &db);
+    let status = repo.ritmo(&["--config", config, "gitops", "status"], &db);
+    let status_json = repo.ritmo(&["--config", config, "-o", "json", "gitops", "status"], &db);
+    let resumed = repo.ritmo(&["--config", config, "gitops", "resume"], &db);
+    let after = repo.ritmo(&["--config", config, "-o", "json", "gitops", "status"], &db);
+
+    assert_exit(&suspended, 0);
+    assert!(
+        stdout(&suspended).contains("suspended by jane"),
+        "{}",
+        stdout(&suspended)
+    );
+    assert!(
+        stdout(&status).contains("suspended: by jane at"),
+        "{}",
+        stdout(&status)
+    );
+    let target = &json(&status_json)["targets"][0]["target"];
+    assert_eq!(target["suspended"], true);
+    assert_eq!(target["suspended_by"], "jane");
+    assert!(target["suspended_at"].is_string());
+    assert_exit(&resumed, 0);
+    assert!(stdout(&resumed).contains("resumed"), "{}", stdout(&resumed));
+    assert_eq!(json(&after)["targets"][0]["target"]["suspended"], false);
+}
+
+#[tokio::test]
+async fn a_target_suspended_in_the_bootstrap_file_says_so_and_cannot_be_resumed_from_the_cli() {
+    let db = TestDb::new().await;
+    let repo = Repo::new();
+    repo.commit_plugin("1.0.0");
+    let bootstrap = repo.bootstrap("    suspended: true\n");
+    let config = bootstrap.path().to_str().unwrap();
+    assert_exit(&repo.ritmo(&["--config", config, "gitops", "sync"], &db), 0);
+
+    let status = repo.ritmo(&["--config", config, "gitops", "status"], &db);
+    let resumed = repo.ritmo(&["--config", config, "gitops", "resume"], &db);
+
+    assert!(
+        stdout(&status).contains("suspended: by the settings"),
+        "{}",
+        stdout(&status)
+    );
+    assert_exit(&resumed, 1);
+    assert!(
+        stderr(&resumed).contains("sync.suspended"),
+        "{}",
+        stderr(&resumed)
+    );
+}

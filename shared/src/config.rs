@@ -109,8 +109,18 @@ pub struct TargetSettings {
     pub auto_apply: bool,
     pub dry_run: bool,
     pub self_heal: bool,
+    /// Suspension, sync windows and notification subscriptions (issue 24).
+    pub controls: TargetControls,
     pub policy: PlanPolicy,
     pub auth: GitAuth,
+}
+
+/// What an operator sets per target besides where it reads from and how it syncs.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TargetControls {
+    /// `sync.suspended: true` (or `RITMO_GITOPS_SUSPENDED=true`): neither polled, planned nor
+    /// healed, whatever the database says; `ritmo gitops suspend` sets the database's flag.
+    pub suspended: bool,
 }
 
 impl TargetSettings {
@@ -126,6 +136,7 @@ impl TargetSettings {
             auto_apply: true,
             dry_run: false,
             self_heal: false,
+            controls: TargetControls::default(),
             policy: PlanPolicy::default(),
             auth: GitAuth::None,
         }
@@ -469,6 +480,7 @@ struct SyncSection {
     allow_empty: Option<bool>,
     max_delete_percent: Option<u32>,
     self_heal: Option<bool>,
+    suspended: Option<bool>,
     require_approval_for_branches: Option<Vec<String>>,
 }
 
@@ -812,6 +824,9 @@ fn target_settings(
         auto_apply: pick(own_sync.auto_apply, shared_sync.auto_apply, true),
         dry_run: pick(own_sync.dry_run, shared_sync.dry_run, false),
         self_heal: pick(own_sync.self_heal, shared_sync.self_heal, false),
+        controls: TargetControls {
+            suspended: pick(own_sync.suspended, shared_sync.suspended, false),
+        },
         policy: PlanPolicy {
             prune: pick(own_sync.prune, shared_sync.prune, defaults.prune),
             allow_empty: pick(
@@ -849,6 +864,7 @@ fn overlay_sync_env(
         ("RITMO_GITOPS_PRUNE", &mut sync.prune),
         ("RITMO_GITOPS_SELF_HEAL", &mut sync.self_heal),
         ("RITMO_GITOPS_ALLOW_EMPTY", &mut sync.allow_empty),
+        ("RITMO_GITOPS_SUSPENDED", &mut sync.suspended),
     ] {
         if let Some(value) = var(name) {
             *field = Some(parse_bool(name, &value)?);

@@ -71,6 +71,7 @@ pub fn response(outcome: &WebhookOutcome) -> (StatusCode, Value) {
             targets,
             revision,
             delivery_id,
+            skipped,
         } => (
             StatusCode::ACCEPTED,
             json!({
@@ -78,6 +79,7 @@ pub fn response(outcome: &WebhookOutcome) -> (StatusCode, Value) {
                 "targets": targets,
                 "revision": revision,
                 "delivery_id": delivery_id,
+                "skipped_suspended": skipped,
             }),
         ),
         WebhookOutcome::Duplicate { delivery_id } => (

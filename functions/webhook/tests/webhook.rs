@@ -43,6 +43,7 @@ fn target(name: &str, repo_url: &str, branch: &str) -> TargetSettings {
         auto_apply: true,
         dry_run: false,
         self_heal: false,
+        controls: Default::default(),
         policy: Default::default(),
         auth: GitAuth::None,
     }

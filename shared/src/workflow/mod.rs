@@ -29,4 +29,4 @@ pub use plan::{
 };
 pub use poll::{PollReport, PolledTarget, poll_targets, run_poller_loop};
 pub use queues::{ApplyQueue, PlanQueue};
-pub use requests::{ApproveOutcome, approve_plan, request_sync, resume, rollback};
+pub use requests::{ApproveOutcome, approve_plan, request_sync, resume, rollback, suspend};

@@ -276,7 +276,7 @@ impl Planning<'_> {
                 store.ensure_target(&registration).await?
             }
         };
-        if state.suspended
+        if (state.suspended || self.target.controls.suspended)
             && matches!(
                 self.trigger,
                 Trigger::Webhook | Trigger::Schedule | Trigger::Drift

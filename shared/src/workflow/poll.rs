@@ -180,7 +180,7 @@ async fn check_target<'a>(
     now: DateTime<Utc>,
 ) -> Checked<'a> {
     let name = target.name.clone();
-    if state.suspended {
+    if state.suspended || target.controls.suspended {
         return Checked::Done(PolledTarget::Suspended { target: name }, None);
     }
     let interval = chrono::Duration::seconds(i64::try_from(target.interval_secs).unwrap_or(60));
