@@ -216,3 +216,39 @@ async fn a_target_suspended_by_its_settings_skips_webhooks_and_refuses_resume() 
     let error = resumed.unwrap_err().to_string();
     assert!(error.contains("sync.suspended"), "{error}");
 }
+
+/// The poller's clock is injected: a tick at `t`, a manual sync 50 s later, a push, and the
+/// tick one interval after the first. Counting from the last run, the target would not be due
+/// until 60 s after the manual sync (up to twice the interval after the push); counting from
+/// the last remote check it is due, and the commit is applied.
+#[tokio::test]
+async fn a_commit_pushed_after_a_manual_sync_is_applied_within_one_interval_and_a_tick() {
+    let mut stack = Stack::start(|_| {}).await;
+    stack.remote.push_plugin("git-scm", "1.0.0");
+    let interval = chrono::Duration::seconds(60);
+    let first_tick = chrono::Utc::now() - chrono::Duration::seconds(50);
+
+    let first = workflow::poll_targets_at(&stack.services, first_tick)
+        .await
+        .unwrap();
+    stack.drain().await;
+    // The manual sync runs now, 50 s after the first tick; then a commit without a webhook.
+    stack.sync().await;
+    stack.remote.push_plugin("git-scm", "2.0.0");
+    let early =
+        workflow::poll_targets_at(&stack.services, first_tick + chrono::Duration::seconds(30))
+            .await
+            .unwrap();
+    let next = workflow::poll_targets_at(&stack.services, first_tick + interval)
+        .await
+        .unwrap();
+    stack.drain().await;
+
+    assert_eq!(first.enqueued, 1, "{first:?}");
+    assert!(
+        matches!(&early.targets[..], [PolledTarget::NotDue { .. }]),
+        "{early:?}"
+    );
+    assert_eq!(next.enqueued, 1, "{next:?}");
+    assert_eq!(stack.plugin_version().await.as_deref(), Some("2.0.0"));
+}

@@ -27,6 +27,6 @@ pub use inline::{Drained, InlineSync, drain, sync_inline};
 pub use plan::{
     PlanDetail, PlanOptions, PlanRequestOutcome, SkipReason, handle_plan_request, plan_revision,
 };
-pub use poll::{PollReport, PolledTarget, poll_targets, run_poller_loop};
+pub use poll::{PollReport, PolledTarget, poll_targets, poll_targets_at, run_poller_loop};
 pub use queues::{ApplyQueue, PlanQueue};
 pub use requests::{ApproveOutcome, approve_plan, request_sync, resume, rollback, suspend};
