@@ -29,6 +29,11 @@ const OK: u8 = 0;
 const CONFIG_WRONG: u8 = 1;
 
 pub async fn run(cli: Cli) -> Result<ExitCode> {
+    // `init` writes the bootstrap file the other commands load, so it may not exist yet.
+    if let Command::Gitops(Gitops::Init(args)) = &cli.command {
+        let code = crate::init::run(cli.config.as_deref(), cli.output, args).await?;
+        return Ok(ExitCode::from(code));
+    }
     let settings = Settings::from_process_env(cli.config.as_deref())
         .context("cannot load the bootstrap configuration")?;
     let ctx = Session {
@@ -37,6 +42,9 @@ pub async fn run(cli: Cli) -> Result<ExitCode> {
         style: Style::detect(),
     };
     let code = match cli.command {
+        Command::Gitops(Gitops::Init(args)) => {
+            crate::init::run(cli.config.as_deref(), ctx.output, &args).await?
+        }
         Command::Gitops(Gitops::Validate(args)) => validate(&ctx, &args).await?,
         Command::Gitops(Gitops::Plan(args)) => plan(&ctx, &args).await?,
         Command::Gitops(Gitops::Sync(args)) => sync(&ctx, &args).await?,
