@@ -143,6 +143,12 @@ pub enum Gitops {
         after_help = "Example:\n  ritmo gitops suspend --target prod\n\nManual syncs still run. Webhooks for the target are answered 2xx and recorded as\nskipped; `ritmo gitops status` shows who suspended it and when. A target can also be\nsuspended in the bootstrap file (`sync.suspended: true`) or with RITMO_GITOPS_SUSPENDED=true."
     )]
     Suspend(ResumeArgs),
+
+    /// Take a row labelled `managed-by: gitops` that no target owns into a target's inventory
+    #[command(
+        after_help = "Example:\n  ritmo gitops adopt plugin/git-scm --target prod\n\nPlans warn (W104) about such rows: they are neither updated nor pruned. Only a resource the\ntarget's branch has can be adopted; the next sync then makes the row match Git, and prunes it\nonce Git drops it."
+    )]
+    Adopt(AdoptArgs),
 }
 
 #[derive(Debug, Args)]
@@ -187,6 +193,18 @@ pub struct InitArgs {
     /// Replace a bootstrap file that says something else
     #[arg(long)]
     pub force: bool,
+    #[command(flatten)]
+    pub database: DatabaseArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct AdoptArgs {
+    /// The resource, as KIND/NAME (plugin/git-scm, job/build, …)
+    #[arg(value_name = "KIND/NAME")]
+    pub resource: String,
+    /// Which target takes it
+    #[arg(long, default_value = "default")]
+    pub target: String,
     #[command(flatten)]
     pub database: DatabaseArgs,
 }

@@ -60,6 +60,9 @@ pub async fn run(cli: Cli) -> Result<ExitCode> {
         Command::Gitops(Gitops::Resume(args)) => {
             crate::ops::resume(&ctx.settings, ctx.output, &args).await?
         }
+        Command::Gitops(Gitops::Adopt(args)) => {
+            crate::ops::adopt(&ctx.settings, ctx.output, &args).await?
+        }
         Command::Gitops(Gitops::Suspend(args)) => {
             crate::ops::suspend(&ctx.settings, ctx.output, &args).await?
         }

@@ -19,7 +19,7 @@ use ritmo::workflow::{
 use serde_json::json;
 use uuid::Uuid;
 
-use crate::args::{ApproveArgs, DatabaseArgs, Output, ResumeArgs, RollbackArgs};
+use crate::args::{AdoptArgs, ApproveArgs, DatabaseArgs, Output, ResumeArgs, RollbackArgs};
 use crate::render;
 
 const OK: u8 = 0;
@@ -360,6 +360,66 @@ pub async fn suspend(settings: &Settings, output: Output, args: &ResumeArgs) -> 
                 .map_or_else(|| "an unknown time".to_owned(), |at| at.to_rfc3339()),
             args.target
         )?,
+    }
+    Ok(OK)
+}
+
+/// `ritmo gitops adopt KIND/NAME [--target T]`.
+pub async fn adopt(settings: &Settings, output: Output, args: &AdoptArgs) -> Result<u8> {
+    let Some((kind, name)) = args.resource.split_once('/') else {
+        return refuse(
+            output,
+            &format!(
+                "`{}` is not KIND/NAME: give e.g. plugin/git-scm",
+                args.resource
+            ),
+            json!({}),
+        );
+    };
+    let kind: ritmo::model::Kind = match kind.parse() {
+        Ok(kind) => kind,
+        Err(error) => return refuse(output, &error.to_string(), json!({})),
+    };
+    let id = ritmo::model::ResourceId::new(kind, name.to_owned());
+    let (mut services, _receivers) = connect(settings, &args.database).await?;
+    if !known_target(&mut services, &args.target).await? {
+        return refuse(
+            output,
+            &format!("unknown target `{}`", args.target),
+            json!({}),
+        );
+    }
+    let outcome = match workflow::adopt(&services, &args.target, &id).await {
+        Ok(outcome) => outcome,
+        Err(error) if refusal(&error) => return refuse(output, &error.to_string(), json!({})),
+        Err(error) => return Err(error.into()),
+    };
+    let mut out = std::io::stdout().lock();
+    match (output, &outcome) {
+        (Output::Json, outcome) => render::json_line(&mut out, outcome)?,
+        (
+            Output::Text,
+            workflow::AdoptOutcome::Adopted {
+                target,
+                resource,
+                commit,
+                matches_git,
+            },
+        ) => {
+            writeln!(out, "Target {target} now owns {resource} (at {commit}).")?;
+            if *matches_git {
+                writeln!(
+                    out,
+                    "The row already matches Git; it is pruned once Git drops it."
+                )?;
+            } else {
+                writeln!(
+                    out,
+                    "The row differs from Git: the next sync (`ritmo gitops sync --target \
+                     {target}`) updates it to Git's version."
+                )?;
+            }
+        }
     }
     Ok(OK)
 }

@@ -252,3 +252,86 @@ async fn a_commit_pushed_after_a_manual_sync_is_applied_within_one_interval_and_
     assert_eq!(next.enqueued, 1, "{next:?}");
     assert_eq!(stack.plugin_version().await.as_deref(), Some("2.0.0"));
 }
+
+/// A row made by hand with the `managed-by: gitops` label: the plan warns (W104), adopting it
+/// once Git has it makes it the target's, and the next sync brings it to Git's version.
+#[tokio::test]
+async fn an_unowned_labelled_row_is_warned_about_then_adopted_and_synced() {
+    let mut stack = Stack::start(|_| {}).await;
+    stack.remote.push_plugin("git-scm", "1.0.0");
+    stack.sync().await;
+    stack
+        ._db
+        .client()
+        .await
+        .execute(
+            "INSERT INTO resources (kind, name, spec, spec_hash, hash_version, labels)
+             VALUES ('Plugin', 'legacy', '{\"version\": \"0.1.0\"}', 'by-hand', 1,
+                     '{\"managed-by\": \"gitops\"}')",
+            &[],
+        )
+        .await
+        .unwrap();
+    stack.remote.push_plugin("git-scm", "1.1.0");
+
+    let warned = stack.sync().await;
+    let not_in_git = workflow::adopt(
+        &stack.services,
+        TARGET,
+        &ritmo::model::ResourceId::new(ritmo::model::Kind::Plugin, "legacy"),
+    )
+    .await;
+    stack.remote.push_plugin("legacy", "2.0.0");
+    let adopted = workflow::adopt(
+        &stack.services,
+        TARGET,
+        &ritmo::model::ResourceId::new(ritmo::model::Kind::Plugin, "legacy"),
+    )
+    .await
+    .unwrap();
+    let synced = stack.sync().await;
+
+    let warnings: Vec<String> = warned
+        .iter()
+        .filter_map(|outcome| outcome.detail())
+        .flat_map(|detail| detail.diagnostics.iter())
+        .filter(|d| d.code == ritmo::diagnostic::Code::W104)
+        .map(|d| d.message.clone())
+        .collect();
+    assert_eq!(warnings.len(), 1, "{warned:?}");
+    assert!(
+        warnings[0].contains("ritmo gitops adopt plugin/legacy"),
+        "{}",
+        warnings[0]
+    );
+    let refused = not_in_git.unwrap_err().to_string();
+    assert!(refused.contains("not in branch"), "{refused}");
+    assert!(
+        matches!(
+            &adopted,
+            workflow::AdoptOutcome::Adopted {
+                matches_git: false,
+                ..
+            }
+        ),
+        "{adopted:?}"
+    );
+    assert!(
+        matches!(&synced[..], [PlanRequestOutcome::Planned { summary, .. }] if summary.update == 1),
+        "{synced:?}"
+    );
+    let after: Vec<_> = synced
+        .iter()
+        .filter_map(|outcome| outcome.detail())
+        .flat_map(|detail| detail.diagnostics.iter())
+        .filter(|d| d.code == ritmo::diagnostic::Code::W104)
+        .collect();
+    assert!(after.is_empty(), "{after:?}");
+    let store = stack.services.store.lock().await;
+    let rows = store
+        .resources(Some(ritmo::model::Kind::Plugin), Some("legacy"))
+        .await
+        .unwrap();
+    assert_eq!(rows[0].spec["version"], "2.0.0");
+    assert_eq!(rows[0].owner.as_deref(), Some(TARGET));
+}

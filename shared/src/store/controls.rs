@@ -5,7 +5,8 @@ use std::collections::HashSet;
 
 use chrono::{DateTime, Utc};
 
-use super::{Store, StoreError, delivery_key};
+use super::{Store, StoreError, delivery_key, id_from_row};
+use crate::model::ResourceId;
 
 impl Store {
     /// Which of `names` are suspended in the database (the bootstrap file's `suspended` is the
@@ -82,5 +83,52 @@ impl Store {
             .await
             .map_err(StoreError::query("record the remote head checks"))?;
         Ok(())
+    }
+
+    /// Rows labelled `managed-by: gitops` that no target's inventory owns (made by hand, by
+    /// an older tool, or left by a target since removed), by kind and name.
+    pub async fn unowned_managed(&self) -> Result<Vec<ResourceId>, StoreError> {
+        let rows = self
+            .db()
+            .query(
+                "SELECT r.kind, r.name FROM resources r
+                 WHERE r.labels->>'managed-by' = 'gitops'
+                   AND NOT EXISTS (SELECT 1 FROM inventory i
+                                   WHERE i.kind = r.kind AND i.name = r.name)
+                 ORDER BY r.kind, r.name",
+                &[],
+            )
+            .await
+            .map_err(StoreError::query("look for unowned managed rows"))?;
+        rows.iter()
+            .map(|row| id_from_row(row, "resources"))
+            .collect()
+    }
+
+    /// Takes the unowned row `id` into `target`'s inventory at `commit`, with the row's current
+    /// hash (so the next plan updates it when Git says otherwise). False when the row does not
+    /// exist or is owned already.
+    pub async fn adopt(
+        &self,
+        target: &str,
+        id: &ResourceId,
+        commit: &str,
+    ) -> Result<bool, StoreError> {
+        let adopted = self
+            .db()
+            .execute(
+                "INSERT INTO inventory (target, kind, name, spec_hash, git_commit)
+                 SELECT $1, r.kind, r.name, r.spec_hash, $4 FROM resources r
+                 WHERE r.kind = $2 AND r.name = $3
+                   AND NOT EXISTS (SELECT 1 FROM inventory i
+                                   WHERE i.kind = r.kind AND i.name = r.name)
+                 ON CONFLICT DO NOTHING",
+                &[&target, &id.kind.as_str(), &id.name, &commit],
+            )
+            .await
+            .map_err(StoreError::query(
+                "adopt a resource into a target's inventory",
+            ))?;
+        Ok(adopted == 1)
     }
 }

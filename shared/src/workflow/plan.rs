@@ -397,6 +397,8 @@ impl Planning<'_> {
         let status = decide(&plan, self.dry_run, already_applied, self.target.auto_apply);
         let mut diagnostics = checked.diagnostics;
         diagnostics.extend(plan.diagnostics.iter().cloned());
+        diagnostics
+            .extend(super::controls::unowned_warnings(self.services, &self.target.name).await?);
         if status == RunStatus::Failed {
             return self
                 .fail(Failure {
