@@ -468,3 +468,32 @@ fn incompressible_id(length: usize) -> String {
         })
         .collect()
 }
+
+#[tokio::test]
+async fn a_push_for_a_suspended_target_is_answered_202_and_recorded_as_skipped() {
+    let mut suspended = target("github", "https://github.com/acme/ritmo-config.git", "main");
+    suspended.controls.suspended = true;
+    let mut harness = harness_with(vec![suspended], webhook::WEBHOOK_PATH).await;
+    let push = event("webhook-github-push-apigw-v2.json");
+
+    let (status, body) = replay(&harness.app, &push).await;
+
+    assert_eq!(status, StatusCode::ACCEPTED, "{body}");
+    assert_eq!(body["status"], "accepted", "{body}");
+    assert_eq!(
+        body["skipped_suspended"],
+        serde_json::json!(["github"]),
+        "{body}"
+    );
+    assert!(drain_plans(&mut harness.receivers).is_empty());
+    let delivery = body["delivery_id"].as_str().unwrap().to_owned();
+    let skipped = harness
+        ._services
+        .database()
+        .await
+        .unwrap()
+        .delivery_skipped_targets(&delivery)
+        .await
+        .unwrap();
+    assert_eq!(skipped, Some(vec!["github".to_owned()]));
+}

@@ -198,7 +198,7 @@ fn decide(plan: &Plan, dry_run: bool, already_applied: bool, auto_apply: bool) -
 /// Why a request was admitted no further, or the target's state to plan against.
 enum Admission {
     Skip(SkipReason),
-    Plan(TargetState),
+    Plan(Box<TargetState>),
 }
 
 /// A failure after the target is known, recorded as a failed run (unless previewing).
@@ -291,7 +291,7 @@ impl Planning<'_> {
                 pinned_commit: pinned.clone(),
             }));
         }
-        Ok(Admission::Plan(state))
+        Ok(Admission::Plan(Box::new(state)))
     }
 
     /// Which commit to read: a rollback's, an explicit manual revision, the pin, else the head.

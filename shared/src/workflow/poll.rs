@@ -144,9 +144,9 @@ pub async fn poll_targets_at(services: &Services, now: DateTime<Utc>) -> Result<
     let asked: Vec<&str> = checked
         .iter()
         .filter(|(_, asked)| *asked)
-        .filter_map(|(checked, _)| match checked {
-            Checked::Done(polled, _) => Some(polled.name()),
-            Checked::Moved { target, .. } => Some(target.name.as_str()),
+        .map(|(checked, _)| match checked {
+            Checked::Done(polled, _) => polled.name(),
+            Checked::Moved { target, .. } => target.name.as_str(),
         })
         .collect();
     if !asked.is_empty() {
