@@ -48,6 +48,7 @@ pub async fn run(iterations: usize) -> Result<WebhookTimes> {
             auto_apply: true,
             dry_run: false,
             self_heal: false,
+            controls: Default::default(),
             policy: Default::default(),
             auth: GitAuth::None,
         }],

@@ -88,6 +88,12 @@ pub struct RotateArgs {
 
 #[derive(Debug, Subcommand)]
 pub enum Gitops {
+    /// Write the bootstrap file, check the repository can be read, validate it and register the target
+    #[command(
+        after_help = "Examples:\n  printf %s \"$GITHUB_TOKEN\" | ritmo gitops init --repo=https://github.com/myorg/ritmo-config --branch=main --token-stdin\n  RITMO_GITOPS_TOKEN=... ritmo gitops init --repo=https://github.com/myorg/ritmo-config --config ./gitops-bootstrap.yaml\n  ritmo gitops init --repo=https://github.com/myorg/ritmo-config --token-secret arn:aws:secretsmanager:...\n  ritmo gitops init --repo=https://github.com/myorg/ritmo-config --token=${GITHUB_TOKEN}   # as the seed; lands in shell history\n\nThe file (--config, default /etc/ritmo/gitops-bootstrap.yaml) never holds the token: it\nsays ${RITMO_GITOPS_TOKEN} or the secret's ARN. A second run with the same answers changes\nnothing and says so; a file that says something else is replaced only with --force."
+    )]
+    Init(InitArgs),
+
     /// Check a repository: syntax, schema, references, secrets; prints every problem with file:line
     #[command(
         after_help = "Examples:\n  ritmo gitops validate --repo-path ./ritmo-config\n  # pre-commit: check uncommitted files\n  ritmo gitops validate --repo-path . --worktree\n  RITMO_GITOPS_TOKEN=... ritmo gitops validate \\\n    --repo https://github.com/acme/ritmo-config.git --auth-type token\n  ritmo gitops validate --repo git@github.com:acme/ritmo-config.git \\\n    --auth-type ssh --ssh-key-path ~/.ssh/deploy \\\n    --ssh-known-hosts ./known_hosts\n  ritmo gitops validate --repo https://github.com/acme/ritmo-config.git \\\n    --auth-type github_app --app-id 123 --installation-id 456 \\\n    --app-private-key-path app.pem\n\nNo resource files at all is an error (exit 2): a wrong --repo-path or --path."
@@ -128,9 +134,79 @@ pub enum Gitops {
     )]
     Rollback(RollbackArgs),
 
-    /// Unpin a rolled-back target and sync its branch head again
+    /// Unpin a rolled-back or suspended target and sync its branch head again
     #[command(after_help = "Example:\n  ritmo gitops resume --target prod")]
     Resume(ResumeArgs),
+
+    /// Stop webhook, schedule and self-heal syncs of a target until `ritmo gitops resume`
+    #[command(
+        after_help = "Example:\n  ritmo gitops suspend --target prod\n\nManual syncs still run. Webhooks for the target are answered 2xx and recorded as\nskipped; `ritmo gitops status` shows who suspended it and when. A target can also be\nsuspended in the bootstrap file (`sync.suspended: true`) or with RITMO_GITOPS_SUSPENDED=true."
+    )]
+    Suspend(ResumeArgs),
+
+    /// Take a row labelled `managed-by: gitops` that no target owns into a target's inventory
+    #[command(
+        after_help = "Example:\n  ritmo gitops adopt plugin/git-scm --target prod\n\nPlans warn (W104) about such rows: they are neither updated nor pruned. Only a resource the\ntarget's branch has can be adopted; the next sync then makes the row match Git, and prunes it\nonce Git drops it."
+    )]
+    Adopt(AdoptArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct InitArgs {
+    /// The config repository (https://, ssh://, git@host:path, file:// or a local path)
+    #[arg(long, value_name = "URL")]
+    pub repo: String,
+    /// Branch to follow
+    #[arg(long, default_value = "main")]
+    pub branch: String,
+    /// Directory inside the repository holding jobs/, credentials/, …
+    #[arg(long, value_name = "PATH", default_value = "/")]
+    pub path: String,
+    /// token, ssh, github_app or none (default: token when a token is given, else none)
+    #[arg(long, value_name = "TYPE")]
+    pub auth_type: Option<String>,
+    /// The token itself (accepted as in the seed, but it lands in shell history: prefer
+    /// --token-stdin or RITMO_GITOPS_TOKEN)
+    #[arg(long, value_name = "TOKEN", conflicts_with = "token_stdin")]
+    pub token: Option<String>,
+    /// Read the token from stdin
+    #[arg(long)]
+    pub token_stdin: bool,
+    /// Secrets Manager secret (name or ARN) holding the token, written to the file instead
+    #[arg(long, value_name = "ARN")]
+    pub token_secret: Option<String>,
+    /// ssh private key file (--auth-type ssh)
+    #[arg(long, value_name = "FILE")]
+    pub ssh_key_path: Option<PathBuf>,
+    /// known_hosts file the server's host key must be in (--auth-type ssh)
+    #[arg(long, value_name = "FILE")]
+    pub ssh_known_hosts: Option<PathBuf>,
+    /// GitHub App id (--auth-type github_app)
+    #[arg(long, value_name = "ID")]
+    pub app_id: Option<u64>,
+    /// GitHub App installation id (--auth-type github_app)
+    #[arg(long, value_name = "ID")]
+    pub installation_id: Option<u64>,
+    /// GitHub App private key file (--auth-type github_app)
+    #[arg(long, value_name = "FILE")]
+    pub app_private_key_path: Option<PathBuf>,
+    /// Replace a bootstrap file that says something else
+    #[arg(long)]
+    pub force: bool,
+    #[command(flatten)]
+    pub database: DatabaseArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct AdoptArgs {
+    /// The resource, as KIND/NAME (plugin/git-scm, job/build, …)
+    #[arg(value_name = "KIND/NAME")]
+    pub resource: String,
+    /// Which target takes it
+    #[arg(long, default_value = "default")]
+    pub target: String,
+    #[command(flatten)]
+    pub database: DatabaseArgs,
 }
 
 #[derive(Debug, Args)]

@@ -32,6 +32,11 @@ const CONFIG_WRONG: u8 = 1;
 const NOT_FOUND: u8 = 1;
 
 pub async fn run(cli: Cli) -> Result<ExitCode> {
+    // `init` writes the bootstrap file the other commands load, so it may not exist yet.
+    if let Command::Gitops(Gitops::Init(args)) = &cli.command {
+        let code = crate::init::run(cli.config.as_deref(), cli.output, args).await?;
+        return Ok(ExitCode::from(code));
+    }
     let settings = Settings::from_process_env(cli.config.as_deref())
         .context("cannot load the bootstrap configuration")?;
     let ctx = Session {
@@ -40,6 +45,9 @@ pub async fn run(cli: Cli) -> Result<ExitCode> {
         style: Style::detect(),
     };
     let code = match cli.command {
+        Command::Gitops(Gitops::Init(args)) => {
+            crate::init::run(cli.config.as_deref(), ctx.output, &args).await?
+        }
         Command::Gitops(Gitops::Validate(args)) => validate(&ctx, &args).await?,
         Command::Gitops(Gitops::Plan(args)) => plan(&ctx, &args).await?,
         Command::Gitops(Gitops::Sync(args)) => sync(&ctx, &args).await?,
@@ -54,6 +62,12 @@ pub async fn run(cli: Cli) -> Result<ExitCode> {
         }
         Command::Gitops(Gitops::Resume(args)) => {
             crate::ops::resume(&ctx.settings, ctx.output, &args).await?
+        }
+        Command::Gitops(Gitops::Adopt(args)) => {
+            crate::ops::adopt(&ctx.settings, ctx.output, &args).await?
+        }
+        Command::Gitops(Gitops::Suspend(args)) => {
+            crate::ops::suspend(&ctx.settings, ctx.output, &args).await?
         }
         Command::Get(args) => get(&ctx, &args).await?,
         Command::EncryptCredential(args) => encrypt_credential(&ctx, &args).await?,
@@ -662,8 +676,27 @@ async fn status(ctx: &Session, args: &DatabaseArgs) -> Result<u8> {
                         target.name
                     )?;
                 }
-                if target.suspended {
-                    writeln!(out, "  suspended: automatic syncs are off")?;
+                let by_settings = ctx
+                    .settings
+                    .target(&target.name)
+                    .is_some_and(|t| t.controls.suspended);
+                if by_settings {
+                    writeln!(
+                        out,
+                        "  suspended: by the settings (sync.suspended / RITMO_GITOPS_SUSPENDED); \
+                         automatic syncs are off"
+                    )?;
+                } else if target.suspended {
+                    writeln!(
+                        out,
+                        "  suspended: by {} at {}; automatic syncs are off until `ritmo gitops \
+                         resume --target {}`",
+                        target.suspended_by.as_deref().unwrap_or("unknown"),
+                        target
+                            .suspended_at
+                            .map_or_else(|| "an unknown time".to_owned(), |at| at.to_rfc3339()),
+                        target.name
+                    )?;
                 }
                 match run {
                     Some(run) => writeln!(

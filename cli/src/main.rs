@@ -3,6 +3,7 @@
 
 mod args;
 mod commands;
+mod init;
 mod ops;
 mod progress;
 mod render;

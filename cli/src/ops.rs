@@ -1,4 +1,4 @@
-//! `ritmo gitops approve`, `rollback` and `resume`: the pipeline's own operations
+//! `ritmo gitops approve`, `rollback`, `suspend` and `resume`: the pipeline's own operations
 //! (`ritmo::workflow::{approve_plan, rollback, resume}`), run in-process against the same
 //! database as `ritmo gitops sync`. The plan and apply requests they queue go to in-process
 //! queues that this module drains at once through `handle_plan_request` /
@@ -19,7 +19,7 @@ use ritmo::workflow::{
 use serde_json::json;
 use uuid::Uuid;
 
-use crate::args::{ApproveArgs, DatabaseArgs, Output, ResumeArgs, RollbackArgs};
+use crate::args::{AdoptArgs, ApproveArgs, DatabaseArgs, Output, ResumeArgs, RollbackArgs};
 use crate::render;
 
 const OK: u8 = 0;
@@ -76,6 +76,7 @@ async fn known_target(services: &mut Services, name: &str) -> Result<bool> {
         auto_apply: true,
         dry_run: false,
         self_heal: false,
+        controls: Default::default(),
         policy: Default::default(),
         auth: Default::default(),
     });
@@ -286,14 +287,12 @@ pub async fn resume(settings: &Settings, output: Output, args: &ResumeArgs) -> R
             json!({}),
         );
     }
-    let was_pinned = services
-        .store
-        .lock()
-        .await
-        .target(&args.target)
-        .await?
-        .and_then(|target| target.pinned_commit);
-    match workflow::resume(&services, &args.target).await {
+    let before = services.store.lock().await.target(&args.target).await?;
+    let was_pinned = before
+        .as_ref()
+        .and_then(|target| target.pinned_commit.clone());
+    let was_suspended = before.is_some_and(|target| target.suspended);
+    match workflow::resume(&services, &args.target, &actor()).await {
         Ok(()) => {}
         Err(error) if refusal(&error) => return refuse(output, &error.to_string(), json!({})),
         Err(error) => return Err(error.into()),
@@ -303,7 +302,8 @@ pub async fn resume(settings: &Settings, output: Output, args: &ResumeArgs) -> R
     match output {
         Output::Json => render::json_line(
             &mut out,
-            &json!({ "target": args.target, "was_pinned": was_pinned, "plans": drained.plans,
+            &json!({ "target": args.target, "was_pinned": was_pinned,
+                     "was_suspended": was_suspended, "plans": drained.plans,
                      "applies": drained.applies, "error": drained.error }),
         )?,
         Output::Text => {
@@ -313,9 +313,14 @@ pub async fn resume(settings: &Settings, output: Output, args: &ResumeArgs) -> R
                     "Target {} unpinned (was at {pin}); automatic syncs resumed.",
                     args.target
                 )?,
+                None if was_suspended => writeln!(
+                    out,
+                    "Target {} resumed; automatic syncs are on.",
+                    args.target
+                )?,
                 None => writeln!(
                     out,
-                    "Target {} was not pinned; automatic syncs are on.",
+                    "Target {} was neither pinned nor suspended; automatic syncs are on.",
                     args.target
                 )?,
             }
@@ -326,4 +331,101 @@ pub async fn resume(settings: &Settings, output: Output, args: &ResumeArgs) -> R
         }
     }
     Ok(if drained.failed() { REFUSED } else { OK })
+}
+
+/// `ritmo gitops suspend [--target T]`.
+pub async fn suspend(settings: &Settings, output: Output, args: &ResumeArgs) -> Result<u8> {
+    let (mut services, _receivers) = connect(settings, &args.database).await?;
+    if !known_target(&mut services, &args.target).await? {
+        return refuse(
+            output,
+            &format!("unknown target `{}`", args.target),
+            json!({}),
+        );
+    }
+    let state = match workflow::suspend(&services, &args.target, &actor()).await {
+        Ok(state) => state,
+        Err(error) if refusal(&error) => return refuse(output, &error.to_string(), json!({})),
+        Err(error) => return Err(error.into()),
+    };
+    let mut out = std::io::stdout().lock();
+    match output {
+        Output::Json => render::json_line(
+            &mut out,
+            &json!({ "target": args.target, "suspended": true,
+                     "suspended_by": state.suspended_by, "suspended_at": state.suspended_at }),
+        )?,
+        Output::Text => writeln!(
+            out,
+            "Target {} suspended by {} at {}: webhook, schedule and self-heal syncs are off \
+             until `ritmo gitops resume --target {}` (manual syncs still run).",
+            args.target,
+            state.suspended_by.as_deref().unwrap_or("unknown"),
+            state
+                .suspended_at
+                .map_or_else(|| "an unknown time".to_owned(), |at| at.to_rfc3339()),
+            args.target
+        )?,
+    }
+    Ok(OK)
+}
+
+/// `ritmo gitops adopt KIND/NAME [--target T]`.
+pub async fn adopt(settings: &Settings, output: Output, args: &AdoptArgs) -> Result<u8> {
+    let Some((kind, name)) = args.resource.split_once('/') else {
+        return refuse(
+            output,
+            &format!(
+                "`{}` is not KIND/NAME: give e.g. plugin/git-scm",
+                args.resource
+            ),
+            json!({}),
+        );
+    };
+    let kind: ritmo::model::Kind = match kind.parse() {
+        Ok(kind) => kind,
+        Err(error) => return refuse(output, &error.to_string(), json!({})),
+    };
+    let id = ritmo::model::ResourceId::new(kind, name.to_owned());
+    let (mut services, _receivers) = connect(settings, &args.database).await?;
+    if !known_target(&mut services, &args.target).await? {
+        return refuse(
+            output,
+            &format!("unknown target `{}`", args.target),
+            json!({}),
+        );
+    }
+    let outcome = match workflow::adopt(&services, &args.target, &id).await {
+        Ok(outcome) => outcome,
+        Err(error) if refusal(&error) => return refuse(output, &error.to_string(), json!({})),
+        Err(error) => return Err(error.into()),
+    };
+    let mut out = std::io::stdout().lock();
+    match (output, &outcome) {
+        (Output::Json, outcome) => render::json_line(&mut out, outcome)?,
+        (
+            Output::Text,
+            workflow::AdoptOutcome::Adopted {
+                target,
+                resource,
+                commit,
+                matches_git,
+            },
+        ) => {
+            writeln!(out, "Target {target} now owns {resource} (at {commit}).")?;
+            if *matches_git {
+                writeln!(
+                    out,
+                    "The row already matches Git; it is pruned once Git drops it."
+                )?;
+            } else {
+                writeln!(
+                    out,
+                    "The row differs from Git: the next sync (`ritmo gitops sync --target \
+                     {target}`) updates it to Git's version."
+                )?;
+            }
+        }
+    }
+    Ok(OK)
 }

@@ -336,3 +336,160 @@ async fn approving_something_that_is_not_a_sync_id_is_refused_as_json_too() {
         stdout(&output)
     );
 }
+
+#[tokio::test]
+async fn suspend_and_resume_from_the_cli_show_who_suspended_the_target_and_when() {
+    let db = TestDb::new().await;
+    let repo = Repo::new();
+    repo.commit_plugin("1.0.0");
+    let bootstrap = repo.bootstrap("");
+    let config = bootstrap.path().to_str().unwrap();
+    assert_exit(&repo.ritmo(&["--config", config, "gitops", "sync"], &db), 0);
+
+    let suspended = repo.ritmo(&["--config", config, "gitops", "suspend"], &db);
+    let status = repo.ritmo(&["--config", config, "gitops", "status"], &db);
+    let status_json = repo.ritmo(&["--config", config, "-o", "json", "gitops", "status"], &db);
+    let resumed = repo.ritmo(&["--config", config, "gitops", "resume"], &db);
+    let after = repo.ritmo(&["--config", config, "-o", "json", "gitops", "status"], &db);
+
+    assert_exit(&suspended, 0);
+    assert!(
+        stdout(&suspended).contains("suspended by jane"),
+        "{}",
+        stdout(&suspended)
+    );
+    assert!(
+        stdout(&status).contains("suspended: by jane at"),
+        "{}",
+        stdout(&status)
+    );
+    let target = &json(&status_json)["targets"][0]["target"];
+    assert_eq!(target["suspended"], true);
+    assert_eq!(target["suspended_by"], "jane");
+    assert!(target["suspended_at"].is_string());
+    assert_exit(&resumed, 0);
+    assert!(stdout(&resumed).contains("resumed"), "{}", stdout(&resumed));
+    assert_eq!(json(&after)["targets"][0]["target"]["suspended"], false);
+}
+
+#[tokio::test]
+async fn a_target_suspended_in_the_bootstrap_file_says_so_and_cannot_be_resumed_from_the_cli() {
+    let db = TestDb::new().await;
+    let repo = Repo::new();
+    repo.commit_plugin("1.0.0");
+    let bootstrap = repo.bootstrap("    suspended: true\n");
+    let config = bootstrap.path().to_str().unwrap();
+    assert_exit(&repo.ritmo(&["--config", config, "gitops", "sync"], &db), 0);
+
+    let status = repo.ritmo(&["--config", config, "gitops", "status"], &db);
+    let resumed = repo.ritmo(&["--config", config, "gitops", "resume"], &db);
+
+    assert!(
+        stdout(&status).contains("suspended: by the settings"),
+        "{}",
+        stdout(&status)
+    );
+    assert_exit(&resumed, 1);
+    assert!(
+        stderr(&resumed).contains("sync.suspended"),
+        "{}",
+        stderr(&resumed)
+    );
+}
+
+#[tokio::test]
+async fn init_on_an_empty_machine_writes_checks_and_registers_then_a_second_run_changes_nothing() {
+    let db = TestDb::new().await;
+    let repo = Repo::new();
+    repo.commit_plugin("1.0.0");
+    let etc = tempfile::tempdir().unwrap();
+    let config = etc.path().join("ritmo/gitops-bootstrap.yaml");
+    let url = format!("file://{}", repo.path());
+    let init = |extra: &[&str]| {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_ritmo"));
+        command
+            .args(["--config", config.to_str().unwrap(), "gitops", "init"])
+            .args(["--repo", &url, "--branch", "main"])
+            .args(extra)
+            .env_remove("RITMO_GITOPS_REPO_URL")
+            .env("RITMO_GITOPS_TOKEN", "ghp_initTestToken123")
+            .env("RITMO_GITOPS_CACHE_DIR", repo.cache.path())
+            .env("DATABASE_URL", &db.url)
+            .env("NO_COLOR", "1")
+            .stdin(Stdio::null());
+        command.output().expect("ritmo runs")
+    };
+
+    let first = init(&[]);
+    let written = std::fs::read_to_string(&config).unwrap();
+    let second = init(&[]);
+    let with_flag = init(&["--token", "ghp_initTestToken123"]);
+    let registered = {
+        let client = db.client().await;
+        let row = client
+            .query_one(
+                "SELECT repo_url, branch FROM targets WHERE name = 'default'",
+                &[],
+            )
+            .await
+            .unwrap();
+        (row.get::<_, String>(0), row.get::<_, String>(1))
+    };
+
+    assert_exit(&first, 0);
+    assert!(stdout(&first).contains("Wrote"), "{}", stdout(&first));
+    assert!(
+        stdout(&first).contains("the repository can be read"),
+        "{}",
+        stdout(&first)
+    );
+    assert!(
+        stdout(&first).contains("Registered target `default`"),
+        "{}",
+        stdout(&first)
+    );
+    assert!(stdout(&first).contains("gitops sync"), "{}", stdout(&first));
+    assert!(!written.contains("ghp_"), "{written}");
+    assert!(written.contains("${RITMO_GITOPS_TOKEN}"), "{written}");
+    assert_exit(&second, 0);
+    assert!(
+        stdout(&second).contains("Nothing changed"),
+        "{}",
+        stdout(&second)
+    );
+    assert_eq!(std::fs::read_to_string(&config).unwrap(), written);
+    assert_exit(&with_flag, 0);
+    assert!(
+        stderr(&with_flag).contains("shell history"),
+        "{}",
+        stderr(&with_flag)
+    );
+    assert!(!std::fs::read_to_string(&config).unwrap().contains("ghp_"));
+    assert_eq!(registered.1, "main");
+    assert!(registered.0.ends_with(repo.path()), "{registered:?}");
+}
+
+#[tokio::test]
+async fn init_refuses_a_repository_it_cannot_read_and_writes_nothing() {
+    let db = TestDb::new().await;
+    let etc = tempfile::tempdir().unwrap();
+    let config = etc.path().join("gitops-bootstrap.yaml");
+    let missing = etc.path().join("no-such-repo");
+
+    let output = Command::new(env!("CARGO_BIN_EXE_ritmo"))
+        .args(["--config", config.to_str().unwrap(), "gitops", "init"])
+        .args(["--repo", &format!("file://{}", missing.display())])
+        .env_remove("RITMO_GITOPS_TOKEN")
+        .env("DATABASE_URL", &db.url)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+
+    assert_exit(&output, 2);
+    assert!(
+        stderr(&output).contains("nothing written"),
+        "{}",
+        stderr(&output)
+    );
+    assert!(!config.exists());
+}

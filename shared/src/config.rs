@@ -17,6 +17,7 @@ use serde::Deserialize;
 
 pub use crate::git::KnownHosts;
 use crate::plan::PlanPolicy;
+use crate::queue::consume::RetryPolicy;
 
 /// Where the bootstrap file is looked for when no path is given.
 pub const DEFAULT_BOOTSTRAP_PATH: &str = "/etc/ritmo/gitops-bootstrap.yaml";
@@ -109,8 +110,18 @@ pub struct TargetSettings {
     pub auto_apply: bool,
     pub dry_run: bool,
     pub self_heal: bool,
+    /// Suspension, sync windows and notification subscriptions (issue 24).
+    pub controls: TargetControls,
     pub policy: PlanPolicy,
     pub auth: GitAuth,
+}
+
+/// What an operator sets per target besides where it reads from and how it syncs.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TargetControls {
+    /// `sync.suspended: true` (or `RITMO_GITOPS_SUSPENDED=true`): neither polled, planned nor
+    /// healed, whatever the database says; `ritmo gitops suspend` sets the database's flag.
+    pub suspended: bool,
 }
 
 impl TargetSettings {
@@ -126,6 +137,7 @@ impl TargetSettings {
             auto_apply: true,
             dry_run: false,
             self_heal: false,
+            controls: TargetControls::default(),
             policy: PlanPolicy::default(),
             auth: GitAuth::None,
         }
@@ -249,6 +261,9 @@ pub struct Settings {
     /// Remote head checks a poller tick runs at once (`poll_concurrency`,
     /// `RITMO_GITOPS_POLL_CONCURRENCY`); `None` keeps [`DEFAULT_POLL_CONCURRENCY`].
     pub poll_concurrency: Option<u32>,
+    /// How failed queue messages are retried (`retry:`, `RITMO_GITOPS_RETRY_*`); the default
+    /// is 5 s doubling to 3 min, then the dead-letter queue after 5 receives.
+    pub retry: RetryPolicy,
 
     // --- the local server's API (`ritmo serve`; on AWS, API Gateway authorises with IAM) ---
     /// The bearer token every state change must carry: `RITMO_API_TOKEN` (the value) or
@@ -415,6 +430,17 @@ struct GitopsSection {
     poll_concurrency: Option<u32>,
     #[serde(default)]
     notifications: NotificationsSection,
+    #[serde(default)]
+    retry: RetrySection,
+}
+
+/// `gitops.retry:` in seconds and receives.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RetrySection {
+    base_delay: Option<u64>,
+    max_delay: Option<u64>,
+    attempts: Option<u32>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -469,6 +495,7 @@ struct SyncSection {
     allow_empty: Option<bool>,
     max_delete_percent: Option<u32>,
     self_heal: Option<bool>,
+    suspended: Option<bool>,
     require_approval_for_branches: Option<Vec<String>>,
 }
 
@@ -712,6 +739,7 @@ fn from_bootstrap(
         ),
         None => gitops.poll_concurrency,
     };
+    let retry = retry_policy(&gitops.retry, &var)?;
     let notifications = NotificationSettings {
         sns_topic_arn: var("RITMO_GITOPS_SNS_TOPIC_ARN").or(gitops.notifications.sns_topic_arn),
         slack_webhook_credential: var("RITMO_GITOPS_SLACK_CREDENTIAL")
@@ -745,6 +773,7 @@ fn from_bootstrap(
         approval_branches,
         history_limit,
         poll_concurrency,
+        retry,
         notifications,
         webhook_secret: var("RITMO_GITOPS_WEBHOOK_SECRET")
             .or(webhook
@@ -812,6 +841,9 @@ fn target_settings(
         auto_apply: pick(own_sync.auto_apply, shared_sync.auto_apply, true),
         dry_run: pick(own_sync.dry_run, shared_sync.dry_run, false),
         self_heal: pick(own_sync.self_heal, shared_sync.self_heal, false),
+        controls: TargetControls {
+            suspended: pick(own_sync.suspended, shared_sync.suspended, false),
+        },
         policy: PlanPolicy {
             prune: pick(own_sync.prune, shared_sync.prune, defaults.prune),
             allow_empty: pick(
@@ -829,6 +861,71 @@ fn target_settings(
             message,
         })?,
     })
+}
+
+/// The retry policy from `retry:` with `RITMO_GITOPS_RETRY_*` on top, the defaults for what
+/// neither sets. SQS caps a message's invisibility at 12 hours, so a longer delay is refused.
+fn retry_policy(
+    section: &RetrySection,
+    var: &dyn Fn(&str) -> Option<String>,
+) -> Result<RetryPolicy, ConfigError> {
+    const LONGEST: u64 = 12 * 60 * 60;
+    let number = |variable: &str, file: Option<u64>, expected: &'static str| {
+        let (value, from) = match var(variable) {
+            Some(text) => (text.trim().parse::<u64>().ok(), text),
+            None => match file {
+                Some(value) => (Some(value), value.to_string()),
+                None => return Ok(None),
+            },
+        };
+        value
+            .filter(|&n| n > 0 && n <= LONGEST)
+            .map(Some)
+            .ok_or_else(|| ConfigError::InvalidVariable {
+                variable: variable.into(),
+                expected,
+                value: from,
+            })
+    };
+    let defaults = RetryPolicy::default();
+    let base = number(
+        "RITMO_GITOPS_RETRY_BASE_DELAY",
+        section.base_delay,
+        "a number of seconds from 1 to 43200 (retry.base_delay)",
+    )?;
+    let max = number(
+        "RITMO_GITOPS_RETRY_MAX_DELAY",
+        section.max_delay,
+        "a number of seconds from 1 to 43200 (retry.max_delay)",
+    )?;
+    let attempts = number(
+        "RITMO_GITOPS_RETRY_ATTEMPTS",
+        section.attempts.map(u64::from),
+        "a number of receives from 1 to 1000 (retry.attempts)",
+    )?;
+    let policy = RetryPolicy {
+        base_delay: base.map_or(defaults.base_delay, std::time::Duration::from_secs),
+        max_delay: max.map_or(defaults.max_delay, std::time::Duration::from_secs),
+        attempts: match attempts {
+            Some(n) if n > 1000 => {
+                return Err(ConfigError::InvalidVariable {
+                    variable: "RITMO_GITOPS_RETRY_ATTEMPTS".into(),
+                    expected: "a number of receives from 1 to 1000 (retry.attempts)",
+                    value: n.to_string(),
+                });
+            }
+            Some(n) => u32::try_from(n).unwrap_or(defaults.attempts),
+            None => defaults.attempts,
+        },
+    };
+    if policy.max_delay < policy.base_delay {
+        return Err(ConfigError::InvalidVariable {
+            variable: "RITMO_GITOPS_RETRY_MAX_DELAY".into(),
+            expected: "at least the base delay (retry.max_delay >= retry.base_delay)",
+            value: policy.max_delay.as_secs().to_string(),
+        });
+    }
+    Ok(policy)
 }
 
 fn overlay_sync_env(
@@ -849,6 +946,7 @@ fn overlay_sync_env(
         ("RITMO_GITOPS_PRUNE", &mut sync.prune),
         ("RITMO_GITOPS_SELF_HEAL", &mut sync.self_heal),
         ("RITMO_GITOPS_ALLOW_EMPTY", &mut sync.allow_empty),
+        ("RITMO_GITOPS_SUSPENDED", &mut sync.suspended),
     ] {
         if let Some(value) = var(name) {
             *field = Some(parse_bool(name, &value)?);
@@ -1499,6 +1597,58 @@ gitops:
         );
         assert_eq!(Settings::default().history_limit(), DEFAULT_HISTORY_LIMIT);
         assert!(!Settings::default().notifications.is_enabled());
+    }
+
+    fn parse(text: &str, env: &dyn Fn(&str) -> Option<String>) -> Settings {
+        from_bootstrap(parse_bootstrap("b.yaml", text, env).unwrap(), env).unwrap()
+    }
+
+    fn refused(text: &str, env: &dyn Fn(&str) -> Option<String>) -> ConfigError {
+        from_bootstrap(parse_bootstrap("b.yaml", text, env).unwrap(), env).unwrap_err()
+    }
+
+    #[test]
+    fn retry_settings_come_from_the_file_or_the_environment_with_todays_defaults() {
+        let defaults = parse("gitops:\n  repository:\n    url: file:///c\n", &env(&[]));
+        let from_file = parse(
+            "gitops:\n  repository:\n    url: file:///c\n  retry:\n    base_delay: 2\n    max_delay: 60\n    attempts: 8\n",
+            &env(&[]),
+        );
+        let from_env = parse(
+            "gitops:\n  repository:\n    url: file:///c\n  retry:\n    base_delay: 2\n",
+            &env(&[
+                ("RITMO_GITOPS_RETRY_BASE_DELAY", "1"),
+                ("RITMO_GITOPS_RETRY_MAX_DELAY", "4"),
+                ("RITMO_GITOPS_RETRY_ATTEMPTS", "3"),
+            ]),
+        );
+        let inverted = refused(
+            "gitops:\n  retry:\n    base_delay: 60\n    max_delay: 5\n",
+            &env(&[]),
+        );
+        let zero = refused(
+            "gitops: {}\n",
+            &env(&[("RITMO_GITOPS_RETRY_ATTEMPTS", "0")]),
+        );
+
+        assert_eq!(defaults.retry, RetryPolicy::default());
+        assert_eq!(defaults.retry.delay(1).as_secs(), 5);
+        assert_eq!(defaults.retry.delay(9).as_secs(), 180);
+        assert_eq!(defaults.retry.attempts, 5);
+        assert_eq!(from_file.retry.base_delay.as_secs(), 2);
+        assert_eq!(from_file.retry.max_delay.as_secs(), 60);
+        assert_eq!(from_file.retry.attempts, 8);
+        assert_eq!(from_env.retry.base_delay.as_secs(), 1);
+        assert_eq!(from_env.retry.max_delay.as_secs(), 4);
+        assert_eq!(from_env.retry.attempts, 3);
+        assert!(
+            inverted.to_string().contains("retry.max_delay"),
+            "{inverted}"
+        );
+        assert!(
+            zero.to_string().contains("RITMO_GITOPS_RETRY_ATTEMPTS"),
+            "{zero}"
+        );
     }
 
     #[test]

@@ -99,6 +99,9 @@ pub enum Code {
     W102,
     /// A secret reference that cannot be checked from here.
     W103,
+    /// A row labelled `managed-by: gitops` that no target's inventory owns: neither updated nor
+    /// pruned until a target adopts it (`ritmo gitops adopt KIND/NAME`).
+    W104,
     /// The plan waits for approval (delete threshold or credential delete).
     W500,
 }
@@ -138,6 +141,7 @@ impl Code {
             Code::W101 => "W101",
             Code::W102 => "W102",
             Code::W103 => "W103",
+            Code::W104 => "W104",
             Code::W500 => "W500",
         }
     }
@@ -191,6 +195,9 @@ impl Code {
             Code::W101 => "remove the file, or put a resource in it",
             Code::W102 => "encrypt it again with `ritmo encrypt-credential --name NAME` to bind it",
             Code::W103 => "run where AWS is configured (AWS_REGION) to check it",
+            Code::W104 => {
+                "`ritmo gitops adopt KIND/NAME` if the repository has it, else delete the row by hand"
+            }
             Code::W500 => "review the plan, then `ritmo gitops approve SYNC_ID`",
         }
     }

@@ -18,6 +18,7 @@ pub mod message;
 pub mod metrics;
 pub mod model;
 pub mod notify;
+pub mod onboard;
 mod parallel;
 pub mod plan;
 pub mod progress;

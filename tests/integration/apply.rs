@@ -881,7 +881,10 @@ async fn a_rollback_pin_and_suspension_are_kept_on_the_target() {
     let store = connect(&db, TARGET).await;
 
     let pinned = store.set_pin(TARGET, Some("c1")).await.unwrap();
-    let suspended = store.set_suspended(TARGET, true).await.unwrap();
+    let suspended = store
+        .set_suspended(TARGET, true, Some("ops"))
+        .await
+        .unwrap();
     let unpinned = store.set_pin(TARGET, None).await.unwrap();
     let missing = store.set_pin("ghost", None).await;
 

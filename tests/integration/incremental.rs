@@ -421,6 +421,7 @@ fn settings(prune: bool) -> TargetSettings {
         auto_apply: true,
         dry_run: false,
         self_heal: false,
+        controls: Default::default(),
         policy: PlanPolicy {
             prune,
             max_delete_percent: 100,
@@ -1007,6 +1008,7 @@ mod through_the_pipeline {
             auto_apply: true,
             dry_run: false,
             self_heal: false,
+            controls: Default::default(),
             policy: PlanPolicy::default(),
             auth: GitAuth::None,
         }

@@ -1,6 +1,7 @@
 //! Integration scenarios against real PostgreSQL, real git repositories and moto.
 
 mod apply;
+mod controls;
 mod crypto;
 mod fleet;
 mod git;

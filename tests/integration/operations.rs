@@ -54,6 +54,7 @@ impl Stack {
                 auto_apply: true,
                 dry_run: false,
                 self_heal: false,
+                controls: Default::default(),
                 policy: PlanPolicy::default(),
                 auth: GitAuth::None,
             }],
@@ -256,7 +257,9 @@ async fn a_pinned_target_ignores_the_schedule_until_resumed() {
         .await
         .unwrap();
     let version_while_pinned = stack.plugin_version().await;
-    workflow::resume(&stack.services, TARGET).await.unwrap();
+    workflow::resume(&stack.services, TARGET, "test")
+        .await
+        .unwrap();
     stack.drain().await;
 
     assert_eq!(

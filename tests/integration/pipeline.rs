@@ -55,6 +55,7 @@ fn settings(db: &TestDb, remote: &Remote, cache: &tempfile::TempDir, auto_apply:
             auto_apply,
             dry_run: false,
             self_heal: false,
+            controls: Default::default(),
             policy: PlanPolicy::default(),
             auth: GitAuth::None,
         }],
@@ -540,7 +541,9 @@ async fn a_rollback_pins_the_target_until_it_is_resumed() {
     let while_pinned = workflow::handle_plan_request(&stack.services, &webhook)
         .await
         .unwrap();
-    workflow::resume(&stack.services, TARGET).await.unwrap();
+    workflow::resume(&stack.services, TARGET, "test")
+        .await
+        .unwrap();
     stack.plan().await;
     let apply = stack.next_apply().unwrap();
     workflow::handle_apply_request(&stack.services, &apply)

@@ -63,6 +63,7 @@ fn target_settings(remote: &Remote) -> TargetSettings {
         auto_apply: true,
         dry_run: false,
         self_heal: false,
+        controls: Default::default(),
         policy: PlanPolicy::default(),
         auth: GitAuth::None,
     }

@@ -46,6 +46,7 @@ fn settings() -> TargetSettings {
         auto_apply: true,
         dry_run: false,
         self_heal: false,
+        controls: Default::default(),
         // The share of deletes that waits for approval is not what these tests are about.
         policy: PlanPolicy {
             max_delete_percent: 100,

@@ -1,5 +1,5 @@
 //! The `api` function as an axum router: sync status, history, plan detail, approvals, manual
-//! syncs, rollback and resume under `/api/v1/gitops`, the resources under `/api/v1/{kind}`, and
+//! syncs, rollback, suspend and resume under `/api/v1/gitops`, the resources under `/api/v1/{kind}`, and
 //! the health checks under `/health`.
 //!
 //! This crate owns the HTTP edge only: routing, request parsing, the caller's identity and
@@ -46,6 +46,14 @@ pub fn app(services: Arc<Services>) -> Router {
         .route("/api/v1/gitops/plans/{id}/approve", post(approve))
         .route("/api/v1/gitops/rollback", post(rollback))
         .route("/api/v1/gitops/resume", post(resume))
+        .route(
+            "/api/v1/gitops/targets/{target}/suspend",
+            post(suspend_target),
+        )
+        .route(
+            "/api/v1/gitops/targets/{target}/resume",
+            post(resume_target),
+        )
         .route("/api/v1/{kind}", get(reads::resources))
         .route("/api/v1/{kind}/{name}", get(reads::resource))
         .fallback(not_found)
@@ -222,8 +230,38 @@ async fn resume(
     let body: ResumeBody = required_json(body)?;
     let target = &body.target;
     tracing::info!(%target, %actor, "resume requested");
-    workflow::resume(&services, &body.target).await?;
+    workflow::resume(&services, &body.target, &actor).await?;
     Ok(axum::Json(json!({ "target": body.target, "resumed": true })).into_response())
+}
+
+/// `POST /api/v1/gitops/targets/{target}/suspend`: stop webhook, schedule and self-heal syncs
+/// of the target until it is resumed; manual syncs still run.
+async fn suspend_target(
+    State(services): State<Arc<Services>>,
+    Actor(actor): Actor,
+    Path(target): Path<String>,
+) -> Result<Response, ApiError> {
+    tracing::info!(%target, %actor, "suspend requested");
+    let state = workflow::suspend(&services, &target, &actor).await?;
+    Ok(axum::Json(json!({
+        "target": target,
+        "suspended": true,
+        "suspended_by": state.suspended_by,
+        "suspended_at": state.suspended_at,
+    }))
+    .into_response())
+}
+
+/// `POST /api/v1/gitops/targets/{target}/resume`: lift a suspension (or a rollback pin) and
+/// queue a plan of the branch head.
+async fn resume_target(
+    State(services): State<Arc<Services>>,
+    Actor(actor): Actor,
+    Path(target): Path<String>,
+) -> Result<Response, ApiError> {
+    tracing::info!(%target, %actor, "resume requested");
+    workflow::resume(&services, &target, &actor).await?;
+    Ok(axum::Json(json!({ "target": target, "resumed": true })).into_response())
 }
 
 fn parse_sync_id(id: &str) -> Result<Uuid, ApiError> {

@@ -103,6 +103,9 @@ struct TargetStatus {
     last_sync_id: Option<uuid::Uuid>,
     pinned_commit: Option<String>,
     suspended: bool,
+    /// Who suspended it and when (`settings` when the bootstrap file does).
+    suspended_by: Option<String>,
+    suspended_at: Option<chrono::DateTime<chrono::Utc>>,
     #[serde(skip_serializing_if = "Option::is_none")]
     interval_secs: Option<u64>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -180,7 +183,14 @@ async fn target_status(
         last_applied_commit: state.and_then(|s| s.last_applied_commit.clone()),
         last_sync_id: state.and_then(|s| s.last_sync_id),
         pinned_commit: state.and_then(|s| s.pinned_commit.clone()),
-        suspended: state.is_some_and(|s| s.suspended),
+        suspended: state.is_some_and(|s| s.suspended)
+            || configured.is_some_and(|c| c.controls.suspended),
+        suspended_by: match (state, configured) {
+            (_, Some(c)) if c.controls.suspended => Some("settings".to_owned()),
+            (Some(s), _) => s.suspended_by.clone(),
+            _ => None,
+        },
+        suspended_at: state.and_then(|s| s.suspended_at),
         interval_secs: configured.map(|c| c.interval_secs),
         auto_apply: configured.map(|c| c.auto_apply),
         last_run,

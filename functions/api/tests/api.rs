@@ -710,3 +710,51 @@ async fn an_actor_set_by_the_server_in_front_is_recorded_over_the_anonymous_one(
     let queued = drain_plans(&mut harness.receivers);
     assert_eq!(queued[0].actor.as_deref(), Some("alice"));
 }
+
+#[tokio::test]
+async fn suspend_and_resume_routes_stop_automatic_syncs_and_status_says_who_and_when() {
+    let mut harness = harness().await;
+    harness.sync().await;
+
+    let (suspended, suspended_body) = harness
+        .post("/api/v1/gitops/targets/prod/suspend", None)
+        .await;
+    let (_, while_suspended) = harness.get("/api/v1/gitops/status").await;
+    let queued_while_suspended = drain_plans(&mut harness.receivers);
+    let webhook = PlanRequest::new("prod", Trigger::Webhook, chrono::Utc::now());
+    let skipped = workflow::handle_plan_request(&harness.services, &webhook)
+        .await
+        .unwrap();
+    let (resumed, resumed_body) = harness
+        .post("/api/v1/gitops/targets/prod/resume", None)
+        .await;
+    let (_, after) = harness.get("/api/v1/gitops/status").await;
+    let (unknown, unknown_body) = harness
+        .post("/api/v1/gitops/targets/staging/suspend", None)
+        .await;
+
+    assert_eq!(suspended, StatusCode::OK, "{suspended_body}");
+    assert_eq!(suspended_body["suspended_by"], "api");
+    let target = &while_suspended["targets"][0];
+    assert_eq!(target["suspended"], true, "{while_suspended}");
+    assert_eq!(target["suspended_by"], "api");
+    assert!(target["suspended_at"].is_string(), "{while_suspended}");
+    assert!(queued_while_suspended.is_empty());
+    assert!(
+        matches!(
+            skipped,
+            workflow::PlanRequestOutcome::Skipped {
+                reason: workflow::SkipReason::Suspended,
+                ..
+            }
+        ),
+        "{skipped:?}"
+    );
+    assert_eq!(resumed, StatusCode::OK, "{resumed_body}");
+    assert_eq!(after["targets"][0]["suspended"], false);
+    assert_eq!(after["targets"][0]["suspended_by"], Value::Null);
+    let queued = drain_plans(&mut harness.receivers);
+    assert_eq!(queued.len(), 1, "{queued:?}");
+    assert_eq!(queued[0].trigger, Trigger::Manual);
+    assert_eq!(unknown, StatusCode::NOT_FOUND, "{unknown_body}");
+}

@@ -56,6 +56,7 @@ mod tests {
             auto_apply: true,
             dry_run: false,
             self_heal: false,
+            controls: Default::default(),
             policy: PlanPolicy::default(),
             auth: GitAuth::None,
         }

@@ -131,6 +131,7 @@ pub fn response(outcome: &WebhookOutcome) -> (StatusCode, Value) {
             targets,
             revision,
             delivery_id,
+            skipped,
         } => (
             StatusCode::ACCEPTED,
             json!({
@@ -138,6 +139,7 @@ pub fn response(outcome: &WebhookOutcome) -> (StatusCode, Value) {
                 "targets": targets,
                 "revision": revision,
                 "delivery_id": delivery_id,
+                "skipped_suspended": skipped,
             }),
         ),
         WebhookOutcome::Duplicate { delivery_id } => (

@@ -44,6 +44,7 @@ fn target(name: &str, repo_url: &str, branch: &str) -> TargetSettings {
         auto_apply: true,
         dry_run: false,
         self_heal: false,
+        controls: Default::default(),
         policy: Default::default(),
         auth: GitAuth::None,
     }
@@ -525,4 +526,33 @@ async fn a_delivery_over_the_in_flight_bound_answers_503_with_retry_after_and_pa
         .map(|plan| plan.target)
         .collect();
     assert_eq!(queued, ["github", "gitlab"]);
+}
+
+#[tokio::test]
+async fn a_push_for_a_suspended_target_is_answered_202_and_recorded_as_skipped() {
+    let mut suspended = target("github", "https://github.com/acme/ritmo-config.git", "main");
+    suspended.controls.suspended = true;
+    let mut harness = harness_with(vec![suspended], webhook::WEBHOOK_PATH).await;
+    let push = event("webhook-github-push-apigw-v2.json");
+
+    let (status, body) = replay(&harness.app, &push).await;
+
+    assert_eq!(status, StatusCode::ACCEPTED, "{body}");
+    assert_eq!(body["status"], "accepted", "{body}");
+    assert_eq!(
+        body["skipped_suspended"],
+        serde_json::json!(["github"]),
+        "{body}"
+    );
+    assert!(drain_plans(&mut harness.receivers).is_empty());
+    let delivery = body["delivery_id"].as_str().unwrap().to_owned();
+    let skipped = harness
+        ._services
+        .database()
+        .await
+        .unwrap()
+        .delivery_skipped_targets(&delivery)
+        .await
+        .unwrap();
+    assert_eq!(skipped, Some(vec!["github".to_owned()]));
 }

@@ -3,8 +3,8 @@
 //! sort the result into done, retry later, or drop. Knows queues, not what the messages mean.
 //!
 //! - retryable errors → the message is a batch item failure, made visible again after
-//!   [`retry_delay`] (5 s doubling per receive up to 3 min; the queue's redrive policy moves it
-//!   to the DLQ after 5 receives);
+//!   [`RetryPolicy::delay`] (by default 5 s doubling per receive up to 3 min; the queue's
+//!   redrive policy moves it to the DLQ after the policy's attempts, 5 by default);
 //! - permanent errors → recorded on the sync run by the pipeline function, logged, and
 //!   acknowledged: retrying would fail the same way;
 //! - malformed bodies → logged and acknowledged;
@@ -75,14 +75,54 @@ pub trait Consumer {
     /// The SQS queue the messages come from, when they come from SQS: failed messages are
     /// delayed there.
     fn sqs_queue(context: &Self::Context) -> Option<(&aws_sdk_sqs::Client, &str)>;
+
+    /// How failed messages are retried.
+    fn retry_policy(_context: &Self::Context) -> RetryPolicy {
+        RetryPolicy::default()
+    }
 }
 
-/// How long a message that failed on its `receive_count`-th receive stays invisible.
+/// How failed queue messages are retried, per deployment: `retry:` in the bootstrap file,
+/// `RITMO_GITOPS_RETRY_BASE_DELAY`, `RITMO_GITOPS_RETRY_MAX_DELAY` and
+/// `RITMO_GITOPS_RETRY_ATTEMPTS` (the template's `RetryBaseDelay`, `RetryMaxDelay` and
+/// `RetryAttempts`, which also set the queues' redrive `maxReceiveCount`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RetryPolicy {
+    /// The delay after the first failed receive; each further receive doubles it.
+    pub base_delay: Duration,
+    /// The longest delay.
+    pub max_delay: Duration,
+    /// Receives before a message goes to the dead-letter queue (on SQS, the redrive policy's
+    /// `maxReceiveCount`; in-process, the attempts before it is dropped).
+    pub attempts: u32,
+}
+
+/// Receives before the dead-letter queue when no retry setting says otherwise.
+pub const DEFAULT_RETRY_ATTEMPTS: u32 = 5;
+
+impl Default for RetryPolicy {
+    fn default() -> RetryPolicy {
+        RetryPolicy {
+            base_delay: FIRST_RETRY_DELAY,
+            max_delay: MAX_RETRY_DELAY,
+            attempts: DEFAULT_RETRY_ATTEMPTS,
+        }
+    }
+}
+
+impl RetryPolicy {
+    /// How long a message that failed on its `receive_count`-th receive stays invisible.
+    pub fn delay(&self, receive_count: u32) -> Duration {
+        let doublings = receive_count.saturating_sub(1).min(16);
+        self.base_delay
+            .saturating_mul(1 << doublings)
+            .min(self.max_delay)
+    }
+}
+
+/// [`RetryPolicy::delay`] of the default policy.
 pub fn retry_delay(receive_count: u32) -> Duration {
-    let doublings = receive_count.saturating_sub(1).min(16);
-    FIRST_RETRY_DELAY
-        .saturating_mul(1 << doublings)
-        .min(MAX_RETRY_DELAY)
+    RetryPolicy::default().delay(receive_count)
 }
 
 /// Handles `messages` in order with `handle`, keeping FIFO groups in order (see module docs).
@@ -118,16 +158,21 @@ where
     handled
 }
 
-/// Makes the failed messages visible again after their [`retry_delay`]. Best effort: a
+/// Makes the failed messages visible again after their `policy` delay. Best effort: a
 /// message whose visibility cannot be changed comes back after the queue's own timeout.
-pub async fn back_off(client: &aws_sdk_sqs::Client, queue_url: &str, handled: &[Handled]) {
+pub async fn back_off(
+    client: &aws_sdk_sqs::Client,
+    queue_url: &str,
+    handled: &[Handled],
+    policy: RetryPolicy,
+) {
     let entries: Vec<ChangeMessageVisibilityBatchRequestEntry> = handled
         .iter()
         .filter(|h| h.disposition.is_failure())
         .enumerate()
         .filter_map(|(index, h)| {
             let receipt = h.message.receipt_handle.as_ref()?;
-            let delay = retry_delay(h.message.receive_count);
+            let delay = policy.delay(h.message.receive_count);
             ChangeMessageVisibilityBatchRequestEntry::builder()
                 .id(index.to_string())
                 .receipt_handle(receipt)
@@ -204,7 +249,7 @@ pub async fn handle_batch<C: Consumer>(
     })
     .await;
     if let Some((client, queue_url)) = C::sqs_queue(context) {
-        back_off(client, queue_url, &handled).await;
+        back_off(client, queue_url, &handled, C::retry_policy(context)).await;
     }
     handled
 }
@@ -256,7 +301,7 @@ pub async fn receive_and_handle<C: Consumer>(
     })
     .await;
     delete_finished(client, queue_url, &handled).await?;
-    back_off(client, queue_url, &handled).await;
+    back_off(client, queue_url, &handled, C::retry_policy(context)).await;
     Ok(handled)
 }
 
@@ -319,6 +364,18 @@ mod tests {
         assert_eq!(delays, [5, 10, 20, 40, 80, 160, 180, 180]);
         assert_eq!(retry_delay(0).as_secs(), 5);
         assert_eq!(retry_delay(u32::MAX).as_secs(), 180);
+    }
+
+    #[test]
+    fn a_configured_policy_doubles_from_its_base_up_to_its_cap() {
+        let policy = RetryPolicy {
+            base_delay: Duration::from_secs(2),
+            max_delay: Duration::from_secs(30),
+            attempts: 8,
+        };
+        let delays: Vec<u64> = (1..=6).map(|n| policy.delay(n).as_secs()).collect();
+
+        assert_eq!(delays, [2, 4, 8, 16, 30, 30]);
     }
 
     #[tokio::test]

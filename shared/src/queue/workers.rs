@@ -5,19 +5,18 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::LocalReceivers;
-use super::consume::{self, Consumer, Disposition, retry_delay};
+use super::consume::{self, Consumer, Disposition};
 
 /// Stops the worker loops when it turns `true` (or its sender is dropped).
 pub type Shutdown = tokio::sync::watch::Receiver<bool>;
 
-/// Attempts of a message on the in-process queues, like the SQS redrive policy's five receives.
-const LOCAL_ATTEMPTS: u32 = 5;
 /// Long-polling wait of the SQS workers.
 const SQS_WAIT: Duration = Duration::from_secs(20);
 
 /// Consumes the in-process queues until `shutdown`: plan requests with `P`, apply requests
-/// with `A`, each in arrival order; a retryable failure is retried in place after
-/// [`retry_delay`], up to five attempts.
+/// with `A`, each in arrival order; a retryable failure is retried in place after the
+/// consumer's [`RetryPolicy`](consume::RetryPolicy) delay, up to its attempts (as the SQS
+/// redrive policy would).
 pub async fn run_local_workers<P, A>(
     context: Arc<P::Context>,
     receivers: LocalReceivers,
@@ -53,17 +52,19 @@ async fn local_loop<C: Consumer, T>(
             return;
         };
         let body = encode(&message);
-        for attempt in 1..=LOCAL_ATTEMPTS {
+        let policy = C::retry_policy(&context);
+        let attempts = policy.attempts.max(1);
+        for attempt in 1..=attempts {
             match C::handle(&context, &body).await {
-                Disposition::Retry { reason } if attempt < LOCAL_ATTEMPTS => {
+                Disposition::Retry { reason } if attempt < attempts => {
                     tracing::warn!(attempt, %reason, "retrying a queued request");
                     tokio::select! {
-                        _ = tokio::time::sleep(retry_delay(attempt)) => {}
+                        _ = tokio::time::sleep(policy.delay(attempt)) => {}
                         _ = shutdown.changed() => return,
                     }
                 }
                 Disposition::Retry { reason } => {
-                    tracing::error!(%reason, body = %body, "a queued request failed {LOCAL_ATTEMPTS} times; dropped");
+                    tracing::error!(%reason, body = %body, "a queued request failed {attempts} times; dropped");
                 }
                 _ => break,
             }
@@ -117,7 +118,7 @@ async fn sqs_loop<C: Consumer>(
             Ok(_) => failures = 0,
             Err(error) => {
                 failures = failures.saturating_add(1);
-                let delay = retry_delay(failures);
+                let delay = C::retry_policy(&context).delay(failures);
                 tracing::warn!(error = %crate::telemetry::error_chain(&error), queue = %queue_url, "cannot receive from the queue; waiting {}s", delay.as_secs());
                 tokio::select! {
                     _ = tokio::time::sleep(delay) => {}

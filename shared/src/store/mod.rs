@@ -6,6 +6,7 @@
 //! (in `connect`) are the only places that build a database connection.
 
 mod connect;
+mod controls;
 mod error;
 mod fleet;
 mod owners;
@@ -53,7 +54,7 @@ const MIGRATION_LOCK: i64 = 0x7269_746d_6f2d_6d67;
 
 /// The highest version under `migrations/`: a database recording it needs nothing from
 /// refinery. (A unit test keeps the two equal.)
-const SCHEMA_VERSION: i64 = 5;
+const SCHEMA_VERSION: i64 = 6;
 
 /// A connection to the Ritmo database with the schema migrated.
 pub struct Store {
@@ -70,7 +71,8 @@ impl std::fmt::Debug for Store {
 }
 
 const TARGET_COLUMNS: &str = "name, repo_url, branch, path, generation, last_applied_commit, \
-     last_sync_id, pinned_commit, suspended, created_at, updated_at";
+     last_sync_id, pinned_commit, suspended, created_at, updated_at, suspended_by, suspended_at, \
+     last_head_check_at";
 
 const RUN_COLUMNS: &str = "id, target, trigger, actor, status, revision, git_commit, \
      base_commit, base_generation, create_count, update_count, delete_count, unchanged_count, \
@@ -194,19 +196,28 @@ impl Store {
         target_from_row(&row)
     }
 
-    /// Suspends or resumes automatic syncs of `name`. Returns the updated target.
+    /// Suspends (recording `actor` and the time) or resumes automatic syncs of `name`.
+    /// Returns the updated target.
     pub async fn set_suspended(
         &self,
         name: &str,
         suspended: bool,
+        actor: Option<&str>,
     ) -> Result<TargetState, StoreError> {
+        // Suspending a suspended target keeps who did it first and when.
         let sql = format!(
-            "UPDATE targets SET suspended = $2, updated_at = now() WHERE name = $1
+            "UPDATE targets SET suspended = $2,
+                 suspended_by = CASE WHEN NOT $2 THEN NULL
+                                     WHEN suspended THEN suspended_by ELSE $3 END,
+                 suspended_at = CASE WHEN NOT $2 THEN NULL
+                                     WHEN suspended THEN suspended_at ELSE now() END,
+                 updated_at = now()
+             WHERE name = $1
              RETURNING {TARGET_COLUMNS}"
         );
         let row = self
             .db()
-            .query_opt(&sql, &[&name, &suspended])
+            .query_opt(&sql, &[&name, &suspended, &actor])
             .await
             .map_err(StoreError::query("suspend or resume a target"))?
             .ok_or_else(|| StoreError::UnknownTarget(name.to_string()))?;
@@ -697,6 +708,9 @@ fn target_from_row(row: &Row) -> Result<TargetState, StoreError> {
         suspended: get(row, 8)?,
         created_at: get(row, 9)?,
         updated_at: get(row, 10)?,
+        suspended_by: get(row, 11)?,
+        suspended_at: get(row, 12)?,
+        last_head_check_at: get(row, 13)?,
     })
 }
 

@@ -153,6 +153,15 @@ pub struct TargetState {
     pub suspended: bool,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
+    /// Who suspended the target (`ritmo gitops suspend`, the API), while it is suspended.
+    #[serde(default)]
+    pub suspended_by: Option<String>,
+    #[serde(default)]
+    pub suspended_at: Option<DateTime<Utc>>,
+    /// When the poller last asked the remote where the branch is: the target is due one
+    /// interval after this.
+    #[serde(default)]
+    pub last_head_check_at: Option<DateTime<Utc>>,
 }
 
 impl TargetState {
@@ -172,6 +181,9 @@ impl TargetState {
             suspended: false,
             created_at: now,
             updated_at: now,
+            suspended_by: None,
+            suspended_at: None,
+            last_head_check_at: None,
         }
     }
 }

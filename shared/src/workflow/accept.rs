@@ -21,6 +21,9 @@ pub enum WebhookOutcome {
         /// The first request's `branch@sha1:<commit>`.
         revision: Option<String>,
         delivery_id: Option<String>,
+        /// Tracking targets that are suspended: nothing queued for them, and the delivery
+        /// records them as skipped.
+        skipped: Vec<String>,
     },
     /// A delivery id seen before (a replay, or the sender's retry of a delivery already
     /// taken): nothing queued.
@@ -134,6 +137,7 @@ impl WebhookOutcome {
 /// - tag push, branch deletion, other event, other branch, unknown repository →
 ///   [`WebhookOutcome::Ignored`];
 /// - a push tracked by targets → one plan request each → [`WebhookOutcome::Accepted`];
+///   suspended targets get none and are recorded on the delivery as skipped;
 /// - the secret store, the database or the queue unreachable → [`WebhookOutcome::Failed`]
 ///   (when the queue fails, the delivery id is forgotten so the retry is not a replay).
 pub async fn accept_webhook(
@@ -244,14 +248,29 @@ async fn accept(services: &Services, headers: &[(String, String)], body: &[u8]) 
             reason: ignore_reason(services, &delivery),
         };
     }
+    let (plans, skipped) = match without_suspended(services, plans, delivery_id.as_deref()).await {
+        Ok(split) => split,
+        Err(error) => {
+            tracing::error!(error = %crate::telemetry::error_chain(&error), "cannot read which targets are suspended");
+            forget(services, delivery_id.as_deref()).await;
+            return WebhookOutcome::Failed(WebhookFailure::NotRecorded);
+        }
+    };
+    if plans.is_empty() {
+        tracing::info!(
+            ?skipped,
+            "webhook skipped: every tracking target is suspended"
+        );
+        return WebhookOutcome::Accepted {
+            revision: None,
+            targets: Vec::new(),
+            delivery_id,
+            skipped,
+        };
+    }
     if let Err(error) = services.queues.send_plans(&plans).await {
         tracing::error!(%error, "cannot queue the plan requests");
-        if let Some(id) = &delivery_id
-            && let Ok(store) = services.database().await
-            && let Err(forget) = store.forget_delivery(id).await
-        {
-            tracing::warn!(error = %forget, "cannot forget the delivery id");
-        }
+        forget(services, delivery_id.as_deref()).await;
         return WebhookOutcome::Failed(WebhookFailure::NotQueued);
     }
     let targets: Vec<String> = plans.iter().map(|r| r.target.clone()).collect();
@@ -260,7 +279,50 @@ async fn accept(services: &Services, headers: &[(String, String)], body: &[u8]) 
         revision: plans.iter().find_map(|r| r.revision.clone()),
         targets,
         delivery_id,
+        skipped,
     }
+}
+
+/// Forgets a delivery id we could not act on, so the sender's retry is not taken for a replay.
+async fn forget(services: &Services, delivery_id: Option<&str>) {
+    if let Some(id) = delivery_id
+        && let Ok(store) = services.database().await
+        && let Err(forget) = store.forget_delivery(id).await
+    {
+        tracing::warn!(error = %forget, "cannot forget the delivery id");
+    }
+}
+
+/// Splits off the requests of suspended targets (by the settings or the database) and records
+/// them on the delivery as skipped: a suspended target is neither planned nor healed, but the
+/// sender is still answered 2xx, since retrying would change nothing.
+async fn without_suspended(
+    services: &Services,
+    plans: Vec<PlanRequest>,
+    delivery_id: Option<&str>,
+) -> crate::Result<(Vec<PlanRequest>, Vec<String>)> {
+    let names: Vec<&str> = plans.iter().map(|r| r.target.as_str()).collect();
+    let store = services.database().await?;
+    let mut suspended = store.suspended_targets(&names).await?;
+    suspended.extend(
+        services
+            .settings
+            .targets
+            .iter()
+            .filter(|t| t.controls.suspended)
+            .map(|t| t.name.clone()),
+    );
+    let (skipped, plans): (Vec<PlanRequest>, Vec<PlanRequest>) = plans
+        .into_iter()
+        .partition(|request| suspended.contains(&request.target));
+    let mut skipped: Vec<String> = skipped.into_iter().map(|r| r.target).collect();
+    skipped.dedup();
+    if !skipped.is_empty()
+        && let Some(id) = delivery_id
+    {
+        store.record_skipped_delivery(id, &skipped).await?;
+    }
+    Ok((plans, skipped))
 }
 
 fn reject(error: WebhookError) -> WebhookOutcome {

@@ -15,6 +15,7 @@
 mod accept;
 mod announce;
 mod apply;
+mod controls;
 mod inline;
 mod plan;
 mod poll;
@@ -23,10 +24,11 @@ mod requests;
 
 pub use accept::{WebhookFailure, WebhookOutcome, accept_webhook};
 pub use apply::{ApplyRequestOutcome, PRUNE_EVERY, handle_apply_request};
+pub use controls::{AdoptOutcome, adopt};
 pub use inline::{Drained, InlineSync, drain, sync_inline};
 pub use plan::{
     PlanDetail, PlanOptions, PlanRequestOutcome, SkipReason, handle_plan_request, plan_revision,
 };
-pub use poll::{PollReport, PolledTarget, poll_targets, run_poller_loop};
+pub use poll::{PollReport, PolledTarget, poll_targets, poll_targets_at, run_poller_loop};
 pub use queues::{ApplyQueue, PlanQueue};
-pub use requests::{ApproveOutcome, approve_plan, request_sync, resume, rollback};
+pub use requests::{ApproveOutcome, approve_plan, request_sync, resume, rollback, suspend};

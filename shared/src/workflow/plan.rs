@@ -198,7 +198,7 @@ fn decide(plan: &Plan, dry_run: bool, already_applied: bool, auto_apply: bool) -
 /// Why a request was admitted no further, or the target's state to plan against.
 enum Admission {
     Skip(SkipReason),
-    Plan(TargetState),
+    Plan(Box<TargetState>),
 }
 
 /// A failure after the target is known, recorded as a failed run (unless previewing).
@@ -276,7 +276,7 @@ impl Planning<'_> {
                 store.ensure_target(&registration).await?
             }
         };
-        if state.suspended
+        if (state.suspended || self.target.controls.suspended)
             && matches!(
                 self.trigger,
                 Trigger::Webhook | Trigger::Schedule | Trigger::Drift
@@ -291,7 +291,7 @@ impl Planning<'_> {
                 pinned_commit: pinned.clone(),
             }));
         }
-        Ok(Admission::Plan(state))
+        Ok(Admission::Plan(Box::new(state)))
     }
 
     /// Which commit to read: a rollback's, an explicit manual revision, the pin, else the head.
@@ -397,6 +397,8 @@ impl Planning<'_> {
         let status = decide(&plan, self.dry_run, already_applied, self.target.auto_apply);
         let mut diagnostics = checked.diagnostics;
         diagnostics.extend(plan.diagnostics.iter().cloned());
+        diagnostics
+            .extend(super::controls::unowned_warnings(self.services, &self.target.name).await?);
         if status == RunStatus::Failed {
             return self
                 .fail(Failure {

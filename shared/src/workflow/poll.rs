@@ -39,7 +39,7 @@ pub struct PollReport {
 #[derive(Debug, Clone, PartialEq, Serialize)]
 #[serde(tag = "result", rename_all = "snake_case")]
 pub enum PolledTarget {
-    /// Not due: its last run started less than its interval ago.
+    /// Not due: its remote was last asked less than its interval ago.
     NotDue {
         target: String,
     },
@@ -91,7 +91,14 @@ impl PolledTarget {
 /// A failing remote is reported per target and does not stop the others; a failing database
 /// or queue fails the tick.
 pub async fn poll_targets(services: &Services) -> Result<PollReport> {
-    let now = Utc::now();
+    poll_targets_at(services, Utc::now()).await
+}
+
+/// [`poll_targets`] as if the clock read `now`: a target is due when its remote was last asked
+/// at least its interval before `now`. Counting from the last check rather than the last run
+/// means a manual sync does not push the next check out, so a commit pushed without a webhook
+/// is applied within one interval and one tick.
+pub async fn poll_targets_at(services: &Services, now: DateTime<Utc>) -> Result<PollReport> {
     if !services.settings.enabled {
         tracing::info!("gitops is disabled (gitops.enabled: false): nothing polled");
         return Ok(PollReport {
@@ -129,10 +136,27 @@ pub async fn poll_targets(services: &Services) -> Result<PollReport> {
             let last_run = last_runs.get(&state.name).copied();
             check_target(services, target, state, drifted, last_run, now)
         });
-    let checked: Vec<Checked<'_>> = futures_util::stream::iter(checks)
+    let checked: Vec<(Checked<'_>, bool)> = futures_util::stream::iter(checks)
         .buffer_unordered(services.settings.poll_concurrency())
         .collect()
         .await;
+    // Only answered checks count: a remote that failed is asked again at the next tick.
+    let asked: Vec<&str> = checked
+        .iter()
+        .filter(|(_, asked)| *asked)
+        .map(|(checked, _)| match checked {
+            Checked::Done(polled, _) => polled.name(),
+            Checked::Moved { target, .. } => target.name.as_str(),
+        })
+        .collect();
+    if !asked.is_empty() {
+        services
+            .database()
+            .await?
+            .record_head_checks(&asked, now)
+            .await?;
+    }
+    let checked: Vec<Checked<'_>> = checked.into_iter().map(|(checked, _)| checked).collect();
     let results = settle_moved(services, checked, now).await;
 
     let mut targets: Vec<PolledTarget> = Vec::new();
@@ -178,38 +202,52 @@ async fn check_target<'a>(
     drifted: bool,
     last_run: Option<DateTime<Utc>>,
     now: DateTime<Utc>,
-) -> Checked<'a> {
+) -> (Checked<'a>, bool) {
     let name = target.name.clone();
-    if state.suspended {
-        return Checked::Done(PolledTarget::Suspended { target: name }, None);
+    if state.suspended || target.controls.suspended {
+        return (
+            Checked::Done(PolledTarget::Suspended { target: name }, None),
+            false,
+        );
     }
     let interval = chrono::Duration::seconds(i64::try_from(target.interval_secs).unwrap_or(60));
-    let due = last_run.is_none_or(|started| now - started >= interval);
+    let due = state
+        .last_head_check_at
+        .is_none_or(|checked| now - checked >= interval);
     if let Some(pinned) = &state.pinned_commit {
         if drifted {
             // Self-heal restores the pinned commit, not the branch head.
             let request = PlanRequest::new(&name, Trigger::Drift, now)
                 .with_revision(revision(&target.branch, pinned))
                 .with_actor("poller");
-            return Checked::Done(
-                PolledTarget::Enqueued {
-                    target: name,
-                    head: pinned.clone(),
-                    trigger: Trigger::Drift,
-                },
-                Some(request),
+            return (
+                Checked::Done(
+                    PolledTarget::Enqueued {
+                        target: name,
+                        head: pinned.clone(),
+                        trigger: Trigger::Drift,
+                    },
+                    Some(request),
+                ),
+                false,
             );
         }
-        return Checked::Done(
-            PolledTarget::Pinned {
-                target: name,
-                pinned_commit: pinned.clone(),
-            },
-            None,
+        return (
+            Checked::Done(
+                PolledTarget::Pinned {
+                    target: name,
+                    pinned_commit: pinned.clone(),
+                },
+                None,
+            ),
+            false,
         );
     }
     if !due && !drifted {
-        return Checked::Done(PolledTarget::NotDue { target: name }, None);
+        return (
+            Checked::Done(PolledTarget::NotDue { target: name }, None),
+            false,
+        );
     }
 
     let head = match head_of(services, target).await {
@@ -217,17 +255,20 @@ async fn check_target<'a>(
         Err(error) => {
             let error = crate::telemetry::error_chain(&error);
             tracing::warn!(target = %name, %error, "cannot read the remote head");
-            return Checked::Done(
-                PolledTarget::Error {
-                    target: name,
-                    error,
-                },
-                None,
+            return (
+                Checked::Done(
+                    PolledTarget::Error {
+                        target: name,
+                        error,
+                    },
+                    None,
+                ),
+                false,
             );
         }
     };
     let moved = state.last_applied_commit.as_deref() != Some(head.as_str());
-    match (moved, drifted) {
+    let checked = match (moved, drifted) {
         (true, false) => Checked::Moved {
             target,
             head,
@@ -256,7 +297,8 @@ async fn check_target<'a>(
             )
         }
         (false, false) => Checked::Done(PolledTarget::UpToDate { target: name, head }, None),
-    }
+    };
+    (checked, true)
 }
 
 /// Turns each moved branch into a plan request, or `AlreadyHandled` when a run of that commit

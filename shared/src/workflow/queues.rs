@@ -11,7 +11,7 @@ use super::plan::plan_revision;
 use crate::Error;
 use crate::message::{ApplyRequest, PlanRequest};
 use crate::queue::Queues;
-use crate::queue::consume::{Consumer, Disposition};
+use crate::queue::consume::{Consumer, Disposition, RetryPolicy};
 use crate::services::Services;
 
 /// The plan queue, consumed by the planner function.
@@ -37,6 +37,10 @@ impl Consumer for PlanQueue {
             Queues::Local(_) => None,
         }
     }
+
+    fn retry_policy(services: &Services) -> RetryPolicy {
+        services.settings.retry
+    }
 }
 
 impl Consumer for ApplyQueue {
@@ -55,6 +59,10 @@ impl Consumer for ApplyQueue {
             } => Some((client, apply_queue_url)),
             Queues::Local(_) => None,
         }
+    }
+
+    fn retry_policy(services: &Services) -> RetryPolicy {
+        services.settings.retry
     }
 }
 

@@ -1,5 +1,6 @@
 //! What people ask for (through the API, the CLI or `ritmo serve`): a manual sync, approving
-//! a plan that waits, rolling back to an earlier commit, resuming after a rollback.
+//! a plan that waits, rolling back to an earlier commit, suspending a target, resuming after a
+//! rollback or a suspension.
 
 use chrono::Utc;
 use serde::Serialize;
@@ -12,7 +13,7 @@ use crate::model::Revision;
 use crate::services::Services;
 use crate::source::incremental;
 use crate::source::spec::{is_commit_id, revision, source_spec};
-use crate::store::{RunStatus, StoreError};
+use crate::store::{RunStatus, StoreError, TargetState};
 use crate::{Error, Result};
 
 /// How an approval ended.
@@ -177,14 +178,7 @@ pub async fn rollback(
     // Read without holding the database: fetching may take a while.
     let commit = commit_on_branch(services, settings, &requested).await?;
     let store = services.database().await?;
-    store
-        .ensure_target(&crate::store::NewTarget {
-            name: settings.name.clone(),
-            repo_url: settings.repo_url.clone(),
-            branch: settings.branch.clone(),
-            path: settings.path.clone(),
-        })
-        .await?;
+    store.ensure_target(&new_target(settings)).await?;
     store.set_pin(target, Some(&commit)).await?;
     drop(store);
     let request = PlanRequest::new(target, Trigger::Rollback, Utc::now())
@@ -243,20 +237,55 @@ async fn commit_on_branch(
     }
 }
 
-/// Unpins (and un-suspends) `target` and queues a fresh plan of its branch head.
-pub async fn resume(services: &Services, target: &str) -> Result<()> {
-    if services.settings.target(target).is_none() {
-        return Err(StoreError::UnknownTarget(target.to_string()).into());
+/// Suspends automatic syncs of `target` (webhook, schedule and self-heal), recording `actor`
+/// and the time; manual syncs still run. Returns the target's row.
+pub async fn suspend(services: &Services, target: &str, actor: &str) -> Result<TargetState> {
+    let settings = services
+        .settings
+        .target(target)
+        .ok_or_else(|| StoreError::UnknownTarget(target.to_string()))?;
+    let state = {
+        let store = services.database().await?;
+        store.ensure_target(&new_target(settings)).await?;
+        store.set_suspended(target, true, Some(actor)).await?
+    };
+    tracing::info!(%target, %actor, "automatic syncs suspended");
+    Ok(state)
+}
+
+/// Unpins and un-suspends `target` and queues a fresh plan of its branch head. A target the
+/// bootstrap file suspends (`sync.suspended: true`, `RITMO_GITOPS_SUSPENDED`) is refused: the
+/// database's flag is not what holds it.
+pub async fn resume(services: &Services, target: &str, actor: &str) -> Result<()> {
+    let settings = services
+        .settings
+        .target(target)
+        .ok_or_else(|| StoreError::UnknownTarget(target.to_string()))?;
+    if settings.controls.suspended {
+        return Err(Error::InvalidRequest(format!(
+            "target `{target}` is suspended by its settings (`sync.suspended: true` in the \
+             bootstrap file, or RITMO_GITOPS_SUSPENDED=true): remove that and redeploy to resume"
+        )));
     }
     {
         let store = services.database().await?;
+        store.ensure_target(&new_target(settings)).await?;
         store.set_pin(target, None).await?;
-        store.set_suspended(target, false).await?;
+        store.set_suspended(target, false, None).await?;
     }
     services
         .queues
-        .send_plan(&PlanRequest::new(target, Trigger::Manual, Utc::now()))
+        .send_plan(&PlanRequest::new(target, Trigger::Manual, Utc::now()).with_actor(actor))
         .await?;
-    tracing::info!(%target, "automatic syncs resumed");
+    tracing::info!(%target, %actor, "automatic syncs resumed");
     Ok(())
+}
+
+fn new_target(settings: &TargetSettings) -> crate::store::NewTarget {
+    crate::store::NewTarget {
+        name: settings.name.clone(),
+        repo_url: settings.repo_url.clone(),
+        branch: settings.branch.clone(),
+        path: settings.path.clone(),
+    }
 }
