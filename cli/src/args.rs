@@ -98,6 +98,12 @@ pub enum Gitops {
     #[command(after_help = "Example:\n  ritmo gitops plan --repo-path ./ritmo-config -o json")]
     Plan(PlanArgs),
 
+    /// Show what would change inside each resource: the field diffs alone (secrets redacted)
+    #[command(
+        after_help = "Examples:\n  ritmo gitops diff --repo-path ./ritmo-config\n  ritmo gitops diff -o json   # actions with changes: [{op, path, before, after}]"
+    )]
+    Diff(PlanArgs),
+
     /// Make the database match the repository, in one transaction
     #[command(
         after_help = "Examples:\n  ritmo gitops sync\n  ritmo gitops sync --repo-path ./ritmo-config --dry-run"
@@ -288,6 +294,9 @@ pub struct PlanArgs {
     /// Keep resources that left Git instead of deleting them
     #[arg(long)]
     pub no_prune: bool,
+    /// One line per resource, without the field diff under it
+    #[arg(long)]
+    pub no_diff: bool,
 }
 
 #[derive(Debug, Args)]

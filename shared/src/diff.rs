@@ -502,6 +502,74 @@ pub fn unified(before: &str, after: &str) -> String {
         .to_string()
 }
 
+/// One line of a change as text: `marker` is `+`, `-`, `~` or `>` (a move) for the change's
+/// own line, and `+`, `-` or ` ` for the lines of a multi-line string's unified diff, whose
+/// `text` is indented under it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Line {
+    pub marker: char,
+    pub text: String,
+}
+
+/// How wide a value may get on a change's line.
+const VALUE_WIDTH: usize = 72;
+
+/// A change as people read it, Terraform-like: `~ spec.description: "old" → "new"`,
+/// `+ spec.triggers[1]: {type: cron, …}`, `- spec.environment.MAVEN_OPTS`, `~ spec.value:
+/// (changed, encrypted)`; a multi-line string as a unified diff under its path.
+pub fn lines(change: &Change) -> Vec<Line> {
+    let path = display_path(&change.path);
+    let one = |marker: char, text: String| vec![Line { marker, text }];
+    match change.op {
+        Op::Add => one('+', format!("+ {path}: {}", shown(change.after.as_ref()))),
+        Op::Remove => one('-', format!("- {path}")),
+        Op::Move => one(
+            '>',
+            format!("> {path}: moved from [{}]", shown(change.before.as_ref())),
+        ),
+        Op::Replace if change.is_encrypted() => one('~', format!("~ {path}: (changed, encrypted)")),
+        Op::Replace if change.is_sensitive() => one('~', format!("~ {path}: {SENSITIVE}")),
+        Op::Replace => match (
+            change.before.as_ref().and_then(Value::as_str),
+            change.after.as_ref().and_then(Value::as_str),
+        ) {
+            (Some(before), Some(after)) if before.contains('\n') || after.contains('\n') => {
+                let mut out = one('~', format!("~ {path}:"));
+                out.extend(unified(before, after).lines().map(|line| {
+                    Line {
+                        marker: line
+                            .chars()
+                            .next()
+                            .filter(|c| matches!(c, '+' | '-'))
+                            .unwrap_or(' '),
+                        text: format!("    {line}"),
+                    }
+                }));
+                out
+            }
+            _ => one(
+                '~',
+                format!(
+                    "~ {path}: {} → {}",
+                    shown(change.before.as_ref()),
+                    shown(change.after.as_ref())
+                ),
+            ),
+        },
+    }
+}
+
+fn shown(value: Option<&Value>) -> String {
+    match value {
+        None => "(none)".to_string(),
+        Some(Value::String(text)) if text == ENCRYPTED || text == SENSITIVE => text.clone(),
+        Some(Value::String(text)) if !text.contains('\n') => {
+            Value::from(shorten(text, VALUE_WIDTH)).to_string()
+        }
+        Some(value) => compact(value, VALUE_WIDTH),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use serde_json::json;
@@ -748,6 +816,33 @@ mod tests {
         ] {
             assert!(!is_secret_name(name), "{name}");
         }
+    }
+
+    #[test]
+    fn lines_read_like_terraform_and_never_show_a_ciphertext() {
+        let before = json!({"spec": {"description": "Backend microservice", "environment": {"MAVEN_OPTS": "-Xmx2g"}, "encrypted_value": "KMS:b2xk", "triggers": [{"type": "webhook"}], "script": "a\nb\n"}});
+        let after = json!({"spec": {"description": "Backend service", "environment": {}, "encrypted_value": "KMS:bmV3", "triggers": [{"type": "webhook"}, {"type": "cron", "schedule": "0 2 * * *"}], "script": "a\nc\n"}});
+
+        let text: Vec<String> = diff(&before, &after)
+            .iter()
+            .flat_map(lines)
+            .map(|line| line.text)
+            .collect();
+
+        assert_eq!(
+            text,
+            [
+                "~ spec.description: \"Backend microservice\" → \"Backend service\"",
+                "~ spec.encrypted_value: (changed, encrypted)",
+                "- spec.environment.MAVEN_OPTS",
+                "~ spec.script:",
+                "    @@ -1,2 +1,2 @@",
+                "     a",
+                "    -b",
+                "    +c",
+                "+ spec.triggers[1]: {schedule: \"0 2 * * *\", type: cron}",
+            ]
+        );
     }
 
     #[test]
