@@ -329,8 +329,22 @@ async fn run_sync(ctx: &Session, args: &PlanArgs, sync: Sync) -> Result<u8> {
     if !configured && !sync.preview {
         refuse_other_registration(&services, &target).await?;
     }
-    let request = PlanRequest::new(target.name.clone(), Trigger::Cli, chrono::Utc::now())
+    let mut request = PlanRequest::new(target.name.clone(), Trigger::Cli, chrono::Utc::now())
         .with_actor(crate::ops::actor());
+    if let Some(commit) = &args.commit {
+        if !sync.preview {
+            bail!(
+                "`--commit {commit}` only previews: run `ritmo gitops plan --commit {commit}` \
+                 (or `sync --dry-run`); to apply an earlier commit use `ritmo gitops rollback --to`"
+            );
+        }
+        if !(7..=40).contains(&commit.len()) || !commit.bytes().all(|b| b.is_ascii_hexdigit()) {
+            bail!(
+                "`--commit {commit}` is not a commit id: pass 7 to 40 hex digits (`git rev-parse HEAD`)"
+            );
+        }
+        request = request.with_revision(commit.clone());
+    }
     let inline = InlineSync {
         options: PlanOptions {
             preview: sync.preview,

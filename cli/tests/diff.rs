@@ -235,3 +235,99 @@ async fn an_encrypted_value_rotation_shows_changed_encrypted_and_neither_value()
         "the old ciphertext is in the stored plan"
     );
 }
+
+#[tokio::test]
+async fn plan_commit_previews_a_pull_request_head_and_writes_nothing() {
+    let db = TestDb::new().await;
+    let repo = synced_example(&db);
+    git(repo.path(), &["checkout", "-qb", "feature"]);
+    edit(
+        &repo,
+        "jobs/backend-service.yaml",
+        "description: Backend microservice",
+        "description: Proposed in a pull request",
+    );
+    let head = String::from_utf8(
+        Command::new("git")
+            .args(["rev-parse", "HEAD"])
+            .current_dir(repo.path())
+            .output()
+            .unwrap()
+            .stdout,
+    )
+    .unwrap()
+    .trim()
+    .to_string();
+    git(repo.path(), &["checkout", "-q", "main"]);
+    let runs_before: i64 = db
+        .client()
+        .await
+        .query_one("SELECT count(*) FROM sync_runs", &[])
+        .await
+        .unwrap()
+        .get(0);
+
+    let preview = ritmo(
+        &[
+            "gitops",
+            "plan",
+            "--repo-path",
+            repo_path(&repo),
+            "--commit",
+            &head,
+        ],
+        &db.url,
+    );
+    let refused = ritmo(
+        &[
+            "gitops",
+            "sync",
+            "--repo-path",
+            repo_path(&repo),
+            "--commit",
+            &head,
+        ],
+        &db.url,
+    );
+    let branch = ritmo(
+        &[
+            "gitops",
+            "plan",
+            "--repo-path",
+            repo_path(&repo),
+            "-o",
+            "json",
+        ],
+        &db.url,
+    );
+
+    let text = stdout(&preview);
+    assert!(preview.status.success(), "{}", everything(&preview));
+    assert!(text.contains(&head), "{text}");
+    assert!(
+        text.contains(
+            r#"~ spec.description: "Backend microservice" → "Proposed in a pull request""#
+        ),
+        "{text}"
+    );
+    assert_eq!(refused.status.code(), Some(2), "{}", everything(&refused));
+    assert!(everything(&refused).contains("only previews"));
+    let branch = json(&branch);
+    assert_eq!(branch["summary"]["update"], 0, "{branch}");
+    let client = db.client().await;
+    let runs_after: i64 = client
+        .query_one("SELECT count(*) FROM sync_runs", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(runs_after, runs_before);
+    let description: String = client
+        .query_one(
+            "SELECT spec->>'description' FROM resources WHERE name = 'backend-service'",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(description, "Backend microservice");
+}
