@@ -21,6 +21,7 @@ pub mod model;
 pub mod notify;
 mod parallel;
 pub mod plan;
+pub mod preview;
 pub mod queue;
 pub mod services;
 pub mod source;

@@ -198,7 +198,10 @@ fn github_push(value: &Value) -> Result<WebhookEvent, String> {
 /// `synchronize`): `number`, `pull_request.{base.ref, head.sha, head.repo}`, `repository`.
 fn github_pull_request(value: &Value) -> Result<WebhookEvent, String> {
     let action = required(value, &["action"])?;
-    if !matches!(action, "opened" | "synchronize" | "synchronized" | "reopened") {
+    if !matches!(
+        action,
+        "opened" | "synchronize" | "synchronized" | "reopened"
+    ) {
         return Ok(ignored(IgnoreReason::PullRequestAction {
             action: action.to_owned(),
         }));
