@@ -142,8 +142,9 @@ pub struct PlanRequest {
     /// A pull request to preview: the planner plans its head commit and records nothing, and
     /// no apply request can come of it. The flag travels in the message itself, so a replayed
     /// message is still a preview.
+    // Boxed: most requests have none, and every queued request would carry its size.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub pull_request: Option<PullRequestPreview>,
+    pub pull_request: Option<Box<PullRequestPreview>>,
 }
 
 /// The pull request a [`PlanRequest`] previews, and where its result is published.
@@ -179,7 +180,7 @@ impl PlanRequest {
     /// This request as a preview of `pull`, at its head commit on `branch`.
     pub fn with_pull_request(mut self, branch: &str, pull: PullRequestPreview) -> Self {
         self.revision = Some(format!("{branch}@sha1:{}", pull.head_commit));
-        self.pull_request = Some(pull);
+        self.pull_request = Some(Box::new(pull));
         self
     }
 
