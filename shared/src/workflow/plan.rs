@@ -361,7 +361,7 @@ impl Planning<'_> {
                     &self.target.path,
                 ),
         };
-        let mut planned = incremental::plan_located(
+        let planned = incremental::plan_located(
             &store,
             self.target,
             &source,
@@ -371,16 +371,6 @@ impl Planning<'_> {
             located,
         )
         .await?;
-        if let Some(plan) = planned.plan.as_mut() {
-            // Only updates are diffed against their rows, so this read is as small as the change.
-            let live = store
-                .live_documents(&crate::plan::updated_ids(plan))
-                .await?
-                .into_iter()
-                .map(|(id, document)| (id, crate::apply::without_row_labels(document)))
-                .collect();
-            crate::plan::describe_changes(plan, &live);
-        }
         drop(store);
         tracing::Span::current().record("scan", planned.mode.to_string().as_str());
         tracing::info!(
