@@ -337,8 +337,12 @@ pub async fn plan_located(
     options: ScanOptions,
     located: LocatedSource,
 ) -> Result<PlannedTarget> {
-    let mut planned =
-        plan_unexplained(store, target, source, checks, limits, options, located).await?;
+    // Boxed: one more level of nested futures overflows the compiler's layout query depth
+    // in the planner binary.
+    let mut planned = Box::pin(plan_unexplained(
+        store, target, source, checks, limits, options, located,
+    ))
+    .await?;
     if let Some(plan) = planned.plan.as_mut() {
         // Only updates are diffed against their rows, so this read is as small as the change.
         let live = store
