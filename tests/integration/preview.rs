@@ -12,12 +12,13 @@ use ritmo::plan::{Action, PlanPolicy};
 use ritmo::queue::Queues;
 use ritmo::services::Services;
 use ritmo::store::RunStatus;
-use ritmo::workflow::{self, PlanRequestOutcome};
+use ritmo::workflow::{self, PlanRequestOutcome, WebhookOutcome};
 use ritmo_tests::db::TestDb;
 use ritmo_tests::git_http::ServedRepo as Remote;
 use secrecy::SecretString;
 
 const TARGET: &str = "default";
+const SECRET: &str = "preview-test-secret";
 
 fn settings(db: &TestDb, remote: &Remote, cache: &tempfile::TempDir) -> Settings {
     Settings {
@@ -36,6 +37,8 @@ fn settings(db: &TestDb, remote: &Remote, cache: &tempfile::TempDir) -> Settings
         }],
         builtin_plugins: BTreeSet::new(),
         database_url: Some(SecretString::from(db.url.clone())),
+        webhook_secret: Some(SecretString::from(SECRET)),
+        webhook_path: "/webhooks/gitops".into(),
         cache_dir: cache.path().to_path_buf(),
         ..Settings::default()
     }
@@ -119,4 +122,47 @@ async fn a_pull_request_preview_plans_its_head_and_is_never_recorded_or_applied(
             .deduplication_id(),
         "a preview and the push of the same commit must not absorb each other"
     );
+}
+
+#[tokio::test]
+async fn a_signed_pull_request_event_is_read_and_answered_without_planning_anything() {
+    let db = TestDb::new().await;
+    let remote = Remote::new();
+    let cache = tempfile::tempdir().unwrap();
+    let (queues, mut receivers) = Queues::local();
+    let services = Services::connect(
+        settings(&db, &remote, &cache),
+        queues,
+        MetricsSink::capture(),
+    )
+    .await
+    .unwrap();
+    let body = include_bytes!("../../shared/src/webhook/fixtures/github-pull-request-opened.json");
+    let signature = {
+        use hmac::{Hmac, Mac};
+        let mut mac = Hmac::<sha2::Sha256>::new_from_slice(SECRET.as_bytes()).unwrap();
+        mac.update(body);
+        format!("sha256={}", hex::encode(mac.finalize().into_bytes()))
+    };
+    let headers: Vec<(String, String)> = [
+        ("Content-Type", "application/json"),
+        ("X-GitHub-Event", "pull_request"),
+        ("X-GitHub-Delivery", "pr-delivery-1"),
+        ("X-Hub-Signature-256", signature.as_str()),
+    ]
+    .iter()
+    .map(|(k, v)| (k.to_string(), v.to_string()))
+    .collect();
+
+    let reply = workflow::accept_webhook(&services, &headers, body).await;
+
+    let WebhookOutcome::Ignored { reason } = &reply else {
+        panic!("{reply:?}");
+    };
+    assert_eq!(
+        reason,
+        "pull request #2 into `master`: no target previews pull requests"
+    );
+    assert!(receivers.plans.try_recv().is_err());
+    assert_eq!(count(&db, "SELECT count(*) FROM sync_runs").await, 0);
 }
