@@ -101,8 +101,16 @@ pub enum Gitops {
     Validate(SourceArgs),
 
     /// Show what a sync would change, Terraform-style
-    #[command(after_help = "Example:\n  ritmo gitops plan --repo-path ./ritmo-config -o json")]
+    #[command(
+        after_help = "Examples:\n  ritmo gitops plan --repo-path ./ritmo-config -o json\n  ritmo gitops plan --repo-path ./ritmo-config --commit 8b5f2a6   # a pull request's head"
+    )]
     Plan(PlanArgs),
+
+    /// Show what would change inside each resource: the field diffs alone (secrets redacted)
+    #[command(
+        after_help = "Examples:\n  ritmo gitops diff --repo-path ./ritmo-config\n  ritmo gitops diff -o json   # actions with changes: [{op, path, before, after}]"
+    )]
+    Diff(PlanArgs),
 
     /// Make the database match the repository, in one transaction
     #[command(
@@ -364,6 +372,13 @@ pub struct PlanArgs {
     /// Keep resources that left Git instead of deleting them
     #[arg(long)]
     pub no_prune: bool,
+    /// One line per resource, without the field diff under it
+    #[arg(long)]
+    pub no_diff: bool,
+    /// Plan this commit (full or abbreviated id; a pull request's head, say) against the live
+    /// state instead of the branch head: a preview, never applied
+    #[arg(long, value_name = "SHA")]
+    pub commit: Option<String>,
 }
 
 #[derive(Debug, Args)]

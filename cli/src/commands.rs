@@ -50,6 +50,7 @@ pub async fn run(cli: Cli) -> Result<ExitCode> {
         }
         Command::Gitops(Gitops::Validate(args)) => validate(&ctx, &args).await?,
         Command::Gitops(Gitops::Plan(args)) => plan(&ctx, &args).await?,
+        Command::Gitops(Gitops::Diff(args)) => diff(&ctx, &args).await?,
         Command::Gitops(Gitops::Sync(args)) => sync(&ctx, &args).await?,
         Command::Gitops(Gitops::Status(args)) => status(&ctx, &args).await?,
         Command::Gitops(Gitops::History(args)) => history(&ctx, &args).await?,
@@ -340,6 +341,22 @@ async fn plan(ctx: &Session, args: &PlanArgs) -> Result<u8> {
             preview: true,
             auto_approve: false,
             full: false,
+            diff_only: false,
+        },
+    )
+    .await
+}
+
+/// `ritmo gitops diff`: a plan shown as its field diffs alone.
+async fn diff(ctx: &Session, args: &PlanArgs) -> Result<u8> {
+    run_sync(
+        ctx,
+        args,
+        Sync {
+            preview: true,
+            auto_approve: false,
+            full: false,
+            diff_only: true,
         },
     )
     .await
@@ -350,6 +367,7 @@ async fn sync(ctx: &Session, args: &SyncArgs) -> Result<u8> {
         preview: args.dry_run,
         auto_approve: args.auto_approve,
         full: args.full,
+        diff_only: false,
     };
     run_sync(ctx, &args.plan, sync).await
 }
@@ -359,6 +377,8 @@ struct Sync {
     preview: bool,
     auto_approve: bool,
     full: bool,
+    /// Print only the field diffs (`ritmo gitops diff`).
+    diff_only: bool,
 }
 
 /// Plans (and unless previewing, applies) the target through the pipeline's own steps, run
@@ -376,8 +396,22 @@ async fn run_sync(ctx: &Session, args: &PlanArgs, sync: Sync) -> Result<u8> {
     if !configured && !sync.preview {
         refuse_other_registration(&services, &target).await?;
     }
-    let request = PlanRequest::new(target.name.clone(), Trigger::Cli, chrono::Utc::now())
+    let mut request = PlanRequest::new(target.name.clone(), Trigger::Cli, chrono::Utc::now())
         .with_actor(crate::ops::actor());
+    if let Some(commit) = &args.commit {
+        if !sync.preview {
+            bail!(
+                "`--commit {commit}` only previews: run `ritmo gitops plan --commit {commit}` \
+                 (or `sync --dry-run`); to apply an earlier commit use `ritmo gitops rollback --to`"
+            );
+        }
+        if !(7..=40).contains(&commit.len()) || !commit.bytes().all(|b| b.is_ascii_hexdigit()) {
+            bail!(
+                "`--commit {commit}` is not a commit id: pass 7 to 40 hex digits (`git rev-parse HEAD`)"
+            );
+        }
+        request = request.with_revision(commit.clone());
+    }
     let inline = InlineSync {
         options: PlanOptions {
             preview: sync.preview,
@@ -415,7 +449,15 @@ async fn run_sync(ctx: &Session, args: &PlanArgs, sync: Sync) -> Result<u8> {
             render::json_line(&mut out, &value)?
         }
         Output::Text => {
-            sync_text(&mut out, ctx.style, &target, &drained, &sources)?;
+            let style = ctx.style.with_diff(!args.no_diff);
+            let plan = drained
+                .last_plan()
+                .and_then(PlanRequestOutcome::detail)
+                .and_then(|detail| detail.plan.as_ref());
+            match plan {
+                Some(plan) if sync.diff_only => render::diff_text(&mut out, style, plan)?,
+                _ => sync_text(&mut out, style, &target, &drained, &sources)?,
+            }
             if let Some(pin) = pinned {
                 writeln!(
                     out,

@@ -7,6 +7,7 @@ use std::io::{IsTerminal, Write};
 // runtime of its own (unlike miette's fancy handler), and plain text that snapshots well.
 use annotate_snippets::{AnnotationKind, Group, Level, Origin, Renderer, Snippet};
 use ritmo::diagnostic::{Diagnostic, Severity};
+use ritmo::diff;
 use ritmo::manifest::{FileContent, SourceFile};
 use ritmo::model::Revision;
 use ritmo::plan::{Action, Plan, Summary};
@@ -17,13 +18,21 @@ use serde_json::{Value, json};
 #[derive(Debug, Clone, Copy)]
 pub struct Style {
     colour: bool,
+    /// Field diffs under each resource (`--no-diff`: the one-line form).
+    diff: bool,
 }
 
 impl Style {
     pub fn detect() -> Self {
         Self {
             colour: std::io::stdout().is_terminal() && std::env::var_os("NO_COLOR").is_none(),
+            diff: true,
         }
+    }
+
+    /// This style without field diffs when `no_diff`.
+    pub fn with_diff(self, diff: bool) -> Self {
+        Self { diff, ..self }
     }
 
     fn paint(self, code: &str, text: &str) -> String {
@@ -214,6 +223,9 @@ pub fn plan_text(out: &mut impl Write, style: Style, plan: &Plan) -> std::io::Re
             .map(|p| format!("  ({p})"))
             .unwrap_or_default();
         writeln!(out, "  {}{path}", style.paint(colour, &action.to_string()))?;
+        if style.diff {
+            changes_text(out, style, action)?;
+        }
     }
     writeln!(out, "{}", plan.summary())?;
     if let Some(reason) = &plan.approval_reason {
@@ -222,6 +234,36 @@ pub fn plan_text(out: &mut impl Write, style: Style, plan: &Plan) -> std::io::Re
             "{}",
             style.paint("33", &format!("Needs approval: {reason}."))
         )?;
+    }
+    Ok(())
+}
+
+/// The field diff of one action, indented under its line.
+pub fn changes_text(out: &mut impl Write, style: Style, action: &Action) -> std::io::Result<()> {
+    for change in action.changes().iter() {
+        for line in diff::lines(change) {
+            let colour = match line.marker {
+                '+' => "32",
+                '-' => "31",
+                '~' => "33",
+                '>' => "36",
+                _ => "0",
+            };
+            writeln!(out, "      {}", style.paint(colour, &line.text))?;
+        }
+    }
+    Ok(())
+}
+
+/// `ritmo gitops diff`: each changed resource and its field diff, nothing else.
+pub fn diff_text(out: &mut impl Write, style: Style, plan: &Plan) -> std::io::Result<()> {
+    for action in &plan.actions {
+        let path = action
+            .path()
+            .map(|p| format!("  ({p})"))
+            .unwrap_or_default();
+        writeln!(out, "{}{path}", style.paint("1", &action.to_string()))?;
+        changes_text(out, style, action)?;
     }
     Ok(())
 }
@@ -266,6 +308,7 @@ fn action_json(action: &Action) -> Value {
         "kind": action.id().kind.as_str(),
         "name": action.id().name,
         "path": action.path(),
+        "changes": action.changes(),
     })
 }
 

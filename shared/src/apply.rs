@@ -410,6 +410,17 @@ pub fn row_labels(desired: &DesiredResource, target: &str, commit: &str) -> Valu
     )
 }
 
+/// A row's diff document (`{"labels", "spec"}`) without the labels [`row_labels`] adds, so
+/// that a field diff against Git shows what Git changed, not what every apply writes.
+pub fn without_row_labels(mut document: Value) -> Value {
+    if let Some(Value::Object(labels)) = document.get_mut("labels") {
+        for label in [LABEL_MANAGED_BY, LABEL_GIT_COMMIT, LABEL_TARGET] {
+            labels.remove(label);
+        }
+    }
+    document
+}
+
 /// Column arrays of a batch of creates or updates.
 struct UpsertColumns<'a> {
     kinds: Vec<&'static str>,
@@ -752,6 +763,7 @@ mod tests {
                     desired: desired("b", &[]),
                     live_hash: content_hash(&BTreeMap::new(), &Spec::from_value(&json!({}))),
                     drifted: false,
+                    changes: Vec::new(),
                 },
                 Action::Delete {
                     id: ResourceId::new(Kind::Job, "c"),

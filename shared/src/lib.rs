@@ -1,6 +1,6 @@
 //! Ritmo GitOps core: keep Ritmo's configuration in PostgreSQL identical to a Git repository.
 //!
-//! `model`, `hash`, `diagnostic`, `message`, `manifest`, `validate` and `plan` are pure;
+//! `model`, `hash`, `diagnostic`, `message`, `manifest`, `validate`, `diff` and `plan` are pure;
 //! `source`, `git`, `store`, `apply`, `crypto`, `queue` and `config` do IO; `workflow` holds the
 //! steps of a sync, which the Lambda functions, `ritmo serve`, the CLI and the bench all call.
 
@@ -9,6 +9,7 @@ pub mod aws;
 pub mod config;
 pub mod crypto;
 pub mod diagnostic;
+pub mod diff;
 pub mod error;
 pub mod export;
 pub mod git;
@@ -21,6 +22,7 @@ pub mod notify;
 pub mod onboard;
 mod parallel;
 pub mod plan;
+pub mod preview;
 pub mod progress;
 pub mod queue;
 pub mod services;

@@ -139,6 +139,27 @@ pub struct PlanRequest {
     /// Who asked: an IAM principal, a CLI user, a pusher.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub actor: Option<String>,
+    /// A pull request to preview: the planner plans its head commit and records nothing, and
+    /// no apply request can come of it. The flag travels in the message itself, so a replayed
+    /// message is still a preview.
+    // Boxed: most requests have none, and every queued request would carry its size.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pull_request: Option<Box<PullRequestPreview>>,
+}
+
+/// The pull request a [`PlanRequest`] previews, and where its result is published.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PullRequestPreview {
+    /// `github`, `gitlab`, `gitea` or `forgejo`.
+    pub provider: String,
+    /// `owner/name` of the target's repository (never the fork's).
+    pub repository: String,
+    pub number: u64,
+    /// The commit planned, lower-case hex.
+    pub head_commit: String,
+    /// The base repository's ref holding the head commit (`refs/pull/7/head`).
+    pub head_ref: String,
+    pub from_fork: bool,
 }
 
 impl PlanRequest {
@@ -152,7 +173,20 @@ impl PlanRequest {
             requested_at,
             dry_run: None,
             actor: None,
+            pull_request: None,
         }
+    }
+
+    /// This request as a preview of `pull`, at its head commit on `branch`.
+    pub fn with_pull_request(mut self, branch: &str, pull: PullRequestPreview) -> Self {
+        self.revision = Some(format!("{branch}@sha1:{}", pull.head_commit));
+        self.pull_request = Some(Box::new(pull));
+        self
+    }
+
+    /// Whether this request previews a pull request (and so must never be applied).
+    pub fn is_preview(&self) -> bool {
+        self.pull_request.is_some()
     }
 
     pub fn with_revision(mut self, revision: impl Into<String>) -> Self {
@@ -215,6 +249,11 @@ impl PlanRequest {
         };
         if self.is_dry_run() {
             id.push_str("/dry-run");
+        }
+        // A preview never absorbs (nor is absorbed by) a sync of the same commit, and each
+        // pull request showing that commit gets its own.
+        if let Some(pull) = &self.pull_request {
+            id.push_str(&format!("/pr/{}", pull.number));
         }
         sqs_id(&id, &self.target)
     }

@@ -9,6 +9,7 @@ use std::fmt;
 use serde::{Deserialize, Serialize};
 
 use crate::diagnostic::{self, Code, Diagnostic};
+use crate::diff::{self, Change};
 use crate::hash::SpecHash;
 use crate::model::{DesiredResource, Kind, LiveState, ResourceId, Revision};
 
@@ -45,6 +46,10 @@ pub enum Action {
         live_hash: SpecHash,
         /// The row was edited outside a sync; this update restores Git's version.
         drifted: bool,
+        /// What changes inside the resource, redacted ([`describe_changes`] fills it in once
+        /// the live rows are read; empty until then, and in plans stored before it existed).
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        changes: Vec<Change>,
     },
     Delete {
         id: ResourceId,
@@ -91,6 +96,18 @@ impl Action {
                 Some(&desired.source.path)
             }
             Action::Delete { .. } | Action::PruneSkipped { .. } => None,
+        }
+    }
+
+    /// What the action changes inside the resource, redacted: an update's field diff, a
+    /// create's top-level fields; nothing for a delete (the whole resource goes).
+    pub fn changes(&self) -> std::borrow::Cow<'_, [Change]> {
+        match self {
+            Action::Update { changes, .. } => std::borrow::Cow::Borrowed(changes),
+            Action::Create { desired } => {
+                std::borrow::Cow::Owned(diff::additions(&diff::desired_document(desired)))
+            }
+            Action::Delete { .. } | Action::PruneSkipped { .. } => std::borrow::Cow::Borrowed(&[]),
         }
     }
 
@@ -194,6 +211,35 @@ impl Plan {
     }
 }
 
+/// The ids whose live documents [`describe_changes`] needs: those of the plan's updates.
+pub fn updated_ids(plan: &Plan) -> Vec<&ResourceId> {
+    plan.actions
+        .iter()
+        .filter_map(|action| match action {
+            Action::Update { desired, .. } => Some(&desired.id),
+            _ => None,
+        })
+        .collect()
+}
+
+/// Fills in each update's field diff from the live documents (`{"labels", "spec"}`, see
+/// [`diff::document`]) read for [`updated_ids`]. An update whose row was not found keeps an
+/// empty diff (the row went away between the plan and this read; the apply will say so).
+pub fn describe_changes(
+    plan: &mut Plan,
+    live: &std::collections::HashMap<ResourceId, serde_json::Value>,
+) {
+    for action in &mut plan.actions {
+        if let Action::Update {
+            desired, changes, ..
+        } = action
+            && let Some(before) = live.get(&desired.id)
+        {
+            *changes = diff::diff(before, &diff::desired_document(desired));
+        }
+    }
+}
+
 /// Computes the plan that makes `live` match `desired` for one target.
 ///
 /// `desired` must already be validated: the planner trusts it is free of errors, and callers
@@ -251,6 +297,7 @@ pub fn plan_overlay(
                     desired: resource,
                     live_hash: row.hash.clone(),
                     drifted: row.drifted,
+                    changes: Vec::new(),
                 })
             }
             (Some(_), true) => unchanged += 1,

@@ -10,6 +10,7 @@ mod incremental;
 mod leak;
 mod operations;
 mod pipeline;
+mod preview;
 mod secrets;
 mod startup;
 mod stuck_runs;

@@ -276,6 +276,7 @@ pub async fn plan(
     let plan = store.load_plan(sync_id).await?;
     let revisions = store.revisions(sync_id).await?;
     let summary = plan.as_ref().map(|plan| plan.summary().to_string());
+    let plan = plan.as_ref().map(plan_with_changes);
     Ok(Json(json!({
         "diagnostics": run.diagnostics,
         "run": run,
@@ -284,6 +285,18 @@ pub async fn plan(
         "revisions": revisions,
     }))
     .into_response())
+}
+
+/// The stored plan, each action with its `changes` (`[{op, path, before, after}]`, redacted):
+/// an update's as stored, a create's top-level fields as the CLI shows them.
+fn plan_with_changes(plan: &ritmo::plan::Plan) -> serde_json::Value {
+    let mut value = json!(plan);
+    if let Some(actions) = value.get_mut("actions").and_then(|a| a.as_array_mut()) {
+        for (shown, action) in actions.iter_mut().zip(&plan.actions) {
+            shown["changes"] = json!(action.changes());
+        }
+    }
+    value
 }
 
 fn parse_kind(kind: &str) -> Result<Kind, ApiError> {

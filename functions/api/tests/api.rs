@@ -425,6 +425,28 @@ async fn a_plan_shows_its_run_actions_and_the_changes_it_made() {
         "{body}"
     );
     assert!(body["diagnostics"].is_array());
+    // Each create lists its top-level fields as `add` changes, with secrets redacted.
+    let actions = body["plan"]["actions"].as_array().unwrap();
+    let job = actions
+        .iter()
+        .find(|a| a["desired"]["id"]["name"] == "backend-service")
+        .unwrap();
+    assert!(
+        job["changes"].as_array().unwrap().contains(
+            &json!({"op": "add", "path": "/spec/description", "after": "Backend microservice"})
+        ),
+        "{job}"
+    );
+    let credential = actions
+        .iter()
+        .find(|a| a["desired"]["id"]["name"] == "docker-registry")
+        .unwrap();
+    assert!(
+        credential["changes"].as_array().unwrap().contains(
+            &json!({"op": "add", "path": "/spec/encrypted_value", "after": "(encrypted)"})
+        ),
+        "{credential}"
+    );
 }
 
 #[tokio::test]

@@ -327,8 +327,38 @@ const FIRST_FETCH_DEPTH: Option<std::num::NonZeroU32> = std::num::NonZeroU32::ne
 /// rewritten history (a tree diff compares contents, not history), when that is safe;
 /// otherwise (or when `full`) from the whole tree.
 ///
-/// `source` must be the one `located` came from.
+/// `source` must be the one `located` came from. Each update of the plan carries its field
+/// diff against the live row (`plan::describe_changes`).
 pub async fn plan_located(
+    store: &Store,
+    target: &TargetSettings,
+    source: &SourceSpec,
+    checks: Checks<'_>,
+    limits: &Limits,
+    options: ScanOptions,
+    located: LocatedSource,
+) -> Result<PlannedTarget> {
+    // Boxed: one more level of nested futures overflows the compiler's layout query depth
+    // in the planner binary.
+    let mut planned = Box::pin(plan_unexplained(
+        store, target, source, checks, limits, options, located,
+    ))
+    .await?;
+    if let Some(plan) = planned.plan.as_mut() {
+        // Only updates are diffed against their rows, so this read is as small as the change.
+        let live = store
+            .live_documents(&plan::updated_ids(plan))
+            .await?
+            .into_iter()
+            .map(|(id, document)| (id, crate::apply::without_row_labels(document)))
+            .collect();
+        plan::describe_changes(plan, &live);
+    }
+    Ok(planned)
+}
+
+/// [`plan_located`] without the field diffs.
+async fn plan_unexplained(
     store: &Store,
     target: &TargetSettings,
     source: &SourceSpec,

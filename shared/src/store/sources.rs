@@ -5,7 +5,7 @@
 //!
 //! Deciding whether an incremental plan is safe, and building it, is `crate::source::incremental`'s.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 
 use tokio_postgres::types::ToSql;
 
@@ -226,6 +226,34 @@ impl Store {
                 &[&kinds, &names],
             )
             .await
+    }
+
+    /// The live rows of `ids` as diff documents (`{"labels": …, "spec": …}`, see
+    /// `crate::diff::document`), for the field diffs of a plan's updates. Ids without a row
+    /// are left out.
+    pub async fn live_documents(
+        &self,
+        ids: &[&ResourceId],
+    ) -> Result<HashMap<ResourceId, serde_json::Value>, StoreError> {
+        if ids.is_empty() {
+            return Ok(HashMap::new());
+        }
+        let kinds: Vec<&str> = ids.iter().map(|id| id.kind.as_str()).collect();
+        let names: Vec<&str> = ids.iter().map(|id| id.name.as_str()).collect();
+        let rows = self
+            .db()
+            .query(
+                "SELECT r.kind, r.name, jsonb_build_object('labels', r.labels, 'spec', r.spec)
+                 FROM resources r
+                 JOIN unnest($1::text[], $2::text[]) AS x(kind, name)
+                   ON r.kind = x.kind AND r.name = x.name",
+                &[&kinds, &names],
+            )
+            .await
+            .map_err(StoreError::query("read live resources to diff"))?;
+        rows.iter()
+            .map(|row| Ok((id_from_row(row, "resources")?, get(row, 2)?)))
+            .collect()
     }
 
     /// Ids in the target's inventory.

@@ -236,6 +236,32 @@ impl Push {
     }
 }
 
+/// A pull (merge) request opened, pushed to or reopened: what a preview plans and where its
+/// result is published. Read from GitHub's `pull_request`, GitLab's `Merge Request Hook` and
+/// Gitea's/Forgejo's `pull_request` events.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PullRequest {
+    /// The pull request's number (GitLab: the merge request's `iid`).
+    pub number: u64,
+    /// The branch it would merge into, without `refs/heads/`: the one a target must follow.
+    pub base_branch: String,
+    /// The commit to plan, lower-case hex.
+    pub head_commit: String,
+    /// The ref of the base repository that holds the head commit, also for a fork's pull
+    /// request (`refs/pull/7/head`, `refs/merge-requests/7/head`): where it is fetched from,
+    /// so no other repository is ever read.
+    pub head_ref: String,
+    /// The head commit lives in another repository (a fork).
+    pub from_fork: bool,
+    /// Every URL the payload gives for the base repository, for matching targets: a result
+    /// is only ever published to a target's own repository.
+    pub repo_urls: Vec<String>,
+    /// `owner/name` of the base repository, where the result is published.
+    pub repository: Option<String>,
+    /// Who opened or pushed, when the provider says.
+    pub author: Option<String>,
+}
+
 /// Why a well-formed, correctly signed delivery leads to nothing.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum IgnoreReason {
@@ -249,6 +275,8 @@ pub enum IgnoreReason {
     Event { event: String },
     /// A push event that lists no ref changes.
     NoChanges,
+    /// A pull request event that proposes no new commit (`closed`, `labeled`, …).
+    PullRequestAction { action: String },
 }
 
 impl fmt::Display for IgnoreReason {
@@ -261,6 +289,9 @@ impl fmt::Display for IgnoreReason {
             }
             IgnoreReason::Event { event } => write!(f, "event `{event}` is not a push"),
             IgnoreReason::NoChanges => f.write_str("push without ref changes"),
+            IgnoreReason::PullRequestAction { action } => {
+                write!(f, "pull request action `{action}` proposes no new commit")
+            }
         }
     }
 }
@@ -270,6 +301,8 @@ impl fmt::Display for IgnoreReason {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum WebhookEvent {
     Push(Push),
+    /// A pull request to preview.
+    PullRequest(PullRequest),
     /// GitHub's `ping` on hook creation, Bitbucket Data Center's `diagnostics:ping`.
     Ping,
     Ignored {
@@ -290,6 +323,14 @@ impl Delivery {
     pub fn pushes(&self) -> impl Iterator<Item = &Push> {
         self.events.iter().filter_map(|event| match event {
             WebhookEvent::Push(push) => Some(push),
+            _ => None,
+        })
+    }
+
+    /// The pull requests this delivery asks to preview.
+    pub fn pull_requests(&self) -> impl Iterator<Item = &PullRequest> {
+        self.events.iter().filter_map(|event| match event {
+            WebhookEvent::PullRequest(pull) => Some(pull),
             _ => None,
         })
     }

@@ -3,7 +3,7 @@
 
 use serde_json::Value;
 
-use super::{Envelope, IgnoreReason, Provider, Push, WebhookError, WebhookEvent};
+use super::{Envelope, IgnoreReason, Provider, PullRequest, Push, WebhookError, WebhookEvent};
 
 const BRANCH_PREFIX: &str = "refs/heads/";
 const TAG_PREFIX: &str = "refs/tags/";
@@ -24,6 +24,8 @@ pub fn parse(envelope: &Envelope, body: &[u8]) -> Result<Vec<WebhookEvent>, Webh
         Provider::GitHub | Provider::Gitea | Provider::Forgejo => {
             if envelope.event == "push" {
                 vec![github_push(&value).map_err(invalid)?]
+            } else if envelope.event == "pull_request" {
+                vec![github_pull_request(&value).map_err(invalid)?]
             } else {
                 vec![ignored_event(&envelope.event)]
             }
@@ -192,12 +194,105 @@ fn github_push(value: &Value) -> Result<WebhookEvent, String> {
     }
 }
 
+/// GitHub's `pull_request`, which Gitea and Forgejo copy (their `synchronized` is GitHub's
+/// `synchronize`): `number`, `pull_request.{base.ref, head.sha, head.repo}`, `repository`.
+fn github_pull_request(value: &Value) -> Result<WebhookEvent, String> {
+    let action = required(value, &["action"])?;
+    if !matches!(
+        action,
+        "opened" | "synchronize" | "synchronized" | "reopened"
+    ) {
+        return Ok(ignored(IgnoreReason::PullRequestAction {
+            action: action.to_owned(),
+        }));
+    }
+    let number = value
+        .get("number")
+        .or_else(|| value.pointer("/pull_request/number"))
+        .and_then(Value::as_u64)
+        .ok_or_else(|| "missing `number`".to_owned())?;
+    let base_repo = str_at(value, &["repository", "full_name"]);
+    let head_repo = str_at(value, &["pull_request", "head", "repo", "full_name"]);
+    Ok(WebhookEvent::PullRequest(PullRequest {
+        number,
+        base_branch: branch_name(required(value, &["pull_request", "base", "ref"])?),
+        head_commit: commit_id(required(value, &["pull_request", "head", "sha"])?)?,
+        head_ref: format!("refs/pull/{number}/head"),
+        // A deleted fork leaves `head.repo` null: still not the base repository.
+        from_fork: head_repo.is_none() || head_repo != base_repo,
+        repo_urls: urls(
+            value,
+            &[
+                &["repository", "clone_url"],
+                &["repository", "ssh_url"],
+                &["repository", "html_url"],
+                &["repository", "git_url"],
+            ],
+        ),
+        repository: base_repo.map(str::to_owned),
+        author: str_at(value, &["sender", "login"])
+            .or_else(|| str_at(value, &["sender", "username"]))
+            .map(str::to_owned),
+    }))
+}
+
+/// GitLab's `Merge Request Hook`: `object_attributes.{iid, action, target_branch,
+/// last_commit.id, source_project_id, target_project_id}`, `project`.
+fn gitlab_merge_request(value: &Value) -> Result<WebhookEvent, String> {
+    let attributes = value
+        .get("object_attributes")
+        .ok_or_else(|| "missing `object_attributes`".to_owned())?;
+    let action = str_at(attributes, &["action"]).unwrap_or("open");
+    if !matches!(action, "open" | "reopen" | "update") {
+        return Ok(ignored(IgnoreReason::PullRequestAction {
+            action: action.to_owned(),
+        }));
+    }
+    // An update that changed no commit (a title, a label) has no `oldrev`: nothing to plan.
+    if action == "update" && str_at(attributes, &["oldrev"]).is_none() {
+        return Ok(ignored(IgnoreReason::PullRequestAction {
+            action: "update without new commits".to_owned(),
+        }));
+    }
+    let number = attributes
+        .get("iid")
+        .and_then(Value::as_u64)
+        .ok_or_else(|| "missing `object_attributes.iid`".to_owned())?;
+    let source = attributes.get("source_project_id").and_then(Value::as_u64);
+    let target = attributes.get("target_project_id").and_then(Value::as_u64);
+    Ok(WebhookEvent::PullRequest(PullRequest {
+        number,
+        base_branch: branch_name(required(attributes, &["target_branch"])?),
+        head_commit: commit_id(required(attributes, &["last_commit", "id"])?)?,
+        head_ref: format!("refs/merge-requests/{number}/head"),
+        from_fork: source.is_none() || source != target,
+        repo_urls: urls(
+            value,
+            &[
+                &["project", "git_http_url"],
+                &["project", "git_ssh_url"],
+                &["project", "web_url"],
+            ],
+        ),
+        repository: str_at(value, &["project", "path_with_namespace"]).map(str::to_owned),
+        author: str_at(value, &["user", "username"]).map(str::to_owned),
+    }))
+}
+
+fn branch_name(reference: &str) -> String {
+    reference
+        .strip_prefix(BRANCH_PREFIX)
+        .unwrap_or(reference)
+        .to_owned()
+}
+
 /// GitLab's push and tag push hooks (project and system hooks): the body's `object_kind`
 /// decides, since system hooks all arrive as `System Hook`.
 fn gitlab(event: &str, value: &Value) -> Result<Vec<WebhookEvent>, String> {
     let kind = str_at(value, &["object_kind"]).or_else(|| str_at(value, &["event_name"]));
     match kind {
         Some("push") => {}
+        Some("merge_request") => return Ok(vec![gitlab_merge_request(value)?]),
         Some("tag_push") => {
             let reference = required(value, &["ref"])?;
             let tag = reference.strip_prefix(TAG_PREFIX).unwrap_or(reference);

@@ -860,3 +860,141 @@ fn every_sample_webhook_event_verifies_with_the_test_secret_unless_it_is_the_bad
     assert!(pushes("webhook-github-tag-push-apigw-v2.json").is_empty());
     assert!(pushes("webhook-github-ping-apigw-v2.json").is_empty());
 }
+
+// pull requests
+
+const GITHUB_PR_OPENED: &str = include_str!("fixtures/github-pull-request-opened.json");
+const GITHUB_PR_SYNCHRONIZE: &str = include_str!("fixtures/github-pull-request-synchronize.json");
+const GITHUB_PR_CLOSED: &str = include_str!("fixtures/github-pull-request-closed.json");
+const GITLAB_MERGE_REQUEST: &str = include_str!("fixtures/gitlab-merge-request.json");
+const GITEA_PULL_REQUEST: &str = include_str!("fixtures/gitea-pull-request.json");
+
+fn only_pull_request(delivery: &Delivery) -> &PullRequest {
+    let pulls: Vec<&PullRequest> = delivery.pull_requests().collect();
+    assert_eq!(pulls.len(), 1, "{:?}", delivery.events);
+    pulls[0]
+}
+
+#[test]
+fn a_signed_github_pull_request_opened_event_is_a_pull_request_to_preview() {
+    let body = GITHUB_PR_OPENED.as_bytes();
+    let headers = github_headers("pull_request", body, SECRET);
+
+    let delivery = receive(&headers, body, &secrets(&[SECRET])).unwrap();
+
+    let pull = only_pull_request(&delivery);
+    assert_eq!(pull.number, 2);
+    assert_eq!(pull.base_branch, "master");
+    assert_eq!(pull.head_commit, "ec26c3e57ca3a959ca5aad62de7213c562f8c821");
+    assert_eq!(pull.head_ref, "refs/pull/2/head");
+    assert!(!pull.from_fork);
+    assert_eq!(pull.repository.as_deref(), Some("Codertocat/Hello-World"));
+    assert!(
+        pull.repo_urls
+            .contains(&"https://github.com/Codertocat/Hello-World.git".to_string())
+    );
+    assert_eq!(delivery.pushes().count(), 0);
+}
+
+#[test]
+fn a_github_synchronize_is_previewed_and_a_close_is_ignored() {
+    let pushed = GITHUB_PR_SYNCHRONIZE.as_bytes();
+    let closed = GITHUB_PR_CLOSED.as_bytes();
+
+    let pushed = receive(
+        &github_headers("pull_request", pushed, SECRET),
+        pushed,
+        &secrets(&[SECRET]),
+    )
+    .unwrap();
+    let closed = receive(
+        &github_headers("pull_request", closed, SECRET),
+        closed,
+        &secrets(&[SECRET]),
+    )
+    .unwrap();
+
+    assert_eq!(only_pull_request(&pushed).number, 2);
+    assert_eq!(closed.pull_requests().count(), 0);
+    assert_eq!(
+        closed.ignore_reasons().next(),
+        Some(&IgnoreReason::PullRequestAction {
+            action: "closed".into()
+        })
+    );
+}
+
+#[test]
+fn a_pull_request_from_a_fork_is_read_from_the_base_repositorys_pull_ref() {
+    let mut value: Value = serde_json::from_str(GITHUB_PR_OPENED).unwrap();
+    value["pull_request"]["head"]["repo"]["full_name"] = "someone/Hello-World".into();
+    let body = serde_json::to_vec(&value).unwrap();
+
+    let delivery = receive(
+        &github_headers("pull_request", &body, SECRET),
+        &body,
+        &secrets(&[SECRET]),
+    )
+    .unwrap();
+
+    let pull = only_pull_request(&delivery);
+    assert!(pull.from_fork);
+    assert_eq!(pull.head_ref, "refs/pull/2/head");
+    assert_eq!(pull.repository.as_deref(), Some("Codertocat/Hello-World"));
+}
+
+#[test]
+fn a_gitlab_merge_request_hook_is_a_pull_request_to_preview() {
+    let body = GITLAB_MERGE_REQUEST.as_bytes();
+    let headers = headers(&[
+        ("X-Gitlab-Event", "Merge Request Hook"),
+        ("X-Gitlab-Token", SECRET),
+        ("Content-Type", "application/json"),
+    ]);
+
+    let delivery = receive(&headers, body, &secrets(&[SECRET])).unwrap();
+
+    let pull = only_pull_request(&delivery);
+    assert_eq!(pull.number, 1);
+    assert_eq!(pull.base_branch, "master");
+    assert_eq!(pull.head_commit, "da1560886d4f094c3e6c9ef40349f7d38b5d27d7");
+    assert_eq!(pull.head_ref, "refs/merge-requests/1/head");
+    assert!(!pull.from_fork);
+    assert_eq!(pull.repository.as_deref(), Some("gitlabhq/gitlab-test"));
+}
+
+#[test]
+fn a_gitlab_merge_request_update_without_new_commits_is_ignored() {
+    let mut value: Value = serde_json::from_str(GITLAB_MERGE_REQUEST).unwrap();
+    value["object_attributes"]["action"] = "update".into();
+    let body = serde_json::to_vec(&value).unwrap();
+    let headers = headers(&[
+        ("X-Gitlab-Event", "Merge Request Hook"),
+        ("X-Gitlab-Token", SECRET),
+    ]);
+
+    let delivery = receive(&headers, &body, &secrets(&[SECRET])).unwrap();
+
+    assert_eq!(delivery.pull_requests().count(), 0);
+    assert!(delivery.ignore_reasons().next().is_some());
+}
+
+#[test]
+fn a_gitea_synchronized_pull_request_from_a_fork_is_previewed() {
+    let body = GITEA_PULL_REQUEST.as_bytes();
+    let headers = headers(&[
+        ("X-Gitea-Event", "pull_request"),
+        ("X-Gitea-Delivery", "f6266f16-1bf3-46a5-9ea4-602e06ead473"),
+        ("X-Gitea-Signature", &hmac_hex(SECRET, body)),
+        ("Content-Type", "application/json"),
+    ]);
+
+    let delivery = receive(&headers, body, &secrets(&[SECRET])).unwrap();
+
+    let pull = only_pull_request(&delivery);
+    assert_eq!(pull.number, 3);
+    assert_eq!(pull.base_branch, "main");
+    assert_eq!(pull.head_commit, "4b825dc642cb6eb9a060e54bf8d69288fbee4904");
+    assert!(pull.from_fork);
+    assert_eq!(pull.repository.as_deref(), Some("acme/ritmo-config"));
+}

@@ -365,6 +365,12 @@ fn ignore_reason(services: &Services, delivery: &Delivery) -> String {
     if let Some(reason) = delivery.ignore_reasons().next() {
         return reason.to_string();
     }
+    if let Some(pull) = delivery.pull_requests().next() {
+        return format!(
+            "pull request #{} into `{}`: no target previews pull requests",
+            pull.number, pull.base_branch
+        );
+    }
     match delivery.pushes().next() {
         Some(push) => {
             let tracked = services.settings.targets.iter().any(|t| {

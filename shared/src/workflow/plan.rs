@@ -163,6 +163,12 @@ pub async fn plan_revision(
             .unwrap_or(""),
         trigger.as_str(),
     );
+    // A pull request's preview is a preview whoever runs it and however often the message is
+    // delivered: nothing is recorded, so there is no run for an applier to apply.
+    let options = PlanOptions {
+        preview: options.preview || request.is_preview(),
+        ..options
+    };
     let planning = Planning {
         services,
         target,
@@ -299,6 +305,9 @@ impl Planning<'_> {
     /// request never takes the target back to an older commit.
     fn commit_to_read(&self, state: &TargetState) -> Option<String> {
         let requested = self.request.revision.as_deref().and_then(commit_of);
+        if self.request.is_preview() {
+            return requested.map(str::to_owned);
+        }
         match self.trigger {
             Trigger::Rollback | Trigger::Manual | Trigger::Cli if requested.is_some() => {
                 requested.map(str::to_owned)
@@ -472,6 +481,11 @@ impl Planning<'_> {
         let Some(plan) = detail.plan.as_ref() else {
             return Err(Error::Internal("a recorded plan has no plan".into()));
         };
+        if self.request.is_preview() {
+            return Err(Error::Internal(
+                "a pull request preview reached the recording step: it is never recorded".into(),
+            ));
+        }
         let sync_id = {
             let store = self.services.database().await?;
             let sync_id = store
