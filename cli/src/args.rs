@@ -90,7 +90,7 @@ pub struct RotateArgs {
 pub enum Gitops {
     /// Write the bootstrap file, check the repository can be read, validate it and register the target
     #[command(
-        after_help = "Examples:\n  printf %s \"$GITHUB_TOKEN\" | ritmo gitops init --repo=https://github.com/myorg/ritmo-config --branch=main --token-stdin\n  RITMO_GITOPS_TOKEN=... ritmo gitops init --repo=https://github.com/myorg/ritmo-config --config ./gitops-bootstrap.yaml\n  ritmo gitops init --repo=https://github.com/myorg/ritmo-config --token-secret arn:aws:secretsmanager:...\n  ritmo gitops init --repo=https://github.com/myorg/ritmo-config --token=${GITHUB_TOKEN}   # as the seed; lands in shell history\n\nThe file (--config, default /etc/ritmo/gitops-bootstrap.yaml) never holds the token: it\nsays ${RITMO_GITOPS_TOKEN} or the secret's ARN. A second run with the same answers changes\nnothing and says so; a file that says something else is replaced only with --force."
+        after_help = "Examples:\n  printf %s \"$GITHUB_TOKEN\" | ritmo gitops init \\\n    --repo=https://github.com/myorg/ritmo-config --branch=main --token-stdin\n  RITMO_GITOPS_TOKEN=... ritmo gitops init \\\n    --repo=https://github.com/myorg/ritmo-config --config ./gitops-bootstrap.yaml\n  ritmo gitops init --repo=https://github.com/myorg/ritmo-config \\\n    --token-secret arn:aws:secretsmanager:...\n  # as the seed; lands in shell history:\n  ritmo gitops init --repo=https://github.com/myorg/ritmo-config \\\n    --token=${GITHUB_TOKEN}\n\nThe file (--config, default /etc/ritmo/gitops-bootstrap.yaml) never holds the\ntoken: it says ${RITMO_GITOPS_TOKEN} or the secret's ARN. A second run with the\nsame answers changes nothing and says so; a file that says something else is\nreplaced only with --force."
     )]
     Init(InitArgs),
 
@@ -102,7 +102,7 @@ pub enum Gitops {
 
     /// Show what a sync would change, Terraform-style
     #[command(
-        after_help = "Examples:\n  ritmo gitops plan --repo-path ./ritmo-config -o json\n  ritmo gitops plan --repo-path ./ritmo-config --commit 8b5f2a6   # a pull request's head"
+        after_help = "Examples:\n  ritmo gitops plan --repo-path ./ritmo-config -o json\n  # a pull request's head:\n  ritmo gitops plan --repo-path ./ritmo-config --commit 8b5f2a6"
     )]
     Plan(PlanArgs),
 

@@ -170,7 +170,10 @@ pub async fn run(config: Option<&Path>, output: Output, args: &InitArgs) -> Resu
             }
             writeln!(
                 out,
-                "Validated: {resources} resources, {errors} errors, {warnings} warnings."
+                "Validated: {}, {}, {}.",
+                render::count(resources, "resource", "resources"),
+                render::count(errors, "error", "errors"),
+                render::count(warnings, "warning", "warnings"),
             )?;
             match registered {
                 Registration::Registered => {
