@@ -8,7 +8,8 @@ RITMO := target/debug/ritmo
 # Where `make dev` serves the webhook and the API.
 LISTEN ?= 127.0.0.1:8080
 
-.PHONY: help dev test lint build example-repo tools clean-dev bench bench-process bench-targets bench-smoke test-faults fuzz-smoke
+.PHONY: help dev test lint build example-repo tools clean-dev bench bench-process bench-targets bench-smoke test-faults fuzz-smoke \
+  invoke invoke-all package
 
 help:
 	@echo "make dev   - start PostgreSQL if needed, sync examples/ritmo-config into it, show plan and status,"
@@ -115,6 +116,24 @@ fuzz-smoke:
 	    cargo fuzz run --sanitizer none -a --codegen-units 16 $$target ../.dev/fuzz/$$target corpus/$$target -- \
 	      -max_total_time=$(FUZZ_SECONDS) -timeout=1 -rss_limit_mb=512 -print_final_stats=1; \
 	  done
+
+# One function under cargo-lambda's emulator (`cargo lambda watch` + `cargo lambda invoke`), with
+# the environment template.yaml gives it, against the local PostgreSQL and a moto server it
+# starts; prints the response. `make invoke FN=webhook EVENT=events/webhook-github-push-apigw-v2.json`
+invoke: tools
+	@[ -n "$(FN)" ] && [ -n "$(EVENT)" ] || { echo "usage: make invoke FN=api EVENT=events/api-jobs.json" >&2; exit 2; }
+	@export DATABASE_URL="$$(scripts/ensure-postgres.sh --database ritmo_invoke)" || exit 2; \
+	  .venv/bin/python scripts/invoke.py --function "$(FN)" --event "$(EVENT)"
+
+# Every function with every events/ file that is its own, each answer checked (status, body,
+# the message on moto's queue): events/expected.json. CI runs it.
+invoke-all: tools
+	@export DATABASE_URL="$$(scripts/ensure-postgres.sh --database ritmo_invoke)" || exit 2; \
+	  .venv/bin/python scripts/invoke.py --all
+
+# `sam build` for arm64 (five aarch64 bootstraps under .aws-sam/build), checked with `file`.
+package: tools
+	@scripts/package.sh
 
 clean-dev:
 	rm -rf .dev
