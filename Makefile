@@ -126,9 +126,9 @@ invoke: tools
 	  .venv/bin/python scripts/invoke.py --function "$(FN)" --event "$(EVENT)"
 
 # Every function with every events/ file that is its own, each answer checked (status, body,
-# the message on moto's queue): events/expected.json. CI runs it.
+# the messages on moto's queues; EXPECTED in scripts/invoke.py), on a fresh database. CI runs it.
 invoke-all: tools
-	@export DATABASE_URL="$$(scripts/ensure-postgres.sh --database ritmo_invoke)" || exit 2; \
+	@export DATABASE_URL="$$(scripts/ensure-postgres.sh)" || exit 2; \
 	  .venv/bin/python scripts/invoke.py --all
 
 # `sam build` for arm64 (five aarch64 bootstraps under .aws-sam/build), checked with `file`.

@@ -155,12 +155,8 @@ pub async fn plan_revision(
     let trigger = request.trigger.known();
     let span = telemetry::sync_span(
         &target.name,
-        "",
-        request
-            .revision
-            .as_deref()
-            .and_then(commit_of)
-            .unwrap_or(""),
+        None,
+        request.revision.as_deref().and_then(commit_of),
         trigger.as_str(),
     );
     let planning = Planning {
@@ -546,7 +542,12 @@ impl Planning<'_> {
             .iter()
             .filter(|d| d.severity == diagnostic::Severity::Error)
             .count();
-        tracing::warn!(errors, %error, "plan failed");
+        let first = first_errors(&detail.diagnostics);
+        if first.is_empty() {
+            tracing::warn!(errors, %error, "plan failed");
+        } else {
+            tracing::warn!(errors, first_errors = %first, %error, "plan failed");
+        }
         if self.options.preview {
             return Ok(PlanRequestOutcome::Previewed {
                 target: self.target.name.clone(),
@@ -657,4 +658,32 @@ async fn already_done(
         sync_id: open.id,
         status: open.status,
     }))
+}
+
+/// How many errors a failed plan's log line names.
+const LOGGED_ERRORS: usize = 3;
+
+/// The first [`LOGGED_ERRORS`] errors as `path:line:column code message`, `; `-separated (and
+/// how many more there are), so the log line alone says what to fix.
+fn first_errors(diagnostics: &[Diagnostic]) -> String {
+    let errors: Vec<&Diagnostic> = diagnostics
+        .iter()
+        .filter(|d| d.severity == diagnostic::Severity::Error)
+        .collect();
+    let mut text = errors
+        .iter()
+        .take(LOGGED_ERRORS)
+        .map(|d| {
+            if d.path.is_empty() {
+                format!("{} {}", d.code, d.message)
+            } else {
+                format!("{}:{}:{} {} {}", d.path, d.line, d.column, d.code, d.message)
+            }
+        })
+        .collect::<Vec<_>>()
+        .join("; ");
+    if errors.len() > LOGGED_ERRORS {
+        text.push_str(&format!("; and {} more", errors.len() - LOGGED_ERRORS));
+    }
+    text
 }
