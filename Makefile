@@ -29,13 +29,13 @@ example-repo:
 	  && git add -A && { git diff --cached --quiet || git -c user.name=ritmo-dev -c user.email=dev@ritmo.invalid commit -qm "example config $$(date -u +%FT%TZ)"; }
 
 # The CLI and `ritmo serve` read the same target from the same variables, so the server's
-# plans continue incrementally from what the CLI applied.
+# plans continue incrementally from what the CLI applied. `sync` alone, because it validates
+# (printing the warnings) and shows the plan before applying: a `validate` and a `plan` before
+# it printed every warning three times.
 dev: build example-repo
 	@export DATABASE_URL="$$(scripts/ensure-postgres.sh --database ritmo_dev)" || exit 2; \
 	  echo "PostgreSQL: $${DATABASE_URL}"; \
 	  export RITMO_GITOPS_REPO_URL="$(abspath $(DEV_REPO))" RITMO_GITOPS_REPO_BRANCH=main; \
-	  $(RITMO) gitops validate && \
-	  $(RITMO) gitops plan && \
 	  $(RITMO) gitops sync && \
 	  $(RITMO) gitops status && \
 	  $(RITMO) get jobs && \

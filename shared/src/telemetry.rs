@@ -192,10 +192,10 @@ pub fn sync_span(
         scan = tracing::field::Empty
     );
     if let Some(sync_id) = sync_id.filter(|id| !id.is_empty()) {
-        span.record("sync_id", sync_id);
+        span.record("sync_id", tracing::field::display(sync_id));
     }
     if let Some(commit) = commit.filter(|commit| !commit.is_empty()) {
-        span.record("commit", commit);
+        span.record("commit", tracing::field::display(commit));
     }
     span
 }
@@ -496,7 +496,7 @@ mod tests {
                 let span = sync_span("prod", None, Some(""), "webhook");
                 let _entered = span.enter();
                 tracing::info!("reading the repository");
-                span.record("sync_id", "0192f7c0-2222");
+                span.record("sync_id", tracing::field::display("0192f7c0-2222"));
                 tracing::info!("planned");
             });
         }
@@ -532,7 +532,10 @@ mod tests {
                 .map(|line| line["message"].as_str().unwrap().to_owned())
                 .collect()
         };
-        assert_eq!(messages(&at_info), ["migration V9 is missing", "store ready"]);
+        assert_eq!(
+            messages(&at_info),
+            ["migration V9 is missing", "store ready"]
+        );
         assert_eq!(messages(&at_debug).len(), 4);
         assert_eq!(
             quiet_dependencies("refinery_core=info"),

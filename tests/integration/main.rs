@@ -7,6 +7,7 @@ mod git;
 mod git_auth;
 mod incremental;
 mod leak;
+mod logs;
 mod operations;
 mod pipeline;
 mod secrets;

@@ -471,7 +471,7 @@ impl Planning<'_> {
             let sync_id = store
                 .begin_run(&self.new_run(Some(plan.revision.to_string())))
                 .await?;
-            tracing::Span::current().record("sync_id", sync_id.to_string().as_str());
+            tracing::Span::current().record("sync_id", tracing::field::display(sync_id));
             if let Err(error) = store.record_plan(sync_id, plan, status).await {
                 // Leave no run stuck in `planning`: the retry records a new one.
                 let reason = format!(
@@ -564,7 +564,7 @@ impl Planning<'_> {
         let sync_id = {
             let store = self.services.database().await?;
             let sync_id = store.begin_run(&self.new_run(revision.clone())).await?;
-            tracing::Span::current().record("sync_id", sync_id.to_string().as_str());
+            tracing::Span::current().record("sync_id", tracing::field::display(sync_id));
             store.fail_run(sync_id, &error, &detail.diagnostics).await?;
             sync_id
         };
@@ -677,7 +677,10 @@ fn first_errors(diagnostics: &[Diagnostic]) -> String {
             if d.path.is_empty() {
                 format!("{} {}", d.code, d.message)
             } else {
-                format!("{}:{}:{} {} {}", d.path, d.line, d.column, d.code, d.message)
+                format!(
+                    "{}:{}:{} {} {}",
+                    d.path, d.line, d.column, d.code, d.message
+                )
             }
         })
         .collect::<Vec<_>>()
