@@ -16,6 +16,9 @@ help:
 	@echo "             then run \`ritmo serve\` on $(LISTEN) until Ctrl-C"
 	@echo "make test  - install what the tests need (PostgreSQL check, moto, cfn-lint) and run every check"
 	@echo "make test-faults - kill ritmo and PostgreSQL mid-apply on a throwaway cluster (a few minutes)"
+	@echo "make invoke FN=api EVENT=events/api-jobs.json - one Lambda function under cargo-lambda's emulator"
+	@echo "make invoke-all - every function with every events/ file, answers checked"
+	@echo "make package - sam build for arm64 (.aws-sam/build), bootstraps checked with file"
 
 build:
 	cargo build -p ritmo-cli

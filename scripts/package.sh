@@ -21,6 +21,7 @@ command -v cargo-lambda >/dev/null \
 if ! command -v zig >/dev/null && ! python3 -c 'import ziglang' 2>/dev/null; then
   missing "no zig (cargo-lambda cross-links with it): run \`make tools\`, or \`pip install ziglang\` in .venv"
 fi
+command -v file >/dev/null || missing "no \`file\` to check the bootstraps with: apt-get install file"
 if ! rustc --print sysroot >/dev/null 2>&1; then
   missing "no rustc on PATH: install Rust with rustup (https://rustup.rs)"
 fi
