@@ -8,7 +8,8 @@ RITMO := target/debug/ritmo
 # Where `make dev` serves the webhook and the API.
 LISTEN ?= 127.0.0.1:8080
 
-.PHONY: help dev test lint build example-repo tools clean-dev bench bench-process bench-targets bench-smoke test-faults fuzz-smoke storm
+.PHONY: help dev test lint build example-repo tools clean-dev bench bench-process bench-targets bench-smoke test-faults fuzz-smoke \
+  storm invoke invoke-all package
 
 help:
 	@echo "make dev   - start PostgreSQL if needed, sync examples/ritmo-config into it, show plan and status,"
@@ -16,6 +17,9 @@ help:
 	@echo "make test  - install what the tests need (PostgreSQL check, moto, cfn-lint) and run every check"
 	@echo "make test-faults - kill ritmo and PostgreSQL mid-apply on a throwaway cluster (a few minutes)"
 	@echo "make storm - 1,000 signed pushes, 200 at once, into the webhook at the connection budget (docs/storm.md)"
+	@echo "make invoke FN=api EVENT=events/api-jobs.json - one Lambda function under cargo-lambda's emulator"
+	@echo "make invoke-all - every function with every events/ file, answers checked"
+	@echo "make package - sam build for arm64 (.aws-sam/build), bootstraps checked with file"
 
 build:
 	cargo build -p ritmo-cli
@@ -29,13 +33,13 @@ example-repo:
 	  && git add -A && { git diff --cached --quiet || git -c user.name=ritmo-dev -c user.email=dev@ritmo.invalid commit -qm "example config $$(date -u +%FT%TZ)"; }
 
 # The CLI and `ritmo serve` read the same target from the same variables, so the server's
-# plans continue incrementally from what the CLI applied.
+# plans continue incrementally from what the CLI applied. `sync` alone, because it validates
+# (printing the warnings) and shows the plan before applying: a `validate` and a `plan` before
+# it printed every warning three times.
 dev: build example-repo
 	@export DATABASE_URL="$$(scripts/ensure-postgres.sh --database ritmo_dev)" || exit 2; \
 	  echo "PostgreSQL: $${DATABASE_URL}"; \
 	  export RITMO_GITOPS_REPO_URL="$(abspath $(DEV_REPO))" RITMO_GITOPS_REPO_BRANCH=main; \
-	  $(RITMO) gitops validate && \
-	  $(RITMO) gitops plan && \
 	  $(RITMO) gitops sync && \
 	  $(RITMO) gitops status && \
 	  $(RITMO) get jobs && \
@@ -123,6 +127,24 @@ fuzz-smoke:
 	    cargo fuzz run --sanitizer none -a --codegen-units 16 $$target ../.dev/fuzz/$$target corpus/$$target -- \
 	      -max_total_time=$(FUZZ_SECONDS) -timeout=1 -rss_limit_mb=512 -print_final_stats=1; \
 	  done
+
+# One function under cargo-lambda's emulator (`cargo lambda watch` + `cargo lambda invoke`), with
+# the environment template.yaml gives it, against the local PostgreSQL and a moto server it
+# starts; prints the response. `make invoke FN=webhook EVENT=events/webhook-github-push-apigw-v2.json`
+invoke: tools
+	@[ -n "$(FN)" ] && [ -n "$(EVENT)" ] || { echo "usage: make invoke FN=api EVENT=events/api-jobs.json" >&2; exit 2; }
+	@export DATABASE_URL="$$(scripts/ensure-postgres.sh --database ritmo_invoke)" || exit 2; \
+	  .venv/bin/python scripts/invoke.py --function "$(FN)" --event "$(EVENT)"
+
+# Every function with every events/ file that is its own, each answer checked (status, body,
+# the messages on moto's queues; EXPECTED in scripts/invoke.py), on a fresh database. CI runs it.
+invoke-all: tools
+	@export DATABASE_URL="$$(scripts/ensure-postgres.sh)" || exit 2; \
+	  .venv/bin/python scripts/invoke.py --all
+
+# `sam build` for arm64 (five aarch64 bootstraps under .aws-sam/build), checked with `file`.
+package: tools
+	@scripts/package.sh
 
 clean-dev:
 	rm -rf .dev

@@ -90,7 +90,7 @@ pub struct RotateArgs {
 pub enum Gitops {
     /// Write the bootstrap file, check the repository can be read, validate it and register the target
     #[command(
-        after_help = "Examples:\n  printf %s \"$GITHUB_TOKEN\" | ritmo gitops init \\\n    --repo=https://github.com/myorg/ritmo-config --branch=main --token-stdin\n  RITMO_GITOPS_TOKEN=... ritmo gitops init \\\n    --repo=https://github.com/myorg/ritmo-config --config ./gitops-bootstrap.yaml\n  ritmo gitops init --repo=https://github.com/myorg/ritmo-config \\\n    --token-secret arn:aws:secretsmanager:...\n  # as the seed; lands in shell history:\n  ritmo gitops init --repo=https://github.com/myorg/ritmo-config \\\n    --token=${GITHUB_TOKEN}\n\nThe file (--config, default /etc/ritmo/gitops-bootstrap.yaml) never holds the\ntoken: it says ${RITMO_GITOPS_TOKEN} or the secret's ARN. A second run with the\nsame answers changes nothing and says so; a file that says something else is\nreplaced only with --force."
+        after_help = "Examples:\n  printf %s \"$GITHUB_TOKEN\" | ritmo gitops init \\\n    --repo=https://github.com/myorg/ritmo-config --branch=main --token-stdin\n  RITMO_GITOPS_TOKEN=... ritmo gitops init \\\n    --repo=https://github.com/myorg/ritmo-config \\\n    --config ./gitops-bootstrap.yaml\n  ritmo gitops init --repo=https://github.com/myorg/ritmo-config \\\n    --token-secret arn:aws:secretsmanager:...\n  # as the seed; lands in shell history:\n  ritmo gitops init --repo=https://github.com/myorg/ritmo-config \\\n    --token=${GITHUB_TOKEN}\n\nThe file (--config, default /etc/ritmo/gitops-bootstrap.yaml) never holds the\ntoken: it says ${RITMO_GITOPS_TOKEN} or the secret's ARN. A second run with the\nsame answers changes nothing and says so; a file that says something else is\nreplaced only with --force."
     )]
     Init(InitArgs),
 
@@ -108,7 +108,7 @@ pub enum Gitops {
 
     /// Show what would change inside each resource: the field diffs alone (secrets redacted)
     #[command(
-        after_help = "Examples:\n  ritmo gitops diff --repo-path ./ritmo-config\n  ritmo gitops diff -o json   # actions with changes: [{op, path, before, after}]"
+        after_help = "Examples:\n  ritmo gitops diff --repo-path ./ritmo-config\n  # actions with changes: [{op, path, before, after}]\n  ritmo gitops diff -o json"
     )]
     Diff(PlanArgs),
 

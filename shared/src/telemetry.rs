@@ -108,7 +108,8 @@ fn build<W>(
 where
     W: for<'w> MakeWriter<'w> + Send + Sync + 'static,
 {
-    let filter = EnvFilter::try_new(directives).unwrap_or_else(|_| EnvFilter::new("info"));
+    let filter = EnvFilter::try_new(quiet_dependencies(directives))
+        .unwrap_or_else(|_| EnvFilter::new(quiet_dependencies("info")));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(writer);
@@ -122,6 +123,37 @@ where
         ),
         LogFormat::Text => Box::new(builder.with_ansi(ansi).finish()),
     }
+}
+
+/// Crates that report routine work at `info`: refinery names every migration it applies (and
+/// that the history table is empty) on each first start. Their lines show only when the
+/// directives ask for `debug` or more, or name the crate.
+const CHATTY_DEPENDENCIES: [&str; 2] = ["refinery", "refinery_core"];
+
+/// `directives` with the [`CHATTY_DEPENDENCIES`] held at `warn` unless they already ask for
+/// `debug`/`trace` or mention the crate themselves.
+fn quiet_dependencies(directives: &str) -> String {
+    let verbose = EnvFilter::try_new(directives).is_ok_and(|filter| {
+        filter
+            .max_level_hint()
+            .is_some_and(|level| level >= tracing::level_filters::LevelFilter::DEBUG)
+    });
+    if verbose
+        || CHATTY_DEPENDENCIES
+            .iter()
+            .any(|name| directives.contains(name))
+    {
+        return directives.to_owned();
+    }
+    let mut quieted = directives.to_owned();
+    for name in CHATTY_DEPENDENCIES {
+        if !quieted.trim().is_empty() {
+            quieted.push(',');
+        }
+        quieted.push_str(name);
+        quieted.push_str("=warn");
+    }
+    quieted
 }
 
 /// The error chain of `error` on one line, for run records and logs (a cause already spelled
@@ -142,16 +174,30 @@ pub fn error_chain(error: &dyn std::error::Error) -> String {
 
 /// The span a sync runs in: every line logged inside carries these four fields, and `scan`
 /// (how the planner read the repository: incremental or full, and why) once it is recorded.
-/// It is an ERROR-level span so it stays enabled, and its fields present, whatever the level.
-pub fn sync_span(target: &str, sync_id: &str, commit: &str, trigger: &str) -> tracing::Span {
-    tracing::error_span!(
+/// A `sync_id` or `commit` not known yet (a plan before its run is recorded) is left out
+/// until recorded, rather than written empty. It is an ERROR-level span so it stays enabled,
+/// and its fields present, whatever the level.
+pub fn sync_span(
+    target: &str,
+    sync_id: Option<&str>,
+    commit: Option<&str>,
+    trigger: &str,
+) -> tracing::Span {
+    let span = tracing::error_span!(
         "sync",
         target = %target,
-        sync_id = %sync_id,
-        commit = %commit,
+        sync_id = tracing::field::Empty,
+        commit = tracing::field::Empty,
         trigger = %trigger,
         scan = tracing::field::Empty
-    )
+    );
+    if let Some(sync_id) = sync_id.filter(|id| !id.is_empty()) {
+        span.record("sync_id", tracing::field::display(sync_id));
+    }
+    if let Some(commit) = commit.filter(|commit| !commit.is_empty()) {
+        span.record("commit", tracing::field::display(commit));
+    }
+    span
 }
 
 /// An in-memory log writer: give it to [`subscriber`], read what was written with
@@ -229,6 +275,13 @@ where
             .remove("message")
             .unwrap_or(Value::String(String::new()));
 
+        // Lines from the `log` crate (refinery, tokio-postgres, …) arrive through tracing-log
+        // as module `log` with `log.file` (a path into the cargo registry of the build
+        // machine), `log.line`, `log.module_path` and `log.target`: only the target is worth
+        // keeping, as the line's module.
+        let log_target = fields.remove("log.target");
+        fields.retain(|key, _| !key.starts_with("log."));
+
         let meta = event.metadata();
         let mut line = Map::new();
         let timestamp = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Micros, true);
@@ -243,7 +296,11 @@ where
             };
             line.insert(key, value);
         }
-        line.insert("module".to_owned(), Value::String(meta.target().to_owned()));
+        let module = match log_target {
+            Some(Value::String(target)) => target,
+            _ => meta.target().to_owned(),
+        };
+        line.insert("module".to_owned(), Value::String(module));
 
         let text = serde_json::to_string(&Value::Object(line)).map_err(|_| fmt::Error)?;
         writeln!(writer, "{text}")
@@ -327,7 +384,7 @@ mod tests {
         let subscriber = subscriber(LogFormat::Json, "info", capture.clone());
 
         tracing::subscriber::with_default(subscriber, || {
-            let span = sync_span("prod", "0192f7c0-1111", "3f2a9c1e", "webhook");
+            let span = sync_span("prod", Some("0192f7c0-1111"), Some("3f2a9c1e"), "webhook");
             let _entered = span.enter();
             tracing::info!(created = 3, "applied");
         });
@@ -353,7 +410,7 @@ mod tests {
         let subscriber = subscriber(LogFormat::Json, "warn", capture.clone());
 
         tracing::subscriber::with_default(subscriber, || {
-            let _entered = sync_span("prod", "s-1", "abc", "poll").entered();
+            let _entered = sync_span("prod", Some("s-1"), Some("abc"), "poll").entered();
             let _inner = tracing::info_span!("apply", batch = 1).entered();
             tracing::info!("hidden");
             tracing::error!(error = "connection refused", "apply failed");
@@ -373,7 +430,7 @@ mod tests {
         let subscriber = subscriber(LogFormat::Json, "debug", capture.clone());
 
         tracing::subscriber::with_default(subscriber, || {
-            let _outer = sync_span("prod", "s-1", "abc", "poll").entered();
+            let _outer = sync_span("prod", Some("s-1"), Some("abc"), "poll").entered();
             let _inner = tracing::error_span!("retry", commit = "def").entered();
             tracing::debug!(level = "custom", trigger = "manual", "retrying");
         });
@@ -411,7 +468,7 @@ mod tests {
         let subscriber = subscriber(LogFormat::Text, "info", capture.clone());
 
         tracing::subscriber::with_default(subscriber, || {
-            let _entered = sync_span("prod", "s-9", "abc", "manual").entered();
+            let _entered = sync_span("prod", Some("s-9"), Some("abc"), "manual").entered();
             tracing::warn!("plan is stale");
         });
 
@@ -426,6 +483,89 @@ mod tests {
                 lines[0]
             );
         }
+    }
+
+    #[test]
+    fn a_sync_id_not_known_yet_is_left_out_until_recorded_never_written_empty() {
+        let json = LogCapture::new();
+        let text = LogCapture::new();
+
+        for (format, capture) in [(LogFormat::Json, &json), (LogFormat::Text, &text)] {
+            let subscriber = subscriber(format, "info", capture.clone());
+            tracing::subscriber::with_default(subscriber, || {
+                let span = sync_span("prod", None, Some(""), "webhook");
+                let _entered = span.enter();
+                tracing::info!("reading the repository");
+                span.record("sync_id", tracing::field::display("0192f7c0-2222"));
+                tracing::info!("planned");
+            });
+        }
+
+        let lines = json_lines(&json);
+        assert!(lines[0].get("sync_id").is_none(), "{}", lines[0]);
+        assert!(lines[0].get("commit").is_none(), "{}", lines[0]);
+        assert_eq!(lines[1]["sync_id"], "0192f7c0-2222");
+        let text = text.lines();
+        assert!(!text[0].contains("sync_id"), "{}", text[0]);
+        assert!(!text[0].contains("commit="), "{}", text[0]);
+        assert!(text[1].contains("sync_id=0192f7c0-2222"), "{}", text[1]);
+    }
+
+    #[test]
+    fn refinery_migration_chatter_shows_only_at_debug() {
+        let at_info = LogCapture::new();
+        let at_debug = LogCapture::new();
+
+        for (level, capture) in [("info", &at_info), ("debug", &at_debug)] {
+            let subscriber = subscriber(LogFormat::Json, level, capture.clone());
+            tracing::subscriber::with_default(subscriber, || {
+                tracing::info!(target: "refinery_core::traits::r#async", "applying migration: V1__initial");
+                tracing::info!(target: "refinery_core::traits", "schema history table is empty, going to apply all migrations");
+                tracing::warn!(target: "refinery_core::traits", "migration V9 is missing");
+                tracing::info!("store ready");
+            });
+        }
+
+        let messages = |capture: &LogCapture| -> Vec<String> {
+            json_lines(capture)
+                .iter()
+                .map(|line| line["message"].as_str().unwrap().to_owned())
+                .collect()
+        };
+        assert_eq!(
+            messages(&at_info),
+            ["migration V9 is missing", "store ready"]
+        );
+        assert_eq!(messages(&at_debug).len(), 4);
+        assert_eq!(
+            quiet_dependencies("refinery_core=info"),
+            "refinery_core=info"
+        );
+    }
+
+    #[test]
+    fn a_line_from_the_log_crate_keeps_its_target_as_module_and_no_registry_paths() {
+        let capture = LogCapture::new();
+        let subscriber = subscriber(LogFormat::Json, "info", capture.clone());
+
+        // The fields tracing-log gives a `log` record.
+        tracing::subscriber::with_default(subscriber, || {
+            tracing::warn!(
+                log.target = "tokio_postgres::connection",
+                log.module_path = "tokio_postgres::connection",
+                log.file = "/root/.cargo/registry/src/index.crates.io-1949cf8c6b5b557f/tokio-postgres-0.7.18/src/connection.rs",
+                log.line = 310,
+                "WARNING: something"
+            );
+        });
+
+        let lines = capture.lines();
+        assert_eq!(lines.len(), 1);
+        assert!(!lines[0].contains("log."), "{}", lines[0]);
+        assert!(!lines[0].contains(".cargo/registry"), "{}", lines[0]);
+        let line: Value = serde_json::from_str(&lines[0]).unwrap();
+        assert_eq!(line["module"], "tokio_postgres::connection");
+        assert_eq!(line["message"], "WARNING: something");
     }
 
     #[test]

@@ -8,6 +8,7 @@ mod git;
 mod git_auth;
 mod incremental;
 mod leak;
+mod logs;
 mod operations;
 mod pipeline;
 mod preview;

@@ -158,18 +158,25 @@ async fn approve(
 ) -> Result<Response, ApiError> {
     let sync_id = parse_sync_id(&id)?;
     let body: ApproveBody = optional_json(body)?;
-    tracing::info!(%sync_id, %actor, comment = body.comment.as_deref().unwrap_or(""), "approval requested");
     match workflow::approve_plan(&services, sync_id, &actor).await? {
-        ApproveOutcome::Approved { sync_id, target } => Ok((
-            StatusCode::ACCEPTED,
-            axum::Json(json!({
-                "status": "approved",
-                "sync_id": sync_id,
-                "target": target,
-                "approved_by": actor,
-            })),
-        )
-            .into_response()),
+        // The workflow logs "plan approved" (for every entry point); the comment is the API's
+        // own, logged only once the approval took, since a refused one (unknown plan, not
+        // waiting, stale) answers with its error and approves nothing.
+        ApproveOutcome::Approved { sync_id, target } => {
+            if let Some(comment) = &body.comment {
+                tracing::info!(%sync_id, %target, %actor, %comment, "approval comment");
+            }
+            Ok((
+                StatusCode::ACCEPTED,
+                axum::Json(json!({
+                    "status": "approved",
+                    "sync_id": sync_id,
+                    "target": target,
+                    "approved_by": actor,
+                })),
+            )
+                .into_response())
+        }
         ApproveOutcome::Stale {
             planned_generation,
             current_generation,

@@ -17,6 +17,7 @@ use ritmo::metrics::MetricsSink;
 use ritmo::queue::{LocalReceivers, Queues};
 use ritmo::services::Services;
 use ritmo::store::RunStatus;
+use ritmo::telemetry::{LogCapture, LogFormat, subscriber};
 use ritmo::workflow::{self, InlineSync};
 use ritmo_tests::db::TestDb;
 use ritmo_tests::git_http::TestRepo;
@@ -517,12 +518,47 @@ async fn approving_a_waiting_plan_records_the_iam_caller_and_queues_the_apply() 
         .parse()
         .unwrap();
 
-    let (status, body) = call(&harness.app, request.map(Body::new)).await;
-    let (again, again_body) = harness
-        .post(&format!("/api/v1/gitops/plans/{sync_id}/approve"), None)
-        .await;
+    let approved_log = LogCapture::new();
+    let refused_log = LogCapture::new();
+
+    let (status, body) = {
+        let _logging = tracing::subscriber::set_default(subscriber(
+            LogFormat::Json,
+            "info",
+            approved_log.clone(),
+        ));
+        call(&harness.app, request.map(Body::new)).await
+    };
+    let (again, again_body) = {
+        let _logging = tracing::subscriber::set_default(subscriber(
+            LogFormat::Json,
+            "info",
+            refused_log.clone(),
+        ));
+        harness
+            .post(&format!("/api/v1/gitops/plans/{sync_id}/approve"), None)
+            .await
+    };
 
     assert_eq!(status, StatusCode::ACCEPTED, "{body}");
+    let approved: Vec<Value> = approved_log
+        .lines()
+        .iter()
+        .map(|line| serde_json::from_str::<Value>(line).unwrap())
+        .collect();
+    let messages: Vec<&Value> = approved.iter().map(|line| &line["message"]).collect();
+    assert_eq!(
+        messages,
+        ["plan approved", "approval comment"],
+        "{approved:#?}"
+    );
+    assert_eq!(approved[0]["sync_id"], sync_id.to_string());
+    assert_eq!(approved[0]["actor"], JANE);
+    assert_eq!(approved[1]["comment"], "reviewed in CHG-1042");
+    // The refused second approval (409) logs no approval and no "approval requested".
+    for line in refused_log.lines() {
+        assert!(!line.contains("approv"), "{line}");
+    }
     assert_eq!(body["status"], "approved");
     assert_eq!(body["approved_by"], JANE);
     let apply = harness.receivers.applies.try_recv().unwrap();

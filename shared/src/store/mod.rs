@@ -101,14 +101,24 @@ impl Store {
             .execute("SELECT pg_advisory_lock($1)", &[&MIGRATION_LOCK])
             .await
             .map_err(StoreError::query("lock the schema for migration"))?;
+        // refinery's `CREATE TABLE IF NOT EXISTS refinery_schema_history` draws a NOTICE from
+        // PostgreSQL whenever the table exists, which tokio-postgres logs at `info` on every
+        // start that migrates: keep the server's notices to warnings while refinery runs.
+        let quiet = self
+            .client
+            .batch_execute("SET client_min_messages = warning")
+            .await;
         let migrated = embedded::migrations::runner()
             .run_async(&mut self.client)
             .await;
+        let reset = self.client.batch_execute("RESET client_min_messages").await;
         let unlocked = self
             .client
             .execute("SELECT pg_advisory_unlock($1)", &[&MIGRATION_LOCK])
             .await;
         migrated.map_err(StoreError::Migrate)?;
+        quiet.map_err(StoreError::query("quieten notices for the migration"))?;
+        reset.map_err(StoreError::query("restore notices after the migration"))?;
         unlocked.map_err(StoreError::query("unlock the schema after migration"))?;
         Ok(())
     }

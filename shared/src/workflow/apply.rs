@@ -79,8 +79,8 @@ async fn apply_request(
     };
     let span = telemetry::sync_span(
         &run.target,
-        &sync_id.to_string(),
-        run.commit.as_deref().unwrap_or(""),
+        Some(&sync_id.to_string()),
+        run.commit.as_deref(),
         run.trigger.as_str(),
     );
     async move {

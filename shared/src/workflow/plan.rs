@@ -155,12 +155,8 @@ pub async fn plan_revision(
     let trigger = request.trigger.known();
     let span = telemetry::sync_span(
         &target.name,
-        "",
-        request
-            .revision
-            .as_deref()
-            .and_then(commit_of)
-            .unwrap_or(""),
+        None,
+        request.revision.as_deref().and_then(commit_of),
         trigger.as_str(),
     );
     // A pull request's preview is a preview whoever runs it and however often the message is
@@ -491,7 +487,7 @@ impl Planning<'_> {
             let sync_id = store
                 .begin_run(&self.new_run(Some(plan.revision.to_string())))
                 .await?;
-            tracing::Span::current().record("sync_id", sync_id.to_string().as_str());
+            tracing::Span::current().record("sync_id", tracing::field::display(sync_id));
             if let Err(error) = store.record_plan(sync_id, plan, status).await {
                 // Leave no run stuck in `planning`: the retry records a new one.
                 let reason = format!(
@@ -562,7 +558,12 @@ impl Planning<'_> {
             .iter()
             .filter(|d| d.severity == diagnostic::Severity::Error)
             .count();
-        tracing::warn!(errors, %error, "plan failed");
+        let first = first_errors(&detail.diagnostics);
+        if first.is_empty() {
+            tracing::warn!(errors, %error, "plan failed");
+        } else {
+            tracing::warn!(errors, first_errors = %first, %error, "plan failed");
+        }
         if self.options.preview {
             return Ok(PlanRequestOutcome::Previewed {
                 target: self.target.name.clone(),
@@ -579,7 +580,7 @@ impl Planning<'_> {
         let sync_id = {
             let store = self.services.database().await?;
             let sync_id = store.begin_run(&self.new_run(revision.clone())).await?;
-            tracing::Span::current().record("sync_id", sync_id.to_string().as_str());
+            tracing::Span::current().record("sync_id", tracing::field::display(sync_id));
             store.fail_run(sync_id, &error, &detail.diagnostics).await?;
             sync_id
         };
@@ -673,4 +674,35 @@ async fn already_done(
         sync_id: open.id,
         status: open.status,
     }))
+}
+
+/// How many errors a failed plan's log line names.
+const LOGGED_ERRORS: usize = 3;
+
+/// The first [`LOGGED_ERRORS`] errors as `path:line:column code message`, `; `-separated (and
+/// how many more there are), so the log line alone says what to fix.
+fn first_errors(diagnostics: &[Diagnostic]) -> String {
+    let errors: Vec<&Diagnostic> = diagnostics
+        .iter()
+        .filter(|d| d.severity == diagnostic::Severity::Error)
+        .collect();
+    let mut text = errors
+        .iter()
+        .take(LOGGED_ERRORS)
+        .map(|d| {
+            if d.path.is_empty() {
+                format!("{} {}", d.code, d.message)
+            } else {
+                format!(
+                    "{}:{}:{} {} {}",
+                    d.path, d.line, d.column, d.code, d.message
+                )
+            }
+        })
+        .collect::<Vec<_>>()
+        .join("; ");
+    if errors.len() > LOGGED_ERRORS {
+        text.push_str(&format!("; and {} more", errors.len() - LOGGED_ERRORS));
+    }
+    text
 }

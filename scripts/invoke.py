@@ -1,0 +1,457 @@
+#!/usr/bin/env python3
+"""Runs the Lambda functions under cargo-lambda's emulator, as `make invoke` and `make invoke-all`.
+
+`cargo lambda watch` builds and serves the workspace's function binaries (debug, in target/),
+`cargo lambda invoke` hands one an event from events/. Each function gets the environment
+template.yaml gives it (Globals.Function.Environment), with the template's parameters and
+resources mapped to local stand-ins: the PostgreSQL of $DATABASE_URL as an "existing database"
+whose secret is in moto, and a moto server started here for the two FIFO queues, the webhook
+secret, the master key secret and the KMS key. Nothing else from the caller's environment
+reaches the functions, as in Lambda.
+
+--function NAME --event FILE prints that one response; --all invokes every function with every
+events/ file that is its own (by the name's prefix) and checks the answer against EXPECTED:
+status code, body, and the messages left on each queue.
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.parse
+import urllib.request
+from pathlib import Path
+
+import boto3
+import yaml
+
+ROOT = Path(__file__).resolve().parent.parent
+SCRATCH = ROOT / ".dev" / "invoke"
+REGION = "us-east-1"
+FUNCTIONS = ("webhook", "poller", "planner", "applier", "api")
+# events/README.md: every webhook-* event is signed with it.
+WEBHOOK_SECRET = "ritmo-test-webhook-secret"
+# The repository the sample events push to (events/README.md).
+REPO_URL = "https://github.com/acme/ritmo-config.git"
+MASTER_KEY = "ritmo-example-master-key-32bytes"
+# A debug build of one function on a loaded 2-core machine, before its first answer.
+FIRST_INVOKE_TIMEOUT = 1800
+
+# What each event must give, in sorted order on one fresh database and one moto. `status`: the
+# HTTP status (API Gateway events); `body`: keys the JSON body must have, with these values
+# (None: any value); `response`: the same for a function's plain JSON answer; `plan`/`apply`:
+# how many messages land on that queue, each with the keys of `message`; `failures`: the number
+# of SQS batch item failures.
+# The functions run with the template's environment, whose one target is `default`, tracking
+# REPO_URL; the api-*, planner-* and applier-* samples name target `prod`, so here they show the
+# routes, IAM identity, database and answers of an unknown target (functions/api/tests/api.rs
+# replays them against a registered `prod`). GitLab, Gitea and Bitbucket push the same
+# repository from their own hosts, which no target tracks.
+PUSH_ACCEPTED = {"status": 202, "body": {"status": "accepted", "targets": ["default"]},
+                 "plan": 1, "message": {"target": "default", "trigger": "webhook"}}
+UNTRACKED = {"status": 202, "body": {"status": "ignored", "reason": None}}
+NOT_FOUND = {"status": 404, "body": {"error": "not_found", "message": None}}
+EXPECTED: dict[str, dict] = {
+    "api-health-live.json": {"status": 200, "body": {"status": "live"}},
+    "api-health-ready.json": {"status": 200, "body": {"status": "ready", "database": "ok"}},
+    "api-job.json": NOT_FOUND,
+    "api-jobs.json": {"status": 200, "body": {"items": []}},
+    "api-plan-approve.json": NOT_FOUND,
+    "api-plan.json": NOT_FOUND,
+    "api-rollback.json": NOT_FOUND,
+    "api-status.json": NOT_FOUND,
+    "api-sync-history.json": {"status": 200, "body": {"runs": [], "next": None}},
+    "api-sync.json": NOT_FOUND,
+    # An apply request for a plan that is not stored is acknowledged (never retried).
+    "applier-apply-request.json": {"failures": 0},
+    "planner-invalid-message.json": {"failures": 0},
+    "planner-plan-request-batch.json": {"failures": 0},
+    "planner-plan-request.json": {"failures": 0},
+    # The sandbox has no route to github.com: the tick reports the target's error and goes on.
+    "poller-scheduled.json": {"response": {"enqueued": 0, "targets": None}},
+    "webhook-bitbucket-push-apigw-v2.json": UNTRACKED,
+    "webhook-gitea-push-apigw-v2.json": UNTRACKED,
+    "webhook-github-bad-signature-apigw-v2.json": {"status": 401, "body": {"error": "bad_signature"}},
+    "webhook-github-ping-apigw-v2.json": {"status": 200},
+    "webhook-github-push-apigw-v1.json": PUSH_ACCEPTED,
+    "webhook-github-push-apigw-v2.json": PUSH_ACCEPTED,
+    "webhook-github-push-base64-apigw-v2.json": PUSH_ACCEPTED,
+    "webhook-github-push-form-apigw-v1.json": PUSH_ACCEPTED,
+    "webhook-github-tag-push-apigw-v2.json": {"status": 202, "body": {"status": "ignored", "reason": "tag push `v1.4.0`"}},
+    "webhook-gitlab-push-apigw-v2.json": UNTRACKED,
+}
+# Sent twice more after the others: the second time is a redelivery, answered 200 and not queued.
+REDELIVERY = "webhook-github-push-apigw-v2.json"
+DUPLICATE = {"status": 200, "body": {"status": "duplicate"}, "plan": 0}
+
+
+def template_environment(local: dict[str, str], resources: dict[str, str]) -> dict[str, str]:
+    """The Globals environment of template.yaml, its parameters and resources made local."""
+
+    class Loader(yaml.SafeLoader):
+        pass
+
+    def tag(loader: yaml.Loader, suffix: str, node: yaml.Node):
+        if isinstance(node, yaml.ScalarNode):
+            return {suffix: loader.construct_scalar(node)}
+        if isinstance(node, yaml.SequenceNode):
+            return {suffix: loader.construct_sequence(node, deep=True)}
+        return {suffix: loader.construct_mapping(node, deep=True)}
+
+    Loader.add_multi_constructor("!", tag)
+    template = yaml.load((ROOT / "template.yaml").read_text(), Loader=Loader)
+    parameters = {
+        name: str(spec.get("Default", "")) for name, spec in template["Parameters"].items()
+    }
+    parameters.update(local)
+    conditions = template.get("Conditions", {})
+
+    def value(node):
+        if not isinstance(node, dict):
+            return "" if node is None else str(node).lower() if isinstance(node, bool) else str(node)
+        (function, argument), = node.items()
+        if function == "Ref":
+            if argument in parameters:
+                return parameters[argument]
+            if argument in resources:
+                return resources[argument]
+            raise SystemExit(f"template.yaml: no local stand-in for !Ref {argument}; add one to scripts/invoke.py")
+        if function == "GetAtt":
+            name = argument if isinstance(argument, str) else ".".join(argument)
+            if name in resources:
+                return resources[name]
+            raise SystemExit(f"template.yaml: no local stand-in for !GetAtt {name}; add one to scripts/invoke.py")
+        if function == "If":
+            condition, then, otherwise = argument
+            return value(then) if holds(condition) else value(otherwise)
+        raise SystemExit(f"template.yaml: scripts/invoke.py cannot evaluate !{function}")
+
+    def holds(name_or_node) -> bool:
+        node = conditions[name_or_node] if isinstance(name_or_node, str) else name_or_node
+        (function, argument), = node.items()
+        if function == "Equals":
+            return value(argument[0]) == value(argument[1])
+        if function == "Not":
+            return not holds(argument[0])
+        if function == "And":
+            return all(holds(a) for a in argument)
+        if function == "Or":
+            return any(holds(a) for a in argument)
+        if function == "Condition":
+            return holds(argument)
+        raise SystemExit(f"template.yaml: scripts/invoke.py cannot evaluate condition !{function}")
+
+    variables = template["Globals"]["Function"]["Environment"]["Variables"]
+    return {name: value(node) for name, node in variables.items()}
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_for(url: str, process: subprocess.Popen, what: str, log: Path, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise SystemExit(f"{what} exited ({process.returncode}); its output:\n{log.read_text()}")
+        try:
+            urllib.request.urlopen(url, timeout=2)
+            return
+        except OSError as error:
+            if getattr(error, "code", None):  # an HTTP error status: it answers
+                return
+            time.sleep(0.2)
+    raise SystemExit(f"{what} did not answer {url} within {timeout:.0f} s; its output:\n{log.read_text()}")
+
+
+class Stack:
+    """moto with the template's queues, secrets and key, and `cargo lambda watch` serving the
+    functions with the template's environment."""
+
+    def __init__(self):
+        self.processes: list[subprocess.Popen] = []
+
+    def start(self, database_url: str) -> None:
+        SCRATCH.mkdir(parents=True, exist_ok=True)
+        self.database_url = database_url
+        moto_log = SCRATCH / "moto.log"
+        moto_port = free_port()
+        self.moto_endpoint = f"http://127.0.0.1:{moto_port}"
+        moto_server = ROOT / ".venv" / "bin" / "moto_server"
+        if not moto_server.exists():
+            raise SystemExit(f"{moto_server} is missing: run `make tools`")
+        self.processes.append(
+            subprocess.Popen(
+                [str(moto_server), "-H", "127.0.0.1", "-p", str(moto_port)],
+                stdout=moto_log.open("w"), stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                start_new_session=True,
+            )
+        )
+        wait_for(f"{self.moto_endpoint}/moto-api/", self.processes[-1], "moto_server", moto_log, 60)
+        aws = dict(
+            region_name=REGION, endpoint_url=self.moto_endpoint,
+            aws_access_key_id="testing", aws_secret_access_key="testing",
+        )
+        self.sqs = boto3.client("sqs", **aws)
+        secrets = boto3.client("secretsmanager", **aws)
+        kms = boto3.client("kms", **aws)
+        self.queues = {
+            name: self.sqs.create_queue(
+                QueueName=f"ritmo-invoke-{name}.fifo",
+                Attributes={"FifoQueue": "true", "VisibilityTimeout": "30"},
+            )["QueueUrl"]
+            for name in ("plan", "apply")
+        }
+
+        database = urllib.parse.urlsplit(database_url)
+        database_secret = secrets.create_secret(
+            Name="ritmo/invoke/database",
+            SecretString=json.dumps(
+                {"username": database.username or "postgres", "password": database.password or ""}
+            ),
+        )["ARN"]
+        webhook_secret = secrets.create_secret(
+            Name="ritmo/invoke/webhook", SecretString=WEBHOOK_SECRET
+        )["ARN"]
+        master_key_secret = secrets.create_secret(
+            Name="ritmo/invoke/master-key", SecretString=MASTER_KEY
+        )["ARN"]
+        kms_key = kms.create_key(Description="ritmo invoke")["KeyMetadata"]["Arn"]
+
+        environment = template_environment(
+            local={
+                "RepoUrl": REPO_URL,
+                # The sample repository is public and nothing here holds a Git token.
+                "GitAuthType": "none",
+                "ExistingDatabaseHost": database.hostname or "127.0.0.1",
+                "ExistingDatabaseSecretArn": database_secret,
+                "DatabasePort": str(database.port or 5432),
+                "DatabaseName": database.path.lstrip("/") or "postgres",
+                "DatabaseUser": database.username or "postgres",
+                "WebhookSecretArn": webhook_secret,
+                "MasterKeySecretArn": master_key_secret,
+                "KmsKeyArn": kms_key,
+            },
+            resources={
+                "PlanQueue": self.queues["plan"],
+                "ApplyQueue": self.queues["apply"],
+            },
+        )
+        # The local PostgreSQL speaks no TLS; Aurora does (template: require).
+        environment["DATABASE_SSLMODE"] = "disable"
+        environment.update(
+            AWS_REGION=REGION,
+            AWS_ACCESS_KEY_ID="testing",
+            AWS_SECRET_ACCESS_KEY="testing",
+            AWS_ENDPOINT_URL=self.moto_endpoint,
+        )
+        self.environment = environment
+        (SCRATCH / "function.env").write_text(
+            "".join(f"{name}={value}\n" for name, value in sorted(environment.items()))
+        )
+
+        # Only what cargo needs to build: DATABASE_URL, RITMO_* and AWS_* of the caller's shell
+        # must not reach the functions, which read the template's variables alone.
+        keep = ("PATH", "HOME", "CARGO_HOME", "RUSTUP_HOME", "RUSTUP_TOOLCHAIN", "TMPDIR", "LANG", "TERM")
+        watch_env = {name: os.environ[name] for name in keep if name in os.environ}
+        watch_env["PATH"] = f"{ROOT / '.venv' / 'bin'}:{watch_env.get('PATH', '/usr/bin:/bin')}"
+        self.invoke_env = dict(watch_env)
+        watch_env.update(environment)
+        cargo_lambda = shutil.which("cargo-lambda", path=watch_env["PATH"])
+        if cargo_lambda is None:
+            raise SystemExit("cargo-lambda is missing from .venv/bin: run `make tools`")
+        self.port = free_port()
+        self.watch_log = SCRATCH / "watch.log"
+        self.processes.append(
+            subprocess.Popen(
+                ["cargo", "lambda", "watch", "--ignore-changes", "--timeout", str(FIRST_INVOKE_TIMEOUT),
+                 "-A", "127.0.0.1", "-P", str(self.port)],
+                cwd=ROOT, env=watch_env, stdin=subprocess.DEVNULL,
+                stdout=self.watch_log.open("w"), stderr=subprocess.STDOUT, start_new_session=True,
+            )
+        )
+        wait_for(f"http://127.0.0.1:{self.port}/", self.processes[-1], "cargo lambda watch", self.watch_log, 120)
+
+    def invoke(self, function: str, event: Path) -> dict:
+        result = subprocess.run(
+            ["cargo", "lambda", "invoke", function, "--data-file", str(event),
+             "-A", "127.0.0.1", "-P", str(self.port), "-o", "json"],
+            cwd=ROOT, env=self.invoke_env, capture_output=True, text=True,
+        )
+        if result.returncode != 0:
+            tail = "\n".join(self.watch_log.read_text().splitlines()[-40:])
+            raise InvokeError(
+                f"`cargo lambda invoke {function} --data-file {event.relative_to(ROOT)}` failed "
+                f"({result.returncode}):\n{result.stderr.strip()}\n--- last lines of {self.watch_log}:\n{tail}"
+            )
+        return json.loads(result.stdout)
+
+    def drain(self, queue: str) -> list[dict]:
+        """Every message on the queue, deleted as read."""
+        bodies = []
+        while True:
+            received = self.sqs.receive_message(
+                QueueUrl=self.queues[queue], MaxNumberOfMessages=10, WaitTimeSeconds=0,
+                AttributeNames=["All"],
+            ).get("Messages", [])
+            if not received:
+                return bodies
+            for message in received:
+                bodies.append(json.loads(message["Body"]))
+                self.sqs.delete_message(QueueUrl=self.queues[queue], ReceiptHandle=message["ReceiptHandle"])
+
+    def close(self) -> None:
+        for process in reversed(self.processes):
+            if process.poll() is None:
+                os.killpg(process.pid, signal.SIGTERM)
+                try:
+                    process.wait(timeout=10)
+                except subprocess.TimeoutExpired:
+                    os.killpg(process.pid, signal.SIGKILL)
+                    process.wait()
+
+
+class InvokeError(Exception):
+    pass
+
+
+def body_of(response: dict):
+    body = response.get("body")
+    if body is None:
+        return None
+    if response.get("isBase64Encoded"):
+        body = base64.b64decode(body).decode()
+    try:
+        return json.loads(body)
+    except ValueError:
+        return body
+
+
+def check(expected: dict, response: dict, queued: dict[str, list[dict]]) -> list[str]:
+    problems = []
+    if "status" in expected and response.get("statusCode") != expected["status"]:
+        problems.append(f"status {response.get('statusCode')}, expected {expected['status']}")
+    for part, document in (("body", body_of(response)), ("response", response)):
+        for key, want in expected.get(part, {}).items():
+            if not isinstance(document, dict) or key not in document:
+                problems.append(f"{part} has no `{key}`: {document!r}")
+            elif want is not None and document[key] != want:
+                problems.append(f"{part} `{key}` is {document[key]!r}, expected {want!r}")
+    if "failures" in expected:
+        failures = response.get("batchItemFailures")
+        if not isinstance(failures, list) or len(failures) != expected["failures"]:
+            problems.append(f"batchItemFailures {failures!r}, expected {expected['failures']}")
+    for queue in ("plan", "apply"):
+        want = expected.get(queue, 0)
+        if len(queued[queue]) != want:
+            problems.append(f"{len(queued[queue])} messages on the {queue} queue, expected {want}: {queued[queue]}")
+        for message in queued[queue]:
+            for key, value in expected.get("message", {}).items():
+                if message.get(key) != value:
+                    problems.append(f"{queue} queue message `{key}` is {message.get(key)!r}, expected {value!r}")
+    return problems
+
+
+def function_of(event: Path) -> str | None:
+    prefix = event.name.split("-", 1)[0]
+    return prefix if prefix in FUNCTIONS else None
+
+
+def fresh_database(server_url: str, name: str) -> str:
+    """The URL of database `name` on the server of `server_url`, emptied first."""
+    parts = urllib.parse.urlsplit(server_url)
+    url = urllib.parse.urlunsplit(parts._replace(path=f"/{name}"))
+    for statement in (f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)', f'CREATE DATABASE "{name}"'):
+        subprocess.run(["psql", server_url, "-qXc", statement], check=True,
+                       env={**os.environ, "PGOPTIONS": "-c client_min_messages=warning"})
+    return url
+
+
+def invoke_all(stack: Stack) -> int:
+    events = sorted((ROOT / "events").glob("*.json"))
+    # (file, expected answer, whether the deliveries seen before are forgotten)
+    runs = [(event, EXPECTED.get(event.name), True) for event in events]
+    runs.append((ROOT / "events" / REDELIVERY, PUSH_ACCEPTED, True))
+    runs.append((ROOT / "events" / REDELIVERY, DUPLICATE, False))
+    failed = 0
+    for number, (event, expected, forget) in enumerate(runs):
+        function = function_of(event)
+        label = f"events/{event.name}" + (" (again)" if number >= len(events) else "")
+        if function is None:
+            print(f"FAIL {label}: no function of that name: name it `FUNCTION-….json`")
+            failed += 1
+            continue
+        # The four GitHub push files are one delivery in four envelopes (events/README.md):
+        # each is checked as a first delivery, so the one before is forgotten.
+        if function == "webhook" and forget:
+            subprocess.run(["psql", stack.database_url, "-qXc", "DELETE FROM webhook_deliveries"],
+                           check=True, capture_output=True)
+        try:
+            response = stack.invoke(function, event)
+        except InvokeError as error:
+            print(f"FAIL {function} {label}: {error}")
+            failed += 1
+            continue
+        queued = {queue: stack.drain(queue) for queue in ("plan", "apply")}
+        if expected is None:
+            print(f"FAIL {function} {label}: no expected answer: add one to EXPECTED in scripts/invoke.py")
+            print(f"     response: {json.dumps(response)[:2000]}\n     queued: {json.dumps(queued)[:2000]}")
+            failed += 1
+            continue
+        problems = check(expected, response, queued)
+        if problems:
+            failed += 1
+            print(f"FAIL {function} {label}: " + "; ".join(problems))
+            print(f"     response: {json.dumps(response)[:2000]}")
+        else:
+            print(f"ok   {function} {label}")
+    print(f"invoke-all: {len(runs) - failed} of {len(runs)} invocations answered as expected")
+    return 1 if failed else 0
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--function", choices=FUNCTIONS)
+    parser.add_argument("--event", type=Path)
+    parser.add_argument("--all", action="store_true")
+    arguments = parser.parse_args()
+    database_url = os.environ.get("DATABASE_URL")
+    if not database_url:
+        raise SystemExit("DATABASE_URL is not set (the Makefile gets it from scripts/ensure-postgres.sh)")
+    if not arguments.all and not (arguments.function and arguments.event):
+        parser.error("give --function and --event, or --all")
+    if arguments.event and not arguments.event.is_file():
+        raise SystemExit(f"{arguments.event}: no such event file (see events/README.md for the list)")
+
+    # `make` passes Ctrl-C and kill on as signals; the finally below must still stop moto and
+    # the emulator, which run in sessions of their own.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+    if arguments.all:
+        database_url = fresh_database(database_url, "ritmo_invoke_all")
+    stack = Stack()
+    try:
+        stack.start(database_url)
+        if not arguments.all:
+            response = stack.invoke(arguments.function, arguments.event.resolve())
+            print(json.dumps(response, indent=2))
+            for queue in ("plan", "apply"):
+                for message in stack.drain(queue):
+                    print(f"{queue} queue: {json.dumps(message)}")
+            return 0
+        return invoke_all(stack)
+    finally:
+        stack.close()
+
+
+if __name__ == "__main__":
+    sys.exit(main())
