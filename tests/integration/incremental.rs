@@ -428,6 +428,7 @@ fn settings(prune: bool) -> TargetSettings {
             ..PlanPolicy::default()
         },
         auth: GitAuth::None,
+        preview: Default::default(),
     }
 }
 
@@ -1011,6 +1012,7 @@ mod through_the_pipeline {
             controls: Default::default(),
             policy: PlanPolicy::default(),
             auth: GitAuth::None,
+            preview: Default::default(),
         }
     }
 
