@@ -79,7 +79,6 @@ async fn known_target(services: &mut Services, name: &str) -> Result<bool> {
         controls: Default::default(),
         policy: Default::default(),
         auth: Default::default(),
-        preview: Default::default(),
     });
     Ok(true)
 }

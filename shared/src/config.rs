@@ -116,8 +116,6 @@ pub struct TargetSettings {
     pub controls: TargetControls,
     pub policy: PlanPolicy,
     pub auth: GitAuth,
-    /// Pull-request previews: whether this target plans them, and what it posts with.
-    pub preview: PreviewSettings,
 }
 
 /// `preview:` of a target (or of every target, under `gitops:`), `RITMO_GITOPS_PREVIEW_*`.
@@ -168,7 +166,6 @@ impl TargetSettings {
             controls: TargetControls::default(),
             policy: PlanPolicy::default(),
             auth: GitAuth::None,
-            preview: PreviewSettings::default(),
         }
     }
 
@@ -282,6 +279,9 @@ pub struct Settings {
     /// Per target, the branch patterns (`*` matches anything, `/` included) whose plans wait
     /// for approval even when `auto_apply` is on: `sync.require_approval_for_branches`.
     pub approval_branches: BTreeMap<String, Vec<String>>,
+    /// Per target, its pull-request previews (`preview:`, `RITMO_GITOPS_PREVIEW_*`); a target
+    /// missing here previews nothing. See [`Settings::preview`].
+    pub previews: BTreeMap<String, PreviewSettings>,
     /// Sync runs kept per target (`history_limit`, `RITMO_GITOPS_HISTORY_LIMIT`); `None` keeps
     /// [`DEFAULT_HISTORY_LIMIT`].
     pub history_limit: Option<u32>,
@@ -337,6 +337,11 @@ impl NotificationSettings {
 }
 
 impl Settings {
+    /// The preview settings of `target` when it previews pull requests.
+    pub fn preview(&self, target: &str) -> Option<&PreviewSettings> {
+        self.previews.get(target).filter(|preview| preview.enabled)
+    }
+
     /// Reads the bootstrap file (when `file` is given, or the default path exists) and applies
     /// the environment on top.
     pub fn load(
@@ -694,18 +699,20 @@ fn from_bootstrap(
 
     let mut targets = Vec::new();
     let mut approval_branches = BTreeMap::new();
+    let mut previews = BTreeMap::new();
     if repository.url.is_some() {
         if let Some(patterns) = &sync.require_approval_for_branches {
             approval_branches.insert(DEFAULT_TARGET.to_string(), patterns.clone());
         }
-        let mut target = target_settings(
+        let target = target_settings(
             DEFAULT_TARGET,
             &repository,
             &auth,
             &sync,
             &SyncSection::default(),
         )?;
-        target.preview = preview_settings(DEFAULT_TARGET, &preview, None, &target.auth)?;
+        let settings = preview_settings(DEFAULT_TARGET, &preview, None, &target.auth)?;
+        previews.insert(DEFAULT_TARGET.to_string(), settings);
         targets.push(target);
     }
     for declared in &gitops.targets {
@@ -727,19 +734,20 @@ fn from_bootstrap(
         {
             approval_branches.insert(declared.name.clone(), patterns.clone());
         }
-        let mut target = target_settings(
+        let target = target_settings(
             &declared.name,
             &declared.repository,
             &target_auth,
             &sync,
             &own_sync,
         )?;
-        target.preview = preview_settings(
+        let settings = preview_settings(
             &declared.name,
             &preview,
             declared.preview.as_ref(),
             &target.auth,
         )?;
+        previews.insert(declared.name.clone(), settings);
         targets.push(target);
     }
 
@@ -827,6 +835,7 @@ fn from_bootstrap(
         in_lambda: var("AWS_LAMBDA_FUNCTION_NAME").is_some(),
         check_secret_refs,
         approval_branches,
+        previews,
         history_limit,
         poll_concurrency,
         retry,
@@ -916,7 +925,6 @@ fn target_settings(
             target: name.to_string(),
             message,
         })?,
-        preview: PreviewSettings::default(),
     })
 }
 
@@ -958,9 +966,11 @@ fn preview_settings(
     };
     let enabled = own.enabled.or(shared.enabled).unwrap_or(false);
     if enabled && credential.is_none() {
-        return Err(invalid(
-            "previews are on but nothing to post them with: set `preview.token` (e.g.              `${RITMO_GITOPS_PREVIEW_TOKEN}`), `preview.token_secret` (a Secrets Manager ARN) or              `preview.github_app: true`",
-        ));
+        return Err(invalid(concat!(
+            "previews are on but nothing to post them with: set `preview.token` ",
+            "(e.g. `${RITMO_GITOPS_PREVIEW_TOKEN}`), `preview.token_secret` ",
+            "(a Secrets Manager ARN) or `preview.github_app: true`"
+        )));
     }
     Ok(PreviewSettings {
         enabled,
@@ -2029,14 +2039,7 @@ gitops:
         let settings =
             from_bootstrap(parse_bootstrap("b.yaml", PREVIEW_FILE, &env).unwrap(), &env).unwrap();
 
-        let preview = |name: &str| {
-            &settings
-                .targets
-                .iter()
-                .find(|t| t.name == name)
-                .unwrap()
-                .preview
-        };
+        let preview = |name: &str| &settings.previews[name];
         assert!(preview("default").enabled);
         match &preview("default").credential {
             Some(PreviewCredential::Token(SecretSetting::Value(token))) => {
@@ -2062,8 +2065,8 @@ gitops:
 
         let settings = from_bootstrap(Bootstrap::default(), &env).unwrap();
 
-        assert!(!settings.targets[0].preview.enabled);
-        assert!(settings.targets[0].preview.credential.is_none());
+        assert!(!settings.previews["default"].enabled);
+        assert!(settings.previews["default"].credential.is_none());
     }
 
     #[test]
@@ -2079,7 +2082,7 @@ gitops:
 
         let settings = from_bootstrap(Bootstrap::default(), &env).unwrap();
 
-        let preview = &settings.targets[0].preview;
+        let preview = &settings.previews["default"];
         assert!(preview.enabled);
         assert!(matches!(
             preview.credential,

@@ -428,7 +428,6 @@ fn settings(prune: bool) -> TargetSettings {
             ..PlanPolicy::default()
         },
         auth: GitAuth::None,
-        preview: Default::default(),
     }
 }
 
@@ -1012,7 +1011,6 @@ mod through_the_pipeline {
             controls: Default::default(),
             policy: PlanPolicy::default(),
             auth: GitAuth::None,
-            preview: Default::default(),
         }
     }
 

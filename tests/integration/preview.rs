@@ -4,7 +4,9 @@
 
 use std::collections::BTreeSet;
 
-use ritmo::config::{GitAuth, Settings, TargetSettings};
+use ritmo::config::{
+    GitAuth, PreviewCredential, PreviewSettings, SecretSetting, Settings, TargetSettings,
+};
 use ritmo::diff::Op;
 use ritmo::message::{PlanRequest, PullRequestPreview, Trigger};
 use ritmo::metrics::MetricsSink;
@@ -162,8 +164,160 @@ async fn a_signed_pull_request_event_is_read_and_answered_without_planning_anyth
     };
     assert_eq!(
         reason,
-        "pull request #2 into `master`: no target previews pull requests"
+        "pull request #2 into `master`: no target follows that branch of this repository"
     );
     assert!(receivers.plans.try_recv().is_err());
     assert_eq!(count(&db, "SELECT count(*) FROM sync_runs").await, 0);
+}
+
+/// Settings whose target previews pull requests, posting with a token.
+fn previewing(settings: Settings) -> Settings {
+    let preview = PreviewSettings {
+        enabled: true,
+        credential: Some(PreviewCredential::Token(SecretSetting::Value(
+            SecretString::from("preview-token"),
+        ))),
+        api_url: None,
+    };
+    Settings {
+        previews: [(TARGET.to_string(), preview)].into(),
+        ..settings
+    }
+}
+
+/// GitHub's own example `pull_request` delivery (`@octokit/webhooks-examples`), pointed at the
+/// served repository: its base branch and head commit set, signed with the test secret.
+fn github_pull_request(
+    fixture: &[u8],
+    remote: &Remote,
+    base: &str,
+    head: &str,
+    delivery: &str,
+) -> (Vec<(String, String)>, Vec<u8>) {
+    let mut value: serde_json::Value = serde_json::from_slice(fixture).unwrap();
+    let url = remote.url();
+    for field in ["clone_url", "html_url", "git_url", "ssh_url"] {
+        value["repository"][field] = url.clone().into();
+    }
+    value["pull_request"]["base"]["ref"] = base.into();
+    value["pull_request"]["head"]["sha"] = head.into();
+    let body = serde_json::to_vec(&value).unwrap();
+    let signature = {
+        use hmac::{Hmac, Mac};
+        let mut mac = Hmac::<sha2::Sha256>::new_from_slice(SECRET.as_bytes()).unwrap();
+        mac.update(&body);
+        format!("sha256={}", hex::encode(mac.finalize().into_bytes()))
+    };
+    let headers = [
+        ("Content-Type", "application/json"),
+        ("X-GitHub-Event", "pull_request"),
+        ("X-GitHub-Delivery", delivery),
+        ("X-Hub-Signature-256", signature.as_str()),
+    ]
+    .iter()
+    .map(|(k, v)| (k.to_string(), v.to_string()))
+    .collect();
+    (headers, body)
+}
+
+const OPENED: &[u8] =
+    include_bytes!("../../shared/src/webhook/fixtures/github-pull-request-opened.json");
+
+#[tokio::test]
+async fn a_signed_pull_request_into_a_previewing_target_queues_one_preview_for_its_head() {
+    let db = TestDb::new().await;
+    let remote = Remote::new();
+    let cache = tempfile::tempdir().unwrap();
+    let (queues, mut receivers) = Queues::local();
+    let services = Services::connect(
+        previewing(settings(&db, &remote, &cache)),
+        queues,
+        MetricsSink::capture(),
+    )
+    .await
+    .unwrap();
+    let head = remote.push_plugin("git-scm", "1.0.0");
+    let (headers, body) = github_pull_request(OPENED, &remote, "main", &head, "pr-1");
+
+    let reply = workflow::accept_webhook(&services, &headers, &body).await;
+
+    let WebhookOutcome::Accepted { targets, .. } = &reply else {
+        panic!("{reply:?}");
+    };
+    assert_eq!(targets, &[TARGET.to_string()]);
+    let request = receivers.plans.try_recv().unwrap();
+    assert!(receivers.plans.try_recv().is_err(), "more than one request");
+    let pull = request.pull_request.as_deref().expect("a preview request");
+    assert_eq!(pull.number, 2);
+    assert_eq!(pull.head_commit, head);
+    assert_eq!(pull.head_ref, "refs/pull/2/head");
+    assert_eq!(pull.provider, "github");
+    // The target's own repository, from its URL: not the payload's `Codertocat/Hello-World`.
+    assert_eq!(pull.repository, "acme/config");
+    let outcome = workflow::handle_plan_request(&services, &request)
+        .await
+        .unwrap();
+    assert!(
+        matches!(outcome, PlanRequestOutcome::Previewed { .. }),
+        "{outcome:?}"
+    );
+    assert_eq!(count(&db, "SELECT count(*) FROM sync_runs").await, 0);
+    assert_eq!(count(&db, "SELECT count(*) FROM resources").await, 0);
+    assert!(receivers.applies.try_recv().is_err(), "an apply was queued");
+}
+
+#[tokio::test]
+async fn a_pull_request_into_a_branch_no_target_follows_is_ignored() {
+    let db = TestDb::new().await;
+    let remote = Remote::new();
+    let cache = tempfile::tempdir().unwrap();
+    let (queues, mut receivers) = Queues::local();
+    let services = Services::connect(
+        previewing(settings(&db, &remote, &cache)),
+        queues,
+        MetricsSink::capture(),
+    )
+    .await
+    .unwrap();
+    let head = remote.push_plugin("git-scm", "1.0.0");
+    let (headers, body) = github_pull_request(OPENED, &remote, "release", &head, "pr-2");
+
+    let reply = workflow::accept_webhook(&services, &headers, &body).await;
+
+    let WebhookOutcome::Ignored { reason } = &reply else {
+        panic!("{reply:?}");
+    };
+    assert_eq!(
+        reason,
+        "pull request #2 into `release`: no target follows that branch of this repository"
+    );
+    assert!(receivers.plans.try_recv().is_err());
+}
+
+#[tokio::test]
+async fn a_pull_request_into_a_target_without_previews_is_ignored_with_what_to_set() {
+    let db = TestDb::new().await;
+    let remote = Remote::new();
+    let cache = tempfile::tempdir().unwrap();
+    let (queues, mut receivers) = Queues::local();
+    let services = Services::connect(
+        settings(&db, &remote, &cache),
+        queues,
+        MetricsSink::capture(),
+    )
+    .await
+    .unwrap();
+    let head = remote.push_plugin("git-scm", "1.0.0");
+    let (headers, body) = github_pull_request(OPENED, &remote, "main", &head, "pr-3");
+
+    let reply = workflow::accept_webhook(&services, &headers, &body).await;
+
+    let WebhookOutcome::Ignored { reason } = &reply else {
+        panic!("{reply:?}");
+    };
+    assert!(
+        reason.contains("set `preview.enabled` on `default`"),
+        "{reason}"
+    );
+    assert!(receivers.plans.try_recv().is_err());
 }
