@@ -236,7 +236,8 @@ async fn a_signed_pull_request_into_a_previewing_target_queues_one_preview_for_i
     )
     .await
     .unwrap();
-    let head = remote.push_plugin("git-scm", "1.0.0");
+    remote.push_plugin("git-scm", "1.0.0");
+    let head = remote.push_pull_request(2, &[("README.md", "proposed\n")]);
     let (headers, body) = github_pull_request(OPENED, &remote, "main", &head, "pr-1");
 
     let reply = workflow::accept_webhook(&services, &headers, &body).await;
@@ -320,4 +321,62 @@ async fn a_pull_request_into_a_target_without_previews_is_ignored_with_what_to_s
         "{reason}"
     );
     assert!(receivers.plans.try_recv().is_err());
+}
+
+#[tokio::test]
+async fn a_fork_pull_request_is_planned_from_its_head_fetched_by_its_pull_request_ref() {
+    let db = TestDb::new().await;
+    let remote = Remote::new();
+    let cache = tempfile::tempdir().unwrap();
+    let (queues, mut receivers) = Queues::local();
+    let services = Services::connect(
+        previewing(settings(&db, &remote, &cache)),
+        queues,
+        MetricsSink::capture(),
+    )
+    .await
+    .unwrap();
+    remote.push_plugin("git-scm", "1.0.0");
+    // The fork's commit is on no branch of the served repository: only its pull ref has it.
+    let head = remote.push_pull_request(
+        2,
+        &[(
+            "plugins/fork-only.yaml",
+            "apiVersion: ritmo.dev/v1\nkind: Plugin\nmetadata:\n  name: fork-only\nspec:\n  \
+             type: scm\n  binary_path: /opt/ritmo/plugins/fork-only\n  version: 1.0.0\n  \
+             enabled: true\n",
+        )],
+    );
+    let mut fixture: serde_json::Value = serde_json::from_slice(OPENED).unwrap();
+    fixture["pull_request"]["head"]["repo"]["full_name"] = "someone/Hello-World".into();
+    fixture["pull_request"]["head"]["repo"]["id"] = 999_999.into();
+    let fixture = serde_json::to_vec(&fixture).unwrap();
+    let (headers, body) = github_pull_request(&fixture, &remote, "main", &head, "pr-fork");
+
+    let reply = workflow::accept_webhook(&services, &headers, &body).await;
+
+    assert!(
+        matches!(reply, WebhookOutcome::Accepted { .. }),
+        "{reply:?}"
+    );
+    let request = receivers.plans.try_recv().unwrap();
+    let pull = request.pull_request.as_deref().unwrap();
+    assert!(pull.from_fork, "{pull:?}");
+    let outcome = workflow::handle_plan_request(&services, &request)
+        .await
+        .unwrap();
+    let PlanRequestOutcome::Previewed { detail, .. } = &outcome else {
+        panic!("{outcome:?}");
+    };
+    let plan = detail.plan.as_ref().unwrap();
+    assert_eq!(plan.revision.commit(), Some(head.as_str()));
+    assert!(
+        plan.actions
+            .iter()
+            .any(|action| format!("{action:?}").contains("fork-only")),
+        "{:?}",
+        plan.actions
+    );
+    assert_eq!(count(&db, "SELECT count(*) FROM sync_runs").await, 0);
+    assert!(receivers.applies.try_recv().is_err(), "an apply was queued");
 }

@@ -336,7 +336,13 @@ impl Planning<'_> {
         let source =
             source::source_spec(&self.services.settings, self.target, self.options.worktree)
                 .await?;
-        let located = incremental::locate(&source, self.commit_to_read(state).as_deref()).await?;
+        let commit = self.commit_to_read(state);
+        let located = match (self.request.pull_request.as_deref(), commit.as_deref()) {
+            (Some(pull), Some(commit)) => {
+                incremental::locate_pull_request(&source, commit, &pull.head_ref).await?
+            }
+            (_, commit) => incremental::locate(&source, commit).await?,
+        };
         let commit = located.revision().commit().unwrap_or_default().to_string();
         tracing::Span::current().record("commit", commit.as_str());
         if self.checks_duplicates()
