@@ -777,3 +777,41 @@ fn rsa_private_key() -> String {
         lines.join("\n")
     )
 }
+
+#[tokio::test]
+async fn a_preview_message_naming_another_repository_posts_nothing() {
+    let db = TestDb::new().await;
+    let remote = Remote::new();
+    let cache = tempfile::tempdir().unwrap();
+    let (queues, mut receivers) = Queues::local();
+    let forge = FakeForge::start("/api/v3").await;
+    let services = Services::connect(
+        previewing(settings(&db, &remote, &cache), &forge),
+        queues,
+        MetricsSink::capture(),
+    )
+    .await
+    .unwrap();
+    let head = remote.push_plugin("git-scm", "1.0.0");
+    // A message the webhook never sent (forged, or replayed from elsewhere).
+    let request = PlanRequest::new(TARGET, Trigger::Webhook, chrono::Utc::now()).with_pull_request(
+        "main",
+        PullRequestPreview {
+            provider: "github".into(),
+            repository: "someone/else".into(),
+            number: 2,
+            head_commit: head,
+            head_ref: "refs/pull/2/head".into(),
+            from_fork: true,
+        },
+    );
+
+    let error = workflow::handle_plan_request(&services, &request)
+        .await
+        .unwrap_err();
+
+    assert!(error.to_string().contains("someone/else"), "{error}");
+    assert!(!error.is_retryable());
+    assert!(forge.requests().is_empty(), "{:#?}", forge.requests());
+    assert!(receivers.applies.try_recv().is_err());
+}
