@@ -53,6 +53,8 @@ pub enum ConfigError {
     MissingRepository { target: String },
     #[error("authentication of target `{target}`: {message}")]
     InvalidAuth { target: String, message: String },
+    #[error("pull-request previews of target `{target}`: {message}")]
+    InvalidPreview { target: String, message: String },
 }
 
 /// How a target authenticates to its Git host. Secret values are held redacted; a `*_secret`
@@ -114,6 +116,30 @@ pub struct TargetSettings {
     pub controls: TargetControls,
     pub policy: PlanPolicy,
     pub auth: GitAuth,
+}
+
+/// `preview:` of a target (or of every target, under `gitops:`), `RITMO_GITOPS_PREVIEW_*`.
+#[derive(Debug, Clone, Default)]
+pub struct PreviewSettings {
+    /// Pull requests into the target's branch are planned (never applied) and the result
+    /// posted to them. Off unless set: a preview posts to the forge, which needs a credential.
+    pub enabled: bool,
+    /// What the result is posted with; never `None` when `enabled` (the settings refuse it).
+    pub credential: Option<PreviewCredential>,
+    /// The forge's API root when it cannot be told from the repository URL (GitHub
+    /// Enterprise Server `https://HOST/api/v3`, a Gitea/GitLab behind another name).
+    pub api_url: Option<String>,
+}
+
+/// What a preview is posted to the forge with.
+#[derive(Debug, Clone)]
+pub enum PreviewCredential {
+    /// A token with the forge's status and comment scopes (GitHub: `statuses: write` and
+    /// `pull_requests: write`; GitLab: `api`; Gitea: `write:repository`, `write:issue`).
+    Token(SecretSetting),
+    /// The target's own GitHub App (`authentication.github_app`), which may also write check
+    /// runs (`checks: write`) with an annotation per error.
+    GitHubApp,
 }
 
 /// What an operator sets per target besides where it reads from and how it syncs.
@@ -253,6 +279,9 @@ pub struct Settings {
     /// Per target, the branch patterns (`*` matches anything, `/` included) whose plans wait
     /// for approval even when `auto_apply` is on: `sync.require_approval_for_branches`.
     pub approval_branches: BTreeMap<String, Vec<String>>,
+    /// Per target, its pull-request previews (`preview:`, `RITMO_GITOPS_PREVIEW_*`); a target
+    /// missing here previews nothing. See [`Settings::preview`].
+    pub previews: BTreeMap<String, PreviewSettings>,
     /// Sync runs kept per target (`history_limit`, `RITMO_GITOPS_HISTORY_LIMIT`); `None` keeps
     /// [`DEFAULT_HISTORY_LIMIT`].
     pub history_limit: Option<u32>,
@@ -308,6 +337,11 @@ impl NotificationSettings {
 }
 
 impl Settings {
+    /// The preview settings of `target` when it previews pull requests.
+    pub fn preview(&self, target: &str) -> Option<&PreviewSettings> {
+        self.previews.get(target).filter(|preview| preview.enabled)
+    }
+
     /// Reads the bootstrap file (when `file` is given, or the default path exists) and applies
     /// the environment on top.
     pub fn load(
@@ -432,6 +466,21 @@ struct GitopsSection {
     notifications: NotificationsSection,
     #[serde(default)]
     retry: RetrySection,
+    #[serde(default)]
+    preview: PreviewSection,
+}
+
+/// `preview:` under `gitops:` (every target) or a target (overriding field by field).
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PreviewSection {
+    enabled: Option<bool>,
+    /// Usually `${VAR}`, replaced before parsing like any value of the file.
+    token: Option<String>,
+    token_secret: Option<String>,
+    /// Post with the target's `authentication.github_app` instead of a token.
+    github_app: Option<bool>,
+    api_url: Option<String>,
 }
 
 /// `gitops.retry:` in seconds and receives.
@@ -536,6 +585,7 @@ struct TargetSection {
     repository: RepositorySection,
     authentication: Option<AuthSection>,
     sync: Option<SyncSection>,
+    preview: Option<PreviewSection>,
 }
 
 fn parse_bootstrap(
@@ -644,20 +694,26 @@ fn from_bootstrap(
     overlay_sync_env(&mut sync, &var)?;
     let mut auth = gitops.authentication.clone();
     overlay_auth_env(&mut auth, &var)?;
+    let mut preview = gitops.preview.clone();
+    overlay_preview_env(&mut preview, &var)?;
 
     let mut targets = Vec::new();
     let mut approval_branches = BTreeMap::new();
+    let mut previews = BTreeMap::new();
     if repository.url.is_some() {
         if let Some(patterns) = &sync.require_approval_for_branches {
             approval_branches.insert(DEFAULT_TARGET.to_string(), patterns.clone());
         }
-        targets.push(target_settings(
+        let target = target_settings(
             DEFAULT_TARGET,
             &repository,
             &auth,
             &sync,
             &SyncSection::default(),
-        )?);
+        )?;
+        let settings = preview_settings(DEFAULT_TARGET, &preview, None, &target.auth)?;
+        previews.insert(DEFAULT_TARGET.to_string(), settings);
+        targets.push(target);
     }
     for declared in &gitops.targets {
         if targets
@@ -678,13 +734,21 @@ fn from_bootstrap(
         {
             approval_branches.insert(declared.name.clone(), patterns.clone());
         }
-        targets.push(target_settings(
+        let target = target_settings(
             &declared.name,
             &declared.repository,
             &target_auth,
             &sync,
             &own_sync,
-        )?);
+        )?;
+        let settings = preview_settings(
+            &declared.name,
+            &preview,
+            declared.preview.as_ref(),
+            &target.auth,
+        )?;
+        previews.insert(declared.name.clone(), settings);
+        targets.push(target);
     }
 
     let webhook = gitops.webhook;
@@ -771,6 +835,7 @@ fn from_bootstrap(
         in_lambda: var("AWS_LAMBDA_FUNCTION_NAME").is_some(),
         check_secret_refs,
         approval_branches,
+        previews,
         history_limit,
         poll_concurrency,
         retry,
@@ -861,6 +926,86 @@ fn target_settings(
             message,
         })?,
     })
+}
+
+/// A target's preview settings: its own `preview:` over the shared one, field by field. A
+/// target with its own token or secret does not inherit the other way of giving it.
+fn preview_settings(
+    name: &str,
+    shared: &PreviewSection,
+    own: Option<&PreviewSection>,
+    auth: &GitAuth,
+) -> Result<PreviewSettings, ConfigError> {
+    let invalid = |message: &str| ConfigError::InvalidPreview {
+        target: name.to_string(),
+        message: message.to_string(),
+    };
+    let own = own.cloned().unwrap_or_default();
+    let (token, token_secret) = if own.token.is_some() || own.token_secret.is_some() {
+        (own.token, own.token_secret)
+    } else {
+        (shared.token.clone(), shared.token_secret.clone())
+    };
+    let github_app = own.github_app.or(shared.github_app).unwrap_or(false);
+    let token = secret_setting("preview token", token.as_ref(), None, token_secret.as_ref())
+        .map_err(|message| invalid(&message))?;
+    let credential = match (token, github_app) {
+        (Some(_), true) => {
+            return Err(invalid(
+                "give either `preview.token`/`preview.token_secret` or `preview.github_app: true`, not both",
+            ));
+        }
+        (Some(token), false) => Some(PreviewCredential::Token(token)),
+        (None, true) if !matches!(auth, GitAuth::GitHubApp { .. }) => {
+            return Err(invalid(
+                "`preview.github_app: true` needs `authentication.type: github_app` on the target",
+            ));
+        }
+        (None, true) => Some(PreviewCredential::GitHubApp),
+        (None, false) => None,
+    };
+    let enabled = own.enabled.or(shared.enabled).unwrap_or(false);
+    if enabled && credential.is_none() {
+        return Err(invalid(concat!(
+            "previews are on but nothing to post them with: set `preview.token` ",
+            "(e.g. `${RITMO_GITOPS_PREVIEW_TOKEN}`), `preview.token_secret` ",
+            "(a Secrets Manager ARN) or `preview.github_app: true`"
+        )));
+    }
+    Ok(PreviewSettings {
+        enabled,
+        credential,
+        api_url: own
+            .api_url
+            .or_else(|| shared.api_url.clone())
+            .map(|url| url.trim_end_matches('/').to_string()),
+    })
+}
+
+/// `RITMO_GITOPS_PREVIEW_*` over the file's shared `preview:`. A variable giving the token one
+/// way replaces the file's other way.
+fn overlay_preview_env(
+    preview: &mut PreviewSection,
+    var: &dyn Fn(&str) -> Option<String>,
+) -> Result<(), ConfigError> {
+    for (name, field) in [
+        ("RITMO_GITOPS_PREVIEW_ENABLED", &mut preview.enabled),
+        ("RITMO_GITOPS_PREVIEW_GITHUB_APP", &mut preview.github_app),
+    ] {
+        if let Some(value) = var(name) {
+            *field = Some(parse_bool(name, &value)?);
+        }
+    }
+    if let Some(token) = var("RITMO_GITOPS_PREVIEW_TOKEN") {
+        (preview.token, preview.token_secret) = (Some(token), None);
+    }
+    if let Some(secret) = var("RITMO_GITOPS_PREVIEW_TOKEN_SECRET_ARN") {
+        (preview.token, preview.token_secret) = (None, Some(secret));
+    }
+    if let Some(url) = var("RITMO_GITOPS_PREVIEW_API_URL") {
+        preview.api_url = Some(url);
+    }
+    Ok(())
 }
 
 /// The retry policy from `retry:` with `RITMO_GITOPS_RETRY_*` on top, the defaults for what
@@ -1864,5 +2009,124 @@ gitops:
         assert_eq!(normalise_path("/  # Root path in repo"), "/");
         assert_eq!(normalise_path("./config/prod/"), "config/prod");
         assert_eq!(normalise_path(""), "/");
+    }
+
+    const PREVIEW_FILE: &str = r#"
+gitops:
+  repository:
+    url: https://github.com/myorg/ritmo-config
+  preview:
+    enabled: true
+    token: ${RITMO_GITOPS_PREVIEW_TOKEN}
+  targets:
+    - name: staging
+      repository:
+        url: https://gitlab.example.com/ops/config.git
+      preview:
+        token_secret: arn:aws:secretsmanager:eu-west-1:123456789012:secret:preview
+        api_url: https://gitlab.example.com/api/v4/
+    - name: quiet
+      repository:
+        url: https://github.com/myorg/other
+      preview:
+        enabled: false
+"#;
+
+    #[test]
+    fn previews_are_set_per_target_over_the_shared_section() {
+        let env = env(&[("RITMO_GITOPS_PREVIEW_TOKEN", "ghp_preview")]);
+
+        let settings =
+            from_bootstrap(parse_bootstrap("b.yaml", PREVIEW_FILE, &env).unwrap(), &env).unwrap();
+
+        let preview = |name: &str| &settings.previews[name];
+        assert!(preview("default").enabled);
+        match &preview("default").credential {
+            Some(PreviewCredential::Token(SecretSetting::Value(token))) => {
+                assert_eq!(token.expose_secret(), "ghp_preview")
+            }
+            other => panic!("expected the token from the variable, got {other:?}"),
+        }
+        assert!(preview("staging").enabled);
+        assert!(matches!(
+            &preview("staging").credential,
+            Some(PreviewCredential::Token(SecretSetting::SecretsManager(arn))) if arn.ends_with(":secret:preview")
+        ));
+        assert_eq!(
+            preview("staging").api_url.as_deref(),
+            Some("https://gitlab.example.com/api/v4")
+        );
+        assert!(!preview("quiet").enabled);
+    }
+
+    #[test]
+    fn previews_are_off_unless_switched_on() {
+        let env = env(&[("RITMO_GITOPS_REPO_URL", "https://github.com/o/r")]);
+
+        let settings = from_bootstrap(Bootstrap::default(), &env).unwrap();
+
+        assert!(!settings.previews["default"].enabled);
+        assert!(settings.previews["default"].credential.is_none());
+    }
+
+    #[test]
+    fn preview_variables_switch_on_the_default_target() {
+        let env = env(&[
+            ("RITMO_GITOPS_REPO_URL", "https://github.com/o/r"),
+            ("RITMO_GITOPS_PREVIEW_ENABLED", "true"),
+            (
+                "RITMO_GITOPS_PREVIEW_TOKEN_SECRET_ARN",
+                "arn:aws:secretsmanager:eu-west-1:1:secret:t",
+            ),
+        ]);
+
+        let settings = from_bootstrap(Bootstrap::default(), &env).unwrap();
+
+        let preview = &settings.previews["default"];
+        assert!(preview.enabled);
+        assert!(matches!(
+            preview.credential,
+            Some(PreviewCredential::Token(SecretSetting::SecretsManager(_)))
+        ));
+    }
+
+    #[test]
+    fn previews_on_without_a_credential_are_refused_with_what_to_set() {
+        let env = env(&[
+            ("RITMO_GITOPS_REPO_URL", "https://github.com/o/r"),
+            ("RITMO_GITOPS_PREVIEW_ENABLED", "true"),
+        ]);
+
+        let error = from_bootstrap(Bootstrap::default(), &env)
+            .unwrap_err()
+            .to_string();
+
+        assert!(error.contains("target `default`"), "{error}");
+        assert!(error.contains("preview.token"), "{error}");
+    }
+
+    #[test]
+    fn previews_with_the_github_app_need_the_target_to_use_one() {
+        let env = env(&[
+            ("RITMO_GITOPS_REPO_URL", "https://github.com/o/r"),
+            ("RITMO_GITOPS_PREVIEW_ENABLED", "true"),
+            ("RITMO_GITOPS_PREVIEW_GITHUB_APP", "true"),
+        ]);
+
+        let error = from_bootstrap(Bootstrap::default(), &env)
+            .unwrap_err()
+            .to_string();
+
+        assert!(error.contains("authentication.type: github_app"), "{error}");
+    }
+
+    #[test]
+    fn a_preview_token_never_shows_in_debug_output() {
+        let env = env(&[("RITMO_GITOPS_PREVIEW_TOKEN", "ghp_topsecretvalue")]);
+
+        let settings =
+            from_bootstrap(parse_bootstrap("b.yaml", PREVIEW_FILE, &env).unwrap(), &env).unwrap();
+
+        assert!(!format!("{settings:?}").contains("ghp_topsecretvalue"));
     }
 }

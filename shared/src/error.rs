@@ -28,6 +28,9 @@ pub enum Error {
     Webhook(#[from] WebhookError),
     #[error(transparent)]
     Message(#[from] MessageError),
+    /// Posting a pull request's preview to its forge.
+    #[error(transparent)]
+    Forge(#[from] crate::forge::ForgeError),
     /// The request itself is wrong (an unknown revision, a run of another target).
     #[error("{0}")]
     InvalidRequest(String),
@@ -53,6 +56,7 @@ impl Error {
             Error::Queue(error) => error.is_retryable(),
             Error::Webhook(error) => error.is_retryable(),
             Error::Message(error) => error.is_retryable(),
+            Error::Forge(error) => error.is_retryable(),
             Error::InvalidRequest(_) | Error::Unsupported(_) => false,
             Error::Internal(_) => true,
         }

@@ -12,6 +12,7 @@ pub mod diagnostic;
 pub mod diff;
 pub mod error;
 pub mod export;
+pub mod forge;
 pub mod git;
 pub mod hash;
 pub mod manifest;

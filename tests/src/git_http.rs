@@ -526,6 +526,27 @@ impl ServedRepo {
         commit
     }
 
+    /// Commits `files` on a line of its own (a fork's pull request) and pushes it only as
+    /// `refs/pull/<number>/head`, as a forge keeps a pull request's head in the base
+    /// repository; `main` is left where it was. Returns the commit.
+    pub fn push_pull_request(&self, number: u64, files: &[(&str, &str)]) -> String {
+        let line = format!("fork-{number}");
+        self.repo.checkout(&line);
+        for (path, content) in files {
+            self.repo.write(path, content);
+        }
+        let commit = self.repo.commit(&format!("pull request {number}"));
+        self.repo.git(&[
+            "push",
+            "--quiet",
+            "--force",
+            self.bare.to_str().expect("UTF-8 path"),
+            &format!("HEAD:refs/pull/{number}/head"),
+        ]);
+        self.repo.checkout("main");
+        commit
+    }
+
     /// Commits plugin `name` at `version` and pushes; returns the commit.
     pub fn push_plugin(&self, name: &str, version: &str) -> String {
         self.repo.write(

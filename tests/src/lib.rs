@@ -3,6 +3,7 @@
 
 pub mod db;
 pub mod events;
+pub mod forge;
 pub mod git_http;
 pub mod moto;
 pub mod runtime_api;

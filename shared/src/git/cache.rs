@@ -99,6 +99,50 @@ impl GitCache {
         })
     }
 
+    /// Whether the cache already holds `commit` (full or abbreviated hex), without fetching.
+    pub fn contains_commit(&self, commit: &str) -> Result<bool, GitError> {
+        let _lock = self.lock()?;
+        let repository = self.open()?;
+        let display = self.dir.display().to_string();
+        match find_commit_id(&repository, &display, commit) {
+            Ok(_) => Ok(true),
+            Err(GitError::CommitNotFound { .. }) => Ok(false),
+            Err(error) => Err(error),
+        }
+    }
+
+    /// Fetches a pull request's head by its ref in the base repository (`refs/pull/7/head`,
+    /// `refs/merge-requests/7/head`, see [`super::is_pull_request_ref`]): a fork's commits are
+    /// read from the target's own repository, never from the fork. Returns where the ref
+    /// points. Objects are only stored, never run: nothing here checks anything out.
+    ///
+    /// Blocking: call it from `spawn_blocking` in async code.
+    pub fn fetch_pull_request(
+        &self,
+        location: &RepoLocation,
+        branch: &str,
+        pull_ref: &str,
+        auth: &Auth,
+        options: &NetworkOptions,
+    ) -> Result<FetchOutcome, GitError> {
+        if !super::is_pull_request_ref(pull_ref) {
+            return Err(GitError::BranchNotFound {
+                location: location.to_string(),
+                branch: pull_ref.to_string(),
+            });
+        }
+        let mut remote = Remote::new(location, branch, auth, options)?;
+        remote.pull_ref = Some(pull_ref.to_string());
+        let _lock = self.lock()?;
+        let rebuilt = self.ensure_sound()?;
+        // Never shallow: a cache holding only the pull request's head would lose the branch.
+        let options = NetworkOptions {
+            shallow_depth: None,
+            ..options.clone()
+        };
+        remote.retry_refused(|| self.fetch_once(&remote, &options, rebuilt))
+    }
+
     /// Reads the snapshot of `config_path` at `commit` (labelled with `branch`) from the cache.
     pub fn read_commit(
         &self,
@@ -243,7 +287,10 @@ impl GitCache {
             {
                 return Err(GitError::BranchNotFound {
                     location: remote.display.clone(),
-                    branch: remote.branch.clone(),
+                    branch: remote
+                        .pull_ref
+                        .clone()
+                        .unwrap_or_else(|| remote.branch.clone()),
                 });
             }
             if shallow != gix::remote::fetch::Shallow::NoChange {
@@ -265,7 +312,10 @@ impl GitCache {
                 gix::remote::fetch::Status::NoPackReceived { .. } => 0,
             };
             let location = self.dir.display().to_string();
-            let (_, commit) = resolve_branch(repository, Some(&remote.branch), &location)?;
+            let commit = match &remote.pull_ref {
+                Some(reference) => resolve_reference(repository, reference, &location)?,
+                None => resolve_branch(repository, Some(&remote.branch), &location)?.1,
+            };
             Ok((objects, commit))
         })
     }
@@ -474,4 +524,24 @@ fn check_packs(pack_dir: &Path) -> Result<(), String> {
         }
     }
     Ok(())
+}
+
+/// Where the full ref `name` points in the cache.
+fn resolve_reference(
+    repository: &gix::Repository,
+    name: &str,
+    location: &str,
+) -> Result<gix::ObjectId, GitError> {
+    let not_found = || GitError::BranchNotFound {
+        location: location.to_string(),
+        branch: name.to_string(),
+    };
+    let mut reference = repository
+        .try_find_reference(name)
+        .map_err(|_| not_found())?
+        .ok_or_else(not_found)?;
+    let commit = reference
+        .peel_to_commit()
+        .map_err(|err| object_error(location, name, err))?;
+    Ok(commit.id)
 }

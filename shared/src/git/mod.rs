@@ -40,8 +40,11 @@ pub use diff::{
 };
 pub use error::GitError;
 pub use github_app::{Claims as GitHubAppClaims, GitHubApp, GitHubAppError, sign_jwt};
+pub(crate) use location::is_loopback;
 pub use location::{RemoteScheme, RemoteUrl, RepoLocation};
-pub use remote::{Auth, NetworkOptions, TOKEN_USERNAME, is_valid_branch_name, remote_head};
+pub use remote::{
+    Auth, NetworkOptions, TOKEN_USERNAME, is_pull_request_ref, is_valid_branch_name, remote_head,
+};
 pub use ssh::{KnownHosts, SshAuth};
 pub use tree::{is_git_repository, read_commit, read_commit_at, resolve_commit};
 pub use worktree::{differing_files, read_worktree};

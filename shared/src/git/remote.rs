@@ -192,6 +192,8 @@ pub(crate) struct Remote {
     pub(crate) url: gix::Url,
     pub(crate) display: String,
     pub(crate) branch: String,
+    /// A pull request's ref (`refs/pull/7/head`) fetched instead of the branch.
+    pub(crate) pull_ref: Option<String>,
     auth: Auth,
     /// The user and password written in the location's URL, used with [`Auth::None`].
     url_identity: Option<(String, SecretString)>,
@@ -200,6 +202,18 @@ pub(crate) struct Remote {
     /// Every secret handed out, scrubbed from error messages.
     handed_out: Mutex<Vec<SecretString>>,
     options: NetworkOptions,
+}
+
+/// Whether `reference` is a pull request's head as the base repository keeps it:
+/// `refs/pull/<number>/head` (GitHub, Gitea, Forgejo) or `refs/merge-requests/<number>/head`
+/// (GitLab). Nothing else is fetched for a preview, so a payload cannot make the cache fetch
+/// any other ref.
+pub fn is_pull_request_ref(reference: &str) -> bool {
+    let number = reference
+        .strip_prefix("refs/pull/")
+        .or_else(|| reference.strip_prefix("refs/merge-requests/"))
+        .and_then(|rest| rest.strip_suffix("/head"));
+    number.is_some_and(|n| !n.is_empty() && n.len() <= 20 && n.bytes().all(|b| b.is_ascii_digit()))
 }
 
 /// Whether `branch` is a name git accepts after `refs/heads/` (`main`, `release/1.2`; not
@@ -279,6 +293,7 @@ impl Remote {
             url: location.fetch_url()?,
             display,
             branch: branch.to_string(),
+            pull_ref: None,
             auth: auth.clone(),
             url_identity,
             resolved: Mutex::new(None),
@@ -365,9 +380,13 @@ impl Remote {
         Ok(fresh)
     }
 
-    /// The one refspec a cache needs: the branch into a local branch of the same name.
+    /// The one refspec a cache needs: the branch into a local branch of the same name, or a
+    /// pull request's ref into the same ref.
     pub(crate) fn refspec(&self) -> String {
-        format!("+refs/heads/{0}:refs/heads/{0}", self.branch)
+        match &self.pull_ref {
+            Some(reference) => format!("+{reference}:{reference}"),
+            None => format!("+refs/heads/{0}:refs/heads/{0}", self.branch),
+        }
     }
 
     /// Connects `remote` with our credentials callback and transport options installed (over
@@ -682,6 +701,22 @@ mod tests {
         assert!(is_loopback(Some("[::1]")));
         assert!(!is_loopback(Some("example.com")));
         assert!(!is_loopback(None));
+    }
+
+    #[test]
+    fn only_a_pull_request_head_ref_is_fetched_for_a_preview() {
+        assert!(is_pull_request_ref("refs/pull/7/head"));
+        assert!(is_pull_request_ref("refs/merge-requests/12/head"));
+        for other in [
+            "refs/heads/main",
+            "refs/pull/7/merge",
+            "refs/pull//head",
+            "refs/pull/7a/head",
+            "refs/pull/7/head/../../heads/main",
+            "refs/tags/v1",
+        ] {
+            assert!(!is_pull_request_ref(other), "{other}");
+        }
     }
 
     #[test]

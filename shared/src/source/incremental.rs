@@ -242,6 +242,25 @@ impl LocatedSource {
 /// Separate from [`plan_located`] so that the caller can look at the commit (is it already
 /// applied?) before planning, and need not hold the database while the network is used.
 pub async fn locate(source: &SourceSpec, commit: Option<&str>) -> Result<LocatedSource> {
+    locate_at(source, commit, None).await
+}
+
+/// [`locate`] for a pull request's preview: `commit` is fetched by the pull request's ref in
+/// the target's repository (`refs/pull/7/head`), so a fork's head is read without ever
+/// reaching the fork. Its files are only read, never run.
+pub async fn locate_pull_request(
+    source: &SourceSpec,
+    commit: &str,
+    pull_ref: &str,
+) -> Result<LocatedSource> {
+    locate_at(source, Some(commit), Some(pull_ref)).await
+}
+
+async fn locate_at(
+    source: &SourceSpec,
+    commit: Option<&str>,
+    pull_ref: Option<&str>,
+) -> Result<LocatedSource> {
     crate::progress::report(crate::progress::Stage::Reading);
     if source.worktree {
         if let Some(commit) = commit {
@@ -262,6 +281,7 @@ pub async fn locate(source: &SourceSpec, commit: Option<&str>) -> Result<Located
     let started = Instant::now();
     let source = source.clone();
     let commit = commit.map(str::to_owned);
+    let pull_ref = pull_ref.map(str::to_owned);
     let head = blocking(move || match &source.location {
         RepoLocation::Remote(_) => {
             let branch = source.branch.as_deref().unwrap_or("main");
@@ -277,6 +297,20 @@ pub async fn locate(source: &SourceSpec, commit: Option<&str>) -> Result<Located
             };
             let fetched =
                 cache.fetch(&network.location, branch, &network.auth, &network.options)?;
+            // A head already fetched (a pull request from the branch itself, a second
+            // preview of the same commit) needs no second round trip.
+            if let Some(pull_ref) = &pull_ref
+                && let Some(commit) = &commit
+                && !cache.contains_commit(commit)?
+            {
+                cache.fetch_pull_request(
+                    &network.location,
+                    branch,
+                    pull_ref,
+                    &network.auth,
+                    &network.options,
+                )?;
+            }
             let revision = match commit {
                 None => fetched.revision,
                 Some(commit) => {

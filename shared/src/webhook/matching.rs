@@ -27,25 +27,43 @@ where
     I: IntoIterator<Item = T>,
     T: Into<TargetRef<'a>>,
 {
-    let pushed: Vec<String> = push
-        .repo_urls
+    targets_following(&push.repo_urls, &push.branch, targets)
+}
+
+/// The names of the targets that follow `branch` of the repository known by any of
+/// `repo_urls`, in the order given, each once: a push's, or a pull request's base.
+pub fn targets_following<'a, I, T>(repo_urls: &[String], branch: &str, targets: I) -> Vec<&'a str>
+where
+    I: IntoIterator<Item = T>,
+    T: Into<TargetRef<'a>>,
+{
+    let wanted: Vec<String> = repo_urls
         .iter()
         .filter_map(|url| normalize_repo_url(url))
         .collect();
+    let branch = normalize_branch(branch);
     let mut names: Vec<&'a str> = Vec::new();
     for target in targets {
         let target = target.into();
-        if normalize_branch(target.branch) != push.branch || names.contains(&target.name) {
+        if normalize_branch(target.branch) != branch || names.contains(&target.name) {
             continue;
         }
         let Some(url) = normalize_repo_url(target.repo_url) else {
             continue;
         };
-        if pushed.contains(&url) {
+        if wanted.contains(&url) {
             names.push(target.name);
         }
     }
     names
+}
+
+/// `owner/name` (GitLab: `group/subgroup/name`) of a repository URL, lower-case, as
+/// [`normalize_repo_url`] reads it: where a target's pull-request previews are posted.
+pub fn repository_path(url: &str) -> Option<String> {
+    let normalized = normalize_repo_url(url)?;
+    let (_host, path) = normalized.split_once('/')?;
+    path.contains('/').then(|| path.to_string())
 }
 
 /// A branch name without a leading `refs/heads/`.

@@ -24,7 +24,10 @@ use secrecy::SecretString;
 
 use crate::model::Revision;
 
-pub use matching::{TargetRef, matching_targets, normalize_branch, normalize_repo_url};
+pub use matching::{
+    TargetRef, matching_targets, normalize_branch, normalize_repo_url, repository_path,
+    targets_following,
+};
 pub use payload::parse;
 pub use signature::verify;
 

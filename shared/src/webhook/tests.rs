@@ -998,3 +998,18 @@ fn a_gitea_synchronized_pull_request_from_a_fork_is_previewed() {
     assert!(pull.from_fork);
     assert_eq!(pull.repository.as_deref(), Some("acme/ritmo-config"));
 }
+
+#[test]
+fn the_repository_a_preview_posts_to_is_read_from_the_target_url() {
+    use super::repository_path;
+    assert_eq!(
+        repository_path("https://github.com/Acme/Config.git").as_deref(),
+        Some("acme/config")
+    );
+    assert_eq!(
+        repository_path("git@gitlab.example.com:ops/ci/config.git").as_deref(),
+        Some("ops/ci/config")
+    );
+    assert_eq!(repository_path("https://example.com/config"), None);
+    assert_eq!(repository_path("/srv/config"), None);
+}

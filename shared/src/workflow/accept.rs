@@ -7,10 +7,13 @@ use chrono::Utc;
 use secrecy::{ExposeSecret, SecretString};
 
 use crate::crypto::{self, SecretsManager};
-use crate::message::{PlanRequest, Trigger};
+use crate::message::{PlanRequest, PullRequestPreview, Trigger};
 use crate::metrics::{Metric, MetricsBatch, UNKNOWN_TARGET};
 use crate::services::Services;
-use crate::webhook::{self, Delivery, MAX_BODY_BYTES, WebhookError, matching_targets};
+use crate::webhook::{
+    self, Delivery, MAX_BODY_BYTES, WebhookError, matching_targets, repository_path,
+    targets_following,
+};
 
 /// What became of one webhook delivery.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -137,6 +140,8 @@ impl WebhookOutcome {
 /// - tag push, branch deletion, other event, other branch, unknown repository →
 ///   [`WebhookOutcome::Ignored`];
 /// - a push tracked by targets → one plan request each → [`WebhookOutcome::Accepted`];
+/// - a pull request into a branch followed by targets that preview pull requests → one
+///   preview plan request each (never applied), also [`WebhookOutcome::Accepted`];
 ///   suspended targets get none and are recorded on the delivery as skipped;
 /// - the secret store, the database or the queue unreachable → [`WebhookOutcome::Failed`]
 ///   (when the queue fails, the delivery id is forgotten so the retry is not a replay).
@@ -357,7 +362,54 @@ fn plan_requests(services: &Services, delivery: &Delivery) -> Vec<PlanRequest> {
             }
         }
     }
+    for pull in delivery.pull_requests() {
+        for name in targets_following(&pull.repo_urls, &pull.base_branch, targets.clone()) {
+            if let Some(request) = preview_request(services, delivery, pull, name, now)
+                && !requests.contains(&request)
+            {
+                requests.push(request);
+            }
+        }
+    }
     requests
+}
+
+/// The preview of `pull` by target `name`, when the target previews pull requests. Where the
+/// result goes is the target's own repository, read from its URL: the payload only says which
+/// targets it concerns, so a forged or mistaken payload cannot aim a post elsewhere.
+fn preview_request(
+    services: &Services,
+    delivery: &Delivery,
+    pull: &webhook::PullRequest,
+    name: &str,
+    now: chrono::DateTime<Utc>,
+) -> Option<PlanRequest> {
+    services.settings.preview(name)?;
+    let target = services.settings.target(name)?;
+    let Some(repository) = repository_path(&target.repo_url) else {
+        tracing::warn!(
+            target = name,
+            "pull request not previewed: the target's repository URL names no owner/repository to post to"
+        );
+        return None;
+    };
+    let preview = PullRequestPreview {
+        provider: delivery.envelope.provider.as_str().to_string(),
+        repository,
+        number: pull.number,
+        head_commit: pull.head_commit.clone(),
+        head_ref: pull.head_ref.clone(),
+        from_fork: pull.from_fork,
+    };
+    let mut request =
+        PlanRequest::new(name, Trigger::Webhook, now).with_pull_request(&target.branch, preview);
+    if let Some(id) = &delivery.envelope.delivery_id {
+        request = request.with_delivery_id(id.clone());
+    }
+    if let Some(author) = &pull.author {
+        request = request.with_actor(author.clone());
+    }
+    Some(request)
 }
 
 /// Why a verified delivery leads to no plan, in words for the reply.
@@ -366,10 +418,29 @@ fn ignore_reason(services: &Services, delivery: &Delivery) -> String {
         return reason.to_string();
     }
     if let Some(pull) = delivery.pull_requests().next() {
-        return format!(
-            "pull request #{} into `{}`: no target previews pull requests",
-            pull.number, pull.base_branch
-        );
+        let targets = services
+            .settings
+            .targets
+            .iter()
+            .map(|t| (t.name.as_str(), t.repo_url.as_str(), t.branch.as_str()));
+        let following = targets_following(&pull.repo_urls, &pull.base_branch, targets);
+        return if following.is_empty() {
+            format!(
+                "pull request #{} into `{}`: no target follows that branch of this repository",
+                pull.number, pull.base_branch
+            )
+        } else {
+            format!(
+                "pull request #{} into `{}`: no target previews pull requests (set `preview.enabled` on {})",
+                pull.number,
+                pull.base_branch,
+                following
+                    .iter()
+                    .map(|name| format!("`{name}`"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )
+        };
     }
     match delivery.pushes().next() {
         Some(push) => {

@@ -19,6 +19,7 @@ mod controls;
 mod inline;
 mod plan;
 mod poll;
+mod publish;
 mod queues;
 mod requests;
 

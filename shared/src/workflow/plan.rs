@@ -135,11 +135,25 @@ pub struct PlanDetail {
 /// Plans `request` (see the module docs for the rules). A retryable error (network, database)
 /// records nothing, so the message can simply be retried; a permanent one after the target is
 /// known is recorded as a failed run and returned as [`PlanRequestOutcome::Failed`].
+///
+/// A pull request's preview is then posted to the target's repository on its forge; a post
+/// that fails for a passing reason fails the request, so the queue retries it (planning again
+/// writes nothing, and the comment is edited in place).
 pub async fn handle_plan_request(
     services: &Services,
     request: &PlanRequest,
 ) -> Result<PlanRequestOutcome> {
-    plan_revision(services, request, PlanOptions::default()).await
+    let outcome = plan_revision(services, request, PlanOptions::default()).await?;
+    if let PlanRequestOutcome::Previewed { detail, .. } = &outcome {
+        super::publish::publish_preview(
+            services,
+            request,
+            detail.plan.as_ref(),
+            &detail.diagnostics,
+        )
+        .await?;
+    }
+    Ok(outcome)
 }
 
 /// [`handle_plan_request`] with `options`: the one planning path every entry point runs.
@@ -332,7 +346,13 @@ impl Planning<'_> {
         let source =
             source::source_spec(&self.services.settings, self.target, self.options.worktree)
                 .await?;
-        let located = incremental::locate(&source, self.commit_to_read(state).as_deref()).await?;
+        let commit = self.commit_to_read(state);
+        let located = match (self.request.pull_request.as_deref(), commit.as_deref()) {
+            (Some(pull), Some(commit)) => {
+                incremental::locate_pull_request(&source, commit, &pull.head_ref).await?
+            }
+            (_, commit) => incremental::locate(&source, commit).await?,
+        };
         let commit = located.revision().commit().unwrap_or_default().to_string();
         tracing::Span::current().record("commit", commit.as_str());
         if self.checks_duplicates()
