@@ -18,13 +18,18 @@ from __future__ import annotations
 
 import argparse
 import base64
+import datetime
+import hashlib
+import http.server
 import json
 import os
 import shutil
 import signal
 import socket
+import ssl
 import subprocess
 import sys
+import threading
 import time
 import urllib.parse
 import urllib.request
@@ -42,6 +47,8 @@ WEBHOOK_SECRET = "ritmo-test-webhook-secret"
 # The repository the sample events push to (events/README.md).
 REPO_URL = "https://github.com/acme/ritmo-config.git"
 MASTER_KEY = "ritmo-example-master-key-32bytes"
+# `make example-repo` commits examples/ritmo-config here; GitHost serves it as REPO_URL.
+EXAMPLE_REPO = ROOT / ".dev" / "ritmo-config"
 # A debug build of one function on a loaded 2-core machine, before its first answer.
 FIRST_INVOKE_TIMEOUT = 1800
 
@@ -174,12 +181,170 @@ def wait_for(url: str, process: subprocess.Popen, what: str, log: Path, timeout:
     raise SystemExit(f"{what} did not answer {url} within {timeout:.0f} s; its output:\n{log.read_text()}")
 
 
+class GitHost:
+    """github.com, offline: an HTTPS proxy that answers CONNECT github.com:443 itself, with a
+    certificate from a CA made here, and serves acme/ritmo-config.git from the example
+    repository (`make example-repo`) through `git http-backend`.
+
+    The functions reach it with the ordinary HTTPS_PROXY and SSL_CERT_FILE (reqwest and
+    rustls-native-certs read them), so the target keeps tracking REPO_URL, the webhook samples
+    still match it, and the product opens its repositories isolated from any git config, as
+    in Lambda (which is why `url.<base>.insteadOf` cannot be used: gix would never read it)."""
+
+    HOST = "github.com"
+
+    def __init__(self, example_repo: Path):
+        self.directory = SCRATCH / "git"
+        if self.directory.exists():
+            shutil.rmtree(self.directory)
+        bare = self.directory / "acme" / "ritmo-config.git"
+        bare.parent.mkdir(parents=True)
+        if not (example_repo / ".git").is_dir():
+            raise SystemExit(f"{example_repo} is not a git repository: run `make example-repo`")
+        subprocess.run(["git", "clone", "-q", "--bare", str(example_repo), str(bare)], check=True)
+        self.head = subprocess.run(["git", "-C", str(bare), "rev-parse", "refs/heads/main"],
+                                   check=True, capture_output=True, text=True).stdout.strip()
+        self.ca_file, context = self._certificates()
+        self.log = (SCRATCH / "git-host.log").open("w")
+        host = self
+
+        class Backend(http.server.BaseHTTPRequestHandler):
+            """Smart HTTP inside the tunnel: `git http-backend` as a CGI."""
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, format, *args):
+                host.log.write("%s\n" % (format % args))
+                host.log.flush()
+
+            def do_GET(self):
+                self.cgi(b"")
+
+            def do_POST(self):
+                self.cgi(self.body())
+
+            def body(self) -> bytes:
+                if self.headers.get("Transfer-Encoding", "").lower() == "chunked":
+                    parts = []
+                    while True:
+                        size = int(self.rfile.readline().split(b";")[0].strip() or b"0", 16)
+                        if size == 0:
+                            while self.rfile.readline() not in (b"\r\n", b"\n", b""):
+                                pass
+                            return b"".join(parts)
+                        parts.append(self.rfile.read(size))
+                        self.rfile.readline()
+                return self.rfile.read(int(self.headers.get("Content-Length") or 0))
+
+            def cgi(self, body: bytes):
+                path, _, query = self.path.partition("?")
+                environment = {
+                    "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+                    "GIT_PROJECT_ROOT": str(host.directory), "GIT_HTTP_EXPORT_ALL": "1",
+                    "REQUEST_METHOD": self.command, "PATH_INFO": urllib.parse.unquote(path),
+                    "QUERY_STRING": query, "CONTENT_TYPE": self.headers.get("Content-Type", ""),
+                    "CONTENT_LENGTH": str(len(body)), "REMOTE_ADDR": "127.0.0.1",
+                    "GIT_PROTOCOL": self.headers.get("Git-Protocol", ""),
+                    "HTTP_CONTENT_ENCODING": self.headers.get("Content-Encoding", ""),
+                }
+                result = subprocess.run(["git", "http-backend"], input=body, env=environment,
+                                        capture_output=True)
+                head, _, payload = result.stdout.partition(b"\r\n\r\n")
+                if not _:
+                    head, _, payload = result.stdout.partition(b"\n\n")
+                status, headers = 200, []
+                for line in head.decode("latin-1").splitlines():
+                    name, _, value = line.partition(":")
+                    if name.lower() == "status":
+                        status = int(value.split()[0])
+                    elif name:
+                        headers.append((name, value.strip()))
+                if result.returncode != 0 and not result.stdout:
+                    status, payload = 500, result.stderr
+                self.send_response(status)
+                for name, value in headers:
+                    self.send_header(name, value)
+                self.send_header("Content-Length", str(len(payload)))
+                self.end_headers()
+                self.wfile.write(payload)
+
+        class Proxy(http.server.BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, format, *args):
+                Backend.log_message(self, format, *args)
+
+            def do_CONNECT(self):
+                if self.path.rpartition(":")[0] != GitHost.HOST:
+                    self.send_error(403, f"only {GitHost.HOST} is served here")
+                    return
+                self.send_response(200, "Connection established")
+                self.end_headers()
+                with context.wrap_socket(self.connection, server_side=True) as tunnel:
+                    Backend(tunnel, self.client_address, self.server)
+                self.close_connection = True
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Proxy)
+        self.server.daemon_threads = True
+        self.proxy = f"http://127.0.0.1:{self.server.server_address[1]}"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def _certificates(self) -> tuple[Path, ssl.SSLContext]:
+        # cryptography comes with moto into .venv.
+        from cryptography import x509
+        from cryptography.hazmat.primitives import hashes, serialization
+        from cryptography.hazmat.primitives.asymmetric import ec
+        from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+        now = datetime.datetime.now(datetime.timezone.utc)
+
+        def certificate(subject: str, key, issuer: str, signer, ca: bool):
+            builder = (
+                x509.CertificateBuilder()
+                .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, subject)]))
+                .issuer_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, issuer)]))
+                .public_key(key.public_key())
+                .serial_number(x509.random_serial_number())
+                .not_valid_before(now - datetime.timedelta(hours=1))
+                .not_valid_after(now + datetime.timedelta(days=2))
+                .add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=True)
+            )
+            if ca:
+                builder = builder.add_extension(x509.KeyUsage(
+                    digital_signature=True, key_cert_sign=True, crl_sign=True, content_commitment=False,
+                    key_encipherment=False, data_encipherment=False, key_agreement=False,
+                    encipher_only=False, decipher_only=False), critical=True)
+            else:
+                builder = builder.add_extension(
+                    x509.SubjectAlternativeName([x509.DNSName(subject)]), critical=False
+                ).add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
+            return builder.sign(signer, hashes.SHA256())
+
+        ca_key = ec.generate_private_key(ec.SECP256R1())
+        ca = certificate("ritmo make invoke CA", ca_key, "ritmo make invoke CA", ca_key, True)
+        leaf_key = ec.generate_private_key(ec.SECP256R1())
+        leaf = certificate(GitHost.HOST, leaf_key, "ritmo make invoke CA", ca_key, False)
+        pem = serialization.Encoding.PEM
+        ca_file = self.directory / "ca.pem"
+        ca_file.write_bytes(ca.public_bytes(pem))
+        chain = self.directory / "github.com.pem"
+        chain.write_bytes(leaf.public_bytes(pem) + leaf_key.private_bytes(
+            pem, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()))
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        context.load_cert_chain(chain)
+        return ca_file, context
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
 class Stack:
     """moto with the template's queues, secrets and key, and `cargo lambda watch` serving the
     functions with the template's environment."""
 
     def __init__(self):
         self.processes: list[subprocess.Popen] = []
+        self.git: GitHost | None = None
 
     def start(self, database_url: str) -> None:
         SCRATCH.mkdir(parents=True, exist_ok=True)
@@ -249,6 +414,13 @@ class Stack:
         )
         # The local PostgreSQL speaks no TLS; Aurora does (template: require).
         environment["DATABASE_SSLMODE"] = "disable"
+        self.git = GitHost(EXAMPLE_REPO)
+        environment.update(
+            HTTPS_PROXY=self.git.proxy,
+            # moto and PostgreSQL are reached directly.
+            NO_PROXY="127.0.0.1,localhost",
+            SSL_CERT_FILE=str(self.git.ca_file),
+        )
         environment.update(
             AWS_REGION=REGION,
             AWS_ACCESS_KEY_ID="testing",
@@ -311,6 +483,8 @@ class Stack:
                 self.sqs.delete_message(QueueUrl=self.queues[queue], ReceiptHandle=message["ReceiptHandle"])
 
     def close(self) -> None:
+        if self.git is not None:
+            self.git.close()
         for process in reversed(self.processes):
             if process.poll() is None:
                 os.killpg(process.pid, signal.SIGTERM)
