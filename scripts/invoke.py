@@ -52,38 +52,96 @@ EXAMPLE_REPO = ROOT / ".dev" / "ritmo-config"
 # A debug build of one function on a loaded 2-core machine, before its first answer.
 FIRST_INVOKE_TIMEOUT = 1800
 
-# What each event must give, in sorted order on one fresh database and one moto. `status`: the
-# HTTP status (API Gateway events); `body`: keys the JSON body must have, with these values
-# (None: any value); `response`: the same for a function's plain JSON answer; `plan`/`apply`:
-# how many messages land on that queue, each with the keys of `message`; `failures`: the number
-# of SQS batch item failures.
+# The samples' plan id and earlier commit (events/generate.py: PLAN_ID, BEFORE): invoke-all
+# puts in their place the sync id of the plan the planner made and the example's head commit.
+SAMPLE_SYNC_ID = "0192f5a4-7b1e-7c3a-9d2e-5f6a7b8c9d0e"
+SAMPLE_COMMIT = "3c2d1e0f9a8b7c6d5e4f30211a0b9c8d7e6f5a4b"
+
+# The order of invoke-all, on one fresh database and one moto, so that each sample finds the
+# data it shows: the poller and the planner first (the plan of the example's head), then the
+# applier applies that plan, then the API reads what they left.
+ORDER = [
+    "api-health-live.json",
+    "api-health-ready.json",
+    "poller-scheduled.json",
+    "planner-plan-request.json",
+    "api-plan.json",
+    "applier-apply-request.json",
+    "api-status.json",
+    "api-sync-history.json",
+    "api-jobs.json",
+    "api-job.json",
+    "api-plan-approve.json",
+    "api-rollback.json",
+    "api-sync.json",
+    "planner-plan-request-batch.json",
+    "planner-invalid-message.json",
+]
+
+
+def count(n: int):
+    def holds(items) -> bool:
+        return isinstance(items, list) and len(items) == n
+    holds.__doc__ = f"{n} items"
+    return holds
+
+
+def has_actions(plan) -> bool:
+    """a plan with actions"""
+    return isinstance(plan, dict) and isinstance(plan.get("actions"), list) and len(plan["actions"]) > 0
+
+
+def applied(targets) -> bool:
+    """target `default` with a succeeded last run whose commit it has applied"""
+    if not isinstance(targets, list) or len(targets) != 1 or not isinstance(targets[0], dict):
+        return False
+    target = targets[0]
+    run = target.get("last_run") or {}
+    return (target.get("name") == "default" and run.get("status") == "succeeded"
+            and run.get("commit") is not None and target.get("last_applied_commit") == run.get("commit"))
+
+
+def nonempty(items) -> bool:
+    """at least one item"""
+    return isinstance(items, list) and len(items) > 0
+
+
+# What each event must give. `status`: the HTTP status (API Gateway events); `body`: keys the
+# JSON body must have, with these values (None: any value; a function: a check of it);
+# `response`: the same for a function's plain JSON answer; `plan`/`apply`: how many messages
+# land on that queue, each with the keys of `message` (or `plan_message`/`apply_message`);
+# `failures`: the number of SQS batch item failures.
 # The functions run with the template's environment, whose one target is `default`, tracking
-# REPO_URL; the api-*, planner-* and applier-* samples name target `prod`, so here they show the
-# routes, IAM identity, database and answers of an unknown target (functions/api/tests/api.rs
-# replays them against a registered `prod`). GitLab, Gitea and Bitbucket push the same
-# repository from their own hosts, which no target tracks.
+# REPO_URL, which GitHost serves from the example repository. GitLab, Gitea and Bitbucket push
+# the same repository from their own hosts, which no target tracks.
 PUSH_ACCEPTED = {"status": 202, "body": {"status": "accepted", "targets": ["default"]},
                  "plan": 1, "message": {"target": "default", "trigger": "webhook"}}
 UNTRACKED = {"status": 202, "body": {"status": "ignored", "reason": None}}
-NOT_FOUND = {"status": 404, "body": {"error": "not_found", "message": None}}
 EXPECTED: dict[str, dict] = {
     "api-health-live.json": {"status": 200, "body": {"status": "live"}},
     "api-health-ready.json": {"status": 200, "body": {"status": "ready", "database": "ok"}},
-    "api-job.json": NOT_FOUND,
-    "api-jobs.json": {"status": 200, "body": {"items": []}},
-    "api-plan-approve.json": NOT_FOUND,
-    "api-plan.json": NOT_FOUND,
-    "api-rollback.json": NOT_FOUND,
-    "api-status.json": NOT_FOUND,
-    "api-sync-history.json": {"status": 200, "body": {"runs": [], "next": None}},
-    "api-sync.json": NOT_FOUND,
-    # An apply request for a plan that is not stored is acknowledged (never retried).
+    # Nothing applied yet: the example's head differs from what the target has.
+    "poller-scheduled.json": {"response": {"enqueued": 1}, "plan": 1,
+                              "message": {"target": "default", "trigger": "schedule"}},
+    # Planned from the example's head and auto-applied (AutoApply): one apply request.
+    "planner-plan-request.json": {"failures": 0, "apply": 1,
+                                  "message": {"target": "default", "sync_id": None}},
+    "api-plan.json": {"status": 200, "body": {"plan": has_actions, "diagnostics": []}},
     "applier-apply-request.json": {"failures": 0},
+    # What the applier did: the plan applied, its commit the target's.
+    "api-status.json": {"status": 200, "body": {"enabled": True, "targets": applied}},
+    "api-sync-history.json": {"status": 200, "body": {"runs": nonempty, "next": None}},
+    "api-jobs.json": {"status": 200, "body": {"items": nonempty}},
+    "api-job.json": {"status": 200, "body": {"kind": "Job", "name": "backend-service", "target": "default"}},
+    # The planner's plan was applied without approval (AutoApply), so approving it is refused.
+    "api-plan-approve.json": {"status": 409, "body": {"error": "not_pending", "message": None}},
+    # To the example's head (the one commit it has): pinned, and a rollback plan requested.
+    "api-rollback.json": {"status": 202, "body": {"pinned": None, "queued": count(1)}, "plan": 1,
+                          "message": {"target": "default", "trigger": "rollback", "revision": None}},
+    "api-sync.json": {"status": 202, "body": {"queued": count(1)}, "plan": 1,
+                      "message": {"target": "default", "trigger": "manual"}},
     "planner-invalid-message.json": {"failures": 0},
     "planner-plan-request-batch.json": {"failures": 0},
-    "planner-plan-request.json": {"failures": 0},
-    # The sandbox has no route to github.com: the tick reports the target's error and goes on.
-    "poller-scheduled.json": {"response": {"enqueued": 0, "targets": None}},
     "webhook-bitbucket-push-apigw-v2.json": UNTRACKED,
     "webhook-gitea-push-apigw-v2.json": UNTRACKED,
     "webhook-github-bad-signature-apigw-v2.json": {"status": 401, "body": {"error": "bad_signature"}},
@@ -158,6 +216,17 @@ def template_environment(local: dict[str, str], resources: dict[str, str]) -> di
 
     variables = template["Globals"]["Function"]["Environment"]["Variables"]
     return {name: value(node) for name, node in variables.items()}
+
+
+def example_secret_refs() -> list[str]:
+    """The Secrets Manager secrets the example repository's credentials reference."""
+    names = []
+    for path in sorted((ROOT / "examples" / "ritmo-config" / "credentials").glob("*.yaml")):
+        for document in yaml.safe_load_all(path.read_text()):
+            reference = ((document or {}).get("spec") or {}).get("secret_ref") or {}
+            if reference.get("provider") == "aws_secrets_manager" and reference.get("key"):
+                names.append(reference["key"])
+    return names
 
 
 def free_port() -> int:
@@ -392,6 +461,10 @@ class Stack:
             Name="ritmo/invoke/master-key", SecretString=MASTER_KEY
         )["ARN"]
         kms_key = kms.create_key(Description="ritmo invoke")["KeyMetadata"]["Arn"]
+        # The planner checks that every Secrets Manager secret a credential of the example
+        # names exists (E404 otherwise); the values are never read.
+        for name in example_secret_refs():
+            secrets.create_secret(Name=name, SecretString="placeholder for make invoke")
 
         environment = template_environment(
             local={
@@ -519,6 +592,9 @@ def check(expected: dict, response: dict, queued: dict[str, list[dict]]) -> list
         for key, want in expected.get(part, {}).items():
             if not isinstance(document, dict) or key not in document:
                 problems.append(f"{part} has no `{key}`: {document!r}")
+            elif callable(want):
+                if not want(document[key]):
+                    problems.append(f"{part} `{key}` is {document[key]!r}, expected {want.__doc__ or 'otherwise'}")
             elif want is not None and document[key] != want:
                 problems.append(f"{part} `{key}` is {document[key]!r}, expected {want!r}")
     if "failures" in expected:
@@ -530,8 +606,8 @@ def check(expected: dict, response: dict, queued: dict[str, list[dict]]) -> list
         if len(queued[queue]) != want:
             problems.append(f"{len(queued[queue])} messages on the {queue} queue, expected {want}: {queued[queue]}")
         for message in queued[queue]:
-            for key, value in expected.get("message", {}).items():
-                if message.get(key) != value:
+            for key, value in expected.get(f"{queue}_message", expected.get("message", {})).items():
+                if key not in message or (value is not None and message[key] != value):
                     problems.append(f"{queue} queue message `{key}` is {message.get(key)!r}, expected {value!r}")
     return problems
 
@@ -553,16 +629,25 @@ def fresh_database(server_url: str, name: str) -> str:
 
 def invoke_all(stack: Stack) -> int:
     events = sorted((ROOT / "events").glob("*.json"))
+    # ORDER first, so each sample finds the data it shows; a file ORDER does not name runs after.
+    ordered = [ROOT / "events" / name for name in ORDER]
+    ordered += [event for event in events if event.name not in ORDER]
     # (file, expected answer, whether the deliveries seen before are forgotten)
-    runs = [(event, EXPECTED.get(event.name), True) for event in events]
+    runs = [(event, EXPECTED.get(event.name), True) for event in ordered]
     runs.append((ROOT / "events" / REDELIVERY, PUSH_ACCEPTED, True))
     runs.append((ROOT / "events" / REDELIVERY, DUPLICATE, False))
+    # What the samples' placeholders stand for here, filled in as the runs find it out.
+    real: dict[str, str] = {SAMPLE_COMMIT: stack.git.head}
     failed = 0
     for number, (event, expected, forget) in enumerate(runs):
         function = function_of(event)
-        label = f"events/{event.name}" + (" (again)" if number >= len(events) else "")
+        label = f"events/{event.name}" + (" (again)" if number >= len(ordered) else "")
         if function is None:
             print(f"FAIL {label}: no function of that name: name it `FUNCTION-….json`")
+            failed += 1
+            continue
+        if not event.is_file():
+            print(f"FAIL {label}: ORDER in scripts/invoke.py names a file events/ does not have")
             failed += 1
             continue
         # The four GitHub push files are one delivery in four envelopes (events/README.md):
@@ -571,7 +656,8 @@ def invoke_all(stack: Stack) -> int:
             subprocess.run(["psql", stack.database_url, "-qXc", "DELETE FROM webhook_deliveries"],
                            check=True, capture_output=True)
         try:
-            response = stack.invoke(function, event)
+            # A webhook's signature covers its body, which must stay as it is.
+            response = stack.invoke(function, event if function == "webhook" else with_real_ids(event, real))
         except InvokeError as error:
             print(f"FAIL {function} {label}: {error}")
             failed += 1
@@ -583,6 +669,8 @@ def invoke_all(stack: Stack) -> int:
             failed += 1
             continue
         problems = check(expected, response, queued)
+        if event.name == "planner-plan-request.json" and queued["apply"]:
+            real[SAMPLE_SYNC_ID] = queued["apply"][0].get("sync_id", SAMPLE_SYNC_ID)
         if problems:
             failed += 1
             print(f"FAIL {function} {label}: " + "; ".join(problems))
@@ -591,6 +679,29 @@ def invoke_all(stack: Stack) -> int:
             print(f"ok   {function} {label}")
     print(f"invoke-all: {len(runs) - failed} of {len(runs)} invocations answered as expected")
     return 1 if failed else 0
+
+
+def with_real_ids(event: Path, real: dict[str, str]) -> Path:
+    """`event` with the samples' placeholder sync id and commit replaced by the real ones (a
+    copy under .dev/invoke/events; the file itself when it names neither). SQS records get the
+    MD5 of their new body."""
+    text = event.read_text()
+    if not any(placeholder in text for placeholder in real):
+        return event
+    document = json.loads(replace_all(text, real))
+    for record in document.get("Records", []) if isinstance(document, dict) else []:
+        if isinstance(record, dict) and isinstance(record.get("body"), str):
+            record["md5OfBody"] = hashlib.md5(record["body"].encode()).hexdigest()
+    copy = SCRATCH / "events" / event.name
+    copy.parent.mkdir(parents=True, exist_ok=True)
+    copy.write_text(json.dumps(document, indent=2))
+    return copy
+
+
+def replace_all(text: str, replacements: dict[str, str]) -> str:
+    for placeholder, value in replacements.items():
+        text = text.replace(placeholder, value)
+    return text
 
 
 def main() -> int:
