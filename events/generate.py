@@ -372,7 +372,7 @@ def queue_events():
     manual = {"target": TARGET, "trigger": "manual", "requested_at": "2026-11-03T09:31:00Z", "dry_run": True,
               "actor": f"arn:aws:sts::{ACCOUNT}:assumed-role/ritmo-operator/jane"}
     yield "planner-plan-request-batch", \
-        "three records, two groups: a webhook, a schedule and a manual dry run (second receive)", {"Records": [
+        "three records, two groups: a webhook and a manual dry run (second receive) of `default`, a schedule of `staging` (a target the template does not configure: acknowledged)", {"Records": [
             sqs_record(PLAN_QUEUE, "2f1e0d9c-8b7a-4c6d-9e5f-1a2b3c4d5e6f", compact(webhook), TARGET,
                        f"{TARGET}/{revision}", "18878027350649327616"),
             sqs_record(PLAN_QUEUE, "7c6b5a49-3827-4161-9504-f3e2d1c0b9a8", compact(schedule), "staging",
@@ -398,7 +398,9 @@ def main():
             (HERE / f"{name}.json").write_text(json.dumps(event, indent=2, ensure_ascii=False) + "\n")
             rows.append((f"{name}.json", target, what))
     table = "\n".join(f"| `{file}` | {function} | {what} |" for file, function, what in rows)
-    (HERE / "README.md").write_text(README.replace("{{TABLE}}", table).replace("{{SECRET}}", SECRET))
+    readme = README.replace("{{TABLE}}", table).replace("{{SECRET}}", SECRET)
+    readme = readme.replace("{{PLAN_ID}}", PLAN_ID).replace("{{BEFORE}}", BEFORE)
+    (HERE / "README.md").write_text(readme)
 
 
 README = """# Sample Lambda events
@@ -414,9 +416,30 @@ make invoke-all               # every function with every file below, each answe
 ```
 
 A file belongs to the function its name starts with; `make invoke-all` refuses a file without
-an expected answer in `scripts/invoke.py`. `sam local invoke FUNCTION -e events/FILE` works
-too where Docker is available, and the handler tests replay the files in-process. They are
-written by `python3 events/generate.py`: edit the script, never the JSON, and run it again (it
+an expected answer in `scripts/invoke.py`.
+
+Every sample names target `default`, the one `template.yaml` configures (`RepoUrl`, here
+`https://github.com/acme/ritmo-config.git`, branch `main`), and each gives its real outcome
+offline: `make invoke` serves that URL from the example repository (`examples/ritmo-config`,
+committed into `.dev/ritmo-config` by `make example-repo`) through an HTTPS proxy of its own
+(`HTTPS_PROXY` and `SSL_CERT_FILE` in the functions' environment; the product is unchanged). So
+the poller's tick enqueues a plan request, the planner plans the example and, with `AutoApply`,
+puts one apply request on the apply queue, the applier applies it, and the API answers with
+what they stored. The samples' plan id (`{{PLAN_ID}}`) and earlier
+commit (`{{BEFORE}}`) are placeholders: `make invoke` puts the
+newest stored plan and the example's head commit in their place, so run the planner first:
+
+```bash
+make invoke FN=planner EVENT=events/planner-plan-request.json   # the apply request is printed
+make invoke FN=api EVENT=events/api-plan.json                    # that plan
+make invoke FN=applier EVENT=events/applier-apply-request.json  # applies it
+make invoke FN=api EVENT=events/api-jobs.json                    # the example's jobs
+```
+
+`make invoke-all` runs them in that order (`ORDER` in `scripts/invoke.py`) on a fresh database.
+
+`sam local invoke FUNCTION -e events/FILE` works too where Docker is available, and the
+handler tests replay the files in-process. They are written by `python3 events/generate.py`: edit the script, never the JSON, and run it again (it
 recomputes every signature and MD5).
 
 The envelopes follow the real AWS fixtures shipped in the `aws_lambda_events` crate

@@ -698,6 +698,21 @@ def with_real_ids(event: Path, real: dict[str, str]) -> Path:
     return copy
 
 
+def single_run_ids(stack: Stack) -> dict[str, str]:
+    """For `make invoke` of one sample: the example's head for the sample's commit and, once
+    the planner has made one (`make invoke FN=planner EVENT=events/planner-plan-request.json`),
+    the newest plan of database `ritmo_invoke` for the sample's sync id."""
+    real = {SAMPLE_COMMIT: stack.git.head}
+    newest = subprocess.run(
+        ["psql", stack.database_url, "-qXAtc",
+         "SELECT id FROM sync_runs WHERE plan IS NOT NULL ORDER BY started_at DESC LIMIT 1"],
+        capture_output=True, text=True,
+    ).stdout.strip()
+    if newest:
+        real[SAMPLE_SYNC_ID] = newest
+    return real
+
+
 def replace_all(text: str, replacements: dict[str, str]) -> str:
     for placeholder, value in replacements.items():
         text = text.replace(placeholder, value)
@@ -727,7 +742,10 @@ def main() -> int:
     try:
         stack.start(database_url)
         if not arguments.all:
-            response = stack.invoke(arguments.function, arguments.event.resolve())
+            event = arguments.event.resolve()
+            if arguments.function != "webhook":
+                event = with_real_ids(event, single_run_ids(stack))
+            response = stack.invoke(arguments.function, event)
             print(json.dumps(response, indent=2))
             for queue in ("plan", "apply"):
                 for message in stack.drain(queue):
