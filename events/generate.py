@@ -439,8 +439,8 @@ make invoke FN=api EVENT=events/api-jobs.json                    # the example's
 `make invoke-all` runs them in that order (`ORDER` in `scripts/invoke.py`) on a fresh database.
 
 `sam local invoke FUNCTION -e events/FILE` works too where Docker is available, and the
-handler tests replay the files in-process. They are written by `python3 events/generate.py`: edit the script, never the JSON, and run it again (it
-recomputes every signature and MD5).
+handler tests replay the files in-process. They are written by `python3 events/generate.py`:
+edit the script, never the JSON, and run it again (it recomputes every signature and MD5).
 
 The envelopes follow the real AWS fixtures shipped in the `aws_lambda_events` crate
 (`src/fixtures/example-apigw-request.json`, `example-apigw-v2-request-*.json`,

@@ -5,13 +5,15 @@
 `cargo lambda invoke` hands one an event from events/. Each function gets the environment
 template.yaml gives it (Globals.Function.Environment), with the template's parameters and
 resources mapped to local stand-ins: the PostgreSQL of $DATABASE_URL as an "existing database"
-whose secret is in moto, and a moto server started here for the two FIFO queues, the webhook
-secret, the master key secret and the KMS key. Nothing else from the caller's environment
-reaches the functions, as in Lambda.
+whose secret is in moto, a moto server started here for the two FIFO queues, the webhook
+secret, the master key secret, the KMS key and the secrets the example's credentials name, and
+GitHost serving the target's repository (REPO_URL) from the example repository, offline.
+Nothing else from the caller's environment reaches the functions, as in Lambda.
 
---function NAME --event FILE prints that one response; --all invokes every function with every
-events/ file that is its own (by the name's prefix) and checks the answer against EXPECTED:
-status code, body, and the messages left on each queue.
+--function NAME --event FILE prints that one response (the sample's placeholder plan id and
+commit replaced by the newest stored plan and the example's head); --all invokes every function
+with every events/ file that is its own (by the name's prefix), in ORDER, and checks the answer
+against EXPECTED: status code, body, and the messages left on each queue.
 """
 
 from __future__ import annotations
@@ -745,6 +747,11 @@ def main() -> int:
             event = arguments.event.resolve()
             if arguments.function != "webhook":
                 event = with_real_ids(event, single_run_ids(stack))
+            else:
+                # The samples share one delivery id; each run shows a first delivery, not the
+                # redelivery of the run before on this database. (No table yet: nothing to forget.)
+                subprocess.run(["psql", stack.database_url, "-qXc", "DELETE FROM webhook_deliveries"],
+                               capture_output=True)
             response = stack.invoke(arguments.function, event)
             print(json.dumps(response, indent=2))
             for queue in ("plan", "apply"):
