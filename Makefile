@@ -130,7 +130,8 @@ fuzz-smoke:
 
 # One function under cargo-lambda's emulator (`cargo lambda watch` + `cargo lambda invoke`), with
 # the environment template.yaml gives it, against the local PostgreSQL and a moto server it
-# starts; prints the response. `make invoke FN=webhook EVENT=events/webhook-github-push-apigw-v2.json`
+# starts, and the target's repository served offline from the example (example-repo); prints the
+# response. `make invoke FN=webhook EVENT=events/webhook-github-push-apigw-v2.json`
 invoke: tools example-repo
 	@[ -n "$(FN)" ] && [ -n "$(EVENT)" ] || { echo "usage: make invoke FN=api EVENT=events/api-jobs.json" >&2; exit 2; }
 	@export DATABASE_URL="$$(scripts/ensure-postgres.sh --database ritmo_invoke)" || exit 2; \
