@@ -130,15 +130,16 @@ fuzz-smoke:
 
 # One function under cargo-lambda's emulator (`cargo lambda watch` + `cargo lambda invoke`), with
 # the environment template.yaml gives it, against the local PostgreSQL and a moto server it
-# starts; prints the response. `make invoke FN=webhook EVENT=events/webhook-github-push-apigw-v2.json`
-invoke: tools
+# starts, and the target's repository served offline from the example (example-repo); prints the
+# response. `make invoke FN=webhook EVENT=events/webhook-github-push-apigw-v2.json`
+invoke: tools example-repo
 	@[ -n "$(FN)" ] && [ -n "$(EVENT)" ] || { echo "usage: make invoke FN=api EVENT=events/api-jobs.json" >&2; exit 2; }
 	@export DATABASE_URL="$$(scripts/ensure-postgres.sh --database ritmo_invoke)" || exit 2; \
 	  .venv/bin/python scripts/invoke.py --function "$(FN)" --event "$(EVENT)"
 
 # Every function with every events/ file that is its own, each answer checked (status, body,
 # the messages on moto's queues; EXPECTED in scripts/invoke.py), on a fresh database. CI runs it.
-invoke-all: tools
+invoke-all: tools example-repo
 	@export DATABASE_URL="$$(scripts/ensure-postgres.sh)" || exit 2; \
 	  .venv/bin/python scripts/invoke.py --all
 

@@ -27,6 +27,8 @@ OWNER, REPO = "acme", "ritmo-config"
 FULL = f"{OWNER}/{REPO}"
 BEFORE = "3c2d1e0f9a8b7c6d5e4f30211a0b9c8d7e6f5a4b"
 AFTER = "8b5f2a6c1d3e4f5061728394a5b6c7d8e9f00112"
+# The one target template.yaml configures (RepoUrl, RepoBranch), which `make invoke` runs.
+TARGET = "default"
 DELIVERY = "d3b07384-d9a0-11ee-8c3a-0242ac120002"
 
 
@@ -316,17 +318,17 @@ def api(method, path, body=None, query=None, iam=True):
 
 
 def api_events():
-    yield "api-sync", "`POST /api/v1/gitops/sync`: manual sync of target `prod`", \
-        api("POST", "/api/v1/gitops/sync", {"target": "prod", "dry_run": False})
+    yield "api-sync", "`POST /api/v1/gitops/sync`: manual sync of target `default`", \
+        api("POST", "/api/v1/gitops/sync", {"target": "default", "dry_run": False})
     yield "api-status", "`GET /api/v1/gitops/status`", \
-        api("GET", "/api/v1/gitops/status", query={"target": "prod"})
+        api("GET", "/api/v1/gitops/status", query={"target": "default"})
     yield "api-sync-history", "`GET /api/v1/gitops/sync/history` (one page)", \
-        api("GET", "/api/v1/gitops/sync/history", query={"target": "prod", "limit": "20"})
+        api("GET", "/api/v1/gitops/sync/history", query={"target": "default", "limit": "20"})
     yield "api-plan", "`GET /api/v1/gitops/plans/{id}`", api("GET", f"/api/v1/gitops/plans/{PLAN_ID}")
     yield "api-plan-approve", "`POST /api/v1/gitops/plans/{id}/approve`", \
         api("POST", f"/api/v1/gitops/plans/{PLAN_ID}/approve", {"comment": "reviewed in CHG-1042"})
     yield "api-rollback", "`POST /api/v1/gitops/rollback` to an earlier commit", \
-        api("POST", "/api/v1/gitops/rollback", {"target": "prod", "to": BEFORE})
+        api("POST", "/api/v1/gitops/rollback", {"target": "default", "to": BEFORE})
     yield "api-jobs", "`GET /api/v1/jobs`", api("GET", "/api/v1/jobs")
     yield "api-job", "`GET /api/v1/jobs/{name}`", api("GET", "/api/v1/jobs/backend-service")
     yield "api-health-live", "`GET /health/live` (no auth)", api("GET", "/health/live", iam=False)
@@ -360,30 +362,30 @@ APPLY_QUEUE = "ritmo-gitops-apply.fifo"
 
 def queue_events():
     revision = f"main@sha1:{AFTER}"
-    webhook = {"target": "prod", "trigger": "webhook", "revision": revision, "delivery_id": DELIVERY,
+    webhook = {"target": TARGET, "trigger": "webhook", "revision": revision, "delivery_id": DELIVERY,
                "requested_at": "2026-11-03T09:30:00Z", "actor": "octocat"}
     yield "planner-plan-request", "one PlanRequest from the webhook (FIFO record)", {"Records": [
-        sqs_record(PLAN_QUEUE, "2f1e0d9c-8b7a-4c6d-9e5f-1a2b3c4d5e6f", compact(webhook), "prod",
-                   f"prod/{revision}", "18878027350649327616")]}
+        sqs_record(PLAN_QUEUE, "2f1e0d9c-8b7a-4c6d-9e5f-1a2b3c4d5e6f", compact(webhook), TARGET,
+                   f"{TARGET}/{revision}", "18878027350649327616")]}
     schedule = {"target": "staging", "trigger": "schedule", "revision": f"staging@sha1:{BEFORE}",
                 "requested_at": "2026-11-03T09:30:01Z"}
-    manual = {"target": "prod", "trigger": "manual", "requested_at": "2026-11-03T09:31:00Z", "dry_run": True,
+    manual = {"target": TARGET, "trigger": "manual", "requested_at": "2026-11-03T09:31:00Z", "dry_run": True,
               "actor": f"arn:aws:sts::{ACCOUNT}:assumed-role/ritmo-operator/jane"}
     yield "planner-plan-request-batch", \
-        "three records, two groups: a webhook, a schedule and a manual dry run (second receive)", {"Records": [
-            sqs_record(PLAN_QUEUE, "2f1e0d9c-8b7a-4c6d-9e5f-1a2b3c4d5e6f", compact(webhook), "prod",
-                       f"prod/{revision}", "18878027350649327616"),
+        "three records, two groups: a webhook and a manual dry run (second receive) of `default`, a schedule of `staging` (a target the template does not configure: acknowledged)", {"Records": [
+            sqs_record(PLAN_QUEUE, "2f1e0d9c-8b7a-4c6d-9e5f-1a2b3c4d5e6f", compact(webhook), TARGET,
+                       f"{TARGET}/{revision}", "18878027350649327616"),
             sqs_record(PLAN_QUEUE, "7c6b5a49-3827-4161-9504-f3e2d1c0b9a8", compact(schedule), "staging",
                        f"staging/staging@sha1:{BEFORE}", "18878027350649327617"),
-            sqs_record(PLAN_QUEUE, "a9b8c7d6-e5f4-4a3b-8c2d-1e0f9a8b7c6d", compact(manual), "prod",
-                       "prod/manual/2026-11-03T09:31:00.000000000Z/dry-run", "18878027350649327618",
+            sqs_record(PLAN_QUEUE, "a9b8c7d6-e5f4-4a3b-8c2d-1e0f9a8b7c6d", compact(manual), TARGET,
+                       f"{TARGET}/manual/2026-11-03T09:31:00.000000000Z/dry-run", "18878027350649327618",
                        receive_count=2)]}
     yield "planner-invalid-message", "a record whose body is not a PlanRequest (acknowledged, never retried)", \
-        {"Records": [sqs_record(PLAN_QUEUE, "0e1d2c3b-4a59-4867-a5b4-c3d2e1f0a9b8", '{"target":"prod"}', "prod",
-                                "prod/invalid", "18878027350649327619")]}
-    apply = {"sync_id": PLAN_ID, "target": "prod"}
+        {"Records": [sqs_record(PLAN_QUEUE, "0e1d2c3b-4a59-4867-a5b4-c3d2e1f0a9b8", compact({"target": TARGET}), TARGET,
+                                f"{TARGET}/invalid", "18878027350649327619")]}
+    apply = {"sync_id": PLAN_ID, "target": TARGET}
     yield "applier-apply-request", "one ApplyRequest for a stored plan (FIFO record)", {"Records": [
-        sqs_record(APPLY_QUEUE, "5d4c3b2a-1908-4f7e-8d6c-5b4a39281706", compact(apply), "prod", PLAN_ID,
+        sqs_record(APPLY_QUEUE, "5d4c3b2a-1908-4f7e-8d6c-5b4a39281706", compact(apply), TARGET, PLAN_ID,
                    "18878027350649400001")]}
 
 
@@ -396,15 +398,49 @@ def main():
             (HERE / f"{name}.json").write_text(json.dumps(event, indent=2, ensure_ascii=False) + "\n")
             rows.append((f"{name}.json", target, what))
     table = "\n".join(f"| `{file}` | {function} | {what} |" for file, function, what in rows)
-    (HERE / "README.md").write_text(README.replace("{{TABLE}}", table).replace("{{SECRET}}", SECRET))
+    readme = README.replace("{{TABLE}}", table).replace("{{SECRET}}", SECRET)
+    readme = readme.replace("{{PLAN_ID}}", PLAN_ID).replace("{{BEFORE}}", BEFORE)
+    (HERE / "README.md").write_text(readme)
 
 
 README = """# Sample Lambda events
 
-One JSON event per function and route, usable with `sam local invoke FUNCTION -e events/FILE`
-(where Docker is available), with `cargo lambda invoke NAME --data-file events/FILE`, and
-replayed by the handler tests. They are written by `python3 events/generate.py`: edit the
-script, never the JSON, and run it again (it recomputes every signature and MD5).
+One JSON event per function and route. Run one under cargo-lambda's emulator, with the
+environment `template.yaml` gives the function, the local PostgreSQL and moto (see the README's
+"Running the Lambda functions locally"):
+
+```bash
+make tools                    # once: cargo-lambda, moto, the SAM CLI into .venv
+make invoke FN=webhook EVENT=events/webhook-github-push-apigw-v2.json
+make invoke-all               # every function with every file below, each answer checked
+```
+
+A file belongs to the function its name starts with; `make invoke-all` refuses a file without
+an expected answer in `scripts/invoke.py`.
+
+Every sample names target `default`, the one `template.yaml` configures (`RepoUrl`, here
+`https://github.com/acme/ritmo-config.git`, branch `main`), and each gives its real outcome
+offline: `make invoke` serves that URL from the example repository (`examples/ritmo-config`,
+committed into `.dev/ritmo-config` by `make example-repo`) through an HTTPS proxy of its own
+(`HTTPS_PROXY` and `SSL_CERT_FILE` in the functions' environment; the product is unchanged). So
+the poller's tick enqueues a plan request, the planner plans the example and, with `AutoApply`,
+puts one apply request on the apply queue, the applier applies it, and the API answers with
+what they stored. The samples' plan id (`{{PLAN_ID}}`) and earlier
+commit (`{{BEFORE}}`) are placeholders: `make invoke` puts the
+newest stored plan and the example's head commit in their place, so run the planner first:
+
+```bash
+make invoke FN=planner EVENT=events/planner-plan-request.json   # the apply request is printed
+make invoke FN=api EVENT=events/api-plan.json                    # that plan
+make invoke FN=applier EVENT=events/applier-apply-request.json  # applies it
+make invoke FN=api EVENT=events/api-jobs.json                    # the example's jobs
+```
+
+`make invoke-all` runs them in that order (`ORDER` in `scripts/invoke.py`) on a fresh database.
+
+`sam local invoke FUNCTION -e events/FILE` works too where Docker is available, and the
+handler tests replay the files in-process. They are written by `python3 events/generate.py`:
+edit the script, never the JSON, and run it again (it recomputes every signature and MD5).
 
 The envelopes follow the real AWS fixtures shipped in the `aws_lambda_events` crate
 (`src/fixtures/example-apigw-request.json`, `example-apigw-v2-request-*.json`,

@@ -52,7 +52,7 @@ struct Harness {
     db: Option<TestDb>,
 }
 
-/// Target `prod` (the one the sample events name) tracking `main` of a copy of the example
+/// Target `default` (the one the sample events name) tracking `main` of a copy of the example
 /// repository.
 async fn harness() -> Harness {
     let db = TestDb::new().await;
@@ -67,7 +67,7 @@ async fn harness() -> Harness {
     std::fs::write(
         &bootstrap,
         format!(
-            "gitops:\n  enabled: true\n  targets:\n    - name: prod\n      repository:\n        url: {}\n        branch: main\n",
+            "gitops:\n  enabled: true\n  targets:\n    - name: default\n      repository:\n        url: {}\n        branch: main\n",
             repo.path().display()
         ),
     )
@@ -97,9 +97,10 @@ async fn harness() -> Harness {
 }
 
 impl Harness {
-    /// Syncs target `prod` in-process, as `ritmo gitops sync` does.
+    /// Syncs target `default` in-process, as `ritmo gitops sync` does.
     async fn sync(&mut self) -> Synced {
-        let request = PlanRequest::new("prod", Trigger::Cli, chrono::Utc::now()).with_actor("test");
+        let request =
+            PlanRequest::new("default", Trigger::Cli, chrono::Utc::now()).with_actor("test");
         let inline = InlineSync {
             options: Default::default(),
             auto_approve: false,
@@ -163,16 +164,16 @@ async fn every_api_event_in_the_events_folder_gets_its_documented_answer() {
             "sync" => {
                 assert_eq!(status, StatusCode::ACCEPTED, "{name}: {body}");
                 assert_eq!(queued.len(), 1, "{name}: {queued:?}");
-                assert_eq!(queued[0].target, "prod");
+                assert_eq!(queued[0].target, "default");
                 assert_eq!(queued[0].trigger, Trigger::Manual);
                 assert_eq!(queued[0].actor.as_deref(), Some(JANE));
-                assert_eq!(body["queued"][0]["target"], "prod");
+                assert_eq!(body["queued"][0]["target"], "default");
             }
             "status" => {
                 assert_eq!(status, StatusCode::OK, "{name}: {body}");
                 let targets = body["targets"].as_array().unwrap();
                 assert_eq!(targets.len(), 1, "{body}");
-                assert_eq!(targets[0]["name"], "prod");
+                assert_eq!(targets[0]["name"], "default");
                 assert_eq!(targets[0]["generation"], 1);
                 assert_eq!(targets[0]["last_run"]["status"], "succeeded");
             }
@@ -242,7 +243,7 @@ async fn a_sync_without_a_body_queues_every_target_as_the_anonymous_caller() {
     assert_eq!(status, StatusCode::ACCEPTED, "{body}");
     let queued = drain_plans(&mut harness.receivers);
     assert_eq!(queued.len(), 1);
-    assert_eq!(queued[0].target, "prod");
+    assert_eq!(queued[0].target, "default");
     assert_eq!(queued[0].actor.as_deref(), Some(api::ANONYMOUS_ACTOR));
     assert!(!queued[0].is_dry_run());
 }
@@ -254,7 +255,7 @@ async fn a_dry_run_sync_is_queued_as_a_dry_run() {
     let (status, _) = harness
         .post(
             "/api/v1/gitops/sync",
-            Some(json!({"target": "prod", "dry_run": true})),
+            Some(json!({"target": "default", "dry_run": true})),
         )
         .await;
 
@@ -272,7 +273,7 @@ async fn a_sync_of_an_unknown_target_or_with_a_bad_body_is_refused_and_queues_no
         .post("/api/v1/gitops/sync", Some(json!({"target": "staging"})))
         .await;
     let (typo, typo_body) = harness
-        .post("/api/v1/gitops/sync", Some(json!({"targt": "prod"})))
+        .post("/api/v1/gitops/sync", Some(json!({"targt": "default"})))
         .await;
     let (garbage, garbage_body) = call(
         &harness.app,
@@ -299,7 +300,7 @@ async fn status_shows_a_configured_target_before_its_first_sync() {
 
     assert_eq!(status, StatusCode::OK, "{body}");
     let target = &body["targets"][0];
-    assert_eq!(target["name"], "prod");
+    assert_eq!(target["name"], "default");
     assert_eq!(target["registered"], false);
     assert_eq!(target["configured"], true);
     assert_eq!(target["generation"], 0);
@@ -312,7 +313,7 @@ async fn status_after_a_sync_shows_generation_commit_last_run_and_then_drift() {
     let outcome = harness.sync().await;
     let head = harness.repo.head();
 
-    let (_, before) = harness.get("/api/v1/gitops/status?target=prod").await;
+    let (_, before) = harness.get("/api/v1/gitops/status?target=default").await;
     let client = harness.db.as_ref().unwrap().client().await;
     client
         .execute(
@@ -322,7 +323,7 @@ async fn status_after_a_sync_shows_generation_commit_last_run_and_then_drift() {
         )
         .await
         .unwrap();
-    let (status, after) = harness.get("/api/v1/gitops/status?target=prod").await;
+    let (status, after) = harness.get("/api/v1/gitops/status?target=default").await;
 
     assert_eq!(status, StatusCode::OK);
     let target = &before["targets"][0];
@@ -360,12 +361,12 @@ async fn history_pages_newest_first_and_the_next_cursor_reaches_the_end() {
     ids.reverse();
 
     let (status, first) = harness
-        .get("/api/v1/gitops/sync/history?target=prod&limit=2")
+        .get("/api/v1/gitops/sync/history?target=default&limit=2")
         .await;
     let next = first["next"].as_str().unwrap();
     let (_, second) = harness
         .get(&format!(
-            "/api/v1/gitops/sync/history?target=prod&limit=2&before={}",
+            "/api/v1/gitops/sync/history?target=default&limit=2&before={}",
             next.replace('+', "%2B")
         ))
         .await;
@@ -591,12 +592,12 @@ async fn rollback_and_resume_pin_and_unpin_the_target() {
     let (rolled, rolled_body) = harness
         .post(
             "/api/v1/gitops/rollback",
-            Some(json!({"target": "prod", "to": first})),
+            Some(json!({"target": "default", "to": first})),
         )
         .await;
     let (_, pinned) = harness.get("/api/v1/gitops/status").await;
     let (resumed, resumed_body) = harness
-        .post("/api/v1/gitops/resume", Some(json!({"target": "prod"})))
+        .post("/api/v1/gitops/resume", Some(json!({"target": "default"})))
         .await;
     let (_, unpinned) = harness.get("/api/v1/gitops/status").await;
 
@@ -618,7 +619,7 @@ async fn rollback_and_resume_refuse_what_cannot_be_done() {
     let (not_commit, not_commit_json) = harness
         .post(
             "/api/v1/gitops/rollback",
-            Some(json!({"target": "prod", "to": "last tuesday"})),
+            Some(json!({"target": "default", "to": "last tuesday"})),
         )
         .await;
     let (unknown, unknown_json) = harness
@@ -678,12 +679,12 @@ async fn a_rollback_to_a_commit_not_on_the_branch_is_422_and_pins_nothing() {
             harness
                 .post(
                     "/api/v1/gitops/rollback",
-                    Some(json!({"target": "prod", "to": to})),
+                    Some(json!({"target": "default", "to": to})),
                 )
                 .await,
         );
     }
-    let (_, status) = harness.get("/api/v1/gitops/status?target=prod").await;
+    let (_, status) = harness.get("/api/v1/gitops/status?target=default").await;
 
     for (code, body) in &answers {
         assert_eq!(*code, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
@@ -715,10 +716,10 @@ async fn a_rollback_by_abbreviated_commit_pins_the_full_id() {
     let (rolled, body) = harness
         .post(
             "/api/v1/gitops/rollback",
-            Some(json!({"target": "prod", "to": &first[..10]})),
+            Some(json!({"target": "default", "to": &first[..10]})),
         )
         .await;
-    let (_, status) = harness.get("/api/v1/gitops/status?target=prod").await;
+    let (_, status) = harness.get("/api/v1/gitops/status?target=default").await;
 
     assert_eq!(rolled, StatusCode::ACCEPTED, "{body}");
     assert_eq!(status["targets"][0]["pinned_commit"], first.as_str());
@@ -741,7 +742,7 @@ async fn a_nul_byte_in_a_path_or_query_is_400_not_500() {
     for uri in [
         "/api/v1/jobs/x%00",
         "/api/v1/jobs/%00",
-        "/api/v1/gitops/status?target=prod%00",
+        "/api/v1/gitops/status?target=default%00",
         "/api/v1/gitops/sync/history?target=%00",
     ] {
         let (status, body) = harness.get(uri).await;
@@ -775,16 +776,16 @@ async fn suspend_and_resume_routes_stop_automatic_syncs_and_status_says_who_and_
     harness.sync().await;
 
     let (suspended, suspended_body) = harness
-        .post("/api/v1/gitops/targets/prod/suspend", None)
+        .post("/api/v1/gitops/targets/default/suspend", None)
         .await;
     let (_, while_suspended) = harness.get("/api/v1/gitops/status").await;
     let queued_while_suspended = drain_plans(&mut harness.receivers);
-    let webhook = PlanRequest::new("prod", Trigger::Webhook, chrono::Utc::now());
+    let webhook = PlanRequest::new("default", Trigger::Webhook, chrono::Utc::now());
     let skipped = workflow::handle_plan_request(&harness.services, &webhook)
         .await
         .unwrap();
     let (resumed, resumed_body) = harness
-        .post("/api/v1/gitops/targets/prod/resume", None)
+        .post("/api/v1/gitops/targets/default/resume", None)
         .await;
     let (_, after) = harness.get("/api/v1/gitops/status").await;
     let (unknown, unknown_body) = harness

@@ -48,7 +48,7 @@ mod tests {
         let settings = Settings {
             enabled: true,
             targets: vec![TargetSettings {
-                name: "prod".into(),
+                name: "default".into(),
                 repo_url: repo.path().display().to_string(),
                 branch: "main".into(),
                 path: String::new(),
@@ -108,7 +108,7 @@ mod tests {
         let (services, mut receivers) = services(&db, &repo).await;
         ritmo::workflow::handle_plan_request(
             &services,
-            &PlanRequest::new("prod", Trigger::Manual, chrono::Utc::now()),
+            &PlanRequest::new("default", Trigger::Manual, chrono::Utc::now()),
         )
         .await
         .unwrap();
@@ -133,7 +133,7 @@ mod tests {
         let run = store.run(sync_id.parse().unwrap()).await.unwrap().unwrap();
         assert_eq!(run.status, RunStatus::Succeeded);
         assert_eq!(run.summary.create, 1);
-        let target = store.target("prod").await.unwrap().unwrap();
+        let target = store.target("default").await.unwrap().unwrap();
         assert_eq!(target.generation, 1);
     }
 }

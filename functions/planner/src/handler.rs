@@ -108,7 +108,7 @@ mod tests {
         let (services, _receivers) = services(
             &db,
             vec![
-                target("prod", &url, "main"),
+                target("default", &url, "main"),
                 target("staging", &url, "staging"),
             ],
         )
@@ -129,7 +129,7 @@ mod tests {
     async fn a_malformed_record_is_acknowledged_and_never_retried() {
         let db = TestDb::new().await;
         let (services, _receivers) =
-            services(&db, vec![target("prod", "/nonexistent", "main")]).await;
+            services(&db, vec![target("default", "/nonexistent", "main")]).await;
 
         let response = handle(
             &services,
@@ -150,7 +150,7 @@ mod tests {
         let (services, _receivers) = services(
             &db,
             vec![
-                target("prod", unreachable, "main"),
+                target("default", unreachable, "main"),
                 target("staging", &repo.path().display().to_string(), "staging"),
             ],
         )
