@@ -53,6 +53,13 @@ pub enum ConfigError {
     MissingRepository { target: String },
     #[error("authentication of target `{target}`: {message}")]
     InvalidAuth { target: String, message: String },
+    #[error("notifications of target `{target}`, subscription {index}: {message}")]
+    InvalidSubscription {
+        target: String,
+        /// 1-based, in the order of the file (shared subscriptions first).
+        index: usize,
+        message: String,
+    },
 }
 
 /// How a target authenticates to its Git host. Secret values are held redacted; a `*_secret`
@@ -117,11 +124,63 @@ pub struct TargetSettings {
 }
 
 /// What an operator sets per target besides where it reads from and how it syncs.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default)]
 pub struct TargetControls {
     /// `sync.suspended: true` (or `RITMO_GITOPS_SUSPENDED=true`): neither polled, planned nor
     /// healed, whatever the database says; `ritmo gitops suspend` sets the database's flag.
     pub suspended: bool,
+    /// `notifications:` of the target, after `gitops.notifications.subscriptions` (shared by
+    /// every target).
+    pub notifications: Vec<Subscription>,
+}
+
+/// An event people can subscribe to, as named in the bootstrap file and in each message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum EventKind {
+    SyncSucceeded,
+    SyncFailed,
+    DriftDetected,
+    PendingApproval,
+    WaitingForWindow,
+    Suspended,
+}
+
+impl EventKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EventKind::SyncSucceeded => "sync_succeeded",
+            EventKind::SyncFailed => "sync_failed",
+            EventKind::DriftDetected => "drift_detected",
+            EventKind::PendingApproval => "pending_approval",
+            EventKind::WaitingForWindow => "waiting_for_window",
+            EventKind::Suspended => "suspended",
+        }
+    }
+}
+
+/// Some events of one target, sent to one destination.
+#[derive(Debug, Clone)]
+pub struct Subscription {
+    pub events: Vec<EventKind>,
+    pub destination: Destination,
+}
+
+/// Where a subscription's messages go.
+#[derive(Debug, Clone)]
+pub enum Destination {
+    /// An SNS topic (ARN).
+    Sns { topic_arn: String },
+    /// A Slack-compatible incoming webhook whose URL is the named `Credential`'s
+    /// `encrypted_value`.
+    Slack { credential: String },
+    /// Any HTTPS endpoint: the message as JSON, signed with HMAC-SHA256 of the body under
+    /// `signing_secret` (header `x-ritmo-signature: sha256=<hex>`). Plain `http://` is accepted
+    /// for loopback hosts only (a receiver on the same machine, as in tests).
+    Webhook {
+        url: String,
+        signing_secret: SecretSetting,
+    },
 }
 
 impl TargetSettings {
@@ -298,6 +357,9 @@ pub struct NotificationSettings {
     /// The name of a `Credential` resource whose `encrypted_value` is a Slack-compatible
     /// incoming-webhook URL (the URL is a secret: it is never logged).
     pub slack_webhook_credential: Option<String>,
+    /// The API's public base URL (`notifications.api_url`, `RITMO_GITOPS_API_URL`): each
+    /// message links to its plan under it.
+    pub api_url: Option<String>,
 }
 
 impl NotificationSettings {
@@ -448,6 +510,33 @@ struct RetrySection {
 struct NotificationsSection {
     sns_topic_arn: Option<String>,
     slack_webhook_credential: Option<String>,
+    /// The API's public base URL, for the plan link in each message.
+    api_url: Option<String>,
+    /// Subscriptions every target has.
+    #[serde(default)]
+    subscriptions: Vec<SubscriptionSection>,
+}
+
+/// One entry of a `notifications:` list: the events and exactly one destination.
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SubscriptionSection {
+    #[serde(default)]
+    events: Vec<EventKind>,
+    sns_topic_arn: Option<String>,
+    slack_webhook_credential: Option<String>,
+    webhook: Option<WebhookDestinationSection>,
+}
+
+/// The signing secret is named, never written: an environment variable read at start-up, a
+/// file, or a Secrets Manager secret.
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct WebhookDestinationSection {
+    url: String,
+    signing_secret_env: Option<String>,
+    signing_secret_file: Option<PathBuf>,
+    signing_secret_secret: Option<String>,
 }
 
 #[derive(Debug, Default, Clone, Deserialize)]
@@ -536,6 +625,8 @@ struct TargetSection {
     repository: RepositorySection,
     authentication: Option<AuthSection>,
     sync: Option<SyncSection>,
+    #[serde(default)]
+    notifications: Vec<SubscriptionSection>,
 }
 
 fn parse_bootstrap(
@@ -651,13 +742,20 @@ fn from_bootstrap(
         if let Some(patterns) = &sync.require_approval_for_branches {
             approval_branches.insert(DEFAULT_TARGET.to_string(), patterns.clone());
         }
-        targets.push(target_settings(
+        let mut target = target_settings(
             DEFAULT_TARGET,
             &repository,
             &auth,
             &sync,
             &SyncSection::default(),
-        )?);
+        )?;
+        target.controls.notifications = subscriptions(
+            DEFAULT_TARGET,
+            &gitops.notifications.subscriptions,
+            &[],
+            &var,
+        )?;
+        targets.push(target);
     }
     for declared in &gitops.targets {
         if targets
@@ -678,13 +776,20 @@ fn from_bootstrap(
         {
             approval_branches.insert(declared.name.clone(), patterns.clone());
         }
-        targets.push(target_settings(
+        let mut target = target_settings(
             &declared.name,
             &declared.repository,
             &target_auth,
             &sync,
             &own_sync,
-        )?);
+        )?;
+        target.controls.notifications = subscriptions(
+            &declared.name,
+            &gitops.notifications.subscriptions,
+            &declared.notifications,
+            &var,
+        )?;
+        targets.push(target);
     }
 
     let webhook = gitops.webhook;
@@ -744,6 +849,9 @@ fn from_bootstrap(
         sns_topic_arn: var("RITMO_GITOPS_SNS_TOPIC_ARN").or(gitops.notifications.sns_topic_arn),
         slack_webhook_credential: var("RITMO_GITOPS_SLACK_CREDENTIAL")
             .or(gitops.notifications.slack_webhook_credential),
+        api_url: var("RITMO_GITOPS_API_URL")
+            .or(gitops.notifications.api_url)
+            .map(|url| url.trim_end_matches('/').to_string()),
     };
     let check_secret_refs = match var("RITMO_CHECK_SECRET_REFS") {
         Some(value) => parse_bool("RITMO_CHECK_SECRET_REFS", &value)?,
@@ -843,6 +951,7 @@ fn target_settings(
         self_heal: pick(own_sync.self_heal, shared_sync.self_heal, false),
         controls: TargetControls {
             suspended: pick(own_sync.suspended, shared_sync.suspended, false),
+            notifications: Vec::new(),
         },
         policy: PlanPolicy {
             prune: pick(own_sync.prune, shared_sync.prune, defaults.prune),
@@ -860,6 +969,110 @@ fn target_settings(
             target: name.to_string(),
             message,
         })?,
+    })
+}
+
+/// A target's subscriptions: the shared ones, then its own. Each names at least one event and
+/// exactly one destination; a webhook's signing secret is named (env, file or Secrets
+/// Manager), never written in the file.
+fn subscriptions(
+    target: &str,
+    shared: &[SubscriptionSection],
+    own: &[SubscriptionSection],
+    var: &dyn Fn(&str) -> Option<String>,
+) -> Result<Vec<Subscription>, ConfigError> {
+    shared
+        .iter()
+        .chain(own)
+        .enumerate()
+        .map(|(i, section)| {
+            subscription(section, var).map_err(|message| ConfigError::InvalidSubscription {
+                target: target.to_string(),
+                index: i + 1,
+                message,
+            })
+        })
+        .collect()
+}
+
+fn subscription(
+    section: &SubscriptionSection,
+    var: &dyn Fn(&str) -> Option<String>,
+) -> Result<Subscription, String> {
+    if section.events.is_empty() {
+        return Err(
+            "`events:` is empty: list at least one of sync_succeeded, sync_failed, \
+                    drift_detected, pending_approval, waiting_for_window, suspended"
+                .into(),
+        );
+    }
+    let destination = match (
+        &section.sns_topic_arn,
+        &section.slack_webhook_credential,
+        &section.webhook,
+    ) {
+        (Some(topic_arn), None, None) => Destination::Sns {
+            topic_arn: topic_arn.clone(),
+        },
+        (None, Some(credential), None) => Destination::Slack {
+            credential: credential.clone(),
+        },
+        (None, None, Some(webhook)) => webhook_destination(webhook, var)?,
+        _ => {
+            return Err("give exactly one destination: `sns_topic_arn`, \
+                        `slack_webhook_credential` or `webhook`"
+                .into());
+        }
+    };
+    Ok(Subscription {
+        events: section.events.clone(),
+        destination,
+    })
+}
+
+fn webhook_destination(
+    section: &WebhookDestinationSection,
+    var: &dyn Fn(&str) -> Option<String>,
+) -> Result<Destination, String> {
+    let url = section.url.trim();
+    let parsed = url::Url::parse(url).map_err(|e| format!("`webhook.url` is not a URL: {e}"))?;
+    let loopback = match parsed.host() {
+        Some(url::Host::Domain(host)) => host == "localhost",
+        Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
+        Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
+        None => false,
+    };
+    match parsed.scheme() {
+        "https" => {}
+        "http" if loopback => {}
+        _ => {
+            return Err(format!(
+                "`webhook.url` must be an https:// URL (http:// only for a loopback host), \
+                 found scheme `{}`",
+                parsed.scheme()
+            ));
+        }
+    }
+    let from_env = match &section.signing_secret_env {
+        Some(name) => Some(var(name).ok_or_else(|| {
+            format!("`webhook.signing_secret_env` names `{name}`, which is not set: export it")
+        })?),
+        None => None,
+    };
+    let signing_secret = secret_setting(
+        "webhook signing secret",
+        from_env.as_ref(),
+        section.signing_secret_file.as_ref(),
+        section.signing_secret_secret.as_ref(),
+    )?
+    .ok_or_else(|| {
+        "a webhook needs a signing secret: set `signing_secret_env`, `signing_secret_file` \
+         or `signing_secret_secret`"
+            .to_string()
+    })?;
+    Ok(Destination::Webhook {
+        url: url.to_string(),
+        signing_secret,
     })
 }
 
@@ -1593,6 +1806,7 @@ gitops:
             NotificationSettings {
                 sns_topic_arn: Some("arn:aws:sns:us-east-1:1:env".into()),
                 slack_webhook_credential: Some("slack-hook".into()),
+                api_url: None,
             }
         );
         assert_eq!(Settings::default().history_limit(), DEFAULT_HISTORY_LIMIT);

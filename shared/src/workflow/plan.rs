@@ -534,6 +534,12 @@ impl Planning<'_> {
                 revision: plan.revision.to_string(),
                 reason: approval_reason.clone(),
                 summary: summary.to_string(),
+                counts: crate::notify::Counts {
+                    create: summary.create,
+                    update: summary.update,
+                    delete: summary.delete,
+                    unchanged: summary.unchanged,
+                },
             };
             super::announce::announce(self.services, &event).await;
         }

@@ -250,6 +250,11 @@ pub async fn suspend(services: &Services, target: &str, actor: &str) -> Result<T
         store.set_suspended(target, true, Some(actor)).await?
     };
     tracing::info!(%target, %actor, "automatic syncs suspended");
+    let event = crate::notify::Event::Suspended {
+        target: target.to_string(),
+        actor: actor.to_string(),
+    };
+    super::announce::announce(services, &event).await;
     Ok(state)
 }
 
