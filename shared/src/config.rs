@@ -1792,6 +1792,88 @@ gitops:
         assert!(branch_matches("*", "anything"));
     }
 
+    const SUBSCRIBED: &str = "gitops:
+  notifications:
+    api_url: https://ritmo.example.com/
+    subscriptions:
+      - events: [sync_failed]
+        sns_topic_arn: arn:aws:sns:us-east-1:1:oncall
+  targets:
+    - name: prod
+      repository: { url: https://git.example.com/ci.git }
+      notifications:
+        - events: [sync_succeeded, suspended]
+          slack_webhook_credential: slack-hook
+        - events: [pending_approval]
+          webhook:
+            url: https://hooks.example.com/ritmo
+            signing_secret_env: HOOK_SECRET
+";
+
+    #[test]
+    fn a_target_has_the_shared_subscriptions_then_its_own() {
+        let env = env(&[("HOOK_SECRET", "s3cret-signing-key")]);
+
+        let settings = Settings::from_text("gitops.yaml", SUBSCRIBED, &env).unwrap();
+
+        let subscriptions = &settings.target("prod").unwrap().controls.notifications;
+        assert_eq!(subscriptions.len(), 3);
+        assert_eq!(subscriptions[0].events, [EventKind::SyncFailed]);
+        assert!(matches!(
+            &subscriptions[1].destination,
+            Destination::Slack { credential } if credential == "slack-hook"
+        ));
+        let Destination::Webhook {
+            url,
+            signing_secret: SecretSetting::Value(secret),
+        } = &subscriptions[2].destination
+        else {
+            panic!("{subscriptions:?}");
+        };
+        assert_eq!(url, "https://hooks.example.com/ritmo");
+        assert_eq!(secret.expose_secret(), "s3cret-signing-key");
+        assert!(!format!("{settings:?}").contains("s3cret-signing-key"));
+        assert_eq!(
+            settings.notifications.api_url.as_deref(),
+            Some("https://ritmo.example.com")
+        );
+    }
+
+    #[test]
+    fn bad_subscriptions_are_refused_with_the_target_and_what_to_do() {
+        let refused = |text: &str, env_vars: &[(&str, &str)]| {
+            Settings::from_text("gitops.yaml", text, &env(env_vars))
+                .unwrap_err()
+                .to_string()
+        };
+
+        let unset = refused(SUBSCRIBED, &[]);
+        assert!(unset.contains("`prod`, subscription 3"), "{unset}");
+        assert!(unset.contains("`HOOK_SECRET`, which is not set"), "{unset}");
+
+        let plain_http = SUBSCRIBED.replace("https://hooks", "http://hooks");
+        let error = refused(&plain_http, &[("HOOK_SECRET", "x")]);
+        assert!(error.contains("must be an https:// URL"), "{error}");
+        let loopback = SUBSCRIBED.replace("https://hooks.example.com", "http://127.0.0.1:9");
+        Settings::from_text("gitops.yaml", &loopback, &env(&[("HOOK_SECRET", "x")])).unwrap();
+
+        let two = SUBSCRIBED.replace(
+            "slack_webhook_credential: slack-hook",
+            "slack_webhook_credential: slack-hook\n          sns_topic_arn: arn:x",
+        );
+        let error = refused(&two, &[("HOOK_SECRET", "x")]);
+        assert!(error.contains("exactly one destination"), "{error}");
+
+        // A signing secret written into the file is not a field: it would sit in Git.
+        let written = SUBSCRIBED.replace("signing_secret_env: HOOK_SECRET", "signing_secret: abc");
+        let error = refused(&written, &[]);
+        assert!(error.contains("signing_secret"), "{error}");
+
+        let unknown = SUBSCRIBED.replace("[sync_failed]", "[synced]");
+        let error = refused(&unknown, &[("HOOK_SECRET", "x")]);
+        assert!(error.contains("synced"), "{error}");
+    }
+
     #[test]
     fn history_limit_and_notifications_come_from_the_file_or_the_environment() {
         let file = "gitops:\n  history_limit: 250\n  notifications:\n    sns_topic_arn: arn:aws:sns:us-east-1:1:file\n    slack_webhook_credential: slack-hook\n";

@@ -809,6 +809,135 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn every_event_is_posted_signed_to_a_subscribed_webhook_without_its_secret() {
+        use hmac::{Hmac, Mac};
+        let secret = "webhook-signing-secret-42";
+        let sync_id = Uuid::from_u128(7);
+        let counts = Counts {
+            create: 2,
+            update: 1,
+            delete: 0,
+            unchanged: 4,
+        };
+        let events = [
+            Event::SyncSucceeded {
+                target: "prod".into(),
+                sync_id,
+                commit: Some("abc1234".into()),
+                counts,
+            },
+            Event::SyncFailed {
+                target: "prod".into(),
+                sync_id: Some(sync_id),
+                revision: Some("abc1234".into()),
+                error: "validation errors".into(),
+                diagnostics: vec!["jobs/a.yaml:1:1: error".into()],
+            },
+            Event::DriftDetected {
+                target: "prod".into(),
+                resources: vec!["Job/a".into()],
+                self_heal: false,
+            },
+            Event::PendingApproval {
+                target: "prod".into(),
+                sync_id,
+                revision: "abc1234".into(),
+                reason: None,
+                summary: "Plan: …".into(),
+                counts,
+            },
+            Event::Suspended {
+                target: "prod".into(),
+                actor: "jane".into(),
+            },
+        ];
+        let notifier = Notifier::new(
+            NotificationSettings {
+                api_url: Some("https://ritmo.example.com".into()),
+                ..NotificationSettings::default()
+            },
+            None,
+        );
+
+        for event in &events {
+            let (port, served) =
+                answer_once("HTTP/1.1 204 No Content\r\ncontent-length: 0\r\n\r\n".into());
+            let subscriptions = [Subscription {
+                events: vec![event.kind()],
+                destination: Destination::Webhook {
+                    url: format!("http://127.0.0.1:{port}/hook"),
+                    signing_secret: SecretSetting::Value(SecretString::from(secret)),
+                },
+            }];
+
+            let report = notifier
+                .send(
+                    event,
+                    &subscriptions,
+                    |_| async { Err(NotifyError::SlackStatus { status: 0 }) },
+                    |setting| async move {
+                        match setting {
+                            SecretSetting::Value(value) => Ok(value),
+                            _ => Err(NotifyError::SigningSecret {
+                                reason: "not a value".into(),
+                            }),
+                        }
+                    },
+                    &MetricsSink::capture(),
+                )
+                .await;
+
+            assert_eq!(report.delivered, 1, "{}", event.name());
+            let request = served.join().unwrap();
+            let (head, body) = request.split_once("\r\n\r\n").unwrap();
+            let mut mac = Hmac::<sha2::Sha256>::new_from_slice(secret.as_bytes()).unwrap();
+            mac.update(body.as_bytes());
+            let expected = hex::encode(mac.finalize().into_bytes());
+            assert!(
+                head.to_ascii_lowercase()
+                    .contains(&format!("x-ritmo-signature: sha256={expected}")),
+                "{head}"
+            );
+            assert!(!request.contains(secret), "{request}");
+            let payload: serde_json::Value = serde_json::from_str(body).unwrap();
+            assert_eq!(payload["event"], event.name());
+            assert_eq!(payload["target"], "prod");
+            if event.commit().is_some() {
+                assert_eq!(payload["commit"], "abc1234");
+                assert_eq!(
+                    payload["plan_url"],
+                    format!("https://ritmo.example.com/api/v1/gitops/plans/{sync_id}")
+                );
+            }
+            assert!(payload["counts"].is_object(), "{payload}");
+        }
+    }
+
+    #[tokio::test]
+    async fn an_event_nobody_subscribed_to_is_not_sent() {
+        let subscriptions = [Subscription {
+            events: vec![EventKind::SyncFailed],
+            destination: Destination::Webhook {
+                // Nothing listens here: a post would count as a failure.
+                url: "http://127.0.0.1:9/hook".into(),
+                signing_secret: SecretSetting::Value(SecretString::from("s")),
+            },
+        }];
+
+        let report = Notifier::default()
+            .send(
+                &pending(),
+                &subscriptions,
+                |_| async { Err(NotifyError::SlackStatus { status: 0 }) },
+                |_| async { Err(NotifyError::SlackStatus { status: 0 }) },
+                &MetricsSink::capture(),
+            )
+            .await;
+
+        assert_eq!(report, NotifyReport::default());
+    }
+
+    #[tokio::test]
     async fn a_failed_slack_post_does_not_quote_the_url() {
         let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let port = closed.local_addr().unwrap().port();
