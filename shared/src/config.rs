@@ -53,6 +53,13 @@ pub enum ConfigError {
     MissingRepository { target: String },
     #[error("authentication of target `{target}`: {message}")]
     InvalidAuth { target: String, message: String },
+    #[error("sync window {index} of target `{target}`: {source}")]
+    InvalidWindow {
+        target: String,
+        /// 1-based, in the order of the file (shared windows first).
+        index: usize,
+        source: crate::windows::WindowError,
+    },
     #[error("notifications of target `{target}`, subscription {index}: {message}")]
     InvalidSubscription {
         target: String,
@@ -132,6 +139,8 @@ pub struct TargetControls {
     /// `notifications:` of the target, after `gitops.notifications.subscriptions` (shared by
     /// every target).
     pub notifications: Vec<Subscription>,
+    /// `sync_windows:` of the target, after `gitops.sync_windows` (shared by every target).
+    pub windows: Vec<crate::windows::SyncWindow>,
 }
 
 /// An event people can subscribe to, as named in the bootstrap file and in each message.
@@ -494,6 +503,19 @@ struct GitopsSection {
     notifications: NotificationsSection,
     #[serde(default)]
     retry: RetrySection,
+    /// Windows every target has.
+    #[serde(default)]
+    sync_windows: Vec<WindowSection>,
+}
+
+/// One entry of a `sync_windows:` list.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct WindowSection {
+    kind: crate::windows::WindowKind,
+    schedule: String,
+    duration: String,
+    timezone: Option<String>,
 }
 
 /// `gitops.retry:` in seconds and receives.
@@ -627,6 +649,8 @@ struct TargetSection {
     sync: Option<SyncSection>,
     #[serde(default)]
     notifications: Vec<SubscriptionSection>,
+    #[serde(default)]
+    sync_windows: Vec<WindowSection>,
 }
 
 fn parse_bootstrap(
@@ -755,6 +779,7 @@ fn from_bootstrap(
             &[],
             &var,
         )?;
+        target.controls.windows = sync_windows(DEFAULT_TARGET, &gitops.sync_windows, &[])?;
         targets.push(target);
     }
     for declared in &gitops.targets {
@@ -789,6 +814,8 @@ fn from_bootstrap(
             &declared.notifications,
             &var,
         )?;
+        target.controls.windows =
+            sync_windows(&declared.name, &gitops.sync_windows, &declared.sync_windows)?;
         targets.push(target);
     }
 
@@ -952,6 +979,7 @@ fn target_settings(
         controls: TargetControls {
             suspended: pick(own_sync.suspended, shared_sync.suspended, false),
             notifications: Vec::new(),
+            windows: Vec::new(),
         },
         policy: PlanPolicy {
             prune: pick(own_sync.prune, shared_sync.prune, defaults.prune),
@@ -970,6 +998,32 @@ fn target_settings(
             message,
         })?,
     })
+}
+
+/// A target's sync windows: the shared ones, then its own.
+fn sync_windows(
+    target: &str,
+    shared: &[WindowSection],
+    own: &[WindowSection],
+) -> Result<Vec<crate::windows::SyncWindow>, ConfigError> {
+    shared
+        .iter()
+        .chain(own)
+        .enumerate()
+        .map(|(i, section)| {
+            crate::windows::SyncWindow::new(
+                section.kind,
+                &section.schedule,
+                &section.duration,
+                section.timezone.as_deref(),
+            )
+            .map_err(|source| ConfigError::InvalidWindow {
+                target: target.to_string(),
+                index: i + 1,
+                source,
+            })
+        })
+        .collect()
 }
 
 /// A target's subscriptions: the shared ones, then its own. Each names at least one event and
@@ -1837,6 +1891,35 @@ gitops:
             settings.notifications.api_url.as_deref(),
             Some("https://ritmo.example.com")
         );
+    }
+
+    #[test]
+    fn sync_windows_come_from_the_file_shared_then_per_target() {
+        let file = "gitops:
+  sync_windows:
+    - { kind: deny, schedule: '0 22 * * *', duration: 8h }
+  targets:
+    - name: prod
+      repository: { url: https://git.example.com/ci.git }
+      sync_windows:
+        - { kind: allow, schedule: '0 9 * * 1-5', duration: 8h, timezone: Europe/Paris }
+";
+        let settings = Settings::from_text("gitops.yaml", file, &env(&[])).unwrap();
+
+        let windows = &settings.target("prod").unwrap().controls.windows;
+        assert_eq!(windows.len(), 2);
+        assert_eq!(windows[0].to_string(), "deny `0 22 * * *` for 8h (UTC)");
+        assert_eq!(
+            windows[1].to_string(),
+            "allow `0 9 * * 1-5` for 8h (Europe/Paris)"
+        );
+
+        let bad = file.replace("Europe/Paris", "Europe/Pariss");
+        let error = Settings::from_text("gitops.yaml", &bad, &env(&[]))
+            .unwrap_err()
+            .to_string();
+        assert!(error.contains("sync window 2 of target `prod`"), "{error}");
+        assert!(error.contains("Europe/Pariss"), "{error}");
     }
 
     #[test]
