@@ -70,6 +70,15 @@ pub enum Event {
     },
     /// Automatic syncs of the target were suspended.
     Suspended { target: String, actor: String },
+    /// A plan waits for the target's sync window to open.
+    WaitingForWindow {
+        target: String,
+        sync_id: Uuid,
+        revision: String,
+        /// `None` when no opening was found (only deny windows that never end).
+        next_opening: Option<chrono::DateTime<chrono::Utc>>,
+        counts: Counts,
+    },
 }
 
 /// What a plan does, by action.
@@ -88,7 +97,8 @@ impl Event {
             | Event::DriftDetected { target, .. }
             | Event::PendingApproval { target, .. }
             | Event::SyncSucceeded { target, .. }
-            | Event::Suspended { target, .. } => target,
+            | Event::Suspended { target, .. }
+            | Event::WaitingForWindow { target, .. } => target,
         }
     }
 
@@ -100,6 +110,7 @@ impl Event {
             Event::PendingApproval { .. } => EventKind::PendingApproval,
             Event::SyncSucceeded { .. } => EventKind::SyncSucceeded,
             Event::Suspended { .. } => EventKind::Suspended,
+            Event::WaitingForWindow { .. } => EventKind::WaitingForWindow,
         }
     }
 
@@ -112,7 +123,9 @@ impl Event {
     pub fn commit(&self) -> Option<&str> {
         match self {
             Event::SyncFailed { revision, .. } => revision.as_deref(),
-            Event::PendingApproval { revision, .. } => Some(revision),
+            Event::PendingApproval { revision, .. } | Event::WaitingForWindow { revision, .. } => {
+                Some(revision)
+            }
             Event::SyncSucceeded { commit, .. } => commit.as_deref(),
             Event::DriftDetected { .. } | Event::Suspended { .. } => None,
         }
@@ -121,9 +134,9 @@ impl Event {
     fn sync_id(&self) -> Option<Uuid> {
         match self {
             Event::SyncFailed { sync_id, .. } => *sync_id,
-            Event::PendingApproval { sync_id, .. } | Event::SyncSucceeded { sync_id, .. } => {
-                Some(*sync_id)
-            }
+            Event::PendingApproval { sync_id, .. }
+            | Event::SyncSucceeded { sync_id, .. }
+            | Event::WaitingForWindow { sync_id, .. } => Some(*sync_id),
             Event::DriftDetected { .. } | Event::Suspended { .. } => None,
         }
     }
@@ -131,7 +144,9 @@ impl Event {
     /// The counts a reader needs: actions of a plan, drifted resources, error diagnostics.
     fn counts(&self) -> serde_json::Value {
         match self {
-            Event::PendingApproval { counts, .. } | Event::SyncSucceeded { counts, .. } => {
+            Event::PendingApproval { counts, .. }
+            | Event::SyncSucceeded { counts, .. }
+            | Event::WaitingForWindow { counts, .. } => {
                 serde_json::to_value(counts).unwrap_or_default()
             }
             Event::SyncFailed { diagnostics, .. } => {
@@ -198,6 +213,9 @@ impl Event {
             Event::SyncSucceeded { target, .. } => format!("Ritmo GitOps: `{target}` synced"),
             Event::Suspended { target, .. } => {
                 format!("Ritmo GitOps: automatic syncs of `{target}` suspended")
+            }
+            Event::WaitingForWindow { target, .. } => {
+                format!("Ritmo GitOps: a plan of `{target}` waits for its sync window")
             }
         };
         truncate(&subject, SNS_SUBJECT_MAX)
@@ -273,6 +291,19 @@ impl Event {
                     counts.update,
                     counts.delete,
                     counts.unchanged
+                ));
+            }
+            Event::WaitingForWindow {
+                sync_id,
+                revision,
+                next_opening,
+                ..
+            } => {
+                text.push_str(&format!(
+                    "Sync {sync_id} at {revision} is applied when the window opens ({}). \
+                     Apply it now: ritmo gitops approve {sync_id} --override-window",
+                    next_opening
+                        .map_or_else(|| "no opening found".to_string(), |at| at.to_rfc3339())
                 ));
             }
             Event::Suspended { target, actor } => {
@@ -849,6 +880,13 @@ mod tests {
             Event::Suspended {
                 target: "prod".into(),
                 actor: "jane".into(),
+            },
+            Event::WaitingForWindow {
+                target: "prod".into(),
+                sync_id,
+                revision: "abc1234".into(),
+                next_opening: None,
+                counts,
             },
         ];
         let notifier = Notifier::new(

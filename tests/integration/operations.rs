@@ -714,3 +714,64 @@ async fn subscribed_events_reach_a_signed_webhook_with_target_commit_counts_and_
         "an unsubscribed event was sent"
     );
 }
+
+#[tokio::test]
+async fn a_deny_window_holds_a_scheduled_sync_which_is_applied_when_the_window_ends() {
+    use chrono::{Duration as Span, DurationRound, Timelike, Utc};
+    use ritmo::windows::{SyncWindow, WindowKind};
+    // A deny window that opened this minute and lasts two hours, so the planner (which reads
+    // the real clock) plans inside it; the poller is then asked about a time after its end.
+    let opened = Utc::now().duration_trunc(Span::minutes(1)).unwrap();
+    let schedule = format!("{} {} * * *", opened.minute(), opened.hour());
+    let window = SyncWindow::new(WindowKind::Deny, &schedule, "2h", Some("UTC")).unwrap();
+    let mut stack =
+        Stack::start(|settings| settings.targets[0].controls.windows = vec![window]).await;
+    stack.remote.push_plugin("git-scm", "1.0.0");
+
+    let poll = workflow::poll_targets_at(&stack.services, opened + Span::seconds(30))
+        .await
+        .unwrap();
+    let plans = stack.drain().await;
+
+    assert_eq!(poll.enqueued, 1, "{poll:?}");
+    let PlanRequestOutcome::Planned {
+        sync_id, status, ..
+    } = &plans[0]
+    else {
+        panic!("{plans:?}");
+    };
+    assert_eq!(*status, RunStatus::WaitingForWindow);
+    let held = stack
+        .services
+        .store
+        .lock()
+        .await
+        .resources(Some(Kind::Plugin), None)
+        .await
+        .unwrap();
+    assert!(held.is_empty(), "applied inside a deny window: {held:?}");
+
+    // Still inside the window: the plan keeps waiting.
+    let inside = workflow::poll_targets_at(&stack.services, opened + Span::minutes(90))
+        .await
+        .unwrap();
+    assert!(inside.released.is_empty(), "{inside:?}");
+
+    let after = workflow::poll_targets_at(&stack.services, opened + Span::hours(2))
+        .await
+        .unwrap();
+    stack.drain().await;
+
+    assert_eq!(after.released, vec![*sync_id]);
+    assert_eq!(stack.plugin_version().await, "1.0.0");
+    let run = stack
+        .services
+        .store
+        .lock()
+        .await
+        .run(*sync_id)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(run.status, RunStatus::Succeeded);
+}
