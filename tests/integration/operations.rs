@@ -775,3 +775,57 @@ async fn a_deny_window_holds_a_scheduled_sync_which_is_applied_when_the_window_e
         .unwrap();
     assert_eq!(run.status, RunStatus::Succeeded);
 }
+
+#[tokio::test]
+async fn override_window_applies_a_waiting_plan_now_and_is_recorded_in_the_run() {
+    use ritmo::windows::{SyncWindow, WindowKind};
+    use workflow::ApproveOutcome;
+    // Always denied: every minute opens a day-long deny window.
+    let window = SyncWindow::new(WindowKind::Deny, "* * * * *", "1d", None).unwrap();
+    let mut stack =
+        Stack::start(|settings| settings.targets[0].controls.windows = vec![window]).await;
+    stack.remote.push_plugin("git-scm", "1.0.0");
+    workflow::poll_targets(&stack.services).await.unwrap();
+    let plans = stack.drain().await;
+    let PlanRequestOutcome::Planned {
+        sync_id, status, ..
+    } = &plans[0]
+    else {
+        panic!("{plans:?}");
+    };
+    assert_eq!(*status, RunStatus::WaitingForWindow);
+
+    let plain = workflow::approve_plan(&stack.services, *sync_id, "jane")
+        .await
+        .unwrap();
+    assert!(
+        matches!(
+            plain,
+            ApproveOutcome::NotPending {
+                status: RunStatus::WaitingForWindow,
+                ..
+            }
+        ),
+        "{plain:?}"
+    );
+
+    let overridden = workflow::approve_plan_with(&stack.services, *sync_id, "jane", true)
+        .await
+        .unwrap();
+    stack.drain().await;
+
+    assert!(
+        matches!(overridden, ApproveOutcome::Approved { .. }),
+        "{overridden:?}"
+    );
+    assert_eq!(stack.plugin_version().await, "1.0.0");
+    let store = stack.services.store.lock().await;
+    assert_eq!(
+        store.run(*sync_id).await.unwrap().unwrap().status,
+        RunStatus::Succeeded
+    );
+    assert_eq!(
+        store.window_override_by(*sync_id).await.unwrap().as_deref(),
+        Some("jane")
+    );
+}

@@ -145,9 +145,13 @@ async fn sync(
 struct ApproveBody {
     /// Why, for the log (a change ticket, a review link).
     comment: Option<String>,
+    /// Apply a plan waiting for its sync window now; recorded in the run.
+    #[serde(default)]
+    override_window: bool,
 }
 
-/// `POST /api/v1/gitops/plans/{id}/approve` with an optional `{"comment"}`: approve a plan
+/// `POST /api/v1/gitops/plans/{id}/approve` with an optional `{"comment", "override_window"}`:
+/// approve a plan
 /// waiting for approval and queue it for the applier (202); 409 when it is not waiting or the
 /// target moved since it was planned.
 async fn approve(
@@ -159,7 +163,7 @@ async fn approve(
     let sync_id = parse_sync_id(&id)?;
     let body: ApproveBody = optional_json(body)?;
     tracing::info!(%sync_id, %actor, comment = body.comment.as_deref().unwrap_or(""), "approval requested");
-    match workflow::approve_plan(&services, sync_id, &actor).await? {
+    match workflow::approve_plan_with(&services, sync_id, &actor, body.override_window).await? {
         ApproveOutcome::Approved { sync_id, target } => Ok((
             StatusCode::ACCEPTED,
             axum::Json(json!({

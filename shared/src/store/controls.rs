@@ -109,7 +109,8 @@ impl Store {
     }
 
     /// Moves a run waiting for its sync window (or for approval) to `planned` despite closed
-    /// windows, recording who overrode them. Returns false when the run waits for neither.
+    /// windows, recording who overrode them (and approved it). Returns false when the run waits
+    /// for neither.
     pub async fn override_window(
         &self,
         sync_id: uuid::Uuid,
@@ -118,8 +119,10 @@ impl Store {
         let updated = self
             .db()
             .execute(
-                "UPDATE sync_runs SET status = 'planned', window_override_by = $2
-                 WHERE id = $1 AND status = 'waiting_for_window'",
+                "UPDATE sync_runs SET status = 'planned', window_override_by = $2,
+                     approved_by = coalesce(approved_by, $2),
+                     approved_at = coalesce(approved_at, clock_timestamp())
+                 WHERE id = $1 AND status IN ('waiting_for_window', 'pending_approval')",
                 &[&sync_id, &actor],
             )
             .await
