@@ -7,7 +7,7 @@
 
 use std::fmt;
 
-use chrono::{DateTime, Duration, Utc};
+use chrono::{DateTime, Duration, Timelike, Utc};
 use chrono_tz::Tz;
 use serde::Serialize;
 
@@ -109,11 +109,12 @@ impl SyncWindow {
     pub fn active_at(&self, now: DateTime<Utc>) -> Option<(DateTime<Utc>, DateTime<Utc>)> {
         // The latest start is enough: an earlier one, with the same duration, ends earlier.
         let local = now.with_timezone(&self.timezone);
-        let start = self
-            .cron
-            .find_previous_occurrence(&local, true)
-            .ok()?
-            .with_timezone(&Utc);
+        let start = whole_seconds(
+            self.cron
+                .find_previous_occurrence(&local, true)
+                .ok()?
+                .with_timezone(&Utc),
+        );
         let end = start + self.duration;
         (start <= now && now < end).then_some((start, end))
     }
@@ -124,8 +125,14 @@ impl SyncWindow {
         self.cron
             .find_next_occurrence(&local, false)
             .ok()
-            .map(|start| start.with_timezone(&Utc))
+            .map(|start| whole_seconds(start.with_timezone(&Utc)))
     }
+}
+
+/// croner keeps the sub-second part of the time it searches from; a window starts on the
+/// second its schedule names.
+fn whole_seconds(at: DateTime<Utc>) -> DateTime<Utc> {
+    at.with_nanosecond(0).unwrap_or(at)
 }
 
 impl fmt::Display for SyncWindow {
@@ -291,6 +298,17 @@ mod tests {
         assert!(!status.open);
         assert_eq!(status.active.len(), 2, "{status:?}");
         assert_eq!(status.next_opening, Some(at("2026-12-07T13:00:00Z")));
+    }
+
+    #[test]
+    fn windows_start_on_the_whole_second_whatever_the_time_asked_about() {
+        let night = [window(WindowKind::Deny, "0 22 * * *", "8h", "UTC")];
+
+        assert_eq!(
+            next_opening(&night, at("2026-12-08T01:00:00.25Z")),
+            Some(at("2026-12-08T06:00:00Z"))
+        );
+        assert!(allows(&night, at("2026-12-07T21:59:59.999Z")));
     }
 
     #[test]

@@ -724,8 +724,21 @@ async fn a_deny_window_holds_a_scheduled_sync_which_is_applied_when_the_window_e
     let opened = Utc::now().duration_trunc(Span::minutes(1)).unwrap();
     let schedule = format!("{} {} * * *", opened.minute(), opened.hour());
     let window = SyncWindow::new(WindowKind::Deny, &schedule, "2h", Some("UTC")).unwrap();
-    let mut stack =
-        Stack::start(|settings| settings.targets[0].controls.windows = vec![window]).await;
+    let hook = Hook::start(200);
+    let url = format!("http://127.0.0.1:{}/ritmo-events", hook.port);
+    let mut stack = Stack::start(|settings| {
+        settings.targets[0].controls.windows = vec![window];
+        settings.targets[0].controls.notifications = vec![ritmo::config::Subscription {
+            events: vec![ritmo::config::EventKind::WaitingForWindow],
+            destination: ritmo::config::Destination::Webhook {
+                url,
+                signing_secret: ritmo::config::SecretSetting::Value(SecretString::from(
+                    SIGNING_SECRET,
+                )),
+            },
+        }];
+    })
+    .await;
     stack.remote.push_plugin("git-scm", "1.0.0");
 
     let poll = workflow::poll_targets_at(&stack.services, opened + Span::seconds(30))
@@ -741,6 +754,16 @@ async fn a_deny_window_holds_a_scheduled_sync_which_is_applied_when_the_window_e
         panic!("{plans:?}");
     };
     assert_eq!(*status, RunStatus::WaitingForWindow);
+    let waiting = signed_message(&hook);
+    assert_eq!(waiting["event"], "waiting_for_window");
+    assert_eq!(waiting["sync_id"], sync_id.to_string());
+    assert!(
+        waiting["text"]
+            .as_str()
+            .unwrap()
+            .contains(&(opened + Span::hours(2)).to_rfc3339()),
+        "{waiting}"
+    );
     let held = stack
         .services
         .store
