@@ -221,6 +221,10 @@ pub struct AdoptArgs {
 pub struct ApproveArgs {
     /// The sync run id (`ritmo gitops history` lists them)
     pub sync_id: String,
+    /// Apply now even if the target's sync windows are closed (a plan `waiting_for_window`);
+    /// the run records who overrode the window
+    #[arg(long)]
+    pub override_window: bool,
     #[command(flatten)]
     pub database: DatabaseArgs,
 }

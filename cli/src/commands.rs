@@ -680,7 +680,12 @@ async fn status(ctx: &Session, args: &DatabaseArgs) -> Result<u8> {
         Output::Json => {
             let value: Vec<_> = rows
                 .iter()
-                .map(|(target, run, drift)| json!({"target": target, "last_run": run, "drift": drift}))
+                .map(|(target, run, drift)| {
+                    let window = ctx.settings.target(&target.name).and_then(|t| {
+                        ritmo::windows::status(&t.controls.windows, chrono::Utc::now())
+                    });
+                    json!({"target": target, "last_run": run, "drift": drift, "sync_window": window})
+                })
                 .collect();
             render::json_line(
                 &mut out,
@@ -739,6 +744,31 @@ async fn status(ctx: &Session, args: &DatabaseArgs) -> Result<u8> {
                             .map_or_else(|| "an unknown time".to_owned(), |at| at.to_rfc3339()),
                         target.name
                     )?;
+                }
+                if let Some(window) = ctx
+                    .settings
+                    .target(&target.name)
+                    .and_then(|t| ritmo::windows::status(&t.controls.windows, chrono::Utc::now()))
+                {
+                    let active = if window.active.is_empty() {
+                        "none".to_owned()
+                    } else {
+                        window.active.join("; ")
+                    };
+                    match (window.open, window.next_opening) {
+                        (true, _) => writeln!(out, "  sync window: open (in effect: {active})")?,
+                        (false, Some(at)) => writeln!(
+                            out,
+                            "  sync window: closed (in effect: {active}); automatic syncs wait \
+                             until {} (`ritmo gitops approve SYNC_ID --override-window` applies \
+                             a waiting plan now)",
+                            at.to_rfc3339()
+                        )?,
+                        (false, None) => writeln!(
+                            out,
+                            "  sync window: closed (in effect: {active}); no opening found"
+                        )?,
+                    }
                 }
                 match run {
                     Some(run) => writeln!(

@@ -179,11 +179,13 @@ pub async fn approve(settings: &Settings, output: Output, args: &ApproveArgs) ->
         return Ok(USAGE);
     };
     let (services, mut receivers) = connect(settings, &args.database).await?;
-    let approved = match workflow::approve_plan(&services, sync_id, &actor()).await {
-        Ok(outcome) => outcome,
-        Err(error) if refusal(&error) => return refuse(output, &error.to_string(), json!({})),
-        Err(error) => return Err(error.into()),
-    };
+    let approved =
+        match workflow::approve_plan_with(&services, sync_id, &actor(), args.override_window).await
+        {
+            Ok(outcome) => outcome,
+            Err(error) if refusal(&error) => return refuse(output, &error.to_string(), json!({})),
+            Err(error) => return Err(error.into()),
+        };
     match &approved {
         ApproveOutcome::Approved { .. } => {}
         ApproveOutcome::Stale {

@@ -233,7 +233,10 @@ async fn apply_in_transaction(
     ) {
         return Ok(ApplyOutcome::AlreadyFinished { status });
     }
-    if matches!(status, RunStatus::Planning | RunStatus::PendingApproval) {
+    if matches!(
+        status,
+        RunStatus::Planning | RunStatus::PendingApproval | RunStatus::WaitingForWindow
+    ) {
         return Err(ApplyError::NotApplicable { sync_id, status });
     }
     if dry_run {

@@ -55,6 +55,20 @@ pub enum ConfigError {
     InvalidAuth { target: String, message: String },
     #[error("pull-request previews of target `{target}`: {message}")]
     InvalidPreview { target: String, message: String },
+    #[error("sync window {index} of target `{target}`: {source}")]
+    InvalidWindow {
+        target: String,
+        /// 1-based, in the order of the file (shared windows first).
+        index: usize,
+        source: crate::windows::WindowError,
+    },
+    #[error("notifications of target `{target}`, subscription {index}: {message}")]
+    InvalidSubscription {
+        target: String,
+        /// 1-based, in the order of the file (shared subscriptions first).
+        index: usize,
+        message: String,
+    },
 }
 
 /// How a target authenticates to its Git host. Secret values are held redacted; a `*_secret`
@@ -143,11 +157,65 @@ pub enum PreviewCredential {
 }
 
 /// What an operator sets per target besides where it reads from and how it syncs.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default)]
 pub struct TargetControls {
     /// `sync.suspended: true` (or `RITMO_GITOPS_SUSPENDED=true`): neither polled, planned nor
     /// healed, whatever the database says; `ritmo gitops suspend` sets the database's flag.
     pub suspended: bool,
+    /// `notifications:` of the target, after `gitops.notifications.subscriptions` (shared by
+    /// every target).
+    pub notifications: Vec<Subscription>,
+    /// `sync_windows:` of the target, after `gitops.sync_windows` (shared by every target).
+    pub windows: Vec<crate::windows::SyncWindow>,
+}
+
+/// An event people can subscribe to, as named in the bootstrap file and in each message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum EventKind {
+    SyncSucceeded,
+    SyncFailed,
+    DriftDetected,
+    PendingApproval,
+    WaitingForWindow,
+    Suspended,
+}
+
+impl EventKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EventKind::SyncSucceeded => "sync_succeeded",
+            EventKind::SyncFailed => "sync_failed",
+            EventKind::DriftDetected => "drift_detected",
+            EventKind::PendingApproval => "pending_approval",
+            EventKind::WaitingForWindow => "waiting_for_window",
+            EventKind::Suspended => "suspended",
+        }
+    }
+}
+
+/// Some events of one target, sent to one destination.
+#[derive(Debug, Clone)]
+pub struct Subscription {
+    pub events: Vec<EventKind>,
+    pub destination: Destination,
+}
+
+/// Where a subscription's messages go.
+#[derive(Debug, Clone)]
+pub enum Destination {
+    /// An SNS topic (ARN).
+    Sns { topic_arn: String },
+    /// A Slack-compatible incoming webhook whose URL is the named `Credential`'s
+    /// `encrypted_value`.
+    Slack { credential: String },
+    /// Any HTTPS endpoint: the message as JSON, signed with HMAC-SHA256 of the body under
+    /// `signing_secret` (header `x-ritmo-signature: sha256=<hex>`). Plain `http://` is accepted
+    /// for loopback hosts only (a receiver on the same machine, as in tests).
+    Webhook {
+        url: String,
+        signing_secret: SecretSetting,
+    },
 }
 
 impl TargetSettings {
@@ -327,6 +395,9 @@ pub struct NotificationSettings {
     /// The name of a `Credential` resource whose `encrypted_value` is a Slack-compatible
     /// incoming-webhook URL (the URL is a secret: it is never logged).
     pub slack_webhook_credential: Option<String>,
+    /// The API's public base URL (`notifications.api_url`, `RITMO_GITOPS_API_URL`): each
+    /// message links to its plan under it.
+    pub api_url: Option<String>,
 }
 
 impl NotificationSettings {
@@ -468,6 +539,9 @@ struct GitopsSection {
     retry: RetrySection,
     #[serde(default)]
     preview: PreviewSection,
+    /// Windows every target has.
+    #[serde(default)]
+    sync_windows: Vec<WindowSection>,
 }
 
 /// `preview:` under `gitops:` (every target) or a target (overriding field by field).
@@ -481,6 +555,16 @@ struct PreviewSection {
     /// Post with the target's `authentication.github_app` instead of a token.
     github_app: Option<bool>,
     api_url: Option<String>,
+}
+
+/// One entry of a `sync_windows:` list.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct WindowSection {
+    kind: crate::windows::WindowKind,
+    schedule: String,
+    duration: String,
+    timezone: Option<String>,
 }
 
 /// `gitops.retry:` in seconds and receives.
@@ -497,6 +581,33 @@ struct RetrySection {
 struct NotificationsSection {
     sns_topic_arn: Option<String>,
     slack_webhook_credential: Option<String>,
+    /// The API's public base URL, for the plan link in each message.
+    api_url: Option<String>,
+    /// Subscriptions every target has.
+    #[serde(default)]
+    subscriptions: Vec<SubscriptionSection>,
+}
+
+/// One entry of a `notifications:` list: the events and exactly one destination.
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SubscriptionSection {
+    #[serde(default)]
+    events: Vec<EventKind>,
+    sns_topic_arn: Option<String>,
+    slack_webhook_credential: Option<String>,
+    webhook: Option<WebhookDestinationSection>,
+}
+
+/// The signing secret is named, never written: an environment variable read at start-up, a
+/// file, or a Secrets Manager secret.
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct WebhookDestinationSection {
+    url: String,
+    signing_secret_env: Option<String>,
+    signing_secret_file: Option<PathBuf>,
+    signing_secret_secret: Option<String>,
 }
 
 #[derive(Debug, Default, Clone, Deserialize)]
@@ -586,6 +697,10 @@ struct TargetSection {
     authentication: Option<AuthSection>,
     sync: Option<SyncSection>,
     preview: Option<PreviewSection>,
+    #[serde(default)]
+    notifications: Vec<SubscriptionSection>,
+    #[serde(default)]
+    sync_windows: Vec<WindowSection>,
 }
 
 fn parse_bootstrap(
@@ -704,7 +819,7 @@ fn from_bootstrap(
         if let Some(patterns) = &sync.require_approval_for_branches {
             approval_branches.insert(DEFAULT_TARGET.to_string(), patterns.clone());
         }
-        let target = target_settings(
+        let mut target = target_settings(
             DEFAULT_TARGET,
             &repository,
             &auth,
@@ -713,6 +828,13 @@ fn from_bootstrap(
         )?;
         let settings = preview_settings(DEFAULT_TARGET, &preview, None, &target.auth)?;
         previews.insert(DEFAULT_TARGET.to_string(), settings);
+        target.controls.notifications = subscriptions(
+            DEFAULT_TARGET,
+            &gitops.notifications.subscriptions,
+            &[],
+            &var,
+        )?;
+        target.controls.windows = sync_windows(DEFAULT_TARGET, &gitops.sync_windows, &[])?;
         targets.push(target);
     }
     for declared in &gitops.targets {
@@ -734,7 +856,7 @@ fn from_bootstrap(
         {
             approval_branches.insert(declared.name.clone(), patterns.clone());
         }
-        let target = target_settings(
+        let mut target = target_settings(
             &declared.name,
             &declared.repository,
             &target_auth,
@@ -748,6 +870,14 @@ fn from_bootstrap(
             &target.auth,
         )?;
         previews.insert(declared.name.clone(), settings);
+        target.controls.notifications = subscriptions(
+            &declared.name,
+            &gitops.notifications.subscriptions,
+            &declared.notifications,
+            &var,
+        )?;
+        target.controls.windows =
+            sync_windows(&declared.name, &gitops.sync_windows, &declared.sync_windows)?;
         targets.push(target);
     }
 
@@ -808,6 +938,9 @@ fn from_bootstrap(
         sns_topic_arn: var("RITMO_GITOPS_SNS_TOPIC_ARN").or(gitops.notifications.sns_topic_arn),
         slack_webhook_credential: var("RITMO_GITOPS_SLACK_CREDENTIAL")
             .or(gitops.notifications.slack_webhook_credential),
+        api_url: var("RITMO_GITOPS_API_URL")
+            .or(gitops.notifications.api_url)
+            .map(|url| url.trim_end_matches('/').to_string()),
     };
     let check_secret_refs = match var("RITMO_CHECK_SECRET_REFS") {
         Some(value) => parse_bool("RITMO_CHECK_SECRET_REFS", &value)?,
@@ -908,6 +1041,8 @@ fn target_settings(
         self_heal: pick(own_sync.self_heal, shared_sync.self_heal, false),
         controls: TargetControls {
             suspended: pick(own_sync.suspended, shared_sync.suspended, false),
+            notifications: Vec::new(),
+            windows: Vec::new(),
         },
         policy: PlanPolicy {
             prune: pick(own_sync.prune, shared_sync.prune, defaults.prune),
@@ -1006,6 +1141,136 @@ fn overlay_preview_env(
         preview.api_url = Some(url);
     }
     Ok(())
+}
+
+/// A target's sync windows: the shared ones, then its own.
+fn sync_windows(
+    target: &str,
+    shared: &[WindowSection],
+    own: &[WindowSection],
+) -> Result<Vec<crate::windows::SyncWindow>, ConfigError> {
+    shared
+        .iter()
+        .chain(own)
+        .enumerate()
+        .map(|(i, section)| {
+            crate::windows::SyncWindow::new(
+                section.kind,
+                &section.schedule,
+                &section.duration,
+                section.timezone.as_deref(),
+            )
+            .map_err(|source| ConfigError::InvalidWindow {
+                target: target.to_string(),
+                index: i + 1,
+                source,
+            })
+        })
+        .collect()
+}
+
+/// A target's subscriptions: the shared ones, then its own. Each names at least one event and
+/// exactly one destination; a webhook's signing secret is named (env, file or Secrets
+/// Manager), never written in the file.
+fn subscriptions(
+    target: &str,
+    shared: &[SubscriptionSection],
+    own: &[SubscriptionSection],
+    var: &dyn Fn(&str) -> Option<String>,
+) -> Result<Vec<Subscription>, ConfigError> {
+    shared
+        .iter()
+        .chain(own)
+        .enumerate()
+        .map(|(i, section)| {
+            subscription(section, var).map_err(|message| ConfigError::InvalidSubscription {
+                target: target.to_string(),
+                index: i + 1,
+                message,
+            })
+        })
+        .collect()
+}
+
+fn subscription(
+    section: &SubscriptionSection,
+    var: &dyn Fn(&str) -> Option<String>,
+) -> Result<Subscription, String> {
+    if section.events.is_empty() {
+        return Err(
+            "`events:` is empty: list at least one of sync_succeeded, sync_failed, \
+                    drift_detected, pending_approval, waiting_for_window, suspended"
+                .into(),
+        );
+    }
+    let destination = match (
+        &section.sns_topic_arn,
+        &section.slack_webhook_credential,
+        &section.webhook,
+    ) {
+        (Some(topic_arn), None, None) => Destination::Sns {
+            topic_arn: topic_arn.clone(),
+        },
+        (None, Some(credential), None) => Destination::Slack {
+            credential: credential.clone(),
+        },
+        (None, None, Some(webhook)) => webhook_destination(webhook, var)?,
+        _ => {
+            return Err("give exactly one destination: `sns_topic_arn`, \
+                        `slack_webhook_credential` or `webhook`"
+                .into());
+        }
+    };
+    Ok(Subscription {
+        events: section.events.clone(),
+        destination,
+    })
+}
+
+fn webhook_destination(
+    section: &WebhookDestinationSection,
+    var: &dyn Fn(&str) -> Option<String>,
+) -> Result<Destination, String> {
+    let url = section.url.trim();
+    let parsed = url::Url::parse(url).map_err(|e| format!("`webhook.url` is not a URL: {e}"))?;
+    let loopback = match parsed.host() {
+        Some(url::Host::Domain(host)) => host == "localhost",
+        Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
+        Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
+        None => false,
+    };
+    match parsed.scheme() {
+        "https" => {}
+        "http" if loopback => {}
+        _ => {
+            return Err(format!(
+                "`webhook.url` must be an https:// URL (http:// only for a loopback host), \
+                 found scheme `{}`",
+                parsed.scheme()
+            ));
+        }
+    }
+    let from_env = match &section.signing_secret_env {
+        Some(name) => Some(var(name).ok_or_else(|| {
+            format!("`webhook.signing_secret_env` names `{name}`, which is not set: export it")
+        })?),
+        None => None,
+    };
+    let signing_secret = secret_setting(
+        "webhook signing secret",
+        from_env.as_ref(),
+        section.signing_secret_file.as_ref(),
+        section.signing_secret_secret.as_ref(),
+    )?
+    .ok_or_else(|| {
+        "a webhook needs a signing secret: set `signing_secret_env`, `signing_secret_file` \
+         or `signing_secret_secret`"
+            .to_string()
+    })?;
+    Ok(Destination::Webhook {
+        url: url.to_string(),
+        signing_secret,
+    })
 }
 
 /// The retry policy from `retry:` with `RITMO_GITOPS_RETRY_*` on top, the defaults for what
@@ -1724,6 +1989,117 @@ gitops:
         assert!(branch_matches("*", "anything"));
     }
 
+    const SUBSCRIBED: &str = "gitops:
+  notifications:
+    api_url: https://ritmo.example.com/
+    subscriptions:
+      - events: [sync_failed]
+        sns_topic_arn: arn:aws:sns:us-east-1:1:oncall
+  targets:
+    - name: prod
+      repository: { url: https://git.example.com/ci.git }
+      notifications:
+        - events: [sync_succeeded, suspended]
+          slack_webhook_credential: slack-hook
+        - events: [pending_approval]
+          webhook:
+            url: https://hooks.example.com/ritmo
+            signing_secret_env: HOOK_SECRET
+";
+
+    #[test]
+    fn a_target_has_the_shared_subscriptions_then_its_own() {
+        let env = env(&[("HOOK_SECRET", "s3cret-signing-key")]);
+
+        let settings = Settings::from_text("gitops.yaml", SUBSCRIBED, &env).unwrap();
+
+        let subscriptions = &settings.target("prod").unwrap().controls.notifications;
+        assert_eq!(subscriptions.len(), 3);
+        assert_eq!(subscriptions[0].events, [EventKind::SyncFailed]);
+        assert!(matches!(
+            &subscriptions[1].destination,
+            Destination::Slack { credential } if credential == "slack-hook"
+        ));
+        let Destination::Webhook {
+            url,
+            signing_secret: SecretSetting::Value(secret),
+        } = &subscriptions[2].destination
+        else {
+            panic!("{subscriptions:?}");
+        };
+        assert_eq!(url, "https://hooks.example.com/ritmo");
+        assert_eq!(secret.expose_secret(), "s3cret-signing-key");
+        assert!(!format!("{settings:?}").contains("s3cret-signing-key"));
+        assert_eq!(
+            settings.notifications.api_url.as_deref(),
+            Some("https://ritmo.example.com")
+        );
+    }
+
+    #[test]
+    fn sync_windows_come_from_the_file_shared_then_per_target() {
+        let file = "gitops:
+  sync_windows:
+    - { kind: deny, schedule: '0 22 * * *', duration: 8h }
+  targets:
+    - name: prod
+      repository: { url: https://git.example.com/ci.git }
+      sync_windows:
+        - { kind: allow, schedule: '0 9 * * 1-5', duration: 8h, timezone: Europe/Paris }
+";
+        let settings = Settings::from_text("gitops.yaml", file, &env(&[])).unwrap();
+
+        let windows = &settings.target("prod").unwrap().controls.windows;
+        assert_eq!(windows.len(), 2);
+        assert_eq!(windows[0].to_string(), "deny `0 22 * * *` for 8h (UTC)");
+        assert_eq!(
+            windows[1].to_string(),
+            "allow `0 9 * * 1-5` for 8h (Europe/Paris)"
+        );
+
+        let bad = file.replace("Europe/Paris", "Europe/Pariss");
+        let error = Settings::from_text("gitops.yaml", &bad, &env(&[]))
+            .unwrap_err()
+            .to_string();
+        assert!(error.contains("sync window 2 of target `prod`"), "{error}");
+        assert!(error.contains("Europe/Pariss"), "{error}");
+    }
+
+    #[test]
+    fn bad_subscriptions_are_refused_with_the_target_and_what_to_do() {
+        let refused = |text: &str, env_vars: &[(&str, &str)]| {
+            Settings::from_text("gitops.yaml", text, &env(env_vars))
+                .unwrap_err()
+                .to_string()
+        };
+
+        let unset = refused(SUBSCRIBED, &[]);
+        assert!(unset.contains("`prod`, subscription 3"), "{unset}");
+        assert!(unset.contains("`HOOK_SECRET`, which is not set"), "{unset}");
+
+        let plain_http = SUBSCRIBED.replace("https://hooks", "http://hooks");
+        let error = refused(&plain_http, &[("HOOK_SECRET", "x")]);
+        assert!(error.contains("must be an https:// URL"), "{error}");
+        let loopback = SUBSCRIBED.replace("https://hooks.example.com", "http://127.0.0.1:9");
+        Settings::from_text("gitops.yaml", &loopback, &env(&[("HOOK_SECRET", "x")])).unwrap();
+
+        let two = SUBSCRIBED.replace(
+            "slack_webhook_credential: slack-hook",
+            "slack_webhook_credential: slack-hook\n          sns_topic_arn: arn:x",
+        );
+        let error = refused(&two, &[("HOOK_SECRET", "x")]);
+        assert!(error.contains("exactly one destination"), "{error}");
+
+        // A signing secret written into the file is not a field: it would sit in Git.
+        let written = SUBSCRIBED.replace("signing_secret_env: HOOK_SECRET", "signing_secret: abc");
+        let error = refused(&written, &[]);
+        assert!(error.contains("signing_secret"), "{error}");
+
+        let unknown = SUBSCRIBED.replace("[sync_failed]", "[synced]");
+        let error = refused(&unknown, &[("HOOK_SECRET", "x")]);
+        assert!(error.contains("synced"), "{error}");
+    }
+
     #[test]
     fn history_limit_and_notifications_come_from_the_file_or_the_environment() {
         let file = "gitops:\n  history_limit: 250\n  notifications:\n    sns_topic_arn: arn:aws:sns:us-east-1:1:file\n    slack_webhook_credential: slack-hook\n";
@@ -1738,6 +2114,7 @@ gitops:
             NotificationSettings {
                 sns_topic_arn: Some("arn:aws:sns:us-east-1:1:env".into()),
                 slack_webhook_credential: Some("slack-hook".into()),
+                api_url: None,
             }
         );
         assert_eq!(Settings::default().history_limit(), DEFAULT_HISTORY_LIMIT);

@@ -33,6 +33,7 @@ pub mod telemetry;
 mod tls;
 pub mod validate;
 pub mod webhook;
+pub mod windows;
 pub mod workflow;
 
 pub use error::{Error, Result};

@@ -18,7 +18,9 @@ use secrecy::{ExposeSecret, SecretString};
 use serde::Serialize;
 use uuid::Uuid;
 
-use crate::config::{NotificationSettings, Settings};
+use crate::config::{
+    Destination, EventKind, NotificationSettings, SecretSetting, Settings, Subscription,
+};
 use crate::metrics::{Metric, MetricsBatch, MetricsSink};
 
 /// Bound on one delivery, so a dead endpoint cannot hold a sync for long.
@@ -56,7 +58,36 @@ pub enum Event {
         revision: String,
         reason: Option<String>,
         summary: String,
+        counts: Counts,
     },
+    /// A plan was applied.
+    SyncSucceeded {
+        target: String,
+        sync_id: Uuid,
+        /// `None` for a working tree.
+        commit: Option<String>,
+        counts: Counts,
+    },
+    /// Automatic syncs of the target were suspended.
+    Suspended { target: String, actor: String },
+    /// A plan waits for the target's sync window to open.
+    WaitingForWindow {
+        target: String,
+        sync_id: Uuid,
+        revision: String,
+        /// `None` when no opening was found (only deny windows that never end).
+        next_opening: Option<chrono::DateTime<chrono::Utc>>,
+        counts: Counts,
+    },
+}
+
+/// What a plan does, by action.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct Counts {
+    pub create: usize,
+    pub update: usize,
+    pub delete: usize,
+    pub unchanged: usize,
 }
 
 impl Event {
@@ -64,17 +95,101 @@ impl Event {
         match self {
             Event::SyncFailed { target, .. }
             | Event::DriftDetected { target, .. }
-            | Event::PendingApproval { target, .. } => target,
+            | Event::PendingApproval { target, .. }
+            | Event::SyncSucceeded { target, .. }
+            | Event::Suspended { target, .. }
+            | Event::WaitingForWindow { target, .. } => target,
+        }
+    }
+
+    /// What subscriptions name this event by.
+    pub fn kind(&self) -> EventKind {
+        match self {
+            Event::SyncFailed { .. } => EventKind::SyncFailed,
+            Event::DriftDetected { .. } => EventKind::DriftDetected,
+            Event::PendingApproval { .. } => EventKind::PendingApproval,
+            Event::SyncSucceeded { .. } => EventKind::SyncSucceeded,
+            Event::Suspended { .. } => EventKind::Suspended,
+            Event::WaitingForWindow { .. } => EventKind::WaitingForWindow,
         }
     }
 
     /// The event's name, as in its JSON `event` field.
     pub fn name(&self) -> &'static str {
+        self.kind().as_str()
+    }
+
+    /// The commit (or revision) the event is about, when there is one.
+    pub fn commit(&self) -> Option<&str> {
         match self {
-            Event::SyncFailed { .. } => "sync_failed",
-            Event::DriftDetected { .. } => "drift_detected",
-            Event::PendingApproval { .. } => "pending_approval",
+            Event::SyncFailed { revision, .. } => revision.as_deref(),
+            Event::PendingApproval { revision, .. } | Event::WaitingForWindow { revision, .. } => {
+                Some(revision)
+            }
+            Event::SyncSucceeded { commit, .. } => commit.as_deref(),
+            Event::DriftDetected { .. } | Event::Suspended { .. } => None,
         }
+    }
+
+    fn sync_id(&self) -> Option<Uuid> {
+        match self {
+            Event::SyncFailed { sync_id, .. } => *sync_id,
+            Event::PendingApproval { sync_id, .. }
+            | Event::SyncSucceeded { sync_id, .. }
+            | Event::WaitingForWindow { sync_id, .. } => Some(*sync_id),
+            Event::DriftDetected { .. } | Event::Suspended { .. } => None,
+        }
+    }
+
+    /// The counts a reader needs: actions of a plan, drifted resources, error diagnostics.
+    fn counts(&self) -> serde_json::Value {
+        match self {
+            Event::PendingApproval { counts, .. }
+            | Event::SyncSucceeded { counts, .. }
+            | Event::WaitingForWindow { counts, .. } => {
+                serde_json::to_value(counts).unwrap_or_default()
+            }
+            Event::SyncFailed { diagnostics, .. } => {
+                serde_json::json!({ "errors": diagnostics.len() })
+            }
+            Event::DriftDetected { resources, .. } => {
+                serde_json::json!({ "drifted": resources.len() })
+            }
+            Event::Suspended { .. } => serde_json::json!({}),
+        }
+    }
+
+    /// The link to the event's plan under the API's base URL (`api_url`), when both exist.
+    pub fn plan_url(&self, api_url: Option<&str>) -> Option<String> {
+        Some(format!(
+            "{}/api/v1/gitops/plans/{}",
+            api_url?.trim_end_matches('/'),
+            self.sync_id()?
+        ))
+    }
+
+    /// The JSON body a webhook receives: what happened, to which target and commit, the
+    /// counts, the plan's link and the text a person reads. Built from the event's own fields,
+    /// none of which holds a secret.
+    pub fn payload(&self, api_url: Option<&str>) -> serde_json::Value {
+        serde_json::json!({
+            "event": self.name(),
+            "target": self.target(),
+            "commit": self.commit(),
+            "sync_id": self.sync_id(),
+            "counts": self.counts(),
+            "plan_url": self.plan_url(api_url),
+            "text": self.text_with_link(api_url),
+        })
+    }
+
+    /// [`Event::text`], then the plan's link when there is one.
+    pub fn text_with_link(&self, api_url: Option<&str>) -> String {
+        let mut text = self.text();
+        if let Some(url) = self.plan_url(api_url) {
+            text.push_str(&format!("\nPlan: {url}"));
+        }
+        text
     }
 
     /// A one-line summary (the SNS subject, Slack's first line).
@@ -94,6 +209,13 @@ impl Event {
             ),
             Event::PendingApproval { target, .. } => {
                 format!("Ritmo GitOps: a plan of `{target}` waits for approval")
+            }
+            Event::SyncSucceeded { target, .. } => format!("Ritmo GitOps: `{target}` synced"),
+            Event::Suspended { target, .. } => {
+                format!("Ritmo GitOps: automatic syncs of `{target}` suspended")
+            }
+            Event::WaitingForWindow { target, .. } => {
+                format!("Ritmo GitOps: a plan of `{target}` waits for its sync window")
             }
         };
         truncate(&subject, SNS_SUBJECT_MAX)
@@ -156,9 +278,61 @@ impl Event {
                 }
                 text.push_str(&format!("\nApprove: ritmo gitops approve {sync_id}"));
             }
+            Event::SyncSucceeded {
+                sync_id,
+                commit,
+                counts,
+                ..
+            } => {
+                text.push_str(&format!(
+                    "Sync {sync_id} at {}: {} created, {} updated, {} deleted, {} unchanged.",
+                    commit.as_deref().unwrap_or("(working tree)"),
+                    counts.create,
+                    counts.update,
+                    counts.delete,
+                    counts.unchanged
+                ));
+            }
+            Event::WaitingForWindow {
+                sync_id,
+                revision,
+                next_opening,
+                ..
+            } => {
+                text.push_str(&format!(
+                    "Sync {sync_id} at {revision} is applied when the window opens ({}). \
+                     Apply it now: ritmo gitops approve {sync_id} --override-window",
+                    next_opening
+                        .map_or_else(|| "no opening found".to_string(), |at| at.to_rfc3339())
+                ));
+            }
+            Event::Suspended { target, actor } => {
+                text.push_str(&format!(
+                    "Suspended by {actor}: no polling, planning or self-heal until \
+                     `ritmo gitops resume --target {target}`."
+                ));
+            }
         }
         text
     }
+}
+
+/// HMAC-SHA256 of `body` under `secret`, lower-case hex: what a receiver recomputes to check
+/// the `x-ritmo-signature: sha256=<hex>` header.
+pub fn sign(secret: &SecretString, body: &[u8]) -> String {
+    use hmac::{Hmac, Mac};
+    // HMAC takes keys of any length, so this cannot fail.
+    let mut mac = match Hmac::<sha2::Sha256>::new_from_slice(secret.expose_secret().as_bytes()) {
+        Ok(mac) => mac,
+        Err(_) => unreachable!("HMAC accepts keys of any length"),
+    };
+    mac.update(body);
+    hex::encode(mac.finalize().into_bytes())
+}
+
+enum PostFailure {
+    Request(String),
+    Status(u16),
 }
 
 fn truncate(text: &str, max: usize) -> String {
@@ -185,6 +359,12 @@ pub enum NotifyError {
     CredentialNotEncrypted { name: String },
     #[error("the Slack webhook credential `{name}` cannot be read: {reason}")]
     CredentialUnreadable { name: String, reason: String },
+    #[error("the webhook answered HTTP {status}")]
+    WebhookStatus { status: u16 },
+    #[error("cannot post to the webhook: {message}")]
+    WebhookRequest { message: String },
+    #[error("the webhook's signing secret cannot be read: {reason}")]
+    SigningSecret { reason: String },
 }
 
 impl NotifyError {
@@ -195,7 +375,11 @@ impl NotifyError {
             self,
             NotifyError::Sns { .. }
                 | NotifyError::SlackRequest { .. }
+                | NotifyError::WebhookRequest { .. }
                 | NotifyError::SlackStatus {
+                    status: 429 | 500..=599
+                }
+                | NotifyError::WebhookStatus {
                     status: 429 | 500..=599
                 }
         )
@@ -245,9 +429,17 @@ impl Notifier {
     /// Channels from the bootstrap settings; the SNS client comes from the default AWS
     /// configuration (`AWS_ENDPOINT_URL` honoured) and is only built when a topic is set.
     pub async fn from_settings(settings: &Settings) -> Notifier {
-        let sns = match &settings.notifications.sns_topic_arn {
-            Some(_) => Some(aws_sdk_sns::Client::new(&crate::aws::config().await)),
-            None => None,
+        let subscribed_sns = settings.targets.iter().any(|target| {
+            target
+                .controls
+                .notifications
+                .iter()
+                .any(|s| matches!(s.destination, Destination::Sns { .. }))
+        });
+        let sns = if settings.notifications.sns_topic_arn.is_some() || subscribed_sns {
+            Some(aws_sdk_sns::Client::new(&crate::aws::config().await))
+        } else {
+            None
         };
         Notifier::new(settings.notifications.clone(), sns)
     }
@@ -283,7 +475,7 @@ impl Notifier {
             .publish()
             .topic_arn(topic)
             .subject(event.subject())
-            .message(event.text())
+            .message(event.text_with_link(self.settings.api_url.as_deref()))
             .message_attributes("event", attribute(event.name())?)
             .message_attributes("target", attribute(event.target())?)
             .send();
@@ -300,30 +492,69 @@ impl Notifier {
     }
 
     async fn post_slack(&self, url: &SecretString, event: &Event) -> Result<(), NotifyError> {
-        let body = serde_json::json!({ "text": event.text() }).to_string();
+        let text = event.text_with_link(self.settings.api_url.as_deref());
+        let body = serde_json::json!({ "text": text }).to_string();
+        self.post(url.expose_secret(), body, Vec::new())
+            .await
+            .map_err(|failure| match failure {
+                PostFailure::Request(message) => NotifyError::SlackRequest { message },
+                PostFailure::Status(status) => NotifyError::SlackStatus { status },
+            })
+    }
+
+    /// Posts the event's [`Event::payload`] to `url`, signed with `secret`.
+    async fn post_webhook(
+        &self,
+        url: &str,
+        secret: &SecretString,
+        event: &Event,
+    ) -> Result<(), NotifyError> {
+        let body = event.payload(self.settings.api_url.as_deref()).to_string();
+        let signature = format!("sha256={}", sign(secret, body.as_bytes()));
+        self.post(
+            url,
+            body,
+            vec![
+                ("x-ritmo-signature", signature),
+                ("x-ritmo-event", event.name().to_string()),
+            ],
+        )
+        .await
+        .map_err(|failure| match failure {
+            PostFailure::Request(message) => NotifyError::WebhookRequest { message },
+            PostFailure::Status(status) => NotifyError::WebhookStatus { status },
+        })
+    }
+
+    /// One JSON POST; errors never quote the URL (a Slack URL is a secret).
+    async fn post(
+        &self,
+        url: &str,
+        body: String,
+        headers: Vec<(&'static str, String)>,
+    ) -> Result<(), PostFailure> {
         let mut request = aws_smithy_runtime_api::http::Request::new(SdkBody::from(body));
         request
             .set_method("POST")
-            .and_then(|()| request.set_uri(url.expose_secret()))
-            .map_err(|e| NotifyError::SlackRequest {
-                message: crate::telemetry::error_chain(&e),
-            })?;
+            .and_then(|()| request.set_uri(url))
+            .map_err(|e| PostFailure::Request(crate::telemetry::error_chain(&e)))?;
         request
             .headers_mut()
             .insert("content-type", "application/json");
+        for (name, value) in headers {
+            request.headers_mut().insert(name, value);
+        }
         let response = tokio::time::timeout(DELIVERY_TIMEOUT, self.http.call(request))
             .await
-            .map_err(|_| NotifyError::SlackRequest {
-                message: format!("no answer within {}s", DELIVERY_TIMEOUT.as_secs()),
+            .map_err(|_| {
+                PostFailure::Request(format!("no answer within {}s", DELIVERY_TIMEOUT.as_secs()))
             })?
-            .map_err(|e| NotifyError::SlackRequest {
-                message: crate::telemetry::error_chain(&e),
-            })?;
+            .map_err(|e| PostFailure::Request(crate::telemetry::error_chain(&e)))?;
         let status = response.status().as_u16();
         if (200..300).contains(&status) {
             Ok(())
         } else {
-            Err(NotifyError::SlackStatus { status })
+            Err(PostFailure::Status(status))
         }
     }
 }
@@ -332,31 +563,70 @@ impl Notifier {
     /// Sends `event` on every configured channel, the Slack URL from `slack_url` (given the
     /// credential's name). Never fails: each failed delivery is logged (without secrets) and
     /// counted, in [`Notifier::failures`] and the `NotificationFailed` metric.
-    pub async fn send<F, Fut>(
+    ///
+    /// The deployment-wide channels (`sns_topic_arn`, `slack_webhook_credential`) carry the
+    /// events they always did (failures, drift, approvals); `subscriptions` (the target's)
+    /// carry the events they name. A signing secret is read with `signing_secret`.
+    pub async fn send<F, Fut, G, Gut>(
         &self,
         event: &Event,
+        subscriptions: &[Subscription],
         slack_url: F,
+        signing_secret: G,
         metrics: &MetricsSink,
     ) -> NotifyReport
     where
-        F: FnOnce(String) -> Fut,
+        F: Fn(String) -> Fut,
         Fut: Future<Output = Result<SecretString, NotifyError>>,
+        G: Fn(SecretSetting) -> Gut,
+        Gut: Future<Output = Result<SecretString, NotifyError>>,
     {
         let notifier = self;
         let mut report = NotifyReport::default();
-        if !notifier.is_enabled() {
-            return report;
-        }
         let mut outcomes: Vec<(&'static str, Result<(), NotifyError>)> = Vec::new();
-        if let Some(topic) = &notifier.settings.sns_topic_arn {
-            outcomes.push(("sns", notifier.publish_sns(topic, event).await));
+        let deployment_wide = matches!(
+            event.kind(),
+            EventKind::SyncFailed | EventKind::DriftDetected | EventKind::PendingApproval
+        );
+        if deployment_wide {
+            if let Some(topic) = &notifier.settings.sns_topic_arn {
+                outcomes.push(("sns", notifier.publish_sns(topic, event).await));
+            }
+            if let Some(name) = &notifier.settings.slack_webhook_credential {
+                let posted = match slack_url(name.clone()).await {
+                    Ok(url) => notifier.post_slack(&url, event).await,
+                    Err(error) => Err(error),
+                };
+                outcomes.push(("slack", posted));
+            }
         }
-        if let Some(name) = &notifier.settings.slack_webhook_credential {
-            let posted = match slack_url(name.clone()).await {
-                Ok(url) => notifier.post_slack(&url, event).await,
-                Err(error) => Err(error),
+        for subscription in subscriptions
+            .iter()
+            .filter(|s| s.events.contains(&event.kind()))
+        {
+            let outcome = match &subscription.destination {
+                Destination::Sns { topic_arn } => {
+                    ("sns", notifier.publish_sns(topic_arn, event).await)
+                }
+                Destination::Slack { credential } => (
+                    "slack",
+                    match slack_url(credential.clone()).await {
+                        Ok(url) => notifier.post_slack(&url, event).await,
+                        Err(error) => Err(error),
+                    },
+                ),
+                Destination::Webhook {
+                    url,
+                    signing_secret: setting,
+                } => (
+                    "webhook",
+                    match signing_secret(setting.clone()).await {
+                        Ok(secret) => notifier.post_webhook(url, &secret, event).await,
+                        Err(error) => Err(error),
+                    },
+                ),
             };
-            outcomes.push(("slack", posted));
+            outcomes.push(outcome);
         }
         for (channel, outcome) in outcomes {
             match outcome {
@@ -416,6 +686,11 @@ mod tests {
             revision: "main@sha1:abc1234".into(),
             reason: Some("branch `main` requires approval".into()),
             summary: "Plan: 1 to create, 0 to update, 0 to delete, 3 unchanged.".into(),
+            counts: Counts {
+                create: 1,
+                unchanged: 3,
+                ..Counts::default()
+            },
         }
     }
 
@@ -562,6 +837,142 @@ mod tests {
         );
         assert!(request.contains(r#"{"text":"Ritmo GitOps: a plan of `prod` waits"#));
         assert!(elsewhere.accept().is_err(), "the redirect was followed");
+    }
+
+    #[tokio::test]
+    async fn every_event_is_posted_signed_to_a_subscribed_webhook_without_its_secret() {
+        use hmac::{Hmac, Mac};
+        let secret = "webhook-signing-secret-42";
+        let sync_id = Uuid::from_u128(7);
+        let counts = Counts {
+            create: 2,
+            update: 1,
+            delete: 0,
+            unchanged: 4,
+        };
+        let events = [
+            Event::SyncSucceeded {
+                target: "prod".into(),
+                sync_id,
+                commit: Some("abc1234".into()),
+                counts,
+            },
+            Event::SyncFailed {
+                target: "prod".into(),
+                sync_id: Some(sync_id),
+                revision: Some("abc1234".into()),
+                error: "validation errors".into(),
+                diagnostics: vec!["jobs/a.yaml:1:1: error".into()],
+            },
+            Event::DriftDetected {
+                target: "prod".into(),
+                resources: vec!["Job/a".into()],
+                self_heal: false,
+            },
+            Event::PendingApproval {
+                target: "prod".into(),
+                sync_id,
+                revision: "abc1234".into(),
+                reason: None,
+                summary: "Plan: …".into(),
+                counts,
+            },
+            Event::Suspended {
+                target: "prod".into(),
+                actor: "jane".into(),
+            },
+            Event::WaitingForWindow {
+                target: "prod".into(),
+                sync_id,
+                revision: "abc1234".into(),
+                next_opening: None,
+                counts,
+            },
+        ];
+        let notifier = Notifier::new(
+            NotificationSettings {
+                api_url: Some("https://ritmo.example.com".into()),
+                ..NotificationSettings::default()
+            },
+            None,
+        );
+
+        for event in &events {
+            let (port, served) =
+                answer_once("HTTP/1.1 204 No Content\r\ncontent-length: 0\r\n\r\n".into());
+            let subscriptions = [Subscription {
+                events: vec![event.kind()],
+                destination: Destination::Webhook {
+                    url: format!("http://127.0.0.1:{port}/hook"),
+                    signing_secret: SecretSetting::Value(SecretString::from(secret)),
+                },
+            }];
+
+            let report = notifier
+                .send(
+                    event,
+                    &subscriptions,
+                    |_| async { Err(NotifyError::SlackStatus { status: 0 }) },
+                    |setting| async move {
+                        match setting {
+                            SecretSetting::Value(value) => Ok(value),
+                            _ => Err(NotifyError::SigningSecret {
+                                reason: "not a value".into(),
+                            }),
+                        }
+                    },
+                    &MetricsSink::capture(),
+                )
+                .await;
+
+            assert_eq!(report.delivered, 1, "{}", event.name());
+            let request = served.join().unwrap();
+            let (head, body) = request.split_once("\r\n\r\n").unwrap();
+            let mut mac = Hmac::<sha2::Sha256>::new_from_slice(secret.as_bytes()).unwrap();
+            mac.update(body.as_bytes());
+            let expected = hex::encode(mac.finalize().into_bytes());
+            assert!(
+                head.to_ascii_lowercase()
+                    .contains(&format!("x-ritmo-signature: sha256={expected}")),
+                "{head}"
+            );
+            assert!(!request.contains(secret), "{request}");
+            let payload: serde_json::Value = serde_json::from_str(body).unwrap();
+            assert_eq!(payload["event"], event.name());
+            assert_eq!(payload["target"], "prod");
+            if event.commit().is_some() {
+                assert_eq!(payload["commit"], "abc1234");
+                assert_eq!(
+                    payload["plan_url"],
+                    format!("https://ritmo.example.com/api/v1/gitops/plans/{sync_id}")
+                );
+            }
+            assert!(payload["counts"].is_object(), "{payload}");
+        }
+    }
+
+    #[tokio::test]
+    async fn an_event_nobody_subscribed_to_is_not_sent() {
+        let subscriptions = [Subscription {
+            events: vec![EventKind::SyncFailed],
+            destination: Destination::Webhook {
+                // Nothing listens here: a post would count as a failure.
+                url: "http://127.0.0.1:9/hook".into(),
+                signing_secret: SecretSetting::Value(SecretString::from("s")),
+            },
+        }];
+
+        let report = Notifier::default()
+            .send(
+                &pending(),
+                &subscriptions,
+                |_| async { Err(NotifyError::SlackStatus { status: 0 }) },
+                |_| async { Err(NotifyError::SlackStatus { status: 0 }) },
+                &MetricsSink::capture(),
+            )
+            .await;
+
+        assert_eq!(report, NotifyReport::default());
     }
 
     #[tokio::test]

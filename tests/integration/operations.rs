@@ -323,6 +323,8 @@ async fn retention_keeps_the_newest_runs_and_every_revision() {
 struct Hook {
     port: u16,
     bodies: mpsc::Receiver<String>,
+    /// The `x-ritmo-signature` header of each request, in the order of `bodies`.
+    signatures: mpsc::Receiver<Option<String>>,
 }
 
 impl Hook {
@@ -330,11 +332,13 @@ impl Hook {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let port = listener.local_addr().unwrap().port();
         let (sender, bodies) = mpsc::channel();
+        let (signature_sender, signatures) = mpsc::channel();
         std::thread::spawn(move || {
             for stream in listener.incoming() {
                 let Ok(mut stream) = stream else { return };
                 let mut reader = BufReader::new(stream.try_clone().unwrap());
                 let mut length = 0;
+                let mut signature = None;
                 loop {
                     let mut line = String::new();
                     if reader.read_line(&mut line).unwrap_or(0) == 0 || line == "\r\n" {
@@ -345,6 +349,11 @@ impl Hook {
                     {
                         length = value.trim().parse().unwrap_or(0);
                     }
+                    if let Some((name, value)) = line.split_once(':')
+                        && name.eq_ignore_ascii_case("x-ritmo-signature")
+                    {
+                        signature = Some(value.trim().to_string());
+                    }
                 }
                 let mut body = vec![0; length];
                 let _ = reader.read_exact(&mut body);
@@ -352,15 +361,20 @@ impl Hook {
                     stream,
                     "HTTP/1.1 {status} X\r\ncontent-length: 2\r\nconnection: close\r\n\r\nok"
                 );
-                if sender
-                    .send(String::from_utf8_lossy(&body).into_owned())
-                    .is_err()
+                if signature_sender.send(signature).is_err()
+                    || sender
+                        .send(String::from_utf8_lossy(&body).into_owned())
+                        .is_err()
                 {
                     return;
                 }
             }
         });
-        Hook { port, bodies }
+        Hook {
+            port,
+            bodies,
+            signatures,
+        }
     }
 
     fn url(&self) -> String {
@@ -406,6 +420,7 @@ async fn a_plan_waiting_for_approval_is_posted_to_the_slack_webhook() {
         NotificationSettings {
             sns_topic_arn: None,
             slack_webhook_credential: Some("slack-hook".into()),
+            api_url: None,
         },
         None,
     ));
@@ -477,6 +492,7 @@ async fn a_failed_sync_is_published_to_the_sns_topic() {
         NotificationSettings {
             sns_topic_arn: Some(topic.clone()),
             slack_webhook_credential: None,
+            api_url: None,
         },
         Some(sns),
     ));
@@ -540,6 +556,7 @@ async fn failing_notification_endpoints_are_counted_and_do_not_fail_the_sync() {
             // No such topic: moto answers NotFound.
             sns_topic_arn: Some("arn:aws:sns:us-east-1:123456789012:missing".into()),
             slack_webhook_credential: Some("slack-hook".into()),
+            api_url: None,
         },
         Some(sns),
     ));
@@ -603,5 +620,235 @@ async fn a_failed_database_connection_is_counted_for_the_alarm() {
             .iter()
             .any(|line| line.contains("\"DatabaseConnectionFailed\"")),
         "{lines:?}"
+    );
+}
+
+const SIGNING_SECRET: &str = "hook-signing-secret-0123456789";
+
+/// The next message the hook received, after checking its HMAC-SHA256 signature against the
+/// signing secret and that neither the secret nor the hook's own secret path is in it.
+fn signed_message(hook: &Hook) -> Value {
+    use hmac::{Hmac, Mac};
+    let body = hook.bodies.recv_timeout(Duration::from_secs(10)).unwrap();
+    let signature = hook
+        .signatures
+        .recv_timeout(Duration::from_secs(10))
+        .unwrap();
+    let mut mac = Hmac::<sha2::Sha256>::new_from_slice(SIGNING_SECRET.as_bytes()).unwrap();
+    mac.update(body.as_bytes());
+    let expected = format!("sha256={}", hex::encode(mac.finalize().into_bytes()));
+    assert_eq!(signature.as_deref(), Some(expected.as_str()), "{body}");
+    assert!(!body.contains(SIGNING_SECRET), "{body}");
+    assert!(!body.contains(MASTER_KEY), "{body}");
+    serde_json::from_str(&body).unwrap()
+}
+
+#[tokio::test]
+async fn subscribed_events_reach_a_signed_webhook_with_target_commit_counts_and_plan_link() {
+    use ritmo::config::{Destination, EventKind, SecretSetting, Subscription};
+    let hook = Hook::start(200);
+    let url = format!("http://127.0.0.1:{}/ritmo-events", hook.port);
+    let mut stack = Stack::start(|settings| {
+        settings.targets[0].controls.notifications = vec![Subscription {
+            // Not `pending_approval`: the sync below is applied automatically.
+            events: vec![
+                EventKind::SyncSucceeded,
+                EventKind::DriftDetected,
+                EventKind::Suspended,
+            ],
+            destination: Destination::Webhook {
+                url,
+                signing_secret: SecretSetting::Value(SecretString::from(SIGNING_SECRET)),
+            },
+        }];
+    })
+    .await;
+    stack.services.set_notifier(Notifier::new(
+        NotificationSettings {
+            api_url: Some("https://ritmo.example.com".into()),
+            ..NotificationSettings::default()
+        },
+        None,
+    ));
+
+    let commit = stack.remote.push_plugin("git-scm", "1.0.0");
+
+    let plans = stack.sync().await;
+
+    let PlanRequestOutcome::Planned { sync_id, .. } = &plans[0] else {
+        panic!("{plans:?}");
+    };
+    let synced = signed_message(&hook);
+    assert_eq!(synced["event"], "sync_succeeded");
+    assert_eq!(synced["target"], TARGET);
+    assert_eq!(synced["commit"], commit);
+    assert_eq!(synced["counts"]["create"], 1, "{synced}");
+    assert_eq!(
+        synced["plan_url"],
+        format!("https://ritmo.example.com/api/v1/gitops/plans/{sync_id}")
+    );
+
+    stack.edit_out_of_band().await;
+    workflow::poll_targets(&stack.services).await.unwrap();
+
+    let drift = signed_message(&hook);
+    assert_eq!(drift["event"], "drift_detected");
+    assert_eq!(drift["counts"]["drifted"], 1, "{drift}");
+
+    workflow::suspend(&stack.services, TARGET, "jane")
+        .await
+        .unwrap();
+
+    let suspended = signed_message(&hook);
+    assert_eq!(suspended["event"], "suspended");
+    assert!(
+        suspended["text"]
+            .as_str()
+            .unwrap()
+            .contains("Suspended by jane"),
+        "{suspended}"
+    );
+    assert_eq!(stack.services.notifier().await.failures(), 0);
+    assert!(
+        hook.bodies.try_recv().is_err(),
+        "an unsubscribed event was sent"
+    );
+}
+
+#[tokio::test]
+async fn a_deny_window_holds_a_scheduled_sync_which_is_applied_when_the_window_ends() {
+    use chrono::{Duration as Span, DurationRound, Timelike, Utc};
+    use ritmo::windows::{SyncWindow, WindowKind};
+    // A deny window that opened this minute and lasts two hours, so the planner (which reads
+    // the real clock) plans inside it; the poller is then asked about a time after its end.
+    let opened = Utc::now().duration_trunc(Span::minutes(1)).unwrap();
+    let schedule = format!("{} {} * * *", opened.minute(), opened.hour());
+    let window = SyncWindow::new(WindowKind::Deny, &schedule, "2h", Some("UTC")).unwrap();
+    let hook = Hook::start(200);
+    let url = format!("http://127.0.0.1:{}/ritmo-events", hook.port);
+    let mut stack = Stack::start(|settings| {
+        settings.targets[0].controls.windows = vec![window];
+        settings.targets[0].controls.notifications = vec![ritmo::config::Subscription {
+            events: vec![ritmo::config::EventKind::WaitingForWindow],
+            destination: ritmo::config::Destination::Webhook {
+                url,
+                signing_secret: ritmo::config::SecretSetting::Value(SecretString::from(
+                    SIGNING_SECRET,
+                )),
+            },
+        }];
+    })
+    .await;
+    stack.remote.push_plugin("git-scm", "1.0.0");
+
+    let poll = workflow::poll_targets_at(&stack.services, opened + Span::seconds(30))
+        .await
+        .unwrap();
+    let plans = stack.drain().await;
+
+    assert_eq!(poll.enqueued, 1, "{poll:?}");
+    let PlanRequestOutcome::Planned {
+        sync_id, status, ..
+    } = &plans[0]
+    else {
+        panic!("{plans:?}");
+    };
+    assert_eq!(*status, RunStatus::WaitingForWindow);
+    let waiting = signed_message(&hook);
+    assert_eq!(waiting["event"], "waiting_for_window");
+    assert_eq!(waiting["sync_id"], sync_id.to_string());
+    assert!(
+        waiting["text"]
+            .as_str()
+            .unwrap()
+            .contains(&(opened + Span::hours(2)).to_rfc3339()),
+        "{waiting}"
+    );
+    let held = stack
+        .services
+        .store
+        .lock()
+        .await
+        .resources(Some(Kind::Plugin), None)
+        .await
+        .unwrap();
+    assert!(held.is_empty(), "applied inside a deny window: {held:?}");
+
+    // Still inside the window: the plan keeps waiting.
+    let inside = workflow::poll_targets_at(&stack.services, opened + Span::minutes(90))
+        .await
+        .unwrap();
+    assert!(inside.released.is_empty(), "{inside:?}");
+
+    let after = workflow::poll_targets_at(&stack.services, opened + Span::hours(2))
+        .await
+        .unwrap();
+    stack.drain().await;
+
+    assert_eq!(after.released, vec![*sync_id]);
+    assert_eq!(stack.plugin_version().await, "1.0.0");
+    let run = stack
+        .services
+        .store
+        .lock()
+        .await
+        .run(*sync_id)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(run.status, RunStatus::Succeeded);
+}
+
+#[tokio::test]
+async fn override_window_applies_a_waiting_plan_now_and_is_recorded_in_the_run() {
+    use ritmo::windows::{SyncWindow, WindowKind};
+    use workflow::ApproveOutcome;
+    // Always denied: every minute opens a day-long deny window.
+    let window = SyncWindow::new(WindowKind::Deny, "* * * * *", "1d", None).unwrap();
+    let mut stack =
+        Stack::start(|settings| settings.targets[0].controls.windows = vec![window]).await;
+    stack.remote.push_plugin("git-scm", "1.0.0");
+    workflow::poll_targets(&stack.services).await.unwrap();
+    let plans = stack.drain().await;
+    let PlanRequestOutcome::Planned {
+        sync_id, status, ..
+    } = &plans[0]
+    else {
+        panic!("{plans:?}");
+    };
+    assert_eq!(*status, RunStatus::WaitingForWindow);
+
+    let plain = workflow::approve_plan(&stack.services, *sync_id, "jane")
+        .await
+        .unwrap();
+    assert!(
+        matches!(
+            plain,
+            ApproveOutcome::NotPending {
+                status: RunStatus::WaitingForWindow,
+                ..
+            }
+        ),
+        "{plain:?}"
+    );
+
+    let overridden = workflow::approve_plan_with(&stack.services, *sync_id, "jane", true)
+        .await
+        .unwrap();
+    stack.drain().await;
+
+    assert!(
+        matches!(overridden, ApproveOutcome::Approved { .. }),
+        "{overridden:?}"
+    );
+    assert_eq!(stack.plugin_version().await, "1.0.0");
+    let store = stack.services.store.lock().await;
+    assert_eq!(
+        store.run(*sync_id).await.unwrap().unwrap().status,
+        RunStatus::Succeeded
+    );
+    assert_eq!(
+        store.window_override_by(*sync_id).await.unwrap().as_deref(),
+        Some("jane")
     );
 }

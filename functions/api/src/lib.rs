@@ -145,9 +145,13 @@ async fn sync(
 struct ApproveBody {
     /// Why, for the log (a change ticket, a review link).
     comment: Option<String>,
+    /// Apply a plan waiting for its sync window now; recorded in the run.
+    #[serde(default)]
+    override_window: bool,
 }
 
-/// `POST /api/v1/gitops/plans/{id}/approve` with an optional `{"comment"}`: approve a plan
+/// `POST /api/v1/gitops/plans/{id}/approve` with an optional `{"comment", "override_window"}`:
+/// approve a plan
 /// waiting for approval and queue it for the applier (202); 409 when it is not waiting or the
 /// target moved since it was planned.
 async fn approve(
@@ -158,7 +162,7 @@ async fn approve(
 ) -> Result<Response, ApiError> {
     let sync_id = parse_sync_id(&id)?;
     let body: ApproveBody = optional_json(body)?;
-    match workflow::approve_plan(&services, sync_id, &actor).await? {
+    match workflow::approve_plan_with(&services, sync_id, &actor, body.override_window).await? {
         // The workflow logs "plan approved" (for every entry point); the comment is the API's
         // own, logged only once the approval took, since a refused one (unknown plan, not
         // waiting, stale) answers with its error and approves nothing.

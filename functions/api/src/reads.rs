@@ -112,6 +112,10 @@ struct TargetStatus {
     auto_apply: Option<bool>,
     last_run: Option<RunRecord>,
     drift: Vec<DriftRecord>,
+    /// The sync windows now: open or not, those in effect, the next opening (absent when the
+    /// target has none).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    sync_window: Option<ritmo::windows::WindowStatus>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -195,6 +199,8 @@ async fn target_status(
         auto_apply: configured.map(|c| c.auto_apply),
         last_run,
         drift,
+        sync_window: configured
+            .and_then(|c| ritmo::windows::status(&c.controls.windows, chrono::Utc::now())),
     })
 }
 

@@ -55,6 +55,11 @@ struct Harness {
 /// Target `default` (the one the sample events name) tracking `main` of a copy of the example
 /// repository.
 async fn harness() -> Harness {
+    harness_with("").await
+}
+
+/// [`harness`] with `target_yaml` added to the target's entry (indented as its keys).
+async fn harness_with(target_yaml: &str) -> Harness {
     let db = TestDb::new().await;
     let repo = TestRepo::new();
     ritmo_tests::copy_dir(
@@ -67,7 +72,7 @@ async fn harness() -> Harness {
     std::fs::write(
         &bootstrap,
         format!(
-            "gitops:\n  enabled: true\n  targets:\n    - name: default\n      repository:\n        url: {}\n        branch: main\n",
+            "gitops:\n  enabled: true\n  targets:\n    - name: default\n      repository:\n        url: {}\n        branch: main\n{target_yaml}",
             repo.path().display()
         ),
     )
@@ -816,4 +821,31 @@ async fn suspend_and_resume_routes_stop_automatic_syncs_and_status_says_who_and_
     assert_eq!(queued.len(), 1, "{queued:?}");
     assert_eq!(queued[0].trigger, Trigger::Manual);
     assert_eq!(unknown, StatusCode::NOT_FOUND, "{unknown_body}");
+}
+
+#[tokio::test]
+async fn status_shows_a_closed_sync_window_and_its_next_opening() {
+    use chrono::{Datelike, Timelike};
+    // Open one minute a year, at New Year (UTC): closed now, whatever the day the test runs.
+    let harness = harness_with(
+        "      sync_windows:\n        - { kind: allow, schedule: \"0 0 1 1 *\", duration: 1m }\n",
+    )
+    .await;
+    let now = chrono::Utc::now();
+
+    let (status, body) = harness.get("/api/v1/gitops/status").await;
+
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let window = &body["targets"][0]["sync_window"];
+    let next: chrono::DateTime<chrono::Utc> =
+        serde_json::from_value(window["next_opening"].clone()).unwrap();
+    let new_year = chrono::NaiveDate::from_ymd_opt(now.year() + 1, 1, 1)
+        .unwrap()
+        .and_hms_opt(0, 0, 0)
+        .unwrap()
+        .and_utc();
+    if now.month() != 1 || now.day() != 1 || now.hour() != 0 || now.minute() != 0 {
+        assert_eq!(window["open"], false, "{body}");
+        assert_eq!(next, new_year, "{body}");
+    }
 }

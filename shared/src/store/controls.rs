@@ -66,6 +66,91 @@ impl Store {
         .transpose()
     }
 
+    /// Moves the newest run of `target` waiting for its sync window to `planned`, and marks the
+    /// older waiting ones `superseded` (the newest holds the latest commit). Returns the run to
+    /// apply, if any.
+    pub async fn release_waiting_run(
+        &self,
+        target: &str,
+    ) -> Result<Option<uuid::Uuid>, StoreError> {
+        let newest = self
+            .db()
+            .query_opt(
+                "UPDATE sync_runs SET status = 'planned'
+                 WHERE id = (SELECT id FROM sync_runs
+                             WHERE target = $1 AND status = 'waiting_for_window'
+                             ORDER BY started_at DESC LIMIT 1)
+                   AND status = 'waiting_for_window'
+                 RETURNING id",
+                &[&target],
+            )
+            .await
+            .map_err(StoreError::query(
+                "release a run waiting for its sync window",
+            ))?;
+        let Some(row) = newest else {
+            return Ok(None);
+        };
+        let id: uuid::Uuid = row
+            .try_get(0)
+            .map_err(StoreError::query("decode a released run"))?;
+        self.db()
+            .execute(
+                "UPDATE sync_runs SET status = 'superseded', finished_at = clock_timestamp(),
+                     error = 'a newer plan waited for the same sync window'
+                 WHERE target = $1 AND status = 'waiting_for_window'",
+                &[&target],
+            )
+            .await
+            .map_err(StoreError::query(
+                "supersede older runs waiting for a window",
+            ))?;
+        Ok(Some(id))
+    }
+
+    /// Moves a run waiting for its sync window (or for approval) to `planned` despite closed
+    /// windows, recording who overrode them (and approved it). Returns false when the run waits
+    /// for neither.
+    pub async fn override_window(
+        &self,
+        sync_id: uuid::Uuid,
+        actor: &str,
+    ) -> Result<bool, StoreError> {
+        let updated = self
+            .db()
+            .execute(
+                "UPDATE sync_runs SET status = 'planned', window_override_by = $2,
+                     approved_by = coalesce(approved_by, $2),
+                     approved_at = coalesce(approved_at, clock_timestamp())
+                 WHERE id = $1 AND status IN ('waiting_for_window', 'pending_approval')",
+                &[&sync_id, &actor],
+            )
+            .await
+            .map_err(StoreError::query("override a sync window"))?;
+        Ok(updated == 1)
+    }
+
+    /// Who overrode the sync windows for a run, if anyone.
+    pub async fn window_override_by(
+        &self,
+        sync_id: uuid::Uuid,
+    ) -> Result<Option<String>, StoreError> {
+        let row = self
+            .db()
+            .query_opt(
+                "SELECT window_override_by FROM sync_runs WHERE id = $1",
+                &[&sync_id],
+            )
+            .await
+            .map_err(StoreError::query("read a sync window override"))?;
+        match row {
+            Some(row) => row
+                .try_get(0)
+                .map_err(StoreError::query("decode a sync window override")),
+            None => Ok(None),
+        }
+    }
+
     /// Records that the poller asked the remotes of `names` where their branches are, at `at`.
     pub async fn record_head_checks(
         &self,

@@ -29,10 +29,13 @@ pub enum RunStatus {
     /// restarted) before the run finished; nothing of it was applied. The reason is in the
     /// run's `error`.
     Abandoned,
+    /// Planned by an automatic trigger while the target's sync windows were closed: applied
+    /// when a window opens (the poller's tick), or at once with `--override-window`.
+    WaitingForWindow,
 }
 
 impl RunStatus {
-    pub const ALL: [RunStatus; 8] = [
+    pub const ALL: [RunStatus; 9] = [
         RunStatus::Planning,
         RunStatus::Planned,
         RunStatus::PendingApproval,
@@ -41,6 +44,7 @@ impl RunStatus {
         RunStatus::Failed,
         RunStatus::Superseded,
         RunStatus::Abandoned,
+        RunStatus::WaitingForWindow,
     ];
 
     /// The value stored in `sync_runs.status`.
@@ -54,6 +58,7 @@ impl RunStatus {
             RunStatus::Failed => "failed",
             RunStatus::Superseded => "superseded",
             RunStatus::Abandoned => "abandoned",
+            RunStatus::WaitingForWindow => "waiting_for_window",
         }
     }
 

@@ -4,6 +4,7 @@
 
 use secrecy::{ExposeSecret, SecretString};
 
+use crate::config::SecretSetting;
 use crate::model::Kind;
 use crate::notify::{Event, NotifyError, NotifyReport};
 use crate::services::Services;
@@ -66,13 +67,41 @@ async fn slack_url(services: &Services, name: &str) -> Result<SecretString, Noti
 /// Sends `event` on every configured channel (see [`crate::notify::Notifier::send`]); a Slack URL kept as a
 /// credential is read and decrypted here. Never fails. Call it without holding the store lock.
 pub async fn announce(services: &Services, event: &Event) -> NotifyReport {
+    let subscriptions = services
+        .settings
+        .target(event.target())
+        .map(|target| target.controls.notifications.as_slice())
+        .unwrap_or_default();
     services
         .notifier()
         .await
         .send(
             event,
+            subscriptions,
             |name| async move { slack_url(services, &name).await },
+            |setting| async move { signing_secret(services, &setting).await },
             &services.metrics,
         )
         .await
+}
+
+/// A webhook's signing secret, read where the bootstrap file says (the value came from the
+/// environment at start-up; a file is read each time, as a mounted secret may rotate).
+async fn signing_secret(
+    services: &Services,
+    setting: &SecretSetting,
+) -> Result<SecretString, NotifyError> {
+    let unreadable = |reason: String| NotifyError::SigningSecret { reason };
+    match setting {
+        SecretSetting::Value(value) => Ok(value.clone()),
+        SecretSetting::File(path) => std::fs::read_to_string(path)
+            .map(|text| SecretString::from(text.trim().to_string()))
+            .map_err(|e| unreadable(format!("cannot read `{}`: {e}", path.display()))),
+        SecretSetting::SecretsManager(id) => services
+            .secrets_manager()
+            .await
+            .get_string(id)
+            .await
+            .map_err(|e| unreadable(format!("secret `{id}`: {e}"))),
+    }
 }

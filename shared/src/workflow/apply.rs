@@ -121,6 +121,18 @@ async fn apply_request(
                     .property("commit", report.commit.clone().unwrap_or_default())
                     .emit_to(&services.metrics);
                 retain_history(services, report.generation).await;
+                let event = Event::SyncSucceeded {
+                    target: run.target.clone(),
+                    sync_id,
+                    commit: report.commit.clone(),
+                    counts: crate::notify::Counts {
+                        create: report.created,
+                        update: report.updated,
+                        delete: report.deleted,
+                        unchanged: report.unchanged,
+                    },
+                };
+                super::announce::announce(services, &event).await;
                 Ok(ApplyRequestOutcome::Applied { report })
             }
             Ok(ApplyOutcome::Stale {

@@ -32,4 +32,6 @@ pub use plan::{
 };
 pub use poll::{PollReport, PolledTarget, poll_targets, poll_targets_at, run_poller_loop};
 pub use queues::{ApplyQueue, PlanQueue};
-pub use requests::{ApproveOutcome, approve_plan, request_sync, resume, rollback, suspend};
+pub use requests::{
+    ApproveOutcome, approve_plan, approve_plan_with, request_sync, resume, rollback, suspend,
+};

@@ -420,6 +420,18 @@ impl Planning<'_> {
         }
         let already_applied = plan.base.commit.as_deref() == Some(commit.as_str());
         let status = decide(&plan, self.dry_run, already_applied, self.target.auto_apply);
+        // Automatic syncs wait for the target's sync windows; people decide for themselves.
+        let status = if status == RunStatus::Planned
+            && matches!(
+                self.trigger,
+                Trigger::Webhook | Trigger::Schedule | Trigger::Drift
+            )
+            && !crate::windows::allows(&self.target.controls.windows, chrono::Utc::now())
+        {
+            RunStatus::WaitingForWindow
+        } else {
+            status
+        };
         let mut diagnostics = checked.diagnostics;
         diagnostics.extend(plan.diagnostics.iter().cloned());
         diagnostics
@@ -543,6 +555,24 @@ impl Planning<'_> {
             .property("sync_id", sync_id.to_string())
             .emit_to(&self.services.metrics);
         let approval_reason = self.approval_reason(plan);
+        if status == RunStatus::WaitingForWindow {
+            let event = Event::WaitingForWindow {
+                target: self.target.name.clone(),
+                sync_id,
+                revision: plan.revision.to_string(),
+                next_opening: crate::windows::next_opening(
+                    &self.target.controls.windows,
+                    chrono::Utc::now(),
+                ),
+                counts: crate::notify::Counts {
+                    create: summary.create,
+                    update: summary.update,
+                    delete: summary.delete,
+                    unchanged: summary.unchanged,
+                },
+            };
+            super::announce::announce(self.services, &event).await;
+        }
         if status == RunStatus::PendingApproval {
             let event = Event::PendingApproval {
                 target: self.target.name.clone(),
@@ -550,6 +580,12 @@ impl Planning<'_> {
                 revision: plan.revision.to_string(),
                 reason: approval_reason.clone(),
                 summary: summary.to_string(),
+                counts: crate::notify::Counts {
+                    create: summary.create,
+                    update: summary.update,
+                    delete: summary.delete,
+                    unchanged: summary.unchanged,
+                },
             };
             super::announce::announce(self.services, &event).await;
         }

@@ -9,9 +9,10 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use futures_util::StreamExt;
 use serde::Serialize;
+use uuid::Uuid;
 
 use crate::config::TargetSettings;
-use crate::message::{PlanRequest, Trigger};
+use crate::message::{ApplyRequest, PlanRequest, Trigger};
 use crate::metrics::{Metric, MetricsBatch};
 use crate::notify::Event;
 use crate::queue::workers::Shutdown;
@@ -33,6 +34,8 @@ pub struct PollReport {
     pub targets: Vec<PolledTarget>,
     /// Plan requests sent.
     pub enqueued: usize,
+    /// Runs that waited for a sync window now open, whose applies were queued.
+    pub released: Vec<Uuid>,
 }
 
 /// One target's line of a [`PollReport`].
@@ -105,6 +108,7 @@ pub async fn poll_targets_at(services: &Services, now: DateTime<Utc>) -> Result<
             checked_at: now,
             targets: Vec::new(),
             enqueued: 0,
+            released: Vec::new(),
         });
     }
     let configured = &services.settings.targets;
@@ -172,6 +176,7 @@ pub async fn poll_targets_at(services: &Services, now: DateTime<Utc>) -> Result<
     for (target, events) in configured.iter().zip(&drift) {
         report_drift(services, target, events, now).await;
     }
+    let released = release_waiting_runs(services, now).await?;
     tracing::info!(
         checked = targets.len(),
         enqueued = requests.len(),
@@ -181,7 +186,46 @@ pub async fn poll_targets_at(services: &Services, now: DateTime<Utc>) -> Result<
         checked_at: now,
         targets,
         enqueued: requests.len(),
+        released,
     })
+}
+
+/// Queues the apply of each run that waited for a sync window open at `now` (the newest per
+/// target; older ones are superseded). Suspended targets keep waiting.
+async fn release_waiting_runs(services: &Services, now: DateTime<Utc>) -> Result<Vec<Uuid>> {
+    let open: Vec<&TargetSettings> = services
+        .settings
+        .targets
+        .iter()
+        .filter(|target| !target.controls.windows.is_empty() && !target.controls.suspended)
+        .filter(|target| crate::windows::allows(&target.controls.windows, now))
+        .collect();
+    if open.is_empty() {
+        return Ok(Vec::new());
+    }
+    let mut released = Vec::new();
+    for target in open {
+        let run = {
+            let store = services.database().await?;
+            if store
+                .suspended_targets(&[target.name.as_str()])
+                .await?
+                .contains(&target.name)
+            {
+                continue;
+            }
+            store.release_waiting_run(&target.name).await?
+        };
+        if let Some(sync_id) = run {
+            tracing::info!(target = %target.name, %sync_id, "sync window open: applying the waiting plan");
+            services
+                .queues
+                .send_apply(&ApplyRequest::new(sync_id, &target.name))
+                .await?;
+            released.push(sync_id);
+        }
+    }
+    Ok(released)
 }
 
 /// What the concurrent part of a target's check leaves: its result, or a branch that moved,

@@ -84,12 +84,25 @@ pub async fn approve_plan(
     sync_id: Uuid,
     actor: &str,
 ) -> Result<ApproveOutcome> {
+    approve_plan_with(services, sync_id, actor, false).await
+}
+
+/// [`approve_plan`]; with `override_window`, also a run waiting for its target's sync window
+/// (`waiting_for_window`) is applied now, and the run records who overrode the window.
+pub async fn approve_plan_with(
+    services: &Services,
+    sync_id: Uuid,
+    actor: &str,
+    override_window: bool,
+) -> Result<ApproveOutcome> {
     let store = services.database().await?;
     let run = store
         .run(sync_id)
         .await?
         .ok_or(StoreError::RunNotFound(sync_id))?;
-    if run.status != RunStatus::PendingApproval {
+    let approvable = run.status == RunStatus::PendingApproval
+        || (override_window && run.status == RunStatus::WaitingForWindow);
+    if !approvable {
         return Ok(ApproveOutcome::NotPending {
             sync_id,
             status: run.status,
@@ -113,7 +126,12 @@ pub async fn approve_plan(
             current_generation: target.generation,
         });
     }
-    if !store.approve_run(sync_id, actor).await? {
+    let approved = if override_window {
+        store.override_window(sync_id, actor).await?
+    } else {
+        store.approve_run(sync_id, actor).await?
+    };
+    if !approved {
         let status = store
             .run(sync_id)
             .await?
@@ -250,6 +268,11 @@ pub async fn suspend(services: &Services, target: &str, actor: &str) -> Result<T
         store.set_suspended(target, true, Some(actor)).await?
     };
     tracing::info!(%target, %actor, "automatic syncs suspended");
+    let event = crate::notify::Event::Suspended {
+        target: target.to_string(),
+        actor: actor.to_string(),
+    };
+    super::announce::announce(services, &event).await;
     Ok(state)
 }
 
