@@ -90,11 +90,11 @@ bench:
 # beside their floors; incremental syncs by number of changed files beside --full. `make bench-process RESOURCES=100000` to
 # see growth.
 RESOURCES ?= 10000
-bench-process:
+bench-process: tools
 	@export DATABASE_URL="$$(scripts/ensure-postgres.sh)" || exit 2; \
 	  cargo build --release -p ritmo-cli -p ritmo-bench -p api -p applier -p planner -p poller \
 	    -p webhook && \
-	  target/release/ritmo-bench --resources $(RESOURCES) --repeat 5 --cold-starts \
+	  target/release/ritmo-bench --resources $(RESOURCES) --repeat 5 --cold-starts --handlers \
 	    --whole-process --incremental-changes 1000,4000,10000
 
 # The poller's tick over many targets (issue 26, docs/scaling.md): TARGETS small repositories

@@ -2,7 +2,8 @@
 //! event by a local Runtime API, timed from exec to its posted response. The planner plans a
 //! generated repository over `file://` into an empty database and sends the apply request to
 //! moto's FIFO queue; the applier is then handed that very message. Each is printed beside the
-//! floor of its work over the same transport, measured in the same run.
+//! floor of its work over the same transport, measured in the same run. The planner's figure
+//! includes its check of every credential's `secret_ref` against Secrets Manager (moto here).
 
 use std::path::Path;
 use std::process::{Command, Stdio};
@@ -30,6 +31,8 @@ struct Invocation {
     wall: Duration,
     peak_rss_kib: u64,
     response: Value,
+    /// What the function logged, for the error when its work did not show.
+    logs: String,
 }
 
 pub async fn run(resources: usize, repeat: usize) -> Result<()> {
@@ -44,6 +47,17 @@ pub async fn run(resources: usize, repeat: usize) -> Result<()> {
     let sqs = aws_sdk_sqs::Client::new(&moto.sdk_config().await);
     let (plan_queue, _) = moto.fifo_queue_with_dlq("bench-plan", 900, 5).await;
     let (apply_queue, _) = moto.fifo_queue_with_dlq("bench-apply", 900, 5).await;
+    // With AWS configured the planner checks every credential's `secret_ref` in Secrets
+    // Manager, as it does in production: the secrets must exist.
+    let secrets = moto.secrets_manager().await;
+    for i in 0..shape.credentials {
+        secrets
+            .create_secret()
+            .name(format!("prod/ritmo/cred-{i:04}"))
+            .secret_string("bench")
+            .send()
+            .await?;
+    }
     let planner = process::binary("release", "planner")?;
     let applier = process::binary("release", "applier")?;
 
@@ -82,8 +96,11 @@ pub async fn run(resources: usize, repeat: usize) -> Result<()> {
             .await?;
         let [message] = received.messages() else {
             bail!(
-                "the planner sent {} apply requests, not one",
-                received.messages().len()
+                "the planner sent {} apply requests, not one; it logged:\n{}",
+                received.messages().len(),
+                plans
+                    .last()
+                    .map_or("", |plan: &Invocation| plan.logs.as_str())
             );
         };
         let body = message.body().context("an apply request without a body")?;
@@ -187,6 +204,7 @@ async fn invoke(
         wall: posted.at - started,
         peak_rss_kib: peak_rss_kib?,
         response: posted.body,
+        logs,
     })
 }
 
