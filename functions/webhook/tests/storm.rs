@@ -129,6 +129,7 @@ async fn run() -> Result<()> {
             self_heal: false,
             policy: Default::default(),
             auth: GitAuth::None,
+            controls: Default::default(),
         }],
         database_url: Some(SecretString::from(url.clone())),
         webhook_secret: Some(SecretString::from(SECRET)),
