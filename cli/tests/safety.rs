@@ -7,31 +7,11 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 
+mod common;
+
+use common::{ritmo, stderr, stdout};
 use ritmo_tests::db::TestDb;
 use serde_json::Value;
-
-const EXAMPLE_KEY: &str = "ritmo-example-master-key-32bytes";
-
-fn ritmo(args: &[&str], database_url: &str) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_ritmo"))
-        .args(args)
-        .env_remove("RITMO_GITOPS_REPO_URL")
-        .env("DATABASE_URL", database_url)
-        .env("RITMO_GITOPS_BOOTSTRAP", "")
-        .env("RITMO_MASTER_ENCRYPTION_KEY", EXAMPLE_KEY)
-        .env("NO_COLOR", "1")
-        .stdin(Stdio::null())
-        .output()
-        .expect("ritmo runs")
-}
-
-fn stdout(output: &Output) -> String {
-    String::from_utf8_lossy(&output.stdout).into_owned()
-}
-
-fn stderr(output: &Output) -> String {
-    String::from_utf8_lossy(&output.stderr).into_owned()
-}
 
 fn assert_exit(output: &Output, code: i32) {
     assert_eq!(
