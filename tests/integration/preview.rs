@@ -620,7 +620,7 @@ async fn gitlab_and_gitea_get_one_status_and_one_note() {
                 );
                 assert_eq!(
                     writes[1].path,
-                    "/api/v1/repos/acme/config/issues/3/comments"
+                    "/api/v1/repos/acme/config/issues/12/comments"
                 );
                 assert_eq!(writes[3].method, "PATCH");
                 assert_eq!(
@@ -687,7 +687,8 @@ async fn a_secret_in_a_pull_request_is_never_posted() {
     }
 }
 
-/// A GitLab `Merge Request Hook` (GitLab's own example), for the served repository.
+/// A GitLab `Merge Request Hook` (GitLab's documented example, kept verbatim in the fixture),
+/// for the served repository.
 fn gitlab_merge_request(remote: &Remote, head: &str) -> (Vec<(String, String)>, Vec<u8>) {
     let mut value: serde_json::Value = serde_json::from_slice(include_bytes!(
         "../../shared/src/webhook/fixtures/gitlab-merge-request.json"
@@ -711,7 +712,9 @@ fn gitlab_merge_request(remote: &Remote, head: &str) -> (Vec<(String, String)>, 
     (headers, body)
 }
 
-/// A Gitea `pull_request` (`synchronized`) delivery, for the served repository.
+/// A Gitea `pull_request` delivery (Gitea's own test payload, see
+/// shared/src/webhook/fixtures/README.md), for the served repository. That payload has no
+/// `base` and `head`: they are set here, under Gitea's field names.
 fn gitea_pull_request(remote: &Remote, head: &str) -> (Vec<(String, String)>, Vec<u8>) {
     let mut value: serde_json::Value = serde_json::from_slice(include_bytes!(
         "../../shared/src/webhook/fixtures/gitea-pull-request.json"
@@ -720,8 +723,15 @@ fn gitea_pull_request(remote: &Remote, head: &str) -> (Vec<(String, String)>, Ve
     for field in ["clone_url", "html_url", "ssh_url"] {
         value["repository"][field] = remote.url().into();
     }
-    value["pull_request"]["base"]["ref"] = "main".into();
-    value["pull_request"]["head"]["sha"] = head.into();
+    value["pull_request"]["base"] = serde_json::json!({
+        "ref": "main",
+        "repo": {"full_name": value["repository"]["full_name"].clone()},
+    });
+    value["pull_request"]["head"] = serde_json::json!({
+        "ref": "fix",
+        "sha": head,
+        "repo": {"full_name": "user1/repo"},
+    });
     let body = serde_json::to_vec(&value).unwrap();
     let signature = {
         use hmac::{Hmac, Mac};

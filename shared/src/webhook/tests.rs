@@ -979,24 +979,69 @@ fn a_gitlab_merge_request_update_without_new_commits_is_ignored() {
     assert!(delivery.ignore_reasons().next().is_some());
 }
 
+/// Gitea's own example (`pullRequestTestPayload`, see fixtures/README.md) has no `base` and
+/// `head`: they are set here under Gitea's field names (`PRBranchInfo`).
+fn gitea_pull_request_from_a_fork(action: &str) -> Vec<u8> {
+    let mut value: Value = serde_json::from_str(GITEA_PULL_REQUEST).unwrap();
+    value["action"] = action.into();
+    value["pull_request"]["base"] = serde_json::json!({
+        "label": "main",
+        "ref": "main",
+        "sha": "9fceb02d0ae598e95dc970b74767f19372d61af8",
+        "repo": {"full_name": "test/repo"},
+    });
+    value["pull_request"]["head"] = serde_json::json!({
+        "label": "fix",
+        "ref": "fix",
+        "sha": "4B825DC642CB6EB9A060E54BF8D69288FBEE4904",
+        "repo": {"full_name": "user1/repo"},
+    });
+    serde_json::to_vec(&value).unwrap()
+}
+
 #[test]
 fn a_gitea_synchronized_pull_request_from_a_fork_is_previewed() {
-    let body = GITEA_PULL_REQUEST.as_bytes();
+    let body = gitea_pull_request_from_a_fork("synchronized");
     let headers = headers(&[
         ("X-Gitea-Event", "pull_request"),
         ("X-Gitea-Delivery", "f6266f16-1bf3-46a5-9ea4-602e06ead473"),
-        ("X-Gitea-Signature", &hmac_hex(SECRET, body)),
+        ("X-Gitea-Signature", &hmac_hex(SECRET, &body)),
         ("Content-Type", "application/json"),
     ]);
 
-    let delivery = receive(&headers, body, &secrets(&[SECRET])).unwrap();
+    let delivery = receive(&headers, &body, &secrets(&[SECRET])).unwrap();
 
     let pull = only_pull_request(&delivery);
-    assert_eq!(pull.number, 3);
+    assert_eq!(pull.number, 12);
     assert_eq!(pull.base_branch, "main");
     assert_eq!(pull.head_commit, "4b825dc642cb6eb9a060e54bf8d69288fbee4904");
+    assert_eq!(pull.head_ref, "refs/pull/12/head");
     assert!(pull.from_fork);
-    assert_eq!(pull.repository.as_deref(), Some("acme/ritmo-config"));
+    assert_eq!(pull.repository.as_deref(), Some("test/repo"));
+    assert_eq!(
+        pull.repo_urls,
+        vec!["http://localhost:3000/test/repo".to_string()]
+    );
+    assert_eq!(pull.author.as_deref(), Some("user1"));
+}
+
+#[test]
+fn gitea_and_forgejo_pull_requests_opened_as_gitea_sends_them_are_previewed() {
+    let body = gitea_pull_request_from_a_fork("opened");
+    for (event, signature) in [
+        ("X-Gitea-Event", "X-Gitea-Signature"),
+        ("X-Forgejo-Event", "X-Forgejo-Signature"),
+    ] {
+        let headers = headers(&[
+            (event, "pull_request"),
+            (signature, &hmac_hex(SECRET, &body)),
+            ("Content-Type", "application/json"),
+        ]);
+
+        let delivery = receive(&headers, &body, &secrets(&[SECRET])).unwrap();
+
+        assert_eq!(only_pull_request(&delivery).number, 12, "{event}");
+    }
 }
 
 #[test]
