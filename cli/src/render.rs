@@ -7,7 +7,6 @@ use std::io::{IsTerminal, Write};
 // runtime of its own (unlike miette's fancy handler), and plain text that snapshots well.
 use annotate_snippets::{AnnotationKind, Group, Level, Origin, Renderer, Snippet};
 use ritmo::diagnostic::{Diagnostic, Severity};
-use ritmo::diff;
 use ritmo::manifest::{FileContent, SourceFile};
 use ritmo::model::Revision;
 use ritmo::plan::{Action, Plan, Summary};
@@ -240,17 +239,15 @@ pub fn plan_text(out: &mut impl Write, style: Style, plan: &Plan) -> std::io::Re
 
 /// The field diff of one action, indented under its line.
 pub fn changes_text(out: &mut impl Write, style: Style, action: &Action) -> std::io::Result<()> {
-    for change in action.changes().iter() {
-        for line in diff::lines(change) {
-            let colour = match line.marker {
-                '+' => "32",
-                '-' => "31",
-                '~' => "33",
-                '>' => "36",
-                _ => "0",
-            };
-            writeln!(out, "      {}", style.paint(colour, &line.text))?;
-        }
+    for line in action.change_lines() {
+        let colour = match line.marker {
+            '+' => "32",
+            '-' => "31",
+            '~' => "33",
+            '>' => "36",
+            _ => "0",
+        };
+        writeln!(out, "      {}", style.paint(colour, &line.text))?;
     }
     Ok(())
 }

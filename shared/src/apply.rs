@@ -377,7 +377,9 @@ impl<'a> Changes<'a> {
                 Action::Update {
                     desired, live_hash, ..
                 } => changes.updates.push((desired, live_hash.as_str())),
-                Action::Delete { id, live_hash } => changes.deletes.push((id, live_hash.as_str())),
+                Action::Delete { id, live_hash, .. } => {
+                    changes.deletes.push((id, live_hash.as_str()))
+                }
                 Action::PruneSkipped { .. } => {}
             }
         }
@@ -771,6 +773,7 @@ mod tests {
                 Action::Delete {
                     id: ResourceId::new(Kind::Job, "c"),
                     live_hash: content_hash(&BTreeMap::new(), &Spec::from_value(&json!({}))),
+                    changes: Vec::new(),
                 },
                 Action::PruneSkipped {
                     id: ResourceId::new(Kind::Job, "d"),

@@ -112,29 +112,26 @@ pub fn diff(before: &Value, after: &Value) -> Vec<Change> {
 
 /// What a create adds: one `add` per label and per top-level field of the spec, redacted.
 pub fn additions(after: &Value) -> Vec<Change> {
+    top_level(after, addition)
+}
+
+/// What a delete takes away: one `remove` per label and per top-level field of the live
+/// spec, redacted like a create's.
+pub fn removals(before: &Value) -> Vec<Change> {
+    top_level(before, removal)
+}
+
+/// One change per label and per top-level field of the spec of `document`.
+fn top_level(document: &Value, change: fn(&[String], &Value) -> Change) -> Vec<Change> {
     let mut changes = Vec::new();
     for section in ["labels", "spec"] {
-        match after.get(section) {
+        match document.get(section) {
             Some(Value::Object(fields)) => {
                 for (key, value) in fields {
-                    let path = vec![section.to_string(), key.clone()];
-                    changes.push(Change {
-                        op: Op::Add,
-                        after: Some(redact(&path, value)),
-                        path: pointer(&path),
-                        before: None,
-                    });
+                    changes.push(change(&[section.to_string(), key.clone()], value));
                 }
             }
-            Some(value) => {
-                let path = vec![section.to_string()];
-                changes.push(Change {
-                    op: Op::Add,
-                    after: Some(redact(&path, value)),
-                    path: pointer(&path),
-                    before: None,
-                });
-            }
+            Some(value) => changes.push(change(&[section.to_string()], value)),
             None => {}
         }
     }
@@ -557,6 +554,16 @@ pub fn lines(change: &Change) -> Vec<Line> {
             ),
         },
     }
+}
+
+/// A field of a deleted resource, listed the way a create lists its fields:
+/// `- spec.version: "1.0.0"` (an update's removal names only its path).
+pub fn listed_removal(change: &Change) -> Vec<Line> {
+    let path = display_path(&change.path);
+    vec![Line {
+        marker: '-',
+        text: format!("- {path}: {}", shown(change.before.as_ref())),
+    }]
 }
 
 fn shown(value: Option<&Value>) -> String {

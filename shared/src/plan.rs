@@ -54,6 +54,11 @@ pub enum Action {
     Delete {
         id: ResourceId,
         live_hash: SpecHash,
+        /// What goes with the resource: its labels and top-level spec fields, redacted
+        /// ([`describe_changes`] fills it in from the live row; empty until then, and in plans
+        /// stored before it existed).
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        changes: Vec<Change>,
     },
     /// In the inventory, gone from Git, kept because prune is off.
     PruneSkipped {
@@ -100,15 +105,27 @@ impl Action {
     }
 
     /// What the action changes inside the resource, redacted: an update's field diff, a
-    /// create's top-level fields; nothing for a delete (the whole resource goes).
+    /// create's top-level fields, a delete's top-level fields as they go.
     pub fn changes(&self) -> std::borrow::Cow<'_, [Change]> {
         match self {
-            Action::Update { changes, .. } => std::borrow::Cow::Borrowed(changes),
+            Action::Update { changes, .. } | Action::Delete { changes, .. } => {
+                std::borrow::Cow::Borrowed(changes)
+            }
             Action::Create { desired } => {
                 std::borrow::Cow::Owned(diff::additions(&diff::desired_document(desired)))
             }
-            Action::Delete { .. } | Action::PruneSkipped { .. } => std::borrow::Cow::Borrowed(&[]),
+            Action::PruneSkipped { .. } => std::borrow::Cow::Borrowed(&[]),
         }
+    }
+
+    /// [`changes`](Self::changes) as people read them, one or more lines each: a delete lists
+    /// each field with the value that goes, as a create lists what it adds.
+    pub fn change_lines(&self) -> Vec<diff::Line> {
+        let render = match self {
+            Action::Delete { .. } => diff::listed_removal,
+            _ => diff::lines,
+        };
+        self.changes().iter().flat_map(render).collect()
     }
 
     pub fn old_hash(&self) -> Option<&SpecHash> {
@@ -211,31 +228,42 @@ impl Plan {
     }
 }
 
-/// The ids whose live documents [`describe_changes`] needs: those of the plan's updates.
-pub fn updated_ids(plan: &Plan) -> Vec<&ResourceId> {
+/// The ids whose live documents [`describe_changes`] needs: those of the plan's updates and
+/// deletes.
+pub fn described_ids(plan: &Plan) -> Vec<&ResourceId> {
     plan.actions
         .iter()
         .filter_map(|action| match action {
             Action::Update { desired, .. } => Some(&desired.id),
+            Action::Delete { id, .. } => Some(id),
             _ => None,
         })
         .collect()
 }
 
-/// Fills in each update's field diff from the live documents (`{"labels", "spec"}`, see
-/// [`diff::document`]) read for [`updated_ids`]. An update whose row was not found keeps an
-/// empty diff (the row went away between the plan and this read; the apply will say so).
+/// Fills in each update's field diff, and each delete's list of what goes, from the live
+/// documents (`{"labels", "spec"}`, see [`diff::document`]) read for [`described_ids`]. An
+/// action whose row was not found keeps an empty list (the row went away between the plan and
+/// this read; the apply will say so).
 pub fn describe_changes(
     plan: &mut Plan,
     live: &std::collections::HashMap<ResourceId, serde_json::Value>,
 ) {
     for action in &mut plan.actions {
-        if let Action::Update {
-            desired, changes, ..
-        } = action
-            && let Some(before) = live.get(&desired.id)
-        {
-            *changes = diff::diff(before, &diff::desired_document(desired));
+        match action {
+            Action::Update {
+                desired, changes, ..
+            } => {
+                if let Some(before) = live.get(&desired.id) {
+                    *changes = diff::diff(before, &diff::desired_document(desired));
+                }
+            }
+            Action::Delete { id, changes, .. } => {
+                if let Some(before) = live.get(id) {
+                    *changes = diff::removals(before);
+                }
+            }
+            Action::Create { .. } | Action::PruneSkipped { .. } => {}
         }
     }
 }
@@ -318,6 +346,7 @@ pub fn plan_overlay(
             deletes.push(Action::Delete {
                 id: id.clone(),
                 live_hash,
+                changes: Vec::new(),
             });
         } else {
             diagnostics.push(Diagnostic::global(
@@ -1003,5 +1032,67 @@ mod tests {
             summary.to_string(),
             "Plan: 3 to create, 1 to update, 0 to delete, 42 unchanged."
         );
+    }
+
+    #[test]
+    fn a_delete_lists_the_fields_that_go_with_secrets_redacted() {
+        let gone = desired(Kind::Credential, "old-token", json!({}));
+        let live = owned(&[gone.clone()]);
+        let blob = "AES256:b2xkLWNpcGhlcnRleHQtYmxvYi1vZi1lbm91Z2gtYnl0ZXM=";
+        let token = "ghp_Zq8xW3vN7kP2mR5tY9bC4dF6gH1jL0aS3eU7";
+        let row = json!({
+            "labels": {"team": "ci"},
+            "spec": {
+                "type": "token",
+                "description": "Old deploy token",
+                "encrypted_value": blob,
+                "note": token,
+                "scopes": ["repo", "workflow"],
+            },
+        });
+        let mut plan = run(
+            Vec::new(),
+            &live,
+            &PlanPolicy {
+                allow_empty: true,
+                ..PlanPolicy::default()
+            },
+        );
+
+        describe_changes(&mut plan, &[(gone.id.clone(), row)].into());
+
+        let [action @ Action::Delete { .. }] = plan.actions.as_slice() else {
+            panic!("{:?}", plan.actions);
+        };
+        let text: Vec<String> = action
+            .change_lines()
+            .into_iter()
+            .map(|line| line.text)
+            .collect();
+        assert_eq!(
+            text,
+            [
+                "- labels.team: \"ci\"",
+                "- spec.description: \"Old deploy token\"",
+                "- spec.encrypted_value: (encrypted)",
+                "- spec.note: (sensitive)",
+                "- spec.scopes: [repo, workflow]",
+                "- spec.type: \"token\"",
+            ]
+        );
+        let stored = serde_json::to_string(&plan).unwrap();
+        assert!(
+            !stored.contains(blob) && !stored.contains(token),
+            "{stored}"
+        );
+        assert!(
+            stored.contains(
+                r#""op":"remove","path":"/spec/description","before":"Old deploy token""#
+            ),
+            "{stored}"
+        );
+        let read: Plan = serde_json::from_str(&stored).unwrap();
+        assert_eq!(read, plan);
+        assert_eq!(described_ids(&plan), [&gone.id]);
     }
 }

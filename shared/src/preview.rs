@@ -8,7 +8,6 @@
 use serde::Serialize;
 
 use crate::diagnostic::{Diagnostic, Severity};
-use crate::diff;
 use crate::plan::Plan;
 
 /// GitHub refuses comments longer than 65,536 characters; GitLab's and Gitea's limits are
@@ -167,10 +166,8 @@ fn diff_text(plan: &Plan) -> String {
             None => format!("{action}\n"),
         };
         text.push_str(&line);
-        for change in action.changes().iter() {
-            for line in diff::lines(change) {
-                text.push_str(&format!("    {}\n", line.text));
-            }
+        for line in action.change_lines() {
+            text.push_str(&format!("    {}\n", line.text));
         }
         if text.len() > MAX_DIFF_CHARS {
             text.push_str("… (cut here: the rest is in `ritmo gitops plan --commit`)\n");
@@ -204,6 +201,7 @@ mod tests {
 
     use super::*;
     use crate::diagnostic::Code;
+    use crate::diff;
     use crate::diff::{Change, Op};
     use crate::hash::{Spec, SpecHash};
     use crate::model::{DesiredResource, Kind, ResourceId, Revision, SourceLocation};

@@ -362,7 +362,7 @@ const FIRST_FETCH_DEPTH: Option<std::num::NonZeroU32> = std::num::NonZeroU32::ne
 /// otherwise (or when `full`) from the whole tree.
 ///
 /// `source` must be the one `located` came from. Each update of the plan carries its field
-/// diff against the live row (`plan::describe_changes`).
+/// diff against the live row, each delete the fields that go (`plan::describe_changes`).
 pub async fn plan_located(
     store: &Store,
     target: &TargetSettings,
@@ -379,9 +379,9 @@ pub async fn plan_located(
     ))
     .await?;
     if let Some(plan) = planned.plan.as_mut() {
-        // Only updates are diffed against their rows, so this read is as small as the change.
+        // Only updates and deletes are read from their rows, so this read is as small as the change.
         let live = store
-            .live_documents(&plan::updated_ids(plan))
+            .live_documents(&plan::described_ids(plan))
             .await?
             .into_iter()
             .map(|(id, document)| (id, crate::apply::without_row_labels(document)))
