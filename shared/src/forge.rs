@@ -13,8 +13,9 @@ use serde_json::{Value, json};
 
 use crate::preview::{Preview, Verdict};
 
-/// Comments looked through for the marker: 10 pages of 100. A pull request with more has
-/// its preview posted anew rather than hunted for without end.
+/// Pages of comments looked through for the marker, each of up to [`PAGE_SIZE`] (Gitea caps a
+/// page at its `MAX_RESPONSE_ITEMS`, 50 by default). A pull request with more has its preview
+/// posted anew rather than hunted for without end.
 const MAX_PAGES: u32 = 10;
 const PAGE_SIZE: usize = 100;
 
@@ -179,6 +180,17 @@ impl<'a> Client<'a> {
         body: Option<&Value>,
     ) -> Result<Value, ForgeError> {
         let url = format!("{}/{path}", self.forge.api_url);
+        self.send_to(method, url, body).map(|(value, _)| value)
+    }
+
+    /// [`send`](Self::send) to a whole URL (one the forge gave as the next page), also
+    /// returning the response's headers.
+    fn send_to(
+        &self,
+        method: reqwest::Method,
+        url: String,
+        body: Option<&Value>,
+    ) -> Result<(Value, reqwest::header::HeaderMap), ForgeError> {
         let name: &'static str = match method.as_str() {
             "GET" => "GET",
             "POST" => "POST",
@@ -227,13 +239,16 @@ impl<'a> Client<'a> {
                 status.is_server_error() || status.as_u16() == 429,
             ));
         }
+        let headers = response.headers().clone();
         let text = response
             .text()
             .map_err(|err| failed(crate::telemetry::error_chain(&err), true))?;
         if text.trim().is_empty() {
-            return Ok(Value::Null);
+            return Ok((Value::Null, headers));
         }
-        serde_json::from_str(&text).map_err(|err| failed(format!("not JSON: {err}"), false))
+        serde_json::from_str(&text)
+            .map(|value| (value, headers))
+            .map_err(|err| failed(format!("not JSON: {err}"), false))
     }
 
     fn status(&self, preview: &Preview<'_>) -> Result<(), ForgeError> {
@@ -313,18 +328,20 @@ impl<'a> Client<'a> {
         }
     }
 
-    /// The id of the comment holding `marker` as its first line, if any.
+    /// The id of the comment holding `marker` as its first line, if any: page after page as
+    /// the forge links them, up to [`MAX_PAGES`].
     fn find_comment(&self, number: u64, marker: &str) -> Result<Option<u64>, ForgeError> {
         let size = match self.forge.kind {
             ForgeKind::Gitea => "limit",
             ForgeKind::GitHub | ForgeKind::GitLab => "per_page",
         };
-        for page in 1..=MAX_PAGES {
-            let path = format!(
-                "{}?{size}={PAGE_SIZE}&page={page}",
-                self.comments_path(number)
-            );
-            let listed = self.send(reqwest::Method::GET, &path, None)?;
+        let mut url = format!(
+            "{}/{}?{size}={PAGE_SIZE}",
+            self.forge.api_url,
+            self.comments_path(number)
+        );
+        for _ in 0..MAX_PAGES {
+            let (listed, headers) = self.send_to(reqwest::Method::GET, url.clone(), None)?;
             let comments = listed.as_array().map(Vec::as_slice).unwrap_or_default();
             let found = comments.iter().find_map(|comment| {
                 let body = comment.get("body")?.as_str()?;
@@ -336,10 +353,17 @@ impl<'a> Client<'a> {
             if found.is_some() {
                 return Ok(found);
             }
-            if comments.len() < PAGE_SIZE {
-                break;
+            match next_page(&self.forge.api_url, &url, &headers) {
+                Some(next) => url = next,
+                None => return Ok(None),
             }
         }
+        tracing::warn!(
+            repository = %self.forge.repository,
+            pull_request = number,
+            pages = MAX_PAGES,
+            "no preview comment in the first pages of comments: posting a new one"
+        );
         Ok(None)
     }
 
@@ -366,6 +390,45 @@ impl<'a> Client<'a> {
             edited: false,
         })
     }
+}
+
+/// The URL of the page after `current`, as the forge gives it: `Link: <…>; rel="next"`
+/// (GitHub, GitLab, Gitea, Forgejo), else GitLab's `x-next-page` number. `None` on the last
+/// page, and for a link outside `api_url`, which is never followed: the token would go with it.
+fn next_page(api_url: &str, current: &str, headers: &reqwest::header::HeaderMap) -> Option<String> {
+    let current = reqwest::Url::parse(current).ok()?;
+    let linked = headers
+        .get_all(reqwest::header::LINK)
+        .iter()
+        .filter_map(|value| value.to_str().ok())
+        .filter_map(|value| parse_link_header::parse_with_rel(value).ok())
+        .find_map(|links| links.get("next").map(|link| link.raw_uri.clone()));
+    let next = match linked {
+        Some(link) => current.join(&link).ok()?,
+        None => {
+            let page = headers
+                .get("x-next-page")
+                .and_then(|value| value.to_str().ok())
+                .and_then(|value| value.trim().parse::<u32>().ok())?;
+            let mut next = current.clone();
+            let kept: Vec<(String, String)> = current
+                .query_pairs()
+                .filter(|(key, _)| key != "page")
+                .map(|(key, value)| (key.into_owned(), value.into_owned()))
+                .collect();
+            next.query_pairs_mut()
+                .clear()
+                .extend_pairs(kept)
+                .append_pair("page", &page.to_string());
+            next
+        }
+    };
+    let root = reqwest::Url::parse(api_url).ok()?;
+    let inside = next.origin() == root.origin()
+        && next
+            .path()
+            .starts_with(&format!("{}/", root.path().trim_end_matches('/')));
+    (inside && next != current).then(|| next.to_string())
 }
 
 #[cfg(test)]
@@ -413,5 +476,72 @@ mod tests {
 
         assert!(matches!(error, ForgeError::InsecureUrl { .. }), "{error}");
         assert!(!error.to_string().contains("ghp_secret"));
+    }
+
+    fn headers(pairs: &[(&'static str, &str)]) -> reqwest::header::HeaderMap {
+        pairs
+            .iter()
+            .map(|(name, value)| {
+                (
+                    reqwest::header::HeaderName::from_static(name),
+                    value.parse().unwrap(),
+                )
+            })
+            .collect()
+    }
+
+    #[test]
+    fn the_next_page_is_the_one_the_forge_links_and_never_outside_its_api() {
+        let api = "https://forge.example.com/api/v1";
+        let current =
+            "https://forge.example.com/api/v1/repos/acme/config/issues/2/comments?limit=100";
+        let linked = |link: &str| next_page(api, current, &headers(&[("link", link)]));
+
+        assert_eq!(
+            linked(
+                r#"<https://forge.example.com/api/v1/repos/acme/config/issues/2/comments?limit=100&page=2>; rel="next", <https://forge.example.com/api/v1/repos/acme/config/issues/2/comments?limit=100&page=9>; rel="last""#
+            )
+            .as_deref(),
+            Some("https://forge.example.com/api/v1/repos/acme/config/issues/2/comments?limit=100&page=2")
+        );
+        assert_eq!(
+            linked(r#"</api/v1/repos/acme/config/issues/2/comments?page=3>; rel="next""#)
+                .as_deref(),
+            Some("https://forge.example.com/api/v1/repos/acme/config/issues/2/comments?page=3")
+        );
+        assert_eq!(
+            linked(r#"<https://forge.example.com/api/v1/x?page=1>; rel="prev""#),
+            None
+        );
+        assert_eq!(
+            linked(r#"<https://elsewhere.example.com/api/v1/x?page=2>; rel="next""#),
+            None
+        );
+        assert_eq!(
+            linked(r#"<http://forge.example.com/api/v1/x?page=2>; rel="next""#),
+            None
+        );
+        assert_eq!(
+            linked(r#"<https://forge.example.com/other/x?page=2>; rel="next""#),
+            None
+        );
+        assert_eq!(next_page(api, current, &headers(&[])), None);
+    }
+
+    #[test]
+    fn gitlabs_next_page_number_is_followed_when_no_link_is_sent() {
+        let api = "https://gitlab.example.com/api/v4";
+        let current = "https://gitlab.example.com/api/v4/projects/acme%2Fconfig/merge_requests/1/notes?per_page=100&page=1";
+
+        let next = next_page(api, current, &headers(&[("x-next-page", "2")]));
+        let last = next_page(api, current, &headers(&[("x-next-page", "")]));
+
+        assert_eq!(
+            next.as_deref(),
+            Some(
+                "https://gitlab.example.com/api/v4/projects/acme%2Fconfig/merge_requests/1/notes?per_page=100&page=2"
+            )
+        );
+        assert_eq!(last, None);
     }
 }

@@ -825,3 +825,92 @@ async fn a_preview_message_naming_another_repository_posts_nothing() {
     assert!(forge.requests().is_empty(), "{:#?}", forge.requests());
     assert!(receivers.applies.try_recv().is_err());
 }
+
+#[tokio::test]
+async fn a_preview_comment_past_the_first_page_of_comments_is_edited_in_place() {
+    for (provider, prefix) in [
+        ("github", "/api/v3"),
+        ("gitlab", "/api/v4"),
+        ("gitea", "/api/v1"),
+    ] {
+        let db = TestDb::new().await;
+        let remote = Remote::new();
+        let cache = tempfile::tempdir().unwrap();
+        let (queues, mut receivers) = Queues::local();
+        let forge = FakeForge::start(prefix).await;
+        let services = Services::connect(
+            previewing(settings(&db, &remote, &cache), &forge),
+            queues,
+            MetricsSink::capture(),
+        )
+        .await
+        .unwrap();
+        let delivery = |head: &str, again: bool| match provider {
+            "github" => {
+                let fixture = if again { SYNCHRONIZE } else { OPENED };
+                let id = if again { "pr-page-2" } else { "pr-page-1" };
+                github_pull_request(fixture, &remote, "main", head, id)
+            }
+            "gitlab" => {
+                let (headers, body) = gitlab_merge_request(&remote, head);
+                let headers = if again {
+                    redelivered(&headers, provider)
+                } else {
+                    headers
+                };
+                (headers, body)
+            }
+            _ => {
+                let (headers, body) = gitea_pull_request(&remote, head);
+                let headers = if again {
+                    redelivered(&headers, provider)
+                } else {
+                    headers
+                };
+                (headers, body)
+            }
+        };
+        // The preview's comment lands after 120 others (page 2 of 100, page 3 of Gitea's 50)
+        // and 30 more follow it.
+        forge.add_comments((0..120).map(|n| format!("looks good {n}")));
+        let first = remote.push_plugin("git-scm", "1.0.0");
+        let (headers, body) = delivery(&first, false);
+        deliver(&services, &mut receivers, &headers, &body).await;
+        let posted = forge.comments().len() - 1;
+        assert_eq!(posted, 120, "{provider}");
+        forge.add_comments((0..30).map(|n| format!("one more thing {n}")));
+
+        let second = remote.push_plugin("git-scm", "2.0.0");
+        let (headers, body) = delivery(&second, true);
+        deliver(&services, &mut receivers, &headers, &body).await;
+
+        let comments = forge.comments();
+        assert_eq!(
+            comments.len(),
+            151,
+            "{provider}: a second comment was posted"
+        );
+        assert!(
+            comments[posted].1.contains(&second[..12]),
+            "{provider}: the comment on page 2 shows the latest push: {}",
+            comments[posted].1
+        );
+        let last = forge.writes().pop().unwrap();
+        assert!(
+            matches!(last.method.as_str(), "PATCH" | "PUT"),
+            "{provider}: {last:?}"
+        );
+        assert!(
+            last.path.ends_with(&format!("/{}", comments[posted].0)),
+            "{provider}: {last:?}"
+        );
+        let listed = forge
+            .requests()
+            .into_iter()
+            .filter(|r| r.method == "GET")
+            .count();
+        // The first preview reads every page, the second stops at the marker's.
+        let pages = if provider == "gitea" { (3, 3) } else { (2, 2) };
+        assert_eq!(listed, pages.0 + pages.1, "{provider}");
+    }
+}

@@ -1,6 +1,8 @@
 //! A local stand-in for a forge's REST API (GitHub, GitLab, Gitea): it records every request
 //! and keeps the comments posted, so a test sees exactly what a preview sent and can check
-//! that a later push edits the same comment.
+//! that a later push edits the same comment. It lists comments a page at a time as the forges
+//! do: at most 100 a page (Gitea: 50, its default `MAX_RESPONSE_ITEMS`), the next page linked
+//! by `Link: <…>; rel="next"` (GitLab: also `x-next-page`).
 
 use std::sync::{Arc, Mutex, PoisonError};
 
@@ -38,6 +40,12 @@ struct State {
     requests: Vec<Recorded>,
     /// (id, body) of every comment or note, in the order posted.
     comments: Vec<(u64, String)>,
+    /// The most comments one page lists, whatever was asked.
+    page_cap: usize,
+    /// GitLab's `x-next-page` header is sent too.
+    gitlab: bool,
+    /// `http://127.0.0.1:PORT`, for the absolute links of the next pages.
+    origin: String,
 }
 
 /// A fake forge API on a loopback port, served from the test's runtime.
@@ -49,7 +57,11 @@ pub struct FakeForge {
 impl FakeForge {
     /// Starts serving; `prefix` is the API root's path (`/api/v3`, `/api/v4`, `/api/v1`).
     pub async fn start(prefix: &str) -> FakeForge {
-        let state = Arc::new(Mutex::new(State::default()));
+        let state = Arc::new(Mutex::new(State {
+            page_cap: if prefix == "/api/v1" { 50 } else { 100 },
+            gitlab: prefix == "/api/v4",
+            ..State::default()
+        }));
         let shared = state.clone();
         let app = Router::new().fallback(
             move |method: Method, uri: Uri, headers: HeaderMap, body: Bytes| {
@@ -61,6 +73,7 @@ impl FakeForge {
             .await
             .expect("bind a loopback port for the fake forge");
         let addr = listener.local_addr().expect("the fake forge's address");
+        state.lock().unwrap_or_else(PoisonError::into_inner).origin = format!("http://{addr}");
         tokio::spawn(async move { axum::serve(listener, app).await });
         FakeForge {
             url: format!("http://{addr}{prefix}"),
@@ -84,6 +97,15 @@ impl FakeForge {
     /// The comments (notes) as they are now: (id, body).
     pub fn comments(&self) -> Vec<(u64, String)> {
         self.lock().comments.clone()
+    }
+
+    /// Adds comments as if people had posted them, after those already there.
+    pub fn add_comments(&self, bodies: impl IntoIterator<Item = String>) {
+        let mut state = self.lock();
+        for body in bodies {
+            let id = 1000 + state.comments.len() as u64;
+            state.comments.push((id, body));
+        }
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {
@@ -124,23 +146,47 @@ fn answer(
     let listing = path.ends_with("/comments") || path.ends_with("/notes");
     match method {
         Method::GET if listing => {
-            let page = uri
-                .query()
-                .unwrap_or_default()
-                .split('&')
-                .find_map(|pair| pair.strip_prefix("page="))
-                .and_then(|n| n.parse::<usize>().ok())
-                .unwrap_or(1);
-            let all: Vec<Value> = if page == 1 {
-                state
-                    .comments
-                    .iter()
-                    .map(|(id, body)| json!({"id": id, "body": body}))
-                    .collect()
-            } else {
-                Vec::new()
+            let query = uri.query().unwrap_or_default();
+            let number = |name: &str| {
+                query
+                    .split('&')
+                    .find_map(|pair| pair.strip_prefix(name)?.strip_prefix('='))
+                    .and_then(|n| n.parse::<usize>().ok())
             };
-            axum::Json(Value::Array(all)).into_response()
+            let page = number("page").unwrap_or(1).max(1);
+            let size = number("per_page")
+                .or_else(|| number("limit"))
+                .unwrap_or(30)
+                .clamp(1, state.page_cap);
+            let listed: Vec<Value> = state
+                .comments
+                .iter()
+                .skip((page - 1) * size)
+                .take(size)
+                .map(|(id, body)| json!({"id": id, "body": body}))
+                .collect();
+            let mut response = axum::Json(Value::Array(listed)).into_response();
+            if page * size < state.comments.len() {
+                let kept: Vec<&str> = query
+                    .split('&')
+                    .filter(|pair| !pair.starts_with("page=") && !pair.is_empty())
+                    .collect();
+                let link = format!(
+                    "<{}{path}?{}&page={}>; rel=\"next\"",
+                    state.origin,
+                    kept.join("&"),
+                    page + 1
+                );
+                let headers = response.headers_mut();
+                headers.insert(
+                    axum::http::header::LINK,
+                    link.parse().expect("a Link header value"),
+                );
+                if state.gitlab {
+                    headers.insert("x-next-page", (page + 1).into());
+                }
+            }
+            response
         }
         Method::POST if listing => {
             let id = 1000 + state.comments.len() as u64;
