@@ -914,3 +914,101 @@ async fn a_preview_comment_past_the_first_page_of_comments_is_edited_in_place() 
         assert_eq!(listed, pages.0 + pages.1, "{provider}");
     }
 }
+
+/// `settings` whose target reads its repository and posts its previews as a GitHub App
+/// installed through `forge`.
+fn as_github_app(mut settings: Settings, forge: &FakeForge) -> Settings {
+    settings.targets[0].auth = GitAuth::GitHubApp {
+        app_id: 42,
+        installation_id: 7,
+        private_key: SecretSetting::Value(SecretString::from(rsa_private_key())),
+        api_url: forge.url.clone(),
+    };
+    if let Some(preview) = settings.previews.get_mut(TARGET) {
+        preview.credential = Some(PreviewCredential::GitHubApp);
+    }
+    settings
+}
+
+#[tokio::test]
+async fn a_github_apps_installation_token_is_minted_once_for_every_preview_while_it_is_fresh() {
+    let db = TestDb::new().await;
+    let remote = Remote::new();
+    let cache = tempfile::tempdir().unwrap();
+    let (queues, mut receivers) = Queues::local();
+    let forge = FakeForge::start("/api/v3").await;
+    let settings = as_github_app(previewing(settings(&db, &remote, &cache), &forge), &forge);
+    let services = Services::connect(settings, queues, MetricsSink::capture())
+        .await
+        .unwrap();
+    let first = remote.push_plugin("git-scm", "1.0.0");
+    let (headers, body) = github_pull_request(OPENED, &remote, "main", &first, "pr-app-1");
+    deliver(&services, &mut receivers, &headers, &body).await;
+    let second = remote.push_plugin("git-scm", "2.0.0");
+    let (headers, body) = github_pull_request(SYNCHRONIZE, &remote, "main", &second, "pr-app-2");
+
+    deliver(&services, &mut receivers, &headers, &body).await;
+
+    assert_eq!(forge.tokens_minted(), 1, "{:#?}", forge.requests());
+    let posted: Vec<_> = forge
+        .requests()
+        .into_iter()
+        .filter(|r| !r.path.ends_with("/access_tokens"))
+        .collect();
+    let paths: Vec<&str> = posted
+        .iter()
+        .filter(|r| r.method != "GET")
+        .map(|r| r.path.as_str())
+        .collect();
+    assert_eq!(
+        paths,
+        [
+            "/api/v3/repos/acme/config/check-runs",
+            "/api/v3/repos/acme/config/issues/2/comments",
+            "/api/v3/repos/acme/config/check-runs",
+            "/api/v3/repos/acme/config/issues/comments/1000",
+        ]
+    );
+    assert!(
+        posted
+            .iter()
+            .all(|r| r.credential == format!("Bearer {INSTALLATION_TOKEN}")),
+        "{posted:#?}"
+    );
+}
+
+#[tokio::test]
+async fn an_installation_token_about_to_expire_is_minted_again_before_the_next_preview() {
+    let db = TestDb::new().await;
+    let remote = Remote::new();
+    let cache = tempfile::tempdir().unwrap();
+    let (queues, mut receivers) = Queues::local();
+    let forge = FakeForge::start("/api/v3").await;
+    // Less than the five minutes a token must have left to be used again.
+    forge.tokens_expire_in(chrono::Duration::minutes(4));
+    let settings = as_github_app(previewing(settings(&db, &remote, &cache), &forge), &forge);
+    let services = Services::connect(settings, queues, MetricsSink::capture())
+        .await
+        .unwrap();
+    let check_runs = || -> Vec<String> {
+        forge
+            .requests()
+            .into_iter()
+            .filter(|r| r.path.ends_with("/check-runs"))
+            .map(|r| r.credential)
+            .collect()
+    };
+    let first = remote.push_plugin("git-scm", "1.0.0");
+    let (headers, body) = github_pull_request(OPENED, &remote, "main", &first, "pr-exp-1");
+    deliver(&services, &mut receivers, &headers, &body).await;
+    let minted = forge.tokens_minted();
+    let second = remote.push_plugin("git-scm", "2.0.0");
+    let (headers, body) = github_pull_request(SYNCHRONIZE, &remote, "main", &second, "pr-exp-2");
+
+    deliver(&services, &mut receivers, &headers, &body).await;
+
+    assert!(forge.tokens_minted() > minted, "{:#?}", forge.requests());
+    let used = check_runs();
+    assert_eq!(used.len(), 2);
+    assert_ne!(used[0], used[1], "a token about to expire was used again");
+}

@@ -12,7 +12,8 @@ use axum::http::{HeaderMap, Method, StatusCode, Uri};
 use axum::response::IntoResponse;
 use serde_json::{Value, json};
 
-/// The installation token the fake forge hands to any GitHub App.
+/// The installation token the fake forge hands to any GitHub App (by default; see
+/// [`FakeForge::tokens_expire_in`]).
 pub const INSTALLATION_TOKEN: &str = "ghs_fakeinstallationtoken";
 
 /// One request as the fake forge received it.
@@ -46,6 +47,10 @@ struct State {
     gitlab: bool,
     /// `http://127.0.0.1:PORT`, for the absolute links of the next pages.
     origin: String,
+    /// When set, each installation token minted is a new one (`…-1`, `…-2`) that expires
+    /// this long after it is handed out; else [`INSTALLATION_TOKEN`], valid for years.
+    token_lifetime: Option<chrono::Duration>,
+    tokens_minted: usize,
 }
 
 /// A fake forge API on a loopback port, served from the test's runtime.
@@ -97,6 +102,20 @@ impl FakeForge {
     /// The comments (notes) as they are now: (id, body).
     pub fn comments(&self) -> Vec<(u64, String)> {
         self.lock().comments.clone()
+    }
+
+    /// From now on, each installation token is a new one that expires `lifetime` after it is
+    /// minted.
+    pub fn tokens_expire_in(&self, lifetime: chrono::Duration) {
+        self.lock().token_lifetime = Some(lifetime);
+    }
+
+    /// How many installation tokens were minted (`POST …/access_tokens`).
+    pub fn tokens_minted(&self) -> usize {
+        self.requests()
+            .iter()
+            .filter(|r| r.method == "POST" && r.path.ends_with("/access_tokens"))
+            .count()
     }
 
     /// Adds comments as if people had posted them, after those already there.
@@ -211,14 +230,24 @@ fn answer(
             }
         }
         // A GitHub App's installation token, for any app and installation.
-        Method::POST if path.ends_with("/access_tokens") => (
-            StatusCode::CREATED,
-            axum::Json(json!({
-                "token": INSTALLATION_TOKEN,
-                "expires_at": "2099-01-01T00:00:00Z",
-            })),
-        )
-            .into_response(),
+        Method::POST if path.ends_with("/access_tokens") => {
+            state.tokens_minted += 1;
+            let (token, expires_at) = match state.token_lifetime {
+                Some(lifetime) => (
+                    format!("{INSTALLATION_TOKEN}-{}", state.tokens_minted),
+                    (chrono::Utc::now() + lifetime).to_rfc3339(),
+                ),
+                None => (
+                    INSTALLATION_TOKEN.to_string(),
+                    "2099-01-01T00:00:00Z".to_string(),
+                ),
+            };
+            (
+                StatusCode::CREATED,
+                axum::Json(json!({"token": token, "expires_at": expires_at})),
+            )
+                .into_response()
+        }
         Method::POST => (StatusCode::CREATED, axum::Json(json!({"id": 1}))).into_response(),
         _ => StatusCode::NOT_FOUND.into_response(),
     }
