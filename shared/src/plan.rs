@@ -1037,7 +1037,7 @@ mod tests {
     #[test]
     fn a_delete_lists_the_fields_that_go_with_secrets_redacted() {
         let gone = desired(Kind::Credential, "old-token", json!({}));
-        let live = owned(&[gone.clone()]);
+        let live = owned(std::slice::from_ref(&gone));
         let blob = "AES256:b2xkLWNpcGhlcnRleHQtYmxvYi1vZi1lbm91Z2gtYnl0ZXM=";
         let token = "ghp_Zq8xW3vN7kP2mR5tY9bC4dF6gH1jL0aS3eU7";
         let row = json!({

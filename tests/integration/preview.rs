@@ -512,16 +512,7 @@ async fn with_a_github_app_an_invalid_file_fails_the_check_run_with_an_annotatio
     let cache = tempfile::tempdir().unwrap();
     let (queues, mut receivers) = Queues::local();
     let forge = FakeForge::start("/api/v3").await;
-    let mut settings = previewing(settings(&db, &remote, &cache), &forge);
-    settings.targets[0].auth = GitAuth::GitHubApp {
-        app_id: 42,
-        installation_id: 7,
-        private_key: SecretSetting::Value(SecretString::from(rsa_private_key())),
-        api_url: forge.url.clone(),
-    };
-    if let Some(preview) = settings.previews.get_mut(TARGET) {
-        preview.credential = Some(PreviewCredential::GitHubApp);
-    }
+    let settings = as_github_app(previewing(settings(&db, &remote, &cache), &forge), &forge);
     let services = Services::connect(settings, queues, MetricsSink::capture())
         .await
         .unwrap();
