@@ -40,6 +40,8 @@ pub enum ForgeError {
         url: String,
         reason: String,
         retryable: bool,
+        /// The forge's HTTP status, when it answered.
+        status: Option<u16>,
     },
     #[error("cannot read the preview credential: {0}")]
     Credential(String),
@@ -55,6 +57,17 @@ impl ForgeError {
             | ForgeError::InsecureUrl { .. }
             | ForgeError::NoApiUrl { .. } => false,
         }
+    }
+
+    /// The forge refused the credential itself (401), as it does a revoked token.
+    pub fn is_unauthorized(&self) -> bool {
+        matches!(
+            self,
+            ForgeError::Request {
+                status: Some(401),
+                ..
+            }
+        )
     }
 }
 
@@ -155,6 +168,7 @@ impl<'a> Client<'a> {
                 url: forge.api_url.clone(),
                 reason: err.to_string(),
                 retryable: false,
+                status: None,
             })?;
         Ok(Client { forge, http })
     }
@@ -214,15 +228,16 @@ impl<'a> Client<'a> {
                 .header("Content-Type", "application/json")
                 .body(body.to_string());
         }
-        let failed = |reason: String, retryable: bool| ForgeError::Request {
+        let failed = |reason: String, retryable: bool, status: Option<u16>| ForgeError::Request {
             method: name,
             url: url.clone(),
             reason,
             retryable,
+            status,
         };
         let response = request.send().map_err(|err| {
             // reqwest's message names the URL and the cause, never a header.
-            failed(crate::telemetry::error_chain(&err), true)
+            failed(crate::telemetry::error_chain(&err), true, None)
         })?;
         let status = response.status();
         if !status.is_success() {
@@ -237,18 +252,19 @@ impl<'a> Client<'a> {
             return Err(failed(
                 format!("{status}: {hint}"),
                 status.is_server_error() || status.as_u16() == 429,
+                Some(status.as_u16()),
             ));
         }
         let headers = response.headers().clone();
         let text = response
             .text()
-            .map_err(|err| failed(crate::telemetry::error_chain(&err), true))?;
+            .map_err(|err| failed(crate::telemetry::error_chain(&err), true, None))?;
         if text.trim().is_empty() {
             return Ok((Value::Null, headers));
         }
         serde_json::from_str(&text)
             .map(|value| (value, headers))
-            .map_err(|err| failed(format!("not JSON: {err}"), false))
+            .map_err(|err| failed(format!("not JSON: {err}"), false, None))
     }
 
     fn status(&self, preview: &Preview<'_>) -> Result<(), ForgeError> {

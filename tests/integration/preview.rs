@@ -1003,3 +1003,44 @@ async fn an_installation_token_about_to_expire_is_minted_again_before_the_next_p
     assert_eq!(used.len(), 2);
     assert_ne!(used[0], used[1], "a token about to expire was used again");
 }
+
+#[tokio::test]
+async fn a_revoked_installation_token_is_minted_again_and_the_preview_still_posted() {
+    let db = TestDb::new().await;
+    let remote = Remote::new();
+    let cache = tempfile::tempdir().unwrap();
+    let (queues, mut receivers) = Queues::local();
+    let forge = FakeForge::start("/api/v3").await;
+    let settings = as_github_app(previewing(settings(&db, &remote, &cache), &forge), &forge);
+    let services = Services::connect(settings, queues, MetricsSink::capture())
+        .await
+        .unwrap();
+    let first = remote.push_plugin("git-scm", "1.0.0");
+    let (headers, body) = github_pull_request(OPENED, &remote, "main", &first, "pr-rev-1");
+    deliver(&services, &mut receivers, &headers, &body).await;
+    forge.revoke_tokens();
+    let second = remote.push_plugin("git-scm", "2.0.0");
+    let (headers, body) = github_pull_request(SYNCHRONIZE, &remote, "main", &second, "pr-rev-2");
+
+    deliver(&services, &mut receivers, &headers, &body).await;
+
+    assert_eq!(forge.tokens_minted(), 2, "{:#?}", forge.requests());
+    let check_runs: Vec<String> = forge
+        .requests()
+        .into_iter()
+        .filter(|r| r.path.ends_with("/check-runs"))
+        .map(|r| r.credential)
+        .collect();
+    assert_eq!(
+        check_runs,
+        [
+            format!("Bearer {INSTALLATION_TOKEN}"),
+            format!("Bearer {INSTALLATION_TOKEN}"),
+            format!("Bearer {INSTALLATION_TOKEN}-2"),
+        ],
+        "the revoked token is refused once, then a new one posts"
+    );
+    let comments = forge.comments();
+    assert_eq!(comments.len(), 1, "{comments:#?}");
+    assert!(comments[0].1.contains(&second[..7]), "{}", comments[0].1);
+}

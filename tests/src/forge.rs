@@ -51,6 +51,9 @@ struct State {
     /// this long after it is handed out; else [`INSTALLATION_TOKEN`], valid for years.
     token_lifetime: Option<chrono::Duration>,
     tokens_minted: usize,
+    /// Every installation token handed out, and those since revoked (answered 401).
+    tokens_handed_out: Vec<String>,
+    tokens_revoked: Vec<String>,
 }
 
 /// A fake forge API on a loopback port, served from the test's runtime.
@@ -110,6 +113,14 @@ impl FakeForge {
         self.lock().token_lifetime = Some(lifetime);
     }
 
+    /// Revokes every installation token handed out so far: requests bearing one are answered
+    /// 401, and the next mint hands out a new token.
+    pub fn revoke_tokens(&self) {
+        let mut state = self.lock();
+        let handed_out = state.tokens_handed_out.clone();
+        state.tokens_revoked.extend(handed_out);
+    }
+
     /// How many installation tokens were minted (`POST …/access_tokens`).
     pub fn tokens_minted(&self) -> usize {
         self.requests()
@@ -160,6 +171,18 @@ fn answer(
         credential,
         body: text.clone(),
     });
+    let bearer = |credential: &str| {
+        let token = credential
+            .strip_prefix("Bearer ")
+            .or_else(|| credential.strip_prefix("token "))
+            .unwrap_or(credential);
+        state.tokens_revoked.iter().any(|revoked| revoked == token)
+    };
+    if !path.ends_with("/access_tokens")
+        && bearer(&state.requests[state.requests.len() - 1].credential)
+    {
+        return StatusCode::UNAUTHORIZED.into_response();
+    }
     let posted: Value = serde_json::from_str(&text).unwrap_or(Value::Null);
     let comment_body = posted["body"].as_str().unwrap_or_default().to_string();
     let listing = path.ends_with("/comments") || path.ends_with("/notes");
@@ -232,16 +255,16 @@ fn answer(
         // A GitHub App's installation token, for any app and installation.
         Method::POST if path.ends_with("/access_tokens") => {
             state.tokens_minted += 1;
+            let numbered = format!("{INSTALLATION_TOKEN}-{}", state.tokens_minted);
             let (token, expires_at) = match state.token_lifetime {
-                Some(lifetime) => (
-                    format!("{INSTALLATION_TOKEN}-{}", state.tokens_minted),
-                    (chrono::Utc::now() + lifetime).to_rfc3339(),
-                ),
-                None => (
+                Some(lifetime) => (numbered, (chrono::Utc::now() + lifetime).to_rfc3339()),
+                None if state.tokens_revoked.is_empty() => (
                     INSTALLATION_TOKEN.to_string(),
                     "2099-01-01T00:00:00Z".to_string(),
                 ),
+                None => (numbered, "2099-01-01T00:00:00Z".to_string()),
             };
+            state.tokens_handed_out.push(token.clone());
             (
                 StatusCode::CREATED,
                 axum::Json(json!({"token": token, "expires_at": expires_at})),

@@ -89,26 +89,40 @@ pub(super) async fn publish_preview(
     let repository = pull.repository.clone();
     let (plan, diagnostics) = (plan.cloned(), diagnostics.to_vec());
     let published = tokio::task::spawn_blocking(move || -> Result<Published, ForgeError> {
-        let token = match &secret {
-            Credential::Secret(source) => source.read().map_err(ForgeError::Credential)?,
-            Credential::App(app) => app
-                .token()
-                .map_err(|error| ForgeError::Credential(error.to_string()))?,
-        };
-        let forge = Forge {
-            kind,
-            api_url,
-            repository,
-            token,
-            check_run,
-        };
         let preview = Preview {
             target: &target_name,
             commit: &commit,
             plan: plan.as_ref(),
             diagnostics: &diagnostics,
         };
-        forge.publish(number, &preview)
+        let publish = |token| {
+            Forge {
+                kind,
+                api_url: api_url.clone(),
+                repository: repository.clone(),
+                token,
+                check_run,
+            }
+            .publish(number, &preview)
+        };
+        match &secret {
+            Credential::Secret(source) => publish(source.read().map_err(ForgeError::Credential)?),
+            Credential::App(app) => {
+                let app_token = || {
+                    app.token()
+                        .map_err(|error| ForgeError::Credential(error.to_string()))
+                };
+                match publish(app_token()?) {
+                    // The cached installation token was revoked: mint another and post once
+                    // more, as a Git fetch does, rather than failing until it would expire.
+                    Err(error) if error.is_unauthorized() => {
+                        app.forget_token();
+                        publish(app_token()?)
+                    }
+                    result => result,
+                }
+            }
+        }
     })
     .await
     .map_err(|error| Error::Internal(format!("posting the preview stopped: {error}")))??;
