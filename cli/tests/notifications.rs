@@ -197,6 +197,27 @@ fn verified(request: &ReceivedRequest, event: &str) -> Value {
     message
 }
 
+/// The README's shell check of a signature, word for word.
+const README_CHECK: &str = r#"expected="sha256=$(openssl dgst -sha256 -hmac "$RITMO_HOOK_SECRET" -r < body.json | cut -d' ' -f1)"
+[ "$expected" = "$SIGNATURE" ] && echo "signature ok" || echo "reject: not signed with our secret""#;
+
+/// What [`README_CHECK`] prints for `request`, its body saved as received.
+fn readme_check(request: &ReceivedRequest) -> String {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("body.json"), &request.body).unwrap();
+    let output = Command::new("sh")
+        .args(["-c", README_CHECK])
+        .current_dir(dir.path())
+        .env("RITMO_HOOK_SECRET", SIGNING_SECRET)
+        .env(
+            "SIGNATURE",
+            request.header("x-ritmo-signature").unwrap_or_default(),
+        )
+        .output()
+        .unwrap();
+    stdout(&output).trim().to_string()
+}
+
 fn plan_url(sync_id: &str) -> String {
     format!("{API_URL}/api/v1/gitops/plans/{sync_id}")
 }
@@ -221,6 +242,7 @@ async fn a_sync_is_announced_as_sync_succeeded_with_its_commit_and_counts() {
     let request = setup.only_request(&output);
     assert_eq!(request.path, "/ritmo");
     let message = verified(&request, "sync_succeeded");
+    assert_eq!(readme_check(&request), "signature ok");
     assert_eq!(message["commit"], commit, "{message}");
     assert_eq!(message["sync_id"], sync_id);
     assert_eq!(message["plan_url"], plan_url(&sync_id));
