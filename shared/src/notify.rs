@@ -403,7 +403,9 @@ pub struct Notifier {
     sns: Option<aws_sdk_sns::Client>,
     /// The AWS SDKs' own HTTPS connector: the functions link it already, so posting to Slack
     /// adds no second HTTP client. It follows no redirects, which could take the message (and,
-    /// in its URL, a secret) elsewhere.
+    /// in its URL, a secret) elsewhere. It trusts the system's CA certificates, or only those of
+    /// `SSL_CERT_FILE` / `SSL_CERT_DIR` when set (rustls-native-certs, read once per process):
+    /// how an operator makes it trust a receiver behind a private CA (README, Notifications).
     http: Connector,
     failures: AtomicU64,
 }
