@@ -22,6 +22,7 @@ use crate::config::{
     Destination, EventKind, NotificationSettings, SecretSetting, Settings, Subscription,
 };
 use crate::metrics::{Metric, MetricsBatch, MetricsSink};
+use crate::source::spec::commit_of;
 
 /// Bound on one delivery, so a dead endpoint cannot hold a sync for long.
 const DELIVERY_TIMEOUT: Duration = Duration::from_secs(5);
@@ -119,12 +120,14 @@ impl Event {
         self.kind().as_str()
     }
 
-    /// The commit (or revision) the event is about, when there is one.
+    /// The commit id the event is about, when there is one: the bare id, also for the events
+    /// that carry a revision (`main@sha1:<id>`), so a receiver's `commit` is always comparable
+    /// with `git rev-parse`.
     pub fn commit(&self) -> Option<&str> {
         match self {
-            Event::SyncFailed { revision, .. } => revision.as_deref(),
+            Event::SyncFailed { revision, .. } => revision.as_deref().and_then(commit_of),
             Event::PendingApproval { revision, .. } | Event::WaitingForWindow { revision, .. } => {
-                Some(revision)
+                commit_of(revision)
             }
             Event::SyncSucceeded { commit, .. } => commit.as_deref(),
             Event::DriftDetected { .. } | Event::Suspended { .. } => None,
@@ -400,7 +403,9 @@ pub struct Notifier {
     sns: Option<aws_sdk_sns::Client>,
     /// The AWS SDKs' own HTTPS connector: the functions link it already, so posting to Slack
     /// adds no second HTTP client. It follows no redirects, which could take the message (and,
-    /// in its URL, a secret) elsewhere.
+    /// in its URL, a secret) elsewhere. It trusts the system's CA certificates, or only those of
+    /// `SSL_CERT_FILE` / `SSL_CERT_DIR` when set (rustls-native-certs, read once per process):
+    /// how an operator makes it trust a receiver behind a private CA (README, Notifications).
     http: Connector,
     failures: AtomicU64,
 }
@@ -860,7 +865,7 @@ mod tests {
             Event::SyncFailed {
                 target: "prod".into(),
                 sync_id: Some(sync_id),
-                revision: Some("abc1234".into()),
+                revision: Some("main@sha1:abc1234".into()),
                 error: "validation errors".into(),
                 diagnostics: vec!["jobs/a.yaml:1:1: error".into()],
             },
@@ -872,7 +877,7 @@ mod tests {
             Event::PendingApproval {
                 target: "prod".into(),
                 sync_id,
-                revision: "abc1234".into(),
+                revision: "main@sha1:abc1234".into(),
                 reason: None,
                 summary: "Plan: …".into(),
                 counts,
@@ -884,7 +889,7 @@ mod tests {
             Event::WaitingForWindow {
                 target: "prod".into(),
                 sync_id,
-                revision: "abc1234".into(),
+                revision: "main@sha1:abc1234".into(),
                 next_opening: None,
                 counts,
             },
@@ -941,6 +946,7 @@ mod tests {
             assert_eq!(payload["event"], event.name());
             assert_eq!(payload["target"], "prod");
             if event.commit().is_some() {
+                // The bare id, also of the events that carry a revision (`main@sha1:…`).
                 assert_eq!(payload["commit"], "abc1234");
                 assert_eq!(
                     payload["plan_url"],

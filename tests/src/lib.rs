@@ -5,6 +5,7 @@ pub mod db;
 pub mod events;
 pub mod forge;
 pub mod git_http;
+pub mod https_receiver;
 pub mod moto;
 pub mod runtime_api;
 

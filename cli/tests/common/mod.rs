@@ -10,16 +10,21 @@ pub const EXAMPLE_KEY: &str = "ritmo-example-master-key-32bytes";
 /// `ritmo ARGS` against `database_url`, with no bootstrap file or configured repository from
 /// the caller's environment, and no colour.
 pub fn ritmo(args: &[&str], database_url: &str) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_ritmo"))
+    command(args, database_url).output().expect("ritmo runs")
+}
+
+/// The command [`ritmo`] runs, for a test that adds to its environment before running it.
+pub fn command(args: &[&str], database_url: &str) -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_ritmo"));
+    command
         .args(args)
         .env_remove("RITMO_GITOPS_REPO_URL")
         .env("DATABASE_URL", database_url)
         .env("RITMO_GITOPS_BOOTSTRAP", "")
         .env("RITMO_MASTER_ENCRYPTION_KEY", EXAMPLE_KEY)
         .env("NO_COLOR", "1")
-        .stdin(Stdio::null())
-        .output()
-        .expect("ritmo runs")
+        .stdin(Stdio::null());
+    command
 }
 
 pub fn stdout(output: &Output) -> String {
