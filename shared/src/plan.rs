@@ -179,6 +179,10 @@ pub struct Plan {
     pub diagnostics: Vec<Diagnostic>,
     /// Why a person must approve this plan before it is applied, if they must.
     pub approval_reason: Option<String>,
+    /// Set when the plan was narrowed to some of its changes (`sync --only`): applying it does
+    /// not advance the target's last applied commit, so the next plan still sees the rest.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub partial: Option<crate::selection::Partial>,
 }
 
 impl Plan {
@@ -361,6 +365,7 @@ pub fn plan_overlay(
         unchanged,
         diagnostics,
         approval_reason,
+        partial: None,
     }
 }
 
