@@ -239,8 +239,12 @@ fn dangling(
         let (Action::Create { desired } | Action::Update { desired, .. }) = action else {
             continue;
         };
-        let references = crate::manifest::spec_references(desired.id.kind, &desired.spec.to_value());
-        for to in references.into_iter().filter(|to| left_out_creates.contains(to)) {
+        let references =
+            crate::manifest::spec_references(desired.id.kind, &desired.spec.to_value());
+        for to in references
+            .into_iter()
+            .filter(|to| left_out_creates.contains(to))
+        {
             found.push(Dangling {
                 from: desired.id.clone(),
                 add: to.clone(),
@@ -249,7 +253,10 @@ fn dangling(
             });
         }
     }
-    for action in changes.iter().filter(|action| !chosen.contains(action.id())) {
+    for action in changes
+        .iter()
+        .filter(|action| !chosen.contains(action.id()))
+    {
         let from = action.id();
         for to in live_references.get(from).into_iter().flatten() {
             if selected_deletes.contains(to) {
@@ -310,7 +317,11 @@ mod tests {
     }
 
     fn credential(name: &str) -> DesiredResource {
-        desired(Kind::Credential, name, json!({"type": "token", "encrypted_value": "AES256:x"}))
+        desired(
+            Kind::Credential,
+            name,
+            json!({"type": "token", "encrypted_value": "AES256:x"}),
+        )
     }
 
     fn id(kind: Kind, name: &str) -> ResourceId {
@@ -323,7 +334,11 @@ mod tests {
 
         assert_eq!(
             ids,
-            vec![id(Kind::Job, "a"), id(Kind::Plugin, "b"), id(Kind::Credential, "c")]
+            vec![
+                id(Kind::Job, "a"),
+                id(Kind::Plugin, "b"),
+                id(Kind::Credential, "c")
+            ]
         );
     }
 
@@ -331,24 +346,48 @@ mod tests {
     fn malformed_and_empty_selectors_say_what_to_write() {
         for bad in ["job", "nokind/a", "job/", "job/a/b"] {
             let error = parse_selectors(&[bad]).unwrap_err();
-            assert!(matches!(error, SelectionError::Malformed { .. }), "{bad}: {error}");
+            assert!(
+                matches!(error, SelectionError::Malformed { .. }),
+                "{bad}: {error}"
+            );
             assert!(error.to_string().contains("KIND/NAME"), "{error}");
         }
-        assert_eq!(parse_selectors(&[" , "]).unwrap_err(), SelectionError::Empty);
+        assert_eq!(
+            parse_selectors(&[" , "]).unwrap_err(),
+            SelectionError::Empty
+        );
     }
 
     #[test]
     fn narrowing_keeps_the_selected_changes_and_lists_the_rest_as_pending() {
         let whole = plan(vec![
-            Action::Create { desired: credential("c") },
-            Action::Create { desired: job("a", "old") },
-            Action::Delete { id: id(Kind::Webhook, "w"), live_hash: SpecHash::from_hex("1") },
-            Action::PruneSkipped { id: id(Kind::Plugin, "kept") },
+            Action::Create {
+                desired: credential("c"),
+            },
+            Action::Create {
+                desired: job("a", "old"),
+            },
+            Action::Delete {
+                id: id(Kind::Webhook, "w"),
+                live_hash: SpecHash::from_hex("1"),
+            },
+            Action::PruneSkipped {
+                id: id(Kind::Plugin, "kept"),
+            },
         ]);
 
-        let narrowed = narrow(whole, &[id(Kind::Webhook, "w"), id(Kind::Credential, "c")], &BTreeMap::new()).unwrap();
+        let narrowed = narrow(
+            whole,
+            &[id(Kind::Webhook, "w"), id(Kind::Credential, "c")],
+            &BTreeMap::new(),
+        )
+        .unwrap();
 
-        let ids: Vec<String> = narrowed.actions.iter().map(|a| a.id().to_string()).collect();
+        let ids: Vec<String> = narrowed
+            .actions
+            .iter()
+            .map(|a| a.id().to_string())
+            .collect();
         assert_eq!(ids, ["credential/c", "webhook/w"]);
         let partial = narrowed.partial.unwrap();
         assert_eq!(partial.total(), 3);
@@ -359,35 +398,54 @@ mod tests {
 
     #[test]
     fn selecting_every_change_is_a_plain_sync() {
-        let whole = plan(vec![Action::Create { desired: credential("c") }]);
+        let whole = plan(vec![Action::Create {
+            desired: credential("c"),
+        }]);
 
-        let narrowed = narrow(whole.clone(), &[id(Kind::Credential, "c")], &BTreeMap::new()).unwrap();
+        let narrowed = narrow(
+            whole.clone(),
+            &[id(Kind::Credential, "c")],
+            &BTreeMap::new(),
+        )
+        .unwrap();
 
         assert_eq!(narrowed, whole);
     }
 
     #[test]
     fn a_selector_matching_no_change_lists_the_plans_actions() {
-        let whole = plan(vec![Action::Create { desired: credential("c") }]);
+        let whole = plan(vec![Action::Create {
+            desired: credential("c"),
+        }]);
 
         let error = narrow(whole, &[id(Kind::Job, "nope")], &BTreeMap::new()).unwrap_err();
 
         let text = error.to_string();
-        assert!(text.contains("`--only job/nope` matches no action"), "{text}");
+        assert!(
+            text.contains("`--only job/nope` matches no action"),
+            "{text}"
+        );
         assert!(text.contains("+ credential/c"), "{text}");
     }
 
     #[test]
     fn a_selected_job_needing_a_credential_the_plan_creates_names_the_credential_to_add() {
         let whole = plan(vec![
-            Action::Create { desired: credential("c") },
-            Action::Create { desired: job("a", "c") },
+            Action::Create {
+                desired: credential("c"),
+            },
+            Action::Create {
+                desired: job("a", "c"),
+            },
         ]);
 
         let error = narrow(whole, &[id(Kind::Job, "a")], &BTreeMap::new()).unwrap_err();
 
         let text = error.to_string();
-        assert!(text.contains("`job/a` referring to `credential/c`"), "{text}");
+        assert!(
+            text.contains("`job/a` referring to `credential/c`"),
+            "{text}"
+        );
         assert!(text.contains("add `credential/c` to `--only`"), "{text}");
     }
 
@@ -400,13 +458,19 @@ mod tests {
                 drifted: false,
                 changes: Vec::new(),
             },
-            Action::Delete { id: id(Kind::Credential, "old"), live_hash: SpecHash::from_hex("2") },
+            Action::Delete {
+                id: id(Kind::Credential, "old"),
+                live_hash: SpecHash::from_hex("2"),
+            },
         ]);
         let live = BTreeMap::from([(id(Kind::Job, "a"), vec![id(Kind::Credential, "old")])]);
 
         let error = narrow(whole, &[id(Kind::Credential, "old")], &live).unwrap_err();
 
-        assert!(error.to_string().contains("add `job/a` to `--only`"), "{error}");
+        assert!(
+            error.to_string().contains("add `job/a` to `--only`"),
+            "{error}"
+        );
     }
 
     #[test]

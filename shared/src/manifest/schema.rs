@@ -347,8 +347,7 @@ fn json_references(value: &serde_json::Value, ty: &Ty, found: &mut Vec<ResourceI
 fn credential_keys_in(config: Option<&serde_json::Value>, found: &mut Vec<ResourceId>) {
     if let Some(serde_json::Value::Object(entries)) = config {
         for (key, value) in entries {
-            if let (true, serde_json::Value::String(name)) = (key.ends_with("_credential"), value)
-            {
+            if let (true, serde_json::Value::String(name)) = (key.ends_with("_credential"), value) {
                 found.push(ResourceId::new(Kind::Credential, name.clone()));
             }
         }

@@ -32,8 +32,8 @@ pub use owners::AbandonedRun;
 pub use crate::config::SslMode;
 pub use crate::message::Trigger;
 pub use records::{
-    DriftRecord, NewRun, NewTarget, PartialSync, RevisionAction, RevisionRecord, RunRecord, RunStatus,
-    StoredResource, TargetState, UnknownValue,
+    DriftRecord, NewRun, NewTarget, PartialSync, RevisionAction, RevisionRecord, RunRecord,
+    RunStatus, StoredResource, TargetState, UnknownValue,
 };
 pub use sources::{AppliedBase, PlanningState};
 pub(crate) use statements::{Prepared, StatementCache};
