@@ -3,46 +3,13 @@
 //! selector that matches no action and a selection whose result would leave a reference
 //! dangling. Pure: what the live rows refer to is given by the caller.
 //!
-//! It does not decide what a partial apply records (the applier's `Plan::partial` handling)
-//! nor how status reports it (the store's `PartialSync`).
+//! The result is plan data (`plan::Partial`); what a partial apply records is the applier's,
+//! how status reports it the store's (`PartialSync`).
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::fmt;
-
-use serde::{Deserialize, Serialize};
 
 use crate::model::{Kind, ResourceId};
-use crate::plan::{Action, Plan};
-
-/// What a narrowed plan left out, and what it kept.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Partial {
-    /// The resources asked for, in plan order.
-    pub selected: Vec<ResourceId>,
-    /// The plan's other changes, left for a later sync, in plan order.
-    pub pending: Vec<PendingAction>,
-}
-
-impl Partial {
-    /// How many changes the whole plan had.
-    pub fn total(&self) -> usize {
-        self.selected.len() + self.pending.len()
-    }
-}
-
-/// A change a partial sync left out: `update job/backend-service`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct PendingAction {
-    /// `create`, `update` or `delete`.
-    pub action: String,
-    pub resource: ResourceId,
-}
-
-impl fmt::Display for PendingAction {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{} {}", self.action, self.resource)
-    }
-}
+use crate::plan::{Action, PendingAction, Plan};
 
 /// Why a selection is refused. Every message says what to pass instead.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -187,7 +154,7 @@ pub fn narrow(
     if changes.len() == chosen.len() {
         return Ok(plan);
     }
-    let mut partial = Partial::default();
+    let mut partial = crate::plan::Partial::default();
     let mut kept = Vec::with_capacity(chosen.len());
     for action in std::mem::take(&mut plan.actions) {
         match action {
