@@ -6,12 +6,11 @@ use chrono::Utc;
 use serde::Serialize;
 use uuid::Uuid;
 
+use super::plan::{PlanOptions, plan_revision};
 use crate::config::TargetSettings;
 use crate::git::{self, GitCache, GitError, RepoLocation};
 use crate::message::{ApplyRequest, PlanRequest, Trigger};
 use crate::model::Revision;
-
-use super::plan::{PlanOptions, plan_revision};
 use crate::services::Services;
 use crate::source::incremental;
 use crate::source::spec::{is_commit_id, revision, source_spec};
