@@ -114,7 +114,7 @@ pub enum Gitops {
 
     /// Make the database match the repository, in one transaction
     #[command(
-        after_help = "Examples:\n  ritmo gitops sync\n  ritmo gitops sync --repo-path ./ritmo-config --dry-run"
+        after_help = "Examples:\n  ritmo gitops sync\n  ritmo gitops sync --repo-path ./ritmo-config --dry-run\n  # an emergency: only these two changes, the rest stays pending\n  ritmo gitops sync --only job/backend-service,credential/registry\n  # inside a deny window (or outside every allow window):\n  ritmo gitops sync --override-window\n\n--only refuses (exit 2, nothing written) a selector matching no change of the\nplan and a selection that would leave a reference dangling, naming what to add.\nA manual sync while the target's sync windows are closed is refused (exit 2)\nunless a window in effect says `manual_sync: true` or --override-window is given."
     )]
     Sync(SyncArgs),
 
@@ -398,6 +398,14 @@ pub struct SyncArgs {
     /// Scan the whole tree instead of only the files changed since the last applied commit
     #[arg(long)]
     pub full: bool,
+    /// Apply only these changes of the plan (repeat the flag, or separate with commas); the
+    /// others stay pending and the last applied commit does not move
+    #[arg(long, value_name = "KIND/NAME[,KIND/NAME…]")]
+    pub only: Vec<String>,
+    /// Sync now although the target's sync windows are closed to manual syncs; the run
+    /// records who overrode them
+    #[arg(long)]
+    pub override_window: bool,
 }
 
 #[derive(Debug, Args)]

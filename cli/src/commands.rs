@@ -342,6 +342,8 @@ async fn plan(ctx: &Session, args: &PlanArgs) -> Result<u8> {
             auto_approve: false,
             full: false,
             diff_only: false,
+            only: Vec::new(),
+            override_window: false,
         },
     )
     .await
@@ -357,6 +359,8 @@ async fn diff(ctx: &Session, args: &PlanArgs) -> Result<u8> {
             auto_approve: false,
             full: false,
             diff_only: true,
+            only: Vec::new(),
+            override_window: false,
         },
     )
     .await
@@ -368,6 +372,8 @@ async fn sync(ctx: &Session, args: &SyncArgs) -> Result<u8> {
         auto_approve: args.auto_approve,
         full: args.full,
         diff_only: false,
+        only: args.only.clone(),
+        override_window: args.override_window,
     };
     run_sync(ctx, &args.plan, sync).await
 }
@@ -379,6 +385,10 @@ struct Sync {
     full: bool,
     /// Print only the field diffs (`ritmo gitops diff`).
     diff_only: bool,
+    /// `--only`: apply just these changes (`KIND/NAME`, comma lists allowed).
+    only: Vec<String>,
+    /// `--override-window`: sync although the sync windows are closed to manual syncs.
+    override_window: bool,
 }
 
 /// Plans (and unless previewing, applies) the target through the pipeline's own steps, run
@@ -412,6 +422,10 @@ async fn run_sync(ctx: &Session, args: &PlanArgs, sync: Sync) -> Result<u8> {
         }
         request = request.with_revision(commit.clone());
     }
+    if !sync.only.is_empty() {
+        request = request.with_only(sync.only.clone());
+    }
+    let request = request.with_override_window(sync.override_window);
     let inline = InlineSync {
         options: PlanOptions {
             preview: sync.preview,
@@ -576,6 +590,7 @@ fn sync_json(target: &TargetSettings, drained: &Drained, preview: bool) -> serde
             },
             "applied": drained.applied(),
             "approval": drained.approval,
+            "partial": plan.and_then(|plan| plan.partial.as_ref()),
             "error": drained.error,
         }),
     )
@@ -596,6 +611,23 @@ fn sync_text(
         }
         if let Some(mode) = &detail.mode {
             writeln!(out, "Scanned: {mode}.")?;
+        }
+        if let Some((plan, partial)) = detail
+            .plan
+            .as_ref()
+            .and_then(|plan| Some((plan, plan.partial.as_ref()?)))
+        {
+            let pending: Vec<String> = partial.pending.iter().map(ToString::to_string).collect();
+            writeln!(
+                out,
+                "Selective: {} of {} changes at {}; pending: {}. The last applied commit stays \
+                 {} until a plain `ritmo gitops sync` applies the rest.",
+                partial.selected.len(),
+                partial.total(),
+                plan.revision,
+                pending.join(", "),
+                plan.base.commit.as_deref().unwrap_or("none"),
+            )?;
         }
     }
     if let Some(error) = &drained.error {
@@ -673,18 +705,25 @@ async fn status(ctx: &Session, args: &DatabaseArgs) -> Result<u8> {
             .into_iter()
             .next();
         let drift = store.drift(&target.name).await?;
-        rows.push((target, last_run, drift));
+        let partial = store.partial_sync(&target.name).await?;
+        rows.push((target, last_run, drift, partial));
     }
     let mut out = ctx.out();
     match ctx.output {
         Output::Json => {
             let value: Vec<_> = rows
                 .iter()
-                .map(|(target, run, drift)| {
+                .map(|(target, run, drift, partial)| {
                     let window = ctx.settings.target(&target.name).and_then(|t| {
                         ritmo::windows::status(&t.controls.windows, chrono::Utc::now())
                     });
-                    json!({"target": target, "last_run": run, "drift": drift, "sync_window": window})
+                    json!({
+                        "target": target,
+                        "last_run": run,
+                        "drift": drift,
+                        "sync_window": window,
+                        "partial_sync": partial,
+                    })
                 })
                 .collect();
             render::json_line(
@@ -703,7 +742,7 @@ async fn status(ctx: &Session, args: &DatabaseArgs) -> Result<u8> {
             if rows.is_empty() {
                 writeln!(out, "No targets yet: run `ritmo gitops sync` first.")?;
             }
-            for (target, run, drift) in &rows {
+            for (target, run, drift, partial) in &rows {
                 writeln!(
                     out,
                     "Target {} ({} {} path {})",
@@ -715,6 +754,18 @@ async fn status(ctx: &Session, args: &DatabaseArgs) -> Result<u8> {
                     target.last_applied_commit.as_deref().unwrap_or("none"),
                     target.generation
                 )?;
+                if let Some(partial) = partial {
+                    writeln!(
+                        out,
+                        "  partially synced: {} of {} changes of {} applied by sync {}; pending: \
+                         {} (a plain `ritmo gitops sync` applies them)",
+                        partial.applied,
+                        partial.total,
+                        partial.commit.as_deref().unwrap_or("the working tree"),
+                        partial.sync_id,
+                        partial.pending.join(", ")
+                    )?;
+                }
                 if let Some(pin) = &target.pinned_commit {
                     writeln!(
                         out,
@@ -824,7 +875,7 @@ async fn history(ctx: &Session, args: &HistoryArgs) -> Result<u8> {
         Output::Json => render::json_line(&mut out, &json!({ "runs": runs, "next": next }))?,
         Output::Text => {
             for run in &runs {
-                writeln!(
+                write!(
                     out,
                     "{}  {}  {:<16} {:<8} {:<16} {}  +{} ~{} -{}",
                     run.started_at.format("%Y-%m-%d %H:%M:%S"),
@@ -837,6 +888,18 @@ async fn history(ctx: &Session, args: &HistoryArgs) -> Result<u8> {
                     run.summary.update,
                     run.summary.delete
                 )?;
+                if let (Some(selected), Some(pending)) = (&run.selected, &run.pending) {
+                    write!(
+                        out,
+                        "  partial: only {} ({} pending)",
+                        selected.join(","),
+                        pending.len()
+                    )?;
+                }
+                if let Some(by) = &run.window_override_by {
+                    write!(out, "  window overridden by {by}")?;
+                }
+                writeln!(out)?;
             }
             if runs.is_empty() {
                 writeln!(out, "No sync runs.")?;

@@ -296,16 +296,28 @@ async fn apply_in_transaction(
         writer.delete(batch).await?;
     }
 
-    let generation: i64 = db
-        .query_one(
+    // A partial apply (`sync --only`) moves the generation, so plans made before it are stale,
+    // but not the last applied commit: the next plan must still diff from the last commit
+    // applied whole, or it would miss the changes the selection left out.
+    let generation: i64 = if plan.partial.is_some() {
+        db.query_one(
+            "UPDATE targets SET generation = generation + 1, partial_sync_id = $2,
+                 updated_at = now()
+             WHERE name = $1 RETURNING generation",
+            &[&plan.target, &sync_id],
+        )
+        .await
+    } else {
+        db.query_one(
             "UPDATE targets SET generation = generation + 1, last_applied_commit = $2,
-                 last_sync_id = $3, updated_at = now()
+                 last_sync_id = $3, partial_sync_id = NULL, updated_at = now()
              WHERE name = $1 RETURNING generation",
             &[&plan.target, &plan.revision.commit(), &sync_id],
         )
         .await
-        .and_then(|row| row.try_get(0))
-        .map_err(StoreError::query("advance the target's generation"))?;
+    }
+    .and_then(|row| row.try_get(0))
+    .map_err(StoreError::query("advance the target's generation"))?;
 
     // Drift is healed by writing the row again, or moot once the target no longer owns it.
     let written = changes.written_ids();
@@ -782,6 +794,7 @@ mod tests {
             unchanged: 0,
             diagnostics: Vec::new(),
             approval_reason: None,
+            partial: None,
         };
 
         let changes = Changes::of(&plan);

@@ -565,6 +565,9 @@ struct WindowSection {
     schedule: String,
     duration: String,
     timezone: Option<String>,
+    /// Manual syncs may run while this window closes the target (Argo CD's `manualSync`).
+    #[serde(default)]
+    manual_sync: bool,
 }
 
 /// `gitops.retry:` in seconds and receives.
@@ -1160,6 +1163,7 @@ fn sync_windows(
                 &section.duration,
                 section.timezone.as_deref(),
             )
+            .map(|window| window.with_manual_sync(section.manual_sync))
             .map_err(|source| ConfigError::InvalidWindow {
                 target: target.to_string(),
                 index: i + 1,

@@ -32,6 +32,19 @@ pub enum Error {
     #[error(transparent)]
     Forge(#[from] crate::forge::ForgeError),
     /// The request itself is wrong (an unknown revision, a run of another target).
+    #[error(transparent)]
+    Selection(#[from] crate::selection::SelectionError),
+    /// A manual sync while the target's sync windows are closed to manual syncs.
+    #[error(
+        "the sync windows of target `{target}` are closed to manual syncs{}: pass \
+         `--override-window` (API: `\"override_window\": true`) to sync now, recorded in the \
+         run with your name, or let the window allow them (`manual_sync: true`)",
+        next_opening.map(|at| format!(" until {}", at.to_rfc3339())).unwrap_or_default()
+    )]
+    WindowClosed {
+        target: String,
+        next_opening: Option<chrono::DateTime<chrono::Utc>>,
+    },
     #[error("{0}")]
     InvalidRequest(String),
     /// Something this build cannot do yet, or a setting that is missing, said plainly.
@@ -57,7 +70,10 @@ impl Error {
             Error::Webhook(error) => error.is_retryable(),
             Error::Message(error) => error.is_retryable(),
             Error::Forge(error) => error.is_retryable(),
-            Error::InvalidRequest(_) | Error::Unsupported(_) => false,
+            Error::InvalidRequest(_)
+            | Error::Unsupported(_)
+            | Error::Selection(_)
+            | Error::WindowClosed { .. } => false,
             Error::Internal(_) => true,
         }
     }

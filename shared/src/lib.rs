@@ -26,6 +26,7 @@ pub mod plan;
 pub mod preview;
 pub mod progress;
 pub mod queue;
+pub mod selection;
 pub mod services;
 pub mod source;
 pub mod store;

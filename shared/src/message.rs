@@ -145,6 +145,14 @@ pub struct PlanRequest {
     // Boxed: most requests have none, and every queued request would carry its size.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pull_request: Option<Box<PullRequestPreview>>,
+    /// Apply only these changes of the plan (`KIND/NAME`, Argo CD's selective sync); the
+    /// others stay pending and the target's last applied commit does not move.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub only: Option<Vec<String>>,
+    /// A person applies this manual sync although the target's sync windows are closed to
+    /// manual syncs; the run records who.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub override_window: Option<bool>,
 }
 
 /// The pull request a [`PlanRequest`] previews, and where its result is published.
@@ -174,7 +182,26 @@ impl PlanRequest {
             dry_run: None,
             actor: None,
             pull_request: None,
+            only: None,
+            override_window: None,
         }
+    }
+
+    /// This request narrowed to the changes of `selectors` (`KIND/NAME`).
+    pub fn with_only(mut self, selectors: Vec<String>) -> Self {
+        self.only = Some(selectors);
+        self
+    }
+
+    /// This manual request applied whatever the sync windows say, as `actor` recorded.
+    pub fn with_override_window(mut self, override_window: bool) -> Self {
+        self.override_window = override_window.then_some(true);
+        self
+    }
+
+    /// Whether the person asked to apply despite closed sync windows.
+    pub fn overrides_window(&self) -> bool {
+        self.override_window.unwrap_or(false)
     }
 
     /// This request as a preview of `pull`, at its head commit on `branch`.

@@ -184,6 +184,37 @@ pub struct PlanBase {
     pub commit: Option<String>,
 }
 
+/// What a plan narrowed to some of its changes (`sync --only`, see `selection`) kept, and
+/// what it left out.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Partial {
+    /// The resources asked for, in plan order.
+    pub selected: Vec<ResourceId>,
+    /// The plan's other changes, left for a later sync, in plan order.
+    pub pending: Vec<PendingAction>,
+}
+
+impl Partial {
+    /// How many changes the whole plan had.
+    pub fn total(&self) -> usize {
+        self.selected.len() + self.pending.len()
+    }
+}
+
+/// A change a partial sync left out: `update job/backend-service`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PendingAction {
+    /// `create`, `update` or `delete`.
+    pub action: String,
+    pub resource: ResourceId,
+}
+
+impl fmt::Display for PendingAction {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} {}", self.action, self.resource)
+    }
+}
+
 /// A plan: everything needed to apply it, and to explain it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Plan {
@@ -196,6 +227,10 @@ pub struct Plan {
     pub diagnostics: Vec<Diagnostic>,
     /// Why a person must approve this plan before it is applied, if they must.
     pub approval_reason: Option<String>,
+    /// Set when the plan was narrowed to some of its changes (`sync --only`): applying it does
+    /// not advance the target's last applied commit, so the next plan still sees the rest.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub partial: Option<Partial>,
 }
 
 impl Plan {
@@ -390,6 +425,7 @@ pub fn plan_overlay(
         unchanged,
         diagnostics,
         approval_reason,
+        partial: None,
     }
 }
 

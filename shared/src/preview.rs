@@ -244,6 +244,7 @@ mod tests {
             unchanged: 3,
             diagnostics: Vec::new(),
             approval_reason: None,
+            partial: None,
         }
     }
 

@@ -1,6 +1,8 @@
 //! Sync windows, as in Argo CD: per target, `allow` and `deny` windows, each a cron start in
 //! its own time zone and a duration. Outside every allow window (when there are any), or inside
-//! any deny window, automatic syncs wait; manual syncs and approvals may override.
+//! any deny window, automatic syncs wait and manual syncs are refused, unless the windows that
+//! close the target allow manual syncs (`manual_sync: true`, Argo CD's `manualSync`); a person
+//! may override (`--override-window`).
 //!
 //! Pure: every function takes the time it is asked about, so the poller's injectable clock
 //! decides (and tests need no sleeps).
@@ -37,6 +39,8 @@ pub struct SyncWindow {
     cron: croner::Cron,
     pub duration: Duration,
     pub timezone: Tz,
+    /// Manual syncs may run while this window closes the target (Argo CD's `manualSync`).
+    pub manual_sync: bool,
 }
 
 /// Why a window cannot be built.
@@ -102,7 +106,14 @@ impl SyncWindow {
             cron,
             duration: parse_duration(duration)?,
             timezone,
+            manual_sync: false,
         })
+    }
+
+    /// This window with `manual_sync` set (see [`allows_manual`]).
+    pub fn with_manual_sync(mut self, manual_sync: bool) -> SyncWindow {
+        self.manual_sync = manual_sync;
+        self
     }
 
     /// The window's `[start, end)` holding `now`, if it is open then.
@@ -139,11 +150,16 @@ impl fmt::Display for SyncWindow {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
             f,
-            "{} `{}` for {} ({})",
+            "{} `{}` for {} ({}{})",
             self.kind.as_str(),
             self.schedule,
             humanise(self.duration),
-            self.timezone
+            self.timezone,
+            if self.manual_sync {
+                ", manual syncs allowed"
+            } else {
+                ""
+            }
         )
     }
 }
@@ -172,6 +188,25 @@ pub fn allows(windows: &[SyncWindow], now: DateTime<Utc>) -> bool {
             .any(|w| w.active_at(now).is_some()),
     };
     allowed && !denied
+}
+
+/// Whether a manual sync may run at `now`, as Argo CD decides it: when [`allows`] holds; else,
+/// inside deny windows, only when every active deny window has `manual_sync`; else (outside
+/// every allow window) when one of the allow windows has `manual_sync`.
+pub fn allows_manual(windows: &[SyncWindow], now: DateTime<Utc>) -> bool {
+    if allows(windows, now) {
+        return true;
+    }
+    let mut active_denies = windows
+        .iter()
+        .filter(|w| w.kind == WindowKind::Deny && w.active_at(now).is_some())
+        .peekable();
+    if active_denies.peek().is_some() {
+        return active_denies.all(|w| w.manual_sync);
+    }
+    windows
+        .iter()
+        .any(|w| w.kind == WindowKind::Allow && w.manual_sync)
 }
 
 /// Bound on the search for the next opening: each step jumps to the next window edge, so
@@ -309,6 +344,23 @@ mod tests {
             Some(at("2026-12-08T06:00:00Z"))
         );
         assert!(allows(&night, at("2026-12-07T21:59:59.999Z")));
+    }
+
+    #[test]
+    fn manual_syncs_pass_only_windows_that_allow_them() {
+        let now = at("2026-03-02T10:00:00Z");
+        let deny = window(WindowKind::Deny, "0 9 * * *", "8h", "UTC");
+        let closed_allow = window(WindowKind::Allow, "0 22 * * *", "1h", "UTC");
+
+        assert!(!allows_manual(std::slice::from_ref(&deny), now));
+        assert!(allows_manual(&[deny.clone().with_manual_sync(true)], now));
+        assert!(!allows_manual(
+            &[deny.clone().with_manual_sync(true), deny.clone()],
+            now
+        ));
+        assert!(!allows_manual(std::slice::from_ref(&closed_allow), now));
+        assert!(allows_manual(&[closed_allow.with_manual_sync(true)], now));
+        assert!(allows_manual(&[], now));
     }
 
     #[test]

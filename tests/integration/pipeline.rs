@@ -395,6 +395,43 @@ async fn a_stale_plan_is_superseded_and_a_fresh_plan_is_requested() {
 }
 
 #[tokio::test]
+async fn a_stale_selective_plan_is_replanned_with_the_same_selection() {
+    let mut stack = LocalStack::start(true).await;
+    stack.remote.push_plugin("git-scm", "1.0.0");
+    stack.remote.push_plugin("maven-build", "1.0.0");
+    let selective = workflow::ManualSync {
+        target: Some(TARGET.to_string()),
+        only: Some(vec!["plugin/git-scm".to_string()]),
+        ..workflow::ManualSync::default()
+    };
+    workflow::request_manual_sync(&stack.services, &selective)
+        .await
+        .unwrap();
+    stack.plan().await;
+    let selective_apply = stack.next_apply().unwrap();
+    // A plain sync gets to the target first.
+    stack.remote.push_plugin("npm-build", "1.0.0");
+    workflow::request_sync(&stack.services, Some(TARGET), None, false)
+        .await
+        .unwrap();
+    stack.plan().await;
+    let plain_apply = stack.next_apply().unwrap();
+    workflow::handle_apply_request(&stack.services, &plain_apply)
+        .await
+        .unwrap();
+
+    let outcome = workflow::handle_apply_request(&stack.services, &selective_apply)
+        .await
+        .unwrap();
+
+    // Replanned whole, the superseded run would apply what the person left out.
+    let ApplyRequestOutcome::Superseded { replan, .. } = &outcome else {
+        panic!("expected superseded, got {outcome:?}");
+    };
+    assert_eq!(replan.only, Some(vec!["plugin/git-scm".to_string()]));
+}
+
+#[tokio::test]
 async fn a_plan_waiting_for_approval_is_applied_once_approved_and_refused_once_stale() {
     let mut stack = LocalStack::start(false).await;
     stack.remote.push_plugin("git-scm", "1.0.0");

@@ -91,6 +91,7 @@ fn empty_plan(commit: &str) -> Plan {
         unchanged: 0,
         diagnostics: Vec::new(),
         approval_reason: None,
+        partial: None,
     }
 }
 

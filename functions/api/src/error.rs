@@ -94,6 +94,17 @@ impl From<ritmo::Error> for ApiError {
             // The pipeline says what the caller asked for cannot be done (a rollback to
             // something that is not a commit, a run of another target).
             ritmo::Error::InvalidRequest(message) => ApiError::bad_request(message),
+            // `only` malformed, matching no change, or leaving a reference dangling: nothing
+            // was queued.
+            ritmo::Error::Selection(error) => ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "invalid_selection",
+                error.to_string(),
+            ),
+            // A manual sync while the target's sync windows are closed to manual syncs.
+            error @ ritmo::Error::WindowClosed { .. } => {
+                ApiError::new(StatusCode::CONFLICT, "window_closed", error.to_string())
+            }
             // A rollback to a commit the target's branch does not have: the request names
             // something that is not there, and nothing was pinned.
             ritmo::Error::Git(error @ GitError::CommitNotFound { .. }) => ApiError::new(

@@ -120,19 +120,31 @@ struct SyncBody {
     target: Option<String>,
     #[serde(default)]
     dry_run: bool,
+    /// Apply only these changes, `KIND/NAME` each (needs `target`).
+    only: Option<Vec<String>>,
+    /// Sync although the target's sync windows are closed to manual syncs; recorded in the run.
+    #[serde(default)]
+    override_window: bool,
 }
 
-/// `POST /api/v1/gitops/sync` with an optional `{"target", "dry_run"}`: queue a plan of one
-/// target (or of every target) and answer 202 with the queued requests.
+/// `POST /api/v1/gitops/sync` with an optional `{"target", "dry_run", "only",
+/// "override_window"}`: queue a plan of one target (or of every target) and answer 202 with
+/// the queued requests; 400 `invalid_selection` for an `only` that cannot be applied, 409
+/// `window_closed` while the target's sync windows are closed to manual syncs.
 async fn sync(
     State(services): State<Arc<Services>>,
     Actor(actor): Actor,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
     let body: SyncBody = optional_json(body)?;
-    let queued =
-        workflow::request_sync(&services, body.target.as_deref(), Some(actor), body.dry_run)
-            .await?;
+    let request = workflow::ManualSync {
+        target: body.target,
+        actor: Some(actor),
+        dry_run: body.dry_run,
+        only: body.only,
+        override_window: body.override_window,
+    };
+    let queued = workflow::request_manual_sync(&services, &request).await?;
     Ok((
         StatusCode::ACCEPTED,
         axum::Json(json!({ "queued": queued })),

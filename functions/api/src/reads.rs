@@ -116,6 +116,9 @@ struct TargetStatus {
     /// target has none).
     #[serde(skip_serializing_if = "Option::is_none")]
     sync_window: Option<ritmo::windows::WindowStatus>,
+    /// Set while the target is partially synced (`only`): the run, its commit, how many of the
+    /// plan's changes it applied and the ones still pending.
+    partial_sync: Option<ritmo::store::PartialSync>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -163,6 +166,7 @@ async fn target_status(
 ) -> Result<TargetStatus, ApiError> {
     let last_run = store.runs(Some(name), 1, None).await?.into_iter().next();
     let drift = store.drift(name).await?;
+    let partial_sync = store.partial_sync(name).await?;
     let (repo_url, branch, path) = match (state, configured) {
         (Some(state), _) => (
             state.repo_url.clone(),
@@ -201,6 +205,7 @@ async fn target_status(
         drift,
         sync_window: configured
             .and_then(|c| ritmo::windows::status(&c.controls.windows, chrono::Utc::now())),
+        partial_sync,
     })
 }
 

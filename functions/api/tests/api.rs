@@ -849,3 +849,159 @@ async fn status_shows_a_closed_sync_window_and_its_next_opening() {
         assert_eq!(next, new_year, "{body}");
     }
 }
+
+fn plugin_yaml(name: &str) -> String {
+    format!(
+        "apiVersion: ritmo.dev/v1\nkind: Plugin\nmetadata:\n  name: {name}\nspec:\n  type: scm\n  \
+         binary_path: /opt/ritmo/plugins/{name}\n  version: \"1\"\n  enabled: true\n"
+    )
+}
+
+/// Runs what the API queued, as the planner and applier would.
+async fn drain_queued(harness: &mut Harness) -> workflow::Drained {
+    workflow::drain(
+        &harness.services,
+        &mut harness.receivers,
+        Default::default(),
+    )
+    .await
+}
+
+#[tokio::test]
+async fn a_selective_sync_applies_only_the_selected_change_and_status_says_partially_synced() {
+    let mut harness = harness().await;
+    harness.sync().await;
+    let applied = harness.repo.head();
+    harness
+        .repo
+        .write("plugins/extra-one.yaml", plugin_yaml("extra-one"))
+        .write("plugins/extra-two.yaml", plugin_yaml("extra-two"));
+    let head = harness.repo.commit("two new plugins");
+
+    let (status, body) = harness
+        .post(
+            "/api/v1/gitops/sync",
+            Some(json!({"target": "default", "only": ["plugin/extra-two"]})),
+        )
+        .await;
+
+    assert_eq!(status, StatusCode::ACCEPTED, "{body}");
+    let drained = drain_queued(&mut harness).await;
+    let report = drained.applied().expect("the selection is applied");
+    assert_eq!((report.created, report.updated, report.deleted), (1, 0, 0));
+    let client = harness.db.as_ref().unwrap().client().await;
+    let plugins: Vec<String> = client
+        .query(
+            "SELECT name FROM resources WHERE kind = 'Plugin' AND name LIKE 'extra-%'",
+            &[],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|row| row.get(0))
+        .collect();
+    assert_eq!(plugins, ["extra-two"]);
+    let (_, status) = harness.get("/api/v1/gitops/status?target=default").await;
+    let target = &status["targets"][0];
+    assert_eq!(target["last_applied_commit"], applied.as_str(), "{status}");
+    let partial = &target["partial_sync"];
+    assert_eq!(partial["commit"], head.as_str(), "{status}");
+    assert_eq!(
+        (&partial["applied"], &partial["total"]),
+        (&json!(1), &json!(2))
+    );
+    assert_eq!(partial["pending"], json!(["create plugin/extra-one"]));
+
+    harness
+        .post("/api/v1/gitops/sync", Some(json!({"target": "default"})))
+        .await;
+    let rest = drain_queued(&mut harness).await;
+
+    let report = rest.applied().expect("the rest is applied");
+    assert_eq!((report.created, report.updated, report.deleted), (1, 0, 0));
+    let (_, status) = harness.get("/api/v1/gitops/status?target=default").await;
+    assert_eq!(status["targets"][0]["last_applied_commit"], head.as_str());
+    assert_eq!(
+        status["targets"][0]["partial_sync"],
+        Value::Null,
+        "{status}"
+    );
+}
+
+#[tokio::test]
+async fn a_selective_sync_that_cannot_be_applied_is_400_and_queues_nothing() {
+    let mut harness = harness().await;
+    harness.sync().await;
+    harness
+        .repo
+        .write("plugins/extra-one.yaml", plugin_yaml("extra-one"));
+    harness.repo.commit("a new plugin");
+
+    let (unmatched, unmatched_body) = harness
+        .post(
+            "/api/v1/gitops/sync",
+            Some(json!({"target": "default", "only": ["job/backend-service"]})),
+        )
+        .await;
+    let (malformed, malformed_body) = harness
+        .post(
+            "/api/v1/gitops/sync",
+            Some(json!({"target": "default", "only": ["backend-service"]})),
+        )
+        .await;
+    let (untargeted, untargeted_body) = harness
+        .post(
+            "/api/v1/gitops/sync",
+            Some(json!({"only": ["plugin/extra-one"]})),
+        )
+        .await;
+
+    assert_eq!(unmatched, StatusCode::BAD_REQUEST, "{unmatched_body}");
+    assert_error(&unmatched_body, "invalid_selection");
+    assert!(
+        unmatched_body["message"]
+            .as_str()
+            .unwrap()
+            .contains("+ plugin/extra-one"),
+        "{unmatched_body}"
+    );
+    assert_eq!(malformed, StatusCode::BAD_REQUEST);
+    assert_error(&malformed_body, "invalid_selection");
+    assert_eq!(untargeted, StatusCode::BAD_REQUEST);
+    assert_error(&untargeted_body, "bad_request");
+    assert!(drain_plans(&mut harness.receivers).is_empty());
+    let (_, history) = harness.get("/api/v1/gitops/sync/history").await;
+    assert_eq!(history["runs"].as_array().unwrap().len(), 1, "{history}");
+}
+
+#[tokio::test]
+async fn a_manual_sync_in_a_closed_window_is_409_unless_it_overrides_the_window() {
+    // Every minute opens a day-long deny window: closed whenever the test runs.
+    let mut harness = harness_with(
+        "      sync_windows:\n        - { kind: deny, schedule: \"* * * * *\", duration: 1d }\n",
+    )
+    .await;
+
+    let (refused, refused_body) = harness
+        .post("/api/v1/gitops/sync", Some(json!({"target": "default"})))
+        .await;
+
+    assert_eq!(refused, StatusCode::CONFLICT, "{refused_body}");
+    assert_error(&refused_body, "window_closed");
+    assert!(drain_plans(&mut harness.receivers).is_empty());
+
+    let (accepted, body) = harness
+        .post(
+            "/api/v1/gitops/sync",
+            Some(json!({"target": "default", "override_window": true})),
+        )
+        .await;
+
+    assert_eq!(accepted, StatusCode::ACCEPTED, "{body}");
+    let drained = drain_queued(&mut harness).await;
+    let report = drained.applied().expect("the override applies the plan");
+    let (_, history) = harness.get("/api/v1/gitops/sync/history").await;
+    let run = &history["runs"][0];
+    assert_eq!(run["id"], json!(report.sync_id));
+    assert_eq!(run["window_override_by"], api::ANONYMOUS_ACTOR, "{history}");
+}

@@ -11,6 +11,7 @@ mod yaml;
 
 pub use loader::{load, load_with_positions, resolve_positions};
 pub(crate) use schema::did_you_mean;
+pub use schema::spec_references;
 /// The pinned parser setup, for measuring serde-saphyr on its own (the benchmark).
 pub use yaml::parser_options;
 

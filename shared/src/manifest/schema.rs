@@ -301,6 +301,59 @@ pub(crate) fn spec_fields(kind: Kind) -> &'static [Field] {
     }
 }
 
+/// The resources a stored `spec` of `kind` refers to: the same fields the walk records as
+/// references when it checks a document (`Ty::Ref`, and the `*_credential` keys of a plugin's
+/// `default_config` and of a step's `config`), read from canonical JSON instead of YAML, for
+/// specs that come back from the database.
+pub fn spec_references(kind: Kind, spec: &serde_json::Value) -> Vec<ResourceId> {
+    let mut found = Vec::new();
+    json_references(spec, &Ty::Struct(spec_fields(kind)), &mut found);
+    if kind == Kind::Plugin {
+        credential_keys_in(spec.get("default_config"), &mut found);
+    }
+    found.sort();
+    found.dedup();
+    found
+}
+
+fn json_references(value: &serde_json::Value, ty: &Ty, found: &mut Vec<ResourceId>) {
+    match (ty, value) {
+        (Ty::Ref(kind), serde_json::Value::String(name)) => {
+            found.push(ResourceId::new(*kind, name.clone()))
+        }
+        (Ty::Struct(fields), serde_json::Value::Object(entries)) => {
+            for field in *fields {
+                if let Some(child) = entries.get(field.name) {
+                    json_references(child, &field.ty, found);
+                }
+            }
+            // A step (the struct naming a plugin) passes its `config` to the plugin.
+            let is_step = fields
+                .iter()
+                .any(|field| field.name == "plugin" && matches!(field.ty, Ty::Ref(Kind::Plugin)));
+            if is_step {
+                credential_keys_in(entries.get("config"), found);
+            }
+        }
+        (Ty::List { item, .. }, serde_json::Value::Array(items)) => {
+            for child in items {
+                json_references(child, item, found);
+            }
+        }
+        _ => {}
+    }
+}
+
+fn credential_keys_in(config: Option<&serde_json::Value>, found: &mut Vec<ResourceId>) {
+    if let Some(serde_json::Value::Object(entries)) = config {
+        for (key, value) in entries {
+            if let (true, serde_json::Value::String(name)) = (key.ends_with("_credential"), value) {
+                found.push(ResourceId::new(Kind::Credential, name.clone()));
+            }
+        }
+    }
+}
+
 /// What checking one document gives: the document when it has no error, its diagnostics, and
 /// its string scalars (so the caller can still scan a broken document for secrets).
 pub(crate) struct Checked {

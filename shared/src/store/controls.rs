@@ -5,7 +5,7 @@ use std::collections::HashSet;
 
 use chrono::{DateTime, Utc};
 
-use super::{Store, StoreError, delivery_key, id_from_row};
+use super::{PartialSync, Store, StoreError, delivery_key, get, id_from_row};
 use crate::model::ResourceId;
 
 impl Store {
@@ -128,6 +128,52 @@ impl Store {
             .await
             .map_err(StoreError::query("override a sync window"))?;
         Ok(updated == 1)
+    }
+
+    /// Records that `actor` had run `sync_id` planned although the target's sync windows were
+    /// closed to manual syncs (`sync --override-window`).
+    pub async fn record_window_override(
+        &self,
+        sync_id: uuid::Uuid,
+        actor: &str,
+    ) -> Result<(), StoreError> {
+        self.db()
+            .execute(
+                "UPDATE sync_runs SET window_override_by = $2 WHERE id = $1",
+                &[&sync_id, &actor],
+            )
+            .await
+            .map_err(StoreError::query("record a sync window override"))?;
+        Ok(())
+    }
+
+    /// The run that left `target` partially synced (`sync --only`), while no whole plan has
+    /// been applied since.
+    pub async fn partial_sync(&self, target: &str) -> Result<Option<PartialSync>, StoreError> {
+        let row = self
+            .db()
+            .query_opt(
+                "SELECT s.id, s.git_commit,
+                        s.create_count + s.update_count + s.delete_count,
+                        coalesce(s.pending, '{}')
+                 FROM targets t JOIN sync_runs s ON s.id = t.partial_sync_id
+                 WHERE t.name = $1",
+                &[&target],
+            )
+            .await
+            .map_err(StoreError::query("read a partial sync"))?;
+        let Some(row) = row else {
+            return Ok(None);
+        };
+        let applied = usize::try_from(get::<i64>(&row, 2)?).unwrap_or(0);
+        let pending: Vec<String> = get(&row, 3)?;
+        Ok(Some(PartialSync {
+            sync_id: get(&row, 0)?,
+            commit: get(&row, 1)?,
+            applied,
+            total: applied + pending.len(),
+            pending,
+        }))
     }
 
     /// Who overrode the sync windows for a run, if anyone.

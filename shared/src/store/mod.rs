@@ -32,8 +32,8 @@ pub use owners::AbandonedRun;
 pub use crate::config::SslMode;
 pub use crate::message::Trigger;
 pub use records::{
-    DriftRecord, NewRun, NewTarget, RevisionAction, RevisionRecord, RunRecord, RunStatus,
-    StoredResource, TargetState, UnknownValue,
+    DriftRecord, NewRun, NewTarget, PartialSync, RevisionAction, RevisionRecord, RunRecord,
+    RunStatus, StoredResource, TargetState, UnknownValue,
 };
 pub use sources::{AppliedBase, PlanningState};
 pub(crate) use statements::{Prepared, StatementCache};
@@ -54,7 +54,7 @@ const MIGRATION_LOCK: i64 = 0x7269_746d_6f2d_6d67;
 
 /// The highest version under `migrations/`: a database recording it needs nothing from
 /// refinery. (A unit test keeps the two equal.)
-const SCHEMA_VERSION: i64 = 7;
+const SCHEMA_VERSION: i64 = 8;
 
 /// A connection to the Ritmo database with the schema migrated.
 pub struct Store {
@@ -72,12 +72,12 @@ impl std::fmt::Debug for Store {
 
 const TARGET_COLUMNS: &str = "name, repo_url, branch, path, generation, last_applied_commit, \
      last_sync_id, pinned_commit, suspended, created_at, updated_at, suspended_by, suspended_at, \
-     last_head_check_at";
+     last_head_check_at, partial_sync_id";
 
 const RUN_COLUMNS: &str = "id, target, trigger, actor, status, revision, git_commit, \
      base_commit, base_generation, create_count, update_count, delete_count, unchanged_count, \
      approval_reason, diagnostics, error, dry_run, started_at, planned_at, finished_at, plan_ms, \
-     apply_ms, approved_by, approved_at";
+     apply_ms, approved_by, approved_at, selected, pending, window_override_by";
 
 impl Store {
     /// Connects to `database_url` (URL or key-value form; `sslmode` and `sslrootcert` as in
@@ -324,6 +324,14 @@ impl Store {
     ) -> Result<(), StoreError> {
         let summary = plan.summary();
         let revision = plan.revision.to_string();
+        let selected: Option<Vec<String>> = plan
+            .partial
+            .as_ref()
+            .map(|partial| partial.selected.iter().map(ToString::to_string).collect());
+        let pending: Option<Vec<String>> = plan
+            .partial
+            .as_ref()
+            .map(|partial| partial.pending.iter().map(ToString::to_string).collect());
         let updated = self
             .db()
             .execute(
@@ -331,7 +339,8 @@ impl Store {
                      status = $2, plan = $3, revision = $4, git_commit = $5, base_commit = $6,
                      base_generation = $7, create_count = $8, update_count = $9,
                      delete_count = $10, unchanged_count = $11, diagnostics = $12,
-                     approval_reason = $13, planned_at = clock_timestamp(),
+                     approval_reason = $13, selected = $15, pending = $16,
+                     planned_at = clock_timestamp(),
                      plan_ms = (extract(epoch FROM clock_timestamp() - started_at) * 1000)::bigint,
                      finished_at = CASE WHEN $14 THEN clock_timestamp() ELSE finished_at END
                  WHERE id = $1 AND status <> 'abandoned'",
@@ -351,6 +360,8 @@ impl Store {
                     &Json(storable_json(&plan.diagnostics)?),
                     &storable_opt(plan.approval_reason.as_deref()),
                     &status.is_finished(),
+                    &selected,
+                    &pending,
                 ],
             )
             .await
@@ -569,7 +580,8 @@ impl Store {
                  ) ranked
                  WHERE s.id = ranked.id AND ranked.n > $1
                    AND s.status IN ('succeeded', 'failed', 'superseded', 'abandoned')
-                   AND NOT EXISTS (SELECT 1 FROM targets t WHERE t.last_sync_id = s.id)",
+                   AND NOT EXISTS (SELECT 1 FROM targets t
+                                   WHERE t.last_sync_id = s.id OR t.partial_sync_id = s.id)",
                 &[&keep.max(0)],
             )
             .await
@@ -721,6 +733,7 @@ fn target_from_row(row: &Row) -> Result<TargetState, StoreError> {
         suspended_by: get(row, 11)?,
         suspended_at: get(row, 12)?,
         last_head_check_at: get(row, 13)?,
+        partial_sync_id: get(row, 14)?,
     })
 }
 
@@ -754,6 +767,9 @@ fn run_from_row(row: &Row) -> Result<RunRecord, StoreError> {
         apply_ms: get(row, 21)?,
         approved_by: get(row, 22)?,
         approved_at: get(row, 23)?,
+        selected: get(row, 24)?,
+        pending: get(row, 25)?,
+        window_override_by: get(row, 26)?,
     })
 }
 

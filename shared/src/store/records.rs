@@ -167,6 +167,10 @@ pub struct TargetState {
     /// interval after this.
     #[serde(default)]
     pub last_head_check_at: Option<DateTime<Utc>>,
+    /// The latest run that applied only some of a plan's changes (`sync --only`) since the
+    /// last whole apply; `None` once a whole plan is applied.
+    #[serde(default)]
+    pub partial_sync_id: Option<Uuid>,
 }
 
 impl TargetState {
@@ -189,6 +193,7 @@ impl TargetState {
             suspended_by: None,
             suspended_at: None,
             last_head_check_at: None,
+            partial_sync_id: None,
         }
     }
 }
@@ -230,6 +235,28 @@ pub struct RunRecord {
     pub apply_ms: Option<i64>,
     pub approved_by: Option<String>,
     pub approved_at: Option<DateTime<Utc>>,
+    /// `sync --only`: the resources asked for (`job/backend-service`); `None` for a whole plan.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub selected: Option<Vec<String>>,
+    /// `sync --only`: the plan's changes left out (`update job/backend-service`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pending: Option<Vec<String>>,
+    /// Who applied the run although the target's sync windows were closed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub window_override_by: Option<String>,
+}
+
+/// A target left partially synced by a `sync --only` run: what `status` says about it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PartialSync {
+    pub sync_id: Uuid,
+    /// The commit the selected changes came from.
+    pub commit: Option<String>,
+    /// Changes applied, of `total` in the plan.
+    pub applied: usize,
+    pub total: usize,
+    /// The changes left out, as `update job/backend-service`.
+    pub pending: Vec<String>,
 }
 
 /// One change made by a sync: the audit trail and what rollback reads.

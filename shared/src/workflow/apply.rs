@@ -234,5 +234,13 @@ fn replan_request(run: &RunRecord) -> PlanRequest {
     if let Some(actor) = &run.actor {
         request = request.with_actor(actor.clone());
     }
+    // A selective sync stays selective, or its replan would apply what the person left out;
+    // an override of the sync windows stays one.
+    if let Some(selected) = &run.selected {
+        request = request.with_only(selected.clone());
+    }
+    if run.window_override_by.is_some() {
+        request = request.with_override_window(true);
+    }
     request
 }

@@ -9,7 +9,7 @@ use uuid::Uuid;
 
 use super::apply::{ApplyRequestOutcome, handle_apply_request, handle_apply_request_of};
 use super::plan::{PlanOptions, PlanRequestOutcome, plan_revision};
-use super::requests::{ApproveOutcome, approve_plan};
+use super::requests::{ApproveOutcome, admit_manual_sync, approve_plan};
 use crate::Result;
 use crate::apply::ApplyReport;
 use crate::message::PlanRequest;
@@ -169,6 +169,7 @@ pub async fn sync_inline(
     sync: &InlineSync,
 ) -> Result<Drained> {
     if !sync.options.preview {
+        admit_manual_sync(services, request, sync.options).await?;
         services.queues.send_plan(request).await?;
         let mut drained = drain(services, receivers, sync.options).await;
         if sync.auto_approve

@@ -22,6 +22,7 @@ mod poll;
 mod publish;
 mod queues;
 mod requests;
+mod selective;
 
 pub use accept::{WebhookFailure, WebhookOutcome, accept_webhook};
 pub use apply::{ApplyRequestOutcome, PRUNE_EVERY, handle_apply_request};
@@ -33,5 +34,6 @@ pub use plan::{
 pub use poll::{PollReport, PolledTarget, poll_targets, poll_targets_at, run_poller_loop};
 pub use queues::{ApplyQueue, PlanQueue};
 pub use requests::{
-    ApproveOutcome, approve_plan, approve_plan_with, request_sync, resume, rollback, suspend,
+    ApproveOutcome, ManualSync, admit_manual_sync, approve_plan, approve_plan_with,
+    request_manual_sync, request_sync, resume, rollback, suspend,
 };

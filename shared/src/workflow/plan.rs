@@ -211,6 +211,15 @@ fn decide(plan: &Plan, dry_run: bool, already_applied: bool, auto_apply: bool) -
     }
 }
 
+/// What the sync windows do to a plan request.
+#[derive(Debug, Default, Clone, Copy)]
+struct WindowVerdict {
+    /// The plan waits for a window (`waiting_for_window`).
+    holds: bool,
+    /// A person applies it despite closed windows; the run records who.
+    overridden: bool,
+}
+
 /// Why a request was admitted no further, or the target's state to plan against.
 enum Admission {
     Skip(SkipReason),
@@ -244,6 +253,9 @@ impl Planning<'_> {
         match self.read_and_record(&state).await {
             Ok(outcome) => Ok(outcome),
             Err(error) if error.is_retryable() => Err(error),
+            // A preview of a selection is how a manual sync is admitted: a refusal there is the
+            // caller's to report, and nothing is recorded.
+            Err(error @ Error::Selection(_)) if self.options.preview => Err(error),
             Err(error) => {
                 let failure = Failure {
                     revision: self.request.revision.clone(),
@@ -418,16 +430,13 @@ impl Planning<'_> {
         if plan.approval_reason.is_none() && self.trigger != Trigger::Rollback {
             plan.approval_reason = self.services.settings.branch_approval(self.target);
         }
+        if let Some(only) = &self.request.only {
+            plan = super::selective::narrow(self.services, plan, only).await?;
+        }
         let already_applied = plan.base.commit.as_deref() == Some(commit.as_str());
         let status = decide(&plan, self.dry_run, already_applied, self.target.auto_apply);
-        // Automatic syncs wait for the target's sync windows; people decide for themselves.
-        let status = if status == RunStatus::Planned
-            && matches!(
-                self.trigger,
-                Trigger::Webhook | Trigger::Schedule | Trigger::Drift
-            )
-            && !crate::windows::allows(&self.target.controls.windows, chrono::Utc::now())
-        {
+        let windows = self.windows();
+        let status = if status == RunStatus::Planned && windows.holds {
             RunStatus::WaitingForWindow
         } else {
             status
@@ -461,7 +470,38 @@ impl Planning<'_> {
         if self.options.preview {
             return Ok(self.previewed(status, detail));
         }
-        self.record(status, &commit, detail).await
+        let overridden_by = windows.overridden.then(|| {
+            self.request
+                .actor
+                .clone()
+                .unwrap_or_else(|| "unknown".to_string())
+        });
+        self.record(status, &commit, detail, overridden_by.as_deref())
+            .await
+    }
+
+    /// What the target's sync windows do to this request now. Automatic syncs wait for them;
+    /// a manual sync waits only when it reached the planner without being admitted (the
+    /// windows closed in between: `admit_manual_sync` refuses it otherwise), unless the
+    /// windows allow manual syncs or the person overrode them. Rollbacks and dry runs pass.
+    fn windows(&self) -> WindowVerdict {
+        let windows = &self.target.controls.windows;
+        let now = chrono::Utc::now();
+        match self.trigger {
+            Trigger::Webhook | Trigger::Schedule | Trigger::Drift => WindowVerdict {
+                holds: !crate::windows::allows(windows, now),
+                overridden: false,
+            },
+            Trigger::Manual | Trigger::Cli if !self.dry_run => {
+                let closed = !crate::windows::allows_manual(windows, now);
+                let overrides = self.request.overrides_window();
+                WindowVerdict {
+                    holds: closed && !overrides,
+                    overridden: closed && overrides,
+                }
+            }
+            _ => WindowVerdict::default(),
+        }
     }
 
     fn previewed(&self, status: RunStatus, detail: PlanDetail) -> PlanRequestOutcome {
@@ -505,6 +545,7 @@ impl Planning<'_> {
         status: RunStatus,
         commit: &str,
         detail: PlanDetail,
+        window_overridden_by: Option<&str>,
     ) -> Result<PlanRequestOutcome> {
         let Some(plan) = detail.plan.as_ref() else {
             return Err(Error::Internal("a recorded plan has no plan".into()));
@@ -520,7 +561,18 @@ impl Planning<'_> {
                 .begin_run(&self.new_run(Some(plan.revision.to_string())))
                 .await?;
             tracing::Span::current().record("sync_id", tracing::field::display(sync_id));
-            if let Err(error) = store.record_plan(sync_id, plan, status).await {
+            let overridden = match window_overridden_by {
+                Some(actor) => {
+                    tracing::info!(%actor, "manual sync despite closed sync windows");
+                    store.record_window_override(sync_id, actor).await
+                }
+                None => Ok(()),
+            };
+            let recorded = match overridden {
+                Ok(()) => store.record_plan(sync_id, plan, status).await,
+                Err(error) => Err(error),
+            };
+            if let Err(error) = recorded {
                 // Leave no run stuck in `planning`: the retry records a new one.
                 let reason = format!(
                     "planning was interrupted: {}",

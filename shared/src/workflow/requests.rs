@@ -6,6 +6,7 @@ use chrono::Utc;
 use serde::Serialize;
 use uuid::Uuid;
 
+use super::plan::{PlanOptions, plan_revision};
 use crate::config::TargetSettings;
 use crate::git::{self, GitCache, GitError, RepoLocation};
 use crate::message::{ApplyRequest, PlanRequest, Trigger};
@@ -35,6 +36,19 @@ pub enum ApproveOutcome {
     NotPending { sync_id: Uuid, status: RunStatus },
 }
 
+/// What a person asks of a manual sync (`POST /api/v1/gitops/sync`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ManualSync {
+    /// One target, or every configured target when `None`.
+    pub target: Option<String>,
+    pub actor: Option<String>,
+    pub dry_run: bool,
+    /// Apply only these changes (`KIND/NAME`); needs `target`.
+    pub only: Option<Vec<String>>,
+    /// Sync although the target's sync windows are closed to manual syncs.
+    pub override_window: bool,
+}
+
 /// Queues a manual plan request for `target`, or for every configured target when `None`.
 /// An unknown target is `Error::Store(StoreError::UnknownTarget)`.
 pub async fn request_sync(
@@ -43,6 +57,29 @@ pub async fn request_sync(
     actor: Option<String>,
     dry_run: bool,
 ) -> Result<Vec<PlanRequest>> {
+    let sync = ManualSync {
+        target: target.map(str::to_owned),
+        actor,
+        dry_run,
+        ..ManualSync::default()
+    };
+    request_manual_sync(services, &sync).await
+}
+
+/// [`request_sync`] with a selection and a window override. Every request is admitted
+/// ([`admit_manual_sync`]) before any is queued: a refusal queues and writes nothing.
+pub async fn request_manual_sync(
+    services: &Services,
+    sync: &ManualSync,
+) -> Result<Vec<PlanRequest>> {
+    if sync.only.is_some() && sync.target.is_none() {
+        return Err(Error::InvalidRequest(
+            "`only` names resources of one target: give `target` too".to_string(),
+        ));
+    }
+    let target = sync.target.as_deref();
+    let actor = sync.actor.clone();
+    let dry_run = sync.dry_run;
     let names: Vec<&str> = match target {
         Some(name) => vec![
             services
@@ -70,11 +107,60 @@ pub async fn request_sync(
             if let Some(actor) = &actor {
                 request = request.with_actor(actor.clone());
             }
-            request
+            if let Some(only) = &sync.only {
+                request = request.with_only(only.clone());
+            }
+            request.with_override_window(sync.override_window)
         })
         .collect();
+    for request in &requests {
+        admit_manual_sync(services, request, PlanOptions::default()).await?;
+    }
     services.queues.send_plans(&requests).await?;
     Ok(requests)
+}
+
+/// What a manual sync must pass before anything is queued or written, so that a refusal
+/// leaves stored data untouched:
+/// - the target's sync windows must allow manual syncs now (`manual_sync: true`), or the
+///   request override them (`Error::WindowClosed` otherwise); dry runs are never held;
+/// - a selection (`only`) must be well formed, match changes of the plan and leave no
+///   reference dangling (`Error::Selection`), checked on a preview of the plan the planner
+///   will make (which checks it again: the branch may move in between).
+///
+/// Requests of other triggers pass: automatic ones wait for their windows in the planner.
+pub async fn admit_manual_sync(
+    services: &Services,
+    request: &PlanRequest,
+    options: PlanOptions,
+) -> Result<()> {
+    if !matches!(request.trigger, Trigger::Manual | Trigger::Cli) || options.preview {
+        return Ok(());
+    }
+    let target = services
+        .settings
+        .target(&request.target)
+        .ok_or_else(|| StoreError::UnknownTarget(request.target.clone()))?;
+    let windows = &target.controls.windows;
+    let now = Utc::now();
+    if !request.is_dry_run()
+        && !target.dry_run
+        && !request.overrides_window()
+        && !crate::windows::allows_manual(windows, now)
+    {
+        return Err(Error::WindowClosed {
+            target: target.name.clone(),
+            next_opening: crate::windows::next_opening(windows, now),
+        });
+    }
+    if request.only.is_some() {
+        let preview = PlanOptions {
+            preview: true,
+            ..options
+        };
+        plan_revision(services, request, preview).await?;
+    }
+    Ok(())
 }
 
 /// Approves run `sync_id`, waiting for approval, and queues it for the applier; refuses (and
