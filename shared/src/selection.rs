@@ -337,6 +337,7 @@ mod tests {
             Action::Delete {
                 id: id(Kind::Webhook, "w"),
                 live_hash: SpecHash::from_hex("1"),
+                changes: Vec::new(),
             },
             Action::PruneSkipped {
                 id: id(Kind::Plugin, "kept"),
@@ -428,6 +429,7 @@ mod tests {
             Action::Delete {
                 id: id(Kind::Credential, "old"),
                 live_hash: SpecHash::from_hex("2"),
+                changes: Vec::new(),
             },
         ]);
         let live = BTreeMap::from([(id(Kind::Job, "a"), vec![id(Kind::Credential, "old")])]);
