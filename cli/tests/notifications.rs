@@ -344,11 +344,15 @@ async fn suspending_a_target_is_announced_as_suspended_with_who_did_it() {
         }],
     );
 
+    let synced = setup.ritmo(&["gitops", "sync"]);
+    assert_eq!(synced.status.code(), Some(0), "{}", stderr(&synced));
+
     let output = setup.ritmo(&["gitops", "suspend", "--target", "default"]);
 
     assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
     let message = verified(&setup.only_request(&output), "suspended");
-    assert_eq!(message["commit"], Value::Null);
+    // The commit the target stays at while suspended.
+    assert_eq!(message["commit"], setup.repo.head(), "{message}");
     assert_eq!(message["counts"], serde_json::json!({}));
     assert!(
         message["text"]
@@ -393,6 +397,8 @@ async fn a_row_changed_behind_ritmos_back_is_announced_as_drift_detected_by_the_
     assert_eq!(requests.len(), 1, "{requests:#?}");
     let message = verified(&requests[0], "drift_detected");
     assert_eq!(message["counts"], serde_json::json!({ "drifted": 1 }));
+    // Git's version of the drifted row is the commit last applied.
+    assert_eq!(message["commit"], setup.repo.head(), "{message}");
     assert!(
         message["text"]
             .as_str()

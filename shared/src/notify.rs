@@ -51,6 +51,8 @@ pub enum Event {
         resources: Vec<String>,
         /// Whether a sync restoring Git's version was requested.
         self_heal: bool,
+        /// The commit last applied to the target: Git's version of the drifted rows.
+        applied_commit: Option<String>,
     },
     /// A plan waits for someone to approve it.
     PendingApproval {
@@ -70,7 +72,12 @@ pub enum Event {
         counts: Counts,
     },
     /// Automatic syncs of the target were suspended.
-    Suspended { target: String, actor: String },
+    Suspended {
+        target: String,
+        actor: String,
+        /// The commit the target stays at while suspended.
+        applied_commit: Option<String>,
+    },
     /// A plan waits for the target's sync window to open.
     WaitingForWindow {
         target: String,
@@ -130,7 +137,8 @@ impl Event {
                 commit_of(revision)
             }
             Event::SyncSucceeded { commit, .. } => commit.as_deref(),
-            Event::DriftDetected { .. } | Event::Suspended { .. } => None,
+            Event::DriftDetected { applied_commit, .. }
+            | Event::Suspended { applied_commit, .. } => applied_commit.as_deref(),
         }
     }
 
@@ -256,6 +264,7 @@ impl Event {
                 target,
                 resources,
                 self_heal,
+                ..
             } => {
                 text.push_str(&format!("Changed outside Git: {}", resources.join(", ")));
                 text.push('\n');
@@ -309,7 +318,7 @@ impl Event {
                         .map_or_else(|| "no opening found".to_string(), |at| at.to_rfc3339())
                 ));
             }
-            Event::Suspended { target, actor } => {
+            Event::Suspended { target, actor, .. } => {
                 text.push_str(&format!(
                     "Suspended by {actor}: no polling, planning or self-heal until \
                      `ritmo gitops resume --target {target}`."
@@ -672,6 +681,7 @@ mod tests {
             target: "default".into(),
             resources: vec!["Job/a".into(); n],
             self_heal: false,
+            applied_commit: None,
         };
 
         assert_eq!(
@@ -739,6 +749,7 @@ mod tests {
             target: "prod".into(),
             resources: vec!["Job/backend".into()],
             self_heal,
+            applied_commit: None,
         };
 
         assert!(event(true).text().contains("Self-heal is on"));
@@ -873,6 +884,7 @@ mod tests {
                 target: "prod".into(),
                 resources: vec!["Job/a".into()],
                 self_heal: false,
+                applied_commit: Some("abc1234".into()),
             },
             Event::PendingApproval {
                 target: "prod".into(),
@@ -885,6 +897,7 @@ mod tests {
             Event::Suspended {
                 target: "prod".into(),
                 actor: "jane".into(),
+                applied_commit: Some("abc1234".into()),
             },
             Event::WaitingForWindow {
                 target: "prod".into(),
@@ -945,9 +958,10 @@ mod tests {
             let payload: serde_json::Value = serde_json::from_str(body).unwrap();
             assert_eq!(payload["event"], event.name());
             assert_eq!(payload["target"], "prod");
-            if event.commit().is_some() {
-                // The bare id, also of the events that carry a revision (`main@sha1:…`).
-                assert_eq!(payload["commit"], "abc1234");
+            // The bare id, also of the events that carry a revision (`main@sha1:…`), and the
+            // applied commit of drift and suspension.
+            assert_eq!(payload["commit"], "abc1234", "{payload}");
+            if event.sync_id().is_some() {
                 assert_eq!(
                     payload["plan_url"],
                     format!("https://ritmo.example.com/api/v1/gitops/plans/{sync_id}")

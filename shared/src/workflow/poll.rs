@@ -131,6 +131,10 @@ pub async fn poll_targets_at(services: &Services, now: DateTime<Utc>) -> Result<
         .map(|target| drift_by_target.remove(&target.name).unwrap_or_default())
         .collect();
 
+    let applied_commits: Vec<Option<String>> = states
+        .iter()
+        .map(|state| state.last_applied_commit.clone())
+        .collect();
     let checks = configured
         .iter()
         .zip(states)
@@ -173,8 +177,8 @@ pub async fn poll_targets_at(services: &Services, now: DateTime<Utc>) -> Result<
     if !requests.is_empty() {
         services.queues.send_plans(&requests).await?;
     }
-    for (target, events) in configured.iter().zip(&drift) {
-        report_drift(services, target, events, now).await;
+    for ((target, events), applied_commit) in configured.iter().zip(&drift).zip(applied_commits) {
+        report_drift(services, target, events, applied_commit, now).await;
     }
     let released = release_waiting_runs(services, now).await?;
     tracing::info!(
@@ -450,6 +454,7 @@ async fn report_drift(
     services: &Services,
     target: &TargetSettings,
     events: &[DriftRecord],
+    applied_commit: Option<String>,
     now: DateTime<Utc>,
 ) {
     if events.is_empty() {
@@ -478,6 +483,7 @@ async fn report_drift(
         target: target.name.clone(),
         resources: fresh,
         self_heal: target.self_heal,
+        applied_commit,
     };
     super::announce::announce(services, &event).await;
 }

@@ -357,6 +357,7 @@ pub async fn suspend(services: &Services, target: &str, actor: &str) -> Result<T
     let event = crate::notify::Event::Suspended {
         target: target.to_string(),
         actor: actor.to_string(),
+        applied_commit: state.last_applied_commit.clone(),
     };
     super::announce::announce(services, &event).await;
     Ok(state)
