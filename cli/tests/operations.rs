@@ -2,137 +2,36 @@
 //! repository, a real PostgreSQL database per test, exit codes and what is printed.
 #![allow(clippy::unwrap_used, clippy::expect_used)] // a test: a failed unwrap is a failed test
 
-use std::path::Path;
-use std::process::{Command, Output, Stdio};
+mod common;
 
+use std::process::{Command, Stdio};
+
+use common::{ConfigRepo, assert_exit, json, stderr, stdout};
 use ritmo_tests::db::TestDb;
 use serde_json::Value;
 
-/// A config repository on `main` with one plugin, committed at each version.
-struct Repo {
-    dir: tempfile::TempDir,
-    cache: tempfile::TempDir,
-}
-
-impl Repo {
-    fn new() -> Repo {
-        let dir = tempfile::tempdir().unwrap();
-        git(dir.path(), &["init", "-q", "-b", "main"]);
-        Repo {
-            dir,
-            cache: tempfile::tempdir().unwrap(),
-        }
-    }
-
-    fn path(&self) -> &str {
-        self.dir.path().to_str().unwrap()
-    }
-
-    /// Commits plugin `git-scm` at `version`; returns the commit id.
-    fn commit_plugin(&self, version: &str) -> String {
-        let plugins = self.dir.path().join("plugins");
-        std::fs::create_dir_all(&plugins).unwrap();
-        std::fs::write(
-            plugins.join("git-scm.yaml"),
-            format!(
-                "apiVersion: ritmo.dev/v1\nkind: Plugin\nmetadata:\n  name: git-scm\nspec:\n  \
-                 type: scm\n  binary_path: /opt/ritmo/plugins/git-scm\n  version: {version}\n  \
-                 enabled: true\n"
-            ),
-        )
-        .unwrap();
-        git(self.dir.path(), &["add", "-A"]);
-        git(self.dir.path(), &["commit", "-qm", version]);
-        let out = Command::new("git")
-            .args(["rev-parse", "HEAD"])
-            .current_dir(self.dir.path())
-            .output()
-            .unwrap();
-        String::from_utf8(out.stdout).unwrap().trim().to_string()
-    }
-
-    /// A bootstrap file naming this repository as target `default`, with `extra_sync` lines
-    /// under `sync:`.
-    fn bootstrap(&self, extra_sync: &str) -> tempfile::NamedTempFile {
-        let file = tempfile::NamedTempFile::new().unwrap();
-        std::fs::write(
-            file.path(),
-            format!(
-                "gitops:\n  repository:\n    url: {}\n    branch: main\n    path: /\n  sync:\n    \
-                 interval: 60\n{extra_sync}",
-                self.path()
-            ),
-        )
-        .unwrap();
-        file
-    }
-
-    fn ritmo(&self, args: &[&str], db: &TestDb) -> Output {
-        Command::new(env!("CARGO_BIN_EXE_ritmo"))
-            .args(args)
-            .env_remove("RITMO_GITOPS_REPO_URL")
-            .env("RITMO_GITOPS_BOOTSTRAP", "")
-            .env("RITMO_GITOPS_CACHE_DIR", self.cache.path())
-            .env("DATABASE_URL", &db.url)
-            .env("USER", "jane")
-            .env("NO_COLOR", "1")
-            .stdin(Stdio::null())
-            .output()
-            .expect("ritmo runs")
-    }
-}
-
-fn git(dir: &Path, args: &[&str]) {
-    let status = Command::new("git")
-        .args(args)
-        .current_dir(dir)
-        .env("GIT_AUTHOR_NAME", "test")
-        .env("GIT_AUTHOR_EMAIL", "test@ritmo.invalid")
-        .env("GIT_COMMITTER_NAME", "test")
-        .env("GIT_COMMITTER_EMAIL", "test@ritmo.invalid")
-        .stdout(Stdio::null())
-        .status()
-        .expect("git runs");
-    assert!(status.success(), "git {args:?} failed");
-}
-
-fn stdout(output: &Output) -> String {
-    String::from_utf8_lossy(&output.stdout).into_owned()
-}
-
-fn stderr(output: &Output) -> String {
-    String::from_utf8_lossy(&output.stderr).into_owned()
-}
-
-fn json(output: &Output) -> Value {
-    serde_json::from_slice(&output.stdout).unwrap_or_else(|error| {
-        panic!(
-            "stdout is not JSON ({error}):\n{}\nstderr:\n{}",
-            stdout(output),
-            stderr(output)
-        )
-    })
-}
-
-fn assert_exit(output: &Output, code: i32) {
-    assert_eq!(
-        output.status.code(),
-        Some(code),
-        "stdout:\n{}\nstderr:\n{}",
-        stdout(output),
-        stderr(output)
+/// Commits plugin `git-scm` at `version`; returns the commit id.
+fn commit_plugin(repo: &ConfigRepo, version: &str) -> String {
+    repo.write(
+        "plugins/git-scm.yaml",
+        &format!(
+            "apiVersion: ritmo.dev/v1\nkind: Plugin\nmetadata:\n  name: git-scm\nspec:\n  \
+             type: scm\n  binary_path: /opt/ritmo/plugins/git-scm\n  version: {version}\n  \
+             enabled: true\n"
+        ),
     );
+    repo.commit(version)
 }
 
 #[tokio::test]
 async fn a_rollback_pins_the_target_which_status_shows_until_resume_returns_to_the_head() {
     let db = TestDb::new().await;
-    let repo = Repo::new();
-    let first = repo.commit_plugin("1.0.0");
+    let repo = ConfigRepo::new();
+    let first = commit_plugin(&repo, "1.0.0");
     let bootstrap = repo.bootstrap("");
     let config = bootstrap.path().to_str().unwrap();
     assert_exit(&repo.ritmo(&["--config", config, "gitops", "sync"], &db), 0);
-    let second = repo.commit_plugin("2.0.0");
+    let second = commit_plugin(&repo, "2.0.0");
     assert_exit(&repo.ritmo(&["--config", config, "gitops", "sync"], &db), 0);
 
     let rollback = repo.ritmo(
@@ -187,8 +86,8 @@ async fn a_rollback_pins_the_target_which_status_shows_until_resume_returns_to_t
 #[tokio::test]
 async fn rollback_to_something_that_is_not_a_commit_or_a_run_is_refused() {
     let db = TestDb::new().await;
-    let repo = Repo::new();
-    repo.commit_plugin("1.0.0");
+    let repo = ConfigRepo::new();
+    commit_plugin(&repo, "1.0.0");
     let bootstrap = repo.bootstrap("");
     let config = bootstrap.path().to_str().unwrap();
     assert_exit(&repo.ritmo(&["--config", config, "gitops", "sync"], &db), 0);
@@ -230,8 +129,8 @@ async fn rollback_to_something_that_is_not_a_commit_or_a_run_is_refused() {
 #[tokio::test]
 async fn a_branch_that_requires_approval_waits_until_approved_and_a_stale_approval_is_refused() {
     let db = TestDb::new().await;
-    let repo = Repo::new();
-    repo.commit_plugin("1.0.0");
+    let repo = ConfigRepo::new();
+    commit_plugin(&repo, "1.0.0");
     let bootstrap = repo.bootstrap("    require_approval_for_branches: [main]\n");
     let config = bootstrap.path().to_str().unwrap();
 
@@ -240,9 +139,9 @@ async fn a_branch_that_requires_approval_waits_until_approved_and_a_stale_approv
     let approved = repo.ritmo(&["--config", config, "gitops", "approve", &sync_id], &db);
     let again = repo.ritmo(&["--config", config, "gitops", "approve", &sync_id], &db);
     // Two plans wait; approving the newer moves the target, so the older is stale.
-    repo.commit_plugin("2.0.0");
+    commit_plugin(&repo, "2.0.0");
     let older = json(&repo.ritmo(&["--config", config, "gitops", "sync", "-o", "json"], &db));
-    repo.commit_plugin("3.0.0");
+    commit_plugin(&repo, "3.0.0");
     let newer = json(&repo.ritmo(&["--config", config, "gitops", "sync", "-o", "json"], &db));
     let newer_approved = repo.ritmo(
         &[
@@ -265,7 +164,7 @@ async fn a_branch_that_requires_approval_waits_until_approved_and_a_stale_approv
         &db,
     );
     let auto_approved = {
-        repo.commit_plugin("4.0.0");
+        commit_plugin(&repo, "4.0.0");
         repo.ritmo(
             &[
                 "--config",
@@ -321,7 +220,7 @@ async fn a_branch_that_requires_approval_waits_until_approved_and_a_stale_approv
 #[tokio::test]
 async fn approving_something_that_is_not_a_sync_id_is_refused_as_json_too() {
     let db = TestDb::new().await;
-    let repo = Repo::new();
+    let repo = ConfigRepo::new();
 
     let output = repo.ritmo(&["gitops", "approve", "not-a-uuid", "-o", "json"], &db);
 
@@ -340,8 +239,8 @@ async fn approving_something_that_is_not_a_sync_id_is_refused_as_json_too() {
 #[tokio::test]
 async fn suspend_and_resume_from_the_cli_show_who_suspended_the_target_and_when() {
     let db = TestDb::new().await;
-    let repo = Repo::new();
-    repo.commit_plugin("1.0.0");
+    let repo = ConfigRepo::new();
+    commit_plugin(&repo, "1.0.0");
     let bootstrap = repo.bootstrap("");
     let config = bootstrap.path().to_str().unwrap();
     assert_exit(&repo.ritmo(&["--config", config, "gitops", "sync"], &db), 0);
@@ -375,8 +274,8 @@ async fn suspend_and_resume_from_the_cli_show_who_suspended_the_target_and_when(
 #[tokio::test]
 async fn a_target_suspended_in_the_bootstrap_file_says_so_and_cannot_be_resumed_from_the_cli() {
     let db = TestDb::new().await;
-    let repo = Repo::new();
-    repo.commit_plugin("1.0.0");
+    let repo = ConfigRepo::new();
+    commit_plugin(&repo, "1.0.0");
     let bootstrap = repo.bootstrap("    suspended: true\n");
     let config = bootstrap.path().to_str().unwrap();
     assert_exit(&repo.ritmo(&["--config", config, "gitops", "sync"], &db), 0);
@@ -400,8 +299,8 @@ async fn a_target_suspended_in_the_bootstrap_file_says_so_and_cannot_be_resumed_
 #[tokio::test]
 async fn init_on_an_empty_machine_writes_checks_and_registers_then_a_second_run_changes_nothing() {
     let db = TestDb::new().await;
-    let repo = Repo::new();
-    repo.commit_plugin("1.0.0");
+    let repo = ConfigRepo::new();
+    commit_plugin(&repo, "1.0.0");
     let etc = tempfile::tempdir().unwrap();
     let config = etc.path().join("ritmo/gitops-bootstrap.yaml");
     let url = format!("file://{}", repo.path());
@@ -413,7 +312,7 @@ async fn init_on_an_empty_machine_writes_checks_and_registers_then_a_second_run_
             .args(extra)
             .env_remove("RITMO_GITOPS_REPO_URL")
             .env("RITMO_GITOPS_TOKEN", "ghp_initTestToken123")
-            .env("RITMO_GITOPS_CACHE_DIR", repo.cache.path())
+            .env("RITMO_GITOPS_CACHE_DIR", repo.cache())
             .env("DATABASE_URL", &db.url)
             .env("NO_COLOR", "1")
             .stdin(Stdio::null());

@@ -3,126 +3,11 @@
 //! PostgreSQL database and a git repository made here.
 #![allow(clippy::unwrap_used, clippy::expect_used)] // a test: a failed unwrap is a failed test
 
-use std::path::Path;
-use std::process::{Command, Output, Stdio};
+mod common;
 
+use common::{ConfigRepo, assert_exit, json, stderr, stdout};
 use ritmo_tests::db::TestDb;
 use serde_json::Value;
-
-/// A config repository on `main`, written file by file and committed.
-struct Repo {
-    dir: tempfile::TempDir,
-    cache: tempfile::TempDir,
-}
-
-impl Repo {
-    fn new() -> Repo {
-        let dir = tempfile::tempdir().unwrap();
-        git(dir.path(), &["init", "-q", "-b", "main"]);
-        Repo {
-            dir,
-            cache: tempfile::tempdir().unwrap(),
-        }
-    }
-
-    fn path(&self) -> &str {
-        self.dir.path().to_str().unwrap()
-    }
-
-    fn write(&self, file: &str, text: &str) {
-        let path = self.dir.path().join(file);
-        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
-        std::fs::write(path, text).unwrap();
-    }
-
-    fn remove(&self, file: &str) {
-        std::fs::remove_file(self.dir.path().join(file)).unwrap();
-    }
-
-    /// Commits everything; returns the commit id.
-    fn commit(&self, message: &str) -> String {
-        git(self.dir.path(), &["add", "-A"]);
-        git(self.dir.path(), &["commit", "-qm", message]);
-        let out = Command::new("git")
-            .args(["rev-parse", "HEAD"])
-            .current_dir(self.dir.path())
-            .output()
-            .unwrap();
-        String::from_utf8(out.stdout).unwrap().trim().to_string()
-    }
-
-    /// A bootstrap file naming this repository as target `default`, with `gitops_extra` lines
-    /// under `gitops:`.
-    fn bootstrap(&self, gitops_extra: &str) -> tempfile::NamedTempFile {
-        let file = tempfile::NamedTempFile::new().unwrap();
-        std::fs::write(
-            file.path(),
-            format!(
-                "gitops:\n  repository:\n    url: {}\n    branch: main\n    path: /\n  sync:\n    \
-                 interval: 60\n{gitops_extra}",
-                self.path()
-            ),
-        )
-        .unwrap();
-        file
-    }
-
-    fn ritmo(&self, args: &[&str], db: &TestDb) -> Output {
-        Command::new(env!("CARGO_BIN_EXE_ritmo"))
-            .args(args)
-            .env_remove("RITMO_GITOPS_REPO_URL")
-            .env("RITMO_GITOPS_BOOTSTRAP", "")
-            .env("RITMO_GITOPS_CACHE_DIR", self.cache.path())
-            .env("DATABASE_URL", &db.url)
-            .env("USER", "jane")
-            .env("NO_COLOR", "1")
-            .stdin(Stdio::null())
-            .output()
-            .expect("ritmo runs")
-    }
-}
-
-fn git(dir: &Path, args: &[&str]) {
-    let status = Command::new("git")
-        .args(args)
-        .current_dir(dir)
-        .env("GIT_AUTHOR_NAME", "test")
-        .env("GIT_AUTHOR_EMAIL", "test@ritmo.invalid")
-        .env("GIT_COMMITTER_NAME", "test")
-        .env("GIT_COMMITTER_EMAIL", "test@ritmo.invalid")
-        .stdout(Stdio::null())
-        .status()
-        .expect("git runs");
-    assert!(status.success(), "git {args:?} failed");
-}
-
-fn stdout(output: &Output) -> String {
-    String::from_utf8_lossy(&output.stdout).into_owned()
-}
-
-fn stderr(output: &Output) -> String {
-    String::from_utf8_lossy(&output.stderr).into_owned()
-}
-
-fn json(output: &Output) -> Value {
-    serde_json::from_slice(&output.stdout).unwrap_or_else(|error| {
-        panic!(
-            "stdout is not JSON ({error}):\n{}\nstderr:\n{}",
-            stdout(output),
-            stderr(output)
-        )
-    })
-}
-
-fn assert_exit(output: &Output, code: i32) {
-    assert_eq!(
-        output.status.code(),
-        Some(code),
-        "stdout:\n{}\nstderr:\n{}",
-        stdout(output),
-        stderr(output)
-    );
-}
 
 fn plugin(name: &str, version: &str) -> String {
     format!(
@@ -149,7 +34,7 @@ fn job(name: &str, credential: &str) -> String {
 /// Commit A (synced whole): plugins `p1`, `p2`, `old`, credential `cred-a`, job `build`.
 /// Commit B, five changes: `p1` and `p2` updated, `old` deleted, credential `cred-b` created
 /// and job `deploy` (which refers to `cred-b`) created. Returns (A, B).
-fn five_changes(repo: &Repo, db: &TestDb, config: &str) -> (String, String) {
+fn five_changes(repo: &ConfigRepo, db: &TestDb, config: &str) -> (String, String) {
     repo.write("plugins/p1.yaml", &plugin("p1", "1"));
     repo.write("plugins/p2.yaml", &plugin("p2", "1"));
     repo.write("plugins/old.yaml", &plugin("old", "1"));
@@ -203,7 +88,7 @@ fn default_target(status: &Value) -> &Value {
 #[tokio::test]
 async fn sync_only_applies_two_of_five_changes_then_a_plain_sync_applies_the_other_three() {
     let db = TestDb::new().await;
-    let repo = Repo::new();
+    let repo = ConfigRepo::new();
     let bootstrap = repo.bootstrap("");
     let config = bootstrap.path().to_str().unwrap();
     let (first, second) = five_changes(&repo, &db, config);
@@ -316,7 +201,7 @@ async fn sync_only_applies_two_of_five_changes_then_a_plain_sync_applies_the_oth
 #[tokio::test]
 async fn sync_only_refuses_what_cannot_be_applied_and_writes_nothing() {
     let db = TestDb::new().await;
-    let repo = Repo::new();
+    let repo = ConfigRepo::new();
     let bootstrap = repo.bootstrap("");
     let config = bootstrap.path().to_str().unwrap();
     let (first, _) = five_changes(&repo, &db, config);
@@ -374,7 +259,7 @@ const ALWAYS_DENIED: &str =
 async fn a_manual_sync_in_a_closed_window_is_refused_unless_overridden_and_the_override_is_recorded()
  {
     let db = TestDb::new().await;
-    let repo = Repo::new();
+    let repo = ConfigRepo::new();
     repo.write("plugins/p1.yaml", &plugin("p1", "1"));
     repo.commit("A");
     let bootstrap = repo.bootstrap(ALWAYS_DENIED);
@@ -409,7 +294,7 @@ async fn a_manual_sync_in_a_closed_window_is_refused_unless_overridden_and_the_o
 #[tokio::test]
 async fn a_window_that_allows_manual_syncs_lets_a_plain_manual_sync_through() {
     let db = TestDb::new().await;
-    let repo = Repo::new();
+    let repo = ConfigRepo::new();
     repo.write("plugins/p1.yaml", &plugin("p1", "1"));
     repo.commit("A");
     let bootstrap = repo.bootstrap(
