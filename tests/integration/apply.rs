@@ -1,7 +1,7 @@
 //! Applying plans against a real PostgreSQL: the sync lifecycle, stale plans, concurrent
 //! applies, all-or-nothing failures, drift, scale, and the store's run bookkeeping.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 
 use ritmo::apply::{ApplyError, ApplyOutcome, ApplyReport, apply_plan};
 use ritmo::hash::{Spec, content_hash};
@@ -794,6 +794,36 @@ async fn a_webhook_delivery_is_new_only_once() {
 
     assert!(first);
     assert!(!replay);
+}
+
+#[tokio::test]
+async fn recording_a_delivery_also_says_which_of_the_named_targets_are_suspended() {
+    let db = TestDb::new().await;
+    let store = connect(&db, TARGET).await;
+    connect(&db, "other").await;
+    store
+        .set_suspended(TARGET, true, Some("ops"))
+        .await
+        .unwrap();
+    let names = [TARGET, "other", "ghost"];
+
+    let first = store
+        .record_delivery_reading_suspended("d-1", Some(TARGET), &names)
+        .await
+        .unwrap();
+    let replay = store
+        .record_delivery_reading_suspended("d-1", Some(TARGET), &names)
+        .await
+        .unwrap();
+    let unnamed = store
+        .record_delivery_reading_suspended("d-2", None, &["other"])
+        .await
+        .unwrap();
+
+    assert_eq!(first, (true, HashSet::from([TARGET.to_string()])));
+    assert_eq!(replay, (false, HashSet::from([TARGET.to_string()])));
+    assert_eq!(unnamed, (true, HashSet::new()));
+    assert!(!store.record_delivery("d-2", None).await.unwrap());
 }
 
 #[tokio::test]

@@ -28,6 +28,39 @@ impl Store {
             .collect()
     }
 
+    /// [`Store::record_delivery`] and [`Store::suspended_targets`] of `names` in one statement:
+    /// whether the delivery is new, and which of `names` are suspended. The webhook needs both
+    /// for every push, and a round trip is most of what it waits on.
+    pub async fn record_delivery_reading_suspended(
+        &self,
+        delivery_id: &str,
+        target: Option<&str>,
+        names: &[&str],
+    ) -> Result<(bool, HashSet<String>), StoreError> {
+        let row = self
+            .db()
+            .query_one(
+                "WITH no_flush_wait AS (SELECT set_config('synchronous_commit', 'off', true)),
+                 recorded AS (
+                     INSERT INTO webhook_deliveries (delivery_id, target)
+                     SELECT $1::text, $2::text FROM no_flush_wait
+                     ON CONFLICT (delivery_id) DO NOTHING
+                     RETURNING 1)
+                 SELECT EXISTS (SELECT 1 FROM recorded),
+                        ARRAY(SELECT name FROM targets WHERE name = ANY($3::text[]) AND suspended)",
+                &[&delivery_key(delivery_id).as_ref(), &target, &names],
+            )
+            .await
+            .map_err(StoreError::query("record a webhook delivery"))?;
+        let recorded: bool = row
+            .try_get(0)
+            .map_err(StoreError::query("decode whether a delivery is new"))?;
+        let suspended: Vec<String> = row
+            .try_get(1)
+            .map_err(StoreError::query("decode a target name"))?;
+        Ok((recorded, suspended.into_iter().collect()))
+    }
+
     /// Records on a webhook delivery the targets it did not sync because they are suspended.
     pub async fn record_skipped_delivery(
         &self,

@@ -600,19 +600,9 @@ impl Store {
         delivery_id: &str,
         target: Option<&str>,
     ) -> Result<bool, StoreError> {
-        let inserted = self
-            .db()
-            .query(
-                "WITH no_flush_wait AS (SELECT set_config('synchronous_commit', 'off', true))
-                 INSERT INTO webhook_deliveries (delivery_id, target)
-                 SELECT $1::text, $2::text FROM no_flush_wait
-                 ON CONFLICT (delivery_id) DO NOTHING
-                 RETURNING 1",
-                &[&delivery_key(delivery_id).as_ref(), &target],
-            )
+        self.record_delivery_reading_suspended(delivery_id, target, &[])
             .await
-            .map_err(StoreError::query("record a webhook delivery"))?;
-        Ok(inserted.len() == 1)
+            .map(|(recorded, _)| recorded)
     }
 }
 

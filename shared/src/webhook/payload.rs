@@ -1,12 +1,21 @@
 //! Push payloads of each provider → [`WebhookEvent`]s. Only the few fields a sync needs are
 //! read; everything else in these large documents is left alone.
 
-use serde_json::Value;
+use std::borrow::Cow;
+use std::fmt;
+
+use serde::de::{Deserialize, Deserializer, MapAccess, SeqAccess, Visitor};
+use serde_json::{Map, Value};
 
 use super::{Envelope, IgnoreReason, Provider, PullRequest, Push, WebhookError, WebhookEvent};
 
 const BRANCH_PREFIX: &str = "refs/heads/";
 const TAG_PREFIX: &str = "refs/tags/";
+
+/// Top-level fields no reader below looks at, and most of a push's bytes: GitHub's and
+/// GitLab's `commits` (a push of 40 commits is 25 KB, nearly all of it this list) and GitHub's
+/// `head_commit`. Their values are parsed as JSON but not built into a tree.
+const UNREAD_FIELDS: [&str; 2] = ["commits", "head_commit"];
 
 /// Reads a (verified) body: JSON, or a form with the JSON in its `payload` field (GitHub's and
 /// Gitea's `application/x-www-form-urlencoded` content type).
@@ -18,8 +27,7 @@ pub fn parse(envelope: &Envelope, body: &[u8]) -> Result<Vec<WebhookEvent>, Webh
         return Ok(vec![WebhookEvent::Ping]);
     }
     let json = json_body(envelope, body).map_err(invalid)?;
-    let value: Value =
-        serde_json::from_slice(&json).map_err(|err| invalid(format!("not JSON: {err}")))?;
+    let value = read_json(&json).map_err(invalid)?;
     let events = match provider {
         Provider::GitHub | Provider::Gitea | Provider::Forgejo => {
             if envelope.event == "push" {
@@ -60,14 +68,109 @@ fn is_form(envelope: &Envelope, body: &[u8]) -> bool {
     }
 }
 
-fn json_body(envelope: &Envelope, body: &[u8]) -> Result<Vec<u8>, String> {
+fn json_body<'b>(envelope: &Envelope, body: &'b [u8]) -> Result<Cow<'b, [u8]>, String> {
     if !is_form(envelope, body) {
-        return Ok(body.to_vec());
+        return Ok(Cow::Borrowed(body));
     }
     form_urlencoded::parse(body)
         .find(|(key, _)| key == "payload")
-        .map(|(_, value)| value.into_owned().into_bytes())
+        .map(|(_, value)| Cow::Owned(value.into_owned().into_bytes()))
         .ok_or_else(|| "form body without a `payload` field".to_owned())
+}
+
+/// The body as a JSON tree without the values of [`UNREAD_FIELDS`]. Those are read through as
+/// strictly as the rest (strings are UTF-8, numbers in range, nesting within serde_json's
+/// limit), so the same bodies are accepted; whatever is refused is parsed again whole, so the
+/// refusal carries the message and position it always had.
+fn read_json(json: &[u8]) -> Result<Value, String> {
+    let mut deserializer = serde_json::Deserializer::from_slice(json);
+    let sparse = deserializer
+        .deserialize_map(WithoutUnreadFields)
+        .and_then(|value| deserializer.end().map(|()| value));
+    match sparse {
+        Ok(value) => Ok(value),
+        Err(_) => serde_json::from_slice(json).map_err(|err| format!("not JSON: {err}")),
+    }
+}
+
+/// Builds a top-level object as `Value` does (a repeated key keeps its last value), leaving
+/// out the values of [`UNREAD_FIELDS`].
+struct WithoutUnreadFields;
+
+impl<'de> Visitor<'de> for WithoutUnreadFields {
+    type Value = Value;
+
+    fn expecting(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
+        formatter.write_str("a JSON object")
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut access: A) -> Result<Value, A::Error> {
+        let mut object = Map::new();
+        while let Some(key) = access.next_key::<String>()? {
+            if UNREAD_FIELDS.contains(&key.as_str()) {
+                access.next_value::<Unread>()?;
+            } else {
+                let value = access.next_value::<Value>()?;
+                object.insert(key, value);
+            }
+        }
+        Ok(Value::Object(object))
+    }
+}
+
+/// Any JSON value, read as `Value` would read it and then dropped, without building it.
+/// (serde's `IgnoredAny` lets serde_json skip a value without checking its strings, numbers
+/// or depth, which would accept bodies a whole parse refuses.)
+struct Unread;
+
+impl<'de> Deserialize<'de> for Unread {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Unread, D::Error> {
+        deserializer.deserialize_any(UnreadVisitor)
+    }
+}
+
+struct UnreadVisitor;
+
+impl<'de> Visitor<'de> for UnreadVisitor {
+    type Value = Unread;
+
+    fn expecting(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
+        formatter.write_str("any JSON value")
+    }
+
+    fn visit_bool<E>(self, _: bool) -> Result<Unread, E> {
+        Ok(Unread)
+    }
+
+    fn visit_i64<E>(self, _: i64) -> Result<Unread, E> {
+        Ok(Unread)
+    }
+
+    fn visit_u64<E>(self, _: u64) -> Result<Unread, E> {
+        Ok(Unread)
+    }
+
+    fn visit_f64<E>(self, _: f64) -> Result<Unread, E> {
+        Ok(Unread)
+    }
+
+    fn visit_str<E>(self, _: &str) -> Result<Unread, E> {
+        Ok(Unread)
+    }
+
+    fn visit_unit<E>(self) -> Result<Unread, E> {
+        Ok(Unread)
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut access: A) -> Result<Unread, A::Error> {
+        while access.next_element::<Unread>()?.is_some() {}
+        Ok(Unread)
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut access: A) -> Result<Unread, A::Error> {
+        while access.next_entry::<Unread, Unread>()?.is_some() {}
+        Ok(Unread)
+    }
 }
 
 fn ignored_event(event: &str) -> WebhookEvent {
@@ -441,4 +544,67 @@ fn bitbucket_server_push(value: &Value) -> Result<Vec<WebhookEvent>, String> {
         events.push(ignored(IgnoreReason::NoChanges));
     }
     Ok(events)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn whole(json: &[u8]) -> Result<Value, String> {
+        serde_json::from_slice(json).map_err(|err| format!("not JSON: {err}"))
+    }
+
+    #[test]
+    fn the_tree_read_is_the_whole_tree_without_the_unread_fields() {
+        let bodies: [&[u8]; 5] = [
+            include_bytes!("fixtures/github-push.json"),
+            include_bytes!("fixtures/gitlab-push.json"),
+            include_bytes!("fixtures/bitbucket-cloud-push.json"),
+            br#"{"ref": "refs/heads/a", "commits": [], "ref": "refs/heads/b", "commits": {"x": 1}}"#,
+            br#"  {"after": "\u00e9", "head_commit": null, "n": [1.5, -2, 18446744073709551615]}  "#,
+        ];
+        for body in bodies {
+            let mut expected = whole(body).unwrap();
+            for field in UNREAD_FIELDS {
+                expected.as_object_mut().unwrap().remove(field);
+            }
+
+            let read = read_json(body);
+
+            assert_eq!(read, Ok(expected), "{}", String::from_utf8_lossy(body));
+        }
+    }
+
+    #[test]
+    fn a_body_refused_whole_is_refused_the_same_way_whatever_field_is_wrong() {
+        let deep = format!(
+            r#"{{"ref": "refs/heads/main", "commits": {}{}}}"#,
+            "[".repeat(200),
+            "]".repeat(200)
+        );
+        let bodies: Vec<Vec<u8>> = vec![
+            br#"{"ref": "refs/heads/main", "commits": [1e400]}"#.to_vec(),
+            b"{\"ref\": \"refs/heads/main\", \"commits\": [\"\xff\"]}".to_vec(),
+            br#"{"ref": "refs/heads/main", "head_commit": {"id": "\ud800"}}"#.to_vec(),
+            br#"{"ref": "refs/heads/main", "commits": [1,]}"#.to_vec(),
+            br#"{"ref": "refs/heads/main", "before": 1e400}"#.to_vec(),
+            br#"{"ref": "refs/heads/main"} trailing"#.to_vec(),
+            deep.into_bytes(),
+        ];
+        for body in bodies {
+            let expected = whole(&body);
+            assert!(expected.is_err(), "{}", String::from_utf8_lossy(&body));
+
+            let read = read_json(&body);
+
+            assert_eq!(read, expected, "{}", String::from_utf8_lossy(&body));
+        }
+    }
+
+    #[test]
+    fn a_body_that_is_not_an_object_is_read_whole() {
+        for body in [&b"[1, 2]"[..], b"\"text\"", b"null", b"17"] {
+            assert_eq!(read_json(body), whole(body));
+        }
+    }
 }

@@ -3,6 +3,8 @@
 //! HTTP adapters (the `webhook` function's router, which Lambda and `ritmo serve` both run)
 //! map it to a status and a body. Nothing here speaks HTTP.
 
+use std::collections::HashSet;
+
 use chrono::Utc;
 use secrecy::{ExposeSecret, SecretString};
 
@@ -220,19 +222,26 @@ async fn accept(services: &Services, headers: &[(String, String)], body: &[u8]) 
 
     let plans = plan_requests(services, &delivery);
     let first_target = plans.first().map(|r| r.target.as_str());
+    // Read with the delivery id, in the same round trip, for `without_suspended`.
+    let mut suspended_in_database = None;
     if let Some(id) = &delivery_id {
+        let names: Vec<&str> = if delivery.is_ping() {
+            Vec::new()
+        } else {
+            plans.iter().map(|r| r.target.as_str()).collect()
+        };
         let recorded = {
             match services.database().await {
                 Ok(store) => store
-                    .record_delivery(id, first_target)
+                    .record_delivery_reading_suspended(id, first_target, &names)
                     .await
                     .map_err(Into::into),
                 Err(error) => Err(error),
             }
         };
         match recorded {
-            Ok(true) => {}
-            Ok(false) => {
+            Ok((true, suspended)) => suspended_in_database = Some(suspended),
+            Ok((false, _)) => {
                 tracing::info!(delivery_id = %id, "webhook delivery seen before: ignored");
                 return WebhookOutcome::Duplicate {
                     delivery_id: id.clone(),
@@ -253,7 +262,14 @@ async fn accept(services: &Services, headers: &[(String, String)], body: &[u8]) 
             reason: ignore_reason(services, &delivery),
         };
     }
-    let (plans, skipped) = match without_suspended(services, plans, delivery_id.as_deref()).await {
+    let (plans, skipped) = match without_suspended(
+        services,
+        plans,
+        delivery_id.as_deref(),
+        suspended_in_database,
+    )
+    .await
+    {
         Ok(split) => split,
         Err(error) => {
             tracing::error!(error = %crate::telemetry::error_chain(&error), "cannot read which targets are suspended");
@@ -300,15 +316,22 @@ async fn forget(services: &Services, delivery_id: Option<&str>) {
 
 /// Splits off the requests of suspended targets (by the settings or the database) and records
 /// them on the delivery as skipped: a suspended target is neither planned nor healed, but the
-/// sender is still answered 2xx, since retrying would change nothing.
+/// sender is still answered 2xx, since retrying would change nothing. `suspended_in_database`
+/// is what was read with the delivery id, when it was; otherwise it is read here.
 async fn without_suspended(
     services: &Services,
     plans: Vec<PlanRequest>,
     delivery_id: Option<&str>,
+    suspended_in_database: Option<HashSet<String>>,
 ) -> crate::Result<(Vec<PlanRequest>, Vec<String>)> {
-    let names: Vec<&str> = plans.iter().map(|r| r.target.as_str()).collect();
     let store = services.database().await?;
-    let mut suspended = store.suspended_targets(&names).await?;
+    let mut suspended = match suspended_in_database {
+        Some(suspended) => suspended,
+        None => {
+            let names: Vec<&str> = plans.iter().map(|r| r.target.as_str()).collect();
+            store.suspended_targets(&names).await?
+        }
+    };
     suspended.extend(
         services
             .settings
