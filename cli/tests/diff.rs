@@ -2,12 +2,11 @@
 //! a real PostgreSQL database, in text and JSON, with secrets never shown.
 #![allow(clippy::unwrap_used, clippy::expect_used)] // a test: a failed unwrap is a failed test
 
-use std::path::Path;
 use std::process::{Command, Output, Stdio};
 
 mod common;
 
-use common::{EXAMPLE_KEY, ritmo, stdout};
+use common::{EXAMPLE_KEY, git, ritmo, stdout};
 use ritmo_tests::db::TestDb;
 use serde_json::Value;
 
@@ -22,20 +21,6 @@ fn everything(output: &Output) -> String {
 fn json(output: &Output) -> Value {
     serde_json::from_slice(&output.stdout)
         .unwrap_or_else(|error| panic!("stdout is not JSON ({error}):\n{}", everything(output)))
-}
-
-fn git(dir: &Path, args: &[&str]) {
-    let status = Command::new("git")
-        .args(args)
-        .current_dir(dir)
-        .env("GIT_AUTHOR_NAME", "test")
-        .env("GIT_AUTHOR_EMAIL", "test@ritmo.invalid")
-        .env("GIT_COMMITTER_NAME", "test")
-        .env("GIT_COMMITTER_EMAIL", "test@ritmo.invalid")
-        .stdout(Stdio::null())
-        .status()
-        .expect("git runs");
-    assert!(status.success(), "git {args:?} failed");
 }
 
 /// The example repository, committed and synced into `db`.
