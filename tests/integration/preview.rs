@@ -67,7 +67,7 @@ async fn a_pull_request_preview_plans_its_head_and_is_never_recorded_or_applied(
     .await
     .unwrap();
     remote.push_plugin("git-scm", "1.0.0");
-    workflow::request_sync(&services, Some(TARGET), None, false)
+    workflow::request_sync(&services, &workflow::ManualSync::of(TARGET))
         .await
         .unwrap();
     let request = receivers.plans.try_recv().unwrap();
@@ -433,7 +433,7 @@ async fn github_gets_one_status_and_one_comment_which_the_next_push_edits() {
     .await
     .unwrap();
     remote.push_plugin("git-scm", "1.0.0");
-    workflow::request_sync(&services, Some(TARGET), None, false)
+    workflow::request_sync(&services, &workflow::ManualSync::of(TARGET))
         .await
         .unwrap();
     let sync = receivers.plans.try_recv().unwrap();
@@ -505,17 +505,50 @@ async fn github_gets_one_status_and_one_comment_which_the_next_push_edits() {
     assert!(receivers.applies.try_recv().is_err(), "an apply was queued");
 }
 
+/// A previewing target that reads its repository and posts its previews as a GitHub App
+/// installed through a fake GitHub. A test binds every field, `_db` and `_cache` too, so the
+/// database and the fetch cache live as long as it does.
+struct AppStack {
+    remote: Remote,
+    forge: FakeForge,
+    services: Services,
+    receivers: ritmo::queue::LocalReceivers,
+    _db: TestDb,
+    _cache: tempfile::TempDir,
+}
+
+impl AppStack {
+    async fn new() -> AppStack {
+        let db = TestDb::new().await;
+        let remote = Remote::new();
+        let cache = tempfile::tempdir().unwrap();
+        let (queues, receivers) = Queues::local();
+        let forge = FakeForge::start("/api/v3").await;
+        let settings = as_github_app(previewing(settings(&db, &remote, &cache), &forge), &forge);
+        let services = Services::connect(settings, queues, MetricsSink::capture())
+            .await
+            .unwrap();
+        AppStack {
+            remote,
+            forge,
+            services,
+            receivers,
+            _db: db,
+            _cache: cache,
+        }
+    }
+}
+
 #[tokio::test]
 async fn with_a_github_app_an_invalid_file_fails_the_check_run_with_an_annotation_at_its_line() {
-    let db = TestDb::new().await;
-    let remote = Remote::new();
-    let cache = tempfile::tempdir().unwrap();
-    let (queues, mut receivers) = Queues::local();
-    let forge = FakeForge::start("/api/v3").await;
-    let settings = as_github_app(previewing(settings(&db, &remote, &cache), &forge), &forge);
-    let services = Services::connect(settings, queues, MetricsSink::capture())
-        .await
-        .unwrap();
+    let AppStack {
+        remote,
+        forge,
+        services,
+        mut receivers,
+        _db,
+        _cache,
+    } = AppStack::new().await;
     let bad = "apiVersion: ritmo.dev/v1\nkind: Plugin\nmetadata:\n  name: bad\nspec:\n  type: scm\n  \
                binary_path: /opt/ritmo/plugins/bad\n  version: 1.0.0\n  colour: red\n";
     let head = remote.push_pull_request(2, &[("plugins/bad.yaml", bad)]);
@@ -923,15 +956,14 @@ fn as_github_app(mut settings: Settings, forge: &FakeForge) -> Settings {
 
 #[tokio::test]
 async fn a_github_apps_installation_token_is_minted_once_for_every_preview_while_it_is_fresh() {
-    let db = TestDb::new().await;
-    let remote = Remote::new();
-    let cache = tempfile::tempdir().unwrap();
-    let (queues, mut receivers) = Queues::local();
-    let forge = FakeForge::start("/api/v3").await;
-    let settings = as_github_app(previewing(settings(&db, &remote, &cache), &forge), &forge);
-    let services = Services::connect(settings, queues, MetricsSink::capture())
-        .await
-        .unwrap();
+    let AppStack {
+        remote,
+        forge,
+        services,
+        mut receivers,
+        _db,
+        _cache,
+    } = AppStack::new().await;
     let first = remote.push_plugin("git-scm", "1.0.0");
     let (headers, body) = github_pull_request(OPENED, &remote, "main", &first, "pr-app-1");
     deliver(&services, &mut receivers, &headers, &body).await;
@@ -970,17 +1002,16 @@ async fn a_github_apps_installation_token_is_minted_once_for_every_preview_while
 
 #[tokio::test]
 async fn an_installation_token_about_to_expire_is_minted_again_before_the_next_preview() {
-    let db = TestDb::new().await;
-    let remote = Remote::new();
-    let cache = tempfile::tempdir().unwrap();
-    let (queues, mut receivers) = Queues::local();
-    let forge = FakeForge::start("/api/v3").await;
+    let AppStack {
+        remote,
+        forge,
+        services,
+        mut receivers,
+        _db,
+        _cache,
+    } = AppStack::new().await;
     // Less than the five minutes a token must have left to be used again.
     forge.tokens_expire_in(chrono::Duration::minutes(4));
-    let settings = as_github_app(previewing(settings(&db, &remote, &cache), &forge), &forge);
-    let services = Services::connect(settings, queues, MetricsSink::capture())
-        .await
-        .unwrap();
     let check_runs = || -> Vec<String> {
         forge
             .requests()
@@ -1006,15 +1037,14 @@ async fn an_installation_token_about_to_expire_is_minted_again_before_the_next_p
 
 #[tokio::test]
 async fn a_revoked_installation_token_is_minted_again_and_the_preview_still_posted() {
-    let db = TestDb::new().await;
-    let remote = Remote::new();
-    let cache = tempfile::tempdir().unwrap();
-    let (queues, mut receivers) = Queues::local();
-    let forge = FakeForge::start("/api/v3").await;
-    let settings = as_github_app(previewing(settings(&db, &remote, &cache), &forge), &forge);
-    let services = Services::connect(settings, queues, MetricsSink::capture())
-        .await
-        .unwrap();
+    let AppStack {
+        remote,
+        forge,
+        services,
+        mut receivers,
+        _db,
+        _cache,
+    } = AppStack::new().await;
     let first = remote.push_plugin("git-scm", "1.0.0");
     let (headers, body) = github_pull_request(OPENED, &remote, "main", &first, "pr-rev-1");
     deliver(&services, &mut receivers, &headers, &body).await;
