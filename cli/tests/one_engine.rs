@@ -149,9 +149,15 @@ impl Lambda {
     /// `POST /api/v1/gitops/sync`'s work, then the functions until both queues are empty.
     async fn sync(&self, config: &Path) {
         let services = self.services(config).await;
-        workflow::request_sync(&services, Some(TARGET), Some("jane".into()), false)
-            .await
-            .unwrap();
+        workflow::request_sync(
+            &services,
+            &workflow::ManualSync {
+                actor: Some("jane".into()),
+                ..workflow::ManualSync::of(TARGET)
+            },
+        )
+        .await
+        .unwrap();
         self.deliver(&services).await;
     }
 

@@ -99,7 +99,7 @@ impl Stack {
     }
 
     async fn sync(&mut self) -> Vec<PlanRequestOutcome> {
-        workflow::request_sync(&self.services, Some(TARGET), None, false)
+        workflow::request_sync(&self.services, &workflow::ManualSync::of(TARGET))
             .await
             .unwrap();
         self.drain().await

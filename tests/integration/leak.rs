@@ -1085,9 +1085,15 @@ async fn no_planted_secret_reaches_serve_output_api_answers_or_queued_messages()
     repo.git(&["push", "--quiet", config_bare.to_str().unwrap(), "main"]);
     let (headers, body) = signed_push(&open_url, &commit, WEBHOOK_SECRET);
     let accepted = ritmo::workflow::accept_webhook(&services, &headers, &body).await;
-    let requested = ritmo::workflow::request_sync(&services, None, Some("leak".into()), false)
-        .await
-        .unwrap();
+    let requested = ritmo::workflow::request_sync(
+        &services,
+        &ritmo::workflow::ManualSync {
+            actor: Some("leak".into()),
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
     let plan_messages = drain_queue(&sqs, &plan_queue).await;
     for message in &plan_messages {
         let body = message.lines().next().unwrap();

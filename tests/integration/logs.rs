@@ -69,7 +69,7 @@ async fn a_failed_plan_logs_its_first_errors_with_file_line_and_code() {
         "apiVersion: ritmo.dev/v1\nkind: Plugin\nmetadata:\n  name: Broken\n",
     );
     remote.push("broken");
-    workflow::request_sync(&services, Some("default"), None, false)
+    workflow::request_sync(&services, &workflow::ManualSync::of("default"))
         .await
         .unwrap();
     let request = receivers.plans.try_recv().unwrap();

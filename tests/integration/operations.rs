@@ -110,7 +110,7 @@ impl Stack {
 
     /// A manual sync of the branch head, planned and applied.
     async fn sync(&mut self) -> Vec<PlanRequestOutcome> {
-        workflow::request_sync(&self.services, Some(TARGET), None, false)
+        workflow::request_sync(&self.services, &workflow::ManualSync::of(TARGET))
             .await
             .unwrap();
         self.drain().await

@@ -327,7 +327,7 @@ async fn an_apply_message_taken_by_a_crashed_applier_is_redelivered_and_applied_
 async fn handling_an_apply_request_twice_applies_it_once() {
     let mut stack = LocalStack::start(true).await;
     stack.remote.push_plugin("git-scm", "1.0.0");
-    workflow::request_sync(&stack.services, Some(TARGET), None, false)
+    workflow::request_sync(&stack.services, &workflow::ManualSync::of(TARGET))
         .await
         .unwrap();
     stack.plan().await;
@@ -357,14 +357,14 @@ async fn handling_an_apply_request_twice_applies_it_once() {
 async fn a_stale_plan_is_superseded_and_a_fresh_plan_is_requested() {
     let mut stack = LocalStack::start(true).await;
     stack.remote.push_plugin("git-scm", "1.0.0");
-    workflow::request_sync(&stack.services, Some(TARGET), None, false)
+    workflow::request_sync(&stack.services, &workflow::ManualSync::of(TARGET))
         .await
         .unwrap();
     stack.plan().await;
     let first_apply = stack.next_apply().unwrap();
     // Another sync gets to the target first.
     stack.remote.push_plugin("git-scm", "2.0.0");
-    workflow::request_sync(&stack.services, Some(TARGET), None, false)
+    workflow::request_sync(&stack.services, &workflow::ManualSync::of(TARGET))
         .await
         .unwrap();
     stack.plan().await;
@@ -404,14 +404,14 @@ async fn a_stale_selective_plan_is_replanned_with_the_same_selection() {
         only: Some(vec!["plugin/git-scm".to_string()]),
         ..workflow::ManualSync::default()
     };
-    workflow::request_manual_sync(&stack.services, &selective)
+    workflow::request_sync(&stack.services, &selective)
         .await
         .unwrap();
     stack.plan().await;
     let selective_apply = stack.next_apply().unwrap();
     // A plain sync gets to the target first.
     stack.remote.push_plugin("npm-build", "1.0.0");
-    workflow::request_sync(&stack.services, Some(TARGET), None, false)
+    workflow::request_sync(&stack.services, &workflow::ManualSync::of(TARGET))
         .await
         .unwrap();
     stack.plan().await;
@@ -435,7 +435,7 @@ async fn a_stale_selective_plan_is_replanned_with_the_same_selection() {
 async fn a_plan_waiting_for_approval_is_applied_once_approved_and_refused_once_stale() {
     let mut stack = LocalStack::start(false).await;
     stack.remote.push_plugin("git-scm", "1.0.0");
-    workflow::request_sync(&stack.services, Some(TARGET), None, false)
+    workflow::request_sync(&stack.services, &workflow::ManualSync::of(TARGET))
         .await
         .unwrap();
 
@@ -466,14 +466,14 @@ async fn a_plan_waiting_for_approval_is_applied_once_approved_and_refused_once_s
 
     // Two plans wait; approving and applying one moves the target, so the other is stale.
     stack.remote.push_plugin("git-scm", "2.0.0");
-    workflow::request_sync(&stack.services, Some(TARGET), None, false)
+    workflow::request_sync(&stack.services, &workflow::ManualSync::of(TARGET))
         .await
         .unwrap();
     let PlanRequestOutcome::Planned { sync_id: older, .. } = stack.plan().await else {
         panic!("expected a plan");
     };
     stack.remote.push_plugin("git-scm", "3.0.0");
-    workflow::request_sync(&stack.services, Some(TARGET), None, false)
+    workflow::request_sync(&stack.services, &workflow::ManualSync::of(TARGET))
         .await
         .unwrap();
     let PlanRequestOutcome::Planned { sync_id: newer, .. } = stack.plan().await else {
@@ -517,7 +517,7 @@ async fn a_plan_waiting_for_approval_is_applied_once_approved_and_refused_once_s
 async fn a_request_for_the_applied_commit_is_skipped_without_recording_a_run() {
     let mut stack = LocalStack::start(true).await;
     let commit = stack.remote.push_plugin("git-scm", "1.0.0");
-    workflow::request_sync(&stack.services, Some(TARGET), None, false)
+    workflow::request_sync(&stack.services, &workflow::ManualSync::of(TARGET))
         .await
         .unwrap();
     stack.plan().await;
@@ -547,7 +547,7 @@ async fn a_request_for_the_applied_commit_is_skipped_without_recording_a_run() {
 async fn a_rollback_pins_the_target_until_it_is_resumed() {
     let mut stack = LocalStack::start(true).await;
     let first = stack.remote.push_plugin("git-scm", "1.0.0");
-    workflow::request_sync(&stack.services, Some(TARGET), None, false)
+    workflow::request_sync(&stack.services, &workflow::ManualSync::of(TARGET))
         .await
         .unwrap();
     stack.plan().await;
@@ -556,7 +556,7 @@ async fn a_rollback_pins_the_target_until_it_is_resumed() {
         .await
         .unwrap();
     let second = stack.remote.push_plugin("git-scm", "2.0.0");
-    workflow::request_sync(&stack.services, Some(TARGET), None, false)
+    workflow::request_sync(&stack.services, &workflow::ManualSync::of(TARGET))
         .await
         .unwrap();
     stack.plan().await;
@@ -625,7 +625,7 @@ async fn an_invalid_repository_records_a_failed_run_and_applies_nothing() {
         "apiVersion: ritmo.dev/v1\nkind: Plugin\nmetadata:\n  name: Broken\n",
     );
     stack.remote.push("broken");
-    workflow::request_sync(&stack.services, Some(TARGET), None, false)
+    workflow::request_sync(&stack.services, &workflow::ManualSync::of(TARGET))
         .await
         .unwrap();
 
@@ -752,9 +752,15 @@ async fn the_local_workers_plan_and_apply_until_shut_down() {
         shutdown,
     ));
 
-    workflow::request_sync(&services, None, Some("jane".into()), false)
-        .await
-        .unwrap();
+    workflow::request_sync(
+        &services,
+        &workflow::ManualSync {
+            actor: Some("jane".into()),
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
     let succeeded = wait_for_count(
         &db,
         "SELECT count(*) FROM sync_runs WHERE status = 'succeeded'",

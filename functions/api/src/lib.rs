@@ -144,7 +144,7 @@ async fn sync(
         only: body.only,
         override_window: body.override_window,
     };
-    let queued = workflow::request_manual_sync(&services, &request).await?;
+    let queued = workflow::request_sync(&services, &request).await?;
     Ok((
         StatusCode::ACCEPTED,
         axum::Json(json!({ "queued": queued })),

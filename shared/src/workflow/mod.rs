@@ -34,6 +34,6 @@ pub use plan::{
 pub use poll::{PollReport, PolledTarget, poll_targets, poll_targets_at, run_poller_loop};
 pub use queues::{ApplyQueue, PlanQueue};
 pub use requests::{
-    ApproveOutcome, ManualSync, admit_manual_sync, approve_plan, approve_plan_with,
-    request_manual_sync, request_sync, resume, rollback, suspend,
+    ApproveOutcome, ManualSync, admit_manual_sync, approve_plan, approve_plan_with, request_sync,
+    resume, rollback, suspend,
 };

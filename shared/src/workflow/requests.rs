@@ -49,29 +49,20 @@ pub struct ManualSync {
     pub override_window: bool,
 }
 
-/// Queues a manual plan request for `target`, or for every configured target when `None`.
-/// An unknown target is `Error::Store(StoreError::UnknownTarget)`.
-pub async fn request_sync(
-    services: &Services,
-    target: Option<&str>,
-    actor: Option<String>,
-    dry_run: bool,
-) -> Result<Vec<PlanRequest>> {
-    let sync = ManualSync {
-        target: target.map(str::to_owned),
-        actor,
-        dry_run,
-        ..ManualSync::default()
-    };
-    request_manual_sync(services, &sync).await
+impl ManualSync {
+    /// A plain manual sync of `target`.
+    pub fn of(target: &str) -> ManualSync {
+        ManualSync {
+            target: Some(target.to_string()),
+            ..ManualSync::default()
+        }
+    }
 }
 
-/// [`request_sync`] with a selection and a window override. Every request is admitted
-/// ([`admit_manual_sync`]) before any is queued: a refusal queues and writes nothing.
-pub async fn request_manual_sync(
-    services: &Services,
-    sync: &ManualSync,
-) -> Result<Vec<PlanRequest>> {
+/// Queues a manual plan request for `sync.target`, or for every configured target when
+/// `None`; an unknown target is `Error::Store(StoreError::UnknownTarget)`. Every request is
+/// admitted ([`admit_manual_sync`]) before any is queued: a refusal queues and writes nothing.
+pub async fn request_sync(services: &Services, sync: &ManualSync) -> Result<Vec<PlanRequest>> {
     if sync.only.is_some() && sync.target.is_none() {
         return Err(Error::InvalidRequest(
             "`only` names resources of one target: give `target` too".to_string(),
