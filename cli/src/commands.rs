@@ -276,7 +276,8 @@ async fn validate(ctx: &Session, args: &SourceArgs) -> Result<u8> {
     ritmo::diagnostic::fill_spans(&mut checked.diagnostics, |path| sources.get(path));
     drop(progress);
     let (errors, warnings) = render::diagnostic_counts(&checked.diagnostics);
-    let mut out = ctx.out();
+    // Thousands of diagnostics or plan lines: one write per buffer, not per line.
+    let mut out = std::io::BufWriter::new(ctx.out());
     match ctx.output {
         Output::Json => render::json_line(
             &mut out,
@@ -312,6 +313,7 @@ async fn validate(ctx: &Session, args: &SourceArgs) -> Result<u8> {
             }
         }
     }
+    out.flush()?;
     Ok(if errors > 0 { CONFIG_WRONG } else { OK })
 }
 
@@ -450,7 +452,7 @@ async fn run_sync(ctx: &Session, args: &PlanArgs, sync: Sync) -> Result<u8> {
         Some(detail) => plan_sources(ctx, &target, args.source.worktree, detail).await,
         None => render::Sources::default(),
     };
-    let mut out = ctx.out();
+    let mut out = std::io::BufWriter::new(ctx.out());
     match ctx.output {
         Output::Json => {
             let mut value = sync_json(&target, &drained, sync.preview);
@@ -482,6 +484,7 @@ async fn run_sync(ctx: &Session, args: &PlanArgs, sync: Sync) -> Result<u8> {
             }
         }
     }
+    out.flush()?;
     Ok(
         if drained.failed() || drained.last_plan().is_some_and(is_refusal) {
             CONFIG_WRONG

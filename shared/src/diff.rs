@@ -111,27 +111,47 @@ pub fn diff(before: &Value, after: &Value) -> Vec<Change> {
 }
 
 /// What a create adds: one `add` per label and per top-level field of the spec, redacted.
-pub fn additions(after: &Value) -> Vec<Change> {
-    top_level(after, addition)
+/// Built from the resource itself, not its [`desired_document`]: a first sync lists this for
+/// every one of thousands of resources.
+pub fn created(resource: &DesiredResource) -> Vec<Change> {
+    let mut changes: Vec<Change> = resource
+        .labels
+        .iter()
+        .map(|(key, value)| Change {
+            op: Op::Add,
+            path: field_pointer("labels", key),
+            before: None,
+            after: Some(redacted(field_name(key), Value::from(value.as_str()))),
+        })
+        .collect();
+    match serde_json::from_str::<Map<String, Value>>(resource.spec.as_json()) {
+        Ok(fields) => changes.extend(fields.into_iter().map(|(key, value)| Change {
+            op: Op::Add,
+            path: field_pointer("spec", &key),
+            before: None,
+            after: Some(redacted(field_name(&key), value)),
+        })),
+        // A spec is always a mapping; anything else is listed whole.
+        Err(_) => changes.push(addition(&["spec".into()], &resource.spec.to_value())),
+    }
+    changes
 }
 
 /// What a delete takes away: one `remove` per label and per top-level field of the live
 /// spec, redacted like a create's.
 pub fn removals(before: &Value) -> Vec<Change> {
-    top_level(before, removal)
-}
-
-/// One change per label and per top-level field of the spec of `document`.
-fn top_level(document: &Value, change: fn(&[String], &Value) -> Change) -> Vec<Change> {
     let mut changes = Vec::new();
     for section in ["labels", "spec"] {
-        match document.get(section) {
+        match before.get(section) {
             Some(Value::Object(fields)) => {
-                for (key, value) in fields {
-                    changes.push(change(&[section.to_string(), key.clone()], value));
-                }
+                changes.extend(fields.iter().map(|(key, value)| Change {
+                    op: Op::Remove,
+                    path: field_pointer(section, key),
+                    before: Some(redacted(field_name(key), value.clone())),
+                    after: None,
+                }));
             }
-            Some(value) => changes.push(change(&[section.to_string()], value)),
+            Some(value) => changes.push(removal(&[section.to_string()], value)),
             None => {}
         }
     }
@@ -333,33 +353,36 @@ pub fn redact(path: &[String], value: &Value) -> Value {
         .iter()
         .rev()
         .find(|segment| segment.parse::<usize>().is_err());
+    redacted(field.map(String::as_str), value.clone())
+}
+
+/// `key` as the name [`redacted`] goes by: a key that reads as a list index is no name (as in
+/// a path, where it cannot be told from one), so the field above it names its value.
+fn field_name(key: &str) -> Option<&str> {
+    key.parse::<usize>().is_err().then_some(key)
+}
+
+/// `value` redacted as [`redact`] does, given the name of the nearest field that holds it (list
+/// indexes are not names): only that name decides, so no path is built while walking.
+fn redacted(field: Option<&str>, value: Value) -> Value {
     match value {
         Value::Object(map) => Value::Object(
-            map.iter()
+            map.into_iter()
                 .map(|(key, v)| {
-                    let mut inner = path.to_vec();
-                    inner.push(key.clone());
-                    (key.clone(), redact(&inner, v))
+                    let v = redacted(field_name(&key).or(field), v);
+                    (key, v)
                 })
                 .collect(),
         ),
-        Value::Array(items) => Value::Array(
-            items
-                .iter()
-                .enumerate()
-                .map(|(i, v)| {
-                    let mut inner = path.to_vec();
-                    inner.push(i.to_string());
-                    redact(&inner, v)
-                })
-                .collect(),
-        ),
+        Value::Array(items) => {
+            Value::Array(items.into_iter().map(|v| redacted(field, v)).collect())
+        }
         Value::Null => Value::Null,
-        _ if field.is_some_and(|f| f == "encrypted_value") => Value::from(ENCRYPTED),
-        Value::String(text) if is_ciphertext(text) => Value::from(ENCRYPTED),
-        _ if field.is_some_and(|f| is_secret_name(f)) => Value::from(SENSITIVE),
-        Value::String(text) if detect_secret(text).is_some() => Value::from(SENSITIVE),
-        other => other.clone(),
+        _ if field == Some("encrypted_value") => Value::from(ENCRYPTED),
+        Value::String(text) if is_ciphertext(&text) => Value::from(ENCRYPTED),
+        _ if field.is_some_and(is_secret_name) => Value::from(SENSITIVE),
+        Value::String(text) if detect_secret(&text).is_some() => Value::from(SENSITIVE),
+        other => other,
     }
 }
 
@@ -370,18 +393,47 @@ fn is_ciphertext(text: &str) -> bool {
 /// Whether a field of this name holds a secret (`password`, `API_TOKEN`, `client-secret`).
 /// References to secrets (`secret_ref`, `credentials`) are names, not secrets.
 pub fn is_secret_name(field: &str) -> bool {
-    let name = field.to_ascii_lowercase().replace('-', "_");
+    let field = field.as_bytes();
+    let folded = |b: &u8| {
+        if *b == b'-' {
+            b'_'
+        } else {
+            b.to_ascii_lowercase()
+        }
+    };
     SECRET_NAME_SUFFIXES.iter().any(|suffix| {
-        name.strip_suffix(suffix)
-            .is_some_and(|head| head.is_empty() || head.ends_with('_'))
+        let Some(head) = field.len().checked_sub(suffix.len()) else {
+            return false;
+        };
+        field[head..].iter().map(folded).eq(suffix.bytes())
+            && (head == 0 || folded(&field[head - 1]) == b'_')
     })
 }
 
 /// A JSON Pointer (RFC 6901) of path segments.
 pub fn pointer(path: &[String]) -> String {
-    path.iter()
-        .map(|segment| format!("/{}", segment.replace('~', "~0").replace('/', "~1")))
-        .collect()
+    let mut text = String::new();
+    for segment in path {
+        push_segment(&mut text, segment);
+    }
+    text
+}
+
+/// The pointer to `/section/field`.
+fn field_pointer(section: &str, field: &str) -> String {
+    let mut text = String::with_capacity(2 + section.len() + field.len());
+    push_segment(&mut text, section);
+    push_segment(&mut text, field);
+    text
+}
+
+fn push_segment(text: &mut String, segment: &str) {
+    text.push('/');
+    if segment.contains(['~', '/']) {
+        text.push_str(&segment.replace('~', "~0").replace('/', "~1"));
+    } else {
+        text.push_str(segment);
+    }
 }
 
 /// The segments of a JSON Pointer.
@@ -395,10 +447,17 @@ pub fn segments(pointer: &str) -> Vec<String> {
 
 /// A pointer as people read it: `/spec/triggers/1/type` → `spec.triggers[1].type`.
 pub fn display_path(pointer: &str) -> String {
-    let mut text = String::new();
-    for segment in segments(pointer) {
+    let mut text = String::with_capacity(pointer.len() + 4);
+    for raw in pointer.split('/').skip(1) {
+        let segment = if raw.contains('~') {
+            std::borrow::Cow::Owned(raw.replace("~1", "/").replace("~0", "~"))
+        } else {
+            std::borrow::Cow::Borrowed(raw)
+        };
         if !segment.is_empty() && segment.bytes().all(|b| b.is_ascii_digit()) {
-            text.push_str(&format!("[{segment}]"));
+            text.push('[');
+            text.push_str(&segment);
+            text.push(']');
         } else if !segment.is_empty()
             && segment
                 .bytes()
@@ -409,7 +468,9 @@ pub fn display_path(pointer: &str) -> String {
             }
             text.push_str(&segment);
         } else {
-            text.push_str(&format!("[{}]", Value::from(segment)));
+            text.push('[');
+            text.push_str(&Value::from(segment.as_ref()).to_string());
+            text.push(']');
         }
     }
     text
@@ -553,6 +614,241 @@ pub fn lines(change: &Change) -> Vec<Line> {
                 ),
             ),
         },
+    }
+}
+
+/// The lines of [`created`] as [`lines`] shows them, read straight from the resource: the
+/// spec's JSON text is walked once, each value written as it is read and the rest of it skipped
+/// once the line is full, so a first sync that lists thousands of creates builds no value
+/// trees. Redacted by the same rule as [`redact`].
+pub fn created_lines(resource: &DesiredResource) -> Vec<Line> {
+    let mut listed = Vec::with_capacity(resource.labels.len() + 8);
+    for (key, value) in &resource.labels {
+        let value = redacted(field_name(key), Value::from(value.as_str()));
+        listed.push(added(&field_pointer("labels", key), &shown(Some(&value))));
+    }
+    let mut deserializer = serde_json::Deserializer::from_str(resource.spec.as_json());
+    let mut fields = Vec::new();
+    match serde::Deserializer::deserialize_map(&mut deserializer, TopLevel(&mut fields)) {
+        Ok(()) => listed.extend(
+            fields
+                .iter()
+                .map(|(key, value)| added(&field_pointer("spec", key), value)),
+        ),
+        // A spec is always a mapping; anything else is listed as `created` lists it.
+        Err(_) => {
+            let changes = created(resource);
+            let labels = resource.labels.len().min(changes.len());
+            listed.extend(changes[labels..].iter().flat_map(lines));
+        }
+    }
+    listed
+}
+
+fn added(pointer: &str, shown: &str) -> Line {
+    Line {
+        marker: '+',
+        text: format!("+ {}: {shown}", display_path(pointer)),
+    }
+}
+
+/// A spec's top-level fields, each with its value as [`shown`] writes it.
+struct TopLevel<'a>(&'a mut Vec<(String, String)>);
+
+impl<'de> serde::de::Visitor<'de> for TopLevel<'_> {
+    type Value = ();
+
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("a mapping")
+    }
+
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
+        while let Some(key) = map.next_key::<std::borrow::Cow<'de, str>>()? {
+            let mut text = String::new();
+            map.next_value_seed(Shown {
+                out: &mut text,
+                field: field_name(&key),
+                top: true,
+            })?;
+            self.0.push((key.into_owned(), text));
+        }
+        Ok(())
+    }
+}
+
+/// One value written as [`shown`] (`top`) or [`compact`] writes its redacted form.
+struct Shown<'o, 'f> {
+    out: &'o mut String,
+    /// The nearest field name above the value, as [`redacted`] takes it.
+    field: Option<&'f str>,
+    top: bool,
+}
+
+impl Shown<'_, '_> {
+    /// A scalar's redacted stand-in, if the rule of [`redacted`] replaces it.
+    fn stand_in(&self, text: Option<&str>) -> Option<&'static str> {
+        if self.field == Some("encrypted_value") || text.is_some_and(is_ciphertext) {
+            Some(ENCRYPTED)
+        } else if self.field.is_some_and(is_secret_name)
+            || text.is_some_and(|text| detect_secret(text).is_some())
+        {
+            Some(SENSITIVE)
+        } else {
+            None
+        }
+    }
+
+    fn string(self, text: &str) {
+        if let Some(marker) = self.stand_in(Some(text)) {
+            self.out.push_str(marker);
+        } else if text == ENCRYPTED || text == SENSITIVE {
+            self.out.push_str(text);
+        } else if text.contains('\n') {
+            self.out
+                .push_str(&format!("<{} lines>", text.lines().count()));
+        } else if self.top {
+            self.out
+                .push_str(&Value::from(shorten(text, VALUE_WIDTH)).to_string());
+        } else {
+            let short = shorten(text, (VALUE_WIDTH / 2).max(16));
+            if plain_word(text) {
+                self.out.push_str(&short);
+            } else {
+                self.out.push_str(&Value::from(short).to_string());
+            }
+        }
+    }
+
+    fn other(self, value: impl std::fmt::Display) {
+        match self.stand_in(None) {
+            Some(marker) => self.out.push_str(marker),
+            None => self.out.push_str(&value.to_string()),
+        }
+    }
+}
+
+impl<'de> serde::de::DeserializeSeed<'de> for Shown<'_, '_> {
+    type Value = ();
+
+    fn deserialize<D: serde::Deserializer<'de>>(self, deserializer: D) -> Result<(), D::Error> {
+        deserializer.deserialize_any(self)
+    }
+}
+
+impl<'de> serde::de::Visitor<'de> for Shown<'_, '_> {
+    type Value = ();
+
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("a JSON value")
+    }
+
+    fn visit_bool<E>(self, value: bool) -> Result<(), E> {
+        self.other(value);
+        Ok(())
+    }
+
+    fn visit_i64<E>(self, value: i64) -> Result<(), E> {
+        self.other(Value::from(value));
+        Ok(())
+    }
+
+    fn visit_u64<E>(self, value: u64) -> Result<(), E> {
+        self.other(Value::from(value));
+        Ok(())
+    }
+
+    fn visit_f64<E>(self, value: f64) -> Result<(), E> {
+        self.other(Value::from(value));
+        Ok(())
+    }
+
+    fn visit_str<E>(self, value: &str) -> Result<(), E> {
+        self.string(value);
+        Ok(())
+    }
+
+    fn visit_unit<E>(self) -> Result<(), E> {
+        self.out.push_str("null");
+        Ok(())
+    }
+
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut items: A) -> Result<(), A::Error> {
+        self.out.push('[');
+        let mut first = true;
+        let mut full = false;
+        while let Some(()) = items.next_element_seed(Item {
+            out: &mut *self.out,
+            field: self.field,
+            first,
+            full: &mut full,
+        })? {
+            first = false;
+            if full {
+                while items.next_element::<serde::de::IgnoredAny>()?.is_some() {}
+                break;
+            }
+        }
+        self.out.push(']');
+        Ok(())
+    }
+
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
+        self.out.push('{');
+        let mut first = true;
+        while let Some(key) = map.next_key::<std::borrow::Cow<'de, str>>()? {
+            if !first {
+                self.out.push_str(", ");
+            }
+            first = false;
+            if self.out.chars().count() >= VALUE_WIDTH {
+                self.out.push('…');
+                map.next_value::<serde::de::IgnoredAny>()?;
+                while map
+                    .next_entry::<serde::de::IgnoredAny, serde::de::IgnoredAny>()?
+                    .is_some()
+                {}
+                break;
+            }
+            self.out.push_str(&key);
+            self.out.push_str(": ");
+            map.next_value_seed(Shown {
+                out: &mut *self.out,
+                field: field_name(&key).or(self.field),
+                top: false,
+            })?;
+        }
+        self.out.push('}');
+        Ok(())
+    }
+}
+
+/// An element of a list inside [`Shown`]: the separator and the width check come first, as
+/// [`compact`] does them, which needs to know the element is there.
+struct Item<'o, 'f, 'b> {
+    out: &'o mut String,
+    field: Option<&'f str>,
+    first: bool,
+    full: &'b mut bool,
+}
+
+impl<'de> serde::de::DeserializeSeed<'de> for Item<'_, '_, '_> {
+    type Value = ();
+
+    fn deserialize<D: serde::Deserializer<'de>>(self, deserializer: D) -> Result<(), D::Error> {
+        if !self.first {
+            self.out.push_str(", ");
+        }
+        if self.out.chars().count() >= VALUE_WIDTH {
+            self.out.push('…');
+            *self.full = true;
+            return serde::de::IgnoredAny::deserialize(deserializer).map(drop);
+        }
+        Shown {
+            out: self.out,
+            field: self.field,
+            top: false,
+        }
+        .deserialize(deserializer)
     }
 }
 
@@ -773,10 +1069,15 @@ mod tests {
             text.contains(r#""after":{"encrypted_value":"(encrypted)","other":"(encrypted)"}"#),
             "{text}"
         );
-        let created = serde_json::to_string(&additions(&after)).unwrap();
-        assert!(
-            !created.contains(new_blob) && !created.contains(kms),
-            "{created}"
+    }
+
+    #[test]
+    fn a_key_that_reads_as_an_index_is_named_by_the_field_above_it() {
+        let value = json!({"password": {"0": "hunter2", "note": "plain"}});
+
+        assert_eq!(
+            redact(&["spec".into()], &value),
+            json!({"password": {"0": SENSITIVE, "note": "plain"}})
         );
     }
 
@@ -882,5 +1183,78 @@ mod tests {
         assert!(text.chars().count() < 60, "{text}");
         assert!(text.ends_with("…}"), "{text}");
         assert_eq!(compact(&json!("line1\nline2\n"), 40), "<2 lines>");
+    }
+
+    /// Strings that meet each rule of the redaction and of the one-line display.
+    fn text() -> impl proptest::strategy::Strategy<Value = String> {
+        use proptest::prelude::*;
+        prop_oneof![
+            "[a-z0-9_./-]{0,12}",
+            "[ -~]{0,90}",
+            "[a-z ]{1,20}\n[a-z ]{0,20}\n?",
+            Just("AES256:b2xkLWNpcGhlcnRleHQtYmxvYi1vZi1lbm91Z2gtYnl0ZXM=".to_string()),
+            Just("KMS:AQICAHh4bmV3LWttcy1ibG9i".to_string()),
+            Just("use ghp_Zq8xW3vN7kP2mR5tY9bC4dF6gH1jL0aS3eU7 here".to_string()),
+            Just(SENSITIVE.to_string()),
+            Just("true".to_string()),
+            Just("1.5".to_string()),
+            "\\PC{0,40}",
+        ]
+    }
+
+    fn key() -> impl proptest::strategy::Strategy<Value = String> {
+        use proptest::prelude::*;
+        prop_oneof![
+            "[a-z_]{1,10}",
+            Just("encrypted_value".to_string()),
+            Just("API_TOKEN".to_string()),
+            Just("client-secret".to_string()),
+            Just("secret_ref".to_string()),
+            "[a-z/~ \"]{1,6}",
+            "[0-9]{1,3}",
+            "\\PC{1,8}",
+        ]
+    }
+
+    fn json_value() -> impl proptest::strategy::Strategy<Value = Value> {
+        use proptest::prelude::*;
+        let leaf = prop_oneof![
+            Just(Value::Null),
+            any::<bool>().prop_map(Value::from),
+            any::<i64>().prop_map(Value::from),
+            any::<u64>().prop_map(Value::from),
+            (-1e9f64..1e9).prop_map(Value::from),
+            text().prop_map(Value::from),
+        ];
+        leaf.prop_recursive(4, 48, 8, |inner| {
+            prop_oneof![
+                proptest::collection::vec(inner.clone(), 0..8).prop_map(Value::from),
+                proptest::collection::btree_map(key(), inner, 0..8)
+                    .prop_map(|map| Value::Object(map.into_iter().collect())),
+            ]
+        })
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(512))]
+
+        #[test]
+        fn a_create_streamed_lists_what_its_changes_show(
+            spec in proptest::collection::btree_map(key(), json_value(), 0..10),
+            labels in proptest::collection::btree_map(key(), text(), 0..3),
+        ) {
+            let spec = crate::hash::Spec::from_value(&Value::Object(spec.into_iter().collect()));
+            let resource = DesiredResource {
+                id: crate::model::ResourceId::new(crate::model::Kind::Job, "job"),
+                hash: crate::hash::content_hash(&labels, &spec),
+                labels,
+                spec,
+                source: crate::model::SourceLocation::new("jobs/job.yaml".to_string(), 1, 1),
+            };
+
+            let expected: Vec<Line> = created(&resource).iter().flat_map(lines).collect();
+
+            proptest::prop_assert_eq!(created_lines(&resource), expected);
+        }
     }
 }

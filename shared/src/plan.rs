@@ -111,9 +111,7 @@ impl Action {
             Action::Update { changes, .. } | Action::Delete { changes, .. } => {
                 std::borrow::Cow::Borrowed(changes)
             }
-            Action::Create { desired } => {
-                std::borrow::Cow::Owned(diff::additions(&diff::desired_document(desired)))
-            }
+            Action::Create { desired } => std::borrow::Cow::Owned(diff::created(desired)),
             Action::PruneSkipped { .. } => std::borrow::Cow::Borrowed(&[]),
         }
     }
@@ -122,6 +120,7 @@ impl Action {
     /// each field with the value that goes, as a create lists what it adds.
     pub fn change_lines(&self) -> Vec<diff::Line> {
         let render = match self {
+            Action::Create { desired } => return diff::created_lines(desired),
             Action::Delete { .. } => diff::listed_removal,
             _ => diff::lines,
         };
@@ -1068,6 +1067,54 @@ mod tests {
             summary.to_string(),
             "Plan: 3 to create, 1 to update, 0 to delete, 42 unchanged."
         );
+    }
+
+    #[test]
+    fn a_create_lists_its_labels_and_fields_with_secrets_redacted() {
+        let blob = "AES256:b2xkLWNpcGhlcnRleHQtYmxvYi1vZi1lbm91Z2gtYnl0ZXM=";
+        let kms = "KMS:AQICAHh4bmV3LWttcy1ibG9i";
+        let token = "ghp_Zq8xW3vN7kP2mR5tY9bC4dF6gH1jL0aS3eU7";
+        let mut new = desired(
+            Kind::Credential,
+            "deploy-token",
+            json!({
+                "type": "token",
+                "encrypted_value": blob,
+                "note": format!("rotate {token} monthly"),
+                "Client-Secret": "hunter2",
+                "extra": {"nested": [{"encrypted_value": kms}], "a/b": "plain"},
+                "scopes": ["repo", "workflow"],
+            }),
+        );
+        new.labels = [("team".to_string(), "ci".to_string())].into();
+        let plan = run(vec![new], &LiveState::default(), &PlanPolicy::default());
+
+        let [action @ Action::Create { .. }] = plan.actions.as_slice() else {
+            panic!("{:?}", plan.actions);
+        };
+        let text: Vec<String> = action
+            .change_lines()
+            .into_iter()
+            .map(|line| line.text)
+            .collect();
+        assert_eq!(
+            text,
+            [
+                "+ labels.team: \"ci\"",
+                "+ spec.Client-Secret: (sensitive)",
+                "+ spec.encrypted_value: (encrypted)",
+                "+ spec.extra: {a/b: plain, nested: [{encrypted_value: (encrypted)}]}",
+                "+ spec.note: (sensitive)",
+                "+ spec.scopes: [repo, workflow]",
+                "+ spec.type: \"token\"",
+            ]
+        );
+        let listed = serde_json::to_string(&action.changes()).unwrap();
+        for secret in [blob, kms, token, "hunter2"] {
+            assert!(!listed.contains(secret), "{secret} in {listed}");
+        }
+        assert!(listed.contains(r#""path":"/labels/team""#), "{listed}");
+        assert!(listed.contains(r#""path":"/spec/extra""#), "{listed}");
     }
 
     #[test]
