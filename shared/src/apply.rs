@@ -11,6 +11,7 @@
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
+use futures_util::StreamExt;
 use serde::Serialize;
 use serde_json::Value;
 use tokio_postgres::Transaction;
@@ -286,15 +287,37 @@ async fn apply_in_transaction(
         commit,
     };
     let changes = Changes::of(plan);
-    for batch in changes.creates.chunks(BATCH_SIZE) {
-        writer.create(batch).await?;
+    for (sql, needed) in [
+        (CREATE_SQL, !changes.creates.is_empty()),
+        (UPDATE_SQL, !changes.updates.is_empty()),
+        (DELETE_SQL, !changes.deletes.is_empty()),
+    ] {
+        if needed {
+            db.prepare(sql)
+                .await
+                .map_err(StoreError::query("prepare the apply's statements"))?;
+        }
     }
-    for batch in changes.updates.chunks(BATCH_SIZE) {
-        writer.update(batch).await?;
-    }
-    for batch in changes.deletes.chunks(BATCH_SIZE) {
-        writer.delete(batch).await?;
-    }
+    let mut batches: Vec<Batch<'_>> = Vec::new();
+    batches.extend(
+        changes
+            .creates
+            .chunks(BATCH_SIZE)
+            .map(|batch| Box::pin(writer.create(batch)) as Batch<'_>),
+    );
+    batches.extend(
+        changes
+            .updates
+            .chunks(BATCH_SIZE)
+            .map(|batch| Box::pin(writer.update(batch)) as Batch<'_>),
+    );
+    batches.extend(
+        changes
+            .deletes
+            .chunks(BATCH_SIZE)
+            .map(|batch| Box::pin(writer.delete(batch)) as Batch<'_>),
+    );
+    write_pipelined(batches).await?;
 
     // A partial apply (`sync --only`) moves the generation, so plans made before it are stale,
     // but not the last applied commit: the next plan must still diff from the last commit
@@ -560,6 +583,24 @@ struct Writer<'t> {
     sync_id: Uuid,
     target: &'t str,
     commit: &'t str,
+}
+
+/// One batch's statement, not yet sent.
+type Batch<'a> = std::pin::Pin<Box<dyn Future<Output = Result<(), ApplyError>> + Send + 'a>>;
+
+/// Batches sent ahead of the one the server is writing. Statements on one connection still
+/// run one after another, in order; sending the next batch before the last one's answer lets
+/// this process encode it while the server writes, instead of each side waiting in turn.
+const PIPELINE_DEPTH: usize = 3;
+
+/// Runs `batches` in order, up to [`PIPELINE_DEPTH`] of them in flight; the first error ends
+/// it (the transaction is then rolled back, the later batches' writes with it).
+async fn write_pipelined(batches: Vec<Batch<'_>>) -> Result<(), ApplyError> {
+    let mut written = futures_util::stream::iter(batches).buffered(PIPELINE_DEPTH);
+    while let Some(batch) = written.next().await {
+        batch?;
+    }
+    Ok(())
 }
 
 impl Writer<'_> {

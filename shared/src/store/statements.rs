@@ -74,6 +74,12 @@ impl<'c, C: GenericClient + Sync> Prepared<'c, C> {
         Prepared { client, cache }
     }
 
+    /// Prepares `sql` now, so that calls sent together (pipelined) find it prepared instead of
+    /// each preparing it.
+    pub(crate) async fn prepare(self, sql: &str) -> Result<(), Error> {
+        self.cache.prepare(self.client, sql).await.map(drop)
+    }
+
     pub(crate) async fn query(
         self,
         sql: &str,
