@@ -49,6 +49,7 @@ pub async fn copy_floor(plan: &Plan, target: &str, dir: &Path) -> Result<Duratio
             &desired.source.path,
             commit,
             target,
+            "true",
         ]));
         inventory.push_str(&csv(&[target, kind, name, hash, commit]));
         revisions.push_str(&csv(&[
@@ -70,7 +71,8 @@ pub async fn copy_floor(plan: &Plan, target: &str, dir: &Path) -> Result<Duratio
 const COPIED: [(&str, &str); 3] = [
     (
         "resources",
-        "kind, name, spec, spec_hash, hash_version, labels, source_path, git_commit, target",
+        "kind, name, spec, spec_hash, hash_version, labels, source_path, git_commit, target, \
+         owned",
     ),
     ("inventory", "target, kind, name, spec_hash, git_commit"),
     (
@@ -95,14 +97,18 @@ pub fn dump_rows(database_url: &str, dir: &Path) -> Result<()> {
 }
 
 /// Times `psql \copy` of `dir`'s `TABLE.csv` files into a fresh database with the product's
-/// schema, in one transaction. The drift trigger is disabled: the floor is the cost of moving
-/// the rows, not of the product's bookkeeping.
+/// schema, in one transaction. The drift and ownership triggers are disabled (the applier's
+/// writes skip them too): the floor is the cost of moving the rows, not of the product's
+/// bookkeeping.
 pub async fn copy_in(dir: &Path) -> Result<Duration> {
     let db = TestDb::new().await;
     drop(Store::connect(&db.url).await?);
     db.client()
         .await
-        .batch_execute("ALTER TABLE resources DISABLE TRIGGER resources_drift")
+        .batch_execute(
+            "ALTER TABLE resources DISABLE TRIGGER resources_drift;
+             ALTER TABLE inventory DISABLE TRIGGER inventory_ownership;",
+        )
         .await?;
     let mut commands = vec!["BEGIN".to_string()];
     for (table, columns) in COPIED {

@@ -508,8 +508,8 @@ const CREATE_SQL: &str = "WITH input AS (
              AS u(kind, name, spec, spec_hash, labels, source_path)
      ), written AS (
          INSERT INTO resources (kind, name, spec, spec_hash, hash_version, labels,
-                                source_path, git_commit, target)
-         SELECT kind, name, spec, spec_hash, $7, labels, source_path, $8, $9
+                                source_path, git_commit, target, owned)
+         SELECT kind, name, spec, spec_hash, $7, labels, source_path, $8, $9, true
          FROM input
          RETURNING 1
      ), owned AS (

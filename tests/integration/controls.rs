@@ -253,6 +253,47 @@ async fn a_commit_pushed_after_a_manual_sync_is_applied_within_one_interval_and_
     assert_eq!(stack.plugin_version().await.as_deref(), Some("2.0.0"));
 }
 
+/// A row whose inventory entry is deleted by hand is no one's: the next plan warns about it
+/// (W104), though the row itself was never touched. Rows the applier wrote are not warned about.
+#[tokio::test]
+async fn a_row_whose_inventory_entry_is_deleted_by_hand_is_warned_about() {
+    let mut stack = Stack::start(|_| {}).await;
+    stack.remote.push_plugin("git-scm", "1.0.0");
+    stack.remote.push_plugin("docker", "1.0.0");
+    let first = stack.sync().await;
+    stack
+        ._db
+        .client()
+        .await
+        .execute(
+            "DELETE FROM inventory WHERE kind = 'Plugin' AND name = 'docker'",
+            &[],
+        )
+        .await
+        .unwrap();
+    stack.remote.push_plugin("git-scm", "1.1.0");
+
+    let second = stack.sync().await;
+
+    let w104 = |outcomes: &[PlanRequestOutcome]| -> Vec<String> {
+        outcomes
+            .iter()
+            .filter_map(|outcome| outcome.detail())
+            .flat_map(|detail| detail.diagnostics.iter())
+            .filter(|d| d.code == ritmo::diagnostic::Code::W104)
+            .map(|d| d.message.clone())
+            .collect()
+    };
+    assert_eq!(w104(&first), Vec::<String>::new());
+    let warned = w104(&second);
+    assert_eq!(warned.len(), 1, "{second:?}");
+    assert!(
+        warned[0].contains("ritmo gitops adopt plugin/docker"),
+        "{}",
+        warned[0]
+    );
+}
+
 /// A row made by hand with the `managed-by: gitops` label: the plan warns (W104), adopting it
 /// once Git has it makes it the target's, and the next sync brings it to Git's version.
 #[tokio::test]
