@@ -1069,6 +1069,15 @@ mod tests {
         );
     }
 
+    /// The text of an action's change lines.
+    fn listed(action: &Action) -> Vec<String> {
+        action
+            .change_lines()
+            .into_iter()
+            .map(|line| line.text)
+            .collect()
+    }
+
     #[test]
     fn a_create_lists_its_labels_and_fields_with_secrets_redacted() {
         let blob = "AES256:b2xkLWNpcGhlcnRleHQtYmxvYi1vZi1lbm91Z2gtYnl0ZXM=";
@@ -1092,13 +1101,8 @@ mod tests {
         let [action @ Action::Create { .. }] = plan.actions.as_slice() else {
             panic!("{:?}", plan.actions);
         };
-        let text: Vec<String> = action
-            .change_lines()
-            .into_iter()
-            .map(|line| line.text)
-            .collect();
         assert_eq!(
-            text,
+            listed(action),
             [
                 "+ labels.team: \"ci\"",
                 "+ spec.Client-Secret: (sensitive)",
@@ -1147,13 +1151,8 @@ mod tests {
         let [action @ Action::Delete { .. }] = plan.actions.as_slice() else {
             panic!("{:?}", plan.actions);
         };
-        let text: Vec<String> = action
-            .change_lines()
-            .into_iter()
-            .map(|line| line.text)
-            .collect();
         assert_eq!(
-            text,
+            listed(action),
             [
                 "- labels.team: \"ci\"",
                 "- spec.description: \"Old deploy token\"",
