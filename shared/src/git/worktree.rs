@@ -51,6 +51,8 @@ pub fn read_worktree(dir: &Path, config_path: &str, limits: &Limits) -> Result<S
             });
         }
     }
+    // Regular resource files, read once the walk is done, on every core: (index in `files`, path).
+    let mut to_read: Vec<(usize, PathBuf)> = Vec::new();
     while let Some((prefix, path)) = pending.pop() {
         let entries = fs::read_dir(&path).map_err(|source| io_error(&path, source))?;
         for entry in entries {
@@ -68,7 +70,9 @@ pub fn read_worktree(dir: &Path, config_path: &str, limits: &Limits) -> Result<S
                 if resource_kind_for_path(&relative).is_none() {
                     continue;
                 }
-                read_bounded(&entry.path(), limits.max_file_bytes)?
+                to_read.push((files.len(), entry.path()));
+                // Replaced by what `read_bounded` finds, below.
+                FileContent::NonRegular
             } else {
                 FileContent::NonRegular
             };
@@ -84,8 +88,43 @@ pub fn read_worktree(dir: &Path, config_path: &str, limits: &Limits) -> Result<S
             }
         }
     }
+    for (index, content) in read_all(to_read, limits.max_file_bytes)? {
+        if let Some(file) = files.get_mut(index) {
+            file.content = content;
+        }
+    }
     files.sort_by(|a, b| a.path.cmp(&b.path));
     Ok(Snapshot { revision, files })
+}
+
+/// [`read_bounded`] of each path, split over the cores (10,000 small files are most of a
+/// working tree's read).
+fn read_all(
+    paths: Vec<(usize, PathBuf)>,
+    limit: u64,
+) -> Result<Vec<(usize, FileContent)>, GitError> {
+    let threads = crate::parallel::threads();
+    if threads < 2 || paths.len() < 256 {
+        return paths
+            .into_iter()
+            .map(|(index, path)| Ok((index, read_bounded(&path, limit)?)))
+            .collect();
+    }
+    let per_part = paths.len().div_ceil(threads);
+    let mut parts: Vec<Vec<(usize, PathBuf)>> = Vec::new();
+    let mut rest = paths.into_iter().peekable();
+    while rest.peek().is_some() {
+        parts.push(rest.by_ref().take(per_part).collect());
+    }
+    let mut contents = Vec::new();
+    for part in crate::parallel::map_parts(parts, |part| {
+        part.into_iter()
+            .map(|(index, path)| Ok((index, read_bounded(&path, limit)?)))
+            .collect::<Result<Vec<_>, GitError>>()
+    }) {
+        contents.extend(part?);
+    }
+    Ok(contents)
 }
 
 /// `dir` joined with the config path, refusing a component that is a symlink or not a directory.
