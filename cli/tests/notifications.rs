@@ -18,7 +18,7 @@ use ritmo_tests::git_http::TestRepo;
 use ritmo_tests::https_receiver::{HttpsReceiver, ReceivedRequest};
 use serde_json::Value;
 
-use common::{EXAMPLE_KEY, stderr, stdout};
+use common::{EXAMPLE_KEY, json, stderr, stdout};
 
 /// The secret the subscriptions sign with; the bootstrap file names its variable only.
 const SIGNING_SECRET: &str = "notify-signing-secret-7d2e91c4a05b";
@@ -159,16 +159,6 @@ fn plugin(version: &str) -> String {
         "apiVersion: ritmo.dev/v1\nkind: Plugin\nmetadata:\n  name: git-scm\nspec:\n  type: scm\n  \
          binary_path: /opt/ritmo/plugins/git-scm\n  version: {version}\n  enabled: true\n"
     )
-}
-
-fn json(output: &Output) -> Value {
-    serde_json::from_slice(&output.stdout).unwrap_or_else(|error| {
-        panic!(
-            "stdout is not JSON ({error}):\n{}\nstderr:\n{}",
-            stdout(output),
-            stderr(output)
-        )
-    })
 }
 
 /// The message of `request`, once its signature is checked the way the README tells a

@@ -8,9 +8,8 @@ use std::process::{Command, Output, Stdio};
 
 mod common;
 
-use common::git;
+use common::{assert_exit, git, json, stderr, stdout};
 use ritmo_tests::db::TestDb;
-use serde_json::Value;
 
 const EXAMPLE_KEY: &str = "ritmo-example-master-key-32bytes";
 
@@ -47,35 +46,6 @@ fn ritmo_db(args: &[&str], db: &TestDb) -> Output {
         .expect("ritmo runs")
 }
 
-fn stdout(output: &Output) -> String {
-    String::from_utf8_lossy(&output.stdout).into_owned()
-}
-
-fn stderr(output: &Output) -> String {
-    String::from_utf8_lossy(&output.stderr).into_owned()
-}
-
-fn json(output: &Output) -> Value {
-    serde_json::from_slice(&output.stdout).unwrap_or_else(|error| {
-        panic!(
-            "stdout is not JSON ({error}):\n{}\nstderr:\n{}",
-            stdout(output),
-            stderr(output)
-        )
-    })
-}
-
-fn assert_exit(output: &Output, code: i32) {
-    assert_eq!(
-        output.status.code(),
-        Some(code),
-        "stdout:\n{}\nstderr:\n{}",
-        stdout(output),
-        stderr(output)
-    );
-}
-
-/// A git repository holding a copy of `fixture`, committed on `main`.
 fn repo_from(fixture: &Path) -> tempfile::TempDir {
     let dir = tempfile::tempdir().unwrap();
     ritmo_tests::copy_dir(fixture, dir.path());
