@@ -1,5 +1,6 @@
 //! One function per command: gather settings, call the workflow, render the result.
 
+use std::collections::BTreeSet;
 use std::io::{Read, Write};
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -494,29 +495,30 @@ async fn run_sync(ctx: &Session, args: &PlanArgs, sync: Sync) -> Result<u8> {
     )
 }
 
-/// The files a plan's diagnostics point into, for their snippets: read again only from a
-/// local repository, and only when it still is at the revision the plan read (a branch that
-/// moved since would show other lines).
+/// The files a plan's diagnostics point into, for their snippets: only those files, read
+/// again at the commit the plan read (a branch that moved since would show other lines).
 async fn plan_sources(
     ctx: &Session,
     target: &TargetSettings,
     worktree: bool,
     detail: &workflow::PlanDetail,
 ) -> render::Sources {
-    if detail.diagnostics.is_empty() {
+    let paths: BTreeSet<&str> = detail
+        .diagnostics
+        .iter()
+        .filter(|diagnostic| !diagnostic.path.is_empty())
+        .map(|diagnostic| diagnostic.path.as_str())
+        .collect();
+    let (Some(revision), false) = (&detail.revision, paths.is_empty()) else {
         return render::Sources::default();
-    }
+    };
     let Ok(source) = ctx.source(target, worktree).await else {
         return render::Sources::default();
     };
-    if source.location.local_path().is_none() {
-        return render::Sources::default();
-    }
-    match source::read_source(&source, Limits::default()).await {
-        Ok(snapshot) if Some(&snapshot.revision) == detail.revision.as_ref() => {
-            render::Sources::from_files(&snapshot.files)
-        }
-        _ => render::Sources::default(),
+    let paths = paths.into_iter().map(str::to_string).collect();
+    match source::read_files_at(&source, revision, paths, Limits::default()).await {
+        Ok(files) => render::Sources::from_files(&files),
+        Err(_) => render::Sources::default(),
     }
 }
 

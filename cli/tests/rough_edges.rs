@@ -10,6 +10,7 @@ mod common;
 
 use common::{assert_exit, git, json, stderr, stdout};
 use ritmo_tests::db::TestDb;
+use ritmo_tests::git_http::ServedRepo;
 
 const EXAMPLE_KEY: &str = "ritmo-example-master-key-32bytes";
 
@@ -163,6 +164,33 @@ async fn sync_shows_the_same_snippets_for_the_commit_it_read() {
         stdout(&text)
     );
     assert_eq!(json(&as_json)["diagnostics"][0]["end_column"], 9);
+}
+
+/// A remote repository's files are read again from the cache its fetch filled, at the commit
+/// the plan read: the snippet is there although nothing of the repository is on local disk.
+#[tokio::test]
+async fn a_sync_over_http_shows_snippets_from_the_commit_it_fetched() {
+    let db = TestDb::new().await;
+    let served = ServedRepo::new();
+    let fixture = workspace_root().join("tests/fixtures/diagnostics/unknown-field/jobs/build.yaml");
+    served
+        .repo
+        .write("jobs/build.yaml", std::fs::read(fixture).unwrap());
+    served.push("a job with a misspelt field");
+    let cache = tempfile::tempdir().unwrap();
+
+    let output = command(&["gitops", "sync", "--repo", &served.url()])
+        .env("DATABASE_URL", &db.url)
+        .env("RITMO_GITOPS_CACHE_DIR", cache.path())
+        .output()
+        .unwrap();
+
+    assert_exit(&output, 1);
+    assert!(
+        stdout(&output).contains("7 |   timout: 30\n  |   ^^^^^^\n"),
+        "{}",
+        stdout(&output)
+    );
 }
 
 #[test]

@@ -15,7 +15,7 @@ use crate::crypto::secret_refs::SecretRefChecker;
 use crate::crypto::{self, CredentialKeys};
 use crate::diagnostic::{self, Code, Diagnostic};
 use crate::git::{self, RepoLocation, Snapshot};
-use crate::manifest::{self, Limits};
+use crate::manifest::{self, Limits, SourceFile};
 use crate::model::{DesiredResource, ResourceId, Revision};
 use crate::validate::{self, ValidationContext};
 use crate::{Error, Result};
@@ -67,6 +67,35 @@ pub async fn read_source(source: &SourceSpec, limits: Limits) -> Result<Snapshot
             let commit = fetched.revision.commit().unwrap_or_default().to_string();
             cache.read_commit(branch, &commit, &source.path, &limits)
         }
+    })
+    .await
+    .map_err(|join| Error::Internal(format!("the repository reader stopped: {join}")))?
+    .map_err(Error::from)
+}
+
+/// The files at `paths` (relative to the config directory) as `revision` has them: the
+/// files a plan's diagnostics point into, for their snippets. A commit is read from the local
+/// repository, or from the cache a remote one was fetched into, whatever its branch points
+/// at now; a working tree is read again. Paths that are not there are left out.
+pub async fn read_files_at(
+    source: &SourceSpec,
+    revision: &Revision,
+    paths: Vec<String>,
+    limits: Limits,
+) -> Result<Vec<SourceFile>> {
+    let Some(commit) = revision.commit() else {
+        let snapshot = read_source(source, limits).await?;
+        let mut files = snapshot.files;
+        files.retain(|file| paths.contains(&file.path));
+        return Ok(files);
+    };
+    let repo = match source.location.local_path() {
+        Some(path) => path.to_path_buf(),
+        None => git::GitCache::new(&source.cache_dir).repository_path(),
+    };
+    let (commit, config_path) = (commit.to_string(), source.path.clone());
+    tokio::task::spawn_blocking(move || {
+        git::read_files(&repo, &commit, &config_path, &paths, &limits)
     })
     .await
     .map_err(|join| Error::Internal(format!("the repository reader stopped: {join}")))?
