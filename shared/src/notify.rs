@@ -8,6 +8,7 @@
 //! the pipeline steps do (`planner`, `applier`, `poller`).
 
 use std::future::Future;
+use std::sync::OnceLock;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
@@ -415,7 +416,9 @@ pub struct Notifier {
     /// in its URL, a secret) elsewhere. It trusts the system's CA certificates, or only those of
     /// `SSL_CERT_FILE` / `SSL_CERT_DIR` when set (rustls-native-certs, read once per process):
     /// how an operator makes it trust a receiver behind a private CA (README, Notifications).
-    http: Connector,
+    /// Built by the first post: building it reads every CA certificate of the system, which
+    /// a process that posts nothing (most syncs, every cold start) should not pay for.
+    http: OnceLock<Connector>,
     failures: AtomicU64,
 }
 
@@ -431,11 +434,7 @@ impl Notifier {
         Notifier {
             settings,
             sns,
-            http: Connector::builder()
-                .tls_provider(tls::Provider::Rustls(
-                    tls::rustls_provider::CryptoMode::AwsLc,
-                ))
-                .build(),
+            http: OnceLock::new(),
             failures: AtomicU64::new(0),
         }
     }
@@ -456,6 +455,16 @@ impl Notifier {
             None
         };
         Notifier::new(settings.notifications.clone(), sns)
+    }
+
+    fn http(&self) -> &Connector {
+        self.http.get_or_init(|| {
+            Connector::builder()
+                .tls_provider(tls::Provider::Rustls(
+                    tls::rustls_provider::CryptoMode::AwsLc,
+                ))
+                .build()
+        })
     }
 
     pub fn is_enabled(&self) -> bool {
@@ -558,7 +567,7 @@ impl Notifier {
         for (name, value) in headers {
             request.headers_mut().insert(name, value);
         }
-        let response = tokio::time::timeout(DELIVERY_TIMEOUT, self.http.call(request))
+        let response = tokio::time::timeout(DELIVERY_TIMEOUT, self.http().call(request))
             .await
             .map_err(|_| {
                 PostFailure::Request(format!("no answer within {}s", DELIVERY_TIMEOUT.as_secs()))
