@@ -20,6 +20,7 @@ mod whole;
 
 use std::path::Path;
 use std::process::Command;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, Result, bail};
@@ -425,7 +426,10 @@ async fn services(
 
 /// One sync as `ritmo gitops sync` runs it (`workflow::sync_inline`: plan, record, apply),
 /// timed as a whole and by the stages the plan reports.
-async fn sync(services: &Services, receivers: &mut LocalReceivers) -> Result<(SyncTimes, Plan)> {
+async fn sync(
+    services: &Services,
+    receivers: &mut LocalReceivers,
+) -> Result<(SyncTimes, Arc<Plan>)> {
     let request = PlanRequest::new(TARGET, Trigger::Cli, chrono::Utc::now());
     let inline = InlineSync {
         options: PlanOptions::default(),

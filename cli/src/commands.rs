@@ -438,8 +438,30 @@ async fn run_sync(ctx: &Session, args: &PlanArgs, sync: Sync) -> Result<u8> {
         auto_approve: sync.auto_approve,
         actor: crate::ops::actor(),
     };
+    let style = ctx.style.with_diff(!args.no_diff);
+    let listing = render::PlanListing::default();
+    let list_while_applying = |outcome: &PlanRequestOutcome| {
+        if let PlanRequestOutcome::Planned {
+            status: RunStatus::Planned,
+            detail,
+            ..
+        } = outcome
+            && let Some(plan) = &detail.plan
+            && ctx.output == Output::Text
+            && !sync.diff_only
+        {
+            listing.start(style, plan);
+        }
+    };
     let progress = crate::progress::start(ctx.output);
-    let drained = workflow::sync_inline(&services, &mut receivers, &request, &inline).await?;
+    let drained = workflow::sync_inline_with(
+        &services,
+        &mut receivers,
+        &request,
+        &inline,
+        &list_while_applying,
+    )
+    .await?;
     drop(progress);
     let pinned = services
         .store
@@ -466,14 +488,13 @@ async fn run_sync(ctx: &Session, args: &PlanArgs, sync: Sync) -> Result<u8> {
             render::json_line(&mut out, &value)?
         }
         Output::Text => {
-            let style = ctx.style.with_diff(!args.no_diff);
             let plan = drained
                 .last_plan()
                 .and_then(PlanRequestOutcome::detail)
                 .and_then(|detail| detail.plan.as_ref());
             match plan {
                 Some(plan) if sync.diff_only => render::diff_text(&mut out, style, plan)?,
-                _ => sync_text(&mut out, style, &target, &drained, &sources)?,
+                _ => sync_text(&mut out, style, &target, &drained, &sources, &listing)?,
             }
             if let Some(pin) = pinned {
                 writeln!(
@@ -576,7 +597,7 @@ fn sync_json(target: &TargetSettings, drained: &Drained, preview: bool) -> serde
         (_, Some(_)) => Some(RunStatus::Succeeded),
         (status, None) => status,
     };
-    let plan = detail.and_then(|detail| detail.plan.as_ref());
+    let plan = detail.and_then(|detail| detail.plan.as_deref());
     let diagnostics = detail.map_or(&[][..], |detail| &detail.diagnostics[..]);
     let revision = detail.and_then(|detail| detail.revision.as_ref());
     render::plan_json(
@@ -607,12 +628,13 @@ fn sync_text(
     target: &TargetSettings,
     drained: &Drained,
     sources: &render::Sources,
+    listing: &render::PlanListing,
 ) -> std::io::Result<()> {
     let last = drained.last_plan();
     if let Some(detail) = last.and_then(PlanRequestOutcome::detail) {
         render::diagnostics_text(out, style, &detail.diagnostics, sources)?;
         if let Some(plan) = &detail.plan {
-            render::plan_text(out, style, plan)?;
+            listing.write(out, style, plan)?;
         }
         if let Some(mode) = &detail.mode {
             writeln!(out, "Scanned: {mode}.")?;

@@ -2,6 +2,8 @@
 
 use std::collections::{HashMap, HashSet};
 use std::io::{IsTerminal, Write};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
 
 // annotate-snippets renders rustc's own diagnostics: the layout Rust users read daily, no
 // runtime of its own (unlike miette's fancy handler), and plain text that snapshots well.
@@ -235,6 +237,46 @@ pub fn plan_text(out: &mut impl Write, style: Style, plan: &Plan) -> std::io::Re
         )?;
     }
     Ok(())
+}
+
+/// A plan's listing, rendered on a thread of its own while the sync goes on: the apply mostly
+/// waits on the database, and listing 10,000 creates' fields takes about a tenth of a full
+/// sync (docs/benchmarks.md).
+#[derive(Default)]
+pub struct PlanListing(Mutex<Option<(Arc<Plan>, JoinHandle<Vec<u8>>)>>);
+
+impl PlanListing {
+    /// Starts rendering `plan` in the background.
+    pub fn start(&self, style: Style, plan: &Arc<Plan>) {
+        let rendering = Arc::clone(plan);
+        let handle = std::thread::spawn(move || {
+            let mut text = Vec::new();
+            // Writing into memory cannot fail.
+            let _ = plan_text(&mut text, style, &rendering);
+            text
+        });
+        if let Ok(mut slot) = self.0.lock() {
+            *slot = Some((Arc::clone(plan), handle));
+        }
+    }
+
+    /// Writes `plan`'s listing: the one rendered in the background when it was this plan
+    /// (a replan after a stale apply was not), else rendered now.
+    pub fn write(
+        &self,
+        out: &mut impl Write,
+        style: Style,
+        plan: &Arc<Plan>,
+    ) -> std::io::Result<()> {
+        let started = self.0.lock().ok().and_then(|mut slot| slot.take());
+        if let Some((rendered, handle)) = started
+            && Arc::ptr_eq(&rendered, plan)
+            && let Ok(text) = handle.join()
+        {
+            return out.write_all(&text);
+        }
+        plan_text(out, style, plan)
+    }
 }
 
 /// The field diff of one action, indented under its line.

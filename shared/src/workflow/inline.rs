@@ -103,22 +103,31 @@ pub async fn drain(
     options: PlanOptions,
 ) -> Drained {
     let mut drained = Drained::default();
-    drain_into(services, receivers, options, &mut drained).await;
+    drain_into(services, receivers, options, &mut drained, &|_| {}).await;
     drained
 }
+
+/// Called with each plan outcome as soon as the plan is recorded, before its apply starts.
+/// The CLI renders the plan meanwhile: the apply mostly waits on the database, so the
+/// listing of a large first sync costs it no time.
+pub type OnPlanned<'a> = &'a (dyn Fn(&PlanRequestOutcome) + Sync);
 
 async fn drain_into(
     services: &Services,
     receivers: &mut LocalReceivers,
     options: PlanOptions,
     drained: &mut Drained,
+    on_planned: OnPlanned<'_>,
 ) {
     for _ in 0..MAX_ROUNDS {
         let mut handled = false;
         while let Ok(request) = receivers.plans.try_recv() {
             handled = true;
             match plan_revision(services, &request, options).await {
-                Ok(outcome) => drained.plans.push(outcome),
+                Ok(outcome) => {
+                    on_planned(&outcome);
+                    drained.plans.push(outcome);
+                }
                 Err(error) => {
                     drained.error = Some(crate::telemetry::error_chain(&error));
                     return;
@@ -130,7 +139,7 @@ async fn drain_into(
             let recorded = drained.plans.iter().find_map(|outcome| match outcome {
                 PlanRequestOutcome::Planned {
                     sync_id, detail, ..
-                } if *sync_id == request.sync_id => detail.plan.as_ref(),
+                } if *sync_id == request.sync_id => detail.plan.as_deref(),
                 _ => None,
             });
             let outcome = match recorded {
@@ -168,23 +177,37 @@ pub async fn sync_inline(
     request: &PlanRequest,
     sync: &InlineSync,
 ) -> Result<Drained> {
+    sync_inline_with(services, receivers, request, sync, &|_| {}).await
+}
+
+/// [`sync_inline`], calling `on_planned` with every plan outcome before what follows it.
+pub async fn sync_inline_with(
+    services: &Services,
+    receivers: &mut LocalReceivers,
+    request: &PlanRequest,
+    sync: &InlineSync,
+    on_planned: OnPlanned<'_>,
+) -> Result<Drained> {
     if !sync.options.preview {
         admit_manual_sync(services, request, sync.options).await?;
         services.queues.send_plan(request).await?;
-        let mut drained = drain(services, receivers, sync.options).await;
+        let mut drained = Drained::default();
+        drain_into(services, receivers, sync.options, &mut drained, on_planned).await;
         if sync.auto_approve
             && drained.error.is_none()
             && let Some(sync_id) = drained.pending()
         {
             let approval = approve_plan(services, sync_id, &sync.actor).await?;
             drained.approval = Some(approval);
-            drain_into(services, receivers, sync.options, &mut drained).await;
+            drain_into(services, receivers, sync.options, &mut drained, on_planned).await;
         }
         return Ok(drained);
     }
     // A preview queues nothing: it is one plan step, and there is nothing after it.
+    let outcome = plan_revision(services, request, sync.options).await?;
+    on_planned(&outcome);
     Ok(Drained {
-        plans: vec![plan_revision(services, request, sync.options).await?],
+        plans: vec![outcome],
         ..Drained::default()
     })
 }

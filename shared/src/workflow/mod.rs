@@ -27,7 +27,7 @@ mod selective;
 pub use accept::{WebhookFailure, WebhookOutcome, accept_webhook};
 pub use apply::{ApplyRequestOutcome, PRUNE_EVERY, handle_apply_request};
 pub use controls::{AdoptOutcome, adopt};
-pub use inline::{Drained, InlineSync, drain, sync_inline};
+pub use inline::{Drained, InlineSync, OnPlanned, drain, sync_inline, sync_inline_with};
 pub use plan::{
     PlanDetail, PlanOptions, PlanRequestOutcome, SkipReason, handle_plan_request, plan_revision,
 };

@@ -8,6 +8,7 @@
 //! mode is logged on the run's span (`scan`) and carried by the run's metrics (`scan`,
 //! `scan_reason`).
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use serde::Serialize;
@@ -123,7 +124,8 @@ pub struct PlanDetail {
     /// The commit read (or the working tree); `None` when the source could not be read.
     pub revision: Option<Revision>,
     /// `None` when the repository could not be planned (validation errors, unreadable source).
-    pub plan: Option<Plan>,
+    /// Shared, so a caller can render it while its apply runs.
+    pub plan: Option<Arc<Plan>>,
     /// Every diagnostic of the read and of the plan, in order.
     pub diagnostics: Vec<Diagnostic>,
     /// How the repository was read; `None` when it was not read.
@@ -148,7 +150,7 @@ pub async fn handle_plan_request(
         super::publish::publish_preview(
             services,
             request,
-            detail.plan.as_ref(),
+            detail.plan.as_deref(),
             &detail.diagnostics,
         )
         .await?;
@@ -452,7 +454,7 @@ impl Planning<'_> {
                     error: "the plan has errors".to_string(),
                     detail: PlanDetail {
                         revision: Some(plan.revision.clone()),
-                        plan: Some(plan),
+                        plan: Some(Arc::new(plan)),
                         diagnostics,
                         mode,
                         stages,
@@ -462,7 +464,7 @@ impl Planning<'_> {
         }
         let detail = PlanDetail {
             revision: Some(plan.revision.clone()),
-            plan: Some(plan),
+            plan: Some(Arc::new(plan)),
             diagnostics,
             mode,
             stages,
@@ -505,7 +507,7 @@ impl Planning<'_> {
     }
 
     fn previewed(&self, status: RunStatus, detail: PlanDetail) -> PlanRequestOutcome {
-        let plan = detail.plan.as_ref();
+        let plan = detail.plan.as_deref();
         PlanRequestOutcome::Previewed {
             target: self.target.name.clone(),
             status,
