@@ -355,3 +355,47 @@ pub fn json_line(out: &mut impl Write, value: &impl Serialize) -> std::io::Resul
     let text = serde_json::to_string_pretty(value).map_err(std::io::Error::other)?;
     writeln!(out, "{text}")
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)] // a test: a failed unwrap is a failed test
+
+    use super::*;
+    use ritmo::plan::PlanBase;
+
+    const PLAIN: Style = Style {
+        colour: false,
+        diff: true,
+    };
+
+    fn plan_of(target: &str) -> Arc<Plan> {
+        Arc::new(Plan {
+            target: target.to_string(),
+            revision: Revision::Worktree,
+            base: PlanBase::default(),
+            actions: Vec::new(),
+            unchanged: 0,
+            diagnostics: Vec::new(),
+            approval_reason: None,
+            partial: None,
+        })
+    }
+
+    fn written(listing: &PlanListing, plan: &Arc<Plan>) -> String {
+        let mut out = Vec::new();
+        listing.write(&mut out, PLAIN, plan).unwrap();
+        String::from_utf8(out).unwrap()
+    }
+
+    #[test]
+    fn a_listing_started_for_one_plan_is_not_written_for_another() {
+        let (first, replanned) = (plan_of("first"), plan_of("replanned"));
+        let listing = PlanListing::default();
+
+        listing.start(PLAIN, &first);
+
+        assert!(written(&listing, &replanned).starts_with("Target replanned at worktree"));
+        listing.start(PLAIN, &first);
+        assert!(written(&listing, &first).starts_with("Target first at worktree"));
+    }
+}
