@@ -369,16 +369,17 @@ mod tests {
     };
 
     fn plan_of(target: &str) -> Arc<Plan> {
-        Arc::new(Plan {
-            target: target.to_string(),
-            revision: Revision::Worktree,
-            base: PlanBase::default(),
-            actions: Vec::new(),
-            unchanged: 0,
-            diagnostics: Vec::new(),
-            approval_reason: None,
-            partial: None,
-        })
+        let nothing = ritmo::model::LiveState::default();
+        let policy = ritmo::plan::PlanPolicy::default();
+        let revision = Revision::Worktree;
+        Arc::new(ritmo::plan::plan(
+            target,
+            revision,
+            PlanBase::default(),
+            Vec::new(),
+            &nothing,
+            &policy,
+        ))
     }
 
     fn written(listing: &PlanListing, plan: &Arc<Plan>) -> String {
