@@ -243,7 +243,12 @@ pub fn plan_text(out: &mut impl Write, style: Style, plan: &Plan) -> std::io::Re
 /// waits on the database, and listing 10,000 creates' fields takes about a tenth of a full
 /// sync (docs/benchmarks.md).
 #[derive(Default)]
-pub struct PlanListing(Mutex<Option<(Arc<Plan>, JoinHandle<Vec<u8>>)>>);
+pub struct PlanListing(Mutex<Option<Rendering>>);
+
+struct Rendering {
+    plan: Arc<Plan>,
+    text: JoinHandle<Vec<u8>>,
+}
 
 impl PlanListing {
     /// Starts rendering `plan` in the background.
@@ -256,7 +261,10 @@ impl PlanListing {
             text
         });
         if let Ok(mut slot) = self.0.lock() {
-            *slot = Some((Arc::clone(plan), handle));
+            *slot = Some(Rendering {
+                plan: Arc::clone(plan),
+                text: handle,
+            });
         }
     }
 
@@ -269,9 +277,9 @@ impl PlanListing {
         plan: &Arc<Plan>,
     ) -> std::io::Result<()> {
         let started = self.0.lock().ok().and_then(|mut slot| slot.take());
-        if let Some((rendered, handle)) = started
-            && Arc::ptr_eq(&rendered, plan)
-            && let Ok(text) = handle.join()
+        if let Some(rendering) = started
+            && Arc::ptr_eq(&rendering.plan, plan)
+            && let Ok(text) = rendering.text.join()
         {
             return out.write_all(&text);
         }

@@ -85,8 +85,9 @@ pub async fn read_files_at(
 ) -> Result<Vec<SourceFile>> {
     let Some(commit) = revision.commit() else {
         let snapshot = read_source(source, limits).await?;
+        let wanted: BTreeSet<&String> = paths.iter().collect();
         let mut files = snapshot.files;
-        files.retain(|file| paths.contains(&file.path));
+        files.retain(|file| wanted.contains(&file.path));
         return Ok(files);
     };
     let repo = match source.location.local_path() {
