@@ -417,7 +417,7 @@ pub struct Notifier {
     /// `SSL_CERT_FILE` / `SSL_CERT_DIR` when set (rustls-native-certs, read once per process):
     /// how an operator makes it trust a receiver behind a private CA (README, Notifications).
     /// Built by the first post: building it reads every CA certificate of the system, which
-    /// a process that posts nothing (most syncs, every cold start) should not pay for.
+    /// a sync that posts nothing (most of them) should not pay for.
     http: OnceLock<Connector>,
     failures: AtomicU64,
 }

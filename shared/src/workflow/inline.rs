@@ -109,7 +109,7 @@ pub async fn drain(
 
 /// Called with each plan outcome as soon as the plan is recorded, before its apply starts.
 /// The CLI renders the plan meanwhile: the apply mostly waits on the database, so the
-/// listing of a large first sync costs it no time.
+/// listing of a large first sync is mostly hidden behind it.
 pub type OnPlanned<'a> = &'a (dyn Fn(&PlanRequestOutcome) + Sync);
 
 async fn drain_into(
