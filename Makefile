@@ -8,7 +8,7 @@ RITMO := target/debug/ritmo
 # Where `make dev` serves the webhook and the API.
 LISTEN ?= 127.0.0.1:8080
 
-.PHONY: help dev test lint build example-repo tools clean-dev bench bench-process bench-targets bench-smoke test-faults fuzz-smoke \
+.PHONY: help dev test lint build bins example-repo tools clean-dev bench bench-process bench-targets bench-smoke test-faults fuzz-smoke \
   storm invoke invoke-all package
 
 help:
@@ -23,6 +23,12 @@ help:
 
 build:
 	cargo build -p ritmo-cli
+
+# Every binary, with the features `cargo test --workspace` resolves, so that after `make test` the
+# suites below rebuild nothing (`-p PKG` resolves features for that package alone and recompiles
+# the dependencies it shares: two minutes of CI's time).
+bins:
+	cargo build --workspace --bins
 
 # A git repository made from examples/ritmo-config, committed again whenever the example changes,
 # so the sync reads a real commit as it would from GitHub.
@@ -69,15 +75,15 @@ test: tools lint
 # The fault-injection suite (issue 22, tests/faults/, docs/faults.md): `ritmo` killed and
 # PostgreSQL stopped at once in the middle of 10,000-resource applies, on a throwaway cluster it
 # starts itself. FAULTS_SEED=N replays a run; FAULTS_ONLY=NAME runs one scenario.
-test-faults: build
-	cargo test -p ritmo-tests --test faults
+test-faults: bins
+	cargo test --workspace --test faults
 
 # The webhook storm (issue 27, docs/storm.md): 1,000 signed GitHub pushes, 200 at once, into
 # eight webhook environments on a throwaway cluster whose max_connections is the connection
 # budget, the plan queue on moto. STORM_DELIVERIES, STORM_AT_ONCE, STORM_WEBHOOK_ENVIRONMENTS,
 # STORM_MAX_CONNECTIONS change the run.
 storm: tools
-	MOTO_SERVER="$${MOTO_SERVER:-$$PWD/.venv/bin/moto_server}" cargo test -p webhook --test storm
+	MOTO_SERVER="$${MOTO_SERVER:-$$PWD/.venv/bin/moto_server}" cargo test --workspace --test storm
 
 # The performance suite of docs/benchmarks.md on the local PostgreSQL (BENCH_ARGS, e.g.
 # `--resources 100000` or `--parse-only`); `bench-smoke` is CI's quick run of the same code.
@@ -108,9 +114,9 @@ bench-targets:
 	  cargo run --profile profiling -p ritmo-bench -- --targets $(TARGETS) --repeat 3 \
 	    --head-delay-ms $(HEAD_DELAY_MS) --poll-concurrency $(POLL_CONCURRENCY)
 
-bench-smoke:
+bench-smoke: bins
 	@export DATABASE_URL="$$(scripts/ensure-postgres.sh)" || exit 2; \
-	  cargo run -p ritmo-bench -- --resources 1000 --repeat 1 --webhook-iterations 100
+	  target/debug/ritmo-bench --resources 1000 --repeat 1 --webhook-iterations 100
 
 # Issue 22: each fuzz target for FUZZ_SECONDS from its committed corpus (fuzz/corpus/), new
 # inputs kept in .dev/fuzz; fails on any crash, hang over 1 s or RSS over 512 MB. The crash
