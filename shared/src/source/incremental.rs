@@ -1024,7 +1024,8 @@ impl Context<'_> {
         base_commit: &str,
     ) -> Result<Result<PlannedTarget, FullScanReason>> {
         // No drift recorded and the hash version checked: every managed row is as applied.
-        let count = self.store.inventory_count(&self.target.name).await?;
+        // Their number was read with the base, in the same snapshot as its generation.
+        let count = usize::try_from(self.base.inventory_size).unwrap_or(0);
         let plan = plan::plan_overlay(
             &self.target.name,
             head.revision.clone(),
