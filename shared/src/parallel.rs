@@ -70,8 +70,8 @@ pub(crate) fn load_manifest(files: &[SourceFile], limits: &Limits) -> Manifest {
     if threads < 2 || files.len() < 64 || resource_files > limits.max_files {
         return manifest::load(files, limits);
     }
-    // Jobs cost more to parse per byte than the other kinds, so equal shares of text do not
-    // end together: a profile of `validate` showed one core idle for a fifth of the parse.
+    // Equal shares of text do not end together: a profile of `validate` showed one core idle
+    // for a fifth of the parse.
     let parts = map_queued(
         balanced_chunks(files, threads * CHUNKS_PER_THREAD),
         threads,

@@ -1025,7 +1025,7 @@ impl Context<'_> {
     ) -> Result<Result<PlannedTarget, FullScanReason>> {
         // No drift recorded and the hash version checked: every managed row is as applied.
         // Their number was read with the base, in the same snapshot as its generation.
-        let count = usize::try_from(self.base.inventory_size).unwrap_or(0);
+        let count = self.base.inventory_size;
         let plan = plan::plan_overlay(
             &self.target.name,
             head.revision.clone(),
@@ -1116,9 +1116,8 @@ impl Context<'_> {
 /// reads; past it a full scan costs less time and memory (docs/benchmarks.md, "Incremental
 /// syncs by number of changed files"). Up to [`MIN_MOST_CHANGED_FILES`] are always read
 /// incrementally: a repository that small is cheap to plan either way.
-fn most_changed_files(inventory_size: i64) -> usize {
-    let inventory = usize::try_from(inventory_size).unwrap_or(0);
-    (inventory / 4).max(MIN_MOST_CHANGED_FILES)
+fn most_changed_files(inventory_size: usize) -> usize {
+    (inventory_size / 4).max(MIN_MOST_CHANGED_FILES)
 }
 
 const MIN_MOST_CHANGED_FILES: usize = 100;

@@ -31,7 +31,7 @@ pub struct AppliedBase {
     /// rewrites every row hashed with another version).
     pub sample_hash_version: Option<i16>,
     /// How many resources the target manages.
-    pub inventory_size: i64,
+    pub inventory_size: usize,
 }
 
 /// Live state for planning one target, restricted to the rows a plan can look at (the
@@ -85,7 +85,7 @@ impl Store {
                 drift_recorded: get(&row, 3)?,
                 kept_stale: get(&row, 4)?,
                 sample_hash_version: get(&row, 5)?,
-                inventory_size: get(&row, 6)?,
+                inventory_size: usize::try_from(get::<i64>(&row, 6)?).unwrap_or(0),
             })
         })
         .transpose()
