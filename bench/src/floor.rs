@@ -97,9 +97,8 @@ pub fn dump_rows(database_url: &str, dir: &Path) -> Result<()> {
 }
 
 /// Times `psql \copy` of `dir`'s `TABLE.csv` files into a fresh database with the product's
-/// schema, in one transaction. The drift and ownership triggers are disabled (the applier's
-/// writes skip them too): the floor is the cost of moving the rows, not of the product's
-/// bookkeeping.
+/// schema, in one transaction. The drift, ownership and inventory-size triggers are disabled:
+/// the floor is the cost of moving the rows, not of the product's bookkeeping.
 pub async fn copy_in(dir: &Path) -> Result<Duration> {
     let db = TestDb::new().await;
     drop(Store::connect(&db.url).await?);
@@ -107,7 +106,8 @@ pub async fn copy_in(dir: &Path) -> Result<Duration> {
         .await
         .batch_execute(
             "ALTER TABLE resources DISABLE TRIGGER resources_drift;
-             ALTER TABLE inventory DISABLE TRIGGER inventory_ownership;",
+             ALTER TABLE inventory DISABLE TRIGGER inventory_ownership;
+             ALTER TABLE inventory DISABLE TRIGGER inventory_size_added;",
         )
         .await?;
     let mut commands = vec!["BEGIN".to_string()];

@@ -765,6 +765,91 @@ async fn registering_a_target_again_keeps_its_generation() {
     assert_eq!(store.targets().await.unwrap().len(), 1);
 }
 
+/// Each target's inventory size as the database keeps it on the target's row, beside a count
+/// of its entries.
+async fn inventory_sizes(db: &TestDb) -> Vec<(String, i64, i64)> {
+    db.client()
+        .await
+        .query(
+            "SELECT t.name, t.inventory_size,
+                    (SELECT count(*) FROM inventory i WHERE i.target = t.name)
+             FROM targets t ORDER BY t.name",
+            &[],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|row| (row.get(0), row.get(1), row.get(2)))
+        .collect()
+}
+
+/// The size a plan reads off the target's row follows every write of the inventory: the
+/// applier's creates and deletes, and entries deleted, moved or written by hand.
+#[tokio::test]
+async fn the_inventory_size_kept_on_the_target_follows_every_write() {
+    let db = TestDb::new().await;
+    let mut store = connect(&db, TARGET).await;
+    connect(&db, "other").await;
+    sync(
+        &mut store,
+        "c1",
+        vec![job("a", 1), job("b", 1), job("c", 1)],
+        &lenient(),
+    )
+    .await;
+    let (other_id, other_plan) =
+        plan_run(&store, "other", "o1", vec![job("theirs", 1)], &lenient()).await;
+    apply_plan(&mut store, other_id, &other_plan).await.unwrap();
+    let applied = inventory_sizes(&db).await;
+    sync(
+        &mut store,
+        "c2",
+        vec![job("a", 1), job("b", 2), job("d", 1), job("e", 1)],
+        &lenient(),
+    )
+    .await;
+    let pruned_and_created = inventory_sizes(&db).await;
+    let client = db.client().await;
+    client
+        .batch_execute(
+            "DELETE FROM inventory WHERE name = 'a';
+             UPDATE inventory SET target = 'other' WHERE name = 'b';
+             INSERT INTO inventory (target, kind, name, spec_hash, git_commit)
+             VALUES ('late', 'Job', 'early', 'by-hand', 'x');",
+        )
+        .await
+        .unwrap();
+    connect(&db, "late").await;
+    connect(&db, TARGET).await;
+    let by_hand = inventory_sizes(&db).await;
+
+    let sizes = |rows: &[(String, i64, i64)]| -> Vec<(String, i64)> {
+        rows.iter()
+            .map(|(name, kept, _)| (name.clone(), *kept))
+            .collect()
+    };
+    let counted = |rows: &[(String, i64, i64)]| -> Vec<(String, i64)> {
+        rows.iter()
+            .map(|(name, _, counted)| (name.clone(), *counted))
+            .collect()
+    };
+    assert_eq!(sizes(&applied), [("other".into(), 1), (TARGET.into(), 3)]);
+    assert_eq!(sizes(&pruned_and_created), counted(&pruned_and_created));
+    assert_eq!(
+        sizes(&pruned_and_created),
+        [("other".into(), 1), (TARGET.into(), 4)]
+    );
+    assert_eq!(
+        sizes(&by_hand),
+        [("late".into(), 1), ("other".into(), 2), (TARGET.into(), 2)]
+    );
+    assert_eq!(sizes(&by_hand), counted(&by_hand));
+    assert_eq!(store.inventory_count(TARGET).await.unwrap(), 2);
+    assert_eq!(store.inventory_count("unknown").await.unwrap(), 0);
+    let base = store.applied_base(TARGET).await.unwrap().unwrap();
+    assert_eq!(base.inventory_size, 2);
+}
+
 #[tokio::test]
 async fn starting_a_run_for_an_unknown_target_says_so() {
     let db = TestDb::new().await;

@@ -746,6 +746,10 @@ impl Context<'_> {
         base_commit: &str,
         config_path: &str,
     ) -> Result<Result<PlannedTarget, FullScanReason>> {
+        // The applied commit itself: there are no trees to compare, and no repository to open.
+        if head.commit() == base_commit && !self.base.kept_stale {
+            return self.nothing_changed(head, base_commit).await;
+        }
         let mut laps = Laps::start();
         head.reach(base_commit).await?;
         let diff = {

@@ -70,7 +70,7 @@ impl Store {
                         (SELECT r.hash_version FROM inventory i
                          JOIN resources r ON r.kind = i.kind AND r.name = i.name
                          WHERE i.target = t.name LIMIT 1),
-                        (SELECT count(*) FROM inventory i WHERE i.target = t.name)
+                        t.inventory_size
                  FROM targets t LEFT JOIN sync_runs s ON s.id = t.last_sync_id
                  WHERE t.name = $1",
                 &[&target],
@@ -318,17 +318,19 @@ impl Store {
         Ok(found)
     }
 
-    /// How many rows the target's inventory holds, counted in the database.
+    /// How many rows the target's inventory holds (kept on the target's row by the database's
+    /// triggers on every write of the inventory); 0 for an unknown target.
     pub async fn inventory_count(&self, target: &str) -> Result<usize, StoreError> {
         let row = self
             .db()
-            .query_one(
-                "SELECT count(*) FROM inventory WHERE target = $1",
+            .query_opt(
+                "SELECT inventory_size FROM targets WHERE name = $1",
                 &[&target],
             )
             .await
-            .map_err(StoreError::query("count the inventory"))?;
-        Ok(usize::try_from(get::<i64>(&row, 0)?).unwrap_or(0))
+            .map_err(StoreError::query("read the inventory's size"))?;
+        let size = row.map(|row| get::<i64>(&row, 0)).transpose()?;
+        Ok(size.map_or(0, |size| usize::try_from(size).unwrap_or(0)))
     }
 
     /// How many resources of each of `kinds` the target's inventory holds (kinds it holds none
