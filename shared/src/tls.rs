@@ -1,14 +1,17 @@
 //! The process's TLS client setup: one crypto provider, and the system's CA certificates read once.
 //!
 //! Reading them means parsing every file of the system bundle (a directory of a few hundred
-//! PEM files on Debian): about 4 ms, which reqwest's default verifier paid again on every git
-//! fetch and remote-head check. The database connector and the git HTTPS client share the one
-//! copy read here.
+//! PEM files on Debian), which reqwest's default verifier paid again on every git fetch and
+//! remote-head check, plain http included. The database connector and the git HTTP client share
+//! the one copy read here; the git client reads it only when a handshake needs it.
 
 use std::sync::{Arc, OnceLock};
 
-use rustls::RootCertStore;
+use rustls::client::WebPkiServerVerifier;
+use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::crypto::CryptoProvider;
+use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
+use rustls::{DigitallySignedStruct, RootCertStore, SignatureScheme};
 
 /// The one crypto provider every TLS client of the process uses (the AWS SDKs link aws-lc-rs
 /// already).
@@ -31,20 +34,104 @@ pub fn native_roots() -> Option<Arc<RootCertStore>> {
     Some(ROOTS.get_or_init(|| Arc::new(roots)).clone())
 }
 
-/// The TLS client setup of git over HTTPS: the system's roots, the process's one crypto
-/// provider, TLS 1.2 and 1.3. Built once; every client shares it. `None` when the system has no
-/// CA certificates (the HTTP client then reports its own error on an https URL).
-pub fn https_client_config() -> Option<rustls::ClientConfig> {
+/// The TLS client setup of git over HTTP(S): the system's roots, the process's one crypto
+/// provider, TLS 1.2 and 1.3. Built once; every client shares it. The roots are read at the
+/// first handshake, not when a client is built: a fetch over plain http (which a redirect may
+/// still take to https) never reads them.
+pub fn git_client_config() -> Option<rustls::ClientConfig> {
     static CONFIG: OnceLock<rustls::ClientConfig> = OnceLock::new();
     if let Some(config) = CONFIG.get() {
         return Some(config.clone());
     }
-    let config = rustls::ClientConfig::builder_with_provider(crypto_provider())
+    let provider = crypto_provider();
+    let verifier = Arc::new(RootsOnFirstUse {
+        provider: provider.clone(),
+        verifier: OnceLock::new(),
+    });
+    let config = rustls::ClientConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
         .ok()?
-        .with_root_certificates(native_roots()?)
+        .dangerous()
+        .with_custom_certificate_verifier(verifier)
         .with_no_client_auth();
     Some(CONFIG.get_or_init(|| config).clone())
+}
+
+/// rustls's WebPKI verifier over [`native_roots`], built on its first use.
+#[derive(Debug)]
+struct RootsOnFirstUse {
+    provider: Arc<CryptoProvider>,
+    verifier: OnceLock<Arc<WebPkiServerVerifier>>,
+}
+
+impl RootsOnFirstUse {
+    fn verifier(&self) -> Result<&Arc<WebPkiServerVerifier>, rustls::Error> {
+        if let Some(verifier) = self.verifier.get() {
+            return Ok(verifier);
+        }
+        let roots = native_roots().ok_or_else(|| {
+            rustls::Error::General(
+                "no CA certificates found on this system (install ca-certificates)".into(),
+            )
+        })?;
+        let verifier = WebPkiServerVerifier::builder_with_provider(roots, self.provider.clone())
+            .build()
+            .map_err(|err| rustls::Error::General(err.to_string()))?;
+        Ok(self.verifier.get_or_init(|| verifier))
+    }
+}
+
+impl ServerCertVerifier for RootsOnFirstUse {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        server_name: &ServerName<'_>,
+        ocsp_response: &[u8],
+        now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        self.verifier()?.verify_server_cert(
+            end_entity,
+            intermediates,
+            server_name,
+            ocsp_response,
+            now,
+        )
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.provider.signature_verification_algorithms,
+        )
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.provider.signature_verification_algorithms,
+        )
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.provider
+            .signature_verification_algorithms
+            .supported_schemes()
+    }
 }
 
 #[cfg(test)]

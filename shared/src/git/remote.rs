@@ -470,22 +470,17 @@ impl Remote {
         };
         let timeout = self.options.timeout;
         let connect_timeout = self.options.connect_timeout;
-        // Plain http needs no TLS setup, and building it reads every system CA certificate; a
-        // redirect to https still gets reqwest's own.
-        let https = self.url.scheme == gix::url::Scheme::Https;
         options.connect_timeout = Some(connect_timeout);
         let backend = http::reqwest::Options {
             configure_client: Some(Box::new(
                 move |builder: reqwest::blocking::ClientBuilder| {
                     let builder = builder.timeout(timeout).connect_timeout(connect_timeout);
                     // The process's one TLS setup, instead of reqwest reading the system's CA
-                    // certificates again for every client (one per fetch).
-                    Ok(
-                        match https.then(crate::tls::https_client_config).flatten() {
-                            Some(config) => builder.tls_backend_preconfigured(config),
-                            None => builder,
-                        },
-                    )
+                    // certificates again for every client (one per fetch), even over plain http.
+                    Ok(match crate::tls::git_client_config() {
+                        Some(config) => builder.tls_backend_preconfigured(config),
+                        None => builder,
+                    })
                 },
             )),
             configure_request: None,
