@@ -904,7 +904,7 @@ impl Context<'_> {
             .collect();
         let asked: Vec<&ResourceId> = asked.into_iter().collect();
         let extra: Vec<&ResourceId> = defined.iter().copied().collect();
-        let (slice, inventory_size) = self
+        let slice = self
             .store
             .planning_slice(&self.target.name, &asked, &extra)
             .await?;
@@ -916,7 +916,10 @@ impl Context<'_> {
         let decided = |id: &ResourceId| defined.contains(id) || taken_out(id);
         state.live.inventory.retain(|id, _| decided(id));
         state.live.resources.retain(|id, _| decided(id));
-        let untouched = inventory_size.saturating_sub(state.live.inventory.len());
+        let untouched = self
+            .base
+            .inventory_size
+            .saturating_sub(state.live.inventory.len());
         laps.lap("live state");
 
         let mut diagnostics = manifest.diagnostics.clone();

@@ -151,8 +151,8 @@ impl Store {
     }
 
     /// What an incremental plan needs of the live state, without reading the rest of the
-    /// inventory: the inventory entries among `ids`, the resource rows of `extra` ids (any
-    /// owner), and how many entries the whole inventory holds.
+    /// inventory: the inventory entries among `ids` and the resource rows of `extra` ids (any
+    /// owner). The size of the whole inventory comes with the [`AppliedBase`].
     ///
     /// The entries are trusted: each managed row among `ids` is reported as its entry says
     /// (same hash, not drifted), unless it is also in `extra`. That holds when no drift is
@@ -163,12 +163,12 @@ impl Store {
         target: &str,
         ids: &[&ResourceId],
         extra: &[&ResourceId],
-    ) -> Result<(PlanningState, usize), StoreError> {
+    ) -> Result<PlanningState, StoreError> {
         let kinds: Vec<&str> = ids.iter().map(|id| id.kind.as_str()).collect();
         let names: Vec<&str> = ids.iter().map(|id| id.name.as_str()).collect();
         let inventory_params: [&(dyn ToSql + Sync); 3] = [&target, &kinds, &names];
         const READ: &str = "read the planning state";
-        let (inventory_rows, extra_rows, size) = futures_util::try_join!(
+        let (inventory_rows, extra_rows) = futures_util::try_join!(
             async {
                 self.db()
                     .query(
@@ -186,7 +186,6 @@ impl Store {
                     .await
                     .map_err(StoreError::query(READ))
             },
-            self.inventory_count(target),
         )?;
 
         let mut state = PlanningState::default();
@@ -207,7 +206,7 @@ impl Store {
                 .insert(id.clone(), inventory_entry(id, hash));
         }
         add_resource_rows(&mut state.live, &extra_rows)?;
-        Ok((state, size))
+        Ok(state)
     }
 
     /// The resource rows of `ids`, whoever owns them.
@@ -316,21 +315,6 @@ impl Store {
             }
         }
         Ok(found)
-    }
-
-    /// How many rows the target's inventory holds (kept on the target's row by the database's
-    /// triggers on every write of the inventory); 0 for an unknown target.
-    pub async fn inventory_count(&self, target: &str) -> Result<usize, StoreError> {
-        let row = self
-            .db()
-            .query_opt(
-                "SELECT inventory_size FROM targets WHERE name = $1",
-                &[&target],
-            )
-            .await
-            .map_err(StoreError::query("read the inventory's size"))?;
-        let size = row.map(|row| get::<i64>(&row, 0)).transpose()?;
-        Ok(size.map_or(0, |size| usize::try_from(size).unwrap_or(0)))
     }
 
     /// How many resources of each of `kinds` the target's inventory holds (kinds it holds none
