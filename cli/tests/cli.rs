@@ -499,3 +499,48 @@ async fn history_pages_through_runs_newest_first() {
     assert!(second["next"].is_null());
     assert!(!ids(&first).contains(&ids(&second)[0]));
 }
+
+/// A git fetch over https trusts the CAs the system names (here through `SSL_CERT_FILE`, read
+/// at the first handshake) and no other: with another CA the handshake is refused and nothing
+/// is sent; with the server's CA the fetch's first request reaches it.
+#[tokio::test]
+async fn a_git_fetch_over_https_trusts_the_ca_the_system_names_and_no_other() {
+    let db = TestDb::new().await;
+    let server = ritmo_tests::https_receiver::HttpsReceiver::start();
+    let other = ritmo_tests::https_receiver::HttpsReceiver::start();
+    let cache = tempfile::tempdir().unwrap();
+    let url = server.url("/acme/config.git");
+    let validate = |ca: PathBuf| {
+        common::command(&["gitops", "validate", "--repo", &url], &db.url)
+            .env("SSL_CERT_FILE", ca)
+            .env_remove("SSL_CERT_DIR")
+            .env("RITMO_GITOPS_CACHE_DIR", cache.path())
+            .output()
+            .unwrap()
+    };
+
+    let untrusted = validate(other.ca_file());
+    let sent_untrusted = server.requests().len();
+    let refused_handshakes = server.failed_handshakes();
+    let trusted = validate(server.ca_file());
+
+    assert_ne!(untrusted.status.code(), Some(0));
+    assert!(
+        common::stderr(&untrusted).contains("certificate"),
+        "{}",
+        common::stderr(&untrusted)
+    );
+    assert_eq!(sent_untrusted, 0);
+    assert!(refused_handshakes > 0, "the connection was never tried");
+    // The receiver answers 204 to everything, which is no git server: the fetch still fails,
+    // after its request went through the trusted handshake.
+    assert_ne!(trusted.status.code(), Some(0));
+    let requests = server.requests();
+    assert!(
+        requests
+            .iter()
+            .any(|request| request.path.contains("info/refs")),
+        "{requests:?}\n{}",
+        common::stderr(&trusted)
+    );
+}

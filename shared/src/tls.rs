@@ -37,7 +37,8 @@ pub fn native_roots() -> Option<Arc<RootCertStore>> {
 /// The TLS client setup of git over HTTP(S): the system's roots, the process's one crypto
 /// provider, TLS 1.2 and 1.3. Built once; every client shares it. The roots are read at the
 /// first handshake, not when a client is built: a fetch over plain http (which a redirect may
-/// still take to https) never reads them.
+/// still take to https) never reads them. `None` only when the crypto provider offers neither
+/// TLS version.
 pub fn git_client_config() -> Option<rustls::ClientConfig> {
     static CONFIG: OnceLock<rustls::ClientConfig> = OnceLock::new();
     if let Some(config) = CONFIG.get() {
