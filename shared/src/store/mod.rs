@@ -54,7 +54,7 @@ const MIGRATION_LOCK: i64 = 0x7269_746d_6f2d_6d67;
 
 /// The highest version under `migrations/`: a database recording it needs nothing from
 /// refinery. (A unit test keeps the two equal.)
-const SCHEMA_VERSION: i64 = 10;
+const SCHEMA_VERSION: i64 = 11;
 
 /// A connection to the Ritmo database with the schema migrated.
 pub struct Store {
@@ -332,6 +332,10 @@ impl Store {
             .partial
             .as_ref()
             .map(|partial| partial.pending.iter().map(ToString::to_string).collect());
+        let plan_text = serde_json::to_string(plan).map_err(|error| StoreError::Corrupt {
+            table: "sync_runs",
+            reason: format!("a plan could not be encoded as JSON: {error}"),
+        })?;
         let updated = self
             .db()
             .execute(
@@ -347,8 +351,9 @@ impl Store {
                 &[
                     &sync_id,
                     &status.as_str(),
-                    // `json`, not `jsonb`: it stores `\u0000` as sent, so specs stay exact.
-                    &Json(plan),
+                    // The JSON text as serde_json writes it (`\u0000` escaped), so specs stay
+                    // exact; a `text` column, which the server does not parse (V11).
+                    &plan_text,
                     &storable(&revision),
                     &plan.revision.commit(),
                     &plan.base.commit,
@@ -451,10 +456,16 @@ impl Store {
         let Some(row) = row else {
             return Ok(None);
         };
-        let plan: Option<Json<Plan>> = row
+        let text: Option<String> = row
             .try_get(0)
-            .map_err(StoreError::query("decode a stored plan"))?;
-        Ok(plan.map(|Json(plan)| plan))
+            .map_err(StoreError::query("read a stored plan"))?;
+        text.map(|text| {
+            serde_json::from_str(&text).map_err(|error| StoreError::Corrupt {
+                table: "sync_runs",
+                reason: format!("run {sync_id}'s plan is not a plan: {error}"),
+            })
+        })
+        .transpose()
     }
 
     /// Sync runs, newest first: of one target or all, at most `limit`, started strictly

@@ -383,7 +383,7 @@ impl Store {
             .query(
                 "SELECT a -> 'id' ->> 'kind', a -> 'id' ->> 'name'
                  FROM targets t JOIN sync_runs s ON s.id = t.last_sync_id,
-                      json_array_elements(s.plan -> 'actions') AS a
+                      json_array_elements(s.plan::json -> 'actions') AS a
                  WHERE t.name = $1 AND a ->> 'action' = 'prune_skipped'",
                 &[&target],
             )
