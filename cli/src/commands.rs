@@ -330,9 +330,7 @@ fn uncommitted_files(
     let Some(dir) = source.location.local_path().filter(|_| !source.worktree) else {
         return 0;
     };
-    ritmo::git::read_worktree(dir, &target.path, limits)
-        .map(|worktree| ritmo::git::differing_files(&snapshot.files, &worktree.files))
-        .unwrap_or(0)
+    ritmo::git::uncommitted_files(dir, &target.path, &snapshot.files, limits).unwrap_or(0)
 }
 
 /// `ritmo gitops plan`: `sync --dry-run` under another name. Both preview: nothing is written.

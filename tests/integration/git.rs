@@ -1,7 +1,9 @@
 //! git scenarios: reading config repositories made with the git CLI, fetching them over smart
 //! HTTP with basic auth, and diffing trees.
 
-use ritmo::git::{GitError, RepoLocation, Snapshot, is_git_repository, read_commit};
+use ritmo::git::{
+    GitError, RepoLocation, Snapshot, is_git_repository, read_commit, uncommitted_files,
+};
 use ritmo::manifest::{FileContent, Limits, SourceFile};
 use ritmo::model::Revision;
 use ritmo_tests::git_http::TestRepo;
@@ -882,4 +884,82 @@ mod diff {
 
         assert_eq!(changes, [change("jobs/a.yaml", ChangeKind::Added)]);
     }
+}
+
+fn uncommitted(repo: &TestRepo, config_path: &str) -> usize {
+    let snapshot = read_commit(
+        &location(repo),
+        Some("main"),
+        config_path,
+        &Limits::default(),
+    )
+    .unwrap();
+    uncommitted_files(repo.path(), config_path, &snapshot.files, &Limits::default()).unwrap()
+}
+
+#[test]
+fn uncommitted_files_counts_edited_new_and_removed_resource_files_only() {
+    let repo = TestRepo::new();
+    repo.write("jobs/a.yaml", "a: 1\n")
+        .write("jobs/b.yaml", "b: 1\n")
+        .write("jobs/c.yaml", "c: 1\n")
+        .write("README.md", "docs\n");
+    repo.commit("initial");
+    assert_eq!(uncommitted(&repo, "/"), 0);
+
+    repo.write("jobs/a.yaml", "a: 2\n")
+        // Written again with the same text: its stat data changes, its content does not.
+        .write("jobs/b.yaml", "b: 1\n")
+        .write("jobs/d.yaml", "d: 1\n")
+        .write("README.md", "more docs\n");
+    std::fs::remove_file(repo.path().join("jobs/c.yaml")).unwrap();
+
+    assert_eq!(uncommitted(&repo, "/"), 3);
+}
+
+#[test]
+fn a_staged_edit_is_still_uncommitted() {
+    let repo = TestRepo::new();
+    repo.write("team/config/jobs/a.yaml", "a: 1\n")
+        .write("team/config/jobs/b.yaml", "b: 1\n");
+    repo.commit("initial");
+    assert_eq!(uncommitted(&repo, "team/config"), 0);
+
+    repo.write("team/config/jobs/a.yaml", "a: 2\n");
+    repo.git(&["add", "team/config/jobs/a.yaml"]);
+
+    assert_eq!(uncommitted(&repo, "team/config"), 1);
+}
+
+#[test]
+fn a_file_whose_stat_data_matches_its_clean_index_entry_is_not_read() {
+    // With ctime and inode not trusted (core.trustctime, core.checkStat), a same-size rewrite
+    // given back its old mtime looks untouched to git: `git status` calls it clean, and so
+    // does the count, which takes the index's word instead of reading the file.
+    let repo = TestRepo::new();
+    repo.git(&["config", "core.trustctime", "false"]);
+    repo.git(&["config", "core.checkStat", "minimal"]);
+    repo.write("jobs/a.yaml", "a: 1\n");
+    let file = repo.path().join("jobs/a.yaml");
+    let past = "202001010000";
+    run_touch(&file, past);
+    repo.commit("initial");
+
+    repo.write("jobs/a.yaml", "a: 9\n");
+    run_touch(&file, past);
+
+    assert_eq!(repo.git(&["status", "--porcelain"]), "");
+    assert_eq!(uncommitted(&repo, "/"), 0);
+    // Without the index the same files differ.
+    std::fs::remove_file(repo.path().join(".git/index")).unwrap();
+    assert_eq!(uncommitted(&repo, "/"), 1);
+}
+
+fn run_touch(path: &std::path::Path, stamp: &str) {
+    let status = std::process::Command::new("touch")
+        .args(["-m", "-t", stamp])
+        .arg(path)
+        .status()
+        .unwrap();
+    assert!(status.success());
 }

@@ -3,7 +3,8 @@
 //! and diff two trees.
 //!
 //! - [`read_commit`] / [`read_worktree`]: the resource files of a config path (local repository
-//!   at a branch tip, or a plain directory), as a [`Snapshot`].
+//!   at a branch tip, or a plain directory), as a [`Snapshot`]; [`uncommitted_files`]: how many
+//!   of them the working tree changes.
 //! - [`remote_head`]: where a remote branch points, with one ls-refs request (protocol v2).
 //! - [`GitCache`]: fetch a branch into a per-target bare cache (shallow at first, deepened when
 //!   an older commit is needed) and read snapshots from it.
@@ -47,7 +48,7 @@ pub use remote::{
 };
 pub use ssh::{KnownHosts, SshAuth};
 pub use tree::{is_git_repository, read_commit, read_commit_at, resolve_commit};
-pub use worktree::{differing_files, read_worktree};
+pub use worktree::{read_worktree, uncommitted_files};
 
 use crate::manifest::SourceFile;
 use crate::model::Revision;

@@ -4,6 +4,7 @@
 //! `symlink_metadata`/`file_type`, and a file is read only after its size is known, with the
 //! read itself bounded.
 
+use std::collections::{HashMap, HashSet};
 use std::fs::{self, File};
 use std::io::Read;
 use std::path::{Path, PathBuf};
@@ -21,7 +22,169 @@ use crate::model::{Kind, Revision};
 pub fn read_worktree(dir: &Path, config_path: &str, limits: &Limits) -> Result<Snapshot, GitError> {
     let config = ConfigPath::parse(config_path)?;
     let revision = Revision::Worktree;
-    let root = config_root(dir, &config, &revision)?;
+    let Some(Listing { mut files, to_read }) = list(dir, &config, limits)? else {
+        return Ok(Snapshot {
+            revision,
+            files: super::tree::too_many_files(limits, &config),
+        });
+    };
+    let limit = limits.max_file_bytes;
+    for (index, content) in on_every_core(to_read, |_, path| read_bounded(path, limit))? {
+        if let Some(file) = files.get_mut(index) {
+            file.content = content;
+        }
+    }
+    files.sort_by(|a, b| a.path.cmp(&b.path));
+    Ok(Snapshot { revision, files })
+}
+
+/// How many resource files of `config_path` differ between `committed` (the same config path
+/// read at a commit of the repository at `dir`) and the working tree: added, removed or
+/// changed, what a validate of the commit did not check. As `git status` does, a file whose
+/// stat data matches its clean index entry holds that entry's blob: when that is the
+/// committed blob, the file is not read. The others are read and compared byte for byte.
+pub fn uncommitted_files(
+    dir: &Path,
+    config_path: &str,
+    committed: &[SourceFile],
+    limits: &Limits,
+) -> Result<usize, GitError> {
+    let config = ConfigPath::parse(config_path)?;
+    let Some(Listing { mut files, to_read }) = list(dir, &config, limits)? else {
+        return Ok(differing_files(
+            committed,
+            &super::tree::too_many_files(limits, &config),
+        ));
+    };
+    let committed: HashMap<&str, &FileContent> = committed
+        .iter()
+        .map(|file| (file.path.as_str(), &file.content))
+        .collect();
+    let index = CleanIndex::open(dir, &config);
+    let limit = limits.max_file_bytes;
+    let paths: Vec<&str> = files.iter().map(|file| file.path.as_str()).collect();
+    let read = on_every_core(to_read, |at, path| {
+        let relative = paths.get(at).copied().unwrap_or_default();
+        let unchanged = index.as_ref().is_some_and(|index| {
+            index.holds_committed(relative, path, committed.get(relative).copied())
+        });
+        Ok(if unchanged {
+            None
+        } else {
+            Some(read_bounded(path, limit)?)
+        })
+    })?;
+    let mut unchanged = vec![false; files.len()];
+    for (at, content) in read {
+        match (content, files.get_mut(at)) {
+            (Some(content), Some(file)) => file.content = content,
+            (None, Some(_)) => unchanged[at] = true,
+            _ => {}
+        }
+    }
+    let on_disk: HashSet<&str> = files.iter().map(|file| file.path.as_str()).collect();
+    let changed_or_new = files
+        .iter()
+        .zip(&unchanged)
+        .filter(|(file, unchanged)| {
+            !**unchanged && committed.get(file.path.as_str()) != Some(&&file.content)
+        })
+        .count();
+    let removed = committed
+        .keys()
+        .filter(|path| !on_disk.contains(*path))
+        .count();
+    Ok(changed_or_new + removed)
+}
+
+/// The repository's index, for telling a file git already knows unchanged from its stat data.
+struct CleanIndex {
+    index: gix::index::File,
+    options: gix::index::entry::stat::Options,
+    object_hash: gix::hash::Kind,
+    /// The config path as index paths start: `""` or `"team/config/"`.
+    prefix: String,
+}
+
+impl CleanIndex {
+    /// `None` (every file is read) when `dir` is not the top of a repository's working tree
+    /// or its index cannot be read.
+    fn open(dir: &Path, config: &ConfigPath) -> Option<CleanIndex> {
+        let repository = gix::open_opts(dir, gix::open::Options::isolated()).ok()?;
+        let top = repository.workdir()?.canonicalize().ok()?;
+        if top != dir.canonicalize().ok()? {
+            return None;
+        }
+        let mut prefix = config.components().join("/");
+        if !prefix.is_empty() {
+            prefix.push('/');
+        }
+        Some(CleanIndex {
+            index: repository.open_index().ok()?,
+            options: repository.stat_options().ok()?,
+            object_hash: repository.object_hash(),
+            prefix,
+        })
+    }
+
+    /// Whether the file at `path` (`relative` to the config path) is known, without reading
+    /// it, to hold `committed`: a clean index entry whose stat data matches the file's and
+    /// whose blob is `committed`'s. Anything in doubt is `false`, and the file is read.
+    fn holds_committed(
+        &self,
+        relative: &str,
+        path: &Path,
+        committed: Option<&FileContent>,
+    ) -> bool {
+        use gix::index::entry::{Flags, Mode, Stage, Stat};
+        let Some(FileContent::Bytes(committed)) = committed else {
+            return false;
+        };
+        let key = format!("{}{relative}", self.prefix);
+        let Some(entry) = self.index.entry_by_path(key.as_bytes().into()) else {
+            return false;
+        };
+        let trusted = entry.stage() == Stage::Unconflicted
+            && !entry
+                .flags
+                .intersects(Flags::ASSUME_VALID | Flags::SKIP_WORKTREE | Flags::INTENT_TO_ADD)
+            && matches!(entry.mode, Mode::FILE | Mode::FILE_EXECUTABLE)
+            // Written no earlier than the index, the file may have changed since without its
+            // stat data showing it ("racy git"). Compared to the nanosecond, as git does on
+            // Linux: by the second, every file of a fresh checkout written in the index's last
+            // second would be read.
+            && !entry.stat.is_racy(
+                self.index.timestamp(),
+                gix::index::entry::stat::Options {
+                    use_nsec: true,
+                    check_stat: true,
+                    ..self.options
+                },
+            );
+        if !trusted {
+            return false;
+        }
+        let on_disk = match gix::index::fs::Metadata::from_path_no_follow(path) {
+            Ok(metadata) if metadata.is_file() => Stat::from_fs(&metadata).ok(),
+            _ => None,
+        };
+        on_disk.is_some_and(|stat| entry.stat.matches(&stat, self.options))
+            && gix::objs::compute_hash(self.object_hash, gix::objs::Kind::Blob, committed)
+                .is_ok_and(|id| id == entry.id)
+    }
+}
+
+/// What a walk of the kind directories found: every entry, and the regular resource files
+/// still to read as (index in `files`, path).
+struct Listing {
+    files: Vec<SourceFile>,
+    to_read: Vec<(usize, PathBuf)>,
+}
+
+/// The entries of `config`'s kind directories inside `dir`, not read yet; `None` past
+/// `limits.max_files`.
+fn list(dir: &Path, config: &ConfigPath, limits: &Limits) -> Result<Option<Listing>, GitError> {
+    let root = config_root(dir, config, &Revision::Worktree)?;
     let mut files = Vec::new();
     let mut pending: Vec<(String, PathBuf)> = Vec::new();
     for kind in Kind::ALL {
@@ -51,7 +214,6 @@ pub fn read_worktree(dir: &Path, config_path: &str, limits: &Limits) -> Result<S
             });
         }
     }
-    // Regular resource files, read once the walk is done, on every core: (index in `files`, path).
     let mut to_read: Vec<(usize, PathBuf)> = Vec::new();
     while let Some((prefix, path)) = pending.pop() {
         let entries = fs::read_dir(&path).map_err(|source| io_error(&path, source))?;
@@ -71,7 +233,7 @@ pub fn read_worktree(dir: &Path, config_path: &str, limits: &Limits) -> Result<S
                     continue;
                 }
                 to_read.push((files.len(), entry.path()));
-                // Replaced by what `read_bounded` finds, below.
+                // Replaced by what is read, once the walk is done.
                 FileContent::NonRegular
             } else {
                 FileContent::NonRegular
@@ -81,34 +243,27 @@ pub fn read_worktree(dir: &Path, config_path: &str, limits: &Limits) -> Result<S
                 content,
             });
             if files.len() > limits.max_files {
-                return Ok(Snapshot {
-                    revision,
-                    files: super::tree::too_many_files(limits, &config),
-                });
+                return Ok(None);
             }
         }
     }
-    for (index, content) in read_all(to_read, limits.max_file_bytes)? {
-        if let Some(file) = files.get_mut(index) {
-            file.content = content;
-        }
-    }
-    files.sort_by(|a, b| a.path.cmp(&b.path));
-    Ok(Snapshot { revision, files })
+    Ok(Some(Listing { files, to_read }))
 }
 
-/// [`read_bounded`] of each path, split over the cores (10,000 small files are most of a
-/// working tree's read).
-fn read_all(
+/// `work` on each path, split over the cores (10,000 small files are most of a working
+/// tree's read), with the index each path came with.
+fn on_every_core<T: Send>(
     paths: Vec<(usize, PathBuf)>,
-    limit: u64,
-) -> Result<Vec<(usize, FileContent)>, GitError> {
+    work: impl Fn(usize, &Path) -> Result<T, GitError> + Sync,
+) -> Result<Vec<(usize, T)>, GitError> {
+    let run = |part: Vec<(usize, PathBuf)>| {
+        part.into_iter()
+            .map(|(index, path)| Ok((index, work(index, &path)?)))
+            .collect::<Result<Vec<_>, GitError>>()
+    };
     let threads = crate::parallel::threads();
     if threads < 2 || paths.len() < 256 {
-        return paths
-            .into_iter()
-            .map(|(index, path)| Ok((index, read_bounded(&path, limit)?)))
-            .collect();
+        return run(paths);
     }
     let per_part = paths.len().div_ceil(threads);
     let mut parts: Vec<Vec<(usize, PathBuf)>> = Vec::new();
@@ -116,15 +271,11 @@ fn read_all(
     while rest.peek().is_some() {
         parts.push(rest.by_ref().take(per_part).collect());
     }
-    let mut contents = Vec::new();
-    for part in crate::parallel::map_parts(parts, |part| {
-        part.into_iter()
-            .map(|(index, path)| Ok((index, read_bounded(&path, limit)?)))
-            .collect::<Result<Vec<_>, GitError>>()
-    }) {
-        contents.extend(part?);
+    let mut done = Vec::new();
+    for part in crate::parallel::map_parts(parts, run) {
+        done.extend(part?);
     }
-    Ok(contents)
+    Ok(done)
 }
 
 /// `dir` joined with the config path, refusing a component that is a symlink or not a directory.
@@ -193,8 +344,7 @@ fn io_error(path: &Path, source: std::io::Error) -> GitError {
 
 /// How many resource files differ between two readings of a config path (added, removed or
 /// changed): with a commit and the working tree, what is not committed yet.
-pub fn differing_files(committed: &[SourceFile], worktree: &[SourceFile]) -> usize {
-    use std::collections::HashMap;
+fn differing_files(committed: &[SourceFile], worktree: &[SourceFile]) -> usize {
     let committed: HashMap<&str, &FileContent> = committed
         .iter()
         .map(|f| (f.path.as_str(), &f.content))
