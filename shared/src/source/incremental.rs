@@ -730,11 +730,9 @@ impl Context<'_> {
         diagnostic::sort(&mut diagnostics);
         Ok(Checked {
             revision,
-            desired: manifest
-                .documents
-                .into_iter()
-                .map(|document| document.resource)
-                .collect(),
+            // What else a document holds (strings, references, positions) is freed on every
+            // core.
+            desired: parallel::map_each(manifest.documents, |document| document.resource),
             diagnostics,
         })
     }

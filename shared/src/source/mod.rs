@@ -144,11 +144,7 @@ pub async fn check(snapshot: Snapshot, checks: Checks<'_>, limits: &Limits) -> C
     diagnostic::sort(&mut diagnostics);
     Checked {
         revision: snapshot.revision,
-        desired: loaded
-            .documents
-            .into_iter()
-            .map(|document| document.resource)
-            .collect(),
+        desired: crate::parallel::map_each(loaded.documents, |document| document.resource),
         diagnostics,
     }
 }
