@@ -505,13 +505,15 @@ async fn run_sync(ctx: &Session, args: &PlanArgs, sync: Sync) -> Result<u8> {
         }
     }
     out.flush()?;
-    Ok(
-        if drained.failed() || drained.last_plan().is_some_and(is_refusal) {
-            CONFIG_WRONG
-        } else {
-            OK
-        },
-    )
+    let code = if drained.failed() || drained.last_plan().is_some_and(is_refusal) {
+        CONFIG_WRONG
+    } else {
+        OK
+    };
+    // The process exits next, and the kernel takes its memory back at once: freeing a full
+    // sync's 10,000 plans and specs one allocation at a time took 15 ms of the run.
+    std::mem::forget(drained);
+    Ok(code)
 }
 
 /// The files a plan's diagnostics point into, for their snippets: only those files, read
