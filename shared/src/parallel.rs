@@ -2,7 +2,8 @@
 //! commit are CPU-bound and run on every core).
 
 use crate::diagnostic;
-use crate::manifest::{self, FileContent, Limits, Manifest, SourceFile};
+use crate::manifest::{self, Document, FileContent, Limits, Manifest, SourceFile};
+use crate::model::DesiredResource;
 
 /// Threads to split CPU-bound work over: the available cores, at most 8.
 pub(crate) fn threads() -> usize {
@@ -32,27 +33,26 @@ pub(crate) fn map_parts<P: Send, T: Send>(parts: Vec<P>, work: impl Fn(P) -> T +
 /// Below this many items, splitting over threads costs more than it saves.
 const MIN_ITEMS_TO_SPLIT: usize = 1_024;
 
-/// `work` on each of `items`, the items cut into one run per core; the results in the order of
-/// `items`. For per-item work that is cheap alone but not 100,000 times over (at that size a
-/// full sync's checks and frees took a second on one core).
-pub(crate) fn map_each<T: Send, U: Send>(items: Vec<T>, work: impl Fn(T) -> U + Sync) -> Vec<U> {
+/// The resources of `documents`. What else each holds (strings, references, ciphertext and
+/// secret fields) is freed on every core first, in place: at 100,000 documents, freeing it on
+/// one core took 160 ms of a full sync.
+pub(crate) fn resources_of(mut documents: Vec<Document>) -> Vec<DesiredResource> {
     let threads = threads();
-    if threads < 2 || items.len() < MIN_ITEMS_TO_SPLIT {
-        return items.into_iter().map(work).collect();
+    if threads >= 2 && documents.len() >= MIN_ITEMS_TO_SPLIT {
+        let per_run = documents.len().div_ceil(threads);
+        let runs: Vec<&mut [Document]> = documents.chunks_mut(per_run).collect();
+        map_parts(runs, |run| {
+            for document in run {
+                document.references = Vec::new();
+                document.ciphertexts = Vec::new();
+                document.secret_refs = Vec::new();
+                document.strings = Vec::new();
+            }
+        });
     }
-    let per_part = items.len().div_ceil(threads);
-    let mut parts = Vec::with_capacity(threads);
-    let mut rest = items;
-    while rest.len() > per_part {
-        let tail = rest.split_off(rest.len() - per_part);
-        parts.push(tail);
-    }
-    parts.push(rest);
-    parts.reverse();
-    let work = &work;
-    map_parts(parts, |part| part.into_iter().map(work).collect::<Vec<U>>())
+    documents
         .into_iter()
-        .flatten()
+        .map(|document| document.resource)
         .collect()
 }
 
@@ -172,15 +172,13 @@ mod tests {
     }
 
     #[test]
-    fn items_split_over_the_cores_come_back_in_their_order() {
+    fn runs_split_over_the_cores_give_their_findings_in_order() {
         let items: Vec<u64> = (0..5_003).collect();
 
-        let doubled = map_each(items.clone(), |n| n * 2);
         let odd = flat_map_runs(&items, |run| run.iter().copied().filter(|n| n % 2 == 1).collect());
 
-        assert_eq!(doubled, items.iter().map(|n| n * 2).collect::<Vec<_>>());
         assert_eq!(odd, items.iter().copied().filter(|n| n % 2 == 1).collect::<Vec<_>>());
-        assert_eq!(map_each(vec![3_u8], |n| n + 1), [4]);
+        assert_eq!(flat_map_runs(&[3_u8], |run| run.to_vec()), [3]);
         assert!(flat_map_runs(&[] as &[u8], |run| run.to_vec()).is_empty());
     }
 
@@ -214,6 +212,18 @@ mod tests {
                 .all(|(_, thread)| *thread != squares[0].1)
         );
         assert!(map_queued(Vec::<u64>::new(), 2, |n| n).is_empty());
+    }
+
+    #[test]
+    fn the_resources_of_many_documents_come_out_whole_and_in_order() {
+        let files: Vec<SourceFile> = (0..1_500)
+            .map(|i| job_file(&format!("jobs/j{i:04}.yaml"), &[&format!("job-{i}")]))
+            .collect();
+        let documents = manifest::load(&files, &Limits::default()).documents;
+        let expected: Vec<DesiredResource> =
+            documents.iter().map(|d| d.resource.clone()).collect();
+
+        assert_eq!(resources_of(documents), expected);
     }
 
     #[test]

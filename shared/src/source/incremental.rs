@@ -730,9 +730,7 @@ impl Context<'_> {
         diagnostic::sort(&mut diagnostics);
         Ok(Checked {
             revision,
-            // What else a document holds (strings, references, positions) is freed on every
-            // core.
-            desired: parallel::map_each(manifest.documents, |document| document.resource),
+            desired: parallel::resources_of(manifest.documents),
             diagnostics,
         })
     }

@@ -144,7 +144,7 @@ pub async fn check(snapshot: Snapshot, checks: Checks<'_>, limits: &Limits) -> C
     diagnostic::sort(&mut diagnostics);
     Checked {
         revision: snapshot.revision,
-        desired: crate::parallel::map_each(loaded.documents, |document| document.resource),
+        desired: crate::parallel::resources_of(loaded.documents),
         diagnostics,
     }
 }

@@ -37,7 +37,7 @@ pub use records::{
 };
 pub use sources::{AppliedBase, PlanningState};
 pub(crate) use statements::{Prepared, StatementCache};
-pub(crate) use text::{storable, storable_json, storable_opt};
+pub(crate) use text::{JsonText, storable, storable_json, storable_opt};
 
 use crate::diagnostic::Diagnostic;
 use crate::hash::SpecHash;
@@ -332,10 +332,6 @@ impl Store {
             .partial
             .as_ref()
             .map(|partial| partial.pending.iter().map(ToString::to_string).collect());
-        let plan_text = serde_json::to_string(plan).map_err(|error| StoreError::Corrupt {
-            table: "sync_runs",
-            reason: format!("a plan could not be encoded as JSON: {error}"),
-        })?;
         let updated = self
             .db()
             .execute(
@@ -351,9 +347,9 @@ impl Store {
                 &[
                     &sync_id,
                     &status.as_str(),
-                    // The JSON text as serde_json writes it (`\u0000` escaped), so specs stay
-                    // exact; a `text` column, which the server does not parse (V11).
-                    &plan_text,
+                    // A `text` column, which the server does not parse (V11); serde_json
+                    // writes `\u0000` escaped, so specs stay exact.
+                    &JsonText(plan),
                     &storable(&revision),
                     &plan.revision.commit(),
                     &plan.base.commit,
