@@ -175,9 +175,18 @@ mod tests {
     fn runs_split_over_the_cores_give_their_findings_in_order() {
         let items: Vec<u64> = (0..5_003).collect();
 
-        let odd = flat_map_runs(&items, |run| run.iter().copied().filter(|n| n % 2 == 1).collect());
+        let odd = flat_map_runs(&items, |run| {
+            run.iter().copied().filter(|n| n % 2 == 1).collect()
+        });
 
-        assert_eq!(odd, items.iter().copied().filter(|n| n % 2 == 1).collect::<Vec<_>>());
+        assert_eq!(
+            odd,
+            items
+                .iter()
+                .copied()
+                .filter(|n| n % 2 == 1)
+                .collect::<Vec<_>>()
+        );
         assert_eq!(flat_map_runs(&[3_u8], |run| run.to_vec()), [3]);
         assert!(flat_map_runs(&[] as &[u8], |run| run.to_vec()).is_empty());
     }
@@ -220,8 +229,7 @@ mod tests {
             .map(|i| job_file(&format!("jobs/j{i:04}.yaml"), &[&format!("job-{i}")]))
             .collect();
         let documents = manifest::load(&files, &Limits::default()).documents;
-        let expected: Vec<DesiredResource> =
-            documents.iter().map(|d| d.resource.clone()).collect();
+        let expected: Vec<DesiredResource> = documents.iter().map(|d| d.resource.clone()).collect();
 
         assert_eq!(resources_of(documents), expected);
     }

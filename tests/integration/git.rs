@@ -894,7 +894,13 @@ fn uncommitted(repo: &TestRepo, config_path: &str) -> usize {
         &Limits::default(),
     )
     .unwrap();
-    uncommitted_files(repo.path(), config_path, &snapshot.files, &Limits::default()).unwrap()
+    uncommitted_files(
+        repo.path(),
+        config_path,
+        &snapshot.files,
+        &Limits::default(),
+    )
+    .unwrap()
 }
 
 #[test]
@@ -953,6 +959,35 @@ fn a_file_whose_stat_data_matches_its_clean_index_entry_is_not_read() {
     // Without the index the same files differ.
     std::fs::remove_file(repo.path().join(".git/index")).unwrap();
     assert_eq!(uncommitted(&repo, "/"), 1);
+}
+
+#[test]
+fn a_same_size_rewrite_given_back_its_mtime_is_still_read() {
+    // Only the change time, to the nanosecond, tells this file from the one git indexed:
+    // stat data compared by the second would call it clean.
+    let repo = TestRepo::new();
+    repo.write("jobs/a.yaml", "a: 1\n");
+    repo.commit("initial");
+    let file = repo.path().join("jobs/a.yaml");
+    let mtime = repo.path().join("mtime-of-a");
+    std::fs::write(&mtime, "").unwrap();
+    run_touch_like(&mtime, &file);
+
+    repo.write("jobs/a.yaml", "a: 2\n");
+    run_touch_like(&file, &mtime);
+
+    assert_eq!(uncommitted(&repo, "/"), 1);
+}
+
+fn run_touch_like(path: &std::path::Path, reference: &std::path::Path) {
+    let status = std::process::Command::new("touch")
+        .arg("-m")
+        .arg("-r")
+        .arg(reference)
+        .arg(path)
+        .status()
+        .unwrap();
+    assert!(status.success());
 }
 
 fn run_touch(path: &std::path::Path, stamp: &str) {

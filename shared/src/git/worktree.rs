@@ -121,7 +121,15 @@ impl CleanIndex {
         }
         Some(CleanIndex {
             index: repository.open_index().ok()?,
-            options: repository.stat_options().ok()?,
+            // Compared to the nanosecond, as git does on Linux, both when matching stat data and
+            // when telling a racy entry: by the second, every file of a fresh checkout written
+            // in the index's last second would be racy and read. The two must agree: a
+            // same-size rewrite in the second of the first write matches by the second, while
+            // its entry is not racy by the nanosecond.
+            options: gix::index::entry::stat::Options {
+                use_nsec: true,
+                ..repository.stat_options().ok()?
+            },
             object_hash: repository.object_hash(),
             prefix,
         })
@@ -150,17 +158,8 @@ impl CleanIndex {
                 .intersects(Flags::ASSUME_VALID | Flags::SKIP_WORKTREE | Flags::INTENT_TO_ADD)
             && matches!(entry.mode, Mode::FILE | Mode::FILE_EXECUTABLE)
             // Written no earlier than the index, the file may have changed since without its
-            // stat data showing it ("racy git"). Compared to the nanosecond, as git does on
-            // Linux: by the second, every file of a fresh checkout written in the index's last
-            // second would be read.
-            && !entry.stat.is_racy(
-                self.index.timestamp(),
-                gix::index::entry::stat::Options {
-                    use_nsec: true,
-                    check_stat: true,
-                    ..self.options
-                },
-            );
+            // stat data showing it ("racy git").
+            && !entry.stat.is_racy(self.index.timestamp(), self.options);
         if !trusted {
             return false;
         }

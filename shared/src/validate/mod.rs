@@ -33,9 +33,10 @@ pub fn validate(manifest: &Manifest, context: &ValidationContext) -> Vec<Diagnos
     let mut out = Vec::new();
     duplicate_identities(manifest, &mut out);
     references(manifest, context, &mut out);
-    out.extend(crate::parallel::flat_map_runs(&manifest.documents, |documents| {
-        documents.iter().flat_map(secrets_and_ciphertexts).collect()
-    }));
+    out.extend(crate::parallel::flat_map_runs(
+        &manifest.documents,
+        |documents| documents.iter().flat_map(secrets_and_ciphertexts).collect(),
+    ));
     diagnostic::sort(&mut out);
     out
 }
