@@ -948,11 +948,11 @@ fn a_file_whose_stat_data_matches_its_clean_index_entry_is_not_read() {
     repo.write("jobs/a.yaml", "a: 1\n");
     let file = repo.path().join("jobs/a.yaml");
     let past = "202001010000";
-    run_touch(&file, past);
+    touch(&file, &["-t".as_ref(), past.as_ref()]);
     repo.commit("initial");
 
     repo.write("jobs/a.yaml", "a: 9\n");
-    run_touch(&file, past);
+    touch(&file, &["-t".as_ref(), past.as_ref()]);
 
     assert_eq!(repo.git(&["status", "--porcelain"]), "");
     assert_eq!(uncommitted(&repo, "/"), 0);
@@ -971,28 +971,19 @@ fn a_same_size_rewrite_given_back_its_mtime_is_still_read() {
     let file = repo.path().join("jobs/a.yaml");
     let mtime = repo.path().join("mtime-of-a");
     std::fs::write(&mtime, "").unwrap();
-    run_touch_like(&mtime, &file);
+    touch(&mtime, &["-r".as_ref(), file.as_os_str()]);
 
     repo.write("jobs/a.yaml", "a: 2\n");
-    run_touch_like(&file, &mtime);
+    touch(&file, &["-r".as_ref(), mtime.as_os_str()]);
 
     assert_eq!(uncommitted(&repo, "/"), 1);
 }
 
-fn run_touch_like(path: &std::path::Path, reference: &std::path::Path) {
+/// `touch -m` of `path` with `args` (`-t STAMP` or `-r REFERENCE`): its mtime set, nothing else.
+fn touch(path: &std::path::Path, args: &[&std::ffi::OsStr]) {
     let status = std::process::Command::new("touch")
         .arg("-m")
-        .arg("-r")
-        .arg(reference)
-        .arg(path)
-        .status()
-        .unwrap();
-    assert!(status.success());
-}
-
-fn run_touch(path: &std::path::Path, stamp: &str) {
-    let status = std::process::Command::new("touch")
-        .args(["-m", "-t", stamp])
+        .args(args)
         .arg(path)
         .status()
         .unwrap();

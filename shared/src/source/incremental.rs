@@ -945,14 +945,9 @@ impl Context<'_> {
             changed_files: changed.len(),
             parsed_files: files.len(),
         };
-        let parsed: Vec<DesiredResource> = manifest
-            .documents
-            .into_iter()
-            .map(|document| document.resource)
-            .collect();
         let checked = Checked {
             revision: head.revision.clone(),
-            desired: parsed,
+            desired: parallel::resources_of(manifest.documents),
             diagnostics,
         };
         if checked.has_errors() {
